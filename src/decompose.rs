@@ -1,0 +1,439 @@
+//! The DAC decomposition: one dense convolution into a depthwise + pointwise pair.
+//!
+//! For every input channel `c` (in group `g`), the slice `M_c = W[outputs of g, c, :, :]` is an
+//! `(N/groups) x (kh·kw)` matrix. With its SVD `M_c = U S Vᵀ` and the top `r` right singular
+//! vectors `V_r`:
+//! - depthwise output channel `c·r + j` is the kernel `v_jᵀ` (times a share of `s_j`);
+//! - pointwise weight `[n, c_local·r + j]` is `(M_c v_j)[n]` (divided by that share).
+//!
+//! The pointwise side is computed as `M_c V_r`, never as `U_r S_r`: with an orthonormal `V`
+//! the product `M_c V Vᵀ` is `M_c` exactly at full rank, however inaccurate the backend's `U`.
+
+use crate::cost::{self, Cost};
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use crate::svd::{NalgebraSvd, SvdBackend};
+use crate::weights::{Conv2dWeights, ConvShape, Padding};
+use rayon::prelude::*;
+
+/// Where the singular values go when the factors are written out.
+///
+/// All three give the same product (the same reconstructed weight and the same outputs up to
+/// rounding); they differ in the magnitudes of the two layers' weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Split {
+    /// Depthwise gets `v_jᵀ` (unit norm), pointwise gets `M v_j = u_j s_j`.
+    Pointwise,
+    /// Depthwise gets `s_j v_jᵀ`, pointwise gets `u_j` (unit norm).
+    Depthwise,
+    /// Each side gets `sqrt(s_j)`: depthwise `sqrt(s_j) v_jᵀ`, pointwise `u_j sqrt(s_j)`.
+    ///
+    /// The default, because it balances the two layers: both weights and the intermediate
+    /// activations stay near the geometric mean of the original scales, which keeps the most
+    /// headroom when the result is stored in f16/bf16 or quantised, and avoids one layer holding
+    /// values `s_1` times larger than the other.
+    #[default]
+    SquareRoot,
+}
+
+/// Parameters of one decomposition: the rank, the singular-value split, and the input size the
+/// report's MAC counts refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// Singular values kept per input channel, `1..=min(N/groups, kh*kw)`.
+    pub rank: usize,
+    /// Where the singular values go.
+    pub split: Split,
+    /// Input `(height, width)` for the report's MACs; `None` counts one output position.
+    pub input_size: Option<(usize, usize)>,
+}
+
+impl Options {
+    /// Rank `rank`, the default [`Split::SquareRoot`], MACs per output position.
+    pub fn new(rank: usize) -> Self {
+        Self { rank, split: Split::default(), input_size: None }
+    }
+    /// Sets the split.
+    pub fn split(mut self, split: Split) -> Self {
+        self.split = split;
+        self
+    }
+    /// Sets the input size for MAC counts.
+    pub fn input_size(mut self, height: usize, width: usize) -> Self {
+        self.input_size = Some((height, width));
+        self
+    }
+}
+
+/// The depthwise half: `C·r` kernels of `kh x kw`, `groups = C`, the original stride, padding
+/// and dilation, no bias. Output channel `c·r + j` is component `j` of input channel `c`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthwiseR<T> {
+    conv: Conv2dWeights<T>,
+    rank: usize,
+}
+
+impl<T: Real> DepthwiseR<T> {
+    /// The layer as a plain grouped convolution (weight `[C·r, 1, kh, kw]`).
+    pub fn conv(&self) -> &Conv2dWeights<T> {
+        &self.conv
+    }
+    /// Components per input channel.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    /// Consumes the wrapper.
+    pub fn into_conv(self) -> Conv2dWeights<T> {
+        self.conv
+    }
+}
+
+/// The pointwise half: a 1x1 convolution `C·r -> N` with the original `groups` and bias.
+/// Input channel `c_local·r + j` of each group reads depthwise output `c·r + j`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pointwise<T> {
+    conv: Conv2dWeights<T>,
+}
+
+impl<T: Real> Pointwise<T> {
+    /// The layer as a plain convolution (weight `[N, C·r/groups, 1, 1]`).
+    pub fn conv(&self) -> &Conv2dWeights<T> {
+        &self.conv
+    }
+    /// Consumes the wrapper.
+    pub fn into_conv(self) -> Conv2dWeights<T> {
+        self.conv
+    }
+}
+
+/// The singular values of every input channel's matrix, in `f64`: what rank policies read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spectrum {
+    shape: ConvShape,
+    values: Vec<f64>,
+}
+
+impl Spectrum {
+    /// Builds a spectrum from per-channel singular values (`shape.in_channels` rows of
+    /// `shape.max_rank()` values each, descending). Used by backends and tests.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `values` has the wrong length.
+    pub fn new(name: &str, shape: ConvShape, values: Vec<f64>) -> Result<Self> {
+        let expected = shape.in_channels * shape.max_rank();
+        if values.len() != expected {
+            return Err(Error::LengthMismatch {
+                layer: name.to_string(),
+                what: "singular values",
+                shape: vec![shape.in_channels, shape.max_rank()],
+                expected,
+                actual: values.len(),
+            });
+        }
+        Ok(Self { shape, values })
+    }
+    /// The layer's shape.
+    pub fn shape(&self) -> &ConvShape {
+        &self.shape
+    }
+    /// Singular values of input channel `c`, descending.
+    pub fn channel(&self, c: usize) -> &[f64] {
+        let k = self.shape.max_rank();
+        &self.values[c * k..(c + 1) * k]
+    }
+    /// Iterates over the channels' singular values.
+    pub fn channels(&self) -> impl Iterator<Item = &[f64]> + '_ {
+        self.values.chunks(self.shape.max_rank())
+    }
+    /// Sum of `s²` over the top `rank` values of every channel.
+    pub fn kept_energy(&self, rank: usize) -> f64 {
+        self.channels().map(|s| s.iter().take(rank).map(|v| v * v).sum::<f64>()).sum()
+    }
+    /// Fraction of the layer's `s²` kept at `rank` (1 for an all-zero layer).
+    pub fn retained_energy(&self, rank: usize) -> f64 {
+        let total = self.kept_energy(self.shape.max_rank());
+        if total > 0.0 {
+            (self.kept_energy(rank) / total).min(1.0)
+        } else {
+            1.0
+        }
+    }
+    /// `sqrt(discarded s²) / ‖W‖`: the relative Frobenius error of the best rank-`rank`
+    /// approximation (Eckart–Young), 0 for an all-zero layer.
+    pub fn optimal_relative_error(&self, rank: usize) -> f64 {
+        let total = self.kept_energy(self.shape.max_rank());
+        if total > 0.0 {
+            let discarded: f64 = self.channels().map(|s| s.iter().skip(rank).map(|v| v * v).sum::<f64>()).sum();
+            (discarded / total).sqrt()
+        } else {
+            0.0
+        }
+    }
+}
+
+/// What a decomposition did and what it costs.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Report {
+    /// The layer's name.
+    pub layer: String,
+    /// The rank used.
+    pub rank: usize,
+    /// The layer's maximum rank `min(N/groups, kh*kw)`.
+    pub max_rank: usize,
+    /// The split used.
+    pub split: Split,
+    /// Singular values of every input channel.
+    pub spectrum: Spectrum,
+    /// Kept `s²` over total `s²`, whole layer.
+    pub retained_energy: f64,
+    /// `‖W − Ŵ‖ / ‖W‖`, measured on the weights actually written (not from the formula).
+    pub relative_error: f64,
+    /// Output `(height, width)` the costs refer to.
+    pub output_size: (usize, usize),
+    /// Cost of the dense layer.
+    pub before: Cost,
+    /// Cost of the pair.
+    pub after: Cost,
+}
+
+/// A decomposition's result: the pair and its report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decomposition<T> {
+    /// The depthwise half.
+    pub depthwise: DepthwiseR<T>,
+    /// The pointwise half.
+    pub pointwise: Pointwise<T>,
+    /// Singular values, error and costs.
+    pub report: Report,
+}
+
+/// Every input channel's SVD, computed once; truncate it to any rank without refactoring.
+///
+/// ```
+/// use dac::{Conv2dWeights, Factorization, Options, svd::NalgebraSvd};
+/// let w: Vec<f64> = (0..4 * 2 * 3 * 3).map(|i| (i as f64 * 0.37).sin()).collect();
+/// let layer = Conv2dWeights::new(w, [4, 2, 3, 3])?;
+/// let f = Factorization::compute(&layer, &NalgebraSvd::default())?;
+/// let r1 = f.truncate(&Options::new(1))?;
+/// let r4 = f.truncate(&Options::new(4))?;
+/// assert!(r1.report.relative_error > r4.report.relative_error);
+/// # Ok::<(), dac::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Factorization<'a, T> {
+    layer: &'a Conv2dWeights<T>,
+    singular_values: Vec<T>,
+    vt: Vec<T>,
+}
+
+impl<'a, T: Real> Factorization<'a, T> {
+    /// Factors every input channel's matrix with `backend`, in parallel over channels.
+    ///
+    /// # Errors
+    /// [`Error::Svd`] naming the channel whose SVD failed.
+    pub fn compute<B: SvdBackend<T> + ?Sized>(layer: &'a Conv2dWeights<T>, backend: &B) -> Result<Self> {
+        let shape = layer.shape();
+        let (ng, taps, k) = (shape.out_per_group(), shape.taps(), shape.max_rank());
+        let mut singular_values = vec![T::zero(); shape.in_channels * k];
+        let mut vt = vec![T::zero(); shape.in_channels * k * taps];
+        singular_values.par_chunks_mut(k).zip(vt.par_chunks_mut(k * taps)).enumerate().try_for_each_init(
+            || vec![T::zero(); ng * taps],
+            |m, (c, (s, v))| {
+                gather_channel(layer, c, m);
+                backend.right_factors(m, ng, taps, s, v).map_err(|f| Error::Svd {
+                    layer: layer.name().to_string(),
+                    channel: c,
+                    reason: f.reason,
+                })
+            },
+        )?;
+        Ok(Self { layer, singular_values, vt })
+    }
+
+    /// The layer this factorisation belongs to.
+    pub fn layer(&self) -> &Conv2dWeights<T> {
+        self.layer
+    }
+
+    /// Every channel's singular values, in `f64`.
+    pub fn spectrum(&self) -> Spectrum {
+        Spectrum { shape: self.layer.shape(), values: self.singular_values.iter().map(|v| v.to_f64_exact()).collect() }
+    }
+
+    /// Writes the pair at `options.rank` and measures its error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRank`] for a rank of 0 or above the maximum; [`Error::EmptyOutput`] or
+    /// [`Error::Overflow`] from the cost of `options.input_size`; [`Error::NonFinite`] if a
+    /// factor overflows the element type.
+    pub fn truncate(&self, options: &Options) -> Result<Decomposition<T>> {
+        let layer = self.layer;
+        let shape = layer.shape();
+        let (ng, cg, taps, k) = (shape.out_per_group(), shape.in_per_group(), shape.taps(), shape.max_rank());
+        let r = options.rank;
+        if r == 0 || r > k {
+            return Err(Error::InvalidRank { layer: layer.name().to_string(), rank: r, max: k });
+        }
+        let c_total = shape.in_channels;
+        let mut dw = vec![T::zero(); c_total * r * taps];
+        let mut pw = vec![T::zero(); shape.out_channels * cg * r];
+        for c in 0..c_total {
+            let (g, cl) = (c / cg, c % cg);
+            let s = &self.singular_values[c * k..c * k + r];
+            let s_max = self.singular_values[c * k].to_f64_exact();
+            for (j, &sj) in s.iter().enumerate() {
+                let v = &self.vt[(c * k + j) * taps..(c * k + j + 1) * taps];
+                let (dw_scale, pw_scale) = split_scales(options.split, sj.to_f64_exact(), s_max, ng.max(taps));
+                for (t, &vt) in v.iter().enumerate() {
+                    dw[(c * r + j) * taps + t] = T::from_f64_lossy(vt.to_f64_exact() * dw_scale);
+                }
+                for nl in 0..ng {
+                    let n = g * ng + nl;
+                    let mut acc = 0.0f64;
+                    for (t, &vt) in v.iter().enumerate() {
+                        acc += layer.weight()[(n * cg + cl) * taps + t].to_f64_exact() * vt.to_f64_exact();
+                    }
+                    pw[n * cg * r + cl * r + j] = T::from_f64_lossy(acc * pw_scale);
+                }
+            }
+        }
+        let geometry = *layer.geometry();
+        let depthwise = Conv2dWeights::builder(dw, [c_total * r, 1, shape.kh, shape.kw])
+            .name(format!("{}.depthwise", layer.name()))
+            .stride(geometry.stride.0, geometry.stride.1)
+            .dilation(geometry.dilation.0, geometry.dilation.1)
+            .padding(geometry.padding)
+            .groups(c_total)
+            .build()?;
+        let pointwise = Conv2dWeights::builder(pw, [shape.out_channels, cg * r, 1, 1])
+            .name(format!("{}.pointwise", layer.name()))
+            .maybe_bias(layer.bias().map(<[T]>::to_vec))
+            .groups(shape.groups)
+            .padding(Padding::default())
+            .build()?;
+        let relative_error = reconstruction_error(layer, depthwise.weight(), pointwise.weight(), r);
+        let spectrum = self.spectrum();
+        let output_size = match options.input_size {
+            Some(hw) => layer.output_size(hw.0, hw.1)?,
+            None => (1, 1),
+        };
+        let has_bias = layer.bias().is_some();
+        let report = Report {
+            layer: layer.name().to_string(),
+            rank: r,
+            max_rank: k,
+            split: options.split,
+            retained_energy: spectrum.retained_energy(r),
+            spectrum,
+            relative_error,
+            output_size,
+            before: cost::dense(layer.name(), &shape, has_bias, output_size)?,
+            after: cost::pair(layer.name(), &shape, has_bias, r, output_size)?,
+        };
+        Ok(Decomposition {
+            depthwise: DepthwiseR { conv: depthwise, rank: r },
+            pointwise: Pointwise { conv: pointwise },
+            report,
+        })
+    }
+}
+
+/// Copies `M_c = W[outputs of c's group, c_local, :, :]` (row-major `(N/g) x (kh·kw)`) into `m`.
+pub(crate) fn gather_channel<T: Real>(layer: &Conv2dWeights<T>, c: usize, m: &mut [T]) {
+    let shape = layer.shape();
+    let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
+    let (g, cl) = (c / cg, c % cg);
+    for nl in 0..ng {
+        let src = ((g * ng + nl) * cg + cl) * taps;
+        m[nl * taps..(nl + 1) * taps].copy_from_slice(&layer.weight()[src..src + taps]);
+    }
+}
+
+/// Multipliers `(depthwise, pointwise)` for component `j` with singular value `s` of a channel
+/// whose largest is `s_max`. Values at or below the channel's rounding floor (including exact
+/// zeros) are not divided by: both factors then stay as `v_jᵀ` and `M v_j`, whose product is
+/// unchanged and finite.
+fn split_scales(split: Split, s: f64, s_max: f64, dim: usize) -> (f64, f64) {
+    let floor = s_max * f64::EPSILON * dim as f64;
+    if !(s > floor) || !s.is_finite() || s < f64::MIN_POSITIVE {
+        return (1.0, 1.0);
+    }
+    match split {
+        Split::Pointwise => (1.0, 1.0),
+        Split::Depthwise => (s, 1.0 / s),
+        Split::SquareRoot => {
+            let q = s.sqrt();
+            (q, 1.0 / q)
+        }
+    }
+}
+
+/// `‖W − Ŵ‖_F / ‖W‖_F` with `Ŵ[n, c, t] = Σ_j pw[n, c_local·r + j] · dw[c·r + j, t]`, in f64.
+fn reconstruction_error<T: Real>(layer: &Conv2dWeights<T>, dw: &[T], pw: &[T], r: usize) -> f64 {
+    let shape = layer.shape();
+    let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
+    let (mut diff, mut total) = (0.0f64, 0.0f64);
+    for n in 0..shape.out_channels {
+        let g = n / ng;
+        for cl in 0..cg {
+            let c = g * cg + cl;
+            for t in 0..taps {
+                let w = layer.weight()[(n * cg + cl) * taps + t].to_f64_exact();
+                let approx: f64 = (0..r)
+                    .map(|j| pw[n * cg * r + cl * r + j].to_f64_exact() * dw[(c * r + j) * taps + t].to_f64_exact())
+                    .sum();
+                diff += (w - approx) * (w - approx);
+                total += w * w;
+            }
+        }
+    }
+    if total > 0.0 {
+        (diff / total).sqrt()
+    } else {
+        diff.sqrt()
+    }
+}
+
+/// Decomposes `layer` at `rank` with the default backend ([`NalgebraSvd`]) and split
+/// ([`Split::SquareRoot`]).
+///
+/// Any valid rank is honoured, including ranks that save nothing: at full rank the pair
+/// reproduces the layer exactly, which is how equivalence is proven. Use a
+/// [`Rank`](crate::Rank) policy to choose ranks that pay off.
+///
+/// ```
+/// use dac::{decompose, Conv2dWeights};
+/// // 2 outputs, 2 inputs, 3x3 kernels.
+/// let w: Vec<f32> = (0..2 * 2 * 9).map(|i| i as f32).collect();
+/// let layer = Conv2dWeights::new(w, [2, 2, 3, 3])?;
+/// let (dw, pw) = decompose(&layer, 2)?;
+/// assert_eq!(dw.conv().dims(), [4, 1, 3, 3]); // C·r depthwise kernels
+/// assert_eq!(pw.conv().dims(), [2, 4, 1, 1]); // 1x1, C·r -> N
+/// # Ok::<(), dac::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidRank`] when `rank` is 0 or above `min(N/groups, kh*kw)`; [`Error::Svd`] if
+/// the SVD does not converge.
+pub fn decompose<T: Real>(layer: &Conv2dWeights<T>, rank: usize) -> Result<(DepthwiseR<T>, Pointwise<T>)> {
+    let d = decompose_with(layer, &Options::new(rank), &NalgebraSvd::default())?;
+    Ok((d.depthwise, d.pointwise))
+}
+
+/// Decomposes `layer` with explicit options and backend, returning the pair and a [`Report`].
+///
+/// # Errors
+/// As [`decompose`], plus the cost errors of [`Factorization::truncate`].
+pub fn decompose_with<T: Real, B: SvdBackend<T> + ?Sized>(
+    layer: &Conv2dWeights<T>,
+    options: &Options,
+    backend: &B,
+) -> Result<Decomposition<T>> {
+    let k = layer.shape().max_rank();
+    if options.rank == 0 || options.rank > k {
+        return Err(Error::InvalidRank { layer: layer.name().to_string(), rank: options.rank, max: k });
+    }
+    Factorization::compute(layer, backend)?.truncate(options)
+}

@@ -1,0 +1,146 @@
+//! The crate's one error type.
+//!
+//! Every fallible public function returns [`Result<T>`](crate::Result). Messages name the layer
+//! (or tensor) and the offending value, so that a failure deep inside a model conversion can be
+//! traced to its source from the message alone.
+
+/// Shorthand for `std::result::Result<T, dac::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `dac`.
+///
+/// The enum is `#[non_exhaustive]`: new failure modes (for example from new file formats) may be
+/// added in minor releases, so match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer's element count does not match the shape it was declared with.
+    #[error("layer `{layer}`: {what} has {actual} elements but its shape {shape:?} needs {expected}")]
+    LengthMismatch {
+        /// Layer or tensor name.
+        layer: String,
+        /// Which buffer (`"weight"`, `"bias"`, `"input"`).
+        what: &'static str,
+        /// The declared shape.
+        shape: Vec<usize>,
+        /// Elements the shape needs.
+        expected: usize,
+        /// Elements supplied.
+        actual: usize,
+    },
+
+    /// A size that must be positive is zero.
+    #[error("layer `{layer}`: {what} is 0; it must be at least 1")]
+    ZeroSize {
+        /// Layer or tensor name.
+        layer: String,
+        /// Which size (`"out channels"`, `"stride (h)"`, ...).
+        what: &'static str,
+    },
+
+    /// `groups` does not divide both channel counts.
+    #[error(
+        "layer `{layer}`: groups = {groups} must divide both the input channels ({in_channels}) \
+         and the output channels ({out_channels})"
+    )]
+    InvalidGroups {
+        /// Layer name.
+        layer: String,
+        /// The requested group count.
+        groups: usize,
+        /// Total input channels (`groups * weight.shape[1]`).
+        in_channels: usize,
+        /// Total output channels.
+        out_channels: usize,
+    },
+
+    /// A size computation would overflow `usize` / `u64`.
+    #[error("layer `{layer}`: {what} overflows ({detail})")]
+    Overflow {
+        /// Layer name.
+        layer: String,
+        /// What was being computed.
+        what: &'static str,
+        /// The factors involved.
+        detail: String,
+    },
+
+    /// A weight, bias or input element is NaN or infinite.
+    #[error("layer `{layer}`: {what}[{index}] = {value} is not finite")]
+    NonFinite {
+        /// Layer or tensor name.
+        layer: String,
+        /// Which buffer.
+        what: &'static str,
+        /// Flat index of the first offending element.
+        index: usize,
+        /// The offending value (as `f64`).
+        value: f64,
+    },
+
+    /// A decomposition rank outside `1..=max`.
+    #[error(
+        "layer `{layer}`: rank {rank} is out of range; valid ranks are 1..={max} (min(out channels per group, kh*kw))"
+    )]
+    InvalidRank {
+        /// Layer name.
+        layer: String,
+        /// The requested rank.
+        rank: usize,
+        /// The largest valid rank for this layer.
+        max: usize,
+    },
+
+    /// A parameter value is outside its domain (energy fraction, speed-up target, ...).
+    #[error("{context}: {what} = {value} is invalid: {expected}")]
+    InvalidParameter {
+        /// Where the parameter was used (a layer name or `"plan"`).
+        context: String,
+        /// The parameter's name.
+        what: &'static str,
+        /// The offending value.
+        value: f64,
+        /// What would have been valid.
+        expected: &'static str,
+    },
+
+    /// An SVD backend failed (for example it did not converge within its iteration limit).
+    #[error("layer `{layer}`: SVD of input channel {channel} failed: {reason}")]
+    Svd {
+        /// Layer name.
+        layer: String,
+        /// Input channel whose matrix failed.
+        channel: usize,
+        /// The backend's explanation.
+        reason: String,
+    },
+
+    /// A tensor fed to the executor has the wrong number of channels.
+    #[error("layer `{layer}`: input has {actual} channels, expected {expected}")]
+    ChannelMismatch {
+        /// Layer name.
+        layer: String,
+        /// Channels the layer expects.
+        expected: usize,
+        /// Channels the input has.
+        actual: usize,
+    },
+
+    /// The input is too small for the (dilated) kernel: the output would be empty.
+    #[error(
+        "layer `{layer}`: input {height}x{width} with padding is smaller than the dilated kernel \
+         {kernel_h}x{kernel_w}; the output would be empty"
+    )]
+    EmptyOutput {
+        /// Layer name.
+        layer: String,
+        /// Input height.
+        height: usize,
+        /// Input width.
+        width: usize,
+        /// Effective (dilated) kernel height.
+        kernel_h: usize,
+        /// Effective (dilated) kernel width.
+        kernel_w: usize,
+    },
+}

@@ -1,0 +1,69 @@
+//! The reference backend: nalgebra's Golub–Kahan SVD, bounded.
+
+use super::{SvdBackend, SvdFailure};
+use crate::scalar::Real;
+use nalgebra::DMatrix;
+
+/// SVD through [`nalgebra::linalg::SVD::try_new`] with a bounded iteration count.
+///
+/// nalgebra's unbounded `svd()` can iterate forever on some inputs; this backend gives up after
+/// [`max_iterations`](Self::max_iterations) sweeps and reports the failure instead. Singular
+/// values are sorted into descending order (nalgebra does not guarantee it).
+///
+/// ```
+/// use dac::svd::{NalgebraSvd, SvdBackend};
+/// let m = [3.0f64, 0.0, 0.0, 4.0]; // 2 x 2
+/// let (mut s, mut vt) = ([0.0; 2], [0.0; 4]);
+/// NalgebraSvd::default().right_factors(&m, 2, 2, &mut s, &mut vt).unwrap();
+/// assert!((s[0] - 4.0).abs() < 1e-12 && (s[1] - 3.0).abs() < 1e-12);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NalgebraSvd {
+    /// Iteration limit passed to `try_new` (default 10 000).
+    pub max_iterations: usize,
+}
+
+impl Default for NalgebraSvd {
+    fn default() -> Self {
+        Self { max_iterations: 10_000 }
+    }
+}
+
+impl<T: Real> SvdBackend<T> for NalgebraSvd {
+    fn right_factors(
+        &self,
+        matrix: &[T],
+        rows: usize,
+        cols: usize,
+        singular_values: &mut [T],
+        vt: &mut [T],
+    ) -> Result<(), SvdFailure> {
+        let k = rows.min(cols);
+        debug_assert_eq!(matrix.len(), rows * cols);
+        debug_assert_eq!(singular_values.len(), k);
+        debug_assert_eq!(vt.len(), k * cols);
+        let m = DMatrix::from_row_slice(rows, cols, matrix);
+        let svd = nalgebra::linalg::SVD::try_new(m, false, true, T::default_epsilon(), self.max_iterations)
+            .ok_or_else(|| {
+                SvdFailure::new(format!(
+                    "nalgebra SVD of a {rows}x{cols} matrix did not converge in {} iterations",
+                    self.max_iterations
+                ))
+            })?;
+        let v_t = svd.v_t.as_ref().ok_or_else(|| SvdFailure::new("nalgebra returned no V"))?;
+        let s = &svd.singular_values;
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &b| s[b].partial_cmp(&s[a]).unwrap_or(std::cmp::Ordering::Equal));
+        for (dst, &src) in order.iter().enumerate() {
+            singular_values[dst] = num_traits::Float::abs(s[src]);
+            for c in 0..cols {
+                vt[dst * cols + c] = v_t[(src, c)];
+            }
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "nalgebra"
+    }
+}
