@@ -39,6 +39,7 @@ pub mod cost;
 pub mod decompose;
 mod error;
 pub mod exec;
+pub mod plan;
 pub mod rank;
 mod scalar;
 pub mod svd;
@@ -49,6 +50,7 @@ pub use decompose::{
     decompose, decompose_with, Decomposition, DepthwiseR, Factorization, Options, Pointwise, Report, Spectrum, Split,
 };
 pub use error::{Error, Result};
+pub use plan::plan;
 pub use rank::{KeepDenseReason, Rank, RankChoice};
 pub use scalar::Real;
 pub use weights::{Conv2dWeights, Conv2dWeightsBuilder, ConvShape, Geometry, Padding};

@@ -1,0 +1,466 @@
+//! The whole-network rank planner: one rank (or "stay dense") per layer for a target MAC
+//! reduction or parameter budget, from the weights alone.
+//!
+//! Every layer is described by its [`Spectrum`] (the singular values of every input channel's
+//! matrix, see [`Factorization::spectrum`](crate::Factorization::spectrum)), its geometry and the
+//! size of its input feature map. For each layer the candidates are "dense" and every rank below
+//! break-even (ranks at or above it cost as much as the dense layer or more and are never
+//! chosen). Each candidate has an exact cost ([`cost`](crate::cost)) and a data-free damage
+//! score ([`Proxy`]). The planner minimises the summed score subject to the target with a
+//! multiple-choice knapsack (dynamic programming over a conservatively rounded savings axis,
+//! then a greedy pass that gives back any savings the rounding over-spent), so the target is
+//! always met when it can be, and the result is deterministic.
+//!
+//! ```
+//! use dac::{plan, Conv2dWeights, Factorization, Padding, svd::NalgebraSvd};
+//! use dac::plan::{PlanLayer, PlanOptions, Target};
+//!
+//! let w = |n: usize, c: usize| -> Vec<f32> {
+//!     (0..n * c * 9).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 56.0).collect()
+//! };
+//! let a = Conv2dWeights::builder(w(32, 16), [32, 16, 3, 3]).name("a").padding(Padding::uniform(1)).build()?;
+//! let b = Conv2dWeights::builder(w(64, 32), [64, 32, 3, 3]).name("b").padding(Padding::uniform(1)).build()?;
+//! let svd = NalgebraSvd::default();
+//! let (sa, sb) = (Factorization::compute(&a, &svd)?.spectrum(), Factorization::compute(&b, &svd)?.spectrum());
+//! let layers = [PlanLayer::from_conv(&a, &sa, (16, 16))?, PlanLayer::from_conv(&b, &sb, (16, 16))?];
+//! let p = plan(&layers, &Target::MacReduction(2.0), &PlanOptions::default())?;
+//! assert!(p.met && p.reduction() >= 2.0);
+//! for l in &p.layers {
+//!     println!("{}: {:?}", l.name, l.rank); // None = dense
+//! }
+//! # Ok::<(), dac::Error>(())
+//! ```
+
+use crate::cost::{self, Cost};
+use crate::decompose::Spectrum;
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use crate::weights::{Conv2dWeights, ConvShape, Geometry};
+
+/// One convolution as the planner sees it: its spectrum, geometry and input size.
+///
+/// Layers must be given in forward (network) order: the default [`Proxy`] uses the position.
+#[derive(Debug, Clone)]
+pub struct PlanLayer<'a> {
+    name: String,
+    spectrum: &'a Spectrum,
+    geometry: Geometry,
+    has_bias: bool,
+    input_size: (usize, usize),
+}
+
+impl<'a> PlanLayer<'a> {
+    /// A layer from its parts. `geometry.groups` must equal the spectrum's shape's groups.
+    ///
+    /// # Errors
+    /// [`Error::InvalidGroups`] when the groups disagree; [`Error::EmptyOutput`] when the input
+    /// is too small for the kernel.
+    pub fn new(
+        name: impl Into<String>,
+        spectrum: &'a Spectrum,
+        geometry: Geometry,
+        has_bias: bool,
+        input_size: (usize, usize),
+    ) -> Result<Self> {
+        let name = name.into();
+        let shape = spectrum.shape();
+        if geometry.groups != shape.groups {
+            return Err(Error::InvalidGroups {
+                layer: name,
+                groups: geometry.groups,
+                in_channels: shape.in_channels,
+                out_channels: shape.out_channels,
+            });
+        }
+        geometry.output_size(&name, (shape.kh, shape.kw), input_size)?;
+        Ok(Self { name, spectrum, geometry, has_bias, input_size })
+    }
+
+    /// A layer from the convolution and its spectrum (from
+    /// [`Factorization::spectrum`](crate::Factorization::spectrum)).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when the spectrum belongs to a differently shaped layer;
+    /// [`Error::EmptyOutput`] when the input is too small for the kernel.
+    pub fn from_conv<T: Real>(
+        layer: &Conv2dWeights<T>,
+        spectrum: &'a Spectrum,
+        input_size: (usize, usize),
+    ) -> Result<Self> {
+        let (shape, got) = (layer.shape(), *spectrum.shape());
+        if shape != got {
+            return Err(Error::LengthMismatch {
+                layer: layer.name().to_string(),
+                what: "spectrum",
+                shape: vec![shape.in_channels, shape.max_rank()],
+                expected: shape.in_channels * shape.max_rank(),
+                actual: got.in_channels * got.max_rank(),
+            });
+        }
+        Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The layer's shape.
+    pub fn shape(&self) -> &ConvShape {
+        self.spectrum.shape()
+    }
+    /// The input `(height, width)`.
+    pub fn input_size(&self) -> (usize, usize) {
+        self.input_size
+    }
+}
+
+/// What the plan must reach.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Target {
+    /// Whole-network MACs (convolutions plus [`PlanOptions::fixed`]) divided by at least this
+    /// factor; finite and `> 1`.
+    MacReduction(f64),
+    /// Whole-network parameters (weights and biases, plus [`PlanOptions::fixed`]) at most this.
+    ParamBudget(u64),
+}
+
+/// The data-free damage score of decomposing one layer at one rank.
+///
+/// All proxies start from the discarded energy `e(r) = 1 − retained_energy(r)`, the squared
+/// relative weight error of the best rank-`r` approximation (Eckart–Young).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Proxy {
+    /// `e(r)` alone. Simple, and misleading: it treats every layer as equally sensitive and a
+    /// large error on one layer as no worse than small errors spread over several.
+    Energy,
+    /// The default: the noise-to-signal ratio `e/(1−e)` (convex, so one crippled layer costs
+    /// more than several mildly approximated ones), times a bottleneck factor
+    /// `(N/g) / min(N/g, (C/g)·r)` (a layer whose `(C/g)·r` intermediate channels are fewer than
+    /// its outputs per group cannot reproduce them: the first layer of an image network at low
+    /// rank), times a depth factor `1 + (L−1−i)/(L−1)` (1 for the last of `L` layers, 2 for the
+    /// first; errors made early pass through every later layer).
+    #[default]
+    Sensitivity,
+}
+
+impl Proxy {
+    /// The score of decomposing layer `index` of `count` (forward order) at `rank`; 0 means
+    /// harmless, larger is worse. `rank` above the maximum counts as the maximum.
+    pub fn score(&self, spectrum: &Spectrum, rank: usize, index: usize, count: usize) -> f64 {
+        let e = (1.0 - spectrum.retained_energy(rank)).clamp(0.0, 1.0);
+        match self {
+            Proxy::Energy => e,
+            Proxy::Sensitivity => {
+                let shape = spectrum.shape();
+                // Noise-to-signal ratio; a layer keeping (almost) nothing is (almost) infinitely bad.
+                let nsr = e / (1.0 - e).max(1e-9);
+                let (ng, cg) = (shape.out_per_group() as f64, shape.in_per_group() as f64);
+                let bottleneck = ng / ng.min(cg * rank.max(1) as f64);
+                let depth =
+                    if count > 1 { 1.0 + (count - 1 - index.min(count - 1)) as f64 / (count - 1) as f64 } else { 1.0 };
+                nsr * bottleneck * depth
+            }
+        }
+    }
+}
+
+/// Options of [`plan`](fn@plan).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PlanOptions {
+    /// Cost of the layers the planner cannot change (linear layers, see [`cost::linear`]),
+    /// counted in the whole-network totals.
+    pub fixed: Cost,
+    /// The damage score to minimise.
+    pub proxy: Proxy,
+}
+
+impl PlanOptions {
+    /// Sets the fixed cost.
+    pub fn fixed(mut self, fixed: Cost) -> Self {
+        self.fixed = fixed;
+        self
+    }
+    /// Sets the proxy.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = proxy;
+        self
+    }
+}
+
+/// The plan for one layer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LayerPlan {
+    /// The layer's name.
+    pub name: String,
+    /// The chosen rank, `None` to keep the layer dense.
+    pub rank: Option<usize>,
+    /// The layer's maximum rank `min(N/g, kh·kw)`.
+    pub max_rank: usize,
+    /// The break-even rank; the chosen rank is always below it.
+    pub break_even: f64,
+    /// Output `(height, width)` the costs refer to.
+    pub output_size: (usize, usize),
+    /// Cost of the dense layer.
+    pub before: Cost,
+    /// Cost as planned (equal to `before` when dense).
+    pub after: Cost,
+    /// Fraction of `s²` kept (1 when dense).
+    pub retained_energy: f64,
+    /// The proxy's score of this choice (0 when dense).
+    pub score: f64,
+}
+
+/// A whole-network plan.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Plan {
+    /// One entry per input layer, in the same order.
+    pub layers: Vec<LayerPlan>,
+    /// Whole-network cost before (all layers dense, plus the fixed cost).
+    pub before: Cost,
+    /// Whole-network cost as planned.
+    pub after: Cost,
+    /// Whether the target is reached. When it cannot be, the plan is the cheapest one possible
+    /// (every layer at its cheapest beneficial rank) and this is `false`.
+    pub met: bool,
+    /// The largest MAC reduction any plan can reach (every layer at rank 1 where beneficial).
+    pub max_reduction: f64,
+    /// The summed proxy score.
+    pub score: f64,
+    /// The target asked for.
+    pub target: Target,
+}
+
+impl Plan {
+    /// Whole-network MAC reduction `before.macs / after.macs`.
+    pub fn reduction(&self) -> f64 {
+        ratio(self.before.macs, self.after.macs)
+    }
+    /// The layers left dense.
+    pub fn dense_layers(&self) -> impl Iterator<Item = &LayerPlan> + '_ {
+        self.layers.iter().filter(|l| l.rank.is_none())
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        f64::INFINITY
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// One candidate for one layer.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    rank: Option<usize>,
+    cost: Cost,
+    score: f64,
+}
+
+/// A target checked once: which resource, and the most of it the plan may use.
+#[derive(Debug, Clone, Copy)]
+enum Budget {
+    Macs(u64),
+    Params(u64),
+}
+
+impl Budget {
+    fn check(target: &Target, before: Cost) -> Result<Self> {
+        match *target {
+            Target::MacReduction(x) => {
+                if !(x.is_finite() && x > 1.0) {
+                    return Err(Error::InvalidParameter {
+                        context: "plan".to_string(),
+                        what: "MAC reduction",
+                        value: x,
+                        expected: "a finite factor > 1",
+                    });
+                }
+                // The largest whole number of MACs `a` with `a·x <= before`.
+                let mut allowed = (before.macs as f64 / x).floor() as u64;
+                while allowed > 0 && allowed as f64 * x > before.macs as f64 {
+                    allowed -= 1;
+                }
+                while (allowed + 1) as f64 * x <= before.macs as f64 {
+                    allowed += 1;
+                }
+                Ok(Budget::Macs(allowed))
+            }
+            Target::ParamBudget(p) => Ok(Budget::Params(p)),
+        }
+    }
+    fn of(&self, c: Cost) -> u64 {
+        match self {
+            Budget::Macs(_) => c.macs,
+            Budget::Params(_) => c.params,
+        }
+    }
+    fn limit(&self) -> u64 {
+        match *self {
+            Budget::Macs(a) | Budget::Params(a) => a,
+        }
+    }
+}
+
+/// Savings-axis resolution of the knapsack.
+const BUCKETS: u64 = 4096;
+
+/// Plans every layer's rank for `target`, from spectra alone.
+///
+/// Each layer is kept dense or decomposed at a rank below break-even; the summed
+/// [`Proxy`] score is minimised subject to the target. Deterministic: the same input gives the
+/// same plan.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a MAC reduction that is not finite and `> 1`;
+/// [`Error::Overflow`] when a cost does not fit in `u64`. An unreachable target is not an
+/// error: see [`Plan::met`].
+pub fn plan(layers: &[PlanLayer<'_>], target: &Target, options: &PlanOptions) -> Result<Plan> {
+    let count = layers.len();
+    let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(count);
+    let mut info = Vec::with_capacity(count);
+    for (i, l) in layers.iter().enumerate() {
+        let shape = *l.spectrum.shape();
+        let out = l.geometry.output_size(&l.name, (shape.kh, shape.kw), l.input_size)?;
+        let dense = cost::dense(&l.name, &shape, l.has_bias, out)?;
+        let mut list = vec![Candidate { rank: None, cost: dense, score: 0.0 }];
+        for r in (1..=shape.max_rank()).rev().filter(|&r| cost::is_beneficial(&shape, r)) {
+            let c = cost::pair(&l.name, &shape, l.has_bias, r, out)?;
+            list.push(Candidate { rank: Some(r), cost: c, score: options.proxy.score(l.spectrum, r, i, count) });
+        }
+        info.push((out, dense));
+        candidates.push(list);
+    }
+    let sum = |pick: &[usize]| -> Cost {
+        pick.iter().zip(&candidates).map(|(&k, c)| c[k].cost).sum::<Cost>() + options.fixed
+    };
+    let dense_pick = vec![0usize; count];
+    let before = sum(&dense_pick);
+    let budget = Budget::check(target, before)?;
+    // The cheapest choice of every layer (in the budgeted resource; the first on ties).
+    let cheapest: Vec<usize> = candidates
+        .iter()
+        .map(|c| (0..c.len()).fold(0, |best, k| if budget.of(c[k].cost) < budget.of(c[best].cost) { k } else { best }))
+        .collect();
+    let macs_cheapest: Vec<usize> = candidates
+        .iter()
+        .map(|c| (0..c.len()).fold(0, |best, k| if c[k].cost.macs < c[best].cost.macs { k } else { best }))
+        .collect();
+    let max_reduction = ratio(before.macs, sum(&macs_cheapest).macs);
+
+    let fits = |pick: &[usize]| budget.of(sum(pick)) <= budget.limit();
+    let (pick, met) = if fits(&dense_pick) {
+        (dense_pick, true)
+    } else if !fits(&cheapest) {
+        (cheapest, false)
+    } else {
+        let pick = knapsack(&candidates, &budget, before).unwrap_or(cheapest);
+        (refine(&candidates, pick, &fits), true)
+    };
+
+    let after = sum(&pick);
+    let layers_out: Vec<LayerPlan> = layers
+        .iter()
+        .zip(&candidates)
+        .zip(&pick)
+        .zip(info)
+        .map(|(((l, c), &k), (output_size, dense))| {
+            let shape = l.spectrum.shape();
+            LayerPlan {
+                name: l.name.clone(),
+                rank: c[k].rank,
+                max_rank: shape.max_rank(),
+                break_even: cost::break_even_rank(shape),
+                output_size,
+                before: dense,
+                after: c[k].cost,
+                retained_energy: c[k].rank.map_or(1.0, |r| l.spectrum.retained_energy(r)),
+                score: c[k].score,
+            }
+        })
+        .collect();
+    let score = layers_out.iter().map(|l| l.score).sum();
+    Ok(Plan { layers: layers_out, before, after, met, max_reduction, score, target: *target })
+}
+
+/// Minimum-score choice per layer whose savings reach `before - limit`, over a savings axis
+/// rounded down (so any solution found truly meets the budget). `None` when the rounding hides
+/// every solution.
+fn knapsack(candidates: &[Vec<Candidate>], budget: &Budget, before: Cost) -> Option<Vec<usize>> {
+    let need = budget.of(before).checked_sub(budget.limit())?;
+    if need == 0 {
+        return Some(vec![0; candidates.len()]);
+    }
+    let cap = BUCKETS.min(need) as usize;
+    // Savings of a candidate in whole buckets, rounded down, capped.
+    let units = |c: &Candidate, dense: &Candidate| -> usize {
+        let saved = budget.of(dense.cost).saturating_sub(budget.of(c.cost)) as u128;
+        (saved * cap as u128 / need as u128).min(cap as u128) as usize
+    };
+    // best[t]: the lowest score whose (capped) savings total is t; back[i][t]: the candidate and
+    // the previous total that reached it after layer i.
+    let mut best = vec![f64::INFINITY; cap + 1];
+    best[0] = 0.0;
+    let mut back: Vec<Vec<(u32, u32)>> = Vec::with_capacity(candidates.len());
+    for list in candidates {
+        let mut next = vec![f64::INFINITY; cap + 1];
+        let mut from = vec![(u32::MAX, u32::MAX); cap + 1];
+        for (b, &s) in best.iter().enumerate() {
+            if !s.is_finite() {
+                continue;
+            }
+            for (k, c) in list.iter().enumerate() {
+                let t = (b + units(c, &list[0])).min(cap);
+                if s + c.score < next[t] {
+                    next[t] = s + c.score;
+                    from[t] = (k as u32, b as u32);
+                }
+            }
+        }
+        best = next;
+        back.push(from);
+    }
+    if !best[cap].is_finite() {
+        return None;
+    }
+    let mut pick = vec![0usize; candidates.len()];
+    let mut t = cap;
+    for i in (0..candidates.len()).rev() {
+        let (k, b) = back[i][t];
+        pick[i] = k as usize;
+        t = b as usize;
+    }
+    Some(pick)
+}
+
+/// Gives back over-spent savings: while some layer can move to a lower-score candidate and the
+/// plan still fits, take the move that lowers the score most (first layer, then highest rank,
+/// on ties).
+fn refine(candidates: &[Vec<Candidate>], mut pick: Vec<usize>, fits: &dyn Fn(&[usize]) -> bool) -> Vec<usize> {
+    loop {
+        let mut best: Option<(usize, usize, f64)> = None;
+        for (i, list) in candidates.iter().enumerate() {
+            let current = list[pick[i]].score;
+            for (k, c) in list.iter().enumerate() {
+                let gain = current - c.score;
+                if gain <= 0.0 || best.is_some_and(|(_, _, g)| gain <= g) {
+                    continue;
+                }
+                let old = pick[i];
+                pick[i] = k;
+                if fits(&pick) {
+                    best = Some((i, k, gain));
+                }
+                pick[i] = old;
+            }
+        }
+        match best {
+            Some((i, k, _)) => pick[i] = k,
+            None => return pick,
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The whole-network planner: targets met, never at or above break-even, deterministic, and
+//! (on small stacks) as good as exhaustive search up to the knapsack's rounding.
+
+use dac::cost::{self, Cost};
+use dac::plan::{Plan, PlanLayer, PlanOptions, Proxy, Target};
+use dac::{plan, ConvShape, Error, Geometry, Padding, Spectrum};
+use proptest::prelude::*;
+
+/// A random convolution: shape, geometry, input size and a descending spectrum.
+#[derive(Debug, Clone)]
+struct Layer {
+    shape: ConvShape,
+    geometry: Geometry,
+    input: (usize, usize),
+    spectrum: Spectrum,
+}
+
+fn layer() -> impl Strategy<Value = Layer> {
+    (1usize..=4, 1usize..=24, 1usize..=24, prop::sample::select(vec![1usize, 3, 5]), 1usize..=2, 2usize..=20)
+        .prop_flat_map(|(groups, ng, cg, k, stride, size)| {
+            let shape = ConvShape { out_channels: ng * groups, in_channels: cg * groups, kh: k, kw: k, groups };
+            let n = shape.in_channels * shape.max_rank();
+            (Just(shape), Just(stride), Just(size), prop::collection::vec(0.0f64..10.0, n))
+        })
+        .prop_map(|(shape, stride, size, mut values)| {
+            for row in values.chunks_mut(shape.max_rank()) {
+                row.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            }
+            let geometry = Geometry {
+                stride: (stride, stride),
+                padding: Padding::uniform(shape.kh / 2),
+                groups: shape.groups,
+                ..Geometry::default()
+            };
+            let spectrum = Spectrum::new("l", shape, values).unwrap();
+            Layer { shape, geometry, input: (size, size), spectrum }
+        })
+}
+
+fn plan_layers(stack: &[Layer]) -> Vec<PlanLayer<'_>> {
+    stack
+        .iter()
+        .enumerate()
+        .map(|(i, l)| PlanLayer::new(format!("conv{i}"), &l.spectrum, l.geometry, i % 2 == 0, l.input).unwrap())
+        .collect()
+}
+
+fn options(proxy: Proxy) -> PlanOptions {
+    PlanOptions::default().fixed(cost::linear(10, 64, true)).proxy(proxy)
+}
+
+fn check_invariants(stack: &[Layer], p: &Plan) {
+    assert_eq!(p.layers.len(), stack.len());
+    let mut total = Cost::default();
+    for (l, lp) in stack.iter().zip(&p.layers) {
+        if let Some(r) = lp.rank {
+            assert!(r >= 1 && r <= l.shape.max_rank());
+            assert!(cost::is_beneficial(&l.shape, r), "{}: rank {r} at or above break-even", lp.name);
+            assert!(lp.after.macs < lp.before.macs && lp.after.params < lp.before.params);
+        } else {
+            assert_eq!(lp.after, lp.before);
+        }
+        total = total + lp.after;
+    }
+    assert_eq!(p.after, total + cost::linear(10, 64, true));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn mac_target_met_when_reachable(stack in prop::collection::vec(layer(), 1..7), x in 1.01f64..12.0) {
+        for proxy in [Proxy::Sensitivity, Proxy::Energy] {
+            let layers = plan_layers(&stack);
+            let p = plan(&layers, &Target::MacReduction(x), &options(proxy)).unwrap();
+            check_invariants(&stack, &p);
+            // Reachable exactly when every layer at its cheapest rank reaches it.
+            prop_assert_eq!(p.met, p.max_reduction >= x, "met {} max {} x {}", p.met, p.max_reduction, x);
+            if p.met {
+                prop_assert!(p.after.macs as f64 * x <= p.before.macs as f64, "{} * {} > {}", p.after.macs, x, p.before.macs);
+            } else {
+                // The cheapest plan possible.
+                prop_assert!((p.reduction() - p.max_reduction).abs() <= 1e-12 * p.max_reduction);
+            }
+            // Deterministic.
+            let again = plan(&plan_layers(&stack), &Target::MacReduction(x), &options(proxy)).unwrap();
+            prop_assert_eq!(&p, &again);
+        }
+    }
+
+    #[test]
+    fn param_budget_met_when_reachable(stack in prop::collection::vec(layer(), 1..7), frac in 0.05f64..1.2) {
+        let layers = plan_layers(&stack);
+        let dense = plan(&layers, &Target::ParamBudget(u64::MAX), &options(Proxy::default())).unwrap();
+        prop_assert!(dense.layers.iter().all(|l| l.rank.is_none()));
+        let budget = (dense.before.params as f64 * frac) as u64;
+        let p = plan(&layers, &Target::ParamBudget(budget), &options(Proxy::default())).unwrap();
+        check_invariants(&stack, &p);
+        if p.met {
+            prop_assert!(p.after.params <= budget);
+        } else {
+            // Not even every layer at rank 1 fits.
+            let min: u64 = stack.iter().zip(&p.layers).enumerate().map(|(i, (l, lp))| {
+                if cost::is_beneficial(&l.shape, 1) {
+                    cost::pair("l", &l.shape, i % 2 == 0, 1, lp.output_size).unwrap().params
+                } else {
+                    lp.before.params
+                }
+            }).sum::<u64>() + cost::linear(10, 64, true).params;
+            prop_assert!(min > budget);
+        }
+    }
+
+    /// No plan meeting a slightly stricter target (by the knapsack's rounding slack) has a lower
+    /// score than the planner's.
+    #[test]
+    fn as_good_as_exhaustive_search(stack in prop::collection::vec(layer(), 1..4), x in 1.05f64..6.0) {
+        let layers = plan_layers(&stack);
+        let p = plan(&layers, &Target::MacReduction(x), &options(Proxy::Sensitivity)).unwrap();
+        prop_assume!(p.met);
+        // Every combination of dense / beneficial ranks.
+        let choices: Vec<Vec<(u64, f64)>> = p.layers.iter().zip(&stack).map(|(lp, l)| {
+            let mut v = vec![(lp.before.macs, 0.0)];
+            for r in (1..=l.shape.max_rank()).filter(|&r| cost::is_beneficial(&l.shape, r)) {
+                let macs = cost::pair("l", &l.shape, true, r, lp.output_size).unwrap().macs;
+                v.push((macs, single_score(&stack, &layers, lp, r)));
+            }
+            v
+        }).collect();
+        let fixed = cost::linear(10, 64, true).macs;
+        let need = p.before.macs - (p.before.macs as f64 / x).floor() as u64;
+        let strict = need + (stack.len() as u64 * need).div_ceil(4096) + stack.len() as u64;
+        let mut best = f64::INFINITY;
+        let mut idx = vec![0usize; choices.len()];
+        loop {
+            let macs: u64 = idx.iter().zip(&choices).map(|(&k, c)| c[k].0).sum::<u64>() + fixed;
+            let score: f64 = idx.iter().zip(&choices).map(|(&k, c)| c[k].1).sum();
+            if p.before.macs - macs >= strict && score < best {
+                best = score;
+            }
+            let mut i = 0;
+            while i < idx.len() {
+                idx[i] += 1;
+                if idx[i] < choices[i].len() { break; }
+                idx[i] = 0;
+                i += 1;
+            }
+            if i == idx.len() { break; }
+        }
+        prop_assert!(p.score <= best * (1.0 + 1e-9) + 1e-12, "planner {} > exhaustive {}", p.score, best);
+    }
+}
+
+/// The planner's score for one layer at one rank.
+fn single_score(stack: &[Layer], layers: &[PlanLayer<'_>], lp: &dac::plan::LayerPlan, r: usize) -> f64 {
+    let i = layers.iter().position(|l| l.name() == lp.name).unwrap();
+    Proxy::Sensitivity.score(&stack[i].spectrum, r, i, stack.len())
+}
+
+#[test]
+fn invalid_targets_are_errors() {
+    let shape = ConvShape { out_channels: 8, in_channels: 4, kh: 3, kw: 3, groups: 1 };
+    let s = Spectrum::new("l", shape, vec![1.0; 4 * 8]).unwrap();
+    let layers = [PlanLayer::new("a", &s, Geometry::default(), false, (8, 8)).unwrap()];
+    for x in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
+        let e = plan(&layers, &Target::MacReduction(x), &PlanOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::InvalidParameter { .. }), "{x}: {e}");
+        assert!(e.to_string().contains("MAC reduction"), "{e}");
+    }
+    // Groups disagreeing with the spectrum, and an input too small for the kernel.
+    let g = Geometry { groups: 2, ..Geometry::default() };
+    assert!(matches!(PlanLayer::new("a", &s, g, false, (8, 8)), Err(Error::InvalidGroups { .. })));
+    assert!(matches!(PlanLayer::new("a", &s, Geometry::default(), false, (2, 2)), Err(Error::EmptyOutput { .. })));
+}
+
+#[test]
+fn unreachable_target_reports_the_cheapest_plan() {
+    let shape = ConvShape { out_channels: 8, in_channels: 4, kh: 3, kw: 3, groups: 1 };
+    let s = Spectrum::new("l", shape, vec![1.0; 4 * 8]).unwrap();
+    let layers = [PlanLayer::new("a", &s, Geometry::default(), false, (8, 8)).unwrap()];
+    let p = plan(&layers, &Target::MacReduction(100.0), &PlanOptions::default()).unwrap();
+    assert!(!p.met);
+    assert_eq!(p.layers[0].rank, Some(1));
+    // 1 / (1/8 + 1/9) = 4.24.
+    assert!((p.max_reduction - 72.0 / 17.0).abs() < 1e-12);
+}
+
+#[test]
+fn first_layer_with_one_input_channel_is_spared() {
+    // A 1 -> 16 first layer and seven 64 -> 64 layers with the same (flat) spectra shape:
+    // decomposing the first layer saves little and squeezes 16 outputs through r channels.
+    let first = ConvShape { out_channels: 16, in_channels: 1, kh: 3, kw: 3, groups: 1 };
+    let mid = ConvShape { out_channels: 64, in_channels: 64, kh: 3, kw: 3, groups: 1 };
+    let decay = |k: usize| (0..k).map(|j| 0.6f64.powi(j as i32)).collect::<Vec<_>>();
+    let s0 = Spectrum::new("first", first, decay(9)).unwrap();
+    let sm = Spectrum::new("mid", mid, (0..64).flat_map(|_| decay(9)).collect()).unwrap();
+    let pad = Geometry { padding: Padding::uniform(1), ..Geometry::default() };
+    let mut layers = vec![PlanLayer::new("first", &s0, pad, true, (32, 32)).unwrap()];
+    for i in 0..7 {
+        layers.push(PlanLayer::new(format!("mid{i}"), &sm, pad, true, (16, 16)).unwrap());
+    }
+    let p = plan(&layers, &Target::MacReduction(2.0), &PlanOptions::default()).unwrap();
+    assert!(p.met && p.reduction() >= 2.0);
+    assert_eq!(p.layers[0].rank, None, "{p:#?}");
+}
