@@ -1,0 +1,258 @@
+//! Accuracy of the Gram + Jacobi backend against the definition and the f64 nalgebra SVD.
+
+use dac::svd::{GramSvd, NalgebraSvd, SvdBackend};
+use dac::{decompose_with, Conv2dWeights, Factorization, Options};
+
+/// A small deterministic generator (SplitMix64), uniform in [-1, 1).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f64> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// The exact optimum (f64 nalgebra) of a layer whose weight is `w` (exact f32 values).
+fn optimum(w: &[f32], dims: [usize; 4], groups: usize, rank: usize) -> f64 {
+    let w64: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
+    let layer = Conv2dWeights::builder(w64, dims).groups(groups).build().unwrap();
+    Factorization::compute(&layer, &NalgebraSvd::default()).unwrap().spectrum().optimal_relative_error(rank)
+}
+
+/// Checks full-rank exactness and every truncation against the optimum, for an f32 layer.
+fn check_layer(w: Vec<f32>, dims: [usize; 4], groups: usize) {
+    let layer = Conv2dWeights::builder(w.clone(), dims).groups(groups).build().unwrap();
+    let k = layer.shape().max_rank();
+    let f = Factorization::compute(&layer, &GramSvd::default()).unwrap();
+    for r in 1..=k {
+        let d = f.truncate(&Options::new(r)).unwrap();
+        let err = d.report.relative_error;
+        assert!(err.is_finite(), "rank {r}: error {err}");
+        for v in d.depthwise.conv().weight().iter().chain(d.pointwise.conv().weight()) {
+            assert!(v.is_finite(), "rank {r}: non-finite factor {v}");
+        }
+        if r == k {
+            assert!(err <= 1e-6, "full rank {r} of {dims:?}: relative error {err}");
+        } else {
+            let opt = optimum(&w, dims, groups, r);
+            assert!(err <= opt * (1.0 + 1e-4) + 1e-6, "rank {r} of {dims:?}: error {err}, optimum {opt}");
+        }
+    }
+}
+
+#[test]
+fn singular_values_and_vectors_match_nalgebra_f64() {
+    let mut rng = Rng(1);
+    for &(rows, cols) in &[(1, 9), (2, 9), (5, 9), (9, 9), (16, 9), (64, 9), (40, 25), (7, 1), (30, 49), (3, 4)] {
+        let m = rng.vec(rows * cols);
+        let k = rows.min(cols);
+        let (mut s1, mut v1) = (vec![0.0; k], vec![0.0; k * cols]);
+        let (mut s2, mut v2) = (vec![0.0; k], vec![0.0; k * cols]);
+        GramSvd::default().right_factors(&m, rows, cols, &mut s1, &mut v1).unwrap();
+        NalgebraSvd::default().right_factors(&m, rows, cols, &mut s2, &mut v2).unwrap();
+        for j in 0..k {
+            assert!((s1[j] - s2[j]).abs() <= 1e-7 * s2[0], "{rows}x{cols} s[{j}]: {} vs {}", s1[j], s2[j]);
+            if j > 0 {
+                assert!(s1[j] <= s1[j - 1], "not descending");
+            }
+        }
+        // Orthonormal rows.
+        for a in 0..k {
+            for b in 0..k {
+                let dot: f64 = (0..cols).map(|t| v1[a * cols + t] * v1[b * cols + t]).sum();
+                let want = if a == b { 1.0 } else { 0.0 };
+                assert!((dot - want).abs() < 1e-12, "{rows}x{cols}: <v{a}, v{b}> = {dot}");
+            }
+        }
+        // ‖M v_j‖ = s_j.
+        for j in 0..k {
+            let norm: f64 = m
+                .chunks(cols)
+                .map(|row| row.iter().zip(&v1[j * cols..(j + 1) * cols]).map(|(x, v)| x * v).sum::<f64>().powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!((norm - s1[j]).abs() <= 1e-7 * s1[0], "{rows}x{cols}: ‖M v{j}‖ {norm} vs s {}", s1[j]);
+        }
+    }
+}
+
+#[test]
+fn bad_buffers_are_an_error_not_a_panic() {
+    let m = [1.0f32; 6];
+    let (mut s, mut vt) = ([0.0f32; 1], [0.0f32; 3]);
+    assert!(GramSvd::default().right_factors(&m, 2, 3, &mut s, &mut vt).is_err());
+}
+
+#[test]
+fn factor_layer_matches_per_channel_backend() {
+    let mut rng = Rng(2);
+    for &(dims, groups) in &[
+        ([64usize, 3usize, 3usize, 3usize], 1usize),
+        ([32, 70, 3, 3], 1),
+        ([8, 4, 3, 3], 2),
+        ([12, 1, 3, 3], 6),
+        ([5, 3, 5, 5], 1),
+        ([6, 130, 1, 3], 1),
+        ([3, 2, 1, 1], 1),
+    ] {
+        let w = to_f32(&rng.vec(dims.iter().product()));
+        let layer = Conv2dWeights::builder(w, dims).groups(groups).build().unwrap();
+        let shape = layer.shape();
+        let (k, taps) = (shape.max_rank(), shape.taps());
+        let mut s = vec![0.0f32; shape.in_channels * k];
+        let mut vt = vec![0.0f32; shape.in_channels * k * taps];
+        GramSvd::default().factor_layer(&layer, &mut s, &mut vt).unwrap();
+        let per_channel = Factorization::compute(&layer, &GramSvd::default()).unwrap().spectrum();
+        for c in 0..shape.in_channels {
+            for j in 0..k {
+                let want = per_channel.channel(c)[j];
+                assert!(
+                    (f64::from(s[c * k + j]) - want).abs() <= 1e-6 * per_channel.channel(c)[0].max(1e-30),
+                    "{dims:?} c{c} s{j}: {} vs {want}",
+                    s[c * k + j]
+                );
+            }
+        }
+        // Wrong buffer lengths are reported.
+        assert!(GramSvd::default().factor_layer(&layer, &mut s[1..], &mut vt).is_err());
+    }
+}
+
+#[test]
+fn random_layers_full_rank_exact_and_truncation_near_optimal() {
+    let mut rng = Rng(3);
+    for &(dims, groups) in &[
+        ([64usize, 3usize, 3usize, 3usize], 1usize),
+        ([16, 8, 3, 3], 1),
+        ([4, 6, 3, 3], 1),
+        ([8, 4, 3, 3], 2),
+        ([24, 3, 5, 5], 1),
+    ] {
+        check_layer(to_f32(&rng.vec(dims.iter().product())), dims, groups);
+    }
+}
+
+#[test]
+fn rank_deficient_and_zero_channels() {
+    let mut rng = Rng(4);
+    let (n, c, taps) = (32usize, 6usize, 9usize);
+    let mut w = vec![0.0f32; n * c * taps];
+    for ci in 0..c {
+        // Channel ci has rank ci (channel 0 is exactly zero).
+        let a = rng.vec(n * ci);
+        let b = rng.vec(ci * taps);
+        for o in 0..n {
+            for t in 0..taps {
+                let v: f64 = (0..ci).map(|j| a[o * ci + j] * b[j * taps + t]).sum();
+                w[(o * c + ci) * taps + t] = v as f32;
+            }
+        }
+    }
+    check_layer(w, [n as usize, c, 3, 3], 1);
+    // An all-zero layer.
+    let layer = Conv2dWeights::new(vec![0.0f32; 8 * 2 * 9], [8, 2, 3, 3]).unwrap();
+    let d = decompose_with(&layer, &Options::new(3), &GramSvd::default()).unwrap();
+    assert_eq!(d.report.relative_error, 0.0);
+    assert!(d.pointwise.conv().weight().iter().all(|v| *v == 0.0));
+}
+
+#[test]
+fn repeated_singular_values() {
+    // Each channel: orthonormal columns scaled so that singular values repeat (2, 2, 2, 1, 1, ...).
+    let mut rng = Rng(5);
+    let (n, c, taps) = (16usize, 3usize, 9usize);
+    let mut w = vec![0.0f32; n * c * taps];
+    for ci in 0..c {
+        // Gram-Schmidt on random N x taps.
+        let mut q = rng.vec(n * taps);
+        for j in 0..taps {
+            for i in 0..j {
+                let dot: f64 = (0..n).map(|o| q[o * taps + i] * q[o * taps + j]).sum();
+                for o in 0..n {
+                    q[o * taps + j] -= dot * q[o * taps + i];
+                }
+            }
+            let norm = (0..n).map(|o| q[o * taps + j].powi(2)).sum::<f64>().sqrt();
+            for o in 0..n {
+                q[o * taps + j] /= norm;
+            }
+        }
+        for o in 0..n {
+            for t in 0..taps {
+                let s = if t < 3 {
+                    2.0
+                } else if t < 7 {
+                    1.0
+                } else {
+                    0.5
+                };
+                w[(o * c + ci) * taps + t] = (q[o * taps + t] * s) as f32;
+            }
+        }
+    }
+    check_layer(w.clone(), [n, c, 3, 3], 1);
+    // Every singular value equal.
+    let ones: Vec<f32> = (0..9 * 9).map(|i| if i % 10 == 0 { 1.0 } else { 0.0 }).collect();
+    check_layer(ones, [9, 1, 3, 3], 1);
+}
+
+#[test]
+fn extreme_scales_f32() {
+    let mut rng = Rng(6);
+    let base = rng.vec(16 * 4 * 9);
+    for scale in [1e-30f64, 1e-20, 1e20, 1e30] {
+        let w: Vec<f32> = base.iter().map(|&x| (x * scale) as f32).collect();
+        assert!(w.iter().all(|v| v.is_finite() && (*v == 0.0 || v.abs() > f32::MIN_POSITIVE)));
+        check_layer(w, [16, 4, 3, 3], 1);
+    }
+}
+
+#[test]
+fn extreme_scales_f64() {
+    let mut rng = Rng(7);
+    let base = rng.vec(16 * 4 * 9);
+    let reference = Conv2dWeights::new(base.clone(), [16, 4, 3, 3]).unwrap();
+    let exact = Factorization::compute(&reference, &NalgebraSvd::default()).unwrap().spectrum();
+    // Decomposition and its error report (whose f64 sums of squares need |w| < 1e154).
+    for scale in [1e-150f64, 1e-100, 1e100, 1e150] {
+        let w: Vec<f64> = base.iter().map(|&x| x * scale).collect();
+        let layer = Conv2dWeights::new(w, [16, 4, 3, 3]).unwrap();
+        let f = Factorization::compute(&layer, &GramSvd::default()).unwrap();
+        for r in 1..=9 {
+            let d = f.truncate(&Options::new(r)).unwrap();
+            let opt = exact.optimal_relative_error(r);
+            let err = d.report.relative_error;
+            assert!(err.is_finite() && err <= opt * (1.0 + 1e-4) + 1e-12, "scale {scale} r {r}: {err} vs {opt}");
+        }
+    }
+    // The backend alone, up to the ends of f64's range: squares would overflow without scaling.
+    for scale in [1e-300f64, 1e-200, 1e200, 1e300] {
+        let w: Vec<f64> = base.iter().map(|&x| x * scale).collect();
+        let layer = Conv2dWeights::new(w, [16, 4, 3, 3]).unwrap();
+        let mut s = vec![0.0f64; 4 * 9];
+        let mut vt = vec![0.0f64; 4 * 81];
+        GramSvd::default().factor_layer(&layer, &mut s, &mut vt).unwrap();
+        for (c, (got, want)) in s.chunks(9).zip(exact.channels()).enumerate() {
+            for j in 0..9 {
+                let g = got[j] / scale;
+                assert!(
+                    g.is_finite() && (g - want[j]).abs() <= 1e-7 * want[0],
+                    "scale {scale} c{c} s{j}: {g} vs {}",
+                    want[j]
+                );
+            }
+        }
+        assert!(vt.iter().all(|v| v.is_finite()));
+    }
+}
