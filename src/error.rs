@@ -143,4 +143,72 @@ pub enum Error {
         /// Effective (dilated) kernel width.
         kernel_w: usize,
     },
+
+    /// Reading or writing a file failed at the operating-system level.
+    #[error("{}: cannot {action}: {source}", path.display())]
+    Io {
+        /// The file (or directory) involved.
+        path: std::path::PathBuf,
+        /// What was being done (`"open"`, `"write"`, ...).
+        action: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// A checkpoint file is malformed or holds something `dac` cannot convert.
+    #[error("{}: {}: {reason}", file.display(), tensor_label(tensor))]
+    Format {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The tensor at fault, or `None` when the header as a whole is (shown as `header`).
+        tensor: Option<String>,
+        /// What is wrong, with the offending value.
+        reason: String,
+    },
+
+    /// An error about one layer of a file, with the file's name added.
+    #[error("{}: {source}", file.display())]
+    InFile {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The error, which names the layer.
+        source: Box<Error>,
+    },
+
+    /// A layer-name pattern given by the user matches no layer of the file.
+    #[error("{}: {option} pattern `{pattern}` matches no convolution layer (layers: {available})", file.display())]
+    NoMatch {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The option the pattern came from (`"--layers"`, `"--rank-for"`, ...).
+        option: &'static str,
+        /// The pattern.
+        pattern: String,
+        /// The layers that exist, abbreviated.
+        available: String,
+    },
+
+    /// The output file exists and replacing it was not allowed.
+    #[error("{}: output file already exists; use --force (ConvertOptions::force) to replace it", path.display())]
+    OutputExists {
+        /// The output path.
+        path: std::path::PathBuf,
+    },
+
+    /// The output path names the input file (the same path, or the same file through a link).
+    #[error("{}: output is the input file `{}`; write to another path", output.display(), input.display())]
+    OutputIsInput {
+        /// The input path.
+        input: std::path::PathBuf,
+        /// The output path.
+        output: std::path::PathBuf,
+    },
+}
+
+/// `tensor `name`` or `header`, for [`Error::Format`] messages.
+fn tensor_label(tensor: &Option<String>) -> String {
+    match tensor {
+        Some(name) => format!("tensor `{name}`"),
+        None => "header".to_string(),
+    }
 }

@@ -39,6 +39,8 @@ pub mod cost;
 pub mod decompose;
 mod error;
 pub mod exec;
+#[cfg(feature = "safetensors")]
+pub mod io;
 pub mod plan;
 pub mod rank;
 mod scalar;

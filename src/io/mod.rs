@@ -1,0 +1,924 @@
+//! Converting checkpoint files: safetensors in, safetensors out (feature `safetensors`, on by
+//! default).
+//!
+//! [`convert_file`] reads a checkpoint written by PyTorch, candle or burn (memory-mapped), finds
+//! every convolution — a 4-D tensor `<layer>.weight` in OIHW order, with `<layer>.bias` if
+//! present, in F32, F64, F16 or BF16 — and replaces the selected ones by
+//!
+//! | tensor | shape | layer to load it into |
+//! |---|---|---|
+//! | `<layer>.depthwise.weight` | `[C·r, 1, kh, kw]` | `Conv2d(C, C·r, (kh, kw), groups=C, bias=False)` with the original stride, padding and dilation |
+//! | `<layer>.pointwise.weight` | `[N, C·r/g, 1, 1]` | `Conv2d(C·r, N, 1, groups=g)` |
+//! | `<layer>.pointwise.bias` | `[N]` | (only when the layer had a bias) |
+//!
+//! Every other tensor is copied bit for bit, in the input's order; the converted layer's tensors
+//! take the place of its weight. The file's `__metadata__` keeps the input's entries and adds
+//! `dac.format` (`"1"`), `dac.version` (the crate version) and, per converted layer,
+//! `dac.layer.<layer>` = a JSON object
+//! `{"rank":r,"groups":g,"split":"sqrt","in_channels":C,"out_channels":N,"kernel":[kh,kw],"bias":true}`
+//! (see [`LayerRecord`] and [`read_records`]).
+//!
+//! Computation is in f32 (or f64, [`Precision::F64`]); converted tensors are written in the
+//! weight's dtype unless [`ConvertOptions::output_dtype`] says otherwise. A checkpoint carries
+//! no stride, padding or groups: the conversion needs no geometry, `groups` comes from the user
+//! (default 1), and MAC counts assume stride 1 and "same" padding on an input of
+//! [`ConvertOptions::input_size`] (or count one output position).
+//!
+//! The output is written to a temporary file in the target directory and renamed into place
+//! when everything succeeded; on any error nothing is left behind.
+//!
+//! ```no_run
+//! use dac::{io::{convert_file, ConvertOptions}, Rank};
+//! let options = ConvertOptions::new(Rank::Energy(0.9)).exclude("features.0").input_size(224, 224);
+//! let summary = convert_file("vgg16.safetensors", "vgg16-dac.safetensors", &options)?;
+//! println!("MACs {} -> {}", summary.macs_before(), summary.macs_after());
+//! # Ok::<(), dac::Error>(())
+//! ```
+
+mod atomic;
+mod glob;
+mod safetensors;
+
+pub use self::safetensors::FloatDtype;
+
+use self::safetensors::{encode, format_error, header_block, write_all, Checkpoint, OutEntry};
+use crate::cost::{self, Cost};
+use crate::decompose::{Factorization, Options, Spectrum, Split};
+use crate::error::{Error, Result};
+use crate::rank::{KeepDenseReason, Rank, RankChoice};
+use crate::scalar::Real;
+use crate::svd::{NalgebraSvd, SvdBackend};
+use crate::weights::{Conv2dWeights, ConvShape, Padding};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The value of the `dac.format` metadata key written by this version.
+pub const FORMAT_VERSION: &str = "1";
+
+/// The element type decompositions are computed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Precision {
+    /// f32 (default): fast, and accurate enough for weights stored in f32 or narrower.
+    #[default]
+    F32,
+    /// f64: for F64 checkpoints or when the last digits matter.
+    F64,
+}
+
+/// What [`convert_file`] should do. Build with [`ConvertOptions::new`] and the setters.
+///
+/// Patterns are globs over layer names (the weight's name without `.weight`): `*` matches any
+/// run of characters, dots included, `?` one character; a name without wildcards matches
+/// itself. Every pattern must match at least one layer, or the conversion fails.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConvertOptions {
+    policy: Rank,
+    rank_overrides: Vec<(String, usize)>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    groups: Vec<(String, usize)>,
+    input_size: Option<(usize, usize)>,
+    allow_slower: bool,
+    precision: Precision,
+    output_dtype: Option<FloatDtype>,
+    split: Split,
+    force: bool,
+}
+
+impl ConvertOptions {
+    /// Every convolution with `kh·kw > 1`, its rank chosen by `policy`.
+    pub fn new(policy: Rank) -> Self {
+        Self {
+            policy,
+            rank_overrides: Vec::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            groups: Vec::new(),
+            input_size: None,
+            allow_slower: false,
+            precision: Precision::F32,
+            output_dtype: None,
+            split: Split::default(),
+            force: false,
+        }
+    }
+    /// Uses rank `rank` for the layers matching `pattern` (the last matching override wins).
+    pub fn rank_for(mut self, pattern: impl Into<String>, rank: usize) -> Self {
+        self.rank_overrides.push((pattern.into(), rank));
+        self
+    }
+    /// Converts only layers matching one of the include patterns (default: all).
+    pub fn include(mut self, pattern: impl Into<String>) -> Self {
+        self.include.push(pattern.into());
+        self
+    }
+    /// Leaves the layers matching `pattern` dense.
+    pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
+        self.exclude.push(pattern.into());
+        self
+    }
+    /// Declares that the layers matching `pattern` have `groups` groups (default 1; a checkpoint
+    /// cannot tell). The last matching declaration wins.
+    pub fn groups(mut self, pattern: impl Into<String>, groups: usize) -> Self {
+        self.groups.push((pattern.into(), groups));
+        self
+    }
+    /// Input `(height, width)` for MAC counts (stride 1, "same" padding assumed).
+    pub fn input_size(mut self, height: usize, width: usize) -> Self {
+        self.input_size = Some((height, width));
+        self
+    }
+    /// Converts layers even when their rank saves nothing (default: they stay dense).
+    pub fn allow_slower(mut self, allow: bool) -> Self {
+        self.allow_slower = allow;
+        self
+    }
+    /// The element type to compute in (default f32).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+    /// Writes converted tensors in `dtype` instead of the weight's own dtype.
+    pub fn output_dtype(mut self, dtype: FloatDtype) -> Self {
+        self.output_dtype = Some(dtype);
+        self
+    }
+    /// Where the singular values go (default [`Split::SquareRoot`]).
+    pub fn split(mut self, split: Split) -> Self {
+        self.split = split;
+        self
+    }
+    /// Replaces an existing output file (default: an existing output is an error).
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+}
+
+/// What a conversion is doing, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Computing spectra to choose ranks (energy policies only).
+    Analysing,
+    /// Writing tensors.
+    Writing,
+    /// Done.
+    Finished,
+}
+
+/// A progress report: called before each layer is analysed and each tensor is written.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Progress<'a> {
+    /// The current phase.
+    pub phase: Phase,
+    /// The tensor or layer being processed.
+    pub item: &'a str,
+    /// Work done so far (bytes of input data in [`Phase::Writing`], layers in
+    /// [`Phase::Analysing`]).
+    pub done: u64,
+    /// Total work of the phase, same unit.
+    pub total: u64,
+}
+
+/// Why a convolution was left dense.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// A 1x1 kernel has nothing to separate.
+    PointwiseKernel,
+    /// Not matched by any include pattern.
+    NotIncluded,
+    /// Matched by an exclude pattern.
+    Excluded,
+    /// The depthwise half of a layer `dac` already converted.
+    AlreadyConverted,
+    /// The rank policy kept it dense (at `rank`, if it chose one).
+    KeptDense {
+        /// The rank the policy arrived at.
+        rank: Option<usize>,
+        /// Why.
+        reason: KeepDenseReason,
+    },
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PointwiseKernel => f.write_str("1x1 kernel: nothing to separate"),
+            Self::NotIncluded => f.write_str("not matched by an include pattern"),
+            Self::Excluded => f.write_str("matched by an exclude pattern"),
+            Self::AlreadyConverted => f.write_str("already a dac depthwise layer"),
+            Self::KeptDense { rank: Some(r), reason } => write!(f, "rank {r}: {reason}"),
+            Self::KeptDense { rank: None, reason } => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// A converted layer in a [`ConversionSummary`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConvertedLayer {
+    /// Layer name (the weight's name without `.weight`).
+    pub name: String,
+    /// The original weight's shape `[N, C/g, kh, kw]`.
+    pub dims: [usize; 4],
+    /// Groups.
+    pub groups: usize,
+    /// The rank used.
+    pub rank: usize,
+    /// The largest possible rank, `min(N/g, kh·kw)`.
+    pub max_rank: usize,
+    /// Kept `s²` over total `s²`.
+    pub retained_energy: f64,
+    /// `‖W − Ŵ‖ / ‖W‖` of the computed factors (before rounding to the output dtype).
+    pub relative_error: f64,
+    /// The dtype the layer's tensors were written in.
+    pub dtype: FloatDtype,
+    /// Cost of the dense layer.
+    pub before: Cost,
+    /// Cost of the pair.
+    pub after: Cost,
+}
+
+/// A convolution left dense, in a [`ConversionSummary`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SkippedLayer {
+    /// Layer name.
+    pub name: String,
+    /// The weight's shape.
+    pub dims: [usize; 4],
+    /// Groups.
+    pub groups: usize,
+    /// Why it stayed dense.
+    pub reason: SkipReason,
+    /// Its cost (unchanged).
+    pub cost: Cost,
+}
+
+/// What [`convert_file`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConversionSummary {
+    /// The input file.
+    pub input: PathBuf,
+    /// The output file.
+    pub output: PathBuf,
+    /// The input size MACs refer to (`None`: one output position). Stride 1 and "same"
+    /// padding are assumed for every layer.
+    pub input_size: Option<(usize, usize)>,
+    /// Converted layers, in file order.
+    pub converted: Vec<ConvertedLayer>,
+    /// Convolutions left dense, in file order.
+    pub skipped: Vec<SkippedLayer>,
+    /// Tensors copied unchanged (including the skipped layers' tensors).
+    pub copied_tensors: usize,
+}
+
+impl ConversionSummary {
+    /// MACs of every convolution in the input.
+    pub fn macs_before(&self) -> u64 {
+        self.converted.iter().map(|l| l.before.macs).chain(self.skipped.iter().map(|l| l.cost.macs)).sum()
+    }
+    /// MACs of every convolution in the output.
+    pub fn macs_after(&self) -> u64 {
+        self.converted.iter().map(|l| l.after.macs).chain(self.skipped.iter().map(|l| l.cost.macs)).sum()
+    }
+    /// `macs_before / macs_after` over all convolutions (1 when nothing was converted).
+    pub fn reduction(&self) -> f64 {
+        let after = self.macs_after();
+        if after == 0 {
+            1.0
+        } else {
+            self.macs_before() as f64 / after as f64
+        }
+    }
+}
+
+/// One converted layer as recorded in an output file's metadata (`dac.layer.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerRecord {
+    /// Layer name.
+    pub name: String,
+    /// Rank `r`: the depthwise layer has `in_channels·r` outputs.
+    pub rank: usize,
+    /// Groups of the original layer and of the pointwise layer.
+    pub groups: usize,
+    /// `"sqrt"`, `"pointwise"` or `"depthwise"`: where the singular values went.
+    pub split: String,
+    /// `C`.
+    pub in_channels: usize,
+    /// `N`.
+    pub out_channels: usize,
+    /// `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Whether `<name>.pointwise.bias` exists.
+    pub bias: bool,
+}
+
+impl LayerRecord {
+    fn to_json(&self) -> String {
+        serde_json::json!({
+            "rank": self.rank,
+            "groups": self.groups,
+            "split": self.split,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel": self.kernel,
+            "bias": self.bias,
+        })
+        .to_string()
+    }
+
+    fn from_json(name: &str, text: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let n = |k: &str| v.get(k)?.as_u64().and_then(|x| usize::try_from(x).ok());
+        let kernel = v.get("kernel")?.as_array()?;
+        Some(Self {
+            name: name.to_string(),
+            rank: n("rank")?,
+            groups: n("groups")?,
+            split: v.get("split")?.as_str()?.to_string(),
+            in_channels: n("in_channels")?,
+            out_channels: n("out_channels")?,
+            kernel: [
+                kernel.first()?.as_u64().and_then(|x| usize::try_from(x).ok())?,
+                kernel.get(1)?.as_u64().and_then(|x| usize::try_from(x).ok())?,
+            ],
+            bias: v.get("bias").and_then(serde_json::Value::as_bool).unwrap_or(false),
+        })
+    }
+}
+
+/// The layers a `dac` output file records as converted, sorted by name.
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::Format`] when the file cannot be read or a `dac.layer.*` entry is
+/// malformed.
+pub fn read_records(path: impl AsRef<Path>) -> Result<Vec<LayerRecord>> {
+    let path = path.as_ref();
+    let ck = Checkpoint::open(path)?;
+    let mut out = Vec::new();
+    for (k, v) in &ck.metadata {
+        if let Some(name) = k.strip_prefix("dac.layer.") {
+            let rec = LayerRecord::from_json(name, v)
+                .ok_or_else(|| format_error(path, None, format!("metadata `{k}` is not a dac layer record: {v}")))?;
+            out.push(rec);
+        }
+    }
+    Ok(out)
+}
+
+/// A convolution found in a checkpoint.
+#[derive(Debug, Clone)]
+struct ConvLayer {
+    name: String,
+    weight: usize,
+    bias: Option<usize>,
+    dims: [usize; 4],
+    groups: usize,
+}
+
+impl ConvLayer {
+    fn shape(&self) -> ConvShape {
+        ConvShape {
+            out_channels: self.dims[0],
+            in_channels: self.dims[1] * self.groups,
+            kh: self.dims[2],
+            kw: self.dims[3],
+            groups: self.groups,
+        }
+    }
+}
+
+/// Abbreviated list of layer names for messages.
+fn available(layers: &[ConvLayer]) -> String {
+    let mut names: Vec<&str> = layers.iter().take(8).map(|l| l.name.as_str()).collect();
+    if layers.len() > 8 {
+        names.push("...");
+    }
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+fn in_file(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Io { .. } | Error::Format { .. } | Error::InFile { .. } | Error::NoMatch { .. } => e,
+        other => Error::InFile { file: path.to_path_buf(), source: Box::new(other) },
+    }
+}
+
+/// Finds every 4-D `<layer>.weight`, applies the groups declarations and validates the shape,
+/// groups and bias of each.
+fn find_convs(ck: &Checkpoint, groups: &[(String, usize)]) -> Result<Vec<ConvLayer>> {
+    let path = &ck.path;
+    let mut layers = Vec::new();
+    for (i, t) in ck.tensors.iter().enumerate() {
+        let Some(name) = t.name.strip_suffix(".weight") else { continue };
+        if name.is_empty() || t.shape.len() != 4 {
+            continue;
+        }
+        let dims = [t.shape[0], t.shape[1], t.shape[2], t.shape[3]];
+        let bias_name = format!("{name}.bias");
+        let bias = ck.tensors.iter().position(|b| b.name == bias_name);
+        layers.push(ConvLayer { name: name.to_string(), weight: i, bias, dims, groups: 1 });
+    }
+    for (pattern, g) in groups {
+        let mut hit = false;
+        for l in layers.iter_mut().filter(|l| glob::matches(pattern, &l.name)) {
+            l.groups = *g;
+            hit = true;
+        }
+        if !hit {
+            return Err(Error::NoMatch {
+                file: path.clone(),
+                option: "--groups",
+                pattern: pattern.clone(),
+                available: available(&layers),
+            });
+        }
+    }
+    for l in &layers {
+        let w = &ck.tensors[l.weight];
+        if l.dims.contains(&0) {
+            return Err(format_error(path, Some(&w.name), format!("shape {:?} has a zero dimension", l.dims)));
+        }
+        if l.groups == 0 || l.dims[0] % l.groups != 0 {
+            return Err(in_file(
+                path,
+                Error::InvalidGroups {
+                    layer: l.name.clone(),
+                    groups: l.groups,
+                    in_channels: l.dims[1].saturating_mul(l.groups),
+                    out_channels: l.dims[0],
+                },
+            ));
+        }
+        if let Some(b) = l.bias {
+            let b = &ck.tensors[b];
+            if b.shape.len() != 1 || b.shape[0] != l.dims[0] {
+                return Err(format_error(
+                    path,
+                    Some(&b.name),
+                    format!(
+                        "shape {:?} does not match `{}` of shape {:?}: a bias needs [{}]",
+                        b.shape, w.name, l.dims, l.dims[0]
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(layers)
+}
+
+/// MACs are counted at this output size: stride 1 and "same" padding keep the input size.
+fn output_size(input: Option<(usize, usize)>) -> (usize, usize) {
+    input.unwrap_or((1, 1))
+}
+
+/// "Same" padding for a `kh x kw` kernel (the extra row/column of even kernels at the end).
+fn same_padding(kh: usize, kw: usize) -> Padding {
+    Padding { top: (kh - 1) / 2, bottom: kh / 2, left: (kw - 1) / 2, right: kw / 2 }
+}
+
+/// Reads a layer as a validated [`Conv2dWeights`].
+fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer) -> Result<Conv2dWeights<T>> {
+    let w = ck.read_real::<T>(&ck.tensors[l.weight])?;
+    let b = match l.bias {
+        Some(b) => Some(ck.read_real::<T>(&ck.tensors[b])?),
+        None => None,
+    };
+    Conv2dWeights::builder(w, l.dims)
+        .name(l.name.clone())
+        .maybe_bias(b)
+        .groups(l.groups)
+        .padding(same_padding(l.dims[2], l.dims[3]))
+        .build()
+        .map_err(|e| in_file(&ck.path, e))
+}
+
+/// Checks that a layer to be converted has float tensors.
+fn check_dtypes(ck: &Checkpoint, l: &ConvLayer) -> Result<()> {
+    for t in std::iter::once(l.weight).chain(l.bias).map(|i| &ck.tensors[i]) {
+        if t.float_dtype().is_none() {
+            return Err(format_error(
+                &ck.path,
+                Some(&t.name),
+                format!(
+                    "dtype {} is not supported for conversion (supported: F32, F64, F16, BF16); \
+                     exclude the layer to keep it",
+                    t.dtype
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Converts the checkpoint `input` into `output` with the nalgebra SVD backend and no progress
+/// reports. See the [module docs](self) for the output's layout.
+///
+/// # Errors
+/// Any malformed input ([`Error::Format`] naming the file and tensor), a pattern matching no
+/// layer ([`Error::NoMatch`]), a rank above a layer's maximum or impossible groups
+/// ([`Error::InFile`] around the core error), an output that is the input
+/// ([`Error::OutputIsInput`]) or exists without `force` ([`Error::OutputExists`]), and I/O
+/// failures ([`Error::Io`]). On error no output file is created or changed.
+pub fn convert_file(
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
+    options: &ConvertOptions,
+) -> Result<ConversionSummary> {
+    convert_file_with(input, output, options, &NalgebraSvd::default(), &mut |_| {})
+}
+
+/// [`convert_file`] with an SVD backend of your choice and a progress callback.
+///
+/// # Errors
+/// As [`convert_file`].
+pub fn convert_file_with<B>(
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
+    options: &ConvertOptions,
+    backend: &B,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<ConversionSummary>
+where
+    B: SvdBackend<f32> + SvdBackend<f64> + ?Sized,
+{
+    let (input, output) = (input.as_ref(), output.as_ref());
+    match options.precision {
+        Precision::F32 => convert_impl::<f32, B>(input, output, options, backend, progress),
+        Precision::F64 => convert_impl::<f64, B>(input, output, options, backend, progress),
+    }
+}
+
+/// A layer's fate, decided before anything is written.
+enum Plan {
+    Convert { rank: usize },
+    Skip(SkipReason),
+}
+
+fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
+    input: &Path,
+    output: &Path,
+    options: &ConvertOptions,
+    backend: &B,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<ConversionSummary> {
+    atomic::check_output(input, output, options.force)?;
+    options.policy.validate("rank policy").map_err(|e| in_file(input, e))?;
+    let ck = Checkpoint::open(input)?;
+    let path = &ck.path;
+    let layers = find_convs(&ck, &options.groups)?;
+    let out_hw = output_size(options.input_size);
+
+    // Which layers are candidates, and every pattern must match one.
+    let converted_before: Vec<&str> = ck.metadata.keys().filter_map(|k| k.strip_prefix("dac.layer.")).collect();
+    let no_match = |option, pattern: &String| Error::NoMatch {
+        file: path.clone(),
+        option,
+        pattern: pattern.clone(),
+        available: available(&layers),
+    };
+    for p in &options.include {
+        if !layers.iter().any(|l| glob::matches(p, &l.name)) {
+            return Err(no_match("--layers", p));
+        }
+    }
+    for p in &options.exclude {
+        if !layers.iter().any(|l| glob::matches(p, &l.name)) {
+            return Err(no_match("--skip", p));
+        }
+    }
+    for (p, _) in &options.rank_overrides {
+        if !layers.iter().any(|l| glob::matches(p, &l.name)) {
+            return Err(no_match("--rank-for", p));
+        }
+    }
+    let mut plans: Vec<Plan> = Vec::with_capacity(layers.len());
+    for l in &layers {
+        let reason = if l.dims[2] * l.dims[3] == 1 {
+            Some(SkipReason::PointwiseKernel)
+        } else if converted_before.iter().any(|c| l.name.strip_suffix(".depthwise") == Some(*c)) {
+            Some(SkipReason::AlreadyConverted)
+        } else if !options.include.is_empty() && !options.include.iter().any(|p| glob::matches(p, &l.name)) {
+            Some(SkipReason::NotIncluded)
+        } else if options.exclude.iter().any(|p| glob::matches(p, &l.name)) {
+            Some(SkipReason::Excluded)
+        } else {
+            None
+        };
+        plans.push(match reason {
+            Some(r) => Plan::Skip(r),
+            None => {
+                check_dtypes(&ck, l)?;
+                Plan::Convert { rank: 0 }
+            }
+        });
+    }
+
+    // Choose ranks: overrides and shape-only policies now; energy policies need spectra.
+    let policy_of = |l: &ConvLayer| {
+        options
+            .rank_overrides
+            .iter()
+            .rev()
+            .find(|(p, _)| glob::matches(p, &l.name))
+            .map_or(options.policy, |&(_, r)| Rank::Fixed(r))
+    };
+    let needs_spectrum: Vec<bool> = layers
+        .iter()
+        .zip(&plans)
+        .map(|(l, p)| matches!(p, Plan::Convert { .. }) && matches!(policy_of(l), Rank::Energy(_)))
+        .collect();
+    // Shape-only choices first, so that a bad rank fails before any SVD runs.
+    for (i, l) in layers.iter().enumerate() {
+        if matches!(plans[i], Plan::Convert { .. }) && !needs_spectrum[i] {
+            let shape = l.shape();
+            let zeros = Spectrum::new(&l.name, shape, vec![0.0; shape.in_channels * shape.max_rank()])
+                .map_err(|e| in_file(path, e))?;
+            plans[i] = decide(policy_of(l), l, &zeros, options.allow_slower).map_err(|e| in_file(path, e))?;
+        }
+    }
+    let analyse_total = needs_spectrum.iter().filter(|&&n| n).count() as u64;
+    let mut analysed = 0;
+    for (i, l) in layers.iter().enumerate() {
+        if needs_spectrum[i] {
+            progress(&Progress { phase: Phase::Analysing, item: &l.name, done: analysed, total: analyse_total });
+            let layer = load_layer::<T>(&ck, l)?;
+            let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
+            plans[i] = decide(policy_of(l), l, &spectrum, options.allow_slower).map_err(|e| in_file(path, e))?;
+            analysed += 1;
+        }
+    }
+
+    // The output header, in the input's order.
+    let by_weight: BTreeMap<usize, usize> = layers.iter().enumerate().map(|(i, l)| (l.weight, i)).collect();
+    let moved_bias: Vec<usize> = layers
+        .iter()
+        .zip(&plans)
+        .filter(|(_, p)| matches!(p, Plan::Convert { .. }))
+        .filter_map(|(l, _)| l.bias)
+        .collect();
+    let out_dtype_of =
+        |l: &ConvLayer| options.output_dtype.or_else(|| ck.tensors[l.weight].float_dtype()).unwrap_or(FloatDtype::F32);
+    let mut entries: Vec<OutEntry> = Vec::with_capacity(ck.tensors.len() + 2 * layers.len());
+    let mut metadata = ck.metadata.clone();
+    for (ti, t) in ck.tensors.iter().enumerate() {
+        if moved_bias.contains(&ti) {
+            continue;
+        }
+        match by_weight.get(&ti).map(|&li| (&layers[li], &plans[li])) {
+            Some((l, Plan::Convert { rank })) => {
+                let dt = out_dtype_of(l);
+                let shape = l.shape();
+                let (n, c, kh, kw, r) = (shape.out_channels, shape.in_channels, shape.kh, shape.kw, *rank);
+                let cr = c * r;
+                let mut push = |suffix: &str, dims: Vec<usize>| {
+                    let nbytes = dims.iter().product::<usize>() * dt.size();
+                    entries.push(OutEntry {
+                        name: format!("{}.{suffix}", l.name),
+                        dtype: dt.name().to_string(),
+                        shape: dims,
+                        nbytes,
+                    });
+                };
+                push("depthwise.weight", vec![cr, 1, kh, kw]);
+                push("pointwise.weight", vec![n, cr / shape.groups, 1, 1]);
+                if l.bias.is_some() {
+                    push("pointwise.bias", vec![n]);
+                }
+                let record = LayerRecord {
+                    name: l.name.clone(),
+                    rank: r,
+                    groups: shape.groups,
+                    split: split_name(options.split).to_string(),
+                    in_channels: c,
+                    out_channels: n,
+                    kernel: [kh, kw],
+                    bias: l.bias.is_some(),
+                };
+                metadata.insert(format!("dac.layer.{}", l.name), record.to_json());
+            }
+            _ => entries.push(OutEntry {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                shape: t.shape.clone(),
+                nbytes: t.end - t.begin,
+            }),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for e in &entries {
+        if !seen.insert(e.name.as_str()) {
+            return Err(format_error(
+                path,
+                Some(&e.name),
+                "the converted layer's new tensor name already exists in the input",
+            ));
+        }
+    }
+    metadata.insert("dac.format".to_string(), FORMAT_VERSION.to_string());
+    metadata.insert("dac.version".to_string(), env!("CARGO_PKG_VERSION").to_string());
+
+    // Stream the tensors into the temporary file.
+    let mut out = atomic::AtomicFile::create(output, options.force)?;
+    write_all(out.writer(), &header_block(&metadata, &entries), output)?;
+    let total = ck.data_len();
+    let mut summary = ConversionSummary {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        input_size: options.input_size,
+        converted: Vec::new(),
+        skipped: Vec::new(),
+        copied_tensors: 0,
+    };
+    let mut buf = Vec::new();
+    for (ti, t) in ck.tensors.iter().enumerate() {
+        progress(&Progress { phase: Phase::Writing, item: &t.name, done: t.begin as u64, total });
+        if moved_bias.contains(&ti) {
+            continue;
+        }
+        match by_weight.get(&ti).map(|&li| (&layers[li], &plans[li])) {
+            Some((l, Plan::Convert { rank })) => {
+                let dt = out_dtype_of(l);
+                let layer = load_layer::<T>(&ck, l)?;
+                let f = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?;
+                let mut opts = Options::new(*rank).split(options.split);
+                if let Some((h, w)) = options.input_size {
+                    opts = opts.input_size(h, w);
+                }
+                let d = f.truncate(&opts).map_err(|e| in_file(path, e))?;
+                let dw = d.depthwise.conv();
+                let pw = d.pointwise.conv();
+                let parts: [(&str, Option<&[T]>); 3] = [
+                    ("depthwise.weight", Some(dw.weight())),
+                    ("pointwise.weight", Some(pw.weight())),
+                    ("pointwise.bias", pw.bias()),
+                ];
+                for (suffix, values) in parts {
+                    let Some(values) = values else { continue };
+                    encode(values, dt, &mut buf).map_err(|i| {
+                        format_error(
+                            path,
+                            Some(&format!("{}.{suffix}", l.name)),
+                            format!("value {} at index {i} overflows {dt}", values[i]),
+                        )
+                    })?;
+                    write_all(out.writer(), &buf, output)?;
+                }
+                let rep = &d.report;
+                summary.converted.push(ConvertedLayer {
+                    name: l.name.clone(),
+                    dims: l.dims,
+                    groups: l.groups,
+                    rank: rep.rank,
+                    max_rank: rep.max_rank,
+                    retained_energy: rep.retained_energy,
+                    relative_error: rep.relative_error,
+                    dtype: dt,
+                    before: rep.before,
+                    after: rep.after,
+                });
+            }
+            other => {
+                write_all(out.writer(), ck.bytes(t), output)?;
+                summary.copied_tensors += 1;
+                if let Some((l, Plan::Skip(reason))) = other {
+                    let cost =
+                        cost::dense(&l.name, &l.shape(), l.bias.is_some(), out_hw).map_err(|e| in_file(path, e))?;
+                    summary.skipped.push(SkippedLayer {
+                        name: l.name.clone(),
+                        dims: l.dims,
+                        groups: l.groups,
+                        reason: reason.clone(),
+                        cost,
+                    });
+                }
+            }
+        }
+    }
+    // A skipped layer's bias is counted among the copied tensors above.
+    out.commit(ck.permissions.clone())?;
+    progress(&Progress { phase: Phase::Finished, item: "", done: total, total });
+    Ok(summary)
+}
+
+fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::SquareRoot => "sqrt",
+        Split::Pointwise => "pointwise",
+        Split::Depthwise => "depthwise",
+    }
+}
+
+fn decide(policy: Rank, l: &ConvLayer, spectrum: &Spectrum, allow_slower: bool) -> Result<Plan> {
+    Ok(match policy.choose(&l.name, spectrum, allow_slower)? {
+        RankChoice::Decompose { rank } => Plan::Convert { rank },
+        RankChoice::KeepDense { rank, reason } => Plan::Skip(SkipReason::KeptDense { rank, reason }),
+    })
+}
+
+/// What [`inspect_file`] reports about one convolution.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LayerInfo {
+    /// Layer name.
+    pub name: String,
+    /// The weight's shape `[N, C/g, kh, kw]`.
+    pub dims: [usize; 4],
+    /// The weight's dtype name.
+    pub dtype: String,
+    /// Groups (as declared; default 1).
+    pub groups: usize,
+    /// Whether the layer has a bias.
+    pub has_bias: bool,
+    /// `min(N/g, kh·kw)`.
+    pub max_rank: usize,
+    /// Ranks strictly below this save MACs.
+    pub break_even: f64,
+    /// Retained energy at ranks `1..=min(5, max_rank)` (element `i` is rank `i + 1`).
+    pub retained_energy: Vec<f64>,
+    /// MACs and parameters of the dense layer at the inspection's input size.
+    pub cost: Cost,
+}
+
+/// What [`inspect_file`] should assume.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct InspectOptions {
+    groups: Vec<(String, usize)>,
+    input_size: Option<(usize, usize)>,
+    precision: Precision,
+}
+
+impl InspectOptions {
+    /// Defaults: groups 1, MACs per output position, f32.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Declares `groups` for the layers matching `pattern`.
+    pub fn groups(mut self, pattern: impl Into<String>, groups: usize) -> Self {
+        self.groups.push((pattern.into(), groups));
+        self
+    }
+    /// Input `(height, width)` for MAC counts (stride 1, "same" padding assumed).
+    pub fn input_size(mut self, height: usize, width: usize) -> Self {
+        self.input_size = Some((height, width));
+        self
+    }
+    /// The element type spectra are computed in.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+}
+
+/// Lists every convolution of a checkpoint (4-D `<layer>.weight`) with its ranks, spectrum
+/// summary and cost, in file order.
+///
+/// # Errors
+/// As [`convert_file`] for reading; [`Error::Format`] for a convolution whose dtype is not a
+/// float type.
+pub fn inspect_file(path: impl AsRef<Path>, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+    match options.precision {
+        Precision::F32 => inspect_impl::<f32>(path.as_ref(), options),
+        Precision::F64 => inspect_impl::<f64>(path.as_ref(), options),
+    }
+}
+
+fn inspect_impl<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+    let ck = Checkpoint::open(path)?;
+    let layers = find_convs(&ck, &options.groups)?;
+    let out_hw = output_size(options.input_size);
+    let backend = NalgebraSvd::default();
+    let mut infos = Vec::with_capacity(layers.len());
+    for l in &layers {
+        check_dtypes(&ck, l)?;
+        let layer = load_layer::<T>(&ck, l)?;
+        let shape = layer.shape();
+        let spectrum = Factorization::compute(&layer, &backend).map_err(|e| in_file(path, e))?.spectrum();
+        let max_rank = shape.max_rank();
+        infos.push(LayerInfo {
+            name: l.name.clone(),
+            dims: l.dims,
+            dtype: ck.tensors[l.weight].dtype.clone(),
+            groups: l.groups,
+            has_bias: l.bias.is_some(),
+            max_rank,
+            break_even: cost::break_even_rank(&shape),
+            retained_energy: (1..=max_rank.min(5)).map(|r| spectrum.retained_energy(r)).collect(),
+            cost: cost::dense(&l.name, &shape, l.bias.is_some(), out_hw).map_err(|e| in_file(path, e))?,
+        });
+    }
+    Ok(infos)
+}

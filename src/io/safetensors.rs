@@ -1,0 +1,406 @@
+//! The safetensors format: an 8-byte little-endian header length `n`, `n` bytes of JSON
+//! (`{"__metadata__": {string: string}, name: {"dtype", "shape", "data_offsets": [begin, end]}}`),
+//! then the data section, tensors little-endian and row-major at their offsets.
+//!
+//! The header is validated here, tensor by tensor, before anything is trusted, so that every
+//! failure names the file and the tensor; the `safetensors` crate then checks the header again
+//! as the reference parser.
+
+use crate::error::{Error, Result};
+use crate::scalar::Real;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Largest header accepted (the `safetensors` crate's limit).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The floating-point dtypes `dac` reads and writes convolution weights in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FloatDtype {
+    /// IEEE binary32 (`"F32"`).
+    F32,
+    /// IEEE binary64 (`"F64"`).
+    F64,
+    /// IEEE binary16 (`"F16"`).
+    F16,
+    /// bfloat16 (`"BF16"`).
+    BF16,
+}
+
+impl FloatDtype {
+    /// The name used in safetensors headers (`"F32"`, `"F64"`, `"F16"`, `"BF16"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F64 => "F64",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+        }
+    }
+
+    /// Parses a safetensors dtype name; `None` for anything but the four float types.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "F32" => Some(Self::F32),
+            "F64" => Some(Self::F64),
+            "F16" => Some(Self::F16),
+            "BF16" => Some(Self::BF16),
+            _ => None,
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F64 => 8,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for FloatDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One tensor's header entry; offsets are relative to the data section.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) dtype: String,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) begin: usize,
+    pub(crate) end: usize,
+}
+
+impl Entry {
+    /// The dtype, if it is one of the four float types.
+    pub(crate) fn float_dtype(&self) -> Option<FloatDtype> {
+        FloatDtype::from_name(&self.dtype)
+    }
+}
+
+/// An opened, validated, memory-mapped safetensors file.
+pub(crate) struct Checkpoint {
+    pub(crate) path: PathBuf,
+    mmap: memmap2::Mmap,
+    data_start: usize,
+    /// Tensors in data order (by offset), the order they are written back in.
+    pub(crate) tensors: Vec<Entry>,
+    /// The `__metadata__` entries.
+    pub(crate) metadata: BTreeMap<String, String>,
+    /// The input file's permissions, given to the output.
+    pub(crate) permissions: Option<std::fs::Permissions>,
+}
+
+/// An [`Error::Format`] about `file`.
+pub(crate) fn format_error(file: &Path, tensor: Option<&str>, reason: impl Into<String>) -> Error {
+    Error::Format { file: file.to_path_buf(), tensor: tensor.map(str::to_string), reason: reason.into() }
+}
+
+impl Checkpoint {
+    /// Opens and validates `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::Io { path: path.to_path_buf(), action: "open", source: e })?;
+        let meta = file.metadata().map_err(|e| Error::Io { path: path.to_path_buf(), action: "stat", source: e })?;
+        if meta.is_dir() {
+            return Err(format_error(path, None, "is a directory, not a safetensors file"));
+        }
+        let len = meta.len();
+        if len < 8 {
+            return Err(format_error(
+                path,
+                None,
+                format!("file is truncated: {len} bytes, but a safetensors file starts with an 8-byte header length"),
+            ));
+        }
+        // SAFETY: the map is read-only; as with any memory-mapped reader, the file must not be
+        // truncated by another process while it is being converted.
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            action: "memory-map",
+            source: e,
+        })?;
+        let bytes: &[u8] = &mmap;
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&bytes[..8]);
+        let n = u64::from_le_bytes(len_bytes);
+        let rest = len - 8;
+        if n > rest {
+            return Err(format_error(
+                path,
+                None,
+                format!(
+                    "header length {n} runs past the end of the file ({len} bytes): the file is truncated \
+                     or not a safetensors file"
+                ),
+            ));
+        }
+        if n > MAX_HEADER_BYTES {
+            return Err(format_error(path, None, format!("header length {n} exceeds the limit of {MAX_HEADER_BYTES}")));
+        }
+        let n = n as usize;
+        let header = std::str::from_utf8(&bytes[8..8 + n])
+            .map_err(|e| format_error(path, None, format!("header is not UTF-8: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(header)
+            .map_err(|e| format_error(path, None, format!("header is not valid JSON: {e}")))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(format_error(path, None, "header is not a JSON object"));
+        };
+        let data_len = bytes.len() - 8 - n;
+        let mut metadata = BTreeMap::new();
+        let mut tensors = Vec::with_capacity(map.len());
+        for (name, v) in map {
+            if name == "__metadata__" {
+                let serde_json::Value::Object(m) = v else {
+                    return Err(format_error(path, None, "`__metadata__` is not a JSON object"));
+                };
+                for (k, v) in m {
+                    let serde_json::Value::String(s) = v else {
+                        return Err(format_error(path, None, format!("`__metadata__` entry `{k}` is not a string")));
+                    };
+                    metadata.insert(k, s);
+                }
+            } else {
+                tensors.push(parse_entry(path, name, &v)?);
+            }
+        }
+        tensors.sort_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
+        for t in &tensors {
+            if t.end > data_len {
+                return Err(format_error(
+                    path,
+                    Some(&t.name),
+                    format!(
+                        "data_offsets [{}, {}] run past the end of the data section ({data_len} bytes): \
+                         the file is truncated",
+                        t.begin, t.end
+                    ),
+                ));
+            }
+        }
+        let mut expected_begin = 0usize;
+        let mut previous: Option<&Entry> = None;
+        for t in &tensors {
+            if t.begin < expected_begin {
+                let p = previous.map_or(String::new(), |p| format!(" of tensor `{}` [{}, {}]", p.name, p.begin, p.end));
+                return Err(format_error(
+                    path,
+                    Some(&t.name),
+                    format!("data_offsets [{}, {}] overlap the data{p}", t.begin, t.end),
+                ));
+            }
+            if t.begin > expected_begin {
+                return Err(format_error(
+                    path,
+                    Some(&t.name),
+                    format!("data starts at byte {} but the previous tensor ends at {expected_begin}: a gap", t.begin),
+                ));
+            }
+            expected_begin = t.end;
+            previous = Some(t);
+        }
+        if expected_begin != data_len {
+            return Err(format_error(
+                path,
+                None,
+                format!("tensors end at byte {expected_begin} of a {data_len}-byte data section: trailing bytes"),
+            ));
+        }
+        // The reference parser must agree before anything is converted.
+        ::safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| format_error(path, None, format!("rejected by the safetensors parser: {e}")))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            mmap,
+            data_start: 8 + n,
+            tensors,
+            metadata,
+            permissions: Some(meta.permissions()),
+        })
+    }
+
+    /// The raw bytes of tensor `t`.
+    pub(crate) fn bytes(&self, t: &Entry) -> &[u8] {
+        &self.mmap[self.data_start + t.begin..self.data_start + t.end]
+    }
+
+    /// Size of the data section in bytes.
+    pub(crate) fn data_len(&self) -> u64 {
+        self.tensors.last().map_or(0, |t| t.end as u64)
+    }
+
+    /// Tensor `t` as `T` values; `t` must have a float dtype.
+    pub(crate) fn read_real<T: Real>(&self, t: &Entry) -> Result<Vec<T>> {
+        let dtype = t.float_dtype().ok_or_else(|| {
+            format_error(
+                &self.path,
+                Some(&t.name),
+                format!("dtype {} is not supported for conversion (supported: F32, F64, F16, BF16)", t.dtype),
+            )
+        })?;
+        Ok(decode(self.bytes(t), dtype))
+    }
+}
+
+fn parse_entry(path: &Path, name: String, v: &serde_json::Value) -> Result<Entry> {
+    let bad = |reason: String| format_error(path, Some(&name), reason);
+    let serde_json::Value::Object(m) = v else {
+        return Err(bad(format!("header entry is not a JSON object: {v}")));
+    };
+    let dtype = match m.get("dtype") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        other => return Err(bad(format!("`dtype` is missing or not a string: {other:?}"))),
+    };
+    // The safetensors crate's dtype table gives the element size in bits.
+    let bits = serde_json::from_value::<::safetensors::Dtype>(serde_json::Value::String(dtype.clone()))
+        .map(|d| d.bitsize())
+        .map_err(|_| bad(format!("unsupported dtype `{dtype}`")))?;
+    let shape = match m.get("shape") {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| bad(format!("`shape` {a:?} is not a list of non-negative integers")))?,
+        other => return Err(bad(format!("`shape` is missing or not a list: {other:?}"))),
+    };
+    let offsets = match m.get("data_offsets") {
+        Some(serde_json::Value::Array(a)) if a.len() == 2 => {
+            a.iter().map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok())).collect::<Option<Vec<usize>>>()
+        }
+        _ => None,
+    };
+    let Some([begin, end]) = offsets.as_deref().map(|o| [o[0], o[1]]) else {
+        return Err(bad(format!(
+            "`data_offsets` is missing or not two non-negative integers: {:?}",
+            m.get("data_offsets")
+        )));
+    };
+    if end < begin {
+        return Err(bad(format!("data_offsets [{begin}, {end}] end before they begin")));
+    }
+    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let nbytes = numel.and_then(|n| n.checked_mul(bits)).filter(|b| b % 8 == 0).map(|b| b / 8);
+    let Some(nbytes) = nbytes else {
+        return Err(bad(format!("shape {shape:?} of {dtype} is not a whole number of bytes or overflows")));
+    };
+    if end - begin != nbytes {
+        return Err(bad(format!(
+            "data_offsets [{begin}, {end}] hold {} bytes but shape {shape:?} of {dtype} needs {nbytes}",
+            end - begin
+        )));
+    }
+    Ok(Entry { name, dtype, shape, begin, end })
+}
+
+/// Little-endian `dtype` bytes to `T` values.
+pub(crate) fn decode<T: Real>(bytes: &[u8], dtype: FloatDtype) -> Vec<T> {
+    match dtype {
+        FloatDtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| T::from_f64_lossy(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
+            .collect(),
+        FloatDtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| T::from_f64_lossy(f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
+            .collect(),
+        FloatDtype::F16 => {
+            bytes.chunks_exact(2).map(|c| T::from_f64_lossy(half::f16::from_le_bytes([c[0], c[1]]).to_f64())).collect()
+        }
+        FloatDtype::BF16 => {
+            bytes.chunks_exact(2).map(|c| T::from_f64_lossy(half::bf16::from_le_bytes([c[0], c[1]]).to_f64())).collect()
+        }
+    }
+}
+
+/// `T` values to little-endian `dtype` bytes; `Err(index)` names the first value that is not
+/// finite after rounding (it overflowed the narrower type).
+pub(crate) fn encode<T: Real>(values: &[T], dtype: FloatDtype, out: &mut Vec<u8>) -> std::result::Result<(), usize> {
+    out.clear();
+    out.reserve(values.len() * dtype.size());
+    let mut bad = None;
+    for (i, v) in values.iter().enumerate() {
+        let v = v.to_f64_exact();
+        let finite = match dtype {
+            FloatDtype::F32 => {
+                let x = v as f32;
+                out.extend_from_slice(&x.to_le_bytes());
+                x.is_finite()
+            }
+            FloatDtype::F64 => {
+                out.extend_from_slice(&v.to_le_bytes());
+                v.is_finite()
+            }
+            FloatDtype::F16 => {
+                let x = half::f16::from_f64(v);
+                out.extend_from_slice(&x.to_le_bytes());
+                x.is_finite()
+            }
+            FloatDtype::BF16 => {
+                let x = half::bf16::from_f64(v);
+                out.extend_from_slice(&x.to_le_bytes());
+                x.is_finite()
+            }
+        };
+        if !finite && bad.is_none() {
+            bad = Some(i);
+        }
+    }
+    bad.map_or(Ok(()), Err)
+}
+
+/// One tensor of an output header.
+#[derive(Debug, Clone)]
+pub(crate) struct OutEntry {
+    pub(crate) name: String,
+    pub(crate) dtype: String,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) nbytes: usize,
+}
+
+/// The complete header block (length prefix + JSON padded with spaces to a multiple of 8),
+/// tensors in the given order with consecutive offsets.
+pub(crate) fn header_block(metadata: &BTreeMap<String, String>, tensors: &[OutEntry]) -> Vec<u8> {
+    let mut json = String::from("{");
+    if !metadata.is_empty() {
+        json.push_str("\"__metadata__\":");
+        json.push_str(
+            &serde_json::Value::Object(
+                metadata.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+            )
+            .to_string(),
+        );
+    }
+    let mut offset = 0usize;
+    for (i, t) in tensors.iter().enumerate() {
+        if i > 0 || !metadata.is_empty() {
+            json.push(',');
+        }
+        let name = serde_json::Value::String(t.name.clone()).to_string();
+        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+        json.push_str(&format!(
+            "{name}:{{\"dtype\":\"{}\",\"shape\":[{shape}],\"data_offsets\":[{offset},{}]}}",
+            t.dtype,
+            offset + t.nbytes
+        ));
+        offset += t.nbytes;
+    }
+    json.push('}');
+    while json.len() % 8 != 0 {
+        json.push(' ');
+    }
+    let mut block = Vec::with_capacity(8 + json.len());
+    block.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    block.extend_from_slice(json.as_bytes());
+    block
+}
+
+/// Writes `bytes`, mapping errors to [`Error::Io`] on `path`.
+pub(crate) fn write_all(w: &mut impl Write, bytes: &[u8], path: &Path) -> Result<()> {
+    w.write_all(bytes).map_err(|e| Error::Io { path: path.to_path_buf(), action: "write", source: e })
+}

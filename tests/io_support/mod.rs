@@ -1,0 +1,102 @@
+//! Helpers shared by the io and cli tests: seeded data and checkpoint writers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Seeded values in [-1, 1).
+pub fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}
+
+/// Encodes f32 values as little-endian bytes of `dtype` ("F32", "F64", "F16", "BF16").
+pub fn encode(v: &[f32], dtype: &str) -> Vec<u8> {
+    match dtype {
+        "F32" => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        "F64" => v.iter().flat_map(|x| f64::from(*x).to_le_bytes()).collect(),
+        "F16" => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+        "BF16" => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+        other => panic!("dtype {other}"),
+    }
+}
+
+/// Decodes little-endian bytes of `dtype` into f64 values.
+pub fn decode(b: &[u8], dtype: &str) -> Vec<f64> {
+    match dtype {
+        "F32" => b.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap()))).collect(),
+        "F64" => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+        "F16" => b.chunks_exact(2).map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
+        "BF16" => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
+        other => panic!("dtype {other}"),
+    }
+}
+
+/// One tensor to write: name, dtype name, shape, raw bytes.
+pub struct T {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// A float tensor of `shape` with seeded values.
+pub fn float(name: &str, dtype: &str, shape: &[usize], seed: u64) -> T {
+    let n = shape.iter().product();
+    T { name: name.into(), dtype: dtype.into(), shape: shape.to_vec(), data: encode(&values(seed, n), dtype) }
+}
+
+fn st_dtype(name: &str) -> safetensors::Dtype {
+    serde_json::from_value(serde_json::Value::String(name.to_string())).unwrap()
+}
+
+/// Writes `tensors` with the safetensors crate (the reference writer).
+pub fn write(path: &Path, tensors: &[T], metadata: &[(&str, &str)]) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                safetensors::tensor::TensorView::new(st_dtype(&t.dtype), t.shape.clone(), &t.data).unwrap(),
+            )
+        })
+        .collect();
+    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let bytes = safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), Some(meta)).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Writes a file with a literal header and data section (for malformed inputs).
+pub fn write_raw(path: &Path, header: &str, data: &[u8]) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A small network: a 3x3 conv with bias, a batch norm (with an I64 counter), a 3x3 conv without
+/// bias, a grouped 3x3 conv (groups 2) with bias, a 1x1 conv and a linear layer.
+pub fn small_net(dtype: &str) -> Vec<T> {
+    vec![
+        float("conv1.weight", dtype, &[8, 3, 3, 3], 1),
+        float("conv1.bias", dtype, &[8], 2),
+        float("bn1.weight", "F32", &[8], 3),
+        T {
+            name: "bn1.num_batches_tracked".into(),
+            dtype: "I64".into(),
+            shape: vec![],
+            data: 7i64.to_le_bytes().to_vec(),
+        },
+        float("conv2.weight", dtype, &[16, 8, 3, 3], 4),
+        float("conv3.weight", dtype, &[8, 8, 3, 3], 5),
+        float("conv3.bias", dtype, &[8], 6),
+        float("down.weight", dtype, &[16, 8, 1, 1], 7),
+        float("fc.weight", "F32", &[10, 16], 8),
+        float("fc.bias", "F32", &[10], 9),
+    ]
+}
