@@ -60,8 +60,10 @@ impl Default for Geometry {
 impl Geometry {
     /// Output height and width for an input of `height x width` and a `kh x kw` kernel.
     ///
-    /// Returns [`Error::EmptyOutput`] (naming `layer`) when the padded input is smaller than the
-    /// dilated kernel.
+    /// # Errors
+    /// [`Error::EmptyOutput`] (naming `layer`) when the padded input is smaller than the dilated
+    /// kernel; [`Error::ZeroSize`] for a zero kernel size, stride or dilation;
+    /// [`Error::Overflow`] for sizes that overflow.
     pub fn output_size(
         &self,
         layer: &str,
@@ -73,6 +75,18 @@ impl Geometry {
             what: "output size",
             detail: format!("input {height}x{width}, kernel {kh}x{kw}, {self:?}"),
         };
+        for (v, what) in [
+            (kh, "kernel height"),
+            (kw, "kernel width"),
+            (self.stride.0, "stride (h)"),
+            (self.stride.1, "stride (w)"),
+            (self.dilation.0, "dilation (h)"),
+            (self.dilation.1, "dilation (w)"),
+        ] {
+            if v == 0 {
+                return Err(Error::ZeroSize { layer: layer.to_string(), what });
+            }
+        }
         let eff_h = (kh - 1).checked_mul(self.dilation.0).and_then(|v| v.checked_add(1));
         let eff_w = (kw - 1).checked_mul(self.dilation.1).and_then(|v| v.checked_add(1));
         let (eff_h, eff_w) = (eff_h.ok_or_else(overflow)?, eff_w.ok_or_else(overflow)?);

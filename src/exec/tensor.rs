@@ -51,11 +51,14 @@ impl<T: Real> Tensor4<T> {
     /// # Errors
     /// As [`new`](Self::new).
     pub fn zeros(dims: [usize; 4]) -> Result<Self> {
-        let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
-        if len == usize::MAX {
-            return Self::new(Vec::new(), dims);
+        match dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
+            Some(len) => Self::new(vec![T::zero(); len], dims),
+            None => Err(Error::Overflow {
+                layer: "input tensor".into(),
+                what: "element count",
+                detail: format!("shape {dims:?}"),
+            }),
         }
-        Self::new(vec![T::zero(); len], dims)
     }
 
     /// `[n, c, h, w]`.

@@ -1,0 +1,101 @@
+//! Truncated ranks: Eckart–Young error, monotonicity, and split independence.
+
+mod common;
+
+use common::{reconstruct, relative_diff, Rng};
+use dac::{svd::NalgebraSvd, Conv2dWeights, Factorization, Options, Split};
+use proptest::prelude::*;
+
+fn layer(seed: u64, groups: usize, cg: usize, ng: usize, kh: usize, kw: usize) -> Conv2dWeights<f64> {
+    let mut rng = Rng::new(seed);
+    let dims = [groups * ng, cg, kh, kw];
+    Conv2dWeights::builder(rng.vec(dims.iter().product()), dims).name("trunc").groups(groups).build().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn eckart_young_and_monotone(
+        seed in any::<u64>(), groups in 1usize..=3, cg in 1usize..=5, ng in 1usize..=12,
+        kh in 1usize..=5, kw in 1usize..=5,
+    ) {
+        let layer = layer(seed, groups, cg, ng, kh, kw);
+        let f = Factorization::compute(&layer, &NalgebraSvd::default()).unwrap();
+        let spectrum = f.spectrum();
+        // Independent check of the singular values: Σ s² = ‖W‖².
+        let norm2: f64 = layer.weight().iter().map(|w| w * w).sum();
+        prop_assert!((spectrum.kept_energy(layer.shape().max_rank()) - norm2).abs() <= 1e-12 * norm2);
+        let original: Vec<f64> = layer.weight().to_vec();
+        let (mut last_err, mut last_energy) = (f64::INFINITY, 0.0);
+        for r in 1..=layer.shape().max_rank() {
+            let d = f.truncate(&Options::new(r)).unwrap();
+            let measured = relative_diff(&reconstruct(&layer, &d.depthwise, &d.pointwise), &original);
+            let optimum = spectrum.optimal_relative_error(r);
+            prop_assert!((measured - optimum).abs() <= 1e-9, "r={r}: measured {measured} optimum {optimum}");
+            prop_assert!((d.report.relative_error - measured).abs() <= 1e-12);
+            prop_assert!(measured <= last_err + 1e-12, "error increased at r={r}");
+            prop_assert!(d.report.retained_energy >= last_energy - 1e-15, "energy decreased at r={r}");
+            prop_assert!((d.report.retained_energy - (1.0 - optimum * optimum)).abs() <= 1e-9);
+            last_err = measured;
+            last_energy = d.report.retained_energy;
+        }
+        prop_assert!(last_err <= 1e-12);
+        prop_assert!((last_energy - 1.0).abs() <= 1e-12);
+    }
+
+    #[test]
+    fn every_split_gives_the_same_reconstruction(
+        seed in any::<u64>(), groups in 1usize..=2, cg in 1usize..=4, ng in 1usize..=10, k in 1usize..=4,
+    ) {
+        let layer = layer(seed, groups, cg, ng, k, k);
+        let f = Factorization::compute(&layer, &NalgebraSvd::default()).unwrap();
+        for r in 1..=layer.shape().max_rank() {
+            let base = f.truncate(&Options::new(r).split(Split::Pointwise)).unwrap();
+            let base = reconstruct(&layer, &base.depthwise, &base.pointwise);
+            for split in [Split::Depthwise, Split::SquareRoot] {
+                let d = f.truncate(&Options::new(r).split(split)).unwrap();
+                let other = reconstruct(&layer, &d.depthwise, &d.pointwise);
+                prop_assert!(relative_diff(&other, &base) <= 1e-12, "{split:?} r={r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn zero_and_rank_deficient_channels_stay_finite_for_every_split() {
+    // Channel 0 all zero; channel 1 rank 1 (every output row a multiple of one kernel).
+    let (n, taps) = (4, 9);
+    let mut w = vec![0.0f32; n * 2 * taps];
+    for o in 0..n {
+        for t in 0..taps {
+            w[(o * 2 + 1) * taps + t] = (o as f32 + 1.0) * (t as f32 - 4.0);
+        }
+    }
+    let layer = Conv2dWeights::new(w.clone(), [n, 2, 3, 3]).unwrap();
+    let f = Factorization::compute(&layer, &NalgebraSvd::default()).unwrap();
+    for split in [Split::Pointwise, Split::Depthwise, Split::SquareRoot] {
+        for r in 1..=4 {
+            let d = f.truncate(&Options::new(r).split(split)).unwrap();
+            assert!(d.depthwise.conv().weight().iter().chain(d.pointwise.conv().weight()).all(|v| v.is_finite()));
+            let rec = reconstruct(&layer, &d.depthwise, &d.pointwise);
+            let orig: Vec<f64> = w.iter().map(|&v| f64::from(v)).collect();
+            assert!(relative_diff(&rec, &orig) <= 1e-6, "{split:?} r={r}");
+        }
+    }
+}
+
+#[test]
+fn report_counts_macs_for_the_input_size() {
+    let layer = Conv2dWeights::<f64>::builder(Rng::new(3).vec(64 * 32 * 9), [64, 32, 3, 3])
+        .padding(dac::Padding::uniform(1))
+        .stride(2, 2)
+        .build()
+        .unwrap();
+    let d = dac::decompose_with(&layer, &Options::new(3).input_size(56, 56), &NalgebraSvd::default()).unwrap();
+    assert_eq!(d.report.output_size, (28, 28));
+    assert_eq!(d.report.before.macs, 28 * 28 * 64 * 32 * 9);
+    assert_eq!(d.report.after.macs, 28 * 28 * (32 * 3 * 9 + 64 * 32 * 3));
+    assert_eq!(d.report.before.params, 64 * 32 * 9);
+    assert_eq!(d.report.after.params, 32 * 3 * 9 + 64 * 32 * 3);
+}
