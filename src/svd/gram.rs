@@ -336,7 +336,7 @@ fn gram_accumulate_generic<T: Real>(
 
 /// A power of two `2^e` with `max_abs · 2^e` in `[0.5, 1)`, or 1 for zero / non-finite input.
 fn power_of_two_scale(max_abs: f64) -> f64 {
-    if !(max_abs > 0.0) || !max_abs.is_finite() {
+    if max_abs.is_nan() || max_abs <= 0.0 || !max_abs.is_finite() {
         return 1.0;
     }
     // Exponent via bits; subnormals handled by a pre-multiplication.
@@ -404,7 +404,7 @@ fn jacobi_eigen(a: &mut [f64], v: &mut [f64], n: usize, max_sweeps: usize) -> st
         for p in 0..n - 1 {
             for q in p + 1..n {
                 let apq = a[p * n + q];
-                if !(apq.abs() > tol) {
+                if apq.is_nan() || apq.abs() <= tol {
                     continue;
                 }
                 rotated = true;

@@ -5,8 +5,10 @@
 //! derived as `M * V_r`, which is exact at full rank whatever `U`'s accuracy). Backends write
 //! into buffers the caller owns, so a decomposition allocates once per thread, not per channel.
 
+mod gram;
 mod nalgebra_backend;
 
+pub use gram::GramSvd;
 pub use nalgebra_backend::NalgebraSvd;
 
 use crate::scalar::Real;
