@@ -1,2 +1,420 @@
-//! The `dac` command-line tool (placeholder until the CLI lands).
-fn main() {}
+//! The `dac` command-line tool: inspect and convert safetensors checkpoints.
+//!
+//! A thin layer over [`dac::io`]: argument parsing, a progress bar, tables and JSON.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dac::io::{self, ConversionSummary, ConvertOptions, FloatDtype, InspectOptions, LayerInfo, Phase, Precision};
+use dac::{Rank, Split};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const MAC_NOTE: &str = "MACs assume stride 1 and \"same\" padding (a checkpoint has no geometry)";
+
+#[derive(Parser)]
+#[command(
+    name = "dac",
+    version,
+    about = "Data-free conversion of trained convolutions into depthwise + pointwise pairs",
+    after_help = "Examples:\n  \
+        dac inspect resnet18.safetensors --input 224x224\n  \
+        dac convert vgg16.safetensors -o vgg16-dac.safetensors --energy 0.9 --skip features.0\n  \
+        dac convert model.safetensors -o out.safetensors --rank 2 --rank-for 'layer4.*'=1 --json"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lists every convolution: shape, groups, ranks, retained energy at r = 1..5, MACs.
+    #[command(after_help = "Examples:\n  \
+        dac inspect model.safetensors\n  \
+        dac inspect model.safetensors --input 224x224 --groups 'features.*'=1 --json")]
+    Inspect(InspectArgs),
+    /// Converts convolutions into depthwise + pointwise pairs and writes a new checkpoint.
+    #[command(after_help = "Each converted layer `<layer>.weight` / `.bias` becomes\n  \
+        <layer>.depthwise.weight  [C*r, 1, kh, kw]   (groups = C, no bias)\n  \
+        <layer>.pointwise.weight  [N, C*r/groups, 1, 1]\n  \
+        <layer>.pointwise.bias    [N]   (if the layer had a bias)\n\
+        and the metadata key `dac.layer.<layer>` records rank, groups and split.\n\n\
+        Examples:\n  \
+        dac convert in.safetensors -o out.safetensors --rank 2\n  \
+        dac convert in.safetensors -o out.safetensors --energy 0.95 --input 224x224 --skip 'conv1'\n  \
+        dac convert in.safetensors -o out.safetensors --rank 3 --rank-for 'layer1.*'=2 --groups dw=32 --force")]
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The checkpoint to read.
+    model: PathBuf,
+    /// Input size HxW (or N for NxN) for MAC counts; default: MACs per output position.
+    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    input: Option<(usize, usize)>,
+    /// Declares groups for layers matching NAME (a glob); repeatable. Default 1.
+    #[arg(long = "groups", value_name = "NAME=G", value_parser = parse_assignment)]
+    groups: Vec<(String, usize)>,
+    /// Compute spectra in f64.
+    #[arg(long)]
+    f64: bool,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F64,
+    F16,
+    Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Sqrt,
+    Pointwise,
+    Depthwise,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The checkpoint to convert (never modified).
+    input: PathBuf,
+    /// Where to write the result.
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Keep this many singular values per input channel.
+    #[arg(long, value_name = "R", required_unless_present = "energy", conflicts_with = "energy")]
+    rank: Option<usize>,
+    /// Keep the smallest rank retaining this fraction of each layer's energy, in (0, 1].
+    #[arg(long, value_name = "F")]
+    energy: Option<f64>,
+    /// Rank for layers matching NAME (a glob); repeatable, the last match wins.
+    #[arg(long = "rank-for", value_name = "NAME=R", value_parser = parse_assignment)]
+    rank_for: Vec<(String, usize)>,
+    /// Convert only layers matching PATTERN (glob: `*`, `?`); repeatable or comma-separated.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    layers: Vec<String>,
+    /// Leave layers matching PATTERN dense; repeatable or comma-separated.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Declares groups for layers matching NAME (a glob); repeatable. Default 1.
+    #[arg(long = "groups", value_name = "NAME=G", value_parser = parse_assignment)]
+    groups: Vec<(String, usize)>,
+    /// Input size HxW (or N) for MAC counts; default: MACs per output position.
+    #[arg(long = "input", value_name = "HxW", value_parser = parse_size)]
+    input_size: Option<(usize, usize)>,
+    /// Convert layers even when their rank saves nothing.
+    #[arg(long)]
+    allow_slower: bool,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Write converted tensors in this dtype (default: the layer's own).
+    #[arg(long, value_enum)]
+    dtype: Option<DtypeArg>,
+    /// Where the singular values go.
+    #[arg(long, value_enum, default_value = "sqrt")]
+    split: SplitArg,
+    /// Compute in f64 instead of f32.
+    #[arg(long)]
+    f64: bool,
+    /// No progress bar and no table (errors still go to stderr).
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| match v.trim().parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("`{s}` is not a size HxW with positive integers (e.g. 224x224)")),
+        Ok(n) => Ok(n),
+    };
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((parse(h)?, parse(w)?)),
+        None => parse(s).map(|n| (n, n)),
+    }
+}
+
+fn parse_assignment(s: &str) -> Result<(String, usize), String> {
+    let (name, value) = s.rsplit_once('=').ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if name.is_empty() {
+        return Err(format!("`{s}`: the layer name (pattern) is empty"));
+    }
+    let v = value.trim().parse::<usize>().map_err(|_| format!("`{s}`: `{value}` is not a non-negative integer"))?;
+    Ok((name.to_string(), v))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect(a),
+        Command::Convert(a) => convert(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `1234567` -> `1.23M`.
+fn si(v: u64) -> String {
+    let v = v as f64;
+    for (scale, suffix) in [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if v >= scale {
+            return format!("{:.2}{suffix}", v / scale);
+        }
+    }
+    format!("{v}")
+}
+
+fn size_label(size: Option<(usize, usize)>) -> String {
+    match size {
+        Some((h, w)) => format!("MACs ({h}x{w})"),
+        None => "MACs/position".to_string(),
+    }
+}
+
+/// Prints rows with each column padded to its widest cell.
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = widths[c])).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn inspect(a: InspectArgs) -> dac::Result<()> {
+    let mut o = InspectOptions::new().precision(if a.f64 { Precision::F64 } else { Precision::F32 });
+    for (p, g) in &a.groups {
+        o = o.groups(p.clone(), *g);
+    }
+    if let Some((h, w)) = a.input {
+        o = o.input_size(h, w);
+    }
+    let layers = io::inspect_file(&a.model, &o)?;
+    if a.json {
+        let doc = json!({
+            "file": a.model.display().to_string(),
+            "input_size": a.input.map(|(h, w)| [h, w]),
+            "assumptions": MAC_NOTE,
+            "layers": layers.iter().map(layer_json).collect::<Vec<_>>(),
+            "total_macs": layers.iter().map(|l| l.cost.macs).sum::<u64>(),
+        });
+        println!("{doc:#}");
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "layer".to_string(),
+        "shape".into(),
+        "groups".into(),
+        "max rank".into(),
+        "break-even".into(),
+        "energy r=1".into(),
+        "r=2".into(),
+        "r=3".into(),
+        "r=4".into(),
+        "r=5".into(),
+        size_label(a.input),
+    ]];
+    for l in &layers {
+        let mut row = vec![
+            l.name.clone(),
+            format!("{:?}", l.dims),
+            l.groups.to_string(),
+            l.max_rank.to_string(),
+            format!("{:.2}", l.break_even),
+        ];
+        for r in 0..5 {
+            row.push(l.retained_energy.get(r).map_or("-".to_string(), |e| format!("{e:.4}")));
+        }
+        row.push(si(l.cost.macs));
+        rows.push(row);
+    }
+    print_table(&rows);
+    println!(
+        "{} convolution(s), {} MACs in total; {MAC_NOTE}",
+        layers.len(),
+        si(layers.iter().map(|l| l.cost.macs).sum::<u64>())
+    );
+    Ok(())
+}
+
+fn layer_json(l: &LayerInfo) -> serde_json::Value {
+    json!({
+        "name": l.name,
+        "shape": l.dims,
+        "dtype": l.dtype,
+        "groups": l.groups,
+        "bias": l.has_bias,
+        "max_rank": l.max_rank,
+        "break_even_rank": l.break_even,
+        "retained_energy": l.retained_energy,
+        "macs": l.cost.macs,
+        "params": l.cost.params,
+    })
+}
+
+fn convert(a: ConvertArgs) -> dac::Result<()> {
+    let policy = match (a.rank, a.energy) {
+        (Some(r), _) => Rank::Fixed(r),
+        (None, Some(f)) => Rank::Energy(f),
+        (None, None) => unreachable!("clap requires --rank or --energy"),
+    };
+    let mut o = ConvertOptions::new(policy)
+        .allow_slower(a.allow_slower)
+        .force(a.force)
+        .precision(if a.f64 { Precision::F64 } else { Precision::F32 })
+        .split(match a.split {
+            SplitArg::Sqrt => Split::SquareRoot,
+            SplitArg::Pointwise => Split::Pointwise,
+            SplitArg::Depthwise => Split::Depthwise,
+        });
+    if let Some(d) = a.dtype {
+        o = o.output_dtype(match d {
+            DtypeArg::F32 => FloatDtype::F32,
+            DtypeArg::F64 => FloatDtype::F64,
+            DtypeArg::F16 => FloatDtype::F16,
+            DtypeArg::Bf16 => FloatDtype::BF16,
+        });
+    }
+    for (p, r) in &a.rank_for {
+        o = o.rank_for(p.clone(), *r);
+    }
+    for p in &a.layers {
+        o = o.include(p.clone());
+    }
+    for p in &a.skip {
+        o = o.exclude(p.clone());
+    }
+    for (p, g) in &a.groups {
+        o = o.groups(p.clone(), *g);
+    }
+    if let Some((h, w)) = a.input_size {
+        o = o.input_size(h, w);
+    }
+
+    // The bar stays hidden until the run has taken half a second, and only on a terminal.
+    let bar = ProgressBar::hidden();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg:30!} [{bar:30}] {percent:>3}% {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let may_draw = !a.quiet && std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let mut shown = false;
+    let mut on_progress = |p: &io::Progress<'_>| {
+        if may_draw && !shown && start.elapsed() > Duration::from_millis(500) {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            shown = true;
+        }
+        bar.set_length(p.total.max(1));
+        bar.set_position(p.done);
+        let verb = match p.phase {
+            Phase::Analysing => "analysing",
+            _ => "writing",
+        };
+        bar.set_message(format!("{verb} {}", p.item));
+    };
+    let backend = dac::svd::NalgebraSvd::default();
+    let result = io::convert_file_with(&a.input, &a.output, &o, &backend, &mut on_progress);
+    bar.finish_and_clear();
+    let summary = result?;
+    if a.json {
+        println!("{:#}", summary_json(&summary));
+    } else if !a.quiet {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn summary_json(s: &ConversionSummary) -> serde_json::Value {
+    json!({
+        "input": s.input.display().to_string(),
+        "output": s.output.display().to_string(),
+        "input_size": s.input_size.map(|(h, w)| [h, w]),
+        "assumptions": MAC_NOTE,
+        "converted": s.converted.iter().map(|l| json!({
+            "name": l.name,
+            "shape": l.dims,
+            "groups": l.groups,
+            "rank": l.rank,
+            "max_rank": l.max_rank,
+            "retained_energy": l.retained_energy,
+            "relative_error": l.relative_error,
+            "dtype": l.dtype.name(),
+            "macs_before": l.before.macs,
+            "macs_after": l.after.macs,
+            "params_before": l.before.params,
+            "params_after": l.after.params,
+        })).collect::<Vec<_>>(),
+        "skipped": s.skipped.iter().map(|l| json!({
+            "name": l.name,
+            "shape": l.dims,
+            "groups": l.groups,
+            "reason": l.reason.to_string(),
+            "macs": l.cost.macs,
+        })).collect::<Vec<_>>(),
+        "copied_tensors": s.copied_tensors,
+        "total": {
+            "macs_before": s.macs_before(),
+            "macs_after": s.macs_after(),
+            "reduction": s.reduction(),
+        },
+    })
+}
+
+fn print_summary(s: &ConversionSummary) {
+    let label = size_label(s.input_size);
+    let mut rows = vec![vec![
+        "layer".to_string(),
+        "rank".into(),
+        "rel. error".into(),
+        format!("{label} before -> after"),
+        "reduction".into(),
+    ]];
+    for l in &s.converted {
+        rows.push(vec![
+            l.name.clone(),
+            format!("{}/{}", l.rank, l.max_rank),
+            format!("{:.3e}", l.relative_error),
+            format!("{} -> {}", si(l.before.macs), si(l.after.macs)),
+            format!("{:.2}x", l.before.macs as f64 / l.after.macs.max(1) as f64),
+        ]);
+    }
+    if s.converted.is_empty() {
+        println!("no layer converted");
+    } else {
+        print_table(&rows);
+    }
+    if !s.skipped.is_empty() {
+        println!();
+        println!("left dense:");
+        let rows: Vec<Vec<String>> = s
+            .skipped
+            .iter()
+            .map(|l| vec![format!("  {}", l.name), format!("{:?}", l.dims), l.reason.to_string()])
+            .collect();
+        print_table(&rows);
+    }
+    println!();
+    println!(
+        "total: {} -> {} MACs over all convolutions ({:.2}x); {MAC_NOTE}",
+        si(s.macs_before()),
+        si(s.macs_after()),
+        s.reduction()
+    );
+    println!("wrote {}", s.output.display());
+}
