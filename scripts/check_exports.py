@@ -45,8 +45,14 @@ def main():
         preds = []
         with torch.no_grad():
             for i in range(0, n, 500):
-                preds.append(functional_forward(info["ops"], t, xte[i:min(i + 500, n)]).argmax(1))
-        preds = torch.cat(preds)
+                preds.append(functional_forward(info["ops"], t, xte[i:min(i + 500, n)]))
+        logits = torch.cat(preds)
+        preds = logits.argmax(1)
+        top2 = logits.topk(2, dim=1).values
+        gap = top2[:, 0] - top2[:, 1]
+        print(f"{stem}: smallest top-1/top-2 logit gap {float(gap.min()):.3e}; "
+              f"images with gap < 1e-4: {int((gap < 1e-4).sum())}, < 1e-3: {int((gap < 1e-3).sum())} "
+              f"(indices {torch.nonzero(gap < 1e-3).flatten().tolist()})")
         correct = int((preds == yte[:n]).sum())
         sub = int((preds[:1000] == yte[:1000]).sum())
         ndiff = int((preds != stored).sum())
