@@ -136,21 +136,21 @@ impl Checkpoint {
                 path,
                 None,
                 format!(
-                    "header length {n} runs past the end of the file ({len} bytes): the file is truncated \
+                    "length {n} runs past the end of the file ({len} bytes): the file is truncated \
                      or not a safetensors file"
                 ),
             ));
         }
         if n > MAX_HEADER_BYTES {
-            return Err(format_error(path, None, format!("header length {n} exceeds the limit of {MAX_HEADER_BYTES}")));
+            return Err(format_error(path, None, format!("length {n} exceeds the limit of {MAX_HEADER_BYTES}")));
         }
         let n = n as usize;
-        let header = std::str::from_utf8(&bytes[8..8 + n])
-            .map_err(|e| format_error(path, None, format!("header is not UTF-8: {e}")))?;
-        let value: serde_json::Value = serde_json::from_str(header)
-            .map_err(|e| format_error(path, None, format!("header is not valid JSON: {e}")))?;
+        let header =
+            std::str::from_utf8(&bytes[8..8 + n]).map_err(|e| format_error(path, None, format!("not UTF-8: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(header).map_err(|e| format_error(path, None, format!("not valid JSON: {e}")))?;
         let serde_json::Value::Object(map) = value else {
-            return Err(format_error(path, None, "header is not a JSON object"));
+            return Err(format_error(path, None, "not a JSON object"));
         };
         let data_len = bytes.len() - 8 - n;
         let mut metadata = BTreeMap::new();

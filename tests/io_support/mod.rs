@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Seeded values in [-1, 1).
 pub fn values(seed: u64, n: usize) -> Vec<f32> {
@@ -99,4 +99,53 @@ pub fn small_net(dtype: &str) -> Vec<T> {
         float("fc.weight", "F32", &[10, 16], 8),
         float("fc.bias", "F32", &[10], 9),
     ]
+}
+
+fn f32s(n: usize) -> Vec<u8> {
+    encode(&values(5, n), "F32")
+}
+
+/// Writes the bad (or, for any other name, a good) input `name` into `dir`; returns its path.
+pub fn make(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.safetensors"));
+    match name {
+        "truncated_data" => {
+            write(&p, &small_net("F32"), &[]);
+            let b = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &b[..b.len() - 100]).unwrap();
+        }
+        "truncated_header" => std::fs::write(&p, [16u8, 0, 0]).unwrap(),
+        "header_past_end" => {
+            let mut b = 1000u64.to_le_bytes().to_vec();
+            b.extend_from_slice(b"{}");
+            std::fs::write(&p, b).unwrap();
+        }
+        "overlap" => write_raw(
+            &p,
+            r#"{"a.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b.weight":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#,
+            &f32s(6),
+        ),
+        "past_end" => {
+            write_raw(&p, r#"{"conv.weight":{"dtype":"F32","shape":[2,1,3,3],"data_offsets":[0,72]}}"#, &f32s(9))
+        }
+        "not_json" => write_raw(&p, r#"{"conv.weight": {"dtype": "F32", "#, &[]),
+        "unknown_dtype" => write_raw(&p, r#"{"conv.weight":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}}"#, &[0, 0]),
+        "int_conv" => write(
+            &p,
+            &[T { name: "conv.weight".into(), dtype: "I32".into(), shape: vec![2, 1, 3, 3], data: vec![0; 72] }],
+            &[],
+        ),
+        "bias_length" => {
+            write(&p, &[float("conv.weight", "F32", &[4, 2, 3, 3], 1), float("conv.bias", "F32", &[3], 2)], &[])
+        }
+        "nan" => {
+            let mut v = values(1, 4 * 2 * 9);
+            v[5] = f32::NAN;
+            let t =
+                T { name: "conv.weight".into(), dtype: "F32".into(), shape: vec![4, 2, 3, 3], data: encode(&v, "F32") };
+            write(&p, &[t], &[]);
+        }
+        _ => write(&p, &[float("conv.weight", "F32", &[4, 2, 3, 3], 1), float("conv.bias", "F32", &[4], 2)], &[]),
+    }
+    p
 }

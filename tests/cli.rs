@@ -1,0 +1,208 @@
+//! The `dac` binary: JSON and table output, exit codes, and every bad input of the issue.
+#![cfg(feature = "cli")]
+
+mod io_support;
+
+use io_support::{make, small_net, write};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn dac(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dac")).args(args).output().expect("run dac")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn inspect_json_lists_every_convolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    let o = dac(&["inspect", s(&input), "--input", "8x8", "--groups", "conv3=2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["input_size"], serde_json::json!([8, 8]));
+    let layers = v["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 4);
+    for n in ["conv1", "conv2", "conv3", "down"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    let conv3 = layers.iter().find(|l| l["name"] == "conv3").unwrap();
+    assert_eq!(conv3["shape"], serde_json::json!([8, 8, 3, 3]));
+    assert_eq!(conv3["groups"], 2);
+    assert_eq!(conv3["max_rank"], 4);
+    assert_eq!(conv3["retained_energy"].as_array().unwrap().len(), 4);
+    assert_eq!(conv3["macs"], 64 * 8 * 8 * 9);
+    let conv1 = layers.iter().find(|l| l["name"] == "conv1").unwrap();
+    let energy: Vec<f64> = conv1["retained_energy"].as_array().unwrap().iter().map(|e| e.as_f64().unwrap()).collect();
+    assert_eq!(energy.len(), 5);
+    assert!(energy.windows(2).all(|w| w[0] <= w[1]) && energy[4] <= 1.0);
+    let be = conv1["break_even_rank"].as_f64().unwrap();
+    assert!((be - 72.0 / 17.0).abs() < 1e-12);
+
+    // The table names every layer and the columns.
+    let o = dac(&["inspect", s(&input)]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for needle in ["layer", "break-even", "energy r=1", "r=5", "MACs/position", "conv1", "conv3", "down", "same"] {
+        assert!(out.contains(needle), "`{needle}` missing:\n{out}");
+    }
+}
+
+#[test]
+fn convert_json_summary_and_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    let output = dir.path().join("o.safetensors");
+    let o = dac(&[
+        "convert",
+        s(&input),
+        "-o",
+        s(&output),
+        "--rank",
+        "2",
+        "--rank-for",
+        "conv2=9",
+        "--groups",
+        "conv3=2",
+        "--input",
+        "8x8",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let converted: Vec<(&str, u64)> = v["converted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap(), l["rank"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(converted, [("conv1", 2), ("conv3", 2)]);
+    let skipped: Vec<(&str, &str)> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap(), l["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    assert!(skipped.iter().any(|(n, r)| *n == "conv2" && r.contains("break-even")), "{skipped:?}");
+    assert!(skipped.iter().any(|(n, r)| *n == "down" && r.contains("1x1")), "{skipped:?}");
+    let conv1 = &v["converted"][0];
+    assert_eq!(conv1["macs_before"], 64 * 8 * 3 * 9);
+    assert_eq!(conv1["macs_after"], 64 * (3 * 2 * 9 + 8 * 3 * 2));
+    assert!(conv1["relative_error"].as_f64().unwrap() > 0.0);
+    let total = &v["total"];
+    assert!(total["macs_after"].as_u64().unwrap() < total["macs_before"].as_u64().unwrap());
+    assert!(total["reduction"].as_f64().unwrap() > 1.0);
+    assert!(output.exists());
+
+    // --allow-slower converts conv2 too; the table lists layers and the total.
+    let o = dac(&[
+        "convert",
+        s(&input),
+        "-o",
+        s(&output),
+        "--rank",
+        "2",
+        "--rank-for",
+        "conv2=9",
+        "--allow-slower",
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in ["conv1", "2/8", "conv2", "9/9", "left dense", "down", "total:", "wrote"] {
+        assert!(out.contains(needle), "`{needle}` missing:\n{out}");
+    }
+    assert!(stderr(&o).is_empty(), "no progress bar when stderr is not a terminal: {}", stderr(&o));
+
+    // --quiet prints nothing.
+    let o = dac(&["convert", s(&input), "-o", s(&output), "--energy", "0.5", "--force", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+}
+
+#[test]
+fn help_has_examples_and_usage_errors_fail() {
+    for args in [&["--help"][..], &["convert", "--help"], &["inspect", "--help"]] {
+        let o = dac(args);
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("Examples:"), "{args:?}");
+    }
+    let o = dac(&["convert", "a.safetensors", "-o", "b.safetensors"]);
+    assert!(!o.status.success(), "--rank or --energy is required");
+    let o = dac(&["convert", "a.safetensors", "-o", "b.safetensors", "--rank", "1", "--energy", "0.5"]);
+    assert!(!o.status.success(), "--rank and --energy conflict");
+    let o = dac(&["inspect", "a.safetensors", "--input", "0x3"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn every_bad_input_fails_with_one_line_and_writes_nothing() {
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("truncated_data", &[], &["run past the end", "truncated"]),
+        ("truncated_header", &[], &["header", "truncated"]),
+        ("header_past_end", &[], &["header", "runs past the end of the file"]),
+        ("overlap", &[], &["tensor `b.weight`", "overlap"]),
+        ("past_end", &[], &["tensor `conv.weight`", "run past the end"]),
+        ("not_json", &[], &["header", "not valid JSON"]),
+        ("unknown_dtype", &[], &["tensor `conv.weight`", "unsupported dtype `Q4`"]),
+        ("int_conv", &[], &["tensor `conv.weight`", "dtype I32"]),
+        ("bias_length", &[], &["tensor `conv.bias`"]),
+        ("nan", &[], &["layer `conv`", "NaN"]),
+        ("no_match_layers", &["--layers", "nope*"], &["--layers", "`nope*`"]),
+        ("no_match_skip", &["--skip", "x"], &["--skip", "`x`"]),
+        ("rank_too_high", &["--rank-for", "conv=10"], &["layer `conv`", "rank 10"]),
+        ("rank_too_high_global", &["--rank", "7"], &["layer `conv`", "rank 7", "1..=4"]),
+        ("bad_groups", &["--groups", "conv=3"], &["layer `conv`", "groups = 3"]),
+    ];
+    for (name, extra, expect) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let input = make(dir.path(), name);
+        let output = dir.path().join("out.safetensors");
+        let mut args = vec!["convert", s(&input), "-o", s(&output)];
+        if !extra.contains(&"--rank") {
+            args.extend(["--rank", "1"]);
+        }
+        args.extend(extra.iter().copied());
+        let o = dac(&args);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.starts_with("error: ") && err.ends_with('\n') && err.lines().count() == 1, "{name}: {err:?}");
+        assert!(err.contains(s(&input)), "{name}: file not named: {err}");
+        for part in *expect {
+            assert!(err.contains(part), "{name}: `{part}` missing from {err}");
+        }
+        assert!(o.stdout.is_empty(), "{name}");
+        assert!(!output.exists(), "{name}: output written");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "{name}: files left behind");
+    }
+
+    // Output naming the input, and an existing output without --force.
+    let dir = tempfile::tempdir().unwrap();
+    let input = make(dir.path(), "good");
+    let o = dac(&["convert", s(&input), "-o", s(&input), "--rank", "1", "--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is the input file"), "{}", stderr(&o));
+    let output = dir.path().join("exists.safetensors");
+    std::fs::write(&output, b"old").unwrap();
+    let o = dac(&["convert", s(&input), "-o", s(&output), "--rank", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&output).unwrap(), b"old");
+    let o = dac(&["inspect", s(&dir.path().join("missing.safetensors"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing.safetensors"));
+}

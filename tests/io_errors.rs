@@ -1,0 +1,126 @@
+//! Bad input through the library: a one-line error naming the file and the tensor, and no
+//! output file (nor temporary file) left behind.
+#![cfg(feature = "safetensors")]
+
+mod io_support;
+
+use dac::io::{convert_file, inspect_file, ConvertOptions, InspectOptions};
+use dac::Rank;
+use io_support::make;
+use std::path::Path;
+
+/// The bad inputs of the issue, each as (file name, writer, options, substrings of the message).
+pub struct Case {
+    pub name: &'static str,
+    pub options: ConvertOptions,
+    pub expect: &'static [&'static str],
+}
+
+/// Every bad-input case: input kind, options, expected message parts.
+pub fn cases() -> Vec<Case> {
+    let r = || ConvertOptions::new(Rank::Fixed(1));
+    vec![
+        Case { name: "truncated_data", options: r(), expect: &["tensor `", "run past the end", "truncated"] },
+        Case { name: "truncated_header", options: r(), expect: &["header", "truncated"] },
+        Case { name: "header_past_end", options: r(), expect: &["header", "runs past the end of the file"] },
+        Case { name: "overlap", options: r(), expect: &["tensor `b.weight`", "overlap", "a.weight"] },
+        Case { name: "past_end", options: r(), expect: &["tensor `conv.weight`", "run past the end"] },
+        Case { name: "not_json", options: r(), expect: &["header", "not valid JSON"] },
+        Case { name: "unknown_dtype", options: r(), expect: &["tensor `conv.weight`", "unsupported dtype `Q4`"] },
+        Case { name: "int_conv", options: r(), expect: &["tensor `conv.weight`", "dtype I32 is not supported"] },
+        Case { name: "bias_length", options: r(), expect: &["tensor `conv.bias`", "[3]", "[4]"] },
+        Case { name: "nan", options: r(), expect: &["layer `conv`", "weight[5] = NaN"] },
+        Case { name: "no_match_layers", options: r().include("nope*"), expect: &["--layers", "`nope*`", "conv"] },
+        Case { name: "no_match_skip", options: r().exclude("x"), expect: &["--skip", "`x`"] },
+        Case { name: "no_match_rank_for", options: r().rank_for("y", 1), expect: &["--rank-for", "`y`"] },
+        Case { name: "no_match_groups", options: r().groups("z", 2), expect: &["--groups", "`z`"] },
+        Case {
+            name: "rank_too_high",
+            options: r().rank_for("conv", 10),
+            expect: &["layer `conv`", "rank 10", "1..=4"],
+        },
+        Case { name: "bad_groups", options: r().groups("conv", 3), expect: &["layer `conv`", "groups = 3"] },
+        Case { name: "bad_energy", options: ConvertOptions::new(Rank::Energy(1.5)), expect: &["energy = 1.5"] },
+    ]
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_bad_input_names_file_and_tensor_and_writes_nothing() {
+    for case in cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = make(dir.path(), case.name);
+        let before = entries(dir.path());
+        let output = dir.path().join("out.safetensors");
+        let err = convert_file(&input, &output, &case.options).expect_err(case.name).to_string();
+        assert!(err.contains(&input.display().to_string()), "{}: message does not name the file: {err}", case.name);
+        for part in case.expect {
+            assert!(err.contains(part), "{}: `{part}` missing from: {err}", case.name);
+        }
+        assert!(!err.contains('\n'), "{}: not one line: {err}", case.name);
+        assert!(!output.exists(), "{}: output written", case.name);
+        assert_eq!(entries(dir.path()), before, "{}: files left behind", case.name);
+    }
+}
+
+#[test]
+fn inspect_reports_the_same_file_errors() {
+    for name in ["truncated_data", "overlap", "not_json", "unknown_dtype", "int_conv", "bias_length"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = make(dir.path(), name);
+        let err = inspect_file(&input, &InspectOptions::new()).expect_err(name).to_string();
+        assert!(err.contains(&input.display().to_string()), "{name}: {err}");
+    }
+    let err = inspect_file("/nonexistent/x.safetensors", &InspectOptions::new()).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/x.safetensors") && err.contains("cannot open"), "{err}");
+}
+
+#[test]
+fn output_must_differ_from_input_and_exist_only_with_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = make(dir.path(), "good");
+    let original = std::fs::read(&input).unwrap();
+    let opts = ConvertOptions::new(Rank::Fixed(1));
+
+    // Same path, spelled differently, and a hard link (same inode).
+    let err = convert_file(&input, &input, &opts.clone().force(true)).unwrap_err().to_string();
+    assert!(err.contains("is the input file"), "{err}");
+    let dotted = dir.path().join(".").join("good.safetensors");
+    let err = convert_file(&input, &dotted, &opts.clone().force(true)).unwrap_err().to_string();
+    assert!(err.contains("is the input file"), "{err}");
+    #[cfg(unix)]
+    {
+        let link = dir.path().join("link.safetensors");
+        std::fs::hard_link(&input, &link).unwrap();
+        let err = convert_file(&input, &link, &opts.clone().force(true)).unwrap_err().to_string();
+        assert!(err.contains("is the input file"), "{err}");
+        std::fs::remove_file(&link).unwrap();
+    }
+    assert_eq!(std::fs::read(&input).unwrap(), original, "input modified");
+
+    // An existing output is kept unless forced.
+    let output = dir.path().join("out.safetensors");
+    std::fs::write(&output, b"keep me").unwrap();
+    let err = convert_file(&input, &output, &opts).unwrap_err().to_string();
+    assert!(err.contains("already exists") && err.contains("out.safetensors"), "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), b"keep me");
+    convert_file(&input, &output, &opts.clone().force(true)).unwrap();
+    assert_ne!(std::fs::read(&output).unwrap(), b"keep me");
+    assert_eq!(entries(dir.path()), ["good.safetensors", "out.safetensors"]);
+
+    // A failed forced run leaves the existing output alone.
+    std::fs::write(&output, b"keep me").unwrap();
+    let err = convert_file(&input, &output, &opts.clone().force(true).rank_for("conv", 99)).unwrap_err();
+    assert!(err.to_string().contains("rank 99"));
+    assert_eq!(std::fs::read(&output).unwrap(), b"keep me");
+
+    // A missing output directory is an I/O error naming it.
+    let err = convert_file(&input, dir.path().join("no/such/dir/o.safetensors"), &opts).unwrap_err().to_string();
+    assert!(err.contains("no/such/dir"), "{err}");
+}
