@@ -203,6 +203,17 @@ pub enum Error {
         /// The output path.
         output: std::path::PathBuf,
     },
+
+    /// An ONNX model is malformed or holds something `dac` cannot rewrite.
+    #[error("{}: {location}: {reason}", file.display())]
+    Onnx {
+        /// The file (`<memory>` for bytes).
+        file: std::path::PathBuf,
+        /// Where: `node `name``, `initializer `name``, `graph`, `model`.
+        location: String,
+        /// What is wrong, with the offending value.
+        reason: String,
+    },
 }
 
 /// `tensor `name`` or `header`, for [`Error::Format`] messages.

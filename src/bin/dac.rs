@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "dac/onnx_cmd.rs"]
+mod onnx_cmd;
+
 const MAC_NOTE: &str = "MACs assume stride 1 and \"same\" padding (a checkpoint has no geometry)";
 
 #[derive(Parser)]
@@ -47,6 +50,12 @@ enum Command {
         dac convert in.safetensors -o out.safetensors --energy 0.95 --input 224x224 --skip 'conv1'\n  \
         dac convert in.safetensors -o out.safetensors --rank 3 --rank-for 'layer1.*'=2 --groups dw=32 --force")]
     Convert(ConvertArgs),
+    /// Rewrites an ONNX model: each selected Conv becomes a depthwise Conv and a 1x1 Conv.
+    #[command(after_help = "Examples:\n  \
+        dac onnx net.onnx -o net-dac.onnx --speedup 2\n  \
+        dac onnx net.onnx -o net-dac.onnx --energy 0.95 --skip 'features.0' --json\n  \
+        dac onnx net.onnx -o net-dac.onnx --rank 2 --layout multiplier1 --force")]
+    Onnx(onnx_cmd::OnnxArgs),
 }
 
 #[derive(Args)]
@@ -158,6 +167,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect(a),
         Command::Convert(a) => convert(a),
+        Command::Onnx(a) => onnx_cmd::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

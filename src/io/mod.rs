@@ -37,6 +37,8 @@
 
 mod atomic;
 mod glob;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 mod safetensors;
 
 pub use self::safetensors::FloatDtype;

@@ -1,0 +1,245 @@
+//! ONNX rewriting: wire-level preservation, naming, shared weights, and equivalence in tract.
+#![cfg(feature = "onnx")]
+
+mod onnx_support;
+
+use dac::io::onnx::{rewrite_file, rewrite_model, Layout, RewriteOptions, SkipReason};
+use dac::Rank;
+use onnx_support::*;
+
+const MODEL_UNKNOWN: &[u8] = b"model-field-999";
+const GRAPH_UNKNOWN: &[u8] = b"graph-field-999";
+const NODE_UNKNOWN: &[u8] = b"node-field-999";
+
+fn unknown(payload: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    bytes_field(&mut b, 999, payload);
+    b
+}
+
+fn conv(g: &mut Graph, name: &str, x: &str, y: &str, dims: [usize; 4], bias: bool, attrs: Vec<Vec<u8>>, seed: u64) {
+    let w = format!("{name}.weight");
+    g.inits.push(tensor(&w, &dims, &values(dims.iter().product(), seed)));
+    let mut inputs = vec![x.to_string(), w];
+    if bias {
+        let b = format!("{name}.bias");
+        g.inits.push(tensor(&b, &[dims[0]], &values(dims[0], seed + 1000)));
+        inputs.push(b);
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let mut doc = Vec::new();
+    bytes_field(&mut doc, 6, format!("doc of {name}").as_bytes());
+    if name == "conv0" {
+        doc.extend(unknown(NODE_UNKNOWN));
+    }
+    g.nodes.push(node("Conv", name, &inputs, &[y], &attrs, &doc));
+}
+
+/// Five convolutions: padded + bias, grouped + strided + asymmetric pads, dilated with
+/// auto_pad and kernel_shape, 1x1, 5x3. Input `[N, 3, 12, 12]`, output `y`.
+fn net(with_unknown: bool) -> Vec<u8> {
+    let mut g = Graph::default();
+    conv(&mut g, "conv0", "input", "c0", [16, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 1);
+    g.nodes.push(node("Relu", "relu0", &["c0"], &["r0"], &[], &[]));
+    conv(
+        &mut g,
+        "conv1",
+        "r0",
+        "c1",
+        [16, 4, 3, 3],
+        false,
+        vec![attr_int("group", 4), attr_ints("strides", &[2, 2]), attr_ints("pads", &[0, 1, 1, 0])],
+        2,
+    );
+    conv(
+        &mut g,
+        "conv2",
+        "c1",
+        "c2",
+        [12, 16, 3, 3],
+        true,
+        vec![attr_ints("dilations", &[2, 2]), attr_str("auto_pad", "SAME_UPPER"), attr_ints("kernel_shape", &[3, 3])],
+        3,
+    );
+    g.nodes.push(node("Relu", "relu2", &["c2"], &["r2"], &[], &[]));
+    conv(&mut g, "conv3", "r2", "c3", [8, 12, 1, 1], true, vec![], 4);
+    conv(&mut g, "conv4", "c3", "y", [10, 8, 5, 3], true, vec![attr_ints("pads", &[2, 1, 2, 1])], 5);
+    g.inputs.push(value_info("input", &[None, Some(3), Some(12), Some(12)]));
+    g.outputs.push(value_info("y", &[None, Some(10), Some(6), Some(6)]));
+    g.value_info.push(value_info("c1", &[None, Some(16), Some(6), Some(6)]));
+    if with_unknown {
+        g.extra = unknown(GRAPH_UNKNOWN);
+    }
+    model(&g, 13, &if with_unknown { unknown(MODEL_UNKNOWN) } else { Vec::new() })
+}
+
+const SHAPE: [usize; 4] = [2, 3, 12, 12];
+
+fn full_rank() -> RewriteOptions {
+    RewriteOptions::new(Rank::Energy(1.0)).allow_slower(true)
+}
+
+#[test]
+fn selection_matching_nothing_returns_the_input_bytes() {
+    let m = net(true);
+    let (out, report) = rewrite_model(&m, &full_rank().include("no-such-layer")).unwrap();
+    assert_eq!(out, m, "byte-identical");
+    assert!(report.converted.is_empty());
+    assert_eq!(report.unmatched_patterns, vec!["no-such-layer".to_string()]);
+    assert!(report.skipped.iter().any(|s| s.node == "conv3" && s.reason == SkipReason::PointwiseKernel));
+    assert!(report.skipped.iter().any(|s| s.node == "conv0" && s.reason == SkipReason::NotIncluded));
+    // Every conv excluded: the same.
+    let (out, _) = rewrite_model(&m, &full_rank().exclude("*")).unwrap();
+    assert_eq!(out, m);
+}
+
+#[test]
+fn full_rank_matches_the_original_in_tract_in_both_layouts() {
+    let m = net(false);
+    let x = values(SHAPE.iter().product(), 42);
+    let reference = run_tract(&m, &SHAPE, &x);
+    for layout in [Layout::Fused, Layout::Multiplier1] {
+        let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
+        let names: Vec<&str> = report.converted.iter().map(|c| c.node.as_str()).collect();
+        assert_eq!(names, ["conv0", "conv1", "conv2", "conv4"], "{layout:?}");
+        for c in &report.converted {
+            assert_eq!(c.rank, c.max_rank, "{}", c.node);
+            assert!(c.relative_error < 1e-5, "{}: {}", c.node, c.relative_error);
+        }
+        let got = run_tract(&out, &SHAPE, &x);
+        let d = relative_diff(&reference, &got);
+        assert!(d < 1e-4, "{layout:?}: relative difference {d}");
+    }
+}
+
+#[test]
+fn low_rank_runs_and_approximates() {
+    let m = net(false);
+    let x = values(SHAPE.iter().product(), 7);
+    let reference = run_tract(&m, &SHAPE, &x);
+    let (fused, report) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2))).unwrap();
+    assert!(report.converted.iter().all(|c| c.rank == 2));
+    let (split, _) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2)).layout(Layout::Multiplier1)).unwrap();
+    let a = run_tract(&fused, &SHAPE, &x);
+    let b = run_tract(&split, &SHAPE, &x);
+    assert!(relative_diff(&a, &b) < 1e-5, "the two layouts compute the same function");
+    assert!(relative_diff(&reference, &a) > 1e-3, "rank 2 is an approximation");
+    assert!(report.reduction().unwrap() > 1.0);
+}
+
+#[test]
+fn unknown_fields_doc_strings_and_metadata_survive() {
+    let m = net(true);
+    let (out, report) = rewrite_model(&m, &full_rank()).unwrap();
+    assert_eq!(report.converted.len(), 4);
+    for needle in [
+        MODEL_UNKNOWN,
+        GRAPH_UNKNOWN,
+        NODE_UNKNOWN,
+        b"doc of conv0",
+        b"doc of conv3",
+        b"model doc string",
+        b"graph doc string",
+        b"dac-tests",
+        b"author",
+    ] {
+        assert!(contains(&out, needle), "{}", String::from_utf8_lossy(needle));
+    }
+    // Untouched nodes and value_info are copied verbatim.
+    for raw in
+        [node("Relu", "relu0", &["c0"], &["r0"], &[], &[]), value_info("c1", &[None, Some(16), Some(6), Some(6)])]
+    {
+        assert!(contains(&out, &raw));
+    }
+    // Converted weights are gone, biases stay (the pointwise Conv uses them).
+    assert!(!contains(&out, b"conv0.weight"));
+    assert!(contains(&out, b"conv0.bias"));
+    assert!(contains(&out, b"conv0.depthwise.weight"));
+    assert_eq!(report.removed_initializers, ["conv0.weight", "conv1.weight", "conv2.weight", "conv4.weight"]);
+    let x = values(SHAPE.iter().product(), 3);
+    assert!(relative_diff(&run_tract(&m, &SHAPE, &x), &run_tract(&out, &SHAPE, &x)) < 1e-4);
+}
+
+#[test]
+fn new_names_never_collide_with_existing_ones() {
+    // A model that already uses every name the rewrite would pick first.
+    let mut g = Graph::default();
+    conv(&mut g, "conv", "input", "y0", [8, 2, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 9);
+    g.inits.push(tensor("conv.depthwise.weight", &[1], &[2.0]));
+    g.inits.push(tensor("conv.pointwise.weight", &[1], &[3.0]));
+    g.nodes.push(node("Mul", "conv/depthwise", &["y0", "conv.depthwise.weight"], &["y0/dac_depthwise"], &[], &[]));
+    g.nodes.push(node("Add", "conv/pointwise", &["y0/dac_depthwise", "conv.pointwise.weight"], &["y"], &[], &[]));
+    g.inputs.push(value_info("input", &[None, Some(2), Some(6), Some(6)]));
+    g.outputs.push(value_info("y", &[None, Some(8), Some(6), Some(6)]));
+    let m = model(&g, 13, &[]);
+    let shape = [1, 2, 6, 6];
+    let x = values(12 * 6, 1);
+    let reference = run_tract(&m, &shape, &x);
+    for layout in [Layout::Fused, Layout::Multiplier1] {
+        let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
+        assert_eq!(report.converted.len(), 1);
+        assert!(report.converted[0].nodes.iter().all(|n| n != "conv/depthwise" && n != "conv/pointwise"));
+        assert!(contains(&out, b"conv.depthwise.weight_1") || contains(&out, b"conv.depthwise.0.weight"));
+        assert!(relative_diff(&reference, &run_tract(&out, &shape, &x)) < 1e-4, "{layout:?}");
+    }
+}
+
+#[test]
+fn a_weight_shared_by_two_convs_is_kept_until_both_are_converted() {
+    let mut g = Graph::default();
+    g.inits.push(tensor("shared.weight", &[6, 6, 3, 3], &values(6 * 6 * 9, 5)));
+    let pads = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+    g.nodes.push(node("Conv", "a", &["input", "shared.weight"], &["ya"], &pads(), &[]));
+    g.nodes.push(node("Conv", "b", &["ya", "shared.weight"], &["y"], &pads(), &[]));
+    g.inputs.push(value_info("input", &[None, Some(6), Some(5), Some(5)]));
+    g.outputs.push(value_info("y", &[None, Some(6), Some(5), Some(5)]));
+    let m = model(&g, 13, &[]);
+    let shape = [1, 6, 5, 5];
+    let x = values(150, 2);
+    let reference = run_tract(&m, &shape, &x);
+
+    let (one, report) = rewrite_model(&m, &full_rank().include("a")).unwrap();
+    assert_eq!(report.converted.len(), 1);
+    assert!(report.removed_initializers.is_empty());
+    assert!(contains(&one, b"shared.weight"));
+    assert!(relative_diff(&reference, &run_tract(&one, &shape, &x)) < 1e-4);
+
+    let (both, report) = rewrite_model(&m, &full_rank()).unwrap();
+    assert_eq!(report.converted.len(), 2);
+    assert_eq!(report.removed_initializers, ["shared.weight"]);
+    // One decomposition, shared by both pairs.
+    assert!(!contains(&both, b"shared.depthwise.weight_1"));
+    assert!(report.converted.iter().all(|c| c.relative_error < 1e-5));
+    assert!(relative_diff(&reference, &run_tract(&both, &shape, &x)) < 1e-4);
+}
+
+#[test]
+fn planned_rewrite_meets_the_target() {
+    let m = net(false);
+    let (out, report) = rewrite_model(&m, &RewriteOptions::planned(1.5)).unwrap();
+    let plan = report.plan.unwrap();
+    assert!(plan.met, "{plan:?}");
+    assert!(plan.reduction >= 1.5);
+    assert_eq!(report.input_size, Some((12, 12)));
+    assert!((report.reduction().unwrap() - plan.reduction).abs() < 1e-9);
+    assert!(report.converted.iter().all(|c| c.size_inferred));
+    let x = values(SHAPE.iter().product(), 4);
+    assert_eq!(run_tract(&out, &SHAPE, &x).len(), 2 * 10 * 36);
+}
+
+#[test]
+fn writes_atomically_and_never_over_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.onnx");
+    let output = dir.path().join("out.onnx");
+    std::fs::write(&input, net(false)).unwrap();
+    let err = rewrite_file(&input, &input, &full_rank().force(true)).unwrap_err();
+    assert!(matches!(err, dac::Error::OutputIsInput { .. }), "{err}");
+    rewrite_file(&input, &output, &full_rank()).unwrap();
+    let err = rewrite_file(&input, &output, &full_rank()).unwrap_err();
+    assert!(matches!(err, dac::Error::OutputExists { .. }), "{err}");
+    rewrite_file(&input, &output, &full_rank().force(true)).unwrap();
+    assert_eq!(std::fs::read(&input).unwrap(), net(false));
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+}
