@@ -56,7 +56,7 @@ pub fn conv2d<T: Real>(input: &Tensor4<T>, layer: &Conv2dWeights<T>) -> Result<T
                                 let x = (ox * geometry.stride.1 + kx * geometry.dilation.1)
                                     .checked_sub(geometry.padding.left);
                                 let Some(x) = x.filter(|&x| x < width) else { continue };
-                                acc = acc + input.get(b, c, y, x) * layer.at(o, ic, ky, kx);
+                                acc += input.get(b, c, y, x) * layer.at(o, ic, ky, kx);
                             }
                         }
                     }
