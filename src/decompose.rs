@@ -235,20 +235,10 @@ impl<'a, T: Real> Factorization<'a, T> {
     /// [`Error::Svd`] naming the channel whose SVD failed.
     pub fn compute<B: SvdBackend<T> + ?Sized>(layer: &'a Conv2dWeights<T>, backend: &B) -> Result<Self> {
         let shape = layer.shape();
-        let (ng, taps, k) = (shape.out_per_group(), shape.taps(), shape.max_rank());
+        let (taps, k) = (shape.taps(), shape.max_rank());
         let mut singular_values = vec![T::zero(); shape.in_channels * k];
         let mut vt = vec![T::zero(); shape.in_channels * k * taps];
-        singular_values.par_chunks_mut(k).zip(vt.par_chunks_mut(k * taps)).enumerate().try_for_each_init(
-            || vec![T::zero(); ng * taps],
-            |m, (c, (s, v))| {
-                gather_channel(layer, c, m);
-                backend.right_factors(m, ng, taps, s, v).map_err(|f| Error::Svd {
-                    layer: layer.name().to_string(),
-                    channel: c,
-                    reason: f.reason,
-                })
-            },
-        )?;
+        backend.factor_layer(layer, &mut singular_values, &mut vt)?;
         Ok(Self { layer, singular_values, vt })
     }
 
@@ -278,9 +268,8 @@ impl<'a, T: Real> Factorization<'a, T> {
         }
         let c_total = shape.in_channels;
         let mut dw = vec![T::zero(); c_total * r * taps];
-        let mut pw = vec![T::zero(); shape.out_channels * cg * r];
+        let mut pw_scales = vec![0.0f64; c_total * r];
         for c in 0..c_total {
-            let (g, cl) = (c / cg, c % cg);
             let s = &self.singular_values[c * k..c * k + r];
             let s_max = self.singular_values[c * k].to_f64_exact();
             for (j, &sj) in s.iter().enumerate() {
@@ -289,16 +278,10 @@ impl<'a, T: Real> Factorization<'a, T> {
                 for (t, &vt) in v.iter().enumerate() {
                     dw[(c * r + j) * taps + t] = T::from_f64_lossy(vt.to_f64_exact() * dw_scale);
                 }
-                for nl in 0..ng {
-                    let n = g * ng + nl;
-                    let mut acc = 0.0f64;
-                    for (t, &vt) in v.iter().enumerate() {
-                        acc += layer.weight()[(n * cg + cl) * taps + t].to_f64_exact() * vt.to_f64_exact();
-                    }
-                    pw[n * cg * r + cl * r + j] = T::from_f64_lossy(acc * pw_scale);
-                }
+                pw_scales[c * r + j] = pw_scale;
             }
         }
+        let (pw, relative_error) = pointwise_and_error(layer, &self.vt, k, r, &pw_scales, &dw);
         let geometry = *layer.geometry();
         let depthwise = Conv2dWeights::builder(dw, [c_total * r, 1, shape.kh, shape.kw])
             .name(format!("{}.depthwise", layer.name()))
@@ -313,7 +296,6 @@ impl<'a, T: Real> Factorization<'a, T> {
             .groups(shape.groups)
             .padding(Padding::default())
             .build()?;
-        let relative_error = reconstruction_error(layer, depthwise.weight(), pointwise.weight(), r);
         let spectrum = self.spectrum();
         let output_size = match options.input_size {
             Some(hw) => layer.output_size(hw.0, hw.1)?,
@@ -340,24 +322,13 @@ impl<'a, T: Real> Factorization<'a, T> {
     }
 }
 
-/// Copies `M_c = W[outputs of c's group, c_local, :, :]` (row-major `(N/g) x (kh·kw)`) into `m`.
-pub(crate) fn gather_channel<T: Real>(layer: &Conv2dWeights<T>, c: usize, m: &mut [T]) {
-    let shape = layer.shape();
-    let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
-    let (g, cl) = (c / cg, c % cg);
-    for nl in 0..ng {
-        let src = ((g * ng + nl) * cg + cl) * taps;
-        m[nl * taps..(nl + 1) * taps].copy_from_slice(&layer.weight()[src..src + taps]);
-    }
-}
-
 /// Multipliers `(depthwise, pointwise)` for component `j` with singular value `s` of a channel
 /// whose largest is `s_max`. Values at or below the channel's rounding floor (including exact
 /// zeros) are not divided by: both factors then stay as `v_jᵀ` and `M v_j`, whose product is
 /// unchanged and finite.
 fn split_scales(split: Split, s: f64, s_max: f64, dim: usize) -> (f64, f64) {
     let floor = s_max * f64::EPSILON * dim as f64;
-    if !(s > floor) || !s.is_finite() || s < f64::MIN_POSITIVE {
+    if s.is_nan() || s <= floor || !s.is_finite() || s < f64::MIN_POSITIVE {
         return (1.0, 1.0);
     }
     match split {
@@ -370,30 +341,51 @@ fn split_scales(split: Split, s: f64, s_max: f64, dim: usize) -> (f64, f64) {
     }
 }
 
-/// `‖W − Ŵ‖_F / ‖W‖_F` with `Ŵ[n, c, t] = Σ_j pw[n, c_local·r + j] · dw[c·r + j, t]`, in f64.
-fn reconstruction_error<T: Real>(layer: &Conv2dWeights<T>, dw: &[T], pw: &[T], r: usize) -> f64 {
+/// The pointwise weight `P[n, c_local·r + j] = (M_c v_j)[n] · pw_scales[c·r + j]` (each row `n`
+/// written in its final layout from row `n` of `W`, rows in parallel), and `‖W − Ŵ‖_F / ‖W‖_F`
+/// with `Ŵ[n, c, t] = Σ_j P[n, c_local·r + j] · dw[c·r + j, t]` measured on the written values,
+/// in f64, in the same pass.
+fn pointwise_and_error<T: Real>(
+    layer: &Conv2dWeights<T>,
+    vt: &[T],
+    k: usize,
+    r: usize,
+    pw_scales: &[f64],
+    dw: &[T],
+) -> (Vec<T>, f64) {
     let shape = layer.shape();
     let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
-    let (mut diff, mut total) = (0.0f64, 0.0f64);
-    for n in 0..shape.out_channels {
-        let g = n / ng;
-        for cl in 0..cg {
-            let c = g * cg + cl;
-            for t in 0..taps {
-                let w = layer.weight()[(n * cg + cl) * taps + t].to_f64_exact();
-                let approx: f64 = (0..r)
-                    .map(|j| pw[n * cg * r + cl * r + j].to_f64_exact() * dw[(c * r + j) * taps + t].to_f64_exact())
-                    .sum();
-                diff += (w - approx) * (w - approx);
-                total += w * w;
+    let mut pw = vec![T::zero(); shape.out_channels * cg * r];
+    let (diff, total) = pw
+        .par_chunks_mut(cg * r)
+        .zip(layer.weight().par_chunks(cg * taps))
+        .enumerate()
+        .map(|(n, (p_row, w_row))| {
+            let g = n / ng;
+            let (mut diff, mut total) = (0.0f64, 0.0f64);
+            for (cl, (p, x)) in p_row.chunks_mut(r).zip(w_row.chunks(taps)).enumerate() {
+                let c = g * cg + cl;
+                for (j, pj) in p.iter_mut().enumerate() {
+                    let v = &vt[(c * k + j) * taps..(c * k + j + 1) * taps];
+                    let mut acc = 0.0f64;
+                    for (&w, &vv) in x.iter().zip(v) {
+                        acc += w.to_f64_exact() * vv.to_f64_exact();
+                    }
+                    *pj = T::from_f64_lossy(acc * pw_scales[c * r + j]);
+                }
+                let d = &dw[c * r * taps..(c + 1) * r * taps];
+                for (t, &w) in x.iter().enumerate() {
+                    let w = w.to_f64_exact();
+                    let approx: f64 = (0..r).map(|j| p[j].to_f64_exact() * d[j * taps + t].to_f64_exact()).sum();
+                    diff += (w - approx) * (w - approx);
+                    total += w * w;
+                }
             }
-        }
-    }
-    if total > 0.0 {
-        (diff / total).sqrt()
-    } else {
-        diff.sqrt()
-    }
+            (diff, total)
+        })
+        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let error = if total > 0.0 { (diff / total).sqrt() } else { diff.sqrt() };
+    (pw, error)
 }
 
 /// Decomposes `layer` at `rank` with the default backend ([`NalgebraSvd`]) and split

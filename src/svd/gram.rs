@@ -71,19 +71,7 @@ impl GramSvd {
         let shape = layer.shape();
         let (cg, taps, k) = (shape.in_per_group(), shape.taps(), shape.max_rank());
         let channels = shape.in_channels;
-        for (buf, what, len) in
-            [(singular_values.len(), "singular values", channels * k), (vt.len(), "vt", channels * k * taps)]
-        {
-            if buf != len {
-                return Err(Error::LengthMismatch {
-                    layer: layer.name().to_string(),
-                    what,
-                    shape: vec![channels, k],
-                    expected: len,
-                    actual: buf,
-                });
-            }
-        }
+        super::check_layer_buffers(layer, singular_values.len(), vt.len())?;
         // Tasks: runs of at most TASK_CHANNELS channels that stay inside one group.
         let mut tasks = Vec::with_capacity(channels / TASK_CHANNELS + shape.groups);
         let (mut s_rest, mut v_rest) = (singular_values, vt);
@@ -278,26 +266,26 @@ fn gram_accumulate_generic<T: Real>(
     let pairs = taps * (taps + 1) / 2;
     let blocks = len.div_ceil(LANES);
     if taps == 9 {
-        // The common 3x3 case, with the pair loop unrolled by the compiler.
+        // The common 3x3 case: fixed sizes, so the pair loop unrolls with no bounds checks.
         for row in rows.chunks_exact(row_stride) {
             for b in 0..blocks {
                 let lanes = LANES.min(len - b * LANES);
                 let base = (cl0 + b * LANES) * 9;
                 let mut x = [[0.0f64; LANES]; 9];
                 for lane in 0..lanes {
-                    let src = &row[base + lane * 9..base + lane * 9 + 9];
+                    let src: &[T; 9] = row[base + lane * 9..base + lane * 9 + 9].try_into().expect("9 taps");
                     let sc = scale[b * LANES + lane];
                     for a in 0..9 {
                         x[a][lane] = src[a].to_f64_exact() * sc;
                     }
                 }
-                let block = &mut acc[b * 45 * LANES..(b + 1) * 45 * LANES];
+                let block: &mut [f64; 45 * LANES] =
+                    (&mut acc[b * 45 * LANES..(b + 1) * 45 * LANES]).try_into().expect("45 pairs");
                 let mut p = 0;
                 for a in 0..9 {
                     for bb in a..9 {
-                        let dst = &mut block[p * LANES..(p + 1) * LANES];
                         for lane in 0..LANES {
-                            dst[lane] += x[a][lane] * x[bb][lane];
+                            block[p * LANES + lane] += x[a][lane] * x[bb][lane];
                         }
                         p += 1;
                     }
@@ -342,7 +330,8 @@ fn power_of_two_scale(max_abs: f64) -> f64 {
     // Exponent via bits; subnormals handled by a pre-multiplication.
     let (m, extra) = if max_abs < f64::MIN_POSITIVE { (max_abs * 2f64.powi(600), 600) } else { (max_abs, 0) };
     let exp = ((m.to_bits() >> 52) & 0x7ff) as i32 - 1022; // m = f * 2^exp, f in [0.5, 1)
-    pow2(extra - exp)
+                                                           // A subnormal maximum cannot be brought to [0.5, 1) by one factor; 2^1023 gets it above 1e-3.
+    pow2((extra - exp).min(1023))
 }
 
 /// `2^e` for any `e` whose result is a normal f64 or whose two halves are.
@@ -387,6 +376,12 @@ fn eigen_to_factors<T: Real>(
 /// eigenvalues and the columns of `v` the eigenvectors. Rotations stop when every off-diagonal
 /// entry is below `ε · trace`, the accuracy to which a Gram matrix is known anyway.
 fn jacobi_eigen(a: &mut [f64], v: &mut [f64], n: usize, max_sweeps: usize) -> std::result::Result<(), SvdFailure> {
+    match n {
+        4 => return jacobi_fixed::<4>(a, v, max_sweeps),
+        9 => return jacobi_fixed::<9>(a, v, max_sweeps),
+        25 => return jacobi_fixed::<25>(a, v, max_sweeps),
+        _ => {}
+    }
     v.fill(0.0);
     for i in 0..n {
         v[i * n + i] = 1.0;
@@ -441,6 +436,65 @@ fn jacobi_eigen(a: &mut [f64], v: &mut [f64], n: usize, max_sweeps: usize) -> st
     Err(SvdFailure::new(format!("Jacobi eigensolver on a {n}x{n} Gram matrix did not converge in {max_sweeps} sweeps")))
 }
 
+/// [`jacobi_eigen`] for a size known at compile time: the same rotations, without bounds checks.
+fn jacobi_fixed<const N: usize>(
+    a: &mut [f64],
+    v: &mut [f64],
+    max_sweeps: usize,
+) -> std::result::Result<(), SvdFailure> {
+    let a: &mut [[f64; N]; N] = a.as_chunks_mut::<N>().0.try_into().map_err(|_| SvdFailure::new("bad Gram size"))?;
+    let v: &mut [[f64; N]; N] = v.as_chunks_mut::<N>().0.try_into().map_err(|_| SvdFailure::new("bad Gram size"))?;
+    for (i, row) in v.iter_mut().enumerate() {
+        row.fill(0.0);
+        row[i] = 1.0;
+    }
+    for _ in 0..max_sweeps {
+        let trace: f64 = (0..N).map(|i| a[i][i].abs()).sum();
+        if !trace.is_finite() {
+            return Err(SvdFailure::new("non-finite Gram matrix"));
+        }
+        let tol = f64::EPSILON * 0.25 * trace;
+        let mut rotated = false;
+        for p in 0..N {
+            for q in p + 1..N {
+                let apq = a[p][q];
+                if apq.is_nan() || apq.abs() <= tol {
+                    continue;
+                }
+                rotated = true;
+                let (app, aqq) = (a[p][p], a[q][q]);
+                let theta = (aqq - app) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for r in 0..N {
+                    let (arp, arq) = (a[r][p], a[r][q]);
+                    a[r][p] = c * arp - s * arq;
+                    a[r][q] = s * arp + c * arq;
+                }
+                for r in 0..N {
+                    let (apr, aqr) = (a[p][r], a[q][r]);
+                    a[p][r] = c * apr - s * aqr;
+                    a[q][r] = s * apr + c * aqr;
+                }
+                a[p][p] = app - t * apq;
+                a[q][q] = aqq + t * apq;
+                a[p][q] = 0.0;
+                a[q][p] = 0.0;
+                for row in v.iter_mut() {
+                    let (vrp, vrq) = (row[p], row[q]);
+                    row[p] = c * vrp - s * vrq;
+                    row[q] = s * vrp + c * vrq;
+                }
+            }
+        }
+        if !rotated {
+            return Ok(());
+        }
+    }
+    Err(SvdFailure::new(format!("Jacobi eigensolver on a {N}x{N} Gram matrix did not converge in {max_sweeps} sweeps")))
+}
+
 impl<T: Real> SvdBackend<T> for GramSvd {
     fn right_factors(
         &self,
@@ -490,6 +544,10 @@ impl<T: Real> SvdBackend<T> for GramSvd {
     fn name(&self) -> &'static str {
         "gram-jacobi"
     }
+
+    fn factor_layer(&self, layer: &Conv2dWeights<T>, singular_values: &mut [T], vt: &mut [T]) -> Result<()> {
+        GramSvd::factor_layer(self, layer, singular_values, vt)
+    }
 }
 
 #[cfg(test)]
@@ -501,7 +559,8 @@ mod tests {
         for x in [1.0, 0.75, 3.0, 1e-30, 1e30, 1e-310, 1e300, f64::MIN_POSITIVE] {
             let s = power_of_two_scale(x);
             let y = x * s;
-            assert!((0.5..1.0).contains(&y), "{x} -> {s} -> {y}");
+            let lo = if x < f64::MIN_POSITIVE { 1e-3 } else { 0.5 };
+            assert!(s.is_finite() && (lo..1.0).contains(&y), "{x} -> {s} -> {y}");
         }
         assert_eq!(power_of_two_scale(0.0), 1.0);
     }
