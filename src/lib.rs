@@ -47,6 +47,11 @@ mod scalar;
 pub mod svd;
 pub mod weights;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use cost::Cost;
 pub use decompose::{
     decompose, decompose_with, Decomposition, DepthwiseR, Factorization, Options, Pointwise, Report, Spectrum, Split,

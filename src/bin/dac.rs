@@ -48,7 +48,8 @@ enum Command {
         Examples:\n  \
         dac convert in.safetensors -o out.safetensors --rank 2\n  \
         dac convert in.safetensors -o out.safetensors --energy 0.95 --input 224x224 --skip 'conv1'\n  \
-        dac convert in.safetensors -o out.safetensors --rank 3 --rank-for 'layer1.*'=2 --groups dw=32 --force")]
+        dac convert in.safetensors -o out.safetensors --rank 3 --rank-for 'layer1.*'=2 --groups dw=32 --force\n  \
+        dac convert in.safetensors -o out.safetensors --speedup 2 --input 32x32 --layer-input 'features.1?'=2x2")]
     Convert(ConvertArgs),
     /// Rewrites an ONNX model: each selected Conv becomes a depthwise Conv and a 1x1 Conv.
     #[command(after_help = "Examples:\n  \
@@ -99,11 +100,19 @@ struct ConvertArgs {
     #[arg(short, long, value_name = "OUT")]
     output: PathBuf,
     /// Keep this many singular values per input channel.
-    #[arg(long, value_name = "R", required_unless_present = "energy", conflicts_with = "energy")]
+    #[arg(long, value_name = "R", required_unless_present_any = ["energy", "speedup"], conflicts_with_all = ["energy", "speedup"])]
     rank: Option<usize>,
     /// Keep the smallest rank retaining this fraction of each layer's energy, in (0, 1].
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", conflicts_with = "speedup")]
     energy: Option<f64>,
+    /// Plan every layer's rank for this whole-network MAC reduction (convolutions and linear
+    /// layers), from the weights alone; needs --input (or --layer-input for every layer).
+    #[arg(long, value_name = "X")]
+    speedup: Option<f64>,
+    /// Input size of the layers matching NAME (a glob), for MAC counts and planning; repeatable.
+    /// Layers without one use --input.
+    #[arg(long = "layer-input", value_name = "NAME=HxW", value_parser = parse_layer_input)]
+    layer_input: Vec<(String, (usize, usize))>,
     /// Rank for layers matching NAME (a glob); repeatable, the last match wins.
     #[arg(long = "rank-for", value_name = "NAME=R", value_parser = parse_assignment)]
     rank_for: Vec<(String, usize)>,
@@ -153,6 +162,14 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
     }
 }
 
+fn parse_layer_input(s: &str) -> Result<(String, (usize, usize)), String> {
+    let (name, size) = s.rsplit_once('=').ok_or_else(|| format!("`{s}` is not NAME=HxW"))?;
+    if name.is_empty() {
+        return Err(format!("`{s}`: the layer name (pattern) is empty"));
+    }
+    Ok((name.to_string(), parse_size(size)?))
+}
+
 fn parse_assignment(s: &str) -> Result<(String, usize), String> {
     let (name, value) = s.rsplit_once('=').ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
     if name.is_empty() {
@@ -187,6 +204,14 @@ fn si(v: u64) -> String {
         }
     }
     format!("{v}")
+}
+
+fn input_label(size: Option<(usize, usize)>, default: bool) -> String {
+    match (size, default) {
+        (Some((h, w)), true) => format!("{h}x{w} (default)"),
+        (Some((h, w)), false) => format!("{h}x{w}"),
+        (None, _) => "-".to_string(),
+    }
 }
 
 fn size_label(size: Option<(usize, usize)>) -> String {
@@ -279,12 +304,13 @@ fn layer_json(l: &LayerInfo) -> serde_json::Value {
 }
 
 fn convert(a: ConvertArgs) -> dac::Result<()> {
-    let policy = match (a.rank, a.energy) {
-        (Some(r), _) => Rank::Fixed(r),
-        (None, Some(f)) => Rank::Energy(f),
-        (None, None) => unreachable!("clap requires --rank or --energy"),
+    let start_options = match (a.rank, a.energy, a.speedup) {
+        (Some(r), _, _) => ConvertOptions::new(Rank::Fixed(r)),
+        (None, Some(f), _) => ConvertOptions::new(Rank::Energy(f)),
+        (None, None, Some(x)) => ConvertOptions::speedup(x),
+        (None, None, None) => unreachable!("clap requires --rank, --energy or --speedup"),
     };
-    let mut o = ConvertOptions::new(policy)
+    let mut o = start_options
         .allow_slower(a.allow_slower)
         .force(a.force)
         .precision(if a.f64 { Precision::F64 } else { Precision::F32 })
@@ -315,6 +341,9 @@ fn convert(a: ConvertArgs) -> dac::Result<()> {
     }
     if let Some((h, w)) = a.input_size {
         o = o.input_size(h, w);
+    }
+    for (p, (h, w)) in &a.layer_input {
+        o = o.layer_input(p.clone(), *h, *w);
     }
 
     // The bar stays hidden until the run has taken half a second, and only on a terminal.
@@ -369,6 +398,8 @@ fn summary_json(s: &ConversionSummary) -> serde_json::Value {
             "macs_after": l.after.macs,
             "params_before": l.before.params,
             "params_after": l.after.params,
+            "input_size": l.input_size.map(|(h, w)| [h, w]),
+            "default_input": l.default_input,
         })).collect::<Vec<_>>(),
         "skipped": s.skipped.iter().map(|l| json!({
             "name": l.name,
@@ -376,8 +407,25 @@ fn summary_json(s: &ConversionSummary) -> serde_json::Value {
             "groups": l.groups,
             "reason": l.reason.to_string(),
             "macs": l.cost.macs,
+            "input_size": l.input_size.map(|(h, w)| [h, w]),
+            "default_input": l.default_input,
         })).collect::<Vec<_>>(),
         "copied_tensors": s.copied_tensors,
+        "linear_macs": s.linear.macs,
+        "plan": s.plan.as_ref().map(|p| json!({
+            "target_mac_reduction": match p.target { dac::plan::Target::MacReduction(x) => Some(x), _ => None },
+            "met": p.met,
+            "max_reduction": p.max_reduction,
+            "reduction": p.reduction(),
+            "macs_before": p.before.macs,
+            "macs_after": p.after.macs,
+            "layers": p.layers.iter().map(|l| json!({
+                "name": l.name,
+                "rank": l.rank,
+                "retained_energy": l.retained_energy,
+                "score": l.score,
+            })).collect::<Vec<_>>(),
+        })),
         "total": {
             "macs_before": s.macs_before(),
             "macs_after": s.macs_after(),
@@ -387,13 +435,13 @@ fn summary_json(s: &ConversionSummary) -> serde_json::Value {
 }
 
 fn print_summary(s: &ConversionSummary) {
-    let label = size_label(s.input_size);
     let mut rows = vec![vec![
         "layer".to_string(),
         "rank".into(),
         "rel. error".into(),
-        format!("{label} before -> after"),
+        "MACs before -> after".to_string(),
         "reduction".into(),
+        "input".into(),
     ]];
     for l in &s.converted {
         rows.push(vec![
@@ -402,6 +450,7 @@ fn print_summary(s: &ConversionSummary) {
             format!("{:.3e}", l.relative_error),
             format!("{} -> {}", si(l.before.macs), si(l.after.macs)),
             format!("{:.2}x", l.before.macs as f64 / l.after.macs.max(1) as f64),
+            input_label(l.input_size, l.default_input),
         ]);
     }
     if s.converted.is_empty() {
@@ -415,13 +464,42 @@ fn print_summary(s: &ConversionSummary) {
         let rows: Vec<Vec<String>> = s
             .skipped
             .iter()
-            .map(|l| vec![format!("  {}", l.name), format!("{:?}", l.dims), l.reason.to_string()])
+            .map(|l| {
+                vec![
+                    format!("  {}", l.name),
+                    format!("{:?}", l.dims),
+                    l.reason.to_string(),
+                    input_label(l.input_size, l.default_input),
+                ]
+            })
             .collect();
         print_table(&rows);
     }
     println!();
+    if let Some(p) = &s.plan {
+        let target = match p.target {
+            dac::plan::Target::MacReduction(x) => format!("{x}x fewer MACs"),
+            dac::plan::Target::ParamBudget(b) => format!("at most {b} parameters"),
+            _ => "a target".to_string(),
+        };
+        println!();
+        if p.met {
+            println!("plan: target {target} met: {:.2}x (data-free planner, weights only)", p.reduction());
+        } else {
+            println!(
+                "plan: target {target} NOT reachable; the cheapest plan reaches {:.2}x (at most {:.2}x possible)",
+                p.reduction(),
+                p.max_reduction
+            );
+        }
+    }
+    let defaults =
+        s.converted.iter().filter(|l| l.default_input).count() + s.skipped.iter().filter(|l| l.default_input).count();
+    if defaults > 0 {
+        println!("{defaults} layer(s) used the default --input size (marked `default`); set --layer-input NAME=HxW where pooling or strides shrink the maps");
+    }
     println!(
-        "total: {} -> {} MACs over all convolutions ({:.2}x); {MAC_NOTE}",
+        "total: {} -> {} MACs over all convolutions and linear layers ({:.2}x); {MAC_NOTE}",
         si(s.macs_before()),
         si(s.macs_after()),
         s.reduction()

@@ -47,10 +47,11 @@ use self::safetensors::{encode, format_error, header_block, write_all, Checkpoin
 use crate::cost::{self, Cost};
 use crate::decompose::{Factorization, Options, Spectrum, Split};
 use crate::error::{Error, Result};
+use crate::plan::{self, PlanLayer, PlanOptions, Target};
 use crate::rank::{KeepDenseReason, Rank, RankChoice};
 use crate::scalar::Real;
 use crate::svd::{NalgebraSvd, SvdBackend};
-use crate::weights::{Conv2dWeights, ConvShape, Padding};
+use crate::weights::{Conv2dWeights, ConvShape, Geometry, Padding};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -77,6 +78,8 @@ pub enum Precision {
 #[must_use]
 pub struct ConvertOptions {
     policy: Rank,
+    target: Option<Target>,
+    layer_inputs: Vec<(String, (usize, usize))>,
     rank_overrides: Vec<(String, usize)>,
     include: Vec<String>,
     exclude: Vec<String>,
@@ -94,6 +97,8 @@ impl ConvertOptions {
     pub fn new(policy: Rank) -> Self {
         Self {
             policy,
+            target: None,
+            layer_inputs: Vec::new(),
             rank_overrides: Vec::new(),
             include: Vec::new(),
             exclude: Vec::new(),
@@ -104,6 +109,33 @@ impl ConvertOptions {
             output_dtype: None,
             split: Split::default(),
             force: false,
+        }
+    }
+    /// Every convolution with `kh·kw > 1`, ranks planned together by [`plan`](crate::plan::plan)
+    /// for a whole-network `target` (MACs count every convolution and every linear layer, a
+    /// 2-D `<name>.weight`). Layers with a [`rank_for`](Self::rank_for) override keep it; the
+    /// planner works around them. Every convolution needs an input size:
+    /// [`layer_input`](Self::layer_input) or else [`input_size`](Self::input_size).
+    pub fn planned(target: Target) -> Self {
+        Self { target: Some(target), ..Self::new(Rank::Fixed(1)) }
+    }
+    /// [`planned`](Self::planned) for a whole-network MAC reduction of `factor`.
+    pub fn speedup(factor: f64) -> Self {
+        Self::planned(Target::MacReduction(factor))
+    }
+    /// The input `(height, width)` of the layers matching `pattern` (the last match wins);
+    /// layers without one use [`input_size`](Self::input_size). A checkpoint has no graph, so
+    /// it cannot tell where pooling or strides shrink the feature maps.
+    pub fn layer_input(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
+        self.layer_inputs.push((pattern.into(), (height, width)));
+        self
+    }
+    /// The input size used for layer `name`, and whether it is the default
+    /// ([`input_size`](Self::input_size)) rather than a [`layer_input`](Self::layer_input).
+    fn input_of(&self, name: &str) -> (Option<(usize, usize)>, bool) {
+        match self.layer_inputs.iter().rev().find(|(p, _)| glob::matches(p, name)) {
+            Some(&(_, hw)) => (Some(hw), false),
+            None => (self.input_size, true),
         }
     }
     /// Uses rank `rank` for the layers matching `pattern` (the last matching override wins).
@@ -198,6 +230,8 @@ pub enum SkipReason {
     Excluded,
     /// The depthwise half of a layer `dac` already converted.
     AlreadyConverted,
+    /// The whole-network planner kept it dense.
+    Planned,
     /// The rank policy kept it dense (at `rank`, if it chose one).
     KeptDense {
         /// The rank the policy arrived at.
@@ -214,6 +248,7 @@ impl std::fmt::Display for SkipReason {
             Self::NotIncluded => f.write_str("not matched by an include pattern"),
             Self::Excluded => f.write_str("matched by an exclude pattern"),
             Self::AlreadyConverted => f.write_str("already a dac depthwise layer"),
+            Self::Planned => f.write_str("the planner kept it dense"),
             Self::KeptDense { rank: Some(r), reason } => write!(f, "rank {r}: {reason}"),
             Self::KeptDense { rank: None, reason } => write!(f, "{reason}"),
         }
@@ -244,6 +279,11 @@ pub struct ConvertedLayer {
     pub before: Cost,
     /// Cost of the pair.
     pub after: Cost,
+    /// The input size the costs refer to (`None`: one output position).
+    pub input_size: Option<(usize, usize)>,
+    /// Whether that is the default [`ConvertOptions::input_size`] rather than a
+    /// [`ConvertOptions::layer_input`].
+    pub default_input: bool,
 }
 
 /// A convolution left dense, in a [`ConversionSummary`].
@@ -260,6 +300,10 @@ pub struct SkippedLayer {
     pub reason: SkipReason,
     /// Its cost (unchanged).
     pub cost: Cost,
+    /// The input size the cost refers to (`None`: one output position).
+    pub input_size: Option<(usize, usize)>,
+    /// Whether that is the default [`ConvertOptions::input_size`].
+    pub default_input: bool,
 }
 
 /// What [`convert_file`] did.
@@ -279,18 +323,25 @@ pub struct ConversionSummary {
     pub skipped: Vec<SkippedLayer>,
     /// Tensors copied unchanged (including the skipped layers' tensors).
     pub copied_tensors: usize,
+    /// Cost of the linear layers (2-D `<name>.weight`), copied unchanged and counted in the
+    /// totals.
+    pub linear: Cost,
+    /// The whole-network plan, when [`ConvertOptions::planned`] was used.
+    pub plan: Option<plan::Plan>,
 }
 
 impl ConversionSummary {
-    /// MACs of every convolution in the input.
+    /// MACs of every convolution and linear layer in the input.
     pub fn macs_before(&self) -> u64 {
-        self.converted.iter().map(|l| l.before.macs).chain(self.skipped.iter().map(|l| l.cost.macs)).sum()
+        self.converted.iter().map(|l| l.before.macs).chain(self.skipped.iter().map(|l| l.cost.macs)).sum::<u64>()
+            + self.linear.macs
     }
-    /// MACs of every convolution in the output.
+    /// MACs of every convolution and linear layer in the output.
     pub fn macs_after(&self) -> u64 {
-        self.converted.iter().map(|l| l.after.macs).chain(self.skipped.iter().map(|l| l.cost.macs)).sum()
+        self.converted.iter().map(|l| l.after.macs).chain(self.skipped.iter().map(|l| l.cost.macs)).sum::<u64>()
+            + self.linear.macs
     }
-    /// `macs_before / macs_after` over all convolutions (1 when nothing was converted).
+    /// `macs_before / macs_after` over all layers (1 when nothing was converted).
     pub fn reduction(&self) -> f64 {
         let after = self.macs_after();
         if after == 0 {
@@ -581,7 +632,6 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     let ck = Checkpoint::open(input)?;
     let path = &ck.path;
     let layers = find_convs(&ck, &options.groups)?;
-    let out_hw = output_size(options.input_size);
 
     // Which layers are candidates, and every pattern must match one.
     let converted_before: Vec<&str> = ck.metadata.keys().filter_map(|k| k.strip_prefix("dac.layer.")).collect();
@@ -604,6 +654,24 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     for (p, _) in &options.rank_overrides {
         if !layers.iter().any(|l| glob::matches(p, &l.name)) {
             return Err(no_match("--rank-for", p));
+        }
+    }
+    for (p, _) in &options.layer_inputs {
+        if !layers.iter().any(|l| glob::matches(p, &l.name)) {
+            return Err(no_match("--layer-input", p));
+        }
+    }
+    if options.target.is_some() {
+        if let Some(l) = layers.iter().find(|l| options.input_of(&l.name).0.is_none()) {
+            return Err(in_file(
+                path,
+                Error::InvalidParameter {
+                    context: format!("layer `{}`", l.name),
+                    what: "input size",
+                    value: f64::NAN,
+                    expected: "a size from --input HxW or --layer-input NAME=HxW: a whole-network target needs every convolution's input size",
+                },
+            ));
         }
     }
     let mut plans: Vec<Plan> = Vec::with_capacity(layers.len());
@@ -629,6 +697,12 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     }
 
     // Choose ranks: overrides and shape-only policies now; energy policies need spectra.
+    let overridden = |l: &ConvLayer| options.rank_overrides.iter().any(|(p, _)| glob::matches(p, &l.name));
+    let planned: Vec<bool> = layers
+        .iter()
+        .zip(&plans)
+        .map(|(l, p)| options.target.is_some() && matches!(p, Plan::Convert { .. }) && !overridden(l))
+        .collect();
     let policy_of = |l: &ConvLayer| {
         options
             .rank_overrides
@@ -640,7 +714,10 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     let needs_spectrum: Vec<bool> = layers
         .iter()
         .zip(&plans)
-        .map(|(l, p)| matches!(p, Plan::Convert { .. }) && matches!(policy_of(l), Rank::Energy(_)))
+        .zip(&planned)
+        .map(|((l, p), &planned)| {
+            planned || (matches!(p, Plan::Convert { .. }) && matches!(policy_of(l), Rank::Energy(_)))
+        })
         .collect();
     // Shape-only choices first, so that a bad rank fails before any SVD runs.
     for (i, l) in layers.iter().enumerate() {
@@ -653,15 +730,25 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     }
     let analyse_total = needs_spectrum.iter().filter(|&&n| n).count() as u64;
     let mut analysed = 0;
+    let mut spectra: Vec<Option<Spectrum>> = vec![None; layers.len()];
     for (i, l) in layers.iter().enumerate() {
         if needs_spectrum[i] {
             progress(&Progress { phase: Phase::Analysing, item: &l.name, done: analysed, total: analyse_total });
             let layer = load_layer::<T>(&ck, l)?;
             let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
-            plans[i] = decide(policy_of(l), l, &spectrum, options.allow_slower).map_err(|e| in_file(path, e))?;
+            if planned[i] {
+                spectra[i] = Some(spectrum);
+            } else {
+                plans[i] = decide(policy_of(l), l, &spectrum, options.allow_slower).map_err(|e| in_file(path, e))?;
+            }
             analysed += 1;
         }
     }
+    let linear = linear_cost(&ck);
+    let whole_plan = match &options.target {
+        Some(target) => Some(plan_layers(&ck, options, target, &layers, &mut plans, &planned, &spectra, linear)?),
+        None => None,
+    };
 
     // The output header, in the input's order.
     let by_weight: BTreeMap<usize, usize> = layers.iter().enumerate().map(|(i, l)| (l.weight, i)).collect();
@@ -743,6 +830,8 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
         converted: Vec::new(),
         skipped: Vec::new(),
         copied_tensors: 0,
+        linear,
+        plan: whole_plan,
     };
     let mut buf = Vec::new();
     for (ti, t) in ck.tensors.iter().enumerate() {
@@ -756,7 +845,8 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                 let layer = load_layer::<T>(&ck, l)?;
                 let f = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?;
                 let mut opts = Options::new(*rank).split(options.split);
-                if let Some((h, w)) = options.input_size {
+                let (input_size, default_input) = options.input_of(&l.name);
+                if let Some((h, w)) = input_size {
                     opts = opts.input_size(h, w);
                 }
                 let d = f.truncate(&opts).map_err(|e| in_file(path, e))?;
@@ -790,20 +880,25 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                     dtype: dt,
                     before: rep.before,
                     after: rep.after,
+                    input_size,
+                    default_input,
                 });
             }
             other => {
                 write_all(out.writer(), ck.bytes(t), output)?;
                 summary.copied_tensors += 1;
                 if let Some((l, Plan::Skip(reason))) = other {
-                    let cost =
-                        cost::dense(&l.name, &l.shape(), l.bias.is_some(), out_hw).map_err(|e| in_file(path, e))?;
+                    let (input_size, default_input) = options.input_of(&l.name);
+                    let cost = cost::dense(&l.name, &l.shape(), l.bias.is_some(), output_size(input_size))
+                        .map_err(|e| in_file(path, e))?;
                     summary.skipped.push(SkippedLayer {
                         name: l.name.clone(),
                         dims: l.dims,
                         groups: l.groups,
                         reason: reason.clone(),
                         cost,
+                        input_size,
+                        default_input,
                     });
                 }
             }
@@ -813,6 +908,68 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     out.commit(ck.permissions.clone())?;
     progress(&Progress { phase: Phase::Finished, item: "", done: total, total });
     Ok(summary)
+}
+
+/// Cost of every linear layer: a 2-D float `<name>.weight` `[out, in]` (with `<name>.bias`).
+fn linear_cost(ck: &Checkpoint) -> Cost {
+    ck.tensors
+        .iter()
+        .filter(|t| t.shape.len() == 2 && t.float_dtype().is_some())
+        .filter_map(|t| t.name.strip_suffix(".weight").map(|name| (name, t)))
+        .map(|(name, t)| {
+            let bias = format!("{name}.bias");
+            cost::linear(t.shape[0], t.shape[1], ck.tensors.iter().any(|b| b.name == bias))
+        })
+        .sum()
+}
+
+/// Plans the layers marked `planned` for `target`, around the others (whose choices are
+/// already in `plans`), and writes the planner's choices into `plans`.
+#[allow(clippy::too_many_arguments)]
+fn plan_layers(
+    ck: &Checkpoint,
+    options: &ConvertOptions,
+    target: &Target,
+    layers: &[ConvLayer],
+    plans: &mut [Plan],
+    planned: &[bool],
+    spectra: &[Option<Spectrum>],
+    linear: Cost,
+) -> Result<plan::Plan> {
+    let path = &ck.path;
+    let mut fixed = linear;
+    let mut plan_input = Vec::new();
+    let mut indices = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let input = options.input_of(&l.name).0;
+        let out = output_size(input);
+        let shape = l.shape();
+        match (&spectra[i], planned[i]) {
+            (Some(spectrum), true) => {
+                let geometry =
+                    Geometry { padding: same_padding(l.dims[2], l.dims[3]), groups: l.groups, ..Geometry::default() };
+                let layer = PlanLayer::new(l.name.clone(), spectrum, geometry, l.bias.is_some(), out)
+                    .map_err(|e| in_file(path, e))?;
+                plan_input.push(layer);
+                indices.push(i);
+            }
+            _ => {
+                let c = match plans[i] {
+                    Plan::Convert { rank } => cost::pair(&l.name, &shape, l.bias.is_some(), rank, out),
+                    Plan::Skip(_) => cost::dense(&l.name, &shape, l.bias.is_some(), out),
+                };
+                fixed = fixed + c.map_err(|e| in_file(path, e))?;
+            }
+        }
+    }
+    let result = plan::plan(&plan_input, target, &PlanOptions::default().fixed(fixed)).map_err(|e| in_file(path, e))?;
+    for (&i, choice) in indices.iter().zip(&result.layers) {
+        plans[i] = match choice.rank {
+            Some(rank) => Plan::Convert { rank },
+            None => Plan::Skip(SkipReason::Planned),
+        };
+    }
+    Ok(result)
 }
 
 fn split_name(split: Split) -> &'static str {
