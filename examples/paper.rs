@@ -1,0 +1,530 @@
+//! The paper's experiments on the shipped Fashion-MNIST networks, and the data-free planner
+//! against uniform ranks and "last k layers" choices.
+//!
+//! ```text
+//! cargo run --release --example paper                  # fmnist_vgg, all 10,000 test images
+//! cargo run --release --example paper -- --quick       # stratified 2,000-image subset
+//! cargo run --release --example paper -- --model alt   # the other network (vgg | alt | both | PATH_STEM)
+//! cargo run --release --example paper -- --out DIR     # where the SVG plots go (default target/paper)
+//! ```
+//!
+//! For each network: the dense accuracy (checked against the training script's, image for
+//! image), Experiment 1 (one layer decomposed, each layer x ranks 1-5), Experiment 2 (first k
+//! versus last k layers at ranks 1, 3, 5), then the planner (`dac::plan`) at 1.5x, 2x and 3x
+//! whole-network MAC reduction against every uniform rank and every last-k choice reaching the
+//! same reduction, and an SVG plot of accuracy against MAC reduction. Every convolution runs
+//! through `dac`'s executor; a decomposed layer runs as its depthwise + pointwise pair.
+
+#[path = "paper/net.rs"]
+mod net;
+
+use dac::plan::{Plan, PlanLayer, PlanOptions, Proxy, Target};
+use dac::svd::NalgebraSvd;
+use dac::{cost, Factorization, Options, Spectrum};
+use net::{Dataset, Net, Pair, Res};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Targets of the planner comparison.
+const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
+/// Extra planner targets for the plot.
+const PLOT_TARGETS: [f64; 8] = [1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0];
+/// Images per batch (batches run in parallel).
+const BATCH: usize = 100;
+
+struct Args {
+    quick: bool,
+    models: Vec<PathBuf>,
+    out: PathBuf,
+    images: Option<usize>,
+}
+
+fn parse_args() -> Res<Args> {
+    let root = net::repo_root();
+    let mut args = Args { quick: false, models: Vec::new(), out: root.join("target/paper"), images: None };
+    let mut model = "vgg".to_string();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--model" => model = it.next().ok_or("--model needs vgg | alt | both | PATH_STEM")?,
+            "--out" => args.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
+            "--images" => args.images = Some(it.next().ok_or("--images needs a count")?.parse()?),
+            "-h" | "--help" => {
+                println!("usage: paper [--quick] [--model vgg|alt|both|PATH_STEM] [--out DIR] [--images N]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)").into()),
+        }
+    }
+    args.models = match model.as_str() {
+        "both" => vec![root.join("models/fmnist_vgg"), root.join("models/fmnist_alt")],
+        "vgg" => vec![root.join("models/fmnist_vgg")],
+        "alt" => vec![root.join("models/fmnist_alt")],
+        path => vec![PathBuf::from(path)],
+    };
+    Ok(args)
+}
+
+/// A network with its cached activations and every rank's pair.
+struct Ctx {
+    net: Net,
+    labels: Vec<u8>,
+    /// `cache[i][b]`: dense input of conv `i`, batch `b`.
+    cache: Vec<Vec<dac::exec::Tensor4<f32>>>,
+    /// `pairs[i][r - 1]`: conv `i` at rank `r`.
+    pairs: Vec<Vec<Pair>>,
+    spectra: Vec<Spectrum>,
+    dense_macs: u64,
+    memo: HashMap<Vec<Option<usize>>, usize>,
+    evaluations: usize,
+}
+
+impl Ctx {
+    fn layers(&self) -> usize {
+        self.net.convs.len()
+    }
+    fn n(&self) -> usize {
+        self.labels.len()
+    }
+    fn pct(&self, correct: usize) -> f64 {
+        100.0 * correct as f64 / self.n() as f64
+    }
+    /// Accuracy (%) of a rank assignment.
+    fn acc(&mut self, ranks: &[Option<usize>]) -> Res<f64> {
+        let c = self.correct(ranks)?;
+        Ok(self.pct(c))
+    }
+    /// Whole-network MAC reduction of a rank assignment.
+    fn reduction(&self, ranks: &[Option<usize>]) -> f64 {
+        self.dense_macs as f64 / self.net.cost(ranks).macs as f64
+    }
+    /// Correct count with conv `i` at `ranks[i]` (None = dense), memoised.
+    fn correct(&mut self, ranks: &[Option<usize>]) -> Res<usize> {
+        if let Some(&c) = self.memo.get(ranks) {
+            return Ok(c);
+        }
+        let first = ranks.iter().position(Option::is_some).unwrap_or(0);
+        let pairs: Vec<Option<&Pair>> =
+            ranks.iter().enumerate().map(|(i, r)| r.map(|r| &self.pairs[i][r - 1])).collect();
+        let (c, _) = net::evaluate(&self.net, &self.cache[first], self.net.conv_ops[first], &pairs, &self.labels)?;
+        self.evaluations += 1;
+        self.memo.insert(ranks.to_vec(), c);
+        Ok(c)
+    }
+    fn only(&self, layers: impl Iterator<Item = usize>, rank: usize) -> Vec<Option<usize>> {
+        let mut v = vec![None; self.layers()];
+        for i in layers {
+            v[i] = Some(rank);
+        }
+        v
+    }
+    fn plan(&self, target: f64, proxy: Proxy) -> Res<Plan> {
+        let layers: Vec<PlanLayer<'_>> = self
+            .net
+            .convs
+            .iter()
+            .zip(&self.spectra)
+            .zip(&self.net.conv_inputs)
+            .map(|((l, s), &hw)| PlanLayer::from_conv(l, s, hw))
+            .collect::<dac::Result<_>>()?;
+        let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy);
+        Ok(dac::plan(&layers, &Target::MacReduction(target), &options)?)
+    }
+}
+
+fn main() -> Res<()> {
+    let args = parse_args()?;
+    let start = Instant::now();
+    let root = net::repo_root();
+    let all = Dataset::load_test(&root.join("data/fashion-mnist"))?;
+    let data = match (args.images, args.quick) {
+        (Some(n), _) => all.first(n),
+        (None, true) => all.stratified(200),
+        (None, false) => all.clone(),
+    };
+    let full = data.len() == all.len();
+    println!(
+        "dac paper experiments: {} test images ({}), {} rayon threads",
+        data.len(),
+        if full {
+            "the whole Fashion-MNIST test set"
+        } else if args.quick {
+            "--quick: the first 200 of each class"
+        } else {
+            "first images"
+        },
+        rayon::current_num_threads()
+    );
+    std::fs::create_dir_all(&args.out)?;
+    for stem in &args.models {
+        run_model(stem, &data, full, &args)?;
+    }
+    println!("\ntotal time {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) -> Res<()> {
+    let t0 = Instant::now();
+    let net = Net::load(stem)?;
+    let name = net.name.clone();
+    println!("\n==================== {name} ====================");
+    let batches = net::batches(data, BATCH)?;
+    let cache = net.conv_input_cache(&batches)?;
+    drop(batches);
+    let svd = NalgebraSvd::default();
+    let mut pairs = Vec::new();
+    let mut spectra = Vec::new();
+    for l in &net.convs {
+        let f = Factorization::compute(l, &svd)?;
+        let mut by_rank = Vec::new();
+        for r in 1..=l.shape().max_rank() {
+            let d = f.truncate(&Options::new(r))?;
+            by_rank.push(Pair { depthwise: d.depthwise, pointwise: d.pointwise });
+        }
+        pairs.push(by_rank);
+        spectra.push(f.spectrum());
+    }
+    let dense_macs = net.cost(&[]).macs;
+    let mut ctx = Ctx {
+        net,
+        labels: data.labels.clone(),
+        cache,
+        pairs,
+        spectra,
+        dense_macs,
+        memo: HashMap::new(),
+        evaluations: 0,
+    };
+    let l = ctx.layers();
+
+    // ---- the network and its dense accuracy ----
+    println!("{:<12} {:>14} {:>8} {:>10} {:>12} {:>9}", "conv", "shape", "stride", "input", "MACs", "max rank");
+    for (i, c) in ctx.net.convs.iter().enumerate() {
+        let s = c.shape();
+        let (h, w) = ctx.net.conv_inputs[i];
+        let macs = cost::dense(c.name(), &s, true, c.output_size(h, w)?)?.macs;
+        println!(
+            "{:<12} {:>14} {:>8} {:>10} {:>12} {:>9}",
+            c.name(),
+            format!("{}x{}x{}x{}/g{}", s.out_channels, s.in_per_group(), s.kh, s.kw, s.groups),
+            format!("{}", c.geometry().stride.0),
+            format!("{h}x{w}"),
+            macs,
+            s.max_rank()
+        );
+    }
+    println!(
+        "whole network: {} MACs per image (convolutions + {} in linear layers)",
+        dense_macs,
+        ctx.net.fixed_cost().macs
+    );
+    let dense = vec![None; l];
+    let first = ctx.net.conv_ops[0];
+    let dense_labels = ctx.labels.clone();
+    let td = Instant::now();
+    let (dense_correct, preds) = net::evaluate(&ctx.net, &ctx.cache[0], first, &[], &dense_labels)?;
+    let dense_seconds = td.elapsed().as_secs_f64();
+    ctx.memo.insert(dense.clone(), dense_correct);
+    println!(
+        "dense accuracy (Rust forward pass): {:.2}% ({dense_correct}/{}); one dense pass {dense_seconds:.2} s",
+        ctx.pct(dense_correct),
+        ctx.n()
+    );
+    let expected = std::fs::read(stem.with_extension("preds")).ok();
+    let compared = expected.as_ref().map(|e| {
+        let pairs: Vec<(u8, u8)> =
+            data.index.iter().zip(&preds).filter_map(|(&i, &p)| e.get(i).map(|&x| (x, p))).collect();
+        (pairs.len(), pairs.iter().filter(|(a, b)| a != b).count())
+    });
+    match compared {
+        Some((n, d)) => println!(
+            "predictions compared image for image with {}: {n}, differing: {d}",
+            stem.with_extension("preds").display()
+        ),
+        None => println!("no {} to compare predictions with", stem.with_extension("preds").display()),
+    }
+    if full {
+        println!("training script's count: {}", ctx.net.recorded_correct().map_or("?".to_string(), |r| r.to_string()));
+    }
+    let dense_pct = ctx.pct(dense_correct);
+
+    // ---- Experiment 1 ----
+    let t1 = Instant::now();
+    println!("\nExperiment 1: accuracy (%) with exactly one layer decomposed; (x) = whole-network MAC reduction");
+    print!("{:<12}", "layer");
+    for r in 1..=5 {
+        print!(" {:>16}", format!("rank {r}"));
+    }
+    println!();
+    let mut exp1 = Vec::new();
+    for i in 0..l {
+        print!("{:<12}", ctx.net.convs[i].name());
+        for r in 1..=5 {
+            if r > ctx.net.convs[i].shape().max_rank() {
+                print!(" {:>16}", "-");
+                continue;
+            }
+            let ranks = ctx.only(std::iter::once(i), r);
+            let acc = ctx.acc(&ranks)?;
+            let red = ctx.reduction(&ranks);
+            print!(" {:>16}", format!("{acc:.2} ({red:.3}x)"));
+            flush();
+            exp1.push((i, r, acc));
+        }
+        println!();
+    }
+    proxy_check(&ctx, &exp1, dense_pct);
+    println!("[experiment 1: {:.1} s]", t1.elapsed().as_secs_f64());
+
+    // ---- Experiment 2 ----
+    let t2 = Instant::now();
+    println!("\nExperiment 2: accuracy (%) with the first k or the last k layers decomposed; (x) = MAC reduction");
+    print!("{:<4}", "k");
+    for r in [1, 3, 5] {
+        print!(" {:>16} {:>16}", format!("first k, r={r}"), format!("last k, r={r}"));
+    }
+    println!();
+    for k in 1..=l {
+        print!("{k:<4}");
+        for r in [1, 3, 5] {
+            for ranks in [first_k(&ctx, k, r), last_k(&ctx, k, r)] {
+                let acc = ctx.acc(&ranks)?;
+                print!(" {:>16}", format!("{acc:.2} ({:.2}x)", ctx.reduction(&ranks)));
+                flush();
+            }
+        }
+        println!();
+    }
+    println!("(a layer whose break-even rank is at or below r stays dense)");
+    println!("[experiment 2: {:.1} s]", t2.elapsed().as_secs_f64());
+
+    // ---- Planner against uniform ranks and last-k ----
+    let t3 = Instant::now();
+    let max_r =
+        (1..=25).filter(|&r| ctx.net.convs.iter().any(|c| cost::is_beneficial(&c.shape(), r))).max().unwrap_or(1);
+    let mut uniform = Vec::new();
+    for r in 1..=max_r {
+        let ranks = uniform_ranks(&ctx, r);
+        let acc = ctx.acc(&ranks)?;
+        uniform.push((r, ctx.reduction(&ranks), acc));
+    }
+    // Last k: every k at ranks 1, 3, 5 (experiment 2), and at every other rank the smallest k
+    // reaching each target (decomposing more layers at the same rank only adds error).
+    let mut lastk = Vec::new();
+    for r in 1..=max_r {
+        let mut ks: Vec<usize> = if [1, 3, 5].contains(&r) { (1..=l).collect() } else { Vec::new() };
+        for &x in &TARGETS {
+            if let Some(k) = (1..=l).find(|&k| ctx.reduction(&last_k(&ctx, k, r)) >= x) {
+                ks.push(k);
+            }
+        }
+        ks.sort_unstable();
+        ks.dedup();
+        for k in ks {
+            let ranks = last_k(&ctx, k, r);
+            let red = ctx.reduction(&ranks);
+            let acc = ctx.acc(&ranks)?;
+            lastk.push((k, r, red, acc));
+        }
+    }
+    println!("\nUniform ranks (every layer at rank r where r is below its break-even, else dense):");
+    println!("{:>6} {:>10} {:>10}", "rank", "MACs x", "accuracy");
+    for &(r, red, acc) in &uniform {
+        println!("{r:>6} {red:>10.3} {acc:>10.2}");
+    }
+    let mut planned = Vec::new();
+    let mut energy_planned = Vec::new();
+    for &x in &PLOT_TARGETS {
+        for (proxy, out) in [(Proxy::Sensitivity, &mut planned), (Proxy::Energy, &mut energy_planned)] {
+            let p = ctx.plan(x, proxy)?;
+            let ranks: Vec<Option<usize>> = p.layers.iter().map(|lp| lp.rank).collect();
+            let acc = ctx.acc(&ranks)?;
+            let red = ctx.reduction(&ranks);
+            assert!((red - p.reduction()).abs() < 1e-9 * red, "planner's cost model disagrees with the network's");
+            out.push((x, p, red, acc));
+        }
+    }
+    println!("\nPlanner (dac::plan, Proxy::Sensitivity, weights only) per-layer ranks, '-' = dense:");
+    print!("{:>7}", "target");
+    for c in &ctx.net.convs {
+        print!(" {:>4}", c.name().trim_start_matches("features."));
+    }
+    println!(" {:>9} {:>9}", "MACs x", "accuracy");
+    for (x, p, red, acc) in &planned {
+        print!("{x:>7.2}");
+        for lp in &p.layers {
+            print!(" {:>4}", lp.rank.map_or("-".to_string(), |r| r.to_string()));
+        }
+        println!(" {red:>9.3} {acc:>9.2}");
+    }
+    println!("\nPlanner comparison at equal whole-network MAC reduction (accuracy %, dense {dense_pct:.2}%):");
+    println!(
+        "{:>7} | {:>22} | {:>24} | {:>24} | {:>22} | verdict",
+        "target", "planner (reduction)", "best uniform (rank)", "best last-k (k, rank)", "energy-only planner"
+    );
+    for &x in &TARGETS {
+        let (_, _, pred, pacc) = planned.iter().find(|(t, ..)| *t == x).expect("target planned");
+        let (_, _, ered, eacc) = energy_planned.iter().find(|(t, ..)| *t == x).expect("target planned");
+        let bu = uniform.iter().filter(|u| u.1 >= x).max_by(|a, b| a.2.total_cmp(&b.2));
+        let bl = lastk.iter().filter(|u| u.2 >= x).max_by(|a, b| a.3.total_cmp(&b.3));
+        let best_baseline = bu.map(|u| u.2).into_iter().chain(bl.map(|u| u.3)).fold(f64::NEG_INFINITY, f64::max);
+        let verdict = if *pacc > best_baseline {
+            format!("planner wins by {:+.2}", pacc - best_baseline)
+        } else {
+            format!("planner LOSES by {:.2}", best_baseline - pacc)
+        };
+        println!(
+            "{x:>7.2} | {:>22} | {:>24} | {:>24} | {:>22} | {verdict}",
+            format!("{pacc:.2} ({pred:.2}x)"),
+            bu.map_or("none reaches it".into(), |u| format!("{:.2} (r={}, {:.2}x)", u.2, u.0, u.1)),
+            bl.map_or("none reaches it".into(), |u| format!("{:.2} (k={}, r={}, {:.2}x)", u.3, u.0, u.1, u.2)),
+            format!("{eacc:.2} ({ered:.2}x)"),
+        );
+    }
+    println!("[planner comparison: {:.1} s]", t3.elapsed().as_secs_f64());
+
+    let svg = args.out.join(format!("{name}_accuracy_vs_macs.svg"));
+    plot(&svg, &name, dense_pct, &uniform, &lastk, &planned, &energy_planned, l)?;
+    println!("plot: {}", svg.display());
+    println!(
+        "[{name}: {} forward evaluations of {} images, {:.1} s]",
+        ctx.evaluations,
+        ctx.n(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn flush() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+fn first_k(ctx: &Ctx, k: usize, r: usize) -> Vec<Option<usize>> {
+    masked(ctx, 0..k, r)
+}
+
+fn last_k(ctx: &Ctx, k: usize, r: usize) -> Vec<Option<usize>> {
+    masked(ctx, ctx.layers() - k..ctx.layers(), r)
+}
+
+fn uniform_ranks(ctx: &Ctx, r: usize) -> Vec<Option<usize>> {
+    masked(ctx, 0..ctx.layers(), r)
+}
+
+/// Rank `r` on the given layers where it is below break-even.
+fn masked(ctx: &Ctx, layers: std::ops::Range<usize>, r: usize) -> Vec<Option<usize>> {
+    let mut v = ctx.only(layers, r);
+    for (i, c) in ctx.net.convs.iter().enumerate() {
+        if v[i].is_some() && !cost::is_beneficial(&c.shape(), r) {
+            v[i] = None;
+        }
+    }
+    v
+}
+
+/// How well each data-free score orders Experiment 1's measured accuracy drops (Spearman).
+fn proxy_check(ctx: &Ctx, exp1: &[(usize, usize, f64)], dense: f64) {
+    let drops: Vec<f64> = exp1.iter().map(|e| dense - e.2).collect();
+    let l = ctx.layers();
+    print!("Spearman correlation of data-free scores with these accuracy drops:");
+    for (name, proxy) in [("energy e(r)", Proxy::Energy), ("Sensitivity", Proxy::Sensitivity)] {
+        let scores: Vec<f64> = exp1.iter().map(|&(i, r, _)| proxy.score(&ctx.spectra[i], r, i, l)).collect();
+        print!("  {name}: {:.3}", spearman(&scores, &drops));
+    }
+    println!();
+}
+
+fn ranks_of(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut out = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        for &k in &idx[i..=j] {
+            out[k] = (i + j) as f64 / 2.0;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let (ra, rb) = (ranks_of(a), ranks_of(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma) * (x - ma)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb) * (y - mb)).sum();
+    cov / (va * vb).sqrt()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plot(
+    path: &std::path::Path,
+    name: &str,
+    dense: f64,
+    uniform: &[(usize, f64, f64)],
+    lastk: &[(usize, usize, f64, f64)],
+    planned: &[(f64, Plan, f64, f64)],
+    energy: &[(f64, Plan, f64, f64)],
+    layers: usize,
+) -> Res<()> {
+    use plotters::prelude::*;
+    let xmax = uniform.iter().map(|u| u.1).chain(planned.iter().map(|p| p.2)).fold(1.0f64, f64::max).min(8.0) * 1.05;
+    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{name}: accuracy vs whole-network MAC reduction (no retraining)"), ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(55)
+        .build_cartesian_2d(1.0f64..xmax, 0.0f64..100.0)?;
+    chart.configure_mesh().x_desc("MAC reduction (x)").y_desc("test accuracy (%)").draw()?;
+    chart
+        .draw_series(LineSeries::new([(1.0, dense), (xmax, dense)], BLACK.mix(0.4)))?
+        .label(format!("dense {dense:.2}%"))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.4)));
+    let mut u: Vec<(f64, f64)> = uniform.iter().map(|u| (u.1, u.2)).filter(|p| p.0 <= xmax).collect();
+    u.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart
+        .draw_series(LineSeries::new(u.clone(), BLUE.stroke_width(2)).point_size(3))?
+        .label("uniform rank r (all layers)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    let colors = [RGBColor(230, 120, 0), RGBColor(0, 150, 70), RGBColor(150, 0, 150)];
+    for (ci, r) in [1usize, 3, 5].into_iter().enumerate() {
+        let mut pts: Vec<(f64, f64)> = lastk.iter().filter(|l| l.1 == r && l.2 <= xmax).map(|l| (l.2, l.3)).collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let c = colors[ci];
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(1)).point_size(2))?
+            .label(format!("last k of {layers} layers at rank {r}"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(1)));
+    }
+    let mut p: Vec<(f64, f64)> = planned.iter().map(|p| (p.2, p.3)).filter(|p| p.0 <= xmax).collect();
+    p.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart
+        .draw_series(LineSeries::new(p, RED.stroke_width(3)).point_size(4))?
+        .label("dac::plan (Sensitivity proxy)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(3)));
+    let mut e: Vec<(f64, f64)> = energy.iter().map(|p| (p.2, p.3)).filter(|p| p.0 <= xmax).collect();
+    e.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart
+        .draw_series(LineSeries::new(e, RED.mix(0.4).stroke_width(1)).point_size(2))?
+        .label("planner, energy-only proxy")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.mix(0.4).stroke_width(1)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
