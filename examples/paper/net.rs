@@ -73,9 +73,12 @@ pub struct Pair {
     pub pointwise: Pointwise<f32>,
 }
 
+/// Tensor name -> (shape, values).
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Reads a safetensors file with F32 tensors: 8-byte little-endian header length, JSON header,
 /// raw data. Returns name -> (shape, values).
-pub fn read_safetensors(path: &Path) -> Res<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_safetensors(path: &Path) -> Res<Tensors> {
     let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if raw.len() < 8 {
         return err(format!("{}: too short for a safetensors header", path.display()));
