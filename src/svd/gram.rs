@@ -442,14 +442,16 @@ fn jacobi_fixed<const N: usize>(
     v: &mut [f64],
     max_sweeps: usize,
 ) -> std::result::Result<(), SvdFailure> {
-    let a: &mut [[f64; N]; N] = a.as_chunks_mut::<N>().0.try_into().map_err(|_| SvdFailure::new("bad Gram size"))?;
-    let v: &mut [[f64; N]; N] = v.as_chunks_mut::<N>().0.try_into().map_err(|_| SvdFailure::new("bad Gram size"))?;
-    for (i, row) in v.iter_mut().enumerate() {
-        row.fill(0.0);
-        row[i] = 1.0;
+    if a.len() < N * N || v.len() < N * N {
+        return Err(SvdFailure::new("bad Gram size"));
+    }
+    let (a, v) = (&mut a[..N * N], &mut v[..N * N]);
+    v.fill(0.0);
+    for i in 0..N {
+        v[i * N + i] = 1.0;
     }
     for _ in 0..max_sweeps {
-        let trace: f64 = (0..N).map(|i| a[i][i].abs()).sum();
+        let trace: f64 = (0..N).map(|i| a[i * N + i].abs()).sum();
         if !trace.is_finite() {
             return Err(SvdFailure::new("non-finite Gram matrix"));
         }
@@ -457,34 +459,34 @@ fn jacobi_fixed<const N: usize>(
         let mut rotated = false;
         for p in 0..N {
             for q in p + 1..N {
-                let apq = a[p][q];
+                let apq = a[p * N + q];
                 if apq.is_nan() || apq.abs() <= tol {
                     continue;
                 }
                 rotated = true;
-                let (app, aqq) = (a[p][p], a[q][q]);
+                let (app, aqq) = (a[p * N + p], a[q * N + q]);
                 let theta = (aqq - app) / (2.0 * apq);
                 let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
                 for r in 0..N {
-                    let (arp, arq) = (a[r][p], a[r][q]);
-                    a[r][p] = c * arp - s * arq;
-                    a[r][q] = s * arp + c * arq;
+                    let (arp, arq) = (a[r * N + p], a[r * N + q]);
+                    a[r * N + p] = c * arp - s * arq;
+                    a[r * N + q] = s * arp + c * arq;
                 }
                 for r in 0..N {
-                    let (apr, aqr) = (a[p][r], a[q][r]);
-                    a[p][r] = c * apr - s * aqr;
-                    a[q][r] = s * apr + c * aqr;
+                    let (apr, aqr) = (a[p * N + r], a[q * N + r]);
+                    a[p * N + r] = c * apr - s * aqr;
+                    a[q * N + r] = s * apr + c * aqr;
                 }
-                a[p][p] = app - t * apq;
-                a[q][q] = aqq + t * apq;
-                a[p][q] = 0.0;
-                a[q][p] = 0.0;
-                for row in v.iter_mut() {
-                    let (vrp, vrq) = (row[p], row[q]);
-                    row[p] = c * vrp - s * vrq;
-                    row[q] = s * vrp + c * vrq;
+                a[p * N + p] = app - t * apq;
+                a[q * N + q] = aqq + t * apq;
+                a[p * N + q] = 0.0;
+                a[q * N + p] = 0.0;
+                for r in 0..N {
+                    let (vrp, vrq) = (v[r * N + p], v[r * N + q]);
+                    v[r * N + p] = c * vrp - s * vrq;
+                    v[r * N + q] = s * vrp + c * vrq;
                 }
             }
         }
