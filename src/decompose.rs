@@ -75,6 +75,26 @@ pub struct DepthwiseR<T> {
 }
 
 impl<T: Real> DepthwiseR<T> {
+    /// Wraps a convolution read back from a file (for example a converted checkpoint) as the
+    /// depthwise half of rank `rank`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless the weight is `[C·rank, 1, kh, kw]` with `groups = C`
+    /// and no bias.
+    pub fn from_conv(conv: Conv2dWeights<T>, rank: usize) -> Result<Self> {
+        let [out, per_group, _, _] = conv.dims();
+        let groups = conv.geometry().groups;
+        if rank == 0 || per_group != 1 || groups.checked_mul(rank) != Some(out) || conv.bias().is_some() {
+            return Err(Error::InvalidParameter {
+                context: format!("layer `{}`", conv.name()),
+                what: "depthwise rank",
+                value: rank as f64,
+                expected: "a [C*rank, 1, kh, kw] weight with groups = C and no bias",
+            });
+        }
+        Ok(Self { conv, rank })
+    }
+
     /// The layer as a plain grouped convolution (weight `[C·r, 1, kh, kw]`).
     pub fn conv(&self) -> &Conv2dWeights<T> {
         &self.conv
@@ -97,6 +117,24 @@ pub struct Pointwise<T> {
 }
 
 impl<T: Real> Pointwise<T> {
+    /// Wraps a convolution read back from a file as the pointwise half.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless the kernel is 1x1 with stride 1 and no padding.
+    pub fn from_conv(conv: Conv2dWeights<T>) -> Result<Self> {
+        let [_, _, kh, kw] = conv.dims();
+        let g = conv.geometry();
+        if kh != 1 || kw != 1 || g.stride != (1, 1) || g.padding != Padding::default() {
+            return Err(Error::InvalidParameter {
+                context: format!("layer `{}`", conv.name()),
+                what: "pointwise kernel size",
+                value: (kh * kw) as f64,
+                expected: "a 1x1 kernel with stride 1 and no padding",
+            });
+        }
+        Ok(Self { conv })
+    }
+
     /// The layer as a plain convolution (weight `[N, C·r/groups, 1, 1]`).
     pub fn conv(&self) -> &Conv2dWeights<T> {
         &self.conv

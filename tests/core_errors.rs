@@ -138,3 +138,16 @@ fn errors_are_send_sync_and_std_errors() {
     fn assert_traits<E: std::error::Error + Send + Sync + 'static>() {}
     assert_traits::<Error>();
 }
+
+#[test]
+fn pair_halves_from_plain_convolutions_are_validated() {
+    let (dw, pw) = decompose(&ok_layer(), 2).unwrap();
+    let rebuilt = dac::DepthwiseR::from_conv(dw.conv().clone(), 2).unwrap();
+    assert_eq!(rebuilt, dw);
+    assert_eq!(dac::Pointwise::from_conv(pw.conv().clone()).unwrap(), pw);
+    let e = dac::DepthwiseR::from_conv(dw.conv().clone(), 3).unwrap_err();
+    assert!(matches!(e, Error::InvalidParameter { what: "depthwise rank", .. }), "{e:?}");
+    assert!(e.to_string().contains("depthwise rank = 3"), "{e}");
+    let e = dac::Pointwise::from_conv(ok_layer()).unwrap_err();
+    assert!(e.to_string().contains("blocks.3.conv") && e.to_string().contains("= 9"), "{e}");
+}
