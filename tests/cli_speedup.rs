@@ -44,7 +44,8 @@ fn library_plan_meets_the_target_and_counts_linear_layers() {
     assert_eq!(s.macs_after(), plan.after.macs);
     // c3 used its own size; the others the default.
     let c3_before = 4 * 4 * 64 * 64 * 9;
-    let all: Vec<(String, bool, Option<(usize, usize)>)> = s
+    type Row = (String, bool, Option<(usize, usize)>);
+    let all: Vec<Row> = s
         .converted
         .iter()
         .map(|l| (l.name.clone(), l.default_input, l.input_size))

@@ -42,10 +42,10 @@ fn channel_order_matches_the_hand_computation() {
         let expected =
             [[[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]], [[0.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 0.0]]];
         for (k, term) in expected.iter().enumerate() {
-            for n in 0..2 {
-                for t in 0..2 {
+            for (n, row) in term.iter().enumerate() {
+                for (t, want) in row.iter().enumerate() {
                     let got = pw.weight()[n * 4 + k] * dw.weight()[k * 2 + t];
-                    assert!((got - term[n][t]).abs() < 1e-12, "{split:?}: term {k} [{n}][{t}] = {got}");
+                    assert!((got - want).abs() < 1e-12, "{split:?}: term {k} [{n}][{t}] = {got}");
                 }
             }
         }

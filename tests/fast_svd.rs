@@ -159,7 +159,7 @@ fn rank_deficient_and_zero_channels() {
             }
         }
     }
-    check_layer(w, [n as usize, c, 3, 3], 1);
+    check_layer(w, [n, c, 3, 3], 1);
     // An all-zero layer.
     let layer = Conv2dWeights::new(vec![0.0f32; 8 * 2 * 9], [8, 2, 3, 3]).unwrap();
     let d = decompose_with(&layer, &Options::new(3), &GramSvd::default()).unwrap();

@@ -17,6 +17,7 @@ fn unknown(payload: &[u8]) -> Vec<u8> {
     b
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv(g: &mut Graph, name: &str, x: &str, y: &str, dims: [usize; 4], bias: bool, attrs: Vec<Vec<u8>>, seed: u64) {
     let w = format!("{name}.weight");
     g.inits.push(tensor(&w, &dims, &values(dims.iter().product(), seed)));
@@ -154,7 +155,7 @@ fn unknown_fields_doc_strings_and_metadata_survive() {
     // Converted weights are gone, biases stay (the pointwise Conv uses them).
     assert!(!contains(&out, b"conv0.weight"));
     assert!(contains(&out, b"conv0.bias"));
-    assert!(contains(&out, b"conv0.depthwise.weight"));
+    assert!(contains(&out, b"conv0.depthwise.0.weight"), "multiplier-1 layout by default");
     assert_eq!(report.removed_initializers, ["conv0.weight", "conv1.weight", "conv2.weight", "conv4.weight"]);
     let x = values(SHAPE.iter().product(), 3);
     assert!(relative_diff(&run_tract(&m, &SHAPE, &x), &run_tract(&out, &SHAPE, &x)) < 1e-4);

@@ -89,9 +89,8 @@ pub fn value_info(name: &str, dims: &[Option<usize>]) -> Vec<u8> {
     let mut shape = Vec::new();
     for d in dims {
         let mut dim = Vec::new();
-        match d {
-            Some(v) => uint_field(&mut dim, 1, *v as u64),
-            None => {}
+        if let Some(v) = d {
+            uint_field(&mut dim, 1, *v as u64);
         }
         bytes_field(&mut shape, 1, &dim);
     }

@@ -210,9 +210,8 @@ impl<'a> Attr<'a> {
         let fields = wire::parse(b).map_err(|e| Problem::new(loc, format!("attribute: {e}")))?;
         let mut a = Attr { payload: b, name: "", i: None, ints: Vec::new(), s: None, graphs: Vec::new() };
         for f in &fields {
-            match f.number {
-                ATTR_NAME => a.name = utf8(expect_bytes(f, loc, "attribute name")?, loc, "attribute name")?,
-                _ => {}
+            if f.number == ATTR_NAME {
+                a.name = utf8(expect_bytes(f, loc, "attribute name")?, loc, "attribute name")?;
             }
         }
         let what = format!("attribute `{}`", a.name);
@@ -464,7 +463,7 @@ pub(crate) fn value_info(b: &[u8], what: &str) -> PResult<(String, Option<Vec<Op
     Ok((name, shape))
 }
 
-fn sub<'a>(b: &'a [u8], number: u32) -> Option<&'a [u8]> {
+fn sub(b: &[u8], number: u32) -> Option<&[u8]> {
     wire::parse(b).ok()?.iter().rev().find(|f| f.number == number).and_then(|f| f.bytes())
 }
 

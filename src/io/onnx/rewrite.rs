@@ -585,13 +585,13 @@ pub(crate) fn rewrite(bytes: &[u8], options: &RewriteOptions, file: &Path) -> Re
                     outs
                 };
                 let mut parts = Vec::with_capacity(pieces);
-                for gi in 0..g {
+                for (gi, slice) in slices.iter().enumerate().take(g) {
                     for j in 0..r {
                         let k = gi * r + j;
                         let out =
                             if pieces == 1 { mid.clone() } else { names.fresh(&format!("{y}/dac_depthwise.{k}")) };
                         new_nodes.push(NewNode {
-                            inputs: vec![slices[gi].clone(), dw_names[k].clone()],
+                            inputs: vec![slice.clone(), dw_names[k].clone()],
                             outputs: vec![out.clone()],
                             name: names.fresh(&format!("{base}/depthwise.{k}")),
                             op_type: "Conv",
