@@ -37,9 +37,9 @@ pub struct OnnxArgs {
     /// Convert layers even when their rank saves nothing.
     #[arg(long)]
     pub allow_slower: bool,
-    /// Node layout: `fused` (one depthwise Conv with multiplier r) or `multiplier1` (r depthwise
-    /// Convs of multiplier 1 and a Concat).
-    #[arg(long, default_value = "fused")]
+    /// Node layout: `multiplier1` (r depthwise Convs of multiplier 1 and a Concat; faster in
+    /// onnxruntime and tract) or `fused` (one depthwise Conv with multiplier r).
+    #[arg(long, default_value = "multiplier1")]
     pub layout: Layout,
     /// Replace an existing output file.
     #[arg(long)]

@@ -64,13 +64,14 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum Layout {
     /// One depthwise `Conv` with `group = C` and `C·r` outputs (channel multiplier `r`), then
-    /// the 1x1 `Conv`. Fewest nodes; the faster form in tract and onnxruntime on the reference
-    /// network (see BENCHMARKS.md), hence the default.
-    #[default]
+    /// the 1x1 `Conv`. Fewest nodes, but onnxruntime and tract have no fast kernel for a
+    /// multiplier above 1: slower than [`Layout::Multiplier1`] (see BENCHMARKS.md).
     Fused,
-    /// `r` depthwise `Conv`s of multiplier 1 per group (after a `Split` into groups when the
-    /// layer is grouped) and a `Concat`, then the 1x1 `Conv` with its input channels permuted to
-    /// the concatenated order. For runtimes whose fast depthwise kernel needs multiplier 1.
+    /// The default: `r` depthwise `Conv`s of multiplier 1 per group (after a `Split` into groups
+    /// when the layer is grouped) and a `Concat`, then the 1x1 `Conv` with its input channels
+    /// permuted to the concatenated order. Runtimes' fast depthwise kernels need multiplier 1;
+    /// measured faster in onnxruntime and tract on the reference network (BENCHMARKS.md).
+    #[default]
     Multiplier1,
 }
 
@@ -101,7 +102,7 @@ impl std::str::FromStr for Layout {
 pub enum RankSource {
     /// Each layer on its own, by a [`Rank`] policy.
     Policy(Rank),
-    /// The whole-network planner ([`crate::plan`]) for this MAC reduction (`> 1`) over the
+    /// The whole-network planner ([`plan`](fn@crate::plan)) for this MAC reduction (`> 1`) over the
     /// selected convolutions, counting the other convolutions and `Gemm`/`MatMul` layers with
     /// constant weights as fixed cost.
     Plan(f64),

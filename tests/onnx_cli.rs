@@ -1,0 +1,98 @@
+//! `dac onnx` end to end: output, JSON report, exit codes, nothing written on error.
+#![cfg(all(feature = "cli", feature = "onnx"))]
+
+mod onnx_support;
+
+use onnx_support::*;
+use std::process::Command;
+
+fn model_bytes() -> Vec<u8> {
+    let mut g = Graph::default();
+    g.inits.push(tensor("features.0.weight", &[16, 3, 3, 3], &values(16 * 27, 1)));
+    g.inits.push(tensor("features.0.bias", &[16], &values(16, 2)));
+    g.inits.push(tensor("features.1.weight", &[16, 16, 3, 3], &values(16 * 16 * 9, 3)));
+    let pads = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+    g.nodes.push(node(
+        "Conv",
+        "/features.0/Conv",
+        &["input", "features.0.weight", "features.0.bias"],
+        &["a"],
+        &pads(),
+        &[],
+    ));
+    g.nodes.push(node("Relu", "/relu", &["a"], &["b"], &[], &[]));
+    g.nodes.push(node("Conv", "/features.1/Conv", &["b", "features.1.weight"], &["y"], &pads(), &[]));
+    g.inputs.push(value_info("input", &[None, Some(3), Some(16), Some(16)]));
+    g.outputs.push(value_info("y", &[None, Some(16), Some(16), Some(16)]));
+    model(&g, 13, &[])
+}
+
+fn dac(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dac")).args(args).output().expect("runs dac")
+}
+
+#[test]
+fn rewrites_and_reports_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, model_bytes()).unwrap();
+    let out = dac(&[
+        "onnx".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        output.as_os_str(),
+        "--speedup".as_ref(),
+        "1.5".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["plan"]["met"].as_bool().unwrap());
+    assert!(v["reduction"].as_f64().unwrap() >= 1.5);
+    assert_eq!(v["input_size"], serde_json::json!([16, 16]));
+    assert!(output.exists());
+    let x = values(3 * 256, 5);
+    let y = run_tract(&std::fs::read(&output).unwrap(), &[1, 3, 16, 16], &x);
+    assert_eq!(y.len(), 16 * 256);
+
+    // A layer selection by weight stem, the table output, and --force.
+    let out = dac(&[
+        "onnx".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        output.as_os_str(),
+        "--rank".as_ref(),
+        "2".as_ref(),
+        "--layers".as_ref(),
+        "features.1".as_ref(),
+        "--force".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("/features.1/Conv") && table.contains("not matched by an include pattern"), "{table}");
+}
+
+#[test]
+fn errors_exit_non_zero_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, b"not a model at all").unwrap();
+    let out =
+        dac(&["onnx".as_ref(), input.as_os_str(), "-o".as_ref(), output.as_os_str(), "--rank".as_ref(), "2".as_ref()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in.onnx") && err.contains("not an ONNX model"), "{err}");
+    assert!(!output.exists());
+
+    std::fs::write(&input, model_bytes()).unwrap();
+    let out =
+        dac(&["onnx".as_ref(), input.as_os_str(), "-o".as_ref(), input.as_os_str(), "--rank".as_ref(), "2".as_ref()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("output is the input"));
+    assert_eq!(std::fs::read(&input).unwrap(), model_bytes());
+
+    // No policy given.
+    let out = dac(&["onnx".as_ref(), input.as_os_str(), "-o".as_ref(), output.as_os_str()]);
+    assert!(!out.status.success());
+    assert!(!output.exists());
+}
