@@ -5,7 +5,7 @@
 //! matrix, see [`Factorization::spectrum`](crate::Factorization::spectrum)), its geometry and the
 //! size of its input feature map. For each layer the candidates are "dense" and every rank below
 //! break-even (ranks at or above it cost as much as the dense layer or more and are never
-//! chosen). Each candidate has an exact cost ([`cost`](crate::cost)) and a data-free damage
+//! chosen). Each candidate has an exact cost ([`cost`](mod@crate::cost)) and a data-free damage
 //! score ([`Proxy`]). The planner minimises the summed score subject to the target with a
 //! multiple-choice knapsack (dynamic programming over a conservatively rounded savings axis,
 //! then a greedy pass that gives back any savings the rounding over-spent), so the target is
