@@ -28,6 +28,7 @@
 //! # Ok::<(), dac::Error>(())
 //! ```
 
+use super::reference::output_dims;
 use super::Tensor4;
 use crate::decompose::{DepthwiseR, Pointwise};
 use crate::error::{Error, Result};
@@ -140,21 +141,6 @@ pub fn pair<T: Real>(
     run(&mid, mid_dims, pw, out.as_mut_slice(), parallelism, scratch);
     scratch.mid = mid;
     Ok(out)
-}
-
-/// The output shape of `layer` on `input`, validated.
-fn output_dims<T: Real>(input: &Tensor4<T>, layer: &Conv2dWeights<T>) -> Result<[usize; 4]> {
-    let shape = layer.shape();
-    let [batch, channels, height, width] = input.dims();
-    if channels != shape.in_channels {
-        return Err(Error::ChannelMismatch {
-            layer: layer.name().to_string(),
-            expected: shape.in_channels,
-            actual: channels,
-        });
-    }
-    let (oh, ow) = layer.output_size(height, width)?;
-    Ok([batch, shape.out_channels, oh, ow])
 }
 
 /// Which kernel a layer runs with.

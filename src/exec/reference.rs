@@ -24,18 +24,12 @@ use crate::weights::Conv2dWeights;
 /// [`Error::EmptyOutput`] when the input is too small for the dilated kernel.
 pub fn conv2d<T: Real>(input: &Tensor4<T>, layer: &Conv2dWeights<T>) -> Result<Tensor4<T>> {
     let shape = layer.shape();
-    let [batch, channels, height, width] = input.dims();
-    if channels != shape.in_channels {
-        return Err(Error::ChannelMismatch {
-            layer: layer.name().to_string(),
-            expected: shape.in_channels,
-            actual: channels,
-        });
-    }
-    let (out_h, out_w) = layer.output_size(height, width)?;
+    let [_, _, height, width] = input.dims();
+    let out_dims = output_dims(input, layer)?;
+    let [batch, _, out_h, out_w] = out_dims;
     let geometry = layer.geometry();
     let (ng, cg) = (shape.out_per_group(), shape.in_per_group());
-    let mut out = Tensor4::zeros([batch, shape.out_channels, out_h, out_w])?;
+    let mut out = Tensor4::zeros(out_dims)?;
     let data = out.as_mut_slice();
     let mut idx = 0;
     for b in 0..batch {
@@ -67,6 +61,21 @@ pub fn conv2d<T: Real>(input: &Tensor4<T>, layer: &Conv2dWeights<T>) -> Result<T
         }
     }
     Ok(out)
+}
+
+/// The output shape of `layer` on `input`, validated: the checks every executor shares.
+pub(crate) fn output_dims<T: Real>(input: &Tensor4<T>, layer: &Conv2dWeights<T>) -> Result<[usize; 4]> {
+    let shape = layer.shape();
+    let [batch, channels, height, width] = input.dims();
+    if channels != shape.in_channels {
+        return Err(Error::ChannelMismatch {
+            layer: layer.name().to_string(),
+            expected: shape.in_channels,
+            actual: channels,
+        });
+    }
+    let (oh, ow) = layer.output_size(height, width)?;
+    Ok([batch, shape.out_channels, oh, ow])
 }
 
 /// Runs the depthwise half.
