@@ -244,3 +244,35 @@ fn writes_atomically_and_never_over_the_input() {
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
 }
+
+#[test]
+fn a_fixed_rank_above_a_layers_maximum_leaves_that_layer_alone() {
+    // A depthwise 3x3 convolution (group = C, one output per group: maximum rank 1) followed by
+    // a dense one. Rank 2 is impossible for the first and fine for the second.
+    let mut g = Graph::default();
+    conv(
+        &mut g,
+        "dw",
+        "input",
+        "d",
+        [3, 1, 3, 3],
+        true,
+        vec![attr_int("group", 3), attr_ints("pads", &[1, 1, 1, 1])],
+        11,
+    );
+    conv(&mut g, "dense", "d", "y", [16, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 12);
+    g.inputs.push(value_info("input", &[None, Some(3), Some(12), Some(12)]));
+    g.outputs.push(value_info("y", &[None, Some(16), Some(12), Some(12)]));
+    let m = model(&g, 13, &[]);
+    let (out, report) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2))).unwrap();
+    let names: Vec<&str> = report.converted.iter().map(|c| c.node.as_str()).collect();
+    assert_eq!(names, ["dense"]);
+    let dw = report.skipped.iter().find(|s| s.node == "dw").expect("dw listed as skipped");
+    assert_eq!(dw.reason, SkipReason::RankAboveMaximum { rank: 2, max: 1 });
+    assert!(dw.reason.to_string().contains("maximum rank 1"), "{}", dw.reason);
+    // The rewritten model still runs and approximates the original.
+    let x = values(2 * 3 * 12 * 12, 5);
+    let (a, b) = (run_tract(&m, &[2, 3, 12, 12], &x), run_tract(&out, &[2, 3, 12, 12], &x));
+    assert_eq!(a.len(), b.len());
+    assert!(relative_diff(&a, &b) < 0.9);
+}

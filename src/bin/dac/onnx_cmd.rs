@@ -15,7 +15,8 @@ pub struct OnnxArgs {
     /// Where to write the rewritten model (never the input).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// The same rank for every converted layer.
+    /// The same rank for every converted layer (a layer whose maximum rank is below it, such as
+    /// a depthwise convolution, is left alone and listed with the reason).
     #[arg(long)]
     pub rank: Option<usize>,
     /// Per layer, the smallest rank keeping this fraction of the weight energy, in (0, 1].

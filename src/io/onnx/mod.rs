@@ -211,6 +211,14 @@ pub enum SkipReason {
     },
     /// The planner kept it dense.
     PlannedDense,
+    /// A fixed rank above this layer's maximum `min(N/g, kh·kw)` (for example rank 2 on a
+    /// depthwise convolution, whose maximum is 1): such a rank could never save anything.
+    RankAboveMaximum {
+        /// The rank asked for.
+        rank: usize,
+        /// The layer's maximum rank.
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -227,6 +235,9 @@ impl std::fmt::Display for SkipReason {
             Self::KeptDense { rank: Some(r), reason } => write!(f, "rank {r}: {reason}"),
             Self::KeptDense { rank: None, reason } => write!(f, "{reason}"),
             Self::PlannedDense => f.write_str("the planner kept it dense"),
+            Self::RankAboveMaximum { rank, max } => {
+                write!(f, "rank {rank} is above this layer's maximum rank {max}: nothing to save")
+            }
         }
     }
 }

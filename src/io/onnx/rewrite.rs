@@ -10,7 +10,7 @@ use crate::cost::{self, Cost};
 use crate::decompose::{Factorization, Options, Spectrum};
 use crate::error::Result;
 use crate::plan::{PlanLayer, PlanOptions, Target};
-use crate::rank::RankChoice;
+use crate::rank::{Rank, RankChoice};
 use crate::scalar::Real;
 use crate::svd::NalgebraSvd;
 use crate::weights::{Conv2dWeights, ConvShape};
@@ -409,6 +409,16 @@ pub(crate) fn rewrite(bytes: &[u8], options: &RewriteOptions, file: &Path) -> Re
     match options.ranks {
         RankSource::Policy(policy) => {
             for (c, s) in candidates.iter().zip(&spectra) {
+                let max = s.shape().max_rank();
+                if let Rank::Fixed(rank) = policy {
+                    if rank > max {
+                        // Unlike a checkpoint conversion (where a rank above a layer's maximum
+                        // is an error), a graph routinely holds layers such as depthwise
+                        // convolutions whose maximum rank is 1: leave them alone and say why.
+                        ranks.push(Err(SkipReason::RankAboveMaximum { rank, max }));
+                        continue;
+                    }
+                }
                 ranks.push(match policy.choose(&c.name, s, options.allow_slower)? {
                     RankChoice::Decompose { rank } => Ok(rank),
                     RankChoice::KeepDense { rank, reason } => Err(SkipReason::KeptDense { rank, reason }),
