@@ -5,13 +5,21 @@
 //! zero padding, dilation, groups and bias), property-tested against it. Three paths are chosen
 //! per layer:
 //! - **depthwise** (one input channel per group, e.g. [`DepthwiseR`]): direct loops over each
-//!   output row, vectorised along the width, no im2col;
+//!   output row, vectorised along the width, no im2col; on narrow feature maps a precomputed
+//!   table of the valid taps replaces the row loops;
 //! - **pointwise** (1x1, stride 1, no padding): the input planes are the GEMM's right operand
 //!   as they are;
-//! - anything else: each group's input is unfolded (im2col) into a `(C/g·kh·kw) x (oh·ow)`
+//! - anything else: each group's input is unfolded (im2col) into a `(C/g·kh·kw) x pixels`
 //!   matrix in a reusable [`Scratch`] buffer and multiplied by the `(N/g) x (C/g·kh·kw)` weight.
+//!   On large feature maps the unfolding is done a band of output rows at a time, so that the
+//!   unfolded tile stays in cache while the GEMM reads it.
 //!
-//! GEMMs go to [`matrixmultiply`], whose kernels pick AVX/FMA at run time.
+//! On small feature maps (a few dozen output pixels, as deep in a CIFAR-style network) a GEMM
+//! per image would have only a handful of columns. There the images of a batch are unfolded
+//! side by side into one `(C/g·kh·kw) x (images·pixels)` matrix (pointwise layers: their planes
+//! gathered), multiplied once, and the result scattered back to NCHW.
+//!
+//! GEMMs go to the [`gemm`] crate, whose kernels pick AVX2/FMA or AVX-512 at run time.
 //! [`Parallelism::Rayon`] spreads images of a batch over the current rayon pool, and for a
 //! single image splits the GEMM's output rows and the depthwise channels.
 //!
@@ -33,9 +41,8 @@ use super::Tensor4;
 use crate::decompose::{DepthwiseR, Pointwise};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
-use crate::weights::Conv2dWeights;
+use crate::weights::{Conv2dWeights, ConvShape, Geometry, Padding};
 use rayon::prelude::*;
-use std::any::TypeId;
 
 /// How much of the machine an executor call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -50,21 +57,31 @@ pub enum Parallelism {
     Rayon,
 }
 
-/// Reusable working memory: im2col columns and the pair's intermediate activations.
+/// Reusable working memory: im2col tiles, batched GEMM results and the pair's intermediate
+/// activations.
 ///
 /// Keep one per evaluation loop; buffers grow to the largest layer seen and are then reused,
 /// so repeated calls allocate nothing but their outputs (and nothing at all with
 /// [`conv2d_into`]).
 #[derive(Debug, Clone, Default)]
 pub struct Scratch<T> {
-    cols: Vec<Vec<T>>,
+    work: Vec<Work<T>>,
     mid: Vec<T>,
+}
+
+/// One task's buffers.
+#[derive(Debug, Clone, Default)]
+struct Work<T> {
+    /// The GEMM's right operand (im2col tile or gathered planes).
+    col: Vec<T>,
+    /// A batched GEMM's result before it is scattered to NCHW.
+    tmp: Vec<T>,
 }
 
 impl<T: Real> Scratch<T> {
     /// Empty scratch; buffers are sized on first use.
     pub fn new() -> Self {
-        Self { cols: Vec::new(), mid: Vec::new() }
+        Self { work: Vec::new(), mid: Vec::new() }
     }
 }
 
@@ -82,7 +99,7 @@ pub fn conv2d<T: Real>(
 ) -> Result<Tensor4<T>> {
     let dims = output_dims(input, layer)?;
     let mut out = Tensor4::zeros(dims)?;
-    run(input.as_slice(), input.dims(), layer, out.as_mut_slice(), parallelism, scratch);
+    run(input.as_slice(), input.dims(), layer, out.as_mut_slice(), parallelism, scratch, &TUNING);
     Ok(out)
 }
 
@@ -107,7 +124,7 @@ pub fn conv2d_into<T: Real>(
             actual: output.as_slice().len(),
         });
     }
-    run(input.as_slice(), input.dims(), layer, output.as_mut_slice(), parallelism, scratch);
+    run(input.as_slice(), input.dims(), layer, output.as_mut_slice(), parallelism, scratch, &TUNING);
     Ok(())
 }
 
@@ -122,6 +139,17 @@ pub fn pair<T: Real>(
     parallelism: Parallelism,
     scratch: &mut Scratch<T>,
 ) -> Result<Tensor4<T>> {
+    pair_with(input, depthwise, pointwise, parallelism, scratch, &TUNING)
+}
+
+fn pair_with<T: Real>(
+    input: &Tensor4<T>,
+    depthwise: &DepthwiseR<T>,
+    pointwise: &Pointwise<T>,
+    parallelism: Parallelism,
+    scratch: &mut Scratch<T>,
+    tuning: &Tuning,
+) -> Result<Tensor4<T>> {
     let mid_dims = output_dims(input, depthwise.conv())?;
     let pw = pointwise.conv();
     let pw_shape = pw.shape();
@@ -135,39 +163,97 @@ pub fn pair<T: Real>(
     let (oh, ow) = pw.output_size(mid_dims[2], mid_dims[3])?;
     let mut out = Tensor4::zeros([mid_dims[0], pw_shape.out_channels, oh, ow])?;
     let mut mid = std::mem::take(&mut scratch.mid);
-    mid.clear();
-    mid.resize(mid_dims.iter().product(), T::zero());
-    run(input.as_slice(), input.dims(), depthwise.conv(), &mut mid, parallelism, scratch);
-    run(&mid, mid_dims, pw, out.as_mut_slice(), parallelism, scratch);
+    // Every element is overwritten: only grow, never clear.
+    let mid_len: usize = mid_dims.iter().product();
+    if mid.len() < mid_len {
+        mid.resize(mid_len, T::zero());
+    }
+    let mid_slice = &mut mid[..mid_len];
+    run(input.as_slice(), input.dims(), depthwise.conv(), mid_slice, parallelism, scratch, tuning);
+    run(mid_slice, mid_dims, pw, out.as_mut_slice(), parallelism, scratch, tuning);
     scratch.mid = mid;
     Ok(out)
 }
 
+/// Size thresholds that choose between equivalent kernels (unit tests shrink them so that
+/// every kernel runs on small shapes).
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    /// Images with fewer output pixels than this are multiplied together in one GEMM.
+    batch_below: usize,
+    /// Most columns of a batched GEMM.
+    batch_cols: usize,
+    /// Most bytes of an im2col tile (a band of output rows, or a group of images).
+    tile_bytes: usize,
+    /// Depthwise layers with an output narrower than this run the tap-table kernel.
+    table_below: usize,
+}
+
+const TUNING: Tuning = Tuning { batch_below: 256, batch_cols: 1024, tile_bytes: 1 << 20, table_below: 8 };
+
 /// Which kernel a layer runs with.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Path {
     Depthwise,
     Pointwise,
     Im2col,
 }
 
-fn path_of<T: Real>(layer: &Conv2dWeights<T>) -> Path {
-    let shape = layer.shape();
-    let g = layer.geometry();
-    if shape.in_per_group() == 1 && shape.taps() > 1 {
-        Path::Depthwise
-    } else if shape.taps() == 1 && g.stride == (1, 1) && g.padding == crate::weights::Padding::default() {
-        Path::Pointwise
-    } else {
-        Path::Im2col
-    }
-}
-
-/// Everything one image needs, shared by the paths.
+/// Everything a call needs, shared by the paths.
 struct Job<'a, T> {
     layer: &'a Conv2dWeights<T>,
+    shape: ConvShape,
+    geo: Geometry,
     in_hw: (usize, usize),
     out_hw: (usize, usize),
+    path: Path,
+    tuning: &'a Tuning,
+}
+
+impl<'a, T: Real> Job<'a, T> {
+    fn new(layer: &'a Conv2dWeights<T>, in_hw: (usize, usize), tuning: &'a Tuning) -> Self {
+        let shape = layer.shape();
+        let geo = *layer.geometry();
+        let out_hw = layer.output_size(in_hw.0, in_hw.1).expect("validated by the caller");
+        let path = if shape.in_per_group() == 1 && shape.taps() > 1 {
+            Path::Depthwise
+        } else if shape.taps() == 1 && geo.stride == (1, 1) && geo.padding == Padding::default() {
+            Path::Pointwise
+        } else {
+            Path::Im2col
+        };
+        Self { layer, shape, geo, in_hw, out_hw, path, tuning }
+    }
+    /// Output pixels per plane.
+    fn pixels(&self) -> usize {
+        self.out_hw.0 * self.out_hw.1
+    }
+    /// Input elements per image.
+    fn in_image(&self) -> usize {
+        self.shape.in_channels * self.in_hw.0 * self.in_hw.1
+    }
+    /// Output elements per image.
+    fn out_image(&self) -> usize {
+        self.shape.out_channels * self.pixels()
+    }
+    /// Input elements of one group of one image.
+    fn in_group(&self) -> usize {
+        self.shape.in_per_group() * self.in_hw.0 * self.in_hw.1
+    }
+    /// The GEMM's inner dimension.
+    fn depth(&self) -> usize {
+        self.shape.in_per_group() * self.shape.taps()
+    }
+    /// Group `g`'s weight, `(N/g) x depth` row-major.
+    fn weight(&self, g: usize) -> &'a [T] {
+        let len = self.shape.out_per_group() * self.depth();
+        &self.layer.weight()[g * len..(g + 1) * len]
+    }
+    /// Group `g`'s bias, if any.
+    fn bias(&self, g: usize) -> Option<&'a [T]> {
+        let ng = self.shape.out_per_group();
+        self.layer.bias().map(|b| &b[g * ng..(g + 1) * ng])
+    }
 }
 
 /// Runs a validated layer on a validated input (`out` has the output shape).
@@ -178,150 +264,195 @@ fn run<T: Real>(
     out: &mut [T],
     parallelism: Parallelism,
     scratch: &mut Scratch<T>,
+    tuning: &Tuning,
 ) {
-    let [batch, channels, h, w] = in_dims;
-    let shape = layer.shape();
-    let out_hw = layer.output_size(h, w).expect("validated by the caller");
-    let job = Job { layer, in_hw: (h, w), out_hw };
-    let in_plane = channels * h * w;
-    let out_plane = shape.out_channels * out_hw.0 * out_hw.1;
-    let path = path_of(layer);
-    let col_len = if path == Path::Im2col { shape.in_per_group() * shape.taps() * out_hw.0 * out_hw.1 } else { 0 };
-    let threads = rayon::current_num_threads();
-    match parallelism {
-        Parallelism::Rayon if batch > 1 && threads > 1 => {
-            let tasks = threads.min(batch);
-            if scratch.cols.len() < tasks {
-                scratch.cols.resize_with(tasks, Vec::new);
-            }
-            let per = batch.div_ceil(tasks);
-            out.par_chunks_mut(per * out_plane).zip(scratch.cols.par_iter_mut()).enumerate().for_each(
-                |(t, (out_chunk, col))| {
-                    col.resize(col.len().max(col_len), T::zero());
-                    for (i, o) in out_chunk.chunks_mut(out_plane).enumerate() {
-                        let b = t * per + i;
-                        image(&job, &input[b * in_plane..(b + 1) * in_plane], o, path, col, false);
-                    }
-                },
-            );
+    let [batch, _, h, w] = in_dims;
+    let job = Job::new(layer, (h, w), tuning);
+    let threads = match parallelism {
+        Parallelism::Rayon => rayon::current_num_threads(),
+        Parallelism::Sequential => 1,
+    };
+    if job.path == Path::Depthwise {
+        depthwise(&job, input, out, threads > 1);
+        return;
+    }
+    if threads > 1 && batch > 1 {
+        let tasks = threads.min(batch);
+        if scratch.work.len() < tasks {
+            scratch.work.resize_with(tasks, Work::default);
         }
-        _ => {
-            if scratch.cols.is_empty() {
-                scratch.cols.push(Vec::new());
+        let per = batch.div_ceil(tasks);
+        out.par_chunks_mut(per * job.out_image())
+            .zip(input.par_chunks(per * job.in_image()))
+            .zip(scratch.work.par_iter_mut())
+            .for_each(|((o, i), work)| gemm_images(&job, i, o, work, false));
+    } else {
+        if scratch.work.is_empty() {
+            scratch.work.push(Work::default());
+        }
+        gemm_images(&job, input, out, &mut scratch.work[0], threads > 1);
+    }
+}
+
+/// Grows `v` to at least `len` elements (their values are overwritten before use).
+fn grow<T: Real>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::zero());
+    }
+}
+
+/// The GEMM paths (pointwise and im2col) on a run of whole images: `input` and `out` hold the
+/// same number of images. `par` splits each GEMM's rows over the rayon pool.
+fn gemm_images<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], work: &mut Work<T>, par: bool) {
+    let images = out.len() / job.out_image();
+    let pixels = job.pixels();
+    let depth = job.depth();
+    let (ng, groups) = (job.shape.out_per_group(), job.shape.groups);
+    let elem = std::mem::size_of::<T>();
+    if images > 1 && pixels < job.tuning.batch_below {
+        // Small feature maps: `per` images side by side in one GEMM.
+        let by_cols = job.tuning.batch_cols / pixels;
+        let by_bytes = job.tuning.tile_bytes / (depth * pixels * elem);
+        let per = by_cols.min(by_bytes).clamp(1, images);
+        let cols_max = per * pixels;
+        grow(&mut work.col, depth * cols_max);
+        grow(&mut work.tmp, ng * cols_max);
+        for b0 in (0..images).step_by(per) {
+            let nb = per.min(images - b0);
+            let cols = nb * pixels;
+            let col = &mut work.col[..depth * cols];
+            let tmp = &mut work.tmp[..ng * cols];
+            for g in 0..groups {
+                for bi in 0..nb {
+                    let src = &input[(b0 + bi) * job.in_image() + g * job.in_group()..][..job.in_group()];
+                    if job.path == Path::Pointwise {
+                        for (c, plane) in src.chunks_exact(pixels).enumerate() {
+                            col[c * cols + bi * pixels..][..pixels].copy_from_slice(plane);
+                        }
+                    } else {
+                        im2col(job, src, &mut col[bi * pixels..], cols, (0, job.out_hw.0), false);
+                    }
+                }
+                gemm_rows(ng, depth, cols, job.weight(g), col, cols, tmp, cols, par);
+                let bias = job.bias(g);
+                for bi in 0..nb {
+                    let dst = &mut out[(b0 + bi) * job.out_image() + g * ng * pixels..][..ng * pixels];
+                    for (n, row) in dst.chunks_exact_mut(pixels).enumerate() {
+                        let src = &tmp[n * cols + bi * pixels..][..pixels];
+                        match bias {
+                            Some(b) => row.iter_mut().zip(src).for_each(|(d, &s)| *d = s + b[n]),
+                            None => row.copy_from_slice(src),
+                        }
+                    }
+                }
             }
-            let col = &mut scratch.cols[0];
-            col.resize(col.len().max(col_len), T::zero());
-            let par = parallelism == Parallelism::Rayon && threads > 1;
-            for b in 0..batch {
-                image(
-                    &job,
-                    &input[b * in_plane..(b + 1) * in_plane],
-                    &mut out[b * out_plane..(b + 1) * out_plane],
-                    path,
-                    col,
-                    par,
-                );
+        }
+        return;
+    }
+    let ow = job.out_hw.1;
+    let band_rows = (job.tuning.tile_bytes / (depth * ow * elem)).clamp(1, job.out_hw.0);
+    if job.path == Path::Im2col {
+        grow(&mut work.col, depth * band_rows * ow);
+    }
+    for b in 0..images {
+        for g in 0..groups {
+            let src = &input[b * job.in_image() + g * job.in_group()..][..job.in_group()];
+            let dst = &mut out[b * job.out_image() + g * ng * pixels..][..ng * pixels];
+            let bias = job.bias(g);
+            if job.path == Path::Pointwise {
+                // The planes are the right operand as they are; a band of columns at a time
+                // keeps the GEMM's packed blocks in cache.
+                let band = job.tuning.tile_bytes / (depth * elem);
+                let band = if band >= 64 { band / 16 * 16 } else { band.max(1) };
+                for p0 in (0..pixels).step_by(band) {
+                    let np = band.min(pixels - p0);
+                    gemm_rows(ng, depth, np, job.weight(g), &src[p0..], pixels, &mut dst[p0..], pixels, par);
+                    add_bias(dst, pixels, p0, np, bias);
+                }
+                continue;
+            }
+            for oy0 in (0..job.out_hw.0).step_by(band_rows) {
+                let oy1 = (oy0 + band_rows).min(job.out_hw.0);
+                let (p0, np) = (oy0 * ow, (oy1 - oy0) * ow);
+                let col = &mut work.col[..depth * np];
+                im2col(job, src, col, np, (oy0, oy1), par);
+                gemm_rows(ng, depth, np, job.weight(g), col, np, &mut dst[p0..], pixels, par);
+                add_bias(dst, pixels, p0, np, bias);
             }
         }
     }
 }
 
-/// One image: `input` is `C x h x w`, `out` is `N x oh x ow`.
-fn image<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], path: Path, col: &mut [T], par: bool) {
-    let layer = job.layer;
-    let shape = layer.shape();
-    let (oh, ow) = job.out_hw;
-    let (h, w) = job.in_hw;
-    let pixels = oh * ow;
-    match path {
-        Path::Depthwise => {
-            let mult = shape.out_per_group();
-            let body =
-                |(o, plane): (usize, &mut [T])| depthwise_plane(job, &input[(o / mult) * h * w..][..h * w], o, plane);
-            if par {
-                out.par_chunks_mut(pixels).enumerate().for_each(body);
-            } else {
-                out.chunks_mut(pixels).enumerate().for_each(body);
-            }
-        }
-        Path::Pointwise | Path::Im2col => {
-            let (ng, cg) = (shape.out_per_group(), shape.in_per_group());
-            let depth = cg * shape.taps();
-            for g in 0..shape.groups {
-                let rhs: &[T] = if path == Path::Pointwise {
-                    &input[g * cg * h * w..(g + 1) * cg * h * w]
-                } else {
-                    let col = &mut col[..depth * pixels];
-                    im2col(job, &input[g * cg * h * w..(g + 1) * cg * h * w], col, par);
-                    col
-                };
-                let weight = &layer.weight()[g * ng * depth..(g + 1) * ng * depth];
-                let dst = &mut out[g * ng * pixels..(g + 1) * ng * pixels];
-                if par && ng >= 2 {
-                    let rows = ng.div_ceil(rayon::current_num_threads().min(ng)).max(1);
-                    dst.par_chunks_mut(rows * pixels).enumerate().for_each(|(i, d)| {
-                        let m = d.len() / pixels;
-                        gemm(m, depth, pixels, &weight[i * rows * depth..][..m * depth], rhs, d);
-                    });
-                } else {
-                    gemm(ng, depth, pixels, weight, rhs, dst);
-                }
-                if let Some(bias) = layer.bias() {
-                    for (row, &b) in dst.chunks_mut(pixels).zip(&bias[g * ng..(g + 1) * ng]) {
-                        row.iter_mut().for_each(|v| *v += b);
-                    }
-                }
-            }
+/// Adds `bias[n]` to columns `p0..p0 + np` of every row `n` of `dst` (rows `ld` apart).
+fn add_bias<T: Real>(dst: &mut [T], ld: usize, p0: usize, np: usize, bias: Option<&[T]>) {
+    if let Some(bias) = bias {
+        for (row, &b) in dst.chunks_mut(ld).zip(bias) {
+            row[p0..p0 + np].iter_mut().for_each(|v| *v += b);
         }
     }
 }
 
-/// `c (m x n) = a (m x k) · b (k x n)`, all row-major and contiguous.
-fn gemm<T: Real>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm operands too short");
+/// `c = a · b` with `a` `m x k` (rows `lda` apart), `b` `k x n` (rows `ldb` apart) and `c`
+/// `m x n` (rows `ldc` apart); `par` splits the rows of `c` over the rayon pool.
+#[allow(clippy::too_many_arguments)]
+fn gemm_rows<T: Real>(m: usize, k: usize, n: usize, a: &[T], b: &[T], ldb: usize, c: &mut [T], ldc: usize, par: bool) {
+    let threads = if par { rayon::current_num_threads().min(m) } else { 1 };
+    if threads > 1 && m * k * n >= 1 << 16 {
+        let rows = m.div_ceil(threads);
+        c.par_chunks_mut(rows * ldc).enumerate().for_each(|(i, c)| {
+            let mi = rows.min(m - i * rows);
+            gemm(mi, k, n, &a[i * rows * k..], k, b, ldb, c, ldc);
+        });
+    } else {
+        gemm(m, k, n, a, k, b, ldb, c, ldc);
+    }
+}
+
+/// `c = a · b`, row-major operands with the given row strides (column stride 1).
+#[allow(clippy::too_many_arguments)]
+fn gemm<T: Real>(m: usize, k: usize, n: usize, a: &[T], lda: usize, b: &[T], ldb: usize, c: &mut [T], ldc: usize) {
     if m == 0 || n == 0 {
         return;
     }
-    let (k_i, n_i) = (k as isize, n as isize);
-    // SAFETY: the lengths are checked above; T is f32 or f64 (`Real` is sealed) and the pointer
-    // casts only happen when the TypeId says the types are identical.
+    let need = |rows: usize, cols: usize, ld: usize| if rows == 0 { 0 } else { (rows - 1) * ld + cols };
+    assert!(
+        lda >= k
+            && ldb >= n
+            && ldc >= n
+            && a.len() >= need(m, k, lda)
+            && b.len() >= need(k, n, ldb)
+            && c.len() >= need(m, n, ldc),
+        "gemm operands too short"
+    );
+    if k == 0 {
+        c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(T::zero()));
+        return;
+    }
+    // SAFETY: every element the GEMM touches is in bounds (checked above); `dst` does not alias
+    // the operands (distinct borrows). `gemm::gemm` dispatches on the `TypeId` of `T`, which is
+    // f32 or f64 (`Real` is sealed), both supported.
     unsafe {
-        if TypeId::of::<T>() == TypeId::of::<f32>() {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr().cast(),
-                k_i,
-                1,
-                b.as_ptr().cast(),
-                n_i,
-                1,
-                0.0,
-                c.as_mut_ptr().cast(),
-                n_i,
-                1,
-            );
-        } else {
-            debug_assert_eq!(TypeId::of::<T>(), TypeId::of::<f64>());
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr().cast(),
-                k_i,
-                1,
-                b.as_ptr().cast(),
-                n_i,
-                1,
-                0.0,
-                c.as_mut_ptr().cast(),
-                n_i,
-                1,
-            );
-        }
+        gemm::gemm::<T>(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            false,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            1,
+            ldb as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
 }
 
@@ -336,19 +467,23 @@ fn valid_range(out_len: usize, stride: usize, offset: usize, pad: usize, len: us
     (first.min(end), end)
 }
 
-/// Unfolds one group's input (`cg x h x w`) into `col` (`(cg·kh·kw) x (oh·ow)`).
-fn im2col<T: Real>(job: &Job<'_, T>, input: &[T], col: &mut [T], par: bool) {
-    let shape = job.layer.shape();
-    let g = job.layer.geometry();
+/// Unfolds output rows `oys.0..oys.1` of one group's input (`cg x h x w`) into `col`: row
+/// `(c, ky, kx)` of the unfolded matrix starts at `col[row·ld]` and holds
+/// `(oys.1 - oys.0)·ow` values.
+fn im2col<T: Real>(job: &Job<'_, T>, input: &[T], col: &mut [T], ld: usize, oys: (usize, usize), par: bool) {
+    let g = &job.geo;
     let (h, w) = job.in_hw;
-    let (oh, ow) = job.out_hw;
-    let (kh, kw) = (shape.kh, shape.kw);
+    let ow = job.out_hw.1;
+    let (kh, kw) = (job.shape.kh, job.shape.kw);
+    let depth = job.depth();
+    let len = (oys.1 - oys.0) * ow;
     let body = |(row, dst): (usize, &mut [T])| {
+        let dst = &mut dst[..len];
         let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
         let plane = &input[c * h * w..(c + 1) * h * w];
         let (x0, x1) = valid_range(ow, g.stride.1, kx * g.dilation.1, g.padding.left, w);
-        let (y0, y1) = valid_range(oh, g.stride.0, ky * g.dilation.0, g.padding.top, h);
-        for (oy, out_row) in dst.chunks_mut(ow).enumerate() {
+        let (y0, y1) = valid_range(job.out_hw.0, g.stride.0, ky * g.dilation.0, g.padding.top, h);
+        for (oy, out_row) in (oys.0..oys.1).zip(dst.chunks_exact_mut(ow)) {
             if oy < y0 || oy >= y1 {
                 out_row.fill(T::zero());
                 continue;
@@ -370,24 +505,120 @@ fn im2col<T: Real>(job: &Job<'_, T>, input: &[T], col: &mut [T], par: bool) {
         }
     };
     if par {
-        col.par_chunks_mut(oh * ow).enumerate().for_each(body);
+        col.par_chunks_mut(ld).take(depth).enumerate().for_each(body);
     } else {
-        col.chunks_mut(oh * ow).enumerate().for_each(body);
+        col.chunks_mut(ld).take(depth).enumerate().for_each(body);
     }
 }
 
-/// One output plane of a depthwise layer: output channel `o` from its input `plane` (`h x w`).
-fn depthwise_plane<T: Real>(job: &Job<'_, T>, plane: &[T], o: usize, out: &mut [T]) {
-    let layer = job.layer;
-    let shape = layer.shape();
-    let g = layer.geometry();
+/// The depthwise path over a whole batch: one task per output plane.
+fn depthwise<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], par: bool) {
+    let (h, w) = job.in_hw;
+    let pixels = job.pixels();
+    let (n_out, n_in, mult) = (job.shape.out_channels, job.shape.in_channels, job.shape.out_per_group());
+    let g = &job.geo;
+    let (kh, kw) = (job.shape.kh, job.shape.kw);
+    let x_ranges: Vec<(usize, usize)> =
+        (0..kw).map(|kx| valid_range(job.out_hw.1, g.stride.1, kx * g.dilation.1, g.padding.left, w)).collect();
+    let table = (job.out_hw.1 < job.tuning.table_below).then(|| tap_table(job));
+    let weight = job.layer.weight();
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    let avx2 = false;
+    let body = |(idx, plane_out): (usize, &mut [T])| {
+        let (b, o) = (idx / n_out, idx % n_out);
+        let plane = &input[(b * n_in + o / mult) * h * w..][..h * w];
+        let kernel = &weight[o * kh * kw..(o + 1) * kh * kw];
+        let bias = job.layer.bias().map_or(T::zero(), |b| b[o]);
+        match &table {
+            Some(table) => depthwise_table(table, kernel, bias, plane, plane_out),
+            None if avx2 => {
+                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                unsafe {
+                    depthwise_plane_avx2(job, &x_ranges, kernel, bias, plane, plane_out)
+                }
+            }
+            None => depthwise_plane(job, &x_ranges, kernel, bias, plane, plane_out),
+        }
+    };
+    if par {
+        out.par_chunks_mut(pixels).enumerate().for_each(body);
+    } else {
+        out.chunks_mut(pixels).enumerate().for_each(body);
+    }
+}
+
+/// Every valid `(output pixel, input pixel, tap)` of a depthwise layer, in the reference's
+/// summation order (output pixel, then `ky`, then `kx`).
+fn tap_table<T: Real>(job: &Job<'_, T>) -> Vec<[u32; 3]> {
+    let g = &job.geo;
+    let (h, w) = job.in_hw;
+    let (oh, ow) = job.out_hw;
+    let (kh, kw) = (job.shape.kh, job.shape.kw);
+    let mut table = Vec::new();
+    for oy in 0..oh {
+        for ox in 0..ow {
+            for ky in 0..kh {
+                let Some(iy) = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.padding.top).filter(|&y| y < h)
+                else {
+                    continue;
+                };
+                for kx in 0..kw {
+                    let Some(ix) = (ox * g.stride.1 + kx * g.dilation.1).checked_sub(g.padding.left).filter(|&x| x < w)
+                    else {
+                        continue;
+                    };
+                    // Planes and kernels of one depthwise layer are far below 2^32 elements
+                    // whenever this table is used (narrow outputs); `as` cannot truncate then.
+                    table.push([(oy * ow + ox) as u32, (iy * w + ix) as u32, (ky * kw + kx) as u32]);
+                }
+            }
+        }
+    }
+    table
+}
+
+/// One output plane of a depthwise layer from its tap table.
+fn depthwise_table<T: Real>(table: &[[u32; 3]], kernel: &[T], bias: T, plane: &[T], out: &mut [T]) {
+    out.fill(bias);
+    for &[o, i, t] in table {
+        out[o as usize] += kernel[t as usize] * plane[i as usize];
+    }
+}
+
+/// [`depthwise_plane`] compiled for AVX2 + FMA (wider vectors for the row updates).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_plane_avx2<T: Real>(
+    job: &Job<'_, T>,
+    x_ranges: &[(usize, usize)],
+    kernel: &[T],
+    bias: T,
+    plane: &[T],
+    out: &mut [T],
+) {
+    depthwise_plane(job, x_ranges, kernel, bias, plane, out)
+}
+
+/// One output plane of a depthwise layer: `out` from its input `plane` (`h x w`), row by row.
+#[inline(always)]
+fn depthwise_plane<T: Real>(
+    job: &Job<'_, T>,
+    x_ranges: &[(usize, usize)],
+    kernel: &[T],
+    bias: T,
+    plane: &[T],
+    out: &mut [T],
+) {
+    let g = &job.geo;
     let (h, w) = job.in_hw;
     let ow = job.out_hw.1;
-    let (kh, kw) = (shape.kh, shape.kw);
-    let kernel = &layer.weight()[o * kh * kw..(o + 1) * kh * kw];
-    let bias = layer.bias().map_or(T::zero(), |b| b[o]);
-    let x_ranges: Vec<(usize, usize)> =
-        (0..kw).map(|kx| valid_range(ow, g.stride.1, kx * g.dilation.1, g.padding.left, w)).collect();
+    let (kh, kw) = (job.shape.kh, job.shape.kw);
     for (oy, out_row) in out.chunks_mut(ow).enumerate() {
         out_row.fill(bias);
         for ky in 0..kh {
@@ -414,9 +645,97 @@ fn depthwise_plane<T: Real>(job: &Job<'_, T>, plane: &[T], o: usize, out: &mut [
 }
 
 /// `y += a · x`.
-#[inline]
+#[inline(always)]
 fn axpy<T: Real>(a: T, x: &[T], y: &mut [T]) {
     for (d, s) in y.iter_mut().zip(x) {
         *d += a * *s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every kernel choice against the reference, with thresholds shrunk or grown so that small
+    //! shapes reach each one (tests/fast_exec.rs covers the public functions as shipped).
+    use super::*;
+    use crate::exec::reference;
+    use proptest::prelude::*;
+
+    const TUNINGS: [Tuning; 4] = [
+        // Batched GEMMs of a few columns; one-row im2col bands; the tap table everywhere.
+        Tuning { batch_below: usize::MAX, batch_cols: 7, tile_bytes: 1, table_below: usize::MAX },
+        // Never batched; one-row bands; never the tap table.
+        Tuning { batch_below: 0, batch_cols: 1, tile_bytes: 1, table_below: 0 },
+        // The whole batch in one GEMM.
+        Tuning { batch_below: usize::MAX, batch_cols: usize::MAX, tile_bytes: usize::MAX, table_below: 0 },
+        TUNING,
+    ];
+
+    fn values(seed: u64, n: usize) -> Vec<f64> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn case() -> impl Strategy<
+        Value = (
+            (usize, usize, usize, usize),
+            (usize, usize, usize, usize, usize, usize),
+            [usize; 4],
+            (usize, usize, bool, u64),
+        ),
+    > {
+        (
+            (1usize..5, 1usize..4, 1usize..4, 1usize..5),
+            (1usize..4, 1usize..4, 1usize..3, 1usize..3, 1usize..3, 1usize..3),
+            [0usize..3, 0usize..3, 0usize..3, 0usize..3],
+            (1usize..10, 1usize..10, any::<bool>(), any::<u64>()),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn every_kernel_matches_reference(
+            ((batch, groups, cg, ng), (kh, kw, sh, sw, dh, dw), [t, b, l, r], (h, w, bias, seed)) in case(),
+            depthwise in any::<bool>(),
+            pointwise in any::<bool>(),
+        ) {
+            let (cg, kh, kw) = if depthwise { (1, kh + 1, kw) } else { (cg, kh, kw) };
+            let (kh, kw, stride, padding) = if pointwise && !depthwise {
+                (1, 1, (1, 1), Padding::default())
+            } else {
+                (kh, kw, (sh, sw), Padding { top: t, bottom: b, left: l, right: r })
+            };
+            let n = groups * ng;
+            let mut builder = Conv2dWeights::builder(values(seed, n * cg * kh * kw), [n, cg, kh, kw])
+                .groups(groups)
+                .stride(stride.0, stride.1)
+                .dilation(dh, dw)
+                .padding(padding);
+            if bias {
+                builder = builder.bias(values(seed ^ 1, n));
+            }
+            let layer = builder.build().unwrap();
+            let x = Tensor4::new(values(seed ^ 2, batch * groups * cg * h * w), [batch, groups * cg, h, w]).unwrap();
+            let Ok(want) = reference::conv2d(&x, &layer) else { return Ok(()) };
+            let mut scratch = Scratch::new();
+            for tuning in &TUNINGS {
+                for par in [Parallelism::Sequential, Parallelism::Rayon] {
+                    let mut got = Tensor4::new(vec![f64::NAN; want.as_slice().len()], want.dims()).unwrap();
+                    run(x.as_slice(), x.dims(), &layer, got.as_mut_slice(), par, &mut scratch, tuning);
+                    prop_assert!(got.as_slice().iter().all(|v| v.is_finite()), "{tuning:?} {par:?}: unwritten output");
+                    let diff = want.max_abs_diff(&got).unwrap();
+                    prop_assert!(diff <= 1e-13 * (cg * kh * kw + 1) as f64, "{tuning:?} {par:?}: diff {diff}");
+                }
+            }
+        }
     }
 }
