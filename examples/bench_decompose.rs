@@ -8,7 +8,12 @@
 //! - `factor_layer_ms`: [`GramSvd::factor_layer`] on every layer (singular values and `V`);
 //! - `decompose_gram_ms` / `decompose_nalgebra_ms`: `Factorization::compute` + `truncate` at the
 //!   rank (the whole library call: both factors written, error measured);
-//! - the same at full rank.
+//! - the same at full rank (`decompose_gram_full_ms`);
+//! - `decompose_gram_into_ms` / `decompose_gram_full_into_ms`: `Factorization::compute` +
+//!   `truncate_into` reusable per-layer buffers (warmed by the first run), at the rank and at
+//!   full rank: the in-process figure to compare with `memcpy_existing_ms`;
+//! - `truncate_into_ms` / `truncate_full_into_ms`: `truncate_into` alone on factorisations
+//!   computed beforehand (the pointwise write and error measurement phase).
 //!
 //! Weights are seeded uniform values in `[-1, 1)`, f32, OIHW.
 
@@ -49,6 +54,16 @@ fn layers() -> Vec<Conv2dWeights<f32>> {
         .collect()
 }
 
+/// `--only KEY`: run just that measurement (for profiling one phase).
+static ONLY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Pushes `(key, median ms of f)` unless `--only` names another key.
+fn time(out: &mut Vec<(String, f64)>, key: &str, reps: usize, f: impl FnMut()) {
+    if ONLY.get().and_then(Option::as_deref).is_none_or(|only| only == key) {
+        out.push((key.to_string(), median_ms(reps, f)));
+    }
+}
+
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
     let mut t: Vec<f64> = (0..reps)
@@ -83,6 +98,8 @@ fn main() {
     let threads = arg("--threads", 0);
     let rank = arg("--rank", 3);
     let with_nalgebra = !args.iter().any(|a| a == "--no-nalgebra");
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    ONLY.set(only).expect("set once");
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
     let layers = layers();
     let weights: usize = layers.iter().map(|l| l.weight().len()).sum();
@@ -93,49 +110,54 @@ fn main() {
     ];
     pool.install(|| {
         let mut dst: Vec<Vec<f32>> = layers.iter().map(|l| vec![0.0; l.weight().len()]).collect();
-        out.push((
-            "memcpy_existing_ms".into(),
-            median_ms(reps, || {
-                for (d, l) in dst.iter_mut().zip(&layers) {
-                    d.copy_from_slice(l.weight());
+        time(&mut out, "memcpy_existing_ms", reps, || {
+            for (d, l) in dst.iter_mut().zip(&layers) {
+                d.copy_from_slice(l.weight());
+            }
+            std::hint::black_box(&dst);
+        });
+        time(&mut out, "memcpy_fresh_ms", reps, || {
+            let copies: Vec<Vec<f32>> = layers.iter().map(|l| l.weight().to_vec()).collect();
+            std::hint::black_box(copies);
+        });
+        time(&mut out, "factor_layer_ms", reps, || {
+            for l in &layers {
+                let shape = l.shape();
+                let k = shape.max_rank();
+                let mut s = vec![0.0f32; shape.in_channels * k];
+                let mut vt = vec![0.0f32; shape.in_channels * k * shape.taps()];
+                GramSvd::default().factor_layer(l, &mut s, &mut vt).expect("factor");
+                std::hint::black_box((s, vt));
+            }
+        });
+        time(&mut out, "decompose_gram_ms", reps, || decompose_all(&layers, Some(rank), &GramSvd::default()));
+        time(&mut out, "decompose_gram_full_ms", reps, || decompose_all(&layers, None, &GramSvd::default()));
+        // One reusable pair buffer per layer (the type is named by inference: `PairBuffers`).
+        let mut buffers: Vec<_> = layers.iter().map(|_| Default::default()).collect();
+        for (key, r) in [("decompose_gram_into_ms", Some(rank)), ("decompose_gram_full_into_ms", None)] {
+            time(&mut out, key, reps, || {
+                for (layer, buf) in layers.iter().zip(buffers.iter_mut()) {
+                    let max = layer.shape().max_rank();
+                    let f = Factorization::compute(layer, &GramSvd::default()).expect("factorisation");
+                    let options = Options::new(r.unwrap_or(max).min(max));
+                    std::hint::black_box(f.truncate_into(&options, buf).expect("truncate_into"));
                 }
-                std::hint::black_box(&dst);
-            }),
-        ));
-        out.push((
-            "memcpy_fresh_ms".into(),
-            median_ms(reps, || {
-                let copies: Vec<Vec<f32>> = layers.iter().map(|l| l.weight().to_vec()).collect();
-                std::hint::black_box(copies);
-            }),
-        ));
-        out.push((
-            "factor_layer_ms".into(),
-            median_ms(reps, || {
-                for l in &layers {
-                    let shape = l.shape();
-                    let k = shape.max_rank();
-                    let mut s = vec![0.0f32; shape.in_channels * k];
-                    let mut vt = vec![0.0f32; shape.in_channels * k * shape.taps()];
-                    GramSvd::default().factor_layer(l, &mut s, &mut vt).expect("factor");
-                    std::hint::black_box((s, vt));
+            });
+        }
+        let factorizations: Vec<Factorization<'_, f32>> =
+            layers.iter().map(|l| Factorization::compute(l, &GramSvd::default()).expect("factorisation")).collect();
+        for (key, r) in [("truncate_into_ms", Some(rank)), ("truncate_full_into_ms", None)] {
+            time(&mut out, key, reps, || {
+                for (f, buf) in factorizations.iter().zip(buffers.iter_mut()) {
+                    let max = f.layer().shape().max_rank();
+                    let options = Options::new(r.unwrap_or(max).min(max));
+                    std::hint::black_box(f.truncate_into(&options, buf).expect("truncate_into"));
                 }
-            }),
-        ));
-        out.push((
-            "decompose_gram_ms".into(),
-            median_ms(reps, || decompose_all(&layers, Some(rank), &GramSvd::default())),
-        ));
-        out.push((
-            "decompose_gram_full_ms".into(),
-            median_ms(reps, || decompose_all(&layers, None, &GramSvd::default())),
-        ));
+            });
+        }
         if with_nalgebra {
             let r = reps.min(5);
-            out.push((
-                "decompose_nalgebra_ms".into(),
-                median_ms(r, || decompose_all(&layers, Some(rank), &NalgebraSvd::default())),
-            ));
+            time(&mut out, "decompose_nalgebra_ms", r, || decompose_all(&layers, Some(rank), &NalgebraSvd::default()));
         }
     });
     let body: Vec<String> = out.iter().map(|(k, v)| format!("\"{k}\": {v:.4}")).collect();

@@ -12,6 +12,7 @@
 use crate::cost::{self, Cost};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
+use crate::svd::lanes::Lanes;
 use crate::svd::{NalgebraSvd, SvdBackend};
 use crate::weights::{Conv2dWeights, ConvShape, Padding};
 use rayon::prelude::*;
@@ -292,6 +293,9 @@ impl<'a, T: Real> Factorization<'a, T> {
 
     /// Writes the pair at `options.rank` and measures its error.
     ///
+    /// Allocates both weights; [`truncate_into`](Self::truncate_into) writes them into reusable
+    /// buffers instead (faster when converting many layers: fresh memory costs page faults).
+    ///
     /// # Errors
     /// [`Error::InvalidRank`] for a rank of 0 or above the maximum; [`Error::EmptyOutput`] or
     /// [`Error::Overflow`] from the cost of `options.input_size`; [`Error::NonFinite`] if a
@@ -299,13 +303,119 @@ impl<'a, T: Real> Factorization<'a, T> {
     pub fn truncate(&self, options: &Options) -> Result<Decomposition<T>> {
         let layer = self.layer;
         let shape = layer.shape();
-        let (ng, cg, taps, k) = (shape.out_per_group(), shape.in_per_group(), shape.taps(), shape.max_rank());
-        let r = options.rank;
+        let (cg, taps, r) = (shape.in_per_group(), shape.taps(), options.rank);
+        self.check_rank(r)?;
+        // `vec!` of zeros comes from the allocator's zeroed pages: touched once, by the writer.
+        let mut dw = vec![T::zero(); shape.in_channels * r * taps];
+        let mut pw = vec![T::zero(); shape.out_channels * cg * r];
+        let mut scratch = Vec::new();
+        let relative_error = self.write_pair(options, &mut dw, &mut pw, &mut scratch)?;
+        let report = self.report(options, relative_error)?;
+        let geometry = *layer.geometry();
+        let depthwise = Conv2dWeights::builder(dw, [shape.in_channels * r, 1, shape.kh, shape.kw])
+            .name(format!("{}.depthwise", layer.name()))
+            .stride(geometry.stride.0, geometry.stride.1)
+            .dilation(geometry.dilation.0, geometry.dilation.1)
+            .padding(geometry.padding)
+            .groups(shape.in_channels)
+            .build()?;
+        let pointwise = Conv2dWeights::builder(pw, [shape.out_channels, cg * r, 1, 1])
+            .name(format!("{}.pointwise", layer.name()))
+            .maybe_bias(layer.bias().map(<[T]>::to_vec))
+            .groups(shape.groups)
+            .padding(Padding::default())
+            .build()?;
+        Ok(Decomposition {
+            depthwise: DepthwiseR { conv: depthwise, rank: r },
+            pointwise: Pointwise { conv: pointwise },
+            report,
+        })
+    }
+
+    /// [`truncate`](Self::truncate) into caller-owned buffers: writes the depthwise and pointwise
+    /// weights at `options.rank` into `buffers` (resized to fit; no allocation or page fault
+    /// when they already have the capacity) and returns the report.
+    ///
+    /// The values written are exactly those [`truncate`](Self::truncate) returns; the geometry
+    /// of the pair (stride, padding, groups, the bias on the pointwise side) is the one documented
+    /// on [`DepthwiseR`] and [`Pointwise`], and `PairBuffers::to_decomposition` builds the
+    /// validated layers when needed.
+    ///
+    /// ```
+    /// use dac::{svd::GramSvd, Conv2dWeights, Factorization, Options};
+    /// let layers: Vec<Conv2dWeights<f32>> = (1..4)
+    ///     .map(|s| Conv2dWeights::new((0..16 * 8 * 9).map(|i| ((i * s) as f32 * 0.1).sin()).collect(), [16, 8, 3, 3]))
+    ///     .collect::<Result<_, _>>()?;
+    /// let mut out = Default::default(); // a PairBuffers, reused for every layer
+    /// for layer in &layers {
+    ///     let f = Factorization::compute(layer, &GramSvd::default())?;
+    ///     let report = f.truncate_into(&Options::new(3), &mut out)?;
+    ///     assert_eq!(out.depthwise_dims(), [8 * 3, 1, 3, 3]);
+    ///     assert_eq!(out.pointwise_dims(), [16, 8 * 3, 1, 1]);
+    ///     assert_eq!(out.pointwise().len(), 16 * 8 * 3);
+    ///     assert!(report.relative_error < 1.0);
+    ///     // ... write out.depthwise() and out.pointwise() somewhere ...
+    /// }
+    /// # Ok::<(), dac::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`truncate`](Self::truncate). On error the buffers' contents are unspecified.
+    pub fn truncate_into(&self, options: &Options, buffers: &mut PairBuffers<T>) -> Result<Report> {
+        let shape = self.layer.shape();
+        let (cg, taps, r) = (shape.in_per_group(), shape.taps(), options.rank);
+        self.check_rank(r)?;
+        buffers.depthwise.resize(shape.in_channels * r * taps, T::zero());
+        buffers.pointwise.resize(shape.out_channels * cg * r, T::zero());
+        buffers.depthwise_dims = [shape.in_channels * r, 1, shape.kh, shape.kw];
+        buffers.pointwise_dims = [shape.out_channels, cg * r, 1, 1];
+        buffers.rank = r;
+        let PairBuffers { depthwise, pointwise, scratch, .. } = buffers;
+        let relative_error = self.write_pair(options, depthwise, pointwise, scratch)?;
+        self.report(options, relative_error)
+    }
+
+    fn check_rank(&self, r: usize) -> Result<()> {
+        let k = self.layer.shape().max_rank();
         if r == 0 || r > k {
-            return Err(Error::InvalidRank { layer: layer.name().to_string(), rank: r, max: k });
+            return Err(Error::InvalidRank { layer: self.layer.name().to_string(), rank: r, max: k });
         }
+        Ok(())
+    }
+
+    /// The report of a truncation at `options.rank` whose measured error is `relative_error`.
+    fn report(&self, options: &Options, relative_error: f64) -> Result<Report> {
+        let layer = self.layer;
+        let shape = layer.shape();
+        let r = options.rank;
+        let spectrum = self.spectrum();
+        let output_size = match options.input_size {
+            Some(hw) => layer.output_size(hw.0, hw.1)?,
+            None => (1, 1),
+        };
+        let has_bias = layer.bias().is_some();
+        Ok(Report {
+            layer: layer.name().to_string(),
+            rank: r,
+            max_rank: shape.max_rank(),
+            split: options.split,
+            retained_energy: spectrum.retained_energy(r),
+            spectrum,
+            relative_error,
+            output_size,
+            before: cost::dense(layer.name(), &shape, has_bias, output_size)?,
+            after: cost::pair(layer.name(), &shape, has_bias, r, output_size)?,
+        })
+    }
+
+    /// Writes the depthwise (`dw`, `C·r·taps`) and pointwise (`pw`, `N·Cg·r`) weights at a
+    /// checked rank and returns the measured relative error.
+    fn write_pair(&self, options: &Options, dw: &mut [T], pw: &mut [T], scratch: &mut Vec<[Lanes; 9]>) -> Result<f64> {
+        let layer = self.layer;
+        let shape = layer.shape();
+        let (ng, taps, k) = (shape.out_per_group(), shape.taps(), shape.max_rank());
+        let r = options.rank;
         let c_total = shape.in_channels;
-        let mut dw = vec![T::zero(); c_total * r * taps];
         let mut pw_scales = vec![0.0f64; c_total * r];
         for c in 0..c_total {
             let s = &self.singular_values[c * k..c * k + r];
@@ -319,39 +429,103 @@ impl<'a, T: Real> Factorization<'a, T> {
                 pw_scales[c * r + j] = pw_scale;
             }
         }
-        let (pw, relative_error) = pointwise_and_error(layer, &self.vt, k, r, &pw_scales, &dw);
+        crate::weights::check_finite(&format!("{}.depthwise", layer.name()), "weight", dw)?;
+        let (relative_error, finite) = if taps == 9 {
+            let (ng, cg) = (shape.out_per_group(), shape.in_per_group());
+            crate::svd::lanes::pointwise9(layer.weight(), ng, cg, &self.vt, k, r, &pw_scales, dw, pw, scratch)
+        } else {
+            pointwise_and_error(layer, &self.vt, k, r, &pw_scales, dw, pw)
+        };
+        if !finite {
+            crate::weights::check_finite(&format!("{}.pointwise", layer.name()), "weight", pw)?;
+        }
+        Ok(relative_error)
+    }
+}
+
+/// Reusable destination of [`Factorization::truncate_into`]: the depthwise and pointwise
+/// weights of the last truncation, plus scratch space, kept between calls so that converting
+/// layer after layer allocates (and page-faults) nothing once the buffers are large enough.
+///
+/// After a successful `truncate_into`, [`depthwise`](Self::depthwise) is the `[C·r, 1, kh, kw]`
+/// weight and [`pointwise`](Self::pointwise) the `[N, Cg·r, 1, 1]` weight, both OIHW, exactly as
+/// [`Factorization::truncate`] would return them.
+#[derive(Debug, Clone, Default)]
+pub struct PairBuffers<T> {
+    depthwise: Vec<T>,
+    pointwise: Vec<T>,
+    depthwise_dims: [usize; 4],
+    pointwise_dims: [usize; 4],
+    rank: usize,
+    scratch: Vec<[Lanes; 9]>,
+}
+
+impl<T: Real> PairBuffers<T> {
+    /// Empty buffers; the first [`truncate_into`](Factorization::truncate_into) sizes them.
+    pub fn new() -> Self {
+        Self {
+            depthwise: Vec::new(),
+            pointwise: Vec::new(),
+            depthwise_dims: [0; 4],
+            pointwise_dims: [0; 4],
+            rank: 0,
+            scratch: Vec::new(),
+        }
+    }
+    /// The depthwise weight written last, `[C·r, 1, kh, kw]` (empty before the first call).
+    pub fn depthwise(&self) -> &[T] {
+        &self.depthwise
+    }
+    /// The pointwise weight written last, `[N, Cg·r, 1, 1]` (empty before the first call).
+    pub fn pointwise(&self) -> &[T] {
+        &self.pointwise
+    }
+    /// Shape of [`depthwise`](Self::depthwise) (all zero before the first call).
+    pub fn depthwise_dims(&self) -> [usize; 4] {
+        self.depthwise_dims
+    }
+    /// Shape of [`pointwise`](Self::pointwise) (all zero before the first call).
+    pub fn pointwise_dims(&self) -> [usize; 4] {
+        self.pointwise_dims
+    }
+    /// The rank written last (0 before the first call).
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+    /// Copies the weights into the validated pair [`Factorization::truncate`] returns, with the
+    /// geometry and bias of `layer` (the layer the buffers were last written from).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the buffers do not hold a pair of `layer`'s shape
+    /// (nothing written yet, or written from another layer).
+    pub fn to_decomposition(&self, layer: &Conv2dWeights<T>, report: Report) -> Result<Decomposition<T>> {
+        let shape = layer.shape();
+        let r = self.rank;
+        if r == 0
+            || self.depthwise_dims != [shape.in_channels * r, 1, shape.kh, shape.kw]
+            || self.pointwise_dims != [shape.out_channels, shape.in_per_group() * r, 1, 1]
+        {
+            return Err(Error::InvalidParameter {
+                context: format!("layer `{}`", layer.name()),
+                what: "pair buffer rank",
+                value: r as f64,
+                expected: "buffers last written by truncate_into from this layer",
+            });
+        }
         let geometry = *layer.geometry();
-        let depthwise = Conv2dWeights::builder(dw, [c_total * r, 1, shape.kh, shape.kw])
+        let depthwise = Conv2dWeights::builder(self.depthwise.clone(), self.depthwise_dims)
             .name(format!("{}.depthwise", layer.name()))
             .stride(geometry.stride.0, geometry.stride.1)
             .dilation(geometry.dilation.0, geometry.dilation.1)
             .padding(geometry.padding)
-            .groups(c_total)
+            .groups(shape.in_channels)
             .build()?;
-        let pointwise = Conv2dWeights::builder(pw, [shape.out_channels, cg * r, 1, 1])
+        let pointwise = Conv2dWeights::builder(self.pointwise.clone(), self.pointwise_dims)
             .name(format!("{}.pointwise", layer.name()))
             .maybe_bias(layer.bias().map(<[T]>::to_vec))
             .groups(shape.groups)
             .padding(Padding::default())
             .build()?;
-        let spectrum = self.spectrum();
-        let output_size = match options.input_size {
-            Some(hw) => layer.output_size(hw.0, hw.1)?,
-            None => (1, 1),
-        };
-        let has_bias = layer.bias().is_some();
-        let report = Report {
-            layer: layer.name().to_string(),
-            rank: r,
-            max_rank: k,
-            split: options.split,
-            retained_energy: spectrum.retained_energy(r),
-            spectrum,
-            relative_error,
-            output_size,
-            before: cost::dense(layer.name(), &shape, has_bias, output_size)?,
-            after: cost::pair(layer.name(), &shape, has_bias, r, output_size)?,
-        };
         Ok(Decomposition {
             depthwise: DepthwiseR { conv: depthwise, rank: r },
             pointwise: Pointwise { conv: pointwise },
@@ -382,7 +556,10 @@ fn split_scales(split: Split, s: f64, s_max: f64, dim: usize) -> (f64, f64) {
 /// The pointwise weight `P[n, c_local·r + j] = (M_c v_j)[n] · pw_scales[c·r + j]` (each row `n`
 /// written in its final layout from row `n` of `W`, rows in parallel), and `‖W − Ŵ‖_F / ‖W‖_F`
 /// with `Ŵ[n, c, t] = Σ_j P[n, c_local·r + j] · dw[c·r + j, t]` measured on the written values,
-/// in f64, in the same pass.
+/// in f64, in the same pass; `false` when a written value is not finite.
+///
+/// The reference for every kernel size; `svd::lanes::pointwise9` is the fast path for 3x3 kernels
+/// and is tested against this one.
 fn pointwise_and_error<T: Real>(
     layer: &Conv2dWeights<T>,
     vt: &[T],
@@ -390,10 +567,10 @@ fn pointwise_and_error<T: Real>(
     r: usize,
     pw_scales: &[f64],
     dw: &[T],
-) -> (Vec<T>, f64) {
+    pw: &mut [T],
+) -> (f64, bool) {
     let shape = layer.shape();
     let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
-    let mut pw = vec![T::zero(); shape.out_channels * cg * r];
     let (diff, total) = pw
         .par_chunks_mut(cg * r)
         .zip(layer.weight().par_chunks(cg * taps))
@@ -423,7 +600,7 @@ fn pointwise_and_error<T: Real>(
         })
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let error = if total > 0.0 { (diff / total).sqrt() } else { diff.sqrt() };
-    (pw, error)
+    (error, pw.iter().all(|v| v.is_finite()))
 }
 
 /// Decomposes `layer` at `rank` with the default backend ([`NalgebraSvd`]) and split

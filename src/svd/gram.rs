@@ -160,6 +160,9 @@ fn factor_run<T: Real>(
     } else {
         scale.fill(1.0);
     }
+    if taps == 9 {
+        return factor_run9(rows, row_stride, cl0 * 9, c0, len, scale, max_sweeps, s, v);
+    }
     let blocks = len.div_ceil(LANES);
     let acc = &mut ws.acc[..blocks * pairs * LANES];
     acc.fill(0.0);
@@ -189,6 +192,65 @@ fn factor_run<T: Real>(
             &mut v[local * k * taps..(local + 1) * k * taps],
         )
         .map_err(|f| (c0 + local, f))?;
+    }
+    Ok(())
+}
+
+/// [`factor_run`] for 3x3 kernels: eight channels at a time through the shifted-product Gram
+/// kernel and the lane-wise Jacobi solver of [`lanes`](super::lanes).
+#[allow(clippy::too_many_arguments)]
+fn factor_run9<T: Real>(
+    rows: &[T],
+    row_stride: usize,
+    base: usize,
+    c0: usize,
+    len: usize,
+    scale: &[f64],
+    max_sweeps: usize,
+    s: &mut [T],
+    v: &mut [T],
+) -> std::result::Result<(), (usize, SvdFailure)> {
+    use super::lanes::{gram9, jacobi9, Mat9, BLOCK, GRAM_CHANNELS, LANES as L};
+    let k = s.len() / len;
+    let blocks = len.div_ceil(L);
+    debug_assert!(len <= GRAM_CHANNELS);
+    let mut scale_flat = [[0.0f64; BLOCK]; GRAM_CHANNELS / L];
+    for (c, sc) in scale.iter().enumerate() {
+        scale_flat[c / L][(c % L) * 9..(c % L + 1) * 9].fill(*sc);
+    }
+    let mut accs = [[[0.0f64; BLOCK]; 9]; GRAM_CHANNELS / L];
+    gram9(rows, row_stride, base, len, &scale_flat[..blocks], &mut accs[..blocks]);
+    for (b, acc) in accs.iter().enumerate().take(blocks) {
+        let lanes = L.min(len - b * L);
+        let mut a: Mat9 = [[[0.0; L]; 9]; 9];
+        for (sh, acc_s) in acc.iter().enumerate() {
+            for i in 0..9 - sh {
+                for l in 0..L {
+                    a[i][i + sh][l] = acc_s[l * 9 + i];
+                    a[i + sh][i][l] = acc_s[l * 9 + i];
+                }
+            }
+        }
+        for l in 0..lanes {
+            if !(0..9).all(|i| a[i][i][l].is_finite()) {
+                return Err((c0 + b * L + l, SvdFailure::new("non-finite Gram matrix")));
+            }
+        }
+        let mut vecs: Mat9 = [[[0.0; L]; 9]; 9];
+        jacobi9(&mut a, &mut vecs, max_sweeps).map_err(|f| (c0 + b * L, f))?;
+        for l in 0..lanes {
+            let local = b * L + l;
+            let mut order = [0usize, 1, 2, 3, 4, 5, 6, 7, 8];
+            order.sort_by(|&x, &y| a[y][y][l].total_cmp(&a[x][x][l]));
+            let inv_scale = 1.0 / scale[local];
+            let (s_out, v_out) = (&mut s[local * k..(local + 1) * k], &mut v[local * k * 9..(local + 1) * k * 9]);
+            for (j, &src) in order.iter().take(k).enumerate() {
+                s_out[j] = T::from_f64_lossy(a[src][src][l].max(0.0).sqrt() * inv_scale);
+                for t in 0..9 {
+                    v_out[j * 9 + t] = T::from_f64_lossy(vecs[t][src][l]);
+                }
+            }
+        }
     }
     Ok(())
 }

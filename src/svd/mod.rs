@@ -6,6 +6,7 @@
 //! into buffers the caller owns, so a decomposition allocates once per thread, not per channel.
 
 mod gram;
+pub(crate) mod lanes;
 mod nalgebra_backend;
 
 pub use gram::GramSvd;

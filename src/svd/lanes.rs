@@ -1,0 +1,647 @@
+//! 3x3 kernels, eight channels at a time: the streaming Gram accumulation and a lane-wise
+//! Jacobi eigensolver.
+//!
+//! Both are written over fixed-size `[f64; LANES]` arrays so that the compiler turns every lane
+//! loop into one vector instruction; each entry point picks an AVX-512 or AVX2 build of the same
+//! code at run time (`isa`) and falls back to the portable one.
+//!
+//! **Gram without a transpose.** Eight consecutive channels of one OIHW row are 72 contiguous
+//! values `x[l·9 + t]` (lane `l`, tap `t`). For a shift `s` in `0..9`, the element-wise product
+//! `x[i] · x[i + s]` at `i = l·9 + a` is `G_l[a][a + s]` whenever `a + s < 9` (other positions mix
+//! neighbouring channels and are ignored). So nine shifted element-wise products of contiguous
+//! vectors accumulate all eight Gram matrices with no shuffles: 81 vector FMAs per 72 inputs
+//! instead of 45 plus a transpose.
+
+use super::SvdFailure;
+use crate::scalar::Real;
+use rayon::prelude::*;
+
+/// Channels per lane block.
+pub(crate) const LANES: usize = 8;
+/// Values of one 8-channel block of a 3x3 row.
+pub(crate) const BLOCK: usize = LANES * 9;
+/// Rows converted to f64 before the accumulators are loaded.
+const ROW_CHUNK: usize = 4;
+
+/// Eight lanes of `f64`.
+pub(crate) type Lanes = [f64; LANES];
+/// A 9x9 symmetric matrix per lane: `m[row][col][lane]`.
+pub(crate) type Mat9 = [[Lanes; 9]; 9];
+
+/// `a · b + c`, fused when the build has FMA.
+#[inline(always)]
+pub(crate) fn fma<const F: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// `a · b + c` lane by lane.
+#[inline(always)]
+fn vfma<const F: bool>(a: &Lanes, b: &Lanes, c: &Lanes) -> Lanes {
+    let mut out = [0.0; LANES];
+    for l in 0..LANES {
+        out[l] = fma::<F>(a[l], b[l], c[l]);
+    }
+    out
+}
+
+/// Which build of a kernel to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512F + AVX2 + FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 + FMA.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// Whatever the crate was compiled for.
+    Portable,
+}
+
+/// The best build this CPU runs (feature detection is cached by std).
+#[inline]
+pub(crate) fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// Channels per call of [`gram9`] at most (eight lane blocks).
+pub(crate) const GRAM_CHANNELS: usize = 8 * LANES;
+
+/// Accumulates the Gram matrices of the `len <= 64` channels whose values sit at
+/// `row[base .. base + len·9]` of every row of `rows` (rows of `row_stride` values), each value
+/// multiplied by `scale[b][i]` first (block `b`, position `i = l·9 + t`).
+/// `acc[b][s][l·9 + a]` receives `G[a][a + s]` of channel `b·8 + l`, for `a + s < 9`.
+///
+/// Rows are read in order, a few at a time, each as one contiguous run: a streaming pass.
+pub(crate) fn gram9<T: Real>(
+    rows: &[T],
+    row_stride: usize,
+    base: usize,
+    len: usize,
+    scale: &[[f64; BLOCK]],
+    acc: &mut [[[f64; BLOCK]; 9]],
+) {
+    assert!(len <= GRAM_CHANNELS && scale.len() >= len.div_ceil(LANES) && acc.len() >= len.div_ceil(LANES));
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx512 only after detecting avx512f, avx2 and fma.
+        Isa::Avx512 => unsafe { gram9_avx512(rows, row_stride, base, len, scale, acc) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx2 only after detecting avx2 and fma.
+        Isa::Avx2 => unsafe { gram9_avx2(rows, row_stride, base, len, scale, acc) },
+        Isa::Portable => gram9_impl::<T, false>(rows, row_stride, base, len, scale, acc),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gram9_avx512<T: Real>(
+    rows: &[T],
+    row_stride: usize,
+    base: usize,
+    len: usize,
+    scale: &[[f64; BLOCK]],
+    acc: &mut [[[f64; BLOCK]; 9]],
+) {
+    gram9_impl::<T, true>(rows, row_stride, base, len, scale, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gram9_avx2<T: Real>(
+    rows: &[T],
+    row_stride: usize,
+    base: usize,
+    len: usize,
+    scale: &[[f64; BLOCK]],
+    acc: &mut [[[f64; BLOCK]; 9]],
+) {
+    gram9_impl::<T, true>(rows, row_stride, base, len, scale, acc)
+}
+
+#[inline(always)]
+fn gram9_impl<T: Real, const F: bool>(
+    rows: &[T],
+    row_stride: usize,
+    base: usize,
+    len: usize,
+    scale: &[[f64; BLOCK]],
+    acc: &mut [[[f64; BLOCK]; 9]],
+) {
+    let blocks = len.div_ceil(LANES);
+    let width = len * 9;
+    // Eight spare zeros after each block: the shifted reads run up to index 79. Values past
+    // `width` stay zero.
+    let mut xs = [[[0.0f64; BLOCK + 8]; GRAM_CHANNELS / LANES]; ROW_CHUNK];
+    let mut it = rows.chunks_exact(row_stride);
+    loop {
+        let mut m = 0;
+        while m < ROW_CHUNK {
+            let Some(row) = it.next() else { break };
+            let run = &row[base..base + width];
+            for ((dst, src), sc) in xs[m].iter_mut().zip(run.chunks(BLOCK)).zip(scale) {
+                if let Ok(src) = <&[T; BLOCK]>::try_from(src) {
+                    for i in 0..BLOCK {
+                        dst[i] = src[i].to_f64_exact() * sc[i];
+                    }
+                } else {
+                    for (i, x) in src.iter().enumerate() {
+                        dst[i] = x.to_f64_exact() * sc[i];
+                    }
+                }
+            }
+            m += 1;
+        }
+        if m == 0 {
+            return;
+        }
+        for (b, acc_b) in acc.iter_mut().enumerate().take(blocks) {
+            for (s, acc_s) in acc_b.iter_mut().enumerate() {
+                let mut a = *acc_s;
+                for x in &xs[..m] {
+                    let (lo, hi) = (&x[b][..BLOCK], &x[b][s..s + BLOCK]);
+                    for i in 0..BLOCK {
+                        a[i] = fma::<F>(lo[i], hi[i], a[i]);
+                    }
+                }
+                *acc_s = a;
+            }
+        }
+        if m < ROW_CHUNK {
+            return;
+        }
+    }
+}
+
+/// Cyclic Jacobi on eight 9x9 symmetric matrices at once (`a[row][col][lane]`, overwritten):
+/// on return each lane's diagonal holds its eigenvalues and the columns of `v` its eigenvectors.
+///
+/// Every lane follows the scalar algorithm: the rotation of pair `(p, q)` is skipped (made the
+/// identity) in lanes where `|a_pq| <= ε/4 · Σ|a_ii|`, and sweeps continue until no lane rotates.
+/// The matrices must be finite.
+///
+/// # Errors
+/// When some lane still rotates after `max_sweeps` sweeps.
+pub(crate) fn jacobi9(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> Result<(), SvdFailure> {
+    let converged = match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx512 only after detecting avx512f, avx2 and fma.
+        Isa::Avx512 => unsafe { jacobi9_avx512(a, v, max_sweeps) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx2 only after detecting avx2 and fma.
+        Isa::Avx2 => unsafe { jacobi9_avx2(a, v, max_sweeps) },
+        Isa::Portable => jacobi9_impl::<false>(a, v, max_sweeps),
+    };
+    if converged {
+        Ok(())
+    } else {
+        Err(SvdFailure::new(format!("Jacobi eigensolver on a 9x9 Gram matrix did not converge in {max_sweeps} sweeps")))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn jacobi9_avx512(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> bool {
+    jacobi9_impl::<true>(a, v, max_sweeps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn jacobi9_avx2(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> bool {
+    jacobi9_impl::<true>(a, v, max_sweeps)
+}
+
+#[inline(always)]
+fn jacobi9_impl<const F: bool>(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> bool {
+    for (i, row) in v.iter_mut().enumerate() {
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = [if i == j { 1.0 } else { 0.0 }; LANES];
+        }
+    }
+    for _ in 0..max_sweeps {
+        let mut tol = [0.0f64; LANES];
+        for (i, row) in a.iter().enumerate() {
+            for l in 0..LANES {
+                tol[l] += row[i][l].abs();
+            }
+        }
+        for t in tol.iter_mut() {
+            *t *= f64::EPSILON * 0.25;
+        }
+        let mut rotated = false;
+        for p in 0..8 {
+            for q in p + 1..9 {
+                let (apq, app, aqq) = (a[p][q], a[p][p], a[q][q]);
+                let (mut c, mut s, mut t) = ([1.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
+                let mut big = [false; LANES];
+                for l in 0..LANES {
+                    big[l] = apq[l].abs() > tol[l];
+                    let den = if big[l] { 2.0 * apq[l] } else { 1.0 };
+                    let theta = (aqq[l] - app[l]) / den;
+                    let tt = theta.signum() / (theta.abs() + fma::<F>(theta, theta, 1.0).sqrt());
+                    let tt = if big[l] { tt } else { 0.0 };
+                    let cc = 1.0 / fma::<F>(tt, tt, 1.0).sqrt();
+                    t[l] = tt;
+                    c[l] = cc;
+                    s[l] = tt * cc;
+                }
+                if !big.iter().any(|&b| b) {
+                    continue;
+                }
+                rotated = true;
+                for row in a.iter_mut() {
+                    let (arp, arq) = (row[p], row[q]);
+                    for l in 0..LANES {
+                        row[p][l] = fma::<F>(c[l], arp[l], -s[l] * arq[l]);
+                        row[q][l] = fma::<F>(s[l], arp[l], c[l] * arq[l]);
+                    }
+                }
+                let (rp, rq) = (a[p], a[q]);
+                for r in 0..9 {
+                    for l in 0..LANES {
+                        a[p][r][l] = fma::<F>(c[l], rp[r][l], -s[l] * rq[r][l]);
+                        a[q][r][l] = fma::<F>(s[l], rp[r][l], c[l] * rq[r][l]);
+                    }
+                }
+                for l in 0..LANES {
+                    a[p][p][l] = fma::<F>(-t[l], apq[l], app[l]);
+                    a[q][q][l] = fma::<F>(t[l], apq[l], aqq[l]);
+                    let off = if big[l] { 0.0 } else { apq[l] };
+                    a[p][q][l] = off;
+                    a[q][p][l] = off;
+                }
+                for row in v.iter_mut() {
+                    let (vrp, vrq) = (row[p], row[q]);
+                    for l in 0..LANES {
+                        row[p][l] = fma::<F>(c[l], vrp[l], -s[l] * vrq[l]);
+                        row[q][l] = fma::<F>(s[l], vrp[l], c[l] * vrq[l]);
+                    }
+                }
+            }
+        }
+        if !rotated {
+            return true;
+        }
+    }
+    false
+}
+
+/// Rows of the pointwise weight per parallel task of [`pointwise9`].
+const PW_TASK_ROWS: usize = 16;
+
+/// The pointwise weight of a 3x3 layer and its measured error, eight channels at a time: the
+/// fast path of `decompose::pointwise_and_error` (the reference it is tested against), with the
+/// same contract.
+///
+/// `w` is the OIHW weight (`groups·ng` rows of `cg·9`), `vt` the `C x k x 9` right factors,
+/// `pw_scales` (`C x r`) the pointwise multipliers, `dw` (`C·r x 9`) the depthwise weight as
+/// written. Writes `pw[n, c_local·r + j] = (M_c v_j)[n] · pw_scales[c·r + j]` and returns
+/// `‖W − Ŵ‖ / ‖W‖` measured on the written values (`Ŵ = P · dw`, in f64) and whether every
+/// written value is finite. `scratch` holds the per-block coefficients between calls.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pointwise9<T: Real>(
+    w: &[T],
+    ng: usize,
+    cg: usize,
+    vt: &[T],
+    k: usize,
+    r: usize,
+    pw_scales: &[f64],
+    dw: &[T],
+    pw: &mut [T],
+    scratch: &mut Vec<[Lanes; 9]>,
+) -> (f64, bool) {
+    assert!((1..=9).contains(&r) && r <= k, "rank {r} of a 3x3 layer");
+    let channels = w.len() / (ng * 9);
+    let groups = channels / cg;
+    let blocks = cg.div_ceil(LANES);
+    // Coefficients per (group, block): `2r` rows of nine taps, `v_j[t]·scale` then `dw[j][t]`.
+    scratch.clear();
+    scratch.resize(groups * blocks * 2 * r, [[0.0; LANES]; 9]);
+    for c in 0..channels {
+        let (g, cl) = (c / cg, c % cg);
+        let (b, l) = (cl / LANES, cl % LANES);
+        let coef = &mut scratch[(g * blocks + b) * 2 * r..(g * blocks + b + 1) * 2 * r];
+        for j in 0..r {
+            let ps = pw_scales[c * r + j];
+            let v = &vt[(c * k + j) * 9..(c * k + j + 1) * 9];
+            let d = &dw[(c * r + j) * 9..(c * r + j + 1) * 9];
+            for t in 0..9 {
+                coef[j][t][l] = v[t].to_f64_exact() * ps;
+                coef[r + j][t][l] = d[t].to_f64_exact();
+            }
+        }
+    }
+    let coefs = &scratch[..];
+    let isa = isa();
+    let (diff, total, check) = pw
+        .par_chunks_mut(PW_TASK_ROWS * cg * r)
+        .zip(w.par_chunks(PW_TASK_ROWS * cg * 9))
+        .enumerate()
+        .map_init(
+            || vec![[[0.0; LANES]; 9]; PW_TASK_ROWS],
+            |xbuf, (task, (p_rows, w_rows))| pw9_rows(isa, r, w_rows, task * PW_TASK_ROWS, ng, cg, coefs, p_rows, xbuf),
+        )
+        .reduce(|| (0.0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+    let error = if total > 0.0 { (diff / total).sqrt() } else { diff.sqrt() };
+    (error, check == 0.0)
+}
+
+/// [`pw9_impl`] for the rank and the CPU.
+#[allow(clippy::too_many_arguments)]
+fn pw9_rows<T: Real>(
+    isa: Isa,
+    r: usize,
+    w_rows: &[T],
+    n0: usize,
+    ng: usize,
+    cg: usize,
+    coefs: &[[Lanes; 9]],
+    p_rows: &mut [T],
+    xbuf: &mut [[Lanes; 9]],
+) -> (f64, f64, f64) {
+    macro_rules! by_rank {
+        ($f:ident) => {
+            match r {
+                1 => $f::<T, 1>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                2 => $f::<T, 2>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                3 => $f::<T, 3>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                4 => $f::<T, 4>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                5 => $f::<T, 5>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                6 => $f::<T, 6>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                7 => $f::<T, 7>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                8 => $f::<T, 8>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+                _ => $f::<T, 9>(w_rows, n0, ng, cg, coefs, p_rows, xbuf),
+            }
+        };
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx512 only after detecting avx512f, avx2 and fma.
+        Isa::Avx512 => unsafe { by_rank!(pw9_avx512) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `isa()` returned Avx2 only after detecting avx2 and fma.
+        Isa::Avx2 => unsafe { by_rank!(pw9_avx2) },
+        Isa::Portable => by_rank!(pw9_portable),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pw9_avx512<T: Real, const R: usize>(
+    w_rows: &[T],
+    n0: usize,
+    ng: usize,
+    cg: usize,
+    coefs: &[[Lanes; 9]],
+    p_rows: &mut [T],
+    xbuf: &mut [[Lanes; 9]],
+) -> (f64, f64, f64) {
+    pw9_impl::<T, true, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pw9_avx2<T: Real, const R: usize>(
+    w_rows: &[T],
+    n0: usize,
+    ng: usize,
+    cg: usize,
+    coefs: &[[Lanes; 9]],
+    p_rows: &mut [T],
+    xbuf: &mut [[Lanes; 9]],
+) -> (f64, f64, f64) {
+    pw9_impl::<T, true, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
+}
+
+fn pw9_portable<T: Real, const R: usize>(
+    w_rows: &[T],
+    n0: usize,
+    ng: usize,
+    cg: usize,
+    coefs: &[[Lanes; 9]],
+    p_rows: &mut [T],
+    xbuf: &mut [[Lanes; 9]],
+) -> (f64, f64, f64) {
+    pw9_impl::<T, false, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
+}
+
+/// Runs `$body` with `$t` bound to 0, 1, ..., 8: a loop the compiler cannot vectorise along `t`
+/// (it would, two taps at a time, instead of along the eight lanes).
+macro_rules! unroll9 {
+    ($t:ident => $body:expr) => {{
+        {
+            let $t: usize = 0;
+            $body;
+        }
+        {
+            let $t: usize = 1;
+            $body;
+        }
+        {
+            let $t: usize = 2;
+            $body;
+        }
+        {
+            let $t: usize = 3;
+            $body;
+        }
+        {
+            let $t: usize = 4;
+            $body;
+        }
+        {
+            let $t: usize = 5;
+            $body;
+        }
+        {
+            let $t: usize = 6;
+            $body;
+        }
+        {
+            let $t: usize = 7;
+            $body;
+        }
+        {
+            let $t: usize = 8;
+            $body;
+        }
+    }};
+}
+
+/// Rows `n0 ..` of the pointwise weight at rank `R`: returns `(Σ diff², Σ w², check)` where
+/// `check` is 0 unless a written value is not finite.
+#[inline(always)]
+fn pw9_impl<T: Real, const F: bool, const R: usize>(
+    w_rows: &[T],
+    n0: usize,
+    ng: usize,
+    cg: usize,
+    coefs: &[[Lanes; 9]],
+    p_rows: &mut [T],
+    xbuf: &mut [[Lanes; 9]],
+) -> (f64, f64, f64) {
+    let blocks = cg.div_ceil(LANES);
+    let rows = p_rows.len() / (cg * R);
+    let xbuf = &mut xbuf[..rows];
+    let (mut diff, mut total, mut check) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
+    for b in 0..blocks {
+        let lanes = LANES.min(cg - b * LANES);
+        // The block's values of every row, transposed to `[tap][lane]` in memory first: kept in
+        // memory (not registers), the compute below reads them as whole vectors.
+        for (xt, w_row) in xbuf.iter_mut().zip(w_rows.chunks_exact(cg * 9)) {
+            let src = &w_row[b * BLOCK..b * BLOCK + lanes * 9];
+            if let Ok(src) = <&[T; BLOCK]>::try_from(src) {
+                for l in 0..LANES {
+                    for t in 0..9 {
+                        xt[t][l] = src[l * 9 + t].to_f64_exact();
+                    }
+                }
+            } else {
+                *xt = [[0.0; LANES]; 9];
+                for (l, xs) in src.chunks_exact(9).enumerate() {
+                    for t in 0..9 {
+                        xt[t][l] = xs[t].to_f64_exact();
+                    }
+                }
+            }
+        }
+        for (i, (x, p_row)) in xbuf.iter().zip(p_rows.chunks_exact_mut(cg * R)).enumerate() {
+            let g = (n0 + i) / ng;
+            let coef = &coefs[(g * blocks + b) * 2 * R..(g * blocks + b + 1) * 2 * R];
+            let (vs, d) = coef.split_at(R);
+            let (Ok(vs), Ok(d)) = (<&[[Lanes; 9]; R]>::try_from(vs), <&[[Lanes; 9]; R]>::try_from(d)) else {
+                unreachable!("2R coefficient rows per block")
+            };
+            let mut p = [[0.0f64; LANES]; R];
+            for j in 0..R {
+                let mut acc = [0.0f64; LANES];
+                unroll9!(t => acc = vfma::<F>(&x[t], &vs[j][t], &acc));
+                // The value as written: the error is measured on it.
+                for l in 0..LANES {
+                    p[j][l] = T::from_f64_lossy(acc[l]).to_f64_exact();
+                }
+                check = vfma::<F>(&p[j], &[0.0; LANES], &check);
+            }
+            let dst = &mut p_row[b * LANES * R..(b * LANES + lanes) * R];
+            for (l, out) in dst.chunks_exact_mut(R).enumerate() {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = T::from_f64_lossy(p[j][l]);
+                }
+            }
+            let mut e2 = [0.0f64; LANES];
+            let mut x2 = [0.0f64; LANES];
+            unroll9!(t => {
+                let mut approx = [0.0f64; LANES];
+                for j in 0..R {
+                    approx = vfma::<F>(&p[j], &d[j][t], &approx);
+                }
+                let mut e = [0.0f64; LANES];
+                for l in 0..LANES {
+                    e[l] = x[t][l] - approx[l];
+                }
+                e2 = vfma::<F>(&e, &e, &e2);
+                x2 = vfma::<F>(&x[t], &x[t], &x2);
+            });
+            for l in 0..LANES {
+                diff[l] += e2[l];
+                total[l] += x2[l];
+            }
+        }
+    }
+    (diff.iter().sum(), total.iter().sum(), check.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every build of the kernels agrees with the portable one and with the definitions.
+    #[test]
+    fn gram9_matches_definition() {
+        let (n, cg) = (13usize, 11usize);
+        let w: Vec<f32> = (0..n * cg * 9).map(|i| ((i as f32) * 0.731).sin()).collect();
+        for (cl0, len) in [(0usize, 11usize), (8, 3), (2, 1), (0, 8)] {
+            let mut scale = [[0.0; BLOCK]; 2];
+            for c in 0..len {
+                scale[c / LANES][(c % LANES) * 9..(c % LANES + 1) * 9].fill(1.0);
+            }
+            let mut acc = [[[0.0; BLOCK]; 9]; 2];
+            gram9(&w, cg * 9, cl0 * 9, len, &scale, &mut acc);
+            let mut acc0 = [[[0.0; BLOCK]; 9]; 2];
+            gram9_impl::<f32, false>(&w, cg * 9, cl0 * 9, len, &scale, &mut acc0);
+            for c in 0..len {
+                let (b, l) = (c / LANES, c % LANES);
+                for a in 0..9 {
+                    for s in 0..9 - a {
+                        let want: f64 = (0..n)
+                            .map(|o| {
+                                let x = &w[(o * cg + cl0 + c) * 9..];
+                                f64::from(x[a]) * f64::from(x[a + s])
+                            })
+                            .sum();
+                        let (got, got0) = (acc[b][s][l * 9 + a], acc0[b][s][l * 9 + a]);
+                        assert!((got - want).abs() <= 1e-12 * n as f64, "{got} vs {want}");
+                        assert!((got0 - want).abs() <= 1e-12 * n as f64, "{got0} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jacobi9_diagonalises_every_lane() {
+        let mut a: Mat9 = [[[0.0; LANES]; 9]; 9];
+        let mut orig = a;
+        for l in 0..LANES {
+            for i in 0..9 {
+                for j in 0..=i {
+                    // Lane 0: zero; lane 1: identity (all eigenvalues repeated); others random.
+                    let x = match l {
+                        0 => 0.0,
+                        1 => f64::from(u8::from(i == j)),
+                        _ => (((i * 9 + j) * (l + 3)) as f64 * 0.377).sin(),
+                    };
+                    a[i][j][l] = x;
+                    a[j][i][l] = x;
+                }
+            }
+        }
+        orig.clone_from(&a);
+        for build in 0..2 {
+            let mut m = orig;
+            let mut v = [[[0.0; LANES]; 9]; 9];
+            if build == 0 {
+                jacobi9(&mut m, &mut v, 64).unwrap();
+            } else {
+                assert!(jacobi9_impl::<false>(&mut m, &mut v, 64));
+            }
+            for l in 0..LANES {
+                // V diag(m) Vᵀ == orig and VᵀV == I.
+                for i in 0..9 {
+                    for j in 0..9 {
+                        let rec: f64 = (0..9).map(|k| v[i][k][l] * m[k][k][l] * v[j][k][l]).sum();
+                        assert!((rec - orig[i][j][l]).abs() < 1e-13, "lane {l} ({i},{j}): {rec}");
+                        let dot: f64 = (0..9).map(|k| v[k][i][l] * v[k][j][l]).sum();
+                        assert!((dot - f64::from(u8::from(i == j))).abs() < 1e-14);
+                    }
+                }
+            }
+        }
+    }
+}
