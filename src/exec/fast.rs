@@ -187,9 +187,12 @@ struct Tuning {
     tile_bytes: usize,
     /// Depthwise layers with an output narrower than this run the tap-table kernel.
     table_below: usize,
+    /// Stride-1 depthwise layers run the padded full-width kernel.
+    wide_depthwise: bool,
 }
 
-const TUNING: Tuning = Tuning { batch_below: 256, batch_cols: 1024, tile_bytes: 1 << 20, table_below: 8 };
+const TUNING: Tuning =
+    Tuning { batch_below: 256, batch_cols: 1024, tile_bytes: 1 << 20, table_below: 8, wide_depthwise: true };
 
 /// Which kernel a layer runs with.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -511,42 +514,123 @@ fn im2col<T: Real>(job: &Job<'_, T>, input: &[T], col: &mut [T], ld: usize, oys:
     }
 }
 
-/// The depthwise path over a whole batch: one task per output plane.
+/// The depthwise path over a whole batch: one task per input plane and its output planes.
 fn depthwise<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], par: bool) {
     let (h, w) = job.in_hw;
+    let (oh, ow) = job.out_hw;
     let pixels = job.pixels();
-    let (n_out, n_in, mult) = (job.shape.out_channels, job.shape.in_channels, job.shape.out_per_group());
+    let (n_in, mult) = (job.shape.in_channels, job.shape.out_per_group());
     let g = &job.geo;
-    let (kh, kw) = (job.shape.kh, job.shape.kw);
+    let taps = job.shape.taps();
     let x_ranges: Vec<(usize, usize)> =
-        (0..kw).map(|kx| valid_range(job.out_hw.1, g.stride.1, kx * g.dilation.1, g.padding.left, w)).collect();
-    let table = (job.out_hw.1 < job.tuning.table_below).then(|| tap_table(job));
+        (0..job.shape.kw).map(|kx| valid_range(ow, g.stride.1, kx * g.dilation.1, g.padding.left, w)).collect();
+    // Stride 1: the padded, full-width kernel; otherwise a tap table on narrow outputs (its
+    // indices are u32), row loops elsewhere.
+    let wide = job.tuning.wide_depthwise && g.stride == (1, 1);
+    let fits_u32 = |n: usize| u32::try_from(n).is_ok();
+    let table = (!wide && ow < job.tuning.table_below && fits_u32(h * w) && fits_u32(pixels) && fits_u32(taps))
+        .then(|| tap_table(job));
+    let (hp, wp) = (g.padding.top + h + g.padding.bottom, g.padding.left + w + g.padding.right);
     let weight = job.layer.weight();
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
     #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
     let avx2 = false;
-    let body = |(idx, plane_out): (usize, &mut [T])| {
-        let (b, o) = (idx / n_out, idx % n_out);
-        let plane = &input[(b * n_in + o / mult) * h * w..][..h * w];
-        let kernel = &weight[o * kh * kw..(o + 1) * kh * kw];
-        let bias = job.layer.bias().map_or(T::zero(), |b| b[o]);
-        match &table {
-            Some(table) => depthwise_table(table, kernel, bias, plane, plane_out),
-            None if avx2 => {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                unsafe {
-                    depthwise_plane_avx2(job, &x_ranges, kernel, bias, plane, plane_out)
-                }
+    let new_buffers = || {
+        if wide {
+            (vec![T::zero(); hp * wp], vec![T::zero(); (oh - 1) * wp + ow])
+        } else {
+            (Vec::new(), Vec::new())
+        }
+    };
+    let body = |(padded, acc): &mut (Vec<T>, Vec<T>), (idx, outs): (usize, &mut [T])| {
+        let c = idx % n_in;
+        let plane = &input[idx * h * w..][..h * w];
+        if wide {
+            // Interior rows only: the border stays zero from the allocation.
+            for (y, row) in plane.chunks_exact(w).enumerate() {
+                padded[(g.padding.top + y) * wp + g.padding.left..][..w].copy_from_slice(row);
             }
-            None => depthwise_plane(job, &x_ranges, kernel, bias, plane, plane_out),
+        }
+        for (j, plane_out) in outs.chunks_exact_mut(pixels).enumerate() {
+            let o = c * mult + j;
+            let kernel = &weight[o * taps..(o + 1) * taps];
+            let bias = job.layer.bias().map_or(T::zero(), |b| b[o]);
+            match &table {
+                _ if wide => {
+                    if avx2 {
+                        // SAFETY: the CPU supports AVX2 and FMA (checked at run time above).
+                        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                        unsafe {
+                            depthwise_wide_avx2(job, wp, kernel, bias, padded, acc, plane_out)
+                        }
+                    } else {
+                        depthwise_wide(job, wp, kernel, bias, padded, acc, plane_out)
+                    }
+                }
+                Some(table) => depthwise_table(table, kernel, bias, plane, plane_out),
+                None if avx2 => {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time above).
+                    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                    unsafe {
+                        depthwise_plane_avx2(job, &x_ranges, kernel, bias, plane, plane_out)
+                    }
+                }
+                None => depthwise_plane(job, &x_ranges, kernel, bias, plane, plane_out),
+            }
         }
     };
     if par {
-        out.par_chunks_mut(pixels).enumerate().for_each(body);
+        out.par_chunks_mut(mult * pixels).enumerate().for_each_init(new_buffers, body);
     } else {
-        out.chunks_mut(pixels).enumerate().for_each(body);
+        let mut buffers = new_buffers();
+        out.chunks_mut(mult * pixels).enumerate().for_each(|item| body(&mut buffers, item));
+    }
+}
+
+/// [`depthwise_wide`] compiled for AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_wide_avx2<T: Real>(
+    job: &Job<'_, T>,
+    wp: usize,
+    kernel: &[T],
+    bias: T,
+    padded: &[T],
+    acc: &mut [T],
+    out: &mut [T],
+) {
+    depthwise_wide(job, wp, kernel, bias, padded, acc, out)
+}
+
+/// One stride-1 output plane from the zero-padded input plane (`wp` wide): the output is
+/// accumulated `wp` wide in `acc` (the columns past `ow` are junk), so that every tap is a
+/// single long `axpy`, then its valid columns are copied to `out`.
+#[inline(always)]
+fn depthwise_wide<T: Real>(
+    job: &Job<'_, T>,
+    wp: usize,
+    kernel: &[T],
+    bias: T,
+    padded: &[T],
+    acc: &mut [T],
+    out: &mut [T],
+) {
+    let (dh, dw) = job.geo.dilation;
+    let ow = job.out_hw.1;
+    let len = acc.len();
+    acc.fill(bias);
+    for ky in 0..job.shape.kh {
+        for kx in 0..job.shape.kw {
+            let start = ky * dh * wp + kx * dw;
+            axpy(kernel[ky * job.shape.kw + kx], &padded[start..start + len], acc);
+        }
+    }
+    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+        row.copy_from_slice(&acc[oy * wp..oy * wp + ow]);
     }
 }
 
@@ -662,11 +746,23 @@ mod tests {
 
     const TUNINGS: [Tuning; 4] = [
         // Batched GEMMs of a few columns; one-row im2col bands; the tap table everywhere.
-        Tuning { batch_below: usize::MAX, batch_cols: 7, tile_bytes: 1, table_below: usize::MAX },
+        Tuning {
+            batch_below: usize::MAX,
+            batch_cols: 7,
+            tile_bytes: 1,
+            table_below: usize::MAX,
+            wide_depthwise: false,
+        },
         // Never batched; one-row bands; never the tap table.
-        Tuning { batch_below: 0, batch_cols: 1, tile_bytes: 1, table_below: 0 },
+        Tuning { batch_below: 0, batch_cols: 1, tile_bytes: 1, table_below: 0, wide_depthwise: false },
         // The whole batch in one GEMM.
-        Tuning { batch_below: usize::MAX, batch_cols: usize::MAX, tile_bytes: usize::MAX, table_below: 0 },
+        Tuning {
+            batch_below: usize::MAX,
+            batch_cols: usize::MAX,
+            tile_bytes: usize::MAX,
+            table_below: 0,
+            wide_depthwise: true,
+        },
         TUNING,
     ];
 
