@@ -51,6 +51,18 @@ fn inspect_json_lists_every_convolution() {
     let be = conv1["break_even_rank"].as_f64().unwrap();
     assert!((be - 72.0 / 17.0).abs() < 1e-12);
 
+    // Both SVD backends report the same spectra.
+    let o = dac(&["inspect", s(&input), "--input", "8x8", "--groups", "conv3=2", "--svd", "nalgebra", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let w: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for (a, b) in layers.iter().zip(w["layers"].as_array().unwrap()) {
+        assert_eq!(a["name"], b["name"]);
+        for (x, y) in a["retained_energy"].as_array().unwrap().iter().zip(b["retained_energy"].as_array().unwrap()) {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() < 1e-5, "{}: {x} vs {y}", a["name"]);
+        }
+    }
+
     // The table names every layer and the columns.
     let o = dac(&["inspect", s(&input)]);
     assert!(o.status.success());
@@ -106,7 +118,39 @@ fn convert_json_summary_and_table() {
     let total = &v["total"];
     assert!(total["macs_after"].as_u64().unwrap() < total["macs_before"].as_u64().unwrap());
     assert!(total["reduction"].as_f64().unwrap() > 1.0);
+    assert_eq!(v["svd"], "gram-jacobi", "the fast backend by default");
     assert!(output.exists());
+
+    // --svd nalgebra: the same layers and ranks, the other backend named.
+    let nalgebra = dir.path().join("nalgebra.safetensors");
+    let o = dac(&[
+        "convert",
+        s(&input),
+        "-o",
+        s(&nalgebra),
+        "--rank",
+        "2",
+        "--rank-for",
+        "conv2=9",
+        "--groups",
+        "conv3=2",
+        "--input",
+        "8x8",
+        "--svd",
+        "nalgebra",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let w: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(w["svd"], "nalgebra");
+    for (a, b) in v["converted"].as_array().unwrap().iter().zip(w["converted"].as_array().unwrap()) {
+        assert_eq!((&a["name"], &a["rank"]), (&b["name"], &b["rank"]));
+        let (ea, eb) = (a["relative_error"].as_f64().unwrap(), b["relative_error"].as_f64().unwrap());
+        assert!((ea - eb).abs() <= 1e-4 * ea.max(1e-6), "{}: {ea} vs {eb}", a["name"]);
+    }
+    let o = dac(&["convert", s(&input), "-o", s(&nalgebra), "--rank", "2", "--svd", "lapack", "--force"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("gram") && stderr(&o).contains("nalgebra"), "{}", stderr(&o));
 
     // --allow-slower converts conv2 too; the table lists layers and the total.
     let o = dac(&[

@@ -4,7 +4,7 @@
 
 mod io_support;
 
-use dac::io::{convert_file, read_records, ConvertOptions, FloatDtype, Precision, SkipReason};
+use dac::io::{convert_file, read_records, ConvertOptions, FloatDtype, Precision, SkipReason, SvdMethod};
 use dac::{exec, Conv2dWeights, Padding, Rank};
 use io_support::{decode, small_net, write};
 use safetensors::SafeTensors;
@@ -228,4 +228,87 @@ fn policies_patterns_and_keep_dense() {
     let s = convert_file(&out, &again, &ConvertOptions::new(Rank::Fixed(1)).groups("conv3", 2)).unwrap();
     let reasons: HashMap<_, _> = s.skipped.iter().map(|l| (l.name.as_str(), l.reason.clone())).collect();
     assert_eq!(reasons["conv1.depthwise"], SkipReason::AlreadyConverted);
+}
+
+#[test]
+fn both_svd_backends_reproduce_the_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    for method in [SvdMethod::Gram, SvdMethod::Nalgebra] {
+        let output = dir.path().join(format!("{}.safetensors", method.name()));
+        let s = convert_file(&input, &output, &full_rank_options().svd(method)).unwrap();
+        assert_eq!(s.svd, if method == SvdMethod::Gram { "gram-jacobi" } else { "nalgebra" });
+        let err = max_relative_output_error(&input, &output, &FULL);
+        assert!(err < 1e-4, "{method:?}: max relative output error {err:e}");
+    }
+    // f64 through the Gram backend: exact at full rank to f64 rounding.
+    let input64 = dir.path().join("d.safetensors");
+    write(&input64, &small_net("F64"), &[]);
+    let out = dir.path().join("d-gram.safetensors");
+    convert_file(&input64, &out, &full_rank_options().precision(Precision::F64).svd(SvdMethod::Gram)).unwrap();
+    let err = max_relative_output_error(&input64, &out, &FULL);
+    assert!(err < 1e-10, "f64 gram: {err:e}");
+}
+
+/// Layers whose rank needs a spectrum are factored once and kept until written; with no memory
+/// budget they are factored again when written. Both give the same file, byte for byte.
+#[test]
+fn kept_and_refactored_layers_write_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[("format", "pt")]);
+    let cases = [
+        ConvertOptions::new(Rank::Energy(0.6)).groups("conv3", 2),
+        ConvertOptions::speedup(1.5).input_size(8, 8).groups("conv3", 2).rank_for("conv1", 2),
+        ConvertOptions::new(Rank::Energy(0.9)).groups("conv3", 2).precision(Precision::F64).allow_slower(true),
+    ];
+    for (i, options) in cases.iter().enumerate() {
+        let kept = dir.path().join(format!("kept{i}.safetensors"));
+        let again = dir.path().join(format!("again{i}.safetensors"));
+        let a = convert_file(&input, &kept, options).unwrap();
+        let b = convert_file(&input, &again, &options.clone().memory_budget(0)).unwrap();
+        assert!(!a.converted.is_empty(), "case {i}: something converted");
+        assert_eq!(a.converted, b.converted, "case {i}");
+        assert_eq!(a.skipped, b.skipped, "case {i}");
+        assert_eq!(std::fs::read(&kept).unwrap(), std::fs::read(&again).unwrap(), "case {i}: same bytes");
+    }
+}
+
+/// Copied tensors go file to file in runs; a run is cut wherever a converted layer's tensors
+/// sit between copied ones, and every copied byte lands at its new offset.
+#[test]
+fn copied_runs_around_converted_layers_are_exact() {
+    use io_support::float;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("runs.safetensors");
+    // The reference writer orders data by dtype, then name: d.table (F64) | a.bn.weight |
+    // b.weight (converted) | e.bias (moved) | e.weight (converted) | z.weight | the F16 and
+    // BF16 tensors: two runs of copied tensors, cut by the converted layers.
+    let tensors = vec![
+        float("a.bn.weight", "F32", &[7], 1),
+        float("b.weight", "F32", &[6, 3, 3, 3], 2),
+        float("c.bn.running_mean", "F16", &[5], 3),
+        float("d.table", "F64", &[3, 11], 4),
+        float("e.weight", "F32", &[4, 6, 3, 3], 5),
+        float("f.tail", "BF16", &[9], 6),
+        float("z.weight", "F32", &[2, 3], 7),
+        float("e.bias", "F32", &[4], 8),
+    ];
+    write(&input, &tensors, &[]);
+    let output = dir.path().join("runs-dac.safetensors");
+    let s = convert_file(&input, &output, &ConvertOptions::new(Rank::Fixed(2)).allow_slower(true)).unwrap();
+    assert_eq!(s.converted.len(), 2);
+    assert_eq!(s.copied_tensors, 5);
+    let (ib, ob) = (std::fs::read(&input).unwrap(), std::fs::read(&output).unwrap());
+    let (ist, ost) = (SafeTensors::deserialize(&ib).unwrap(), SafeTensors::deserialize(&ob).unwrap());
+    for name in ["a.bn.weight", "c.bn.running_mean", "d.table", "f.tail", "z.weight"] {
+        assert_eq!(ist.tensor(name).unwrap().data(), ost.tensor(name).unwrap().data(), "{name}");
+    }
+    assert_eq!(ist.tensor("e.bias").unwrap().data(), ost.tensor("e.pointwise.bias").unwrap().data());
+    assert_eq!(ob.len(), 8 + ob_header_len(&ob) + ost.tensors().iter().map(|(_, t)| t.data().len()).sum::<usize>());
+}
+
+fn ob_header_len(bytes: &[u8]) -> usize {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
 }

@@ -3,7 +3,9 @@
 //! A thin layer over [`dac::io`]: argument parsing, a progress bar, tables and JSON.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dac::io::{self, ConversionSummary, ConvertOptions, FloatDtype, InspectOptions, LayerInfo, Phase, Precision};
+use dac::io::{
+    self, ConversionSummary, ConvertOptions, FloatDtype, InspectOptions, LayerInfo, Phase, Precision, SvdMethod,
+};
 use dac::{Rank, Split};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -49,6 +51,7 @@ enum Command {
         dac convert in.safetensors -o out.safetensors --rank 2\n  \
         dac convert in.safetensors -o out.safetensors --energy 0.95 --input 224x224 --skip 'conv1'\n  \
         dac convert in.safetensors -o out.safetensors --rank 3 --rank-for 'layer1.*'=2 --groups dw=32 --force\n  \
+        dac convert in.safetensors -o out.safetensors --rank 2 --svd nalgebra --f64\n  \
         dac convert in.safetensors -o out.safetensors --speedup 2 --input 32x32 --layer-input 'features.1?'=2x2")]
     Convert(ConvertArgs),
     /// Rewrites an ONNX model: each selected Conv becomes a depthwise Conv and a 1x1 Conv.
@@ -72,6 +75,9 @@ struct InspectArgs {
     /// Compute spectra in f64.
     #[arg(long)]
     f64: bool,
+    /// The SVD algorithm.
+    #[arg(long, value_enum, default_value = "gram")]
+    svd: SvdArg,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
@@ -83,6 +89,23 @@ enum DtypeArg {
     F64,
     F16,
     Bf16,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SvdArg {
+    /// Gram matrix + Jacobi eigensolver in f64 (fast).
+    Gram,
+    /// nalgebra's SVD of every channel matrix (slower; the reference).
+    Nalgebra,
+}
+
+impl SvdArg {
+    fn method(self) -> SvdMethod {
+        match self {
+            Self::Gram => SvdMethod::Gram,
+            Self::Nalgebra => SvdMethod::Nalgebra,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,6 +166,9 @@ struct ConvertArgs {
     /// Compute in f64 instead of f32.
     #[arg(long)]
     f64: bool,
+    /// The SVD algorithm.
+    #[arg(long, value_enum, default_value = "gram")]
+    svd: SvdArg,
     /// No progress bar and no table (errors still go to stderr).
     #[arg(short, long)]
     quiet: bool,
@@ -233,7 +259,8 @@ fn print_table(rows: &[Vec<String>]) {
 }
 
 fn inspect(a: InspectArgs) -> dac::Result<()> {
-    let mut o = InspectOptions::new().precision(if a.f64 { Precision::F64 } else { Precision::F32 });
+    let mut o =
+        InspectOptions::new().precision(if a.f64 { Precision::F64 } else { Precision::F32 }).svd(a.svd.method());
     for (p, g) in &a.groups {
         o = o.groups(p.clone(), *g);
     }
@@ -313,6 +340,7 @@ fn convert(a: ConvertArgs) -> dac::Result<()> {
     let mut o = start_options
         .allow_slower(a.allow_slower)
         .force(a.force)
+        .svd(a.svd.method())
         .precision(if a.f64 { Precision::F64 } else { Precision::F32 })
         .split(match a.split {
             SplitArg::Sqrt => Split::SquareRoot,
@@ -367,8 +395,12 @@ fn convert(a: ConvertArgs) -> dac::Result<()> {
         };
         bar.set_message(format!("{verb} {}", p.item));
     };
-    let backend = dac::svd::NalgebraSvd::default();
-    let result = io::convert_file_with(&a.input, &a.output, &o, &backend, &mut on_progress);
+    let result = match a.svd {
+        SvdArg::Gram => io::convert_file_with(&a.input, &a.output, &o, &dac::svd::GramSvd::default(), &mut on_progress),
+        SvdArg::Nalgebra => {
+            io::convert_file_with(&a.input, &a.output, &o, &dac::svd::NalgebraSvd::default(), &mut on_progress)
+        }
+    };
     bar.finish_and_clear();
     let summary = result?;
     if a.json {
@@ -411,6 +443,7 @@ fn summary_json(s: &ConversionSummary) -> serde_json::Value {
             "default_input": l.default_input,
         })).collect::<Vec<_>>(),
         "copied_tensors": s.copied_tensors,
+        "svd": s.svd,
         "linear_macs": s.linear.macs,
         "plan": s.plan.as_ref().map(|p| json!({
             "target_mac_reduction": match p.target { dac::plan::Target::MacReduction(x) => Some(x), _ => None },

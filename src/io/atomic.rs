@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use std::fs;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Refuses an output that is the input (same path after resolving links, or the same inode)
@@ -72,7 +72,9 @@ fn parent_dir(path: &Path) -> &Path {
 pub(crate) struct AtomicFile {
     target: PathBuf,
     force: bool,
-    writer: BufWriter<tempfile::NamedTempFile>,
+    writer: BufWriter<fs::File>,
+    /// Deletes the temporary file when dropped (unless persisted).
+    path: tempfile::TempPath,
 }
 
 impl AtomicFile {
@@ -86,12 +88,20 @@ impl AtomicFile {
             action: "create a temporary file in",
             source: e,
         })?;
-        Ok(Self { target: target.to_path_buf(), force, writer: BufWriter::with_capacity(1 << 20, tmp) })
+        let (file, path) = tmp.into_parts();
+        Ok(Self { target: target.to_path_buf(), force, writer: BufWriter::with_capacity(1 << 20, file), path })
     }
 
     /// The buffered writer on the temporary file.
-    pub(crate) fn writer(&mut self) -> &mut BufWriter<tempfile::NamedTempFile> {
+    pub(crate) fn writer(&mut self) -> &mut BufWriter<fs::File> {
         &mut self.writer
+    }
+
+    /// The temporary file itself, after flushing the buffer: for writes that bypass it (such
+    /// as `copy_file_range`). Writing through [`writer`](Self::writer) afterwards is fine.
+    pub(crate) fn file(&mut self) -> Result<&mut fs::File> {
+        self.writer.flush().map_err(|e| Error::Io { path: self.target.clone(), action: "write", source: e })?;
+        Ok(self.writer.get_mut())
     }
 
     /// Flushes, gives the file `permissions`' mode (owner-writable), and renames it into place
@@ -99,13 +109,14 @@ impl AtomicFile {
     pub(crate) fn commit(self, permissions: Option<fs::Permissions>) -> Result<()> {
         let target = self.target;
         let io = |action, source| Error::Io { path: target.clone(), action, source };
-        let tmp = self.writer.into_inner().map_err(|e| io("write", e.into_error()))?;
+        let file = self.writer.into_inner().map_err(|e| io("write", e.into_error()))?;
         if let Some(perm) = permissions {
-            set_permissions(tmp.as_file(), perm).map_err(|e| io("set permissions on", e))?;
+            set_permissions(&file, perm).map_err(|e| io("set permissions on", e))?;
         }
-        let result = if self.force { tmp.persist(&target) } else { tmp.persist_noclobber(&target) };
+        drop(file);
+        let result = if self.force { self.path.persist(&target) } else { self.path.persist_noclobber(&target) };
         match result {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(Error::OutputExists { path: target.clone() })
             }

@@ -43,14 +43,14 @@ mod safetensors;
 
 pub use self::safetensors::FloatDtype;
 
-use self::safetensors::{encode, format_error, header_block, write_all, Checkpoint, OutEntry};
+use self::safetensors::{format_error, header_block, write_all, write_values, Checkpoint, OutEntry};
 use crate::cost::{self, Cost};
 use crate::decompose::{Factorization, Options, Spectrum, Split};
 use crate::error::{Error, Result};
 use crate::plan::{self, PlanLayer, PlanOptions, Target};
 use crate::rank::{KeepDenseReason, Rank, RankChoice};
 use crate::scalar::Real;
-use crate::svd::{NalgebraSvd, SvdBackend};
+use crate::svd::{GramSvd, NalgebraSvd, SvdBackend};
 use crate::weights::{Conv2dWeights, ConvShape, Geometry, Padding};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +90,31 @@ pub struct ConvertOptions {
     output_dtype: Option<FloatDtype>,
     split: Split,
     force: bool,
+    svd: SvdMethod,
+    memory_budget: Option<usize>,
+}
+
+/// The SVD algorithm [`convert_file`] and [`inspect_file`] use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SvdMethod {
+    /// [`GramSvd`] (default): each channel's `K x K` Gram matrix in f64 and a Jacobi
+    /// eigensolver, the layer streamed once; the fast backend (accuracy: see its docs).
+    #[default]
+    Gram,
+    /// [`NalgebraSvd`]: nalgebra's one-sided SVD of every gathered channel matrix; slower,
+    /// the reference.
+    Nalgebra,
+}
+
+impl SvdMethod {
+    /// The name used on the command line (`"gram"`, `"nalgebra"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gram => "gram",
+            Self::Nalgebra => "nalgebra",
+        }
+    }
 }
 
 impl ConvertOptions {
@@ -109,6 +134,8 @@ impl ConvertOptions {
             output_dtype: None,
             split: Split::default(),
             force: false,
+            svd: SvdMethod::default(),
+            memory_budget: None,
         }
     }
     /// Every convolution with `kh·kw > 1`, ranks planned together by [`plan`](crate::plan::plan)
@@ -189,6 +216,26 @@ impl ConvertOptions {
         self.force = force;
         self
     }
+    /// The SVD algorithm [`convert_file`] uses (default [`SvdMethod::Gram`]);
+    /// [`convert_file_with`] takes a backend instead.
+    pub fn svd(mut self, method: SvdMethod) -> Self {
+        self.svd = method;
+        self
+    }
+    /// Bytes of decoded weights that may be kept between choosing ranks and writing, so that
+    /// layers whose rank depends on their spectrum ([`Rank::Energy`], [`planned`](Self::planned))
+    /// are factored only once. Layers beyond the budget are factored again when written (same
+    /// result, more time). Default: half the input's tensor data, at least 64 MiB; 0 keeps
+    /// nothing.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+}
+
+/// The default [`ConvertOptions::memory_budget`] for `data_len` bytes of tensor data.
+fn default_budget(data_len: u64) -> usize {
+    usize::try_from(data_len / 2).unwrap_or(usize::MAX).max(64 << 20)
 }
 
 /// What a conversion is doing, for progress displays.
@@ -328,6 +375,8 @@ pub struct ConversionSummary {
     pub linear: Cost,
     /// The whole-network plan, when [`ConvertOptions::planned`] was used.
     pub plan: Option<plan::Plan>,
+    /// The SVD backend's [name](SvdBackend::name) (`"gram-jacobi"`, `"nalgebra"`).
+    pub svd: &'static str,
 }
 
 impl ConversionSummary {
@@ -543,8 +592,15 @@ fn same_padding(kh: usize, kw: usize) -> Padding {
 }
 
 /// Reads a layer as a validated [`Conv2dWeights`].
-fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer) -> Result<Conv2dWeights<T>> {
-    let w = ck.read_real::<T>(&ck.tensors[l.weight])?;
+///
+/// The weight is decoded into `buffer` (its allocation reused: get it back with
+/// [`Conv2dWeights::into_parts`]); the input's pages of the weight are released afterwards, so
+/// that the decoded copy is the only one counted in the resident set.
+fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer, buffer: Vec<T>) -> Result<Conv2dWeights<T>> {
+    let mut w = buffer;
+    let weight = &ck.tensors[l.weight];
+    ck.read_real_into(weight, &mut w)?;
+    ck.release(weight);
     let b = match l.bias {
         Some(b) => Some(ck.read_real::<T>(&ck.tensors[b])?),
         None => None,
@@ -576,8 +632,13 @@ fn check_dtypes(ck: &Checkpoint, l: &ConvLayer) -> Result<()> {
     Ok(())
 }
 
-/// Converts the checkpoint `input` into `output` with the nalgebra SVD backend and no progress
-/// reports. See the [module docs](self) for the output's layout.
+/// Converts the checkpoint `input` into `output` with the SVD backend of
+/// [`ConvertOptions::svd`] ([`GramSvd`] by default) and no progress reports. See the
+/// [module docs](self) for the output's layout.
+///
+/// The input is memory-mapped; tensors that are not converted are copied file to file
+/// (`copy_file_range` on Linux, as `cp` does), and converted layers are decoded, factored and
+/// written one at a time, so memory stays well below the input's size.
 ///
 /// # Errors
 /// Any malformed input ([`Error::Format`] naming the file and tensor), a pattern matching no
@@ -590,10 +651,14 @@ pub fn convert_file(
     output: impl AsRef<Path>,
     options: &ConvertOptions,
 ) -> Result<ConversionSummary> {
-    convert_file_with(input, output, options, &NalgebraSvd::default(), &mut |_| {})
+    match options.svd {
+        SvdMethod::Gram => convert_file_with(input, output, options, &GramSvd::default(), &mut |_| {}),
+        SvdMethod::Nalgebra => convert_file_with(input, output, options, &NalgebraSvd::default(), &mut |_| {}),
+    }
 }
 
-/// [`convert_file`] with an SVD backend of your choice and a progress callback.
+/// [`convert_file`] with an SVD backend of your choice (overriding [`ConvertOptions::svd`]) and
+/// a progress callback.
 ///
 /// # Errors
 /// As [`convert_file`].
@@ -728,14 +793,53 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
             plans[i] = decide(policy_of(l), l, &zeros, options.allow_slower).map_err(|e| in_file(path, e))?;
         }
     }
+    // Layers whose rank needs a spectrum are factored here, once: their decoded weights and
+    // factorisations are kept until written, as far as the memory budget allows (the rest are
+    // factored again when written).
+    let budget = options.memory_budget.unwrap_or_else(|| default_budget(ck.data_len()));
+    let mut kept_bytes = 0usize;
+    let mut owned: Vec<Option<Conv2dWeights<T>>> = Vec::with_capacity(layers.len());
+    for (i, l) in layers.iter().enumerate() {
+        let bytes = l.dims.iter().product::<usize>().saturating_mul(std::mem::size_of::<T>());
+        let keep = needs_spectrum[i] && kept_bytes.saturating_add(bytes) <= budget;
+        owned.push(if keep {
+            kept_bytes += bytes;
+            Some(load_layer::<T>(&ck, l, Vec::new())?)
+        } else {
+            None
+        });
+    }
+    let owned = owned;
+    let mut factored: Vec<Option<Factorization<'_, T>>> = (0..layers.len()).map(|_| None).collect();
+    // One decoding buffer for every layer that is not kept, sized once for the largest.
+    let largest = layers
+        .iter()
+        .zip(&plans)
+        .filter(|(_, p)| matches!(p, Plan::Convert { .. }))
+        .map(|(l, _)| l.dims.iter().product::<usize>())
+        .max()
+        .unwrap_or(0);
+    let mut scratch: Vec<T> = Vec::with_capacity(largest);
     let analyse_total = needs_spectrum.iter().filter(|&&n| n).count() as u64;
     let mut analysed = 0;
     let mut spectra: Vec<Option<Spectrum>> = vec![None; layers.len()];
     for (i, l) in layers.iter().enumerate() {
         if needs_spectrum[i] {
             progress(&Progress { phase: Phase::Analysing, item: &l.name, done: analysed, total: analyse_total });
-            let layer = load_layer::<T>(&ck, l)?;
-            let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
+            let spectrum = match &owned[i] {
+                Some(layer) => {
+                    let f = Factorization::compute(layer, backend).map_err(|e| in_file(path, e))?;
+                    let spectrum = f.spectrum();
+                    factored[i] = Some(f);
+                    spectrum
+                }
+                None => {
+                    let layer = load_layer::<T>(&ck, l, std::mem::take(&mut scratch))?;
+                    let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
+                    scratch = layer.into_parts().0;
+                    spectrum
+                }
+            };
             if planned[i] {
                 spectra[i] = Some(spectrum);
             } else {
@@ -832,24 +936,43 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
         copied_tensors: 0,
         linear,
         plan: whole_plan,
+        svd: backend.name(),
     };
     let mut buf = Vec::new();
+    // Tensors copied unchanged are gathered into runs of consecutive data and copied file to
+    // file, one run at a time.
+    let mut run: Option<(usize, usize)> = None;
+    let flush_run = |run: &mut Option<(usize, usize)>, out: &mut atomic::AtomicFile| -> Result<()> {
+        if let Some((begin, end)) = run.take() {
+            ck.copy_data(begin, end, out.file()?, output)?;
+        }
+        Ok(())
+    };
     for (ti, t) in ck.tensors.iter().enumerate() {
         progress(&Progress { phase: Phase::Writing, item: &t.name, done: t.begin as u64, total });
         if moved_bias.contains(&ti) {
             continue;
         }
-        match by_weight.get(&ti).map(|&li| (&layers[li], &plans[li])) {
-            Some((l, Plan::Convert { rank })) => {
+        match by_weight.get(&ti).map(|&li| (li, &layers[li], &plans[li])) {
+            Some((li, l, Plan::Convert { rank })) => {
+                flush_run(&mut run, &mut out)?;
                 let dt = out_dtype_of(l);
-                let layer = load_layer::<T>(&ck, l)?;
-                let f = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?;
                 let mut opts = Options::new(*rank).split(options.split);
                 let (input_size, default_input) = options.input_of(&l.name);
                 if let Some((h, w)) = input_size {
                     opts = opts.input_size(h, w);
                 }
-                let d = f.truncate(&opts).map_err(|e| in_file(path, e))?;
+                let d = match factored[li].take() {
+                    Some(f) => f.truncate(&opts).map_err(|e| in_file(path, e))?,
+                    None => {
+                        let layer = load_layer::<T>(&ck, l, std::mem::take(&mut scratch))?;
+                        let d = Factorization::compute(&layer, backend)
+                            .and_then(|f| f.truncate(&opts))
+                            .map_err(|e| in_file(path, e))?;
+                        scratch = layer.into_parts().0;
+                        d
+                    }
+                };
                 let dw = d.depthwise.conv();
                 let pw = d.pointwise.conv();
                 let parts: [(&str, Option<&[T]>); 3] = [
@@ -859,14 +982,14 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                 ];
                 for (suffix, values) in parts {
                     let Some(values) = values else { continue };
-                    encode(values, dt, &mut buf).map_err(|i| {
-                        format_error(
+                    write_values(values, dt, &mut buf, out.writer()).map_err(|e| match e {
+                        Ok(i) => format_error(
                             path,
                             Some(&format!("{}.{suffix}", l.name)),
                             format!("value {} at index {i} overflows {dt}", values[i]),
-                        )
+                        ),
+                        Err(e) => Error::Io { path: output.to_path_buf(), action: "write", source: e },
                     })?;
-                    write_all(out.writer(), &buf, output)?;
                 }
                 let rep = &d.report;
                 summary.converted.push(ConvertedLayer {
@@ -885,9 +1008,15 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                 });
             }
             other => {
-                write_all(out.writer(), ck.bytes(t), output)?;
+                run = match run {
+                    Some((begin, end)) if end == t.begin => Some((begin, t.end)),
+                    _ => {
+                        flush_run(&mut run, &mut out)?;
+                        Some((t.begin, t.end))
+                    }
+                };
                 summary.copied_tensors += 1;
-                if let Some((l, Plan::Skip(reason))) = other {
+                if let Some((_, l, Plan::Skip(reason))) = other {
                     let (input_size, default_input) = options.input_of(&l.name);
                     let cost = cost::dense(&l.name, &l.shape(), l.bias.is_some(), output_size(input_size))
                         .map_err(|e| in_file(path, e))?;
@@ -904,6 +1033,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
             }
         }
     }
+    flush_run(&mut run, &mut out)?;
     // A skipped layer's bias is counted among the copied tensors above.
     out.commit(ck.permissions.clone())?;
     progress(&Progress { phase: Phase::Finished, item: "", done: total, total });
@@ -1018,6 +1148,7 @@ pub struct InspectOptions {
     groups: Vec<(String, usize)>,
     input_size: Option<(usize, usize)>,
     precision: Precision,
+    svd: SvdMethod,
 }
 
 impl InspectOptions {
@@ -1040,6 +1171,11 @@ impl InspectOptions {
         self.precision = precision;
         self
     }
+    /// The SVD algorithm (default [`SvdMethod::Gram`]).
+    pub fn svd(mut self, method: SvdMethod) -> Self {
+        self.svd = method;
+        self
+    }
 }
 
 /// Lists every convolution of a checkpoint (4-D `<layer>.weight`) with its ranks, spectrum
@@ -1049,23 +1185,31 @@ impl InspectOptions {
 /// As [`convert_file`] for reading; [`Error::Format`] for a convolution whose dtype is not a
 /// float type.
 pub fn inspect_file(path: impl AsRef<Path>, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
-    match options.precision {
-        Precision::F32 => inspect_impl::<f32>(path.as_ref(), options),
-        Precision::F64 => inspect_impl::<f64>(path.as_ref(), options),
+    let path = path.as_ref();
+    match (options.precision, options.svd) {
+        (Precision::F32, SvdMethod::Gram) => inspect_impl::<f32, _>(path, options, &GramSvd::default()),
+        (Precision::F64, SvdMethod::Gram) => inspect_impl::<f64, _>(path, options, &GramSvd::default()),
+        (Precision::F32, SvdMethod::Nalgebra) => inspect_impl::<f32, _>(path, options, &NalgebraSvd::default()),
+        (Precision::F64, SvdMethod::Nalgebra) => inspect_impl::<f64, _>(path, options, &NalgebraSvd::default()),
     }
 }
 
-fn inspect_impl<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+fn inspect_impl<T: Real, B: SvdBackend<T>>(
+    path: &Path,
+    options: &InspectOptions,
+    backend: &B,
+) -> Result<Vec<LayerInfo>> {
     let ck = Checkpoint::open(path)?;
     let layers = find_convs(&ck, &options.groups)?;
     let out_hw = output_size(options.input_size);
-    let backend = NalgebraSvd::default();
     let mut infos = Vec::with_capacity(layers.len());
+    let mut scratch = Vec::new();
     for l in &layers {
         check_dtypes(&ck, l)?;
-        let layer = load_layer::<T>(&ck, l)?;
+        let layer = load_layer::<T>(&ck, l, std::mem::take(&mut scratch))?;
         let shape = layer.shape();
-        let spectrum = Factorization::compute(&layer, &backend).map_err(|e| in_file(path, e))?.spectrum();
+        let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
+        scratch = layer.into_parts().0;
         let max_rank = shape.max_rank();
         infos.push(LayerInfo {
             name: l.name.clone(),

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::scalar::Real;
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -86,8 +87,13 @@ impl Entry {
 }
 
 /// An opened, validated, memory-mapped safetensors file.
+///
+/// Tensors to convert are decoded from the map (whose pages are then released, see
+/// [`release`](Self::release)); tensors copied unchanged go from file to file in the kernel
+/// ([`copy_data`](Self::copy_data)) and never enter this process's memory.
 pub(crate) struct Checkpoint {
     pub(crate) path: PathBuf,
+    file: File,
     mmap: memmap2::Mmap,
     data_start: usize,
     /// Tensors in data order (by offset), the order they are written back in.
@@ -217,6 +223,7 @@ impl Checkpoint {
             .map_err(|e| format_error(path, None, format!("rejected by the safetensors parser: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
+            file,
             mmap,
             data_start: 8 + n,
             tensors,
@@ -236,7 +243,16 @@ impl Checkpoint {
     }
 
     /// Tensor `t` as `T` values; `t` must have a float dtype.
+    #[allow(dead_code)]
     pub(crate) fn read_real<T: Real>(&self, t: &Entry) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.read_real_into(t, &mut out)?;
+        Ok(out)
+    }
+
+    /// Tensor `t` as `T` values, into `out` (cleared first, its allocation reused); `t` must
+    /// have a float dtype.
+    pub(crate) fn read_real_into<T: Real>(&self, t: &Entry, out: &mut Vec<T>) -> Result<()> {
         let dtype = t.float_dtype().ok_or_else(|| {
             format_error(
                 &self.path,
@@ -244,7 +260,56 @@ impl Checkpoint {
                 format!("dtype {} is not supported for conversion (supported: F32, F64, F16, BF16)", t.dtype),
             )
         })?;
-        Ok(decode(self.bytes(t), dtype))
+        decode_into(self.bytes(t), dtype, out);
+        Ok(())
+    }
+
+    /// Drops this process's mapping of tensor `t`'s pages (they stay in the page cache), so
+    /// that data already decoded does not count in the resident set twice. Best effort.
+    pub(crate) fn release(&self, t: &Entry) {
+        let page = 4096;
+        let begin = (self.data_start + t.begin) / page * page;
+        let end = (self.data_start + t.end).min(self.mmap.len());
+        if end <= begin {
+            return;
+        }
+        // SAFETY: the map is a read-only, shared mapping of a file: MADV_DONTNEED only drops
+        // the process's page-table entries; the next access maps the same file pages again
+        // from the page cache, so no data is lost or changed. Failure is harmless and ignored.
+        #[cfg(unix)]
+        let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, begin, end - begin) };
+    }
+
+    /// Byte offset of tensor `t`'s data in the file.
+    fn file_offset(&self, begin: usize) -> u64 {
+        (self.data_start + begin) as u64
+    }
+
+    /// Copies data bytes `begin..end` (offsets into the data section) to the end of `out`,
+    /// file to file: on Linux `std::io::copy` uses `copy_file_range`, as `cp` does, so the bytes
+    /// never pass through this process's memory.
+    pub(crate) fn copy_data(&self, begin: usize, end: usize, out: &mut File, out_path: &Path) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut src = &self.file;
+        src.seek(SeekFrom::Start(self.file_offset(begin))).map_err(|e| Error::Io {
+            path: self.path.clone(),
+            action: "seek in",
+            source: e,
+        })?;
+        let len = (end - begin) as u64;
+        let copied = std::io::copy(&mut src.take(len), out).map_err(|e| Error::Io {
+            path: out_path.to_path_buf(),
+            action: "copy tensor data into",
+            source: e,
+        })?;
+        if copied != len {
+            return Err(format_error(
+                &self.path,
+                None,
+                format!("the file shrank while being read: {copied} of {len} bytes copied"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -299,59 +364,124 @@ fn parse_entry(path: &Path, name: String, v: &serde_json::Value) -> Result<Entry
 }
 
 /// Little-endian `dtype` bytes to `T` values.
+#[allow(dead_code)]
 pub(crate) fn decode<T: Real>(bytes: &[u8], dtype: FloatDtype) -> Vec<T> {
-    match dtype {
-        FloatDtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| T::from_f64_lossy(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))))
-            .collect(),
-        FloatDtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| T::from_f64_lossy(f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
-            .collect(),
-        FloatDtype::F16 => {
-            bytes.chunks_exact(2).map(|c| T::from_f64_lossy(half::f16::from_le_bytes([c[0], c[1]]).to_f64())).collect()
-        }
-        FloatDtype::BF16 => {
-            bytes.chunks_exact(2).map(|c| T::from_f64_lossy(half::bf16::from_le_bytes([c[0], c[1]]).to_f64())).collect()
-        }
+    let mut out = Vec::new();
+    decode_into(bytes, dtype, &mut out);
+    out
+}
+
+/// Little-endian `dtype` bytes to `T` values, into `out` (cleared first; its capacity is
+/// reused). Sequential: this is a copy at memory speed, and on a loaded machine a parallel one
+/// measured slower.
+pub(crate) fn decode_into<T: Real>(bytes: &[u8], dtype: FloatDtype, out: &mut Vec<T>) {
+    out.clear();
+    // Same type in and out: a plain copy, which the compiler turns into wide loads.
+    if let (FloatDtype::F32, Some(out)) = (dtype, (&mut *out as &mut dyn Any).downcast_mut::<Vec<f32>>()) {
+        out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        return;
     }
+    if let (FloatDtype::F64, Some(out)) = (dtype, (&mut *out as &mut dyn Any).downcast_mut::<Vec<f64>>()) {
+        out.extend(bytes.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])));
+        return;
+    }
+    match dtype {
+        FloatDtype::F32 => out.extend(
+            bytes.chunks_exact(4).map(|c| T::from_f64_lossy(f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))),
+        ),
+        FloatDtype::F64 => out.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| T::from_f64_lossy(f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))),
+        ),
+        FloatDtype::F16 => out
+            .extend(bytes.chunks_exact(2).map(|c| T::from_f64_lossy(half::f16::from_le_bytes([c[0], c[1]]).to_f64()))),
+        FloatDtype::BF16 => out
+            .extend(bytes.chunks_exact(2).map(|c| T::from_f64_lossy(half::bf16::from_le_bytes([c[0], c[1]]).to_f64()))),
+    }
+}
+
+/// Values encoded per chunk by [`write_values`]: 1 MiB of F32, enough for `BufWriter` to pass
+/// each chunk straight to the file.
+const ENCODE_CHUNK: usize = 1 << 18;
+
+/// Writes `values` as little-endian `dtype` bytes, chunk by chunk through `buf` (reused, at
+/// most [`ENCODE_CHUNK`] values' worth); `Err(Ok(index))` names the first value that is not
+/// finite after rounding (it overflowed the narrower type), `Err(Err(e))` is a write error.
+pub(crate) fn write_values<T: Real>(
+    values: &[T],
+    dtype: FloatDtype,
+    buf: &mut Vec<u8>,
+    w: &mut impl Write,
+) -> std::result::Result<(), std::result::Result<usize, std::io::Error>> {
+    if let Some(bytes) = native_bytes(values, dtype) {
+        // Every value of the element type itself is written as is; only NaN or infinity (which
+        // a decomposition never produces) would be refused.
+        if !values.iter().fold(true, |ok, v| ok & v.is_finite()) {
+            return Err(Ok(values.iter().position(|v| !v.is_finite()).unwrap_or(0)));
+        }
+        return w.write_all(bytes).map_err(Err);
+    }
+    for (ci, chunk) in values.chunks(ENCODE_CHUNK).enumerate() {
+        encode(chunk, dtype, buf).map_err(|i| Ok(ci * ENCODE_CHUNK + i))?;
+        w.write_all(buf).map_err(Err)?;
+    }
+    Ok(())
+}
+
+/// The bytes of `values` when they are already `dtype`'s little-endian encoding (`T` is the
+/// dtype's own type, on a little-endian machine).
+fn native_bytes<T: Real>(values: &[T], dtype: FloatDtype) -> Option<&[u8]> {
+    if cfg!(target_endian = "big") || std::mem::size_of::<T>() != dtype.size() {
+        return None;
+    }
+    if !matches!(dtype, FloatDtype::F32 | FloatDtype::F64) {
+        return None;
+    }
+    // SAFETY: `T` is `f32` or `f64` (sealed `Real`), whose size matches the dtype's (4 or 8
+    // bytes, checked above, so F32 pairs with f32 and F64 with f64): plain floats without
+    // padding, so every byte is initialised; `u8` has alignment 1, and the length covers
+    // exactly the same memory, borrowed for the same lifetime.
+    Some(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) })
 }
 
 /// `T` values to little-endian `dtype` bytes; `Err(index)` names the first value that is not
 /// finite after rounding (it overflowed the narrower type).
 pub(crate) fn encode<T: Real>(values: &[T], dtype: FloatDtype, out: &mut Vec<u8>) -> std::result::Result<(), usize> {
     out.clear();
-    out.reserve(values.len() * dtype.size());
-    let mut bad = None;
-    for (i, v) in values.iter().enumerate() {
-        let v = v.to_f64_exact();
-        let finite = match dtype {
-            FloatDtype::F32 => {
-                let x = v as f32;
-                out.extend_from_slice(&x.to_le_bytes());
-                x.is_finite()
-            }
-            FloatDtype::F64 => {
-                out.extend_from_slice(&v.to_le_bytes());
-                v.is_finite()
-            }
-            FloatDtype::F16 => {
-                let x = half::f16::from_f64(v);
-                out.extend_from_slice(&x.to_le_bytes());
-                x.is_finite()
-            }
-            FloatDtype::BF16 => {
-                let x = half::bf16::from_f64(v);
-                out.extend_from_slice(&x.to_le_bytes());
-                x.is_finite()
-            }
-        };
-        if !finite && bad.is_none() {
-            bad = Some(i);
-        }
+    out.resize(values.len() * dtype.size(), 0);
+    let finite = match dtype {
+        FloatDtype::F32 => out.chunks_exact_mut(4).zip(values).fold(true, |ok, (o, v)| {
+            let x = v.to_f64_exact() as f32;
+            o.copy_from_slice(&x.to_le_bytes());
+            ok & x.is_finite()
+        }),
+        FloatDtype::F64 => out.chunks_exact_mut(8).zip(values).fold(true, |ok, (o, v)| {
+            let x = v.to_f64_exact();
+            o.copy_from_slice(&x.to_le_bytes());
+            ok & x.is_finite()
+        }),
+        FloatDtype::F16 => out.chunks_exact_mut(2).zip(values).fold(true, |ok, (o, v)| {
+            let x = half::f16::from_f64(v.to_f64_exact());
+            o.copy_from_slice(&x.to_le_bytes());
+            ok & x.is_finite()
+        }),
+        FloatDtype::BF16 => out.chunks_exact_mut(2).zip(values).fold(true, |ok, (o, v)| {
+            let x = half::bf16::from_f64(v.to_f64_exact());
+            o.copy_from_slice(&x.to_le_bytes());
+            ok & x.is_finite()
+        }),
+    };
+    if finite {
+        return Ok(());
     }
-    bad.map_or(Ok(()), Err)
+    let bad = values.iter().position(|v| match dtype {
+        FloatDtype::F32 => !(v.to_f64_exact() as f32).is_finite(),
+        FloatDtype::F64 => !v.to_f64_exact().is_finite(),
+        FloatDtype::F16 => !half::f16::from_f64(v.to_f64_exact()).is_finite(),
+        FloatDtype::BF16 => !half::bf16::from_f64(v.to_f64_exact()).is_finite(),
+    });
+    Err(bad.unwrap_or(0))
 }
 
 /// One tensor of an output header.
