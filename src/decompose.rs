@@ -309,7 +309,7 @@ impl<'a, T: Real> Factorization<'a, T> {
         let mut dw = vec![T::zero(); shape.in_channels * r * taps];
         let mut pw = vec![T::zero(); shape.out_channels * cg * r];
         let mut scratch = Vec::new();
-        let relative_error = self.write_pair(options, &mut dw, &mut pw, &mut scratch)?;
+        let relative_error = self.write_pair(options, &mut dw, &mut pw, &mut scratch, true)?;
         let report = self.report(options, relative_error)?;
         let geometry = *layer.geometry();
         let depthwise = Conv2dWeights::builder(dw, [shape.in_channels * r, 1, shape.kh, shape.kw])
@@ -371,7 +371,7 @@ impl<'a, T: Real> Factorization<'a, T> {
         buffers.pointwise_dims = [shape.out_channels, cg * r, 1, 1];
         buffers.rank = r;
         let PairBuffers { depthwise, pointwise, scratch, .. } = buffers;
-        let relative_error = self.write_pair(options, depthwise, pointwise, scratch)?;
+        let relative_error = self.write_pair(options, depthwise, pointwise, scratch, true)?;
         self.report(options, relative_error)
     }
 
@@ -410,7 +410,16 @@ impl<'a, T: Real> Factorization<'a, T> {
 
     /// Writes the depthwise (`dw`, `C·r·taps`) and pointwise (`pw`, `N·Cg·r`) weights at a
     /// checked rank and returns the measured relative error.
-    fn write_pair(&self, options: &Options, dw: &mut [T], pw: &mut [T], scratch: &mut Vec<[Lanes; 9]>) -> Result<f64> {
+    ///
+    /// `fast` picks the 3x3 kernel when it applies; `false` forces the reference loop (tests).
+    fn write_pair(
+        &self,
+        options: &Options,
+        dw: &mut [T],
+        pw: &mut [T],
+        scratch: &mut Vec<[Lanes; 9]>,
+        fast: bool,
+    ) -> Result<f64> {
         let layer = self.layer;
         let shape = layer.shape();
         let (ng, taps, k) = (shape.out_per_group(), shape.taps(), shape.max_rank());
@@ -430,7 +439,7 @@ impl<'a, T: Real> Factorization<'a, T> {
             }
         }
         crate::weights::check_finite(&format!("{}.depthwise", layer.name()), "weight", dw)?;
-        let (relative_error, finite) = if taps == 9 {
+        let (relative_error, finite) = if fast && taps == 9 {
             let (ng, cg) = (shape.out_per_group(), shape.in_per_group());
             crate::svd::lanes::pointwise9(layer.weight(), ng, cg, &self.vt, k, r, &pw_scales, dw, pw, scratch)
         } else {
@@ -643,4 +652,86 @@ pub fn decompose_with<T: Real, B: SvdBackend<T> + ?Sized>(
         return Err(Error::InvalidRank { layer: layer.name().to_string(), rank: options.rank, max: k });
     }
     Factorization::compute(layer, backend)?.truncate(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::svd::GramSvd;
+
+    fn seeded<T: Real>(seed: u64, n: usize) -> Vec<T> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                T::from_f64_lossy((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
+            })
+            .collect()
+    }
+
+    /// The 3x3 kernel writes the same pointwise weight and measures the same error as the
+    /// reference loop, for every rank and split, partial lane blocks and groups included.
+    fn fast_matches_reference<T: Real>(tol: f64) {
+        for (seed, &(dims, groups)) in [
+            ([16usize, 3usize, 3usize, 3usize], 1usize),
+            ([10, 20, 3, 3], 1),
+            ([12, 8, 3, 3], 2),
+            ([6, 1, 3, 3], 6),
+            ([40, 17, 3, 3], 1),
+            ([3, 9, 3, 3], 1),
+            ([36, 11, 3, 3], 3),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let w = seeded::<T>(seed as u64 + 1, dims.iter().product());
+            let layer = Conv2dWeights::builder(w, dims).groups(groups).build().unwrap();
+            let f = Factorization::compute(&layer, &GramSvd::default()).unwrap();
+            let shape = layer.shape();
+            for r in 1..=shape.max_rank() {
+                for split in [Split::Pointwise, Split::Depthwise, Split::SquareRoot] {
+                    let options = Options::new(r).split(split);
+                    let (dw_len, pw_len) = (shape.in_channels * r * 9, shape.out_channels * shape.in_per_group() * r);
+                    let (mut dw1, mut pw1) = (vec![T::zero(); dw_len], vec![T::zero(); pw_len]);
+                    let (mut dw2, mut pw2) = (vec![T::zero(); dw_len], vec![T::zero(); pw_len]);
+                    let mut scratch = Vec::new();
+                    let e1 = f.write_pair(&options, &mut dw1, &mut pw1, &mut scratch, true).unwrap();
+                    let e2 = f.write_pair(&options, &mut dw2, &mut pw2, &mut scratch, false).unwrap();
+                    assert_eq!(dw1, dw2);
+                    let scale = pw2.iter().fold(0.0f64, |m, v| m.max(v.to_f64_exact().abs()));
+                    for (a, b) in pw1.iter().zip(&pw2) {
+                        let (a, b) = (a.to_f64_exact(), b.to_f64_exact());
+                        assert!((a - b).abs() <= tol * scale, "{dims:?} r{r} {split:?}: {a} vs {b}");
+                    }
+                    assert!((e1 - e2).abs() <= 1e-3 * e2 + tol, "{dims:?} r{r} {split:?}: error {e1} vs {e2}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pointwise9_matches_reference_f32() {
+        fast_matches_reference::<f32>(1e-6);
+    }
+
+    #[test]
+    fn pointwise9_matches_reference_f64() {
+        fast_matches_reference::<f64>(1e-13);
+    }
+
+    #[test]
+    fn overflowing_factors_are_an_error_on_both_paths() {
+        // Every row is 3e38 in every tap: M v_1 = 9e38 overflows f32 on the pointwise side.
+        for dims in [[4usize, 2usize, 3usize, 3usize], [4, 2, 2, 2]] {
+            let layer = Conv2dWeights::new(vec![3e38f32; dims.iter().product()], dims).unwrap();
+            let f = Factorization::compute(&layer, &GramSvd::default()).unwrap();
+            let options = Options::new(1).split(Split::Pointwise);
+            assert!(matches!(f.truncate(&options), Err(Error::NonFinite { .. })), "{dims:?}");
+            let mut buffers = PairBuffers::new();
+            assert!(matches!(f.truncate_into(&options, &mut buffers), Err(Error::NonFinite { .. })), "{dims:?}");
+            // The depthwise side overflows with the singular values on it.
+            let options = Options::new(1).split(Split::Depthwise);
+            assert!(matches!(f.truncate(&options), Err(Error::NonFinite { .. })), "{dims:?}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Accuracy of the Gram + Jacobi backend against the definition and the f64 nalgebra SVD.
 
 use dac::svd::{GramSvd, NalgebraSvd, SvdBackend};
-use dac::{decompose_with, Conv2dWeights, Factorization, Options};
+use dac::{decompose_with, Conv2dWeights, Factorization, Options, Split};
 
 /// A small deterministic generator (SplitMix64), uniform in [-1, 1).
 struct Rng(u64);
@@ -113,15 +113,38 @@ fn factor_layer_matches_per_channel_backend() {
         let mut s = vec![0.0f32; shape.in_channels * k];
         let mut vt = vec![0.0f32; shape.in_channels * k * taps];
         GramSvd::default().factor_layer(&layer, &mut s, &mut vt).unwrap();
-        let per_channel = Factorization::compute(&layer, &GramSvd::default()).unwrap().spectrum();
+        // The reference: each channel's matrix gathered and factored on its own, by the
+        // per-matrix Gram path and by nalgebra in f64.
+        let (ng, cg) = (shape.out_per_group(), shape.in_per_group());
         for c in 0..shape.in_channels {
+            let (g, cl) = (c / cg, c % cg);
+            let m: Vec<f32> = (0..ng)
+                .flat_map(|nl| {
+                    let src = ((g * ng + nl) * cg + cl) * taps;
+                    layer.weight()[src..src + taps].to_vec()
+                })
+                .collect();
+            let (mut s1, mut v1) = (vec![0.0f32; k], vec![0.0f32; k * taps]);
+            GramSvd::default().right_factors(&m, ng, taps, &mut s1, &mut v1).unwrap();
+            let m64: Vec<f64> = m.iter().map(|&x| f64::from(x)).collect();
+            let (mut s2, mut v2) = (vec![0.0f64; k], vec![0.0f64; k * taps]);
+            NalgebraSvd::default().right_factors(&m64, ng, taps, &mut s2, &mut v2).unwrap();
             for j in 0..k {
-                let want = per_channel.channel(c)[j];
-                assert!(
-                    (f64::from(s[c * k + j]) - want).abs() <= 1e-6 * per_channel.channel(c)[0].max(1e-30),
-                    "{dims:?} c{c} s{j}: {} vs {want}",
-                    s[c * k + j]
-                );
+                let got = f64::from(s[c * k + j]);
+                for want in [f64::from(s1[j]), s2[j]] {
+                    assert!((got - want).abs() <= 1e-6 * s2[0].max(1e-30), "{dims:?} c{c} s{j}: {got} vs {want}");
+                }
+                // The same right singular vector up to sign, where the singular value is simple.
+                let gap = (if j > 0 { s2[j - 1] - s2[j] } else { f64::INFINITY }).min(if j + 1 < k {
+                    s2[j] - s2[j + 1]
+                } else {
+                    f64::INFINITY
+                });
+                if gap > 1e-3 * s2[0] {
+                    let dot: f64 =
+                        (0..taps).map(|t| f64::from(vt[(c * k + j) * taps + t]) * v2[j * taps + t]).sum::<f64>();
+                    assert!((dot.abs() - 1.0).abs() <= 1e-5, "{dims:?} c{c} v{j}: |<v, v_ref>| = {dot}");
+                }
             }
         }
         // Wrong buffer lengths are reported.
@@ -255,4 +278,55 @@ fn extreme_scales_f64() {
         }
         assert!(vt.iter().all(|v| v.is_finite()));
     }
+}
+
+#[test]
+fn truncate_into_writes_what_truncate_returns() {
+    let mut rng = Rng(8);
+    // One buffer reused across layers of growing and shrinking sizes, kernels and element types.
+    let mut buffers = Default::default();
+    for &(dims, groups) in &[
+        ([64usize, 24usize, 3usize, 3usize], 1usize),
+        ([8, 4, 3, 3], 2),
+        ([32, 70, 3, 3], 1),
+        ([12, 5, 5, 5], 1),
+        ([6, 3, 1, 3], 3),
+        ([4, 1, 3, 3], 1),
+    ] {
+        let w = to_f32(&rng.vec(dims.iter().product()));
+        let layer = Conv2dWeights::builder(w, dims).groups(groups).bias(to_f32(&rng.vec(dims[0]))).build().unwrap();
+        let f = Factorization::compute(&layer, &GramSvd::default()).unwrap();
+        for r in 1..=layer.shape().max_rank() {
+            for split in [Split::Pointwise, Split::Depthwise, Split::SquareRoot] {
+                let options = Options::new(r).split(split).input_size(9, 9);
+                let want = f.truncate(&options).unwrap();
+                let report = f.truncate_into(&options, &mut buffers).unwrap();
+                assert_eq!(report, want.report);
+                assert_eq!(buffers.rank(), r);
+                assert_eq!(buffers.depthwise(), want.depthwise.conv().weight());
+                assert_eq!(buffers.pointwise(), want.pointwise.conv().weight());
+                assert_eq!(buffers.depthwise_dims(), want.depthwise.conv().dims());
+                assert_eq!(buffers.pointwise_dims(), want.pointwise.conv().dims());
+                assert_eq!(buffers.to_decomposition(&layer, report).unwrap(), want);
+            }
+        }
+    }
+    // Buffers written from another layer are refused, not misread.
+    let other = Conv2dWeights::new(vec![1.0f32; 2 * 2 * 9], [2, 2, 3, 3]).unwrap();
+    let report =
+        Factorization::compute(&other, &GramSvd::default()).unwrap().truncate(&Options::new(1)).unwrap().report;
+    assert!(buffers.to_decomposition(&other, report).is_err());
+    // A bad rank is an error, not a panic.
+    let f = Factorization::compute(&other, &GramSvd::default()).unwrap();
+    assert!(f.truncate_into(&Options::new(0), &mut buffers).is_err());
+    assert!(f.truncate_into(&Options::new(10), &mut buffers).is_err());
+}
+
+#[test]
+fn vgg_sized_layer_full_rank_exact_and_truncation_near_optimal() {
+    // Many lane blocks and a partial one, through the streaming kernels.
+    let mut rng = Rng(9);
+    let dims = [72usize, 45usize, 3usize, 3usize];
+    let w = to_f32(&rng.vec(dims.iter().product()));
+    check_layer(w, dims, 1);
 }
