@@ -185,3 +185,72 @@ fn large_batch_single_thread_pool_and_reuse() {
         assert!(a.max_abs_diff(&b).unwrap() < 1e-10 * (1.0 + a.max_abs()));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn larger_maps_match_reference(
+        seed in any::<u64>(),
+        batch in 1usize..4,
+        hw in 16usize..40,
+        cg in 8usize..40,
+        kind in 0usize..4,
+    ) {
+        // Feature maps above the batching threshold, with enough channels that the im2col
+        // tile and the pointwise operand are cut into bands: the per-image paths as shipped.
+        let (k, stride, pad, dil, groups) = match kind {
+            0 => (3, (1, 1), Padding::uniform(1), (1, 1), 1),
+            1 => (5, (2, 1), Padding { top: 2, bottom: 1, left: 0, right: 3 }, (1, 2), 2),
+            2 => (1, (1, 1), Padding::default(), (1, 1), 1),
+            _ => (3, (1, 1), Padding::uniform(2), (2, 2), 1),
+        };
+        let c = Case {
+            batch,
+            groups,
+            cg,
+            ng: 48 / groups,
+            kh: k,
+            kw: k,
+            stride,
+            dilation: dil,
+            padding: pad,
+            bias: seed % 2 == 0,
+            h: hw,
+            w: hw + 3,
+            seed,
+        };
+        check(&c, |v| v as f32, 1e-6)?;
+    }
+
+    #[test]
+    fn batches_of_small_maps_match_reference(seed in any::<u64>(), batch in 1usize..40, hw in 1usize..6, rank in 1usize..6) {
+        // Deep-layer shapes: many images of 1x1 .. 5x5 maps, one GEMM across the batch.
+        let c = Case {
+            batch,
+            groups: 1,
+            cg: 24,
+            ng: 16,
+            kh: 3,
+            kw: 3,
+            stride: (1, 1),
+            dilation: (1, 1),
+            padding: Padding::uniform(1),
+            bias: true,
+            h: hw,
+            w: hw,
+            seed,
+        };
+        check(&c, |v| v as f32, 1e-6)?;
+        let layer = layer(&c, |v| v);
+        let d = decompose_with(&layer, &Options::new(rank), &GramSvd::default()).unwrap();
+        let x = Tensor4::new(values(seed ^ 3, batch * 24 * hw * hw), [batch, 24, hw, hw]).unwrap();
+        let want = reference::pair(&x, &d.depthwise, &d.pointwise).unwrap();
+        let mut scratch = fast::Scratch::new();
+        for par in [fast::Parallelism::Sequential, fast::Parallelism::Rayon] {
+            let got = fast::pair(&x, &d.depthwise, &d.pointwise, par, &mut scratch).unwrap();
+            let diff = want.max_abs_diff(&got).unwrap();
+            prop_assert!(diff <= 1e-12 * (1.0 + want.max_abs()), "{c:?}: diff {diff}");
+        }
+    }
+}
