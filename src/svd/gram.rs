@@ -198,7 +198,7 @@ fn factor_run<T: Real>(
 
 /// [`factor_run`] for 3x3 kernels: eight channels at a time through the shifted-product Gram
 /// kernel and the lane-wise Jacobi solver of [`lanes`](super::lanes).
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn factor_run9<T: Real>(
     rows: &[T],
     row_stride: usize,

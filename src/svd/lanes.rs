@@ -12,6 +12,10 @@
 //! vectors accumulate all eight Gram matrices with no shuffles: 81 vector FMAs per 72 inputs
 //! instead of 45 plus a transpose.
 
+// Lane kernels index several arrays by the same lane/tap index on purpose: that is the form the
+// compiler vectorises.
+#![allow(clippy::needless_range_loop)]
+
 use super::SvdFailure;
 use crate::scalar::Real;
 use rayon::prelude::*;
