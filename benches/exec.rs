@@ -53,6 +53,25 @@ fn bench(c: &mut Criterion) {
         g.bench_function(label, |b| b.iter(|| black_box(fast::conv2d(&xb, &small, par, &mut scratch).expect("conv"))));
     }
     g.finish();
+    // Deep layers on small maps, 100 images: one GEMM across the batch.
+    for hw in [4usize, 2] {
+        let deep = Conv2dWeights::builder(values(128 * 128 * 9, 6), [128, 128, 3, 3])
+            .padding(Padding::uniform(1))
+            .build()
+            .expect("layer");
+        let xs = Tensor4::new(values(100 * 128 * hw * hw, 7), [100, 128, hw, hw]).expect("input");
+        let d = decompose_with(&deep, &Options::new(3), &GramSvd::default()).expect("decompose");
+        let mut g = c.benchmark_group(format!("conv_128x128_{hw}x{hw}_batch100"));
+        g.sample_size(10);
+        let seq = fast::Parallelism::Sequential;
+        g.bench_function("dense_1thread", |b| {
+            b.iter(|| black_box(fast::conv2d(&xs, &deep, seq, &mut scratch).expect("conv")))
+        });
+        g.bench_function("pair_r3_1thread", |b| {
+            b.iter(|| black_box(fast::pair(&xs, &d.depthwise, &d.pointwise, seq, &mut scratch).expect("pair")))
+        });
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench);

@@ -1,6 +1,7 @@
 //! Executor timings on one 256 -> 256, 56x56, 3x3 layer (padding 1, bias), f32, batch 1,
-//! single thread: dense and the DAC pair at r = 1, 2, 4. Prints one JSON object of medians in
-//! milliseconds. Used by `bench/compare.py`.
+//! single thread: dense and the DAC pair at r = 1, 2, 4; then a batch of 100 small maps (4x4
+//! and 2x2, 128 channels) as deep in the paper example's network. Prints one JSON object of
+//! medians in milliseconds. Used by `bench/compare.py`.
 //!
 //! `cargo run --release --example bench_exec -- [--reps N]`
 
@@ -60,6 +61,25 @@ fn main() {
             std::hint::black_box(fast::pair(&x, &d.depthwise, &d.pointwise, seq, &mut scratch).expect("pair"));
         });
         out.push(format!("\"pair_r{r}_ms\": {t:.4}"));
+    }
+    // Deep layers of a small CIFAR-style network, 100 images per call (the paper example's
+    // batches): 128 -> 128 channels on 4x4 and 2x2 maps, dense and the pair at r = 3.
+    for hw in [4, 2] {
+        let small = Conv2dWeights::builder(values(128 * 128 * 9, 4), [128, 128, 3, 3])
+            .padding(Padding::uniform(1))
+            .bias(values(128, 5))
+            .build()
+            .expect("layer");
+        let xb = Tensor4::new(values(100 * 128 * hw * hw, 6), [100, 128, hw, hw]).expect("input");
+        let t = median_ms(reps, || {
+            std::hint::black_box(fast::conv2d(&xb, &small, seq, &mut scratch).expect("conv"));
+        });
+        out.push(format!("\"batch100_128x128_{hw}x{hw}_dense_ms\": {t:.4}"));
+        let d = decompose_with(&small, &Options::new(3), &GramSvd::default()).expect("decompose");
+        let t = median_ms(reps, || {
+            std::hint::black_box(fast::pair(&xb, &d.depthwise, &d.pointwise, seq, &mut scratch).expect("pair"));
+        });
+        out.push(format!("\"batch100_128x128_{hw}x{hw}_pair_r3_ms\": {t:.4}"));
     }
     println!("{{{}}}", out.join(", "));
 }

@@ -4,17 +4,19 @@
 //! Same semantics as [`reference`](super::reference) (cross-correlation with stride, per-side
 //! zero padding, dilation, groups and bias), property-tested against it. Three paths are chosen
 //! per layer:
-//! - **depthwise** (one input channel per group, e.g. [`DepthwiseR`]): direct loops over each
-//!   output row, vectorised along the width, no im2col; on narrow feature maps a precomputed
-//!   table of the valid taps replaces the row loops;
+//! - **depthwise** (one input channel per group, e.g. [`DepthwiseR`]), no im2col: with stride 1
+//!   the input plane is copied once into a zero-padded buffer and each output plane is
+//!   accumulated at the padded width, one long vectorised `axpy` per tap (AVX2 when the CPU
+//!   has it); other strides run direct loops over each output row, or a precomputed table of
+//!   the valid taps on narrow outputs;
 //! - **pointwise** (1x1, stride 1, no padding): the input planes are the GEMM's right operand
-//!   as they are;
+//!   as they are, a cache-sized band of columns at a time;
 //! - anything else: each group's input is unfolded (im2col) into a `(C/g·kh·kw) x pixels`
 //!   matrix in a reusable [`Scratch`] buffer and multiplied by the `(N/g) x (C/g·kh·kw)` weight.
 //!   On large feature maps the unfolding is done a band of output rows at a time, so that the
 //!   unfolded tile stays in cache while the GEMM reads it.
 //!
-//! On small feature maps (a few dozen output pixels, as deep in a CIFAR-style network) a GEMM
+//! On small feature maps (under 256 output pixels, as deep in a CIFAR-style network) a GEMM
 //! per image would have only a handful of columns. There the images of a batch are unfolded
 //! side by side into one `(C/g·kh·kw) x (images·pixels)` matrix (pointwise layers: their planes
 //! gathered), multiplied once, and the result scattered back to NCHW.
