@@ -1,13 +1,14 @@
 //! Decomposing the 13 VGG16 convolutions (3x3, f32, seeded weights) at r = 3 and full rank,
-//! with the Gram + Jacobi backend (streaming `factor_layer` and the whole `decompose_with`)
-//! and the nalgebra reference backend, against copying the same bytes.
+//! with the Gram + Jacobi backend (streaming `factor_layer`, the whole `decompose_with`, and
+//! `Factorization::compute` + `truncate_into` reusable buffers) and the nalgebra reference
+//! backend, against copying the same bytes.
 //!
 //! `cargo bench --bench decompose`; `RAYON_NUM_THREADS=1 cargo bench --bench decompose` for
 //! single-thread figures.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dac::svd::{GramSvd, NalgebraSvd, SvdBackend};
-use dac::{decompose_with, Conv2dWeights, Options};
+use dac::{decompose_with, Conv2dWeights, Factorization, Options};
 use std::hint::black_box;
 
 const VGG16: [(usize, usize); 13] = [
@@ -76,6 +77,17 @@ fn bench(c: &mut Criterion) {
     for (label, rank) in [("r3", Some(3)), ("full", None)] {
         g.bench_with_input(BenchmarkId::new("decompose_gram", label), &rank, |b, &r| {
             b.iter(|| decompose_all(&layers, r, &GramSvd::default()))
+        });
+        // One reusable pair buffer per layer (`PairBuffers`, named by inference).
+        let mut buffers: Vec<_> = layers.iter().map(|_| Default::default()).collect();
+        g.bench_with_input(BenchmarkId::new("decompose_gram_into", label), &rank, |b, &r| {
+            b.iter(|| {
+                for (l, buf) in layers.iter().zip(buffers.iter_mut()) {
+                    let max = l.shape().max_rank();
+                    let f = Factorization::compute(l, &GramSvd::default()).expect("factorisation");
+                    black_box(f.truncate_into(&Options::new(r.unwrap_or(max).min(max)), buf).expect("truncate"));
+                }
+            })
         });
         g.bench_with_input(BenchmarkId::new("decompose_nalgebra", label), &rank, |b, &r| {
             b.iter(|| decompose_all(&layers, r, &NalgebraSvd::default()))

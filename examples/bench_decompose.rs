@@ -1,6 +1,7 @@
 //! Timings of decomposing the 13 VGG16 convolutions, printed as one JSON object.
 //!
-//! `cargo run --release --example bench_decompose -- [--reps N] [--threads T] [--rank R]`
+//! `cargo run --release --example bench_decompose -- [--reps N] [--threads T] [--rank R]
+//! [--no-nalgebra] [--only KEY]` (`--only` runs one measurement, for profiling a phase)
 //!
 //! Used by `bench/compare.py`; every figure is the median of `reps` runs, in milliseconds:
 //! - `memcpy_existing_ms`: copying every weight into buffers that already exist;

@@ -16,7 +16,11 @@
 //!
 //! Besides the per-matrix [`SvdBackend`] implementation, [`GramSvd::factor_layer`] factors every
 //! input channel of a layer in one streaming pass over the OIHW weight, without gathering the
-//! per-channel matrices: the form file conversion uses.
+//! per-channel matrices: the form file conversion uses. For 3x3 kernels it runs the lane
+//! kernels of `svd::lanes`: eight channels' Gram matrices from shifted element-wise products of
+//! contiguous row segments, then one Jacobi solve for all eight (lane-wise rotations, sweeps
+//! until no lane rotates); other kernel sizes take the general loop. Both are tested against
+//! the per-matrix [`right_factors`](SvdBackend::right_factors) and against nalgebra.
 
 use super::{SvdBackend, SvdFailure};
 use crate::error::{Error, Result};
