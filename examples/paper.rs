@@ -113,6 +113,33 @@ impl Ctx {
         self.memo.insert(ranks.to_vec(), c);
         Ok(c)
     }
+    /// Experiment 2's "first k" rows at `rank`, k = 1..=L, sharing the work between them: the
+    /// activations entering conv `k - 1` with convs `0..k-1` decomposed are carried from one k
+    /// to the next, so each row runs only conv `k - 1` onwards instead of the whole network.
+    /// The counts go into the memo that [`acc`](Self::acc) reads.
+    fn first_k_chain(&mut self, rank: usize) -> Res<()> {
+        use rayon::prelude::*;
+        let mut x = self.cache[0].clone();
+        for k in 1..=self.layers() {
+            let ranks = first_k(self, k, rank);
+            let pairs: Vec<Option<&Pair>> =
+                ranks.iter().enumerate().map(|(i, r)| r.map(|r| &self.pairs[i][r - 1])).collect();
+            let (from, next) = (self.net.conv_ops[k - 1], self.net.conv_ops.get(k).copied());
+            let counted = if self.memo.contains_key(&ranks) {
+                None
+            } else {
+                Some(net::evaluate(&self.net, &x, from, &pairs, &self.labels)?.0)
+            };
+            if let Some(to) = next {
+                x = x.into_par_iter().map(|b| self.net.run_range(b, from, to, &pairs)).collect::<Res<_>>()?;
+            }
+            if let Some(c) = counted {
+                self.evaluations += 1;
+                self.memo.insert(ranks, c);
+            }
+        }
+        Ok(())
+    }
     fn only(&self, layers: impl Iterator<Item = usize>, rank: usize) -> Vec<Option<usize>> {
         let mut v = vec![None; self.layers()];
         for i in layers {
@@ -286,6 +313,9 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
         print!(" {:>16} {:>16}", format!("first k, r={r}"), format!("last k, r={r}"));
     }
     println!();
+    for r in [1, 3, 5] {
+        ctx.first_k_chain(r)?;
+    }
     for k in 1..=l {
         print!("{k:<4}");
         for r in [1, 3, 5] {
