@@ -100,8 +100,21 @@ pub(crate) fn gram9<T: Real>(
     scale: &[[f64; BLOCK]],
     acc: &mut [[[f64; BLOCK]; 9]],
 ) {
+    gram9_on(isa(), rows, row_stride, base, len, scale, acc)
+}
+
+/// [`gram9`] with the build chosen by the caller (`isa` must be one this CPU runs).
+fn gram9_on<T: Real>(
+    isa: Isa,
+    rows: &[T],
+    row_stride: usize,
+    base: usize,
+    len: usize,
+    scale: &[[f64; BLOCK]],
+    acc: &mut [[[f64; BLOCK]; 9]],
+) {
     assert!(len <= GRAM_CHANNELS && scale.len() >= len.div_ceil(LANES) && acc.len() >= len.div_ceil(LANES));
-    match isa() {
+    match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa()` returned Avx512 only after detecting avx512f, avx2 and fma.
         Isa::Avx512 => unsafe { gram9_avx512(rows, row_stride, base, len, scale, acc) },
@@ -202,7 +215,12 @@ fn gram9_impl<T: Real, const F: bool>(
 /// # Errors
 /// When some lane still rotates after `max_sweeps` sweeps.
 pub(crate) fn jacobi9(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> Result<(), SvdFailure> {
-    let converged = match isa() {
+    jacobi9_on(isa(), a, v, max_sweeps)
+}
+
+/// [`jacobi9`] with the build chosen by the caller (`isa` must be one this CPU runs).
+fn jacobi9_on(isa: Isa, a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> Result<(), SvdFailure> {
+    let converged = match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa()` returned Avx512 only after detecting avx512f, avx2 and fma.
         Isa::Avx512 => unsafe { jacobi9_avx512(a, v, max_sweeps) },
@@ -330,6 +348,24 @@ pub(crate) fn pointwise9<T: Real>(
     pw: &mut [T],
     scratch: &mut Vec<[Lanes; 9]>,
 ) -> (f64, bool) {
+    pointwise9_on(isa(), w, ng, cg, vt, k, r, pw_scales, dw, pw, scratch)
+}
+
+/// [`pointwise9`] with the build chosen by the caller (`isa` must be one this CPU runs).
+#[allow(clippy::too_many_arguments)]
+fn pointwise9_on<T: Real>(
+    isa: Isa,
+    w: &[T],
+    ng: usize,
+    cg: usize,
+    vt: &[T],
+    k: usize,
+    r: usize,
+    pw_scales: &[f64],
+    dw: &[T],
+    pw: &mut [T],
+    scratch: &mut Vec<[Lanes; 9]>,
+) -> (f64, bool) {
     assert!((1..=9).contains(&r) && r <= k, "rank {r} of a 3x3 layer");
     let channels = w.len() / (ng * 9);
     let groups = channels / cg;
@@ -352,7 +388,6 @@ pub(crate) fn pointwise9<T: Real>(
         }
     }
     let coefs = &scratch[..];
-    let isa = isa();
     let (diff, total, check) = pw
         .par_chunks_mut(PW_TASK_ROWS * cg * r)
         .zip(w.par_chunks(PW_TASK_ROWS * cg * 9))
@@ -575,6 +610,49 @@ fn pw9_impl<T: Real, const F: bool, const R: usize>(
 mod tests {
     use super::*;
 
+    /// Every build this CPU runs, the portable one included.
+    fn builds() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                v.push(Isa::Avx2);
+            }
+            if isa() == Isa::Avx512 {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn pointwise9_builds_agree() {
+        // 2 groups of 11 input channels (a partial lane block), 20 rows per group: two tasks.
+        let (ng, cg, groups) = (20usize, 11usize, 2usize);
+        let channels = cg * groups;
+        let w: Vec<f32> = (0..groups * ng * cg * 9).map(|i| ((i as f32) * 0.311).cos()).collect();
+        let vt: Vec<f32> = (0..channels * 9 * 9).map(|i| ((i as f32) * 0.173).sin()).collect();
+        for r in 1..=9 {
+            let scales: Vec<f64> = (0..channels * r).map(|i| 0.5 + (i % 5) as f64).collect();
+            let dw: Vec<f32> = (0..channels * r * 9).map(|i| ((i as f32) * 0.57).sin()).collect();
+            let mut results = Vec::new();
+            for build in builds() {
+                let mut pw = vec![0.0f32; groups * ng * cg * r];
+                let mut scratch = Vec::new();
+                let (e, ok) = pointwise9_on(build, &w, ng, cg, &vt, 9, r, &scales, &dw, &mut pw, &mut scratch);
+                assert!(ok && e.is_finite());
+                results.push((build, e, pw));
+            }
+            let (_, e0, p0) = &results[0];
+            for (build, e, p) in &results[1..] {
+                assert!((e - e0).abs() <= 1e-12 * e0.max(1.0), "{build:?} r{r}: {e} vs {e0}");
+                for (a, b) in p.iter().zip(p0) {
+                    assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{build:?} r{r}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
     /// Every build of the kernels agrees with the portable one and with the definitions.
     #[test]
     fn gram9_matches_definition() {
@@ -585,23 +663,25 @@ mod tests {
             for c in 0..len {
                 scale[c / LANES][(c % LANES) * 9..(c % LANES + 1) * 9].fill(1.0);
             }
-            let mut acc = [[[0.0; BLOCK]; 9]; 2];
-            gram9(&w, cg * 9, cl0 * 9, len, &scale, &mut acc);
-            let mut acc0 = [[[0.0; BLOCK]; 9]; 2];
-            gram9_impl::<f32, false>(&w, cg * 9, cl0 * 9, len, &scale, &mut acc0);
-            for c in 0..len {
-                let (b, l) = (c / LANES, c % LANES);
-                for a in 0..9 {
-                    for s in 0..9 - a {
-                        let want: f64 = (0..n)
-                            .map(|o| {
-                                let x = &w[(o * cg + cl0 + c) * 9..];
-                                f64::from(x[a]) * f64::from(x[a + s])
-                            })
-                            .sum();
-                        let (got, got0) = (acc[b][s][l * 9 + a], acc0[b][s][l * 9 + a]);
-                        assert!((got - want).abs() <= 1e-12 * n as f64, "{got} vs {want}");
-                        assert!((got0 - want).abs() <= 1e-12 * n as f64, "{got0} vs {want}");
+            for build in builds() {
+                let mut acc = [[[0.0; BLOCK]; 9]; 2];
+                gram9_on(build, &w, cg * 9, cl0 * 9, len, &scale, &mut acc);
+                let mut acc0 = [[[0.0; BLOCK]; 9]; 2];
+                gram9_impl::<f32, false>(&w, cg * 9, cl0 * 9, len, &scale, &mut acc0);
+                for c in 0..len {
+                    let (b, l) = (c / LANES, c % LANES);
+                    for a in 0..9 {
+                        for s in 0..9 - a {
+                            let want: f64 = (0..n)
+                                .map(|o| {
+                                    let x = &w[(o * cg + cl0 + c) * 9..];
+                                    f64::from(x[a]) * f64::from(x[a + s])
+                                })
+                                .sum();
+                            let (got, got0) = (acc[b][s][l * 9 + a], acc0[b][s][l * 9 + a]);
+                            assert!((got - want).abs() <= 1e-12 * n as f64, "{got} vs {want}");
+                            assert!((got0 - want).abs() <= 1e-12 * n as f64, "{got0} vs {want}");
+                        }
                     }
                 }
             }
@@ -627,14 +707,10 @@ mod tests {
             }
         }
         orig.clone_from(&a);
-        for build in 0..2 {
+        for build in builds() {
             let mut m = orig;
             let mut v = [[[0.0; LANES]; 9]; 9];
-            if build == 0 {
-                jacobi9(&mut m, &mut v, 64).unwrap();
-            } else {
-                assert!(jacobi9_impl::<false>(&mut m, &mut v, 64));
-            }
+            jacobi9_on(build, &mut m, &mut v, 64).unwrap();
             for l in 0..LANES {
                 // V diag(m) Vᵀ == orig and VᵀV == I.
                 for i in 0..9 {
