@@ -314,6 +314,7 @@ fn gemm_images<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], work: &mut
     let depth = job.depth();
     let (ng, groups) = (job.shape.out_per_group(), job.shape.groups);
     let elem = std::mem::size_of::<T>();
+    let index = if job.path == Path::Im2col { gather_index(job) } else { None };
     if images > 1 && pixels < job.tuning.batch_below {
         // Small feature maps: `per` images side by side in one GEMM.
         let by_cols = job.tuning.batch_cols / pixels;
@@ -335,7 +336,7 @@ fn gemm_images<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], work: &mut
                             col[c * cols + bi * pixels..][..pixels].copy_from_slice(plane);
                         }
                     } else {
-                        im2col(job, src, &mut col[bi * pixels..], cols, (0, job.out_hw.0), false);
+                        im2col(job, src, &mut col[bi * pixels..], cols, (0, job.out_hw.0), index.as_deref(), false);
                     }
                 }
                 gemm_rows(ng, depth, cols, job.weight(g), col, cols, tmp, cols, par);
@@ -380,7 +381,7 @@ fn gemm_images<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], work: &mut
                 let oy1 = (oy0 + band_rows).min(job.out_hw.0);
                 let (p0, np) = (oy0 * ow, (oy1 - oy0) * ow);
                 let col = &mut work.col[..depth * np];
-                im2col(job, src, col, np, (oy0, oy1), par);
+                im2col(job, src, col, np, (oy0, oy1), index.as_deref(), par);
                 gemm_rows(ng, depth, np, job.weight(g), col, np, &mut dst[p0..], pixels, par);
                 add_bias(dst, pixels, p0, np, bias);
             }
@@ -475,7 +476,19 @@ fn valid_range(out_len: usize, stride: usize, offset: usize, pad: usize, len: us
 /// Unfolds output rows `oys.0..oys.1` of one group's input (`cg x h x w`) into `col`: row
 /// `(c, ky, kx)` of the unfolded matrix starts at `col[row·ld]` and holds
 /// `(oys.1 - oys.0)·ow` values.
-fn im2col<T: Real>(job: &Job<'_, T>, input: &[T], col: &mut [T], ld: usize, oys: (usize, usize), par: bool) {
+///
+/// `index` (from [`gather_index`], on narrow outputs) replaces the row loops by one lookup per
+/// element.
+#[allow(clippy::too_many_arguments)]
+fn im2col<T: Real>(
+    job: &Job<'_, T>,
+    input: &[T],
+    col: &mut [T],
+    ld: usize,
+    oys: (usize, usize),
+    index: Option<&[u32]>,
+    par: bool,
+) {
     let g = &job.geo;
     let (h, w) = job.in_hw;
     let ow = job.out_hw.1;
@@ -486,6 +499,13 @@ fn im2col<T: Real>(job: &Job<'_, T>, input: &[T], col: &mut [T], ld: usize, oys:
         let dst = &mut dst[..len];
         let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
         let plane = &input[c * h * w..(c + 1) * h * w];
+        if let Some(index) = index {
+            let taps = &index[(row % (kh * kw)) * job.pixels() + oys.0 * ow..][..len];
+            for (d, &i) in dst.iter_mut().zip(taps) {
+                *d = if i == u32::MAX { T::zero() } else { plane[i as usize] };
+            }
+            return;
+        }
         let (x0, x1) = valid_range(ow, g.stride.1, kx * g.dilation.1, g.padding.left, w);
         let (y0, y1) = valid_range(job.out_hw.0, g.stride.0, ky * g.dilation.0, g.padding.top, h);
         for (oy, out_row) in (oys.0..oys.1).zip(dst.chunks_exact_mut(ow)) {
@@ -514,6 +534,36 @@ fn im2col<T: Real>(job: &Job<'_, T>, input: &[T], col: &mut [T], ld: usize, oys:
     } else {
         col.chunks_mut(ld).take(depth).enumerate().for_each(body);
     }
+}
+
+/// On narrow outputs (and planes below 2^32 elements): for every tap `t = ky·kw + kx` and
+/// output pixel `p`, `index[t·pixels + p]` is the input pixel it reads, `u32::MAX` in the
+/// padding.
+fn gather_index<T: Real>(job: &Job<'_, T>) -> Option<Vec<u32>> {
+    let g = &job.geo;
+    let (h, w) = job.in_hw;
+    let (oh, ow) = job.out_hw;
+    let too_big = h.checked_mul(w).is_none_or(|n| n >= u32::MAX as usize) || job.shape.taps() * oh * ow > 1 << 22;
+    if ow >= job.tuning.table_below || too_big {
+        return None;
+    }
+    let mut index = Vec::with_capacity(job.shape.taps() * oh * ow);
+    for ky in 0..job.shape.kh {
+        for kx in 0..job.shape.kw {
+            for oy in 0..oh {
+                let iy = (oy * g.stride.0 + ky * g.dilation.0).checked_sub(g.padding.top).filter(|&y| y < h);
+                for ox in 0..ow {
+                    let ix = (ox * g.stride.1 + kx * g.dilation.1).checked_sub(g.padding.left).filter(|&x| x < w);
+                    index.push(match (iy, ix) {
+                        // Below u32::MAX: checked above.
+                        (Some(y), Some(x)) => (y * w + x) as u32,
+                        _ => u32::MAX,
+                    });
+                }
+            }
+        }
+    }
+    Some(index)
 }
 
 /// The depthwise path over a whole batch: one task per input plane and its output planes.
