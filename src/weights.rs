@@ -298,6 +298,11 @@ impl<T: Real> Conv2dWeightsBuilder<T> {
 
 /// Returns [`Error::NonFinite`] naming the first NaN or infinite element of `data`.
 pub(crate) fn check_finite<T: Real>(layer: &str, what: &'static str, data: &[T]) -> Result<()> {
+    // Fast path: a branch-free `&` over fixed-size blocks vectorises (a `position` scan stops
+    // to branch on every element, which made it a visible share of converting a checkpoint).
+    if data.chunks(4096).all(|block| block.iter().fold(true, |ok, v| ok & v.is_finite())) {
+        return Ok(());
+    }
     match data.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
         Some(index) => {
