@@ -173,8 +173,15 @@ fn gram9_impl<T: Real, const F: bool>(
             let run = &row[base..base + width];
             for ((dst, src), sc) in xs[m].iter_mut().zip(run.chunks(BLOCK)).zip(scale) {
                 if let Ok(src) = <&[T; BLOCK]>::try_from(src) {
-                    for i in 0..BLOCK {
-                        dst[i] = src[i].to_f64_exact() * sc[i];
+                    if std::mem::size_of::<T>() == 4 {
+                        // f32 squares fit f64's range: the scales are all 1.
+                        for i in 0..BLOCK {
+                            dst[i] = src[i].to_f64_exact();
+                        }
+                    } else {
+                        for i in 0..BLOCK {
+                            dst[i] = src[i].to_f64_exact() * sc[i];
+                        }
                     }
                 } else {
                     for (i, x) in src.iter().enumerate() {
