@@ -338,15 +338,15 @@ impl<'a, T: Real> Factorization<'a, T> {
     ///
     /// The values written are exactly those [`truncate`](Self::truncate) returns; the geometry
     /// of the pair (stride, padding, groups, the bias on the pointwise side) is the one documented
-    /// on [`DepthwiseR`] and [`Pointwise`], and `PairBuffers::to_decomposition` builds the
+    /// on [`DepthwiseR`] and [`Pointwise`], and [`PairBuffers::to_decomposition`] builds the
     /// validated layers when needed.
     ///
     /// ```
-    /// use dac::{svd::GramSvd, Conv2dWeights, Factorization, Options};
+    /// use dac::{svd::GramSvd, Conv2dWeights, Factorization, Options, PairBuffers};
     /// let layers: Vec<Conv2dWeights<f32>> = (1..4)
     ///     .map(|s| Conv2dWeights::new((0..16 * 8 * 9).map(|i| ((i * s) as f32 * 0.1).sin()).collect(), [16, 8, 3, 3]))
     ///     .collect::<Result<_, _>>()?;
-    /// let mut out = Default::default(); // a PairBuffers, reused for every layer
+    /// let mut out = PairBuffers::new(); // reused for every layer
     /// for layer in &layers {
     ///     let f = Factorization::compute(layer, &GramSvd::default())?;
     ///     let report = f.truncate_into(&Options::new(3), &mut out)?;

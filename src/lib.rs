@@ -54,7 +54,8 @@ pub struct ReadmeDoctests;
 
 pub use cost::Cost;
 pub use decompose::{
-    decompose, decompose_with, Decomposition, DepthwiseR, Factorization, Options, Pointwise, Report, Spectrum, Split,
+    decompose, decompose_with, Decomposition, DepthwiseR, Factorization, Options, PairBuffers, Pointwise, Report,
+    Spectrum, Split,
 };
 pub use error::{Error, Result};
 pub use plan::plan;
