@@ -24,7 +24,8 @@ def ensure_venv():
     if not os.path.exists(py):
         subprocess.check_call([sys.executable, "-m", "venv", VENV])
         subprocess.check_call([py, "-m", "pip", "install", "-q", "onnxruntime", "numpy"])
-    if os.path.realpath(sys.executable) != os.path.realpath(py) and not os.environ.get("DAC_IN_VENV"):
+    # A venv's python is a symlink to the base interpreter, so compare prefixes, not executables.
+    if os.path.realpath(sys.prefix) != os.path.realpath(VENV) and not os.environ.get("DAC_IN_VENV"):
         env = dict(os.environ, DAC_IN_VENV="1")
         os.execve(py, [py] + sys.argv, env)
 
