@@ -311,25 +311,7 @@ impl<'a, T: Real> Factorization<'a, T> {
         let mut scratch = Vec::new();
         let relative_error = self.write_pair(options, &mut dw, &mut pw, &mut scratch, true)?;
         let report = self.report(options, relative_error)?;
-        let geometry = *layer.geometry();
-        let depthwise = Conv2dWeights::builder(dw, [shape.in_channels * r, 1, shape.kh, shape.kw])
-            .name(format!("{}.depthwise", layer.name()))
-            .stride(geometry.stride.0, geometry.stride.1)
-            .dilation(geometry.dilation.0, geometry.dilation.1)
-            .padding(geometry.padding)
-            .groups(shape.in_channels)
-            .build()?;
-        let pointwise = Conv2dWeights::builder(pw, [shape.out_channels, cg * r, 1, 1])
-            .name(format!("{}.pointwise", layer.name()))
-            .maybe_bias(layer.bias().map(<[T]>::to_vec))
-            .groups(shape.groups)
-            .padding(Padding::default())
-            .build()?;
-        Ok(Decomposition {
-            depthwise: DepthwiseR { conv: depthwise, rank: r },
-            pointwise: Pointwise { conv: pointwise },
-            report,
-        })
+        build_pair(layer, dw, pw, r, report)
     }
 
     /// [`truncate`](Self::truncate) into caller-owned buffers: writes the depthwise and pointwise
@@ -521,26 +503,39 @@ impl<T: Real> PairBuffers<T> {
                 expected: "buffers last written by truncate_into from this layer",
             });
         }
-        let geometry = *layer.geometry();
-        let depthwise = Conv2dWeights::builder(self.depthwise.clone(), self.depthwise_dims)
-            .name(format!("{}.depthwise", layer.name()))
-            .stride(geometry.stride.0, geometry.stride.1)
-            .dilation(geometry.dilation.0, geometry.dilation.1)
-            .padding(geometry.padding)
-            .groups(shape.in_channels)
-            .build()?;
-        let pointwise = Conv2dWeights::builder(self.pointwise.clone(), self.pointwise_dims)
-            .name(format!("{}.pointwise", layer.name()))
-            .maybe_bias(layer.bias().map(<[T]>::to_vec))
-            .groups(shape.groups)
-            .padding(Padding::default())
-            .build()?;
-        Ok(Decomposition {
-            depthwise: DepthwiseR { conv: depthwise, rank: r },
-            pointwise: Pointwise { conv: pointwise },
-            report,
-        })
+        build_pair(layer, self.depthwise.clone(), self.pointwise.clone(), r, report)
     }
+}
+
+/// The validated pair of `layer` at rank `r` from its written weights: the depthwise half keeps
+/// the stride, padding and dilation (`groups = C`), the pointwise half the groups and bias.
+fn build_pair<T: Real>(
+    layer: &Conv2dWeights<T>,
+    dw: Vec<T>,
+    pw: Vec<T>,
+    r: usize,
+    report: Report,
+) -> Result<Decomposition<T>> {
+    let shape = layer.shape();
+    let geometry = *layer.geometry();
+    let depthwise = Conv2dWeights::builder(dw, [shape.in_channels * r, 1, shape.kh, shape.kw])
+        .name(format!("{}.depthwise", layer.name()))
+        .stride(geometry.stride.0, geometry.stride.1)
+        .dilation(geometry.dilation.0, geometry.dilation.1)
+        .padding(geometry.padding)
+        .groups(shape.in_channels)
+        .build()?;
+    let pointwise = Conv2dWeights::builder(pw, [shape.out_channels, shape.in_per_group() * r, 1, 1])
+        .name(format!("{}.pointwise", layer.name()))
+        .maybe_bias(layer.bias().map(<[T]>::to_vec))
+        .groups(shape.groups)
+        .padding(Padding::default())
+        .build()?;
+    Ok(Decomposition {
+        depthwise: DepthwiseR { conv: depthwise, rank: r },
+        pointwise: Pointwise { conv: pointwise },
+        report,
+    })
 }
 
 /// Multipliers `(depthwise, pointwise)` for component `j` with singular value `s` of a channel
