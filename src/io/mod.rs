@@ -820,6 +820,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
         .max()
         .unwrap_or(0);
     let mut scratch: Vec<T> = Vec::with_capacity(largest);
+    let mut pair = crate::decompose::PairBuffers::<T>::new();
     let analyse_total = needs_spectrum.iter().filter(|&&n| n).count() as u64;
     let mut analysed = 0;
     let mut spectra: Vec<Option<Spectrum>> = vec![None; layers.len()];
@@ -962,23 +963,27 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                 if let Some((h, w)) = input_size {
                     opts = opts.input_size(h, w);
                 }
-                let d = match factored[li].take() {
-                    Some(f) => f.truncate(&opts).map_err(|e| in_file(path, e))?,
+                // The pair goes into `pair` (reused across layers: no fresh pages per layer);
+                // the pointwise bias is the original layer's, unchanged.
+                let (report, bias) = match factored[li].take() {
+                    Some(f) => (
+                        f.truncate_into(&opts, &mut pair).map_err(|e| in_file(path, e))?,
+                        f.layer().bias().map(<[T]>::to_vec),
+                    ),
                     None => {
                         let layer = load_layer::<T>(&ck, l, std::mem::take(&mut scratch))?;
-                        let d = Factorization::compute(&layer, backend)
-                            .and_then(|f| f.truncate(&opts))
+                        let report = Factorization::compute(&layer, backend)
+                            .and_then(|f| f.truncate_into(&opts, &mut pair))
                             .map_err(|e| in_file(path, e))?;
-                        scratch = layer.into_parts().0;
-                        d
+                        let (weight, bias) = layer.into_parts();
+                        scratch = weight;
+                        (report, bias)
                     }
                 };
-                let dw = d.depthwise.conv();
-                let pw = d.pointwise.conv();
                 let parts: [(&str, Option<&[T]>); 3] = [
-                    ("depthwise.weight", Some(dw.weight())),
-                    ("pointwise.weight", Some(pw.weight())),
-                    ("pointwise.bias", pw.bias()),
+                    ("depthwise.weight", Some(pair.depthwise())),
+                    ("pointwise.weight", Some(pair.pointwise())),
+                    ("pointwise.bias", bias.as_deref()),
                 ];
                 for (suffix, values) in parts {
                     let Some(values) = values else { continue };
@@ -991,7 +996,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                         Err(e) => Error::Io { path: output.to_path_buf(), action: "write", source: e },
                     })?;
                 }
-                let rep = &d.report;
+                let rep = &report;
                 summary.converted.push(ConvertedLayer {
                     name: l.name.clone(),
                     dims: l.dims,
