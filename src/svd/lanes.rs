@@ -52,6 +52,16 @@ fn vfma<const F: bool>(a: &Lanes, b: &Lanes, c: &Lanes) -> Lanes {
     out
 }
 
+/// `values` as f32 when `T` is f32.
+pub(crate) fn as_f32<T: Real>(values: &[T]) -> Option<&[f32]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: `T` is `f32`, so the slice's layout is that of `[f32]`.
+        Some(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<f32>(), values.len()) })
+    } else {
+        None
+    }
+}
+
 /// Which build of a kernel to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
@@ -116,8 +126,23 @@ fn gram9_on<T: Real>(
     assert!(len <= GRAM_CHANNELS && scale.len() >= len.div_ceil(LANES) && acc.len() >= len.div_ceil(LANES));
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa()` returned Avx512 only after detecting avx512f, avx2 and fma.
-        Isa::Avx512 => unsafe { gram9_avx512(rows, row_stride, base, len, scale, acc) },
+        Isa::Avx512 => {
+            if let Some(rows) = as_f32(rows) {
+                // Whole blocks through the register-shift kernel, a partial block through the
+                // lane code (f32 needs no scales).
+                let whole = len / LANES;
+                // SAFETY: `isa()` returned Avx512 only after detecting avx512f.
+                unsafe { super::avx512::gram9_f32(rows, row_stride, base, whole, acc) };
+                if len % LANES != 0 {
+                    let (base, len) = (base + whole * BLOCK, len % LANES);
+                    // SAFETY: as above (avx512f, avx2 and fma detected).
+                    unsafe { gram9_avx512(rows, row_stride, base, len, &scale[whole..], &mut acc[whole..]) };
+                }
+            } else {
+                // SAFETY: `isa()` returned Avx512 only after detecting avx512f, avx2 and fma.
+                unsafe { gram9_avx512(rows, row_stride, base, len, scale, acc) }
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `isa()` returned Avx2 only after detecting avx2 and fma.
         Isa::Avx2 => unsafe { gram9_avx2(rows, row_stride, base, len, scale, acc) },
@@ -255,6 +280,25 @@ unsafe fn jacobi9_avx2(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> bool {
     jacobi9_impl::<true>(a, v, max_sweeps)
 }
 
+/// The 36 pairs of a sweep in nine rounds of four disjoint pairs (the circle method: round `k`
+/// pairs `k + i` with `k - i` mod 9, `i = 1..=4`; index `k` sits out). Rotations of disjoint
+/// pairs commute and leave each other's 2x2 blocks alone, so a round's four rotation angles
+/// are computed together, as independent chains of divisions and square roots.
+const ROUNDS: [[(usize, usize); 4]; 9] = {
+    let mut out = [[(0, 0); 4]; 9];
+    let mut k = 0;
+    while k < 9 {
+        let mut i = 1;
+        while i <= 4 {
+            let (a, b) = ((k + i) % 9, (k + 9 - i) % 9);
+            out[k][i - 1] = if a < b { (a, b) } else { (b, a) };
+            i += 1;
+        }
+        k += 1;
+    }
+    out
+};
+
 #[inline(always)]
 fn jacobi9_impl<const F: bool>(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> bool {
     for (i, row) in v.iter_mut().enumerate() {
@@ -273,11 +317,11 @@ fn jacobi9_impl<const F: bool>(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) ->
             *t *= f64::EPSILON * 0.25;
         }
         let mut rotated = false;
-        for p in 0..8 {
-            for q in p + 1..9 {
+        for round in &ROUNDS {
+            // The four rotations' (c, s, t) and which lanes rotate.
+            let mut rot = [([1.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES], [false; LANES]); 4];
+            for (&(p, q), (c, s, t, big)) in round.iter().zip(rot.iter_mut()) {
                 let (apq, app, aqq) = (a[p][q], a[p][p], a[q][q]);
-                let (mut c, mut s, mut t) = ([1.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
-                let mut big = [false; LANES];
                 for l in 0..LANES {
                     big[l] = apq[l].abs() > tol[l];
                     let den = if big[l] { 2.0 * apq[l] } else { 1.0 };
@@ -289,23 +333,27 @@ fn jacobi9_impl<const F: bool>(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) ->
                     c[l] = cc;
                     s[l] = tt * cc;
                 }
+            }
+            for (&(p, q), (c, s, t, big)) in round.iter().zip(rot.iter()) {
                 if !big.iter().any(|&b| b) {
                     continue;
                 }
                 rotated = true;
-                for row in a.iter_mut() {
-                    let (arp, arq) = (row[p], row[q]);
-                    for l in 0..LANES {
-                        row[p][l] = fma::<F>(c[l], arp[l], -s[l] * arq[l]);
-                        row[q][l] = fma::<F>(s[l], arp[l], c[l] * arq[l]);
-                    }
-                }
-                let (rp, rq) = (a[p], a[q]);
+                let (apq, app, aqq) = (a[p][q], a[p][p], a[q][q]);
+                // Columns p and q, mirrored into rows p and q (the matrix stays symmetric); the
+                // 2x2 block written here is overwritten just below.
                 for r in 0..9 {
+                    let (x, y) = (a[r][p], a[r][q]);
+                    let mut nx = [0.0; LANES];
+                    let mut ny = [0.0; LANES];
                     for l in 0..LANES {
-                        a[p][r][l] = fma::<F>(c[l], rp[r][l], -s[l] * rq[r][l]);
-                        a[q][r][l] = fma::<F>(s[l], rp[r][l], c[l] * rq[r][l]);
+                        nx[l] = fma::<F>(c[l], x[l], -s[l] * y[l]);
+                        ny[l] = fma::<F>(s[l], x[l], c[l] * y[l]);
                     }
+                    a[r][p] = nx;
+                    a[r][q] = ny;
+                    a[p][r] = nx;
+                    a[q][r] = ny;
                 }
                 for l in 0..LANES {
                     a[p][p][l] = fma::<F>(-t[l], apq[l], app[l]);
@@ -663,17 +711,19 @@ mod tests {
     /// Every build of the kernels agrees with the portable one and with the definitions.
     #[test]
     fn gram9_matches_definition() {
-        let (n, cg) = (13usize, 11usize);
+        // 70 rows: more than one row chunk of the AVX-512 kernel; up to eight lane blocks plus a
+        // partial one.
+        let (n, cg) = (70usize, 70usize);
         let w: Vec<f32> = (0..n * cg * 9).map(|i| ((i as f32) * 0.731).sin()).collect();
-        for (cl0, len) in [(0usize, 11usize), (8, 3), (2, 1), (0, 8)] {
-            let mut scale = [[0.0; BLOCK]; 2];
+        for (cl0, len) in [(0usize, 11usize), (8, 3), (2, 1), (0, 8), (0, 64), (3, 19), (61, 9)] {
+            let mut scale = [[0.0; BLOCK]; 8];
             for c in 0..len {
                 scale[c / LANES][(c % LANES) * 9..(c % LANES + 1) * 9].fill(1.0);
             }
             for build in builds() {
-                let mut acc = [[[0.0; BLOCK]; 9]; 2];
+                let mut acc = [[[0.0; BLOCK]; 9]; 8];
                 gram9_on(build, &w, cg * 9, cl0 * 9, len, &scale, &mut acc);
-                let mut acc0 = [[[0.0; BLOCK]; 9]; 2];
+                let mut acc0 = [[[0.0; BLOCK]; 9]; 8];
                 gram9_impl::<f32, false>(&w, cg * 9, cl0 * 9, len, &scale, &mut acc0);
                 for c in 0..len {
                     let (b, l) = (c / LANES, c % LANES);
