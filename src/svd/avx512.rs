@@ -3,6 +3,9 @@
 //!
 //! Every function here is the fast path of a reference in `lanes` and is tested against it.
 
+// Vector arrays are indexed by the same index as the memory they mirror, on purpose.
+#![allow(clippy::needless_range_loop)]
+
 use super::lanes::BLOCK;
 use std::arch::x86_64::*;
 

@@ -133,7 +133,7 @@ fn gram9_on<T: Real>(
                 let whole = len / LANES;
                 // SAFETY: `isa()` returned Avx512 only after detecting avx512f.
                 unsafe { super::avx512::gram9_f32(rows, row_stride, base, whole, acc) };
-                if len % LANES != 0 {
+                if !len.is_multiple_of(LANES) {
                     let (base, len) = (base + whole * BLOCK, len % LANES);
                     // SAFETY: as above (avx512f, avx2 and fma detected).
                     unsafe { gram9_avx512(rows, row_stride, base, len, &scale[whole..], &mut acc[whole..]) };
