@@ -300,7 +300,16 @@ impl<T: Real> Conv2dWeightsBuilder<T> {
 pub(crate) fn check_finite<T: Real>(layer: &str, what: &'static str, data: &[T]) -> Result<()> {
     // Fast path: a branch-free `&` over fixed-size blocks vectorises (a `position` scan stops
     // to branch on every element, which made it a visible share of converting a checkpoint).
-    if data.chunks(4096).all(|block| block.iter().fold(true, |ok, v| ok & v.is_finite())) {
+    let block_ok = |block: &[T]| block.iter().fold(true, |ok, v| ok & v.is_finite());
+    // Large weights are scanned in parallel: the scan is memory-bound and one thread does not
+    // saturate the memory system.
+    let ok = if data.len() >= 1 << 18 {
+        use rayon::prelude::*;
+        data.par_chunks(1 << 16).all(|chunk| chunk.chunks(4096).all(block_ok))
+    } else {
+        data.chunks(4096).all(block_ok)
+    };
+    if ok {
         return Ok(());
     }
     match data.iter().position(|v| !v.is_finite()) {

@@ -6,7 +6,7 @@
 // Vector arrays are indexed by the same index as the memory they mirror, on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::lanes::BLOCK;
+use super::lanes::{Lanes, BLOCK};
 use std::arch::x86_64::*;
 
 /// Rows converted to f64 per chunk: 32 rows of ten vectors are 20 KiB, resident in L1.
@@ -112,4 +112,197 @@ fn shift_pair<const S0: i32, const S1: i32, const TWO: bool>(chunk: &[[__m512d; 
             }
         }
     }
+}
+
+/// Permutation tables of [`deinterleave9`]: for the vector holding taps `2k` and `2k + 1`
+/// (the latter absent for `k = 4`), element `e = h·8 + l` is tap `2k + h` of lane `l`, at
+/// position `p = 9l + 2k + h` of the 72 values. `idx[k][0]` indexes positions `0..32` (two
+/// sources), `idx[k][1]` positions `32..64`, `idx[k][2]` positions `64..72`; `mask[k][0]`
+/// marks the elements taken from the second range, `mask[k][1]` from the third.
+struct Deinterleave;
+
+impl Deinterleave {
+    const TABLES: ([[[i32; 16]; 3]; 5], [[u16; 2]; 5]) = {
+        let mut idx = [[[0i32; 16]; 3]; 5];
+        let mut mask = [[0u16; 2]; 5];
+        let mut k = 0;
+        while k < 5 {
+            let mut e = 0;
+            while e < 16 {
+                let t = 2 * k + e / 8;
+                if t < 9 {
+                    let p = (9 * (e % 8) + t) as i32;
+                    if p < 32 {
+                        idx[k][0][e] = p;
+                    } else if p < 64 {
+                        idx[k][1][e] = p - 32;
+                        mask[k][0] |= 1 << e;
+                    } else {
+                        idx[k][2][e] = p - 64;
+                        mask[k][1] |= 1 << e;
+                    }
+                }
+                e += 1;
+            }
+            k += 1;
+        }
+        (idx, mask)
+    };
+}
+
+/// `x[t]` lane `l` = `src[l·9 + t]` in f64: eight 3x3 channels of one row, transposed to one
+/// vector per tap (the layout the lane kernels compute in), with register permutes instead of
+/// 72 scalar moves.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn deinterleave9(src: &[f32]) -> [__m512d; 9] {
+    assert!(src.len() >= BLOCK);
+    let (idx, mask) = Deinterleave::TABLES;
+    let mut x = [_mm512_setzero_pd(); 9];
+    // SAFETY: the loads read `src[0..72]` (the last one masked to eight values).
+    unsafe {
+        let p = src.as_ptr();
+        let s0 = _mm512_loadu_ps(p);
+        let s1 = _mm512_loadu_ps(p.add(16));
+        let s2 = _mm512_loadu_ps(p.add(32));
+        let s3 = _mm512_loadu_ps(p.add(48));
+        let s4 = _mm512_maskz_loadu_ps(0x00FF, p.add(64));
+        for k in 0..5 {
+            let lo = _mm512_permutex2var_ps(s0, _mm512_loadu_si512(idx[k][0].as_ptr().cast()), s1);
+            let mid = _mm512_permutex2var_ps(s2, _mm512_loadu_si512(idx[k][1].as_ptr().cast()), s3);
+            let hi = _mm512_permutexvar_ps(_mm512_loadu_si512(idx[k][2].as_ptr().cast()), s4);
+            let v = _mm512_mask_blend_ps(mask[k][1], _mm512_mask_blend_ps(mask[k][0], lo, mid), hi);
+            x[2 * k] = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            if k < 4 {
+                x[2 * k + 1] = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
+            }
+        }
+    }
+    x
+}
+
+/// Permutation tables of [`interleave_store`] at rank `R`: output element `i = 16o + e` is
+/// `p[j][l]` with `l = i / R`, `j = i % R`. The rows are packed two per vector
+/// (`q[m] = p[2m] | p[2m + 1]`, `m = j / 2`) and the packed vectors taken in pairs:
+/// `idx[o][pair]` indexes the pair `(q[2·pair], q[2·pair + 1])`, `mask[o][pair - 1]` marks the
+/// elements taken from pairs 1 and 2.
+struct Interleave<const R: usize>;
+
+impl<const R: usize> Interleave<R> {
+    const TABLES: ([[[i32; 16]; 3]; 5], [[u16; 2]; 5]) = {
+        let mut idx = [[[0i32; 16]; 3]; 5];
+        let mut mask = [[0u16; 2]; 5];
+        let mut o = 0;
+        while o < 5 {
+            let mut e = 0;
+            while e < 16 {
+                let i = 16 * o + e;
+                if i < 8 * R {
+                    let (l, j) = (i / R, i % R);
+                    let m = j / 2;
+                    let within = ((m % 2) * 16 + (j % 2) * 8 + l) as i32;
+                    let pair = m / 2;
+                    idx[o][pair][e] = within;
+                    if pair > 0 {
+                        mask[o][pair - 1] |= 1 << e;
+                    }
+                }
+                e += 1;
+            }
+            o += 1;
+        }
+        (idx, mask)
+    };
+}
+
+/// `dst[l·R + j] = p[j][l]` for eight lanes (`dst.len() >= 8R`), the values already f32
+/// (`p[j]` holds eight f32 in its lower half): the pointwise weight of eight channels of one
+/// row in its final layout, written with register permutes and whole-vector stores.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn interleave_store<const R: usize>(p: &[__m256; R], dst: &mut [f32]) {
+    assert!(dst.len() >= 8 * R);
+    let (idx, mask) = Interleave::<R>::TABLES;
+    let mut q = [_mm512_setzero_ps(); 5];
+    for m in 0..R.div_ceil(2) {
+        let a = p[2 * m];
+        let b = if 2 * m + 1 < R { p[2 * m + 1] } else { a };
+        q[m] =
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(a)), _mm256_castps_pd(b)));
+    }
+    // SAFETY: the index loads read `[i32; 16]` tables; the stores write `dst[16o ..]`, masked
+    // to the `8R` values.
+    unsafe {
+        for o in 0..R.div_ceil(2) {
+            let mut v = _mm512_permutex2var_ps(q[0], _mm512_loadu_si512(idx[o][0].as_ptr().cast()), q[1]);
+            if R > 4 {
+                let w = _mm512_permutex2var_ps(q[2], _mm512_loadu_si512(idx[o][1].as_ptr().cast()), q[3]);
+                v = _mm512_mask_blend_ps(mask[o][0], v, w);
+            }
+            if R > 8 {
+                let w = _mm512_permutexvar_ps(_mm512_loadu_si512(idx[o][2].as_ptr().cast()), q[4]);
+                v = _mm512_mask_blend_ps(mask[o][1], v, w);
+            }
+            let ptr = dst.as_mut_ptr().add(16 * o);
+            if 16 * (o + 1) <= 8 * R {
+                _mm512_storeu_ps(ptr, v);
+            } else {
+                _mm512_mask_storeu_ps(ptr, 0x00FF, v);
+            }
+        }
+    }
+}
+
+/// Lane block `b` (a whole one: eight channels) of rows `n0 ..` of the pointwise weight at
+/// rank `R` for f32 weights: the AVX-512 form of the block loop of `lanes::pw9_impl` (same
+/// arguments and coefficient layout), with the transposes done in registers. Returns
+/// `(Σ diff², Σ w², check)` over the block, `check` 0 unless a written value is not finite.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pw9_block_f32<const R: usize>(
+    w_rows: &[f32],
+    n0: usize,
+    ng: usize,
+    cg: usize,
+    b: usize,
+    coefs: &[[Lanes; 9]],
+    p_rows: &mut [f32],
+) -> (f64, f64, f64) {
+    let blocks = cg.div_ceil(8);
+    assert!((b + 1) * 8 <= cg);
+    let (mut e2, mut x2, mut check) = (_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd());
+    for (i, (w_row, p_row)) in w_rows.chunks_exact(cg * 9).zip(p_rows.chunks_exact_mut(cg * R)).enumerate() {
+        let g = (n0 + i) / ng;
+        let coef = &coefs[(g * blocks + b) * 2 * R..(g * blocks + b + 1) * 2 * R];
+        let x = deinterleave9(&w_row[b * BLOCK..(b + 1) * BLOCK]);
+        let mut p = [_mm256_setzero_ps(); R];
+        let mut pd = [_mm512_setzero_pd(); R];
+        for j in 0..R {
+            let v = &coef[j];
+            // SAFETY: every load reads a whole `[f64; 8]`.
+            let mut acc = _mm512_mul_pd(x[0], unsafe { _mm512_loadu_pd(v[0].as_ptr()) });
+            for t in 1..9 {
+                acc = _mm512_fmadd_pd(x[t], unsafe { _mm512_loadu_pd(v[t].as_ptr()) }, acc);
+            }
+            // The value as written: the error is measured on it.
+            p[j] = _mm512_cvtpd_ps(acc);
+            pd[j] = _mm512_cvtps_pd(p[j]);
+            check = _mm512_fmadd_pd(pd[j], _mm512_setzero_pd(), check);
+        }
+        interleave_store::<R>(&p, &mut p_row[b * 8 * R..(b + 1) * 8 * R]);
+        for t in 0..9 {
+            // SAFETY: as above.
+            let mut approx = _mm512_mul_pd(pd[0], unsafe { _mm512_loadu_pd(coef[R][t].as_ptr()) });
+            for j in 1..R {
+                approx = _mm512_fmadd_pd(pd[j], unsafe { _mm512_loadu_pd(coef[R + j][t].as_ptr()) }, approx);
+            }
+            let e = _mm512_sub_pd(x[t], approx);
+            e2 = _mm512_fmadd_pd(e, e, e2);
+            x2 = _mm512_fmadd_pd(x[t], x[t], x2);
+        }
+    }
+    (_mm512_reduce_add_pd(e2), _mm512_reduce_add_pd(x2), _mm512_reduce_add_pd(check))
 }

@@ -62,6 +62,16 @@ pub(crate) fn as_f32<T: Real>(values: &[T]) -> Option<&[f32]> {
     }
 }
 
+/// `values` as f32 when `T` is f32.
+pub(crate) fn as_f32_mut<T: Real>(values: &mut [T]) -> Option<&mut [f32]> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: `T` is `f32`, so the slice's layout is that of `[f32]`.
+        Some(unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len()) })
+    } else {
+        None
+    }
+}
+
 /// Which build of a kernel to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
@@ -506,7 +516,7 @@ unsafe fn pw9_avx512<T: Real, const R: usize>(
     p_rows: &mut [T],
     xbuf: &mut [[Lanes; 9]],
 ) -> (f64, f64, f64) {
-    pw9_impl::<T, true, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
+    pw9_impl::<T, true, true, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -520,7 +530,7 @@ unsafe fn pw9_avx2<T: Real, const R: usize>(
     p_rows: &mut [T],
     xbuf: &mut [[Lanes; 9]],
 ) -> (f64, f64, f64) {
-    pw9_impl::<T, true, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
+    pw9_impl::<T, true, false, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
 }
 
 fn pw9_portable<T: Real, const R: usize>(
@@ -532,7 +542,7 @@ fn pw9_portable<T: Real, const R: usize>(
     p_rows: &mut [T],
     xbuf: &mut [[Lanes; 9]],
 ) -> (f64, f64, f64) {
-    pw9_impl::<T, false, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
+    pw9_impl::<T, false, false, R>(w_rows, n0, ng, cg, coefs, p_rows, xbuf)
 }
 
 /// Runs `$body` with `$t` bound to 0, 1, ..., 8: a loop the compiler cannot vectorise along `t`
@@ -579,9 +589,10 @@ macro_rules! unroll9 {
 }
 
 /// Rows `n0 ..` of the pointwise weight at rank `R`: returns `(Σ diff², Σ w², check)` where
-/// `check` is 0 unless a written value is not finite.
+/// `check` is 0 unless a written value is not finite. `X512` (set only in the AVX-512 build)
+/// hands whole 8-channel blocks of f32 weights to `avx512::pw9_block_f32`.
 #[inline(always)]
-fn pw9_impl<T: Real, const F: bool, const R: usize>(
+fn pw9_impl<T: Real, const F: bool, const X512: bool, const R: usize>(
     w_rows: &[T],
     n0: usize,
     ng: usize,
@@ -596,6 +607,17 @@ fn pw9_impl<T: Real, const F: bool, const R: usize>(
     let (mut diff, mut total, mut check) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
     for b in 0..blocks {
         let lanes = LANES.min(cg - b * LANES);
+        #[cfg(target_arch = "x86_64")]
+        if X512 && lanes == LANES {
+            if let (Some(w32), Some(p32)) = (as_f32(w_rows), as_f32_mut(p_rows)) {
+                // SAFETY: `X512` is set only in the build that runs after detecting avx512f.
+                let (d, t, c) = unsafe { super::avx512::pw9_block_f32::<R>(w32, n0, ng, cg, b, coefs, p32) };
+                diff[0] += d;
+                total[0] += t;
+                check[0] += c;
+                continue;
+            }
+        }
         // The block's values of every row, transposed to `[tap][lane]` in memory first: kept in
         // memory (not registers), the compute below reads them as whole vectors.
         for (xt, w_row) in xbuf.iter_mut().zip(w_rows.chunks_exact(cg * 9)) {
