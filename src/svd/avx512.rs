@@ -256,7 +256,8 @@ fn interleave_store<const R: usize>(p: &[__m256; R], dst: &mut [f32]) {
 /// Lane block `b` (a whole one: eight channels) of rows `n0 ..` of the pointwise weight at
 /// rank `R` for f32 weights: the AVX-512 form of the block loop of `lanes::pw9_impl` (same
 /// arguments and coefficient layout), with the transposes done in registers. Returns
-/// `(Σ diff², Σ w², check)` over the block, `check` 0 unless a written value is not finite.
+/// `(Σ diff², Σ w², check)` over the block, `check` 0 unless a written value is not finite
+/// (detected through `Σ diff²`).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -273,7 +274,9 @@ pub(super) unsafe fn pw9_block_f32<const R: usize>(
 ) -> (f64, f64, f64) {
     let blocks = cg.div_ceil(8);
     assert!((b + 1) * 8 <= cg);
-    let (mut e2, mut x2, mut check) = (_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd());
+    // Three accumulators each for Σ diff² and Σ w² (taps t mod 3): shorter dependency chains.
+    let mut e2 = [_mm512_setzero_pd(); 3];
+    let mut x2 = [_mm512_setzero_pd(); 3];
     for (i, (w_row, p_row)) in w_rows.chunks_exact(cg * 9).zip(p_rows.chunks_exact_mut(cg * R)).enumerate() {
         let g = (n0 + i) / ng;
         let coef = &coefs[(g * blocks + b) * 2 * R..(g * blocks + b + 1) * 2 * R];
@@ -290,7 +293,6 @@ pub(super) unsafe fn pw9_block_f32<const R: usize>(
             // The value as written: the error is measured on it.
             p[j] = _mm512_cvtpd_ps(acc);
             pd[j] = _mm512_cvtps_pd(p[j]);
-            check = _mm512_fmadd_pd(pd[j], _mm512_setzero_pd(), check);
         }
         interleave_store::<R>(&p, &mut p_row[b * 8 * R..(b + 1) * 8 * R]);
         for t in 0..9 {
@@ -300,9 +302,14 @@ pub(super) unsafe fn pw9_block_f32<const R: usize>(
                 approx = _mm512_fmadd_pd(pd[j], unsafe { _mm512_loadu_pd(coef[R + j][t].as_ptr()) }, approx);
             }
             let e = _mm512_sub_pd(x[t], approx);
-            e2 = _mm512_fmadd_pd(e, e, e2);
-            x2 = _mm512_fmadd_pd(x[t], x[t], x2);
+            e2[t % 3] = _mm512_fmadd_pd(e, e, e2[t % 3]);
+            x2[t % 3] = _mm512_fmadd_pd(x[t], x[t], x2[t % 3]);
         }
     }
-    (_mm512_reduce_add_pd(e2), _mm512_reduce_add_pd(x2), _mm512_reduce_add_pd(check))
+    let diff = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(e2[0], e2[1]), e2[2]));
+    let total = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(x2[0], x2[1]), x2[2]));
+    // A written value that is not finite makes its reconstruction, and so `diff`, not finite
+    // (every depthwise row `d_j` is a scaled unit vector, never all zero); f32 values squared
+    // cannot overflow f64.
+    (diff, total, if diff.is_finite() { 0.0 } else { 1.0 })
 }
