@@ -44,6 +44,7 @@ pub mod io;
 pub mod plan;
 pub mod rank;
 mod scalar;
+mod storage;
 pub mod svd;
 pub mod weights;
 

@@ -6,6 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::scalar::Real;
+use crate::storage::Storage;
 
 /// Zero padding on each side of the input, in pixels.
 ///
@@ -166,7 +167,7 @@ impl ConvShape {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2dWeights<T> {
     name: String,
-    weight: Vec<T>,
+    weight: Storage<T>,
     dims: [usize; 4],
     bias: Option<Vec<T>>,
     geometry: Geometry,
@@ -178,7 +179,7 @@ pub struct Conv2dWeights<T> {
 #[must_use = "call .build() to validate and obtain the layer"]
 pub struct Conv2dWeightsBuilder<T> {
     name: String,
-    weight: Vec<T>,
+    weight: Storage<T>,
     dims: [usize; 4],
     bias: Option<Vec<T>>,
     geometry: Geometry,
@@ -262,13 +263,13 @@ impl<T: Real> Conv2dWeightsBuilder<T> {
             what: "input channel count",
             detail: format!("{} per group x {} groups", dims[1], geometry.groups),
         })?;
-        if weight.len() != expected {
+        if weight.as_slice().len() != expected {
             return Err(Error::LengthMismatch {
                 layer: name,
                 what: "weight",
                 shape: dims.to_vec(),
                 expected,
-                actual: weight.len(),
+                actual: weight.as_slice().len(),
             });
         }
         if dims[0] % geometry.groups != 0 {
@@ -279,7 +280,7 @@ impl<T: Real> Conv2dWeightsBuilder<T> {
                 out_channels: dims[0],
             });
         }
-        check_finite(&name, "weight", &weight)?;
+        check_finite(&name, "weight", weight.as_slice())?;
         if let Some(b) = &bias {
             if b.len() != dims[0] {
                 return Err(Error::LengthMismatch {
@@ -331,6 +332,11 @@ impl<T: Real> Conv2dWeights<T> {
 
     /// Starts a builder from an OIHW weight of shape `[out, in / groups, kh, kw]`.
     pub fn builder(weight: Vec<T>, dims: [usize; 4]) -> Conv2dWeightsBuilder<T> {
+        Self::builder_from(Storage::Owned(weight), dims)
+    }
+
+    /// Starts a builder whose weight is `weight`, owned or viewed in place.
+    pub(crate) fn builder_from(weight: Storage<T>, dims: [usize; 4]) -> Conv2dWeightsBuilder<T> {
         Conv2dWeightsBuilder { name: "conv".to_string(), weight, dims, bias: None, geometry: Geometry::default() }
     }
 
@@ -340,7 +346,7 @@ impl<T: Real> Conv2dWeights<T> {
     }
     /// The OIHW weight, row-major.
     pub fn weight(&self) -> &[T] {
-        &self.weight
+        self.weight.as_slice()
     }
     /// The weight's shape `[out, in / groups, kh, kw]`.
     pub fn dims(&self) -> [usize; 4] {
@@ -373,13 +379,20 @@ impl<T: Real> Conv2dWeights<T> {
     }
     /// Consumes the layer, returning `(weight, bias)`.
     pub fn into_parts(self) -> (Vec<T>, Option<Vec<T>>) {
-        (self.weight, self.bias)
+        (self.weight.into_vec(), self.bias)
+    }
+
+    /// The weight's vector if the layer owns it (`None` for a weight viewed in place in a
+    /// mapped file), for reuse as a buffer.
+    #[cfg(feature = "safetensors")]
+    pub(crate) fn into_weight_buffer(self) -> Option<Vec<T>> {
+        self.weight.into_owned()
     }
 
     /// The weight element `W[o, i, y, x]` (`i` counted within the group).
     #[inline]
     pub(crate) fn at(&self, o: usize, i: usize, y: usize, x: usize) -> T {
         let [_, ci, kh, kw] = self.dims;
-        self.weight[((o * ci + i) * kh + y) * kw + x]
+        self.weight.as_slice()[((o * ci + i) * kh + y) * kw + x]
     }
 }

@@ -312,3 +312,39 @@ fn copied_runs_around_converted_layers_are_exact() {
 fn ob_header_len(bytes: &[u8]) -> usize {
     u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
 }
+
+/// An f32 weight is viewed in place in the mapped input when its bytes are aligned, and decoded
+/// into a buffer when they are not: both give the same converted tensors.
+#[test]
+fn misaligned_weights_convert_like_aligned_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = io_support::float("conv.weight", "F32", &[6, 4, 3, 3], 11);
+    // Aligned: written by the safetensors crate.
+    let aligned = dir.path().join("aligned.safetensors");
+    write(&aligned, std::slice::from_ref(&conv), &[]);
+    // Misaligned: a 2-byte F16 tensor first puts the weight at a data offset of 2, and the
+    // header is padded to a multiple of 8 bytes, so the weight's file offset is 2 mod 4.
+    let misaligned = dir.path().join("misaligned.safetensors");
+    let n = conv.data.len();
+    let mut header = format!(
+        r#"{{"pad":{{"dtype":"F16","shape":[1],"data_offsets":[0,2]}},"conv.weight":{{"dtype":"F32","shape":[6,4,3,3],"data_offsets":[2,{}]}}}}"#,
+        2 + n
+    );
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut data = vec![0u8, 0];
+    data.extend_from_slice(&conv.data);
+    io_support::write_raw(&misaligned, &header, &data);
+    let options = ConvertOptions::new(Rank::Fixed(2)).allow_slower(true);
+    let mut outputs = Vec::new();
+    for input in [&aligned, &misaligned] {
+        let out = input.with_extension("out.safetensors");
+        convert_file(input, &out, &options).unwrap();
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    let (a, b) = (SafeTensors::deserialize(&outputs[0]).unwrap(), SafeTensors::deserialize(&outputs[1]).unwrap());
+    for name in ["conv.depthwise.weight", "conv.pointwise.weight"] {
+        assert_eq!(a.tensor(name).unwrap().data(), b.tensor(name).unwrap().data(), "{name}");
+    }
+}

@@ -50,6 +50,7 @@ use crate::error::{Error, Result};
 use crate::plan::{self, PlanLayer, PlanOptions, Target};
 use crate::rank::{KeepDenseReason, Rank, RankChoice};
 use crate::scalar::Real;
+use crate::storage::Storage;
 use crate::svd::{GramSvd, NalgebraSvd, SvdBackend};
 use crate::weights::{Conv2dWeights, ConvShape, Geometry, Padding};
 use std::collections::BTreeMap;
@@ -593,25 +594,42 @@ fn same_padding(kh: usize, kw: usize) -> Padding {
 
 /// Reads a layer as a validated [`Conv2dWeights`].
 ///
-/// The weight is decoded into `buffer` (its allocation reused: get it back with
-/// [`Conv2dWeights::into_parts`]); the input's pages of the weight are released afterwards, so
-/// that the decoded copy is the only one counted in the resident set.
-fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer, buffer: Vec<T>) -> Result<Conv2dWeights<T>> {
-    let mut w = buffer;
+/// An f32 (f64) weight read as f32 (f64) is viewed in place in the mapped file, without a copy;
+/// release its pages with [`Checkpoint::release`] once the layer is done. Any other weight is
+/// decoded into `buffer`'s allocation (taken; get it back with
+/// [`Conv2dWeights::into_weight_buffer`]) and its pages are released at once, so that the
+/// decoded copy is the only one counted in the resident set.
+fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer, buffer: &mut Vec<T>) -> Result<Conv2dWeights<T>> {
     let weight = &ck.tensors[l.weight];
-    ck.read_real_into(weight, &mut w)?;
-    ck.release(weight);
+    let storage = match ck.view::<T>(weight) {
+        Some(view) => view,
+        None => {
+            let mut w = std::mem::take(buffer);
+            ck.read_real_into(weight, &mut w)?;
+            ck.release(weight);
+            Storage::Owned(w)
+        }
+    };
     let b = match l.bias {
         Some(b) => Some(ck.read_real::<T>(&ck.tensors[b])?),
         None => None,
     };
-    Conv2dWeights::builder(w, l.dims)
+    Conv2dWeights::builder_from(storage, l.dims)
         .name(l.name.clone())
         .maybe_bias(b)
         .groups(l.groups)
         .padding(same_padding(l.dims[2], l.dims[3]))
         .build()
         .map_err(|e| in_file(&ck.path, e))
+}
+
+/// Gives a finished layer's decoding buffer back to `buffer` (if it has one) and releases the
+/// layer's pages of the input.
+fn done_with<T: Real>(ck: &Checkpoint, l: &ConvLayer, layer: Conv2dWeights<T>, buffer: &mut Vec<T>) {
+    if let Some(w) = layer.into_weight_buffer() {
+        *buffer = w;
+    }
+    ck.release(&ck.tensors[l.weight]);
 }
 
 /// Checks that a layer to be converted has float tensors.
@@ -804,7 +822,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
         let keep = needs_spectrum[i] && kept_bytes.saturating_add(bytes) <= budget;
         owned.push(if keep {
             kept_bytes += bytes;
-            Some(load_layer::<T>(&ck, l, Vec::new())?)
+            Some(load_layer::<T>(&ck, l, &mut Vec::new())?)
         } else {
             None
         });
@@ -835,9 +853,9 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                     spectrum
                 }
                 None => {
-                    let layer = load_layer::<T>(&ck, l, std::mem::take(&mut scratch))?;
+                    let layer = load_layer::<T>(&ck, l, &mut scratch)?;
                     let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
-                    scratch = layer.into_parts().0;
+                    done_with(&ck, l, layer, &mut scratch);
                     spectrum
                 }
             };
@@ -971,15 +989,16 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                         f.layer().bias().map(<[T]>::to_vec),
                     ),
                     None => {
-                        let layer = load_layer::<T>(&ck, l, std::mem::take(&mut scratch))?;
+                        let layer = load_layer::<T>(&ck, l, &mut scratch)?;
                         let report = Factorization::compute(&layer, backend)
                             .and_then(|f| f.truncate_into(&opts, &mut pair))
                             .map_err(|e| in_file(path, e))?;
-                        let (weight, bias) = layer.into_parts();
-                        scratch = weight;
+                        let bias = layer.bias().map(<[T]>::to_vec);
+                        done_with(&ck, l, layer, &mut scratch);
                         (report, bias)
                     }
                 };
+                ck.release(&ck.tensors[l.weight]);
                 let parts: [(&str, Option<&[T]>); 3] = [
                     ("depthwise.weight", Some(pair.depthwise())),
                     ("pointwise.weight", Some(pair.pointwise())),
@@ -1211,10 +1230,10 @@ fn inspect_impl<T: Real, B: SvdBackend<T>>(
     let mut scratch = Vec::new();
     for l in &layers {
         check_dtypes(&ck, l)?;
-        let layer = load_layer::<T>(&ck, l, std::mem::take(&mut scratch))?;
+        let layer = load_layer::<T>(&ck, l, &mut scratch)?;
         let shape = layer.shape();
         let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
-        scratch = layer.into_parts().0;
+        done_with(&ck, l, layer, &mut scratch);
         let max_rank = shape.max_rank();
         infos.push(LayerInfo {
             name: l.name.clone(),

@@ -93,7 +93,7 @@ impl Entry {
 pub(crate) struct Checkpoint {
     pub(crate) path: PathBuf,
     file: File,
-    mmap: memmap2::Mmap,
+    mmap: std::sync::Arc<memmap2::Mmap>,
     data_start: usize,
     /// Tensors in data order (by offset), the order they are written back in.
     pub(crate) tensors: Vec<Entry>,
@@ -223,7 +223,7 @@ impl Checkpoint {
         Ok(Self {
             path: path.to_path_buf(),
             file,
-            mmap,
+            mmap: std::sync::Arc::new(mmap),
             data_start: 8 + n,
             tensors,
             metadata,
@@ -234,6 +234,15 @@ impl Checkpoint {
     /// The raw bytes of tensor `t`.
     pub(crate) fn bytes(&self, t: &Entry) -> &[u8] {
         &self.mmap[self.data_start + t.begin..self.data_start + t.end]
+    }
+
+    /// Tensor `t` viewed in place in the map, without a copy, when its dtype is `T`'s and its
+    /// bytes can be viewed as `T` (aligned, little-endian target); `None` otherwise (decode it).
+    pub(crate) fn view<T: Real>(&self, t: &Entry) -> Option<crate::storage::Storage<T>> {
+        let same = matches!((t.float_dtype()?, T::NAME), (FloatDtype::F32, "f32") | (FloatDtype::F64, "f64"));
+        let bytes: crate::storage::SharedBytes = self.mmap.clone();
+        let len = (t.end - t.begin) / std::mem::size_of::<T>();
+        same.then(|| crate::storage::Storage::shared(bytes, self.data_start + t.begin, len)).flatten()
     }
 
     /// Size of the data section in bytes.
@@ -560,4 +569,47 @@ pub(crate) fn header_block(metadata: &BTreeMap<String, String>, tensors: &[OutEn
 /// Writes `bytes`, mapping errors to [`Error::Io`] on `path`.
 pub(crate) fn write_all(w: &mut impl Write, bytes: &[u8], path: &Path) -> Result<()> {
     w.write_all(bytes).map_err(|e| Error::Io { path: path.to_path_buf(), action: "write", source: e })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with a 2-byte F16 tensor, then an F32 tensor of `n` values at data offset 2, the
+    /// header padded with spaces to `header_len` bytes.
+    fn file_with_offset_2(dir: &Path, header_len: usize, n: usize) -> PathBuf {
+        let mut header = format!(
+            r#"{{"pad":{{"dtype":"F16","shape":[1],"data_offsets":[0,2]}},"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[2,{}]}}}}"#,
+            2 + 4 * n
+        );
+        assert!(header.len() <= header_len);
+        header.extend(std::iter::repeat_n(' ', header_len - header.len()));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&[0, 0]);
+        bytes.extend((0..n).flat_map(|i| (i as f32 * 0.5 - 1.0).to_le_bytes()));
+        let path = dir.join(format!("h{header_len}.safetensors"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn same_dtype_tensors_are_viewed_in_place_when_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let want: Vec<f32> = (0..5).map(|i| i as f32 * 0.5 - 1.0).collect();
+        // Data start 8 + 126 = 134: the weight at file offset 136 (aligned), then 8 + 128 = 136:
+        // offset 138 (not aligned for f32).
+        for (header_len, aligned) in [(126, true), (128, false)] {
+            let ck = Checkpoint::open(&file_with_offset_2(dir.path(), header_len, 5)).unwrap();
+            let w = ck.tensors.iter().find(|t| t.name == "w").unwrap();
+            let view = ck.view::<f32>(w);
+            assert_eq!(view.is_some(), aligned, "header {header_len}");
+            if let Some(v) = view {
+                assert_eq!(v.as_slice(), &want[..]);
+            }
+            assert_eq!(ck.read_real::<f32>(w).unwrap(), want, "decoded");
+            // Another type is always decoded.
+            assert!(ck.view::<f64>(w).is_none());
+        }
+    }
 }
