@@ -223,7 +223,8 @@ impl ConvertOptions {
         self.svd = method;
         self
     }
-    /// Bytes of decoded weights that may be kept between choosing ranks and writing, so that
+    /// Bytes of weights (decoded, or viewed in the map) that may be kept between choosing ranks
+    /// and writing, so that
     /// layers whose rank depends on their spectrum ([`Rank::Energy`], [`planned`](Self::planned))
     /// are factored only once. Layers beyond the budget are factored again when written (same
     /// result, more time). Default: half the input's tensor data, at least 64 MiB; 0 keeps
@@ -655,8 +656,10 @@ fn check_dtypes(ck: &Checkpoint, l: &ConvLayer) -> Result<()> {
 /// [module docs](self) for the output's layout.
 ///
 /// The input is memory-mapped; tensors that are not converted are copied file to file
-/// (`copy_file_range` on Linux, as `cp` does), and converted layers are decoded, factored and
-/// written one at a time, so memory stays well below the input's size.
+/// (`copy_file_range` on Linux, as `cp` does), and converted layers are read, factored and
+/// written one at a time, so memory stays well below the input's size. A weight stored in the
+/// precision computed in (f32 for [`Precision::F32`]) is read in place from the map when its
+/// bytes are aligned; any other is decoded into a buffer reused from layer to layer.
 ///
 /// # Errors
 /// Any malformed input ([`Error::Format`] naming the file and tensor), a pattern matching no

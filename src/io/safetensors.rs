@@ -87,8 +87,8 @@ impl Entry {
 
 /// An opened, validated, memory-mapped safetensors file.
 ///
-/// Tensors to convert are decoded from the map (whose pages are then released, see
-/// [`release`](Self::release)); tensors copied unchanged go from file to file in the kernel
+/// Tensors to convert are viewed in place in the map ([`view`](Self::view)) or decoded from it,
+/// and their pages released once done with ([`release`](Self::release)); tensors copied unchanged go from file to file in the kernel
 /// ([`copy_data`](Self::copy_data)) and never enter this process's memory.
 pub(crate) struct Checkpoint {
     pub(crate) path: PathBuf,
