@@ -224,9 +224,8 @@ impl ConvertOptions {
         self
     }
     /// Bytes of weights (decoded, or viewed in the map) that may be kept between choosing ranks
-    /// and writing, so that
-    /// layers whose rank depends on their spectrum ([`Rank::Energy`], [`planned`](Self::planned))
-    /// are factored only once. Layers beyond the budget are factored again when written (same
+    /// and writing, so that layers whose rank depends on their spectrum ([`Rank::Energy`],
+    /// [`planned`](Self::planned)) are factored only once. Layers beyond the budget are factored again when written (same
     /// result, more time). Default: half the input's tensor data, at least 64 MiB; 0 keeps
     /// nothing.
     pub fn memory_budget(mut self, bytes: usize) -> Self {
