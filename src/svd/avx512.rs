@@ -21,7 +21,7 @@ const ROW_CHUNK: usize = 32;
 /// vectors) instead of loaded from an unaligned address: the loads that split cache lines were
 /// what bounded the auto-vectorised kernel. Each row is converted to f64 once per chunk and then
 /// read from L1 once per pair of shifts, with the eighteen accumulators of the pair in
-/// registers across the whole chunk.
+/// registers across the whole chunk; the next chunk's rows are prefetched meanwhile.
 ///
 /// # Panics
 /// When a block reaches past a row (`base + blocks·72 > row_stride`) or `acc` is short.

@@ -247,7 +247,8 @@ fn gram9_impl<T: Real, const F: bool>(
     }
 }
 
-/// Cyclic Jacobi on eight 9x9 symmetric matrices at once (`a[row][col][lane]`, overwritten):
+/// Cyclic Jacobi, sweep by sweep in the rounds of [`ROUNDS`], on eight 9x9 symmetric matrices at
+/// once (`a[row][col][lane]`, overwritten):
 /// on return each lane's diagonal holds its eigenvalues and the columns of `v` its eigenvectors.
 ///
 /// Every lane follows the scalar algorithm: the rotation of pair `(p, q)` is skipped (made the
