@@ -225,9 +225,9 @@ impl ConvertOptions {
     }
     /// Bytes of weights (decoded, or viewed in the map) that may be kept between choosing ranks
     /// and writing, so that layers whose rank depends on their spectrum ([`Rank::Energy`],
-    /// [`planned`](Self::planned)) are factored only once. Layers beyond the budget are factored again when written (same
-    /// result, more time). Default: half the input's tensor data, at least 64 MiB; 0 keeps
-    /// nothing.
+    /// [`planned`](Self::planned)) are factored only once. Layers beyond the budget are factored
+    /// again when written (same result, more time). Default: half the input's tensor data, at
+    /// least 64 MiB; 0 keeps nothing.
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = Some(bytes);
         self
