@@ -88,8 +88,9 @@ impl Entry {
 /// An opened, validated, memory-mapped safetensors file.
 ///
 /// Tensors to convert are viewed in place in the map ([`view`](Self::view)) or decoded from it,
-/// and their pages released once done with ([`release`](Self::release)); tensors copied unchanged go from file to file in the kernel
-/// ([`copy_data`](Self::copy_data)) and never enter this process's memory.
+/// and their pages released once done with ([`release`](Self::release)); tensors copied
+/// unchanged go from file to file in the kernel ([`copy_data`](Self::copy_data)) and never enter
+/// this process's memory.
 pub(crate) struct Checkpoint {
     pub(crate) path: PathBuf,
     file: File,
