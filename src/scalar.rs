@@ -47,3 +47,18 @@ impl Real for f64 {
     }
     const NAME: &'static str = "f64";
 }
+
+/// `values` as a slice of `U` when `T` is `U` (the type-level equivalent of a downcast, for
+/// slices): lets generic code hand f32 data to f32-only kernels.
+pub(crate) fn slice_as<T: 'static, U: 'static>(values: &[T]) -> Option<&[U]> {
+    // SAFETY: when the type ids agree, `T` and `U` are the same type, so the layout is the same.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>())
+        .then(|| unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<U>(), values.len()) })
+}
+
+/// [`slice_as`] for a mutable slice.
+pub(crate) fn slice_as_mut<T: 'static, U: 'static>(values: &mut [T]) -> Option<&mut [U]> {
+    // SAFETY: as in `slice_as`.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<U>(), values.len()) })
+}

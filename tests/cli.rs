@@ -78,21 +78,27 @@ fn convert_json_summary_and_table() {
     let input = dir.path().join("n.safetensors");
     write(&input, &small_net("F32"), &[]);
     let output = dir.path().join("o.safetensors");
-    let o = dac(&[
-        "convert",
-        s(&input),
-        "-o",
-        s(&output),
-        "--rank",
-        "2",
-        "--rank-for",
-        "conv2=9",
-        "--groups",
-        "conv3=2",
-        "--input",
-        "8x8",
-        "--json",
-    ]);
+    // The same conversion into `out`, with `extra` arguments.
+    let convert = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            s(&input),
+            "-o",
+            s(out),
+            "--rank",
+            "2",
+            "--rank-for",
+            "conv2=9",
+            "--groups",
+            "conv3=2",
+            "--input",
+            "8x8",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        dac(&args)
+    };
+    let o = convert(&output, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let converted: Vec<(&str, u64)> = v["converted"]
@@ -123,23 +129,7 @@ fn convert_json_summary_and_table() {
 
     // --svd nalgebra: the same layers and ranks, the other backend named.
     let nalgebra = dir.path().join("nalgebra.safetensors");
-    let o = dac(&[
-        "convert",
-        s(&input),
-        "-o",
-        s(&nalgebra),
-        "--rank",
-        "2",
-        "--rank-for",
-        "conv2=9",
-        "--groups",
-        "conv3=2",
-        "--input",
-        "8x8",
-        "--svd",
-        "nalgebra",
-        "--json",
-    ]);
+    let o = convert(&nalgebra, &["--svd", "nalgebra"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let w: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(w["svd"], "nalgebra");

@@ -996,10 +996,13 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                             .and_then(|f| f.truncate_into(&opts, &mut pair))
                             .map_err(|e| in_file(path, e))?;
                         let bias = layer.bias().map(<[T]>::to_vec);
-                        done_with(&ck, l, layer, &mut scratch);
+                        if let Some(w) = layer.into_weight_buffer() {
+                            scratch = w;
+                        }
                         (report, bias)
                     }
                 };
+                // Kept or not, viewed in place or decoded: done with this layer's input pages.
                 ck.release(&ck.tensors[l.weight]);
                 let parts: [(&str, Option<&[T]>); 3] = [
                     ("depthwise.weight", Some(pair.depthwise())),

@@ -240,10 +240,11 @@ impl Checkpoint {
     /// Tensor `t` viewed in place in the map, without a copy, when its dtype is `T`'s and its
     /// bytes can be viewed as `T` (aligned, little-endian target); `None` otherwise (decode it).
     pub(crate) fn view<T: Real>(&self, t: &Entry) -> Option<crate::storage::Storage<T>> {
-        let same = matches!((t.float_dtype()?, T::NAME), (FloatDtype::F32, "f32") | (FloatDtype::F64, "f64"));
-        let bytes: crate::storage::SharedBytes = self.mmap.clone();
+        if !is_native::<T>(t.float_dtype()?) {
+            return None;
+        }
         let len = (t.end - t.begin) / std::mem::size_of::<T>();
-        same.then(|| crate::storage::Storage::shared(bytes, self.data_start + t.begin, len)).flatten()
+        crate::storage::Storage::shared(self.mmap.clone(), self.data_start + t.begin, len)
     }
 
     /// Size of the data section in bytes.
@@ -399,10 +400,10 @@ pub(crate) fn decode_into<T: Real>(bytes: &[u8], dtype: FloatDtype, out: &mut Ve
             }
         }
         // Same type in and out: a plain copy, which the compiler turns into wide loads.
-        if let (FloatDtype::F32, Some(dst)) = (dtype, same_type::<T, f32>(dst)) {
+        if let (FloatDtype::F32, Some(dst)) = (dtype, crate::scalar::slice_as_mut::<_, MaybeUninit<f32>>(dst)) {
             return fill(dst, src, 4, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         }
-        if let (FloatDtype::F64, Some(dst)) = (dtype, same_type::<T, f64>(dst)) {
+        if let (FloatDtype::F64, Some(dst)) = (dtype, crate::scalar::slice_as_mut::<_, MaybeUninit<f64>>(dst)) {
             return fill(dst, src, 8, |c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
         }
         match dtype {
@@ -423,16 +424,6 @@ pub(crate) fn decode_into<T: Real>(bytes: &[u8], dtype: FloatDtype, out: &mut Ve
     // SAFETY: the loop above wrote every one of the first `len` elements (the chunks of `spare`
     // and of `bytes` pair up exactly: `bytes` holds `len · width` bytes or more).
     unsafe { out.set_len(len) };
-}
-
-/// `dst` as a slice of `U` when `T` is `U`.
-fn same_type<T: 'static, U: 'static>(dst: &mut [std::mem::MaybeUninit<T>]) -> Option<&mut [std::mem::MaybeUninit<U>]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>() {
-        // SAFETY: `T` and `U` are the same type.
-        Some(unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()) })
-    } else {
-        None
-    }
 }
 
 /// Values decoded per parallel task of [`decode_into`] (1 MiB of f32).
@@ -466,13 +457,18 @@ pub(crate) fn write_values<T: Real>(
     Ok(())
 }
 
+/// Whether `dtype`'s little-endian bytes are `T` values as this target stores them: F32 for
+/// f32, F64 for f64, on a little-endian target.
+fn is_native<T: Real>(dtype: FloatDtype) -> bool {
+    cfg!(target_endian = "little")
+        && matches!(dtype, FloatDtype::F32 | FloatDtype::F64)
+        && std::mem::size_of::<T>() == dtype.size()
+}
+
 /// The bytes of `values` when they are already `dtype`'s little-endian encoding (`T` is the
 /// dtype's own type, on a little-endian machine).
 fn native_bytes<T: Real>(values: &[T], dtype: FloatDtype) -> Option<&[u8]> {
-    if cfg!(target_endian = "big") || std::mem::size_of::<T>() != dtype.size() {
-        return None;
-    }
-    if !matches!(dtype, FloatDtype::F32 | FloatDtype::F64) {
+    if !is_native::<T>(dtype) {
         return None;
     }
     // SAFETY: `T` is `f32` or `f64` (sealed `Real`), whose size matches the dtype's (4 or 8

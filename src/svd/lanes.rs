@@ -17,7 +17,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::SvdFailure;
-use crate::scalar::Real;
+use crate::scalar::{slice_as, slice_as_mut, Real};
 use rayon::prelude::*;
 
 /// Channels per lane block.
@@ -50,26 +50,6 @@ fn vfma<const F: bool>(a: &Lanes, b: &Lanes, c: &Lanes) -> Lanes {
         out[l] = fma::<F>(a[l], b[l], c[l]);
     }
     out
-}
-
-/// `values` as f32 when `T` is f32.
-pub(crate) fn as_f32<T: Real>(values: &[T]) -> Option<&[f32]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-        // SAFETY: `T` is `f32`, so the slice's layout is that of `[f32]`.
-        Some(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<f32>(), values.len()) })
-    } else {
-        None
-    }
-}
-
-/// `values` as f32 when `T` is f32.
-pub(crate) fn as_f32_mut<T: Real>(values: &mut [T]) -> Option<&mut [f32]> {
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-        // SAFETY: `T` is `f32`, so the slice's layout is that of `[f32]`.
-        Some(unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len()) })
-    } else {
-        None
-    }
 }
 
 /// Which build of a kernel to run.
@@ -137,7 +117,7 @@ fn gram9_on<T: Real>(
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
-            if let Some(rows) = as_f32(rows) {
+            if let Some(rows) = slice_as::<T, f32>(rows) {
                 // Whole blocks through the register-shift kernel, a partial block through the
                 // lane code (f32 needs no scales).
                 let whole = len / LANES;
@@ -610,7 +590,7 @@ fn pw9_impl<T: Real, const F: bool, const X512: bool, const R: usize>(
         let lanes = LANES.min(cg - b * LANES);
         #[cfg(target_arch = "x86_64")]
         if X512 && lanes == LANES {
-            if let (Some(w32), Some(p32)) = (as_f32(w_rows), as_f32_mut(p_rows)) {
+            if let (Some(w32), Some(p32)) = (slice_as::<T, f32>(w_rows), slice_as_mut::<T, f32>(p_rows)) {
                 // SAFETY: `X512` is set only in the build that runs after detecting avx512f.
                 let (d, t, c) = unsafe { super::avx512::pw9_block_f32::<R>(w32, n0, ng, cg, b, coefs, p32) };
                 diff[0] += d;
