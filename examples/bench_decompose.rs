@@ -8,13 +8,13 @@
 //! - `memcpy_fresh_ms`: copying into freshly allocated buffers;
 //! - `factor_layer_ms`: [`GramSvd::factor_layer`] on every layer (singular values and `V`);
 //! - `decompose_gram_ms` / `decompose_nalgebra_ms`: `Factorization::compute` + `truncate` at the
-//!   rank (the whole library call: both factors written, error measured);
+//!   rank (the whole library call: both factors written, error from the spectrum);
 //! - the same at full rank (`decompose_gram_full_ms`);
 //! - `decompose_gram_into_ms` / `decompose_gram_full_into_ms`: `Factorization::compute` +
 //!   `truncate_into` reusable per-layer buffers (warmed by the first run), at the rank and at
 //!   full rank: the in-process figure to compare with `memcpy_existing_ms`;
 //! - `truncate_into_ms` / `truncate_full_into_ms`: `truncate_into` alone on factorisations
-//!   computed beforehand (the pointwise write and error measurement phase).
+//!   computed beforehand (the phase that writes both factors).
 //!
 //! Weights are seeded uniform values in `[-1, 1)`, f32, OIHW.
 

@@ -1,5 +1,8 @@
 //! Accuracy of the Gram + Jacobi backend against the definition and the f64 nalgebra SVD.
 
+mod common;
+
+use common::{reconstruct, relative_diff};
 use dac::svd::{GramSvd, NalgebraSvd, SvdBackend};
 use dac::{decompose_with, Conv2dWeights, Factorization, Options, Split};
 
@@ -30,23 +33,32 @@ fn optimum(w: &[f32], dims: [usize; 4], groups: usize, rank: usize) -> f64 {
     Factorization::compute(&layer, &NalgebraSvd::default()).unwrap().spectrum().optimal_relative_error(rank)
 }
 
-/// Checks full-rank exactness and every truncation against the optimum, for an f32 layer.
+/// Checks full-rank exactness and every truncation against the optimum, for an f32 layer: the
+/// error is measured on the written pair (reconstructed in f64 by the tests' own code), and the
+/// report's error must agree with it.
 fn check_layer(w: Vec<f32>, dims: [usize; 4], groups: usize) {
     let layer = Conv2dWeights::builder(w.clone(), dims).groups(groups).build().unwrap();
     let k = layer.shape().max_rank();
     let f = Factorization::compute(&layer, &GramSvd::default()).unwrap();
+    let original: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
     for r in 1..=k {
         let d = f.truncate(&Options::new(r)).unwrap();
-        let err = d.report.relative_error;
-        assert!(err.is_finite(), "rank {r}: error {err}");
         for v in d.depthwise.conv().weight().iter().chain(d.pointwise.conv().weight()) {
             assert!(v.is_finite(), "rank {r}: non-finite factor {v}");
         }
+        let err = relative_diff(&reconstruct(&layer, &d.depthwise, &d.pointwise), &original);
+        let reported = d.report.relative_error;
+        assert!(err.is_finite() && reported.is_finite(), "rank {r}: error {err}, reported {reported}");
         if r == k {
             assert!(err <= 1e-6, "full rank {r} of {dims:?}: relative error {err}");
+            assert!(reported <= 1e-6, "full rank {r} of {dims:?}: reported error {reported}");
         } else {
             let opt = optimum(&w, dims, groups, r);
             assert!(err <= opt * (1.0 + 1e-4) + 1e-6, "rank {r} of {dims:?}: error {err}, optimum {opt}");
+            assert!(
+                (reported - err).abs() <= 1e-4 * opt + 1e-6,
+                "rank {r} of {dims:?}: reported {reported}, measured {err}"
+            );
         }
     }
 }
@@ -187,6 +199,7 @@ fn rank_deficient_and_zero_channels() {
     let layer = Conv2dWeights::new(vec![0.0f32; 8 * 2 * 9], [8, 2, 3, 3]).unwrap();
     let d = decompose_with(&layer, &Options::new(3), &GramSvd::default()).unwrap();
     assert_eq!(d.report.relative_error, 0.0);
+    assert!(d.depthwise.conv().weight().iter().all(|v| v.is_finite()));
     assert!(d.pointwise.conv().weight().iter().all(|v| *v == 0.0));
 }
 
@@ -247,16 +260,18 @@ fn extreme_scales_f64() {
     let base = rng.vec(16 * 4 * 9);
     let reference = Conv2dWeights::new(base.clone(), [16, 4, 3, 3]).unwrap();
     let exact = Factorization::compute(&reference, &NalgebraSvd::default()).unwrap().spectrum();
-    // Decomposition and its error report (whose f64 sums of squares need |w| < 1e154).
+    // Decomposition, measured on the written pair (whose f64 sums of squares need |w| < 1e154).
     for scale in [1e-150f64, 1e-100, 1e100, 1e150] {
         let w: Vec<f64> = base.iter().map(|&x| x * scale).collect();
-        let layer = Conv2dWeights::new(w, [16, 4, 3, 3]).unwrap();
+        let layer = Conv2dWeights::new(w.clone(), [16, 4, 3, 3]).unwrap();
         let f = Factorization::compute(&layer, &GramSvd::default()).unwrap();
         for r in 1..=9 {
             let d = f.truncate(&Options::new(r)).unwrap();
             let opt = exact.optimal_relative_error(r);
-            let err = d.report.relative_error;
+            let err = relative_diff(&reconstruct(&layer, &d.depthwise, &d.pointwise), &w);
+            let reported = d.report.relative_error;
             assert!(err.is_finite() && err <= opt * (1.0 + 1e-4) + 1e-12, "scale {scale} r {r}: {err} vs {opt}");
+            assert!((reported - opt).abs() <= 1e-4 * opt + 1e-12, "scale {scale} r {r}: reported {reported} vs {opt}");
         }
     }
     // The backend alone, up to the ends of f64's range: squares would overflow without scaling.

@@ -319,7 +319,9 @@ pub struct ConvertedLayer {
     pub max_rank: usize,
     /// Kept `s²` over total `s²`.
     pub retained_energy: f64,
-    /// `‖W − Ŵ‖ / ‖W‖` of the computed factors (before rounding to the output dtype).
+    /// `‖W − Ŵ‖ / ‖W‖` of the rank-`rank` approximation, from the singular values
+    /// ([`Report::relative_error`](crate::Report::relative_error); rounding to the output dtype
+    /// not included).
     pub relative_error: f64,
     /// The dtype the layer's tensors were written in.
     pub dtype: FloatDtype,

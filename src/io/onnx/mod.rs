@@ -260,7 +260,8 @@ pub struct RewrittenConv {
     pub max_rank: usize,
     /// Kept `s²` over total `s²`.
     pub retained_energy: f64,
-    /// `‖W − Ŵ‖ / ‖W‖` of the computed factors.
+    /// `‖W − Ŵ‖ / ‖W‖` of the rank-`rank` approximation, from the singular values
+    /// ([`Report::relative_error`](crate::Report::relative_error)).
     pub relative_error: f64,
     /// The input `(height, width)` costs refer to, if known.
     pub input_size: Option<(usize, usize)>,
