@@ -315,6 +315,12 @@ fn jacobi9_impl<const F: bool>(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) ->
                 let (apq, app, aqq) = (a[p][q], a[p][p], a[q][q]);
                 for l in 0..LANES {
                     big[l] = apq[l].abs() > tol[l];
+                }
+                // No lane rotates (most pairs of the last sweeps): no angles to compute.
+                if !big.iter().any(|&b| b) {
+                    continue;
+                }
+                for l in 0..LANES {
                     let den = if big[l] { 2.0 * apq[l] } else { 1.0 };
                     let theta = (aqq[l] - app[l]) / den;
                     let tt = theta.signum() / (theta.abs() + fma::<F>(theta, theta, 1.0).sqrt());
