@@ -603,6 +603,7 @@ fn same_padding(kh: usize, kw: usize) -> Padding {
 /// decoded copy is the only one counted in the resident set.
 fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer, buffer: &mut Vec<T>) -> Result<Conv2dWeights<T>> {
     let weight = &ck.tensors[l.weight];
+    ck.populate(weight);
     let storage = match ck.view::<T>(weight) {
         Some(view) => view,
         None => {

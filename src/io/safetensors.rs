@@ -274,6 +274,23 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Maps tensor `t`'s pages in one call before they are read (`MADV_POPULATE_READ`, Linux
+    /// 5.14+), instead of one page fault per 4 KiB page on first touch. Best effort: elsewhere,
+    /// or when the kernel refuses, the pages fault in as they are read.
+    pub(crate) fn populate(&self, t: &Entry) {
+        #[cfg(target_os = "linux")]
+        {
+            let page = 4096;
+            let begin = (self.data_start + t.begin) / page * page;
+            let end = (self.data_start + t.end).min(self.mmap.len());
+            if end > begin {
+                let _ = self.mmap.advise_range(memmap2::Advice::PopulateRead, begin, end - begin);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = t;
+    }
+
     /// Drops this process's mapping of tensor `t`'s pages (they stay in the page cache), so
     /// that data already decoded does not count in the resident set twice. Best effort.
     pub(crate) fn release(&self, t: &Entry) {
