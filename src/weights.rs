@@ -183,6 +183,9 @@ pub struct Conv2dWeightsBuilder<T> {
     dims: [usize; 4],
     bias: Option<Vec<T>>,
     geometry: Geometry,
+    /// `false` only inside the crate, for a caller that proves the weight finite itself (see
+    /// [`defer_weight_finiteness`](Self::defer_weight_finiteness)).
+    check_weight_finite: bool,
 }
 
 impl<T: Real> Conv2dWeightsBuilder<T> {
@@ -227,6 +230,15 @@ impl<T: Real> Conv2dWeightsBuilder<T> {
         self
     }
 
+    /// Skips the scan of the weight for NaN and infinities in [`build`](Self::build): only for a
+    /// caller that proves the weight finite before anything else reads it, or discards the
+    /// layer (the converter does, through `GramSvd`'s non-finite Gram check, see
+    /// `io::factor_loaded`). The bias is still checked.
+    pub(crate) fn defer_weight_finiteness(mut self) -> Self {
+        self.check_weight_finite = false;
+        self
+    }
+
     /// Validates everything and returns the layer.
     ///
     /// # Errors
@@ -235,7 +247,7 @@ impl<T: Real> Conv2dWeightsBuilder<T> {
     /// weight or bias length disagrees with the shape; [`Error::InvalidGroups`] when `groups` does
     /// not divide the output channels; [`Error::NonFinite`] for a NaN or infinite value.
     pub fn build(self) -> Result<Conv2dWeights<T>> {
-        let Self { name, weight, dims, bias, geometry } = self;
+        let Self { name, weight, dims, bias, geometry, check_weight_finite } = self;
         let zero = |what| Err(Error::ZeroSize { layer: name.clone(), what });
         for (d, what) in dims.iter().zip(["out channels", "in channels per group", "kernel height", "kernel width"]) {
             if *d == 0 {
@@ -280,7 +292,9 @@ impl<T: Real> Conv2dWeightsBuilder<T> {
                 out_channels: dims[0],
             });
         }
-        check_finite(&name, "weight", weight.as_slice())?;
+        if check_weight_finite {
+            check_finite(&name, "weight", weight.as_slice())?;
+        }
         if let Some(b) = &bias {
             if b.len() != dims[0] {
                 return Err(Error::LengthMismatch {
@@ -337,7 +351,14 @@ impl<T: Real> Conv2dWeights<T> {
 
     /// Starts a builder whose weight is `weight`, owned or viewed in place.
     pub(crate) fn builder_from(weight: Storage<T>, dims: [usize; 4]) -> Conv2dWeightsBuilder<T> {
-        Conv2dWeightsBuilder { name: "conv".to_string(), weight, dims, bias: None, geometry: Geometry::default() }
+        Conv2dWeightsBuilder {
+            name: "conv".to_string(),
+            weight,
+            dims,
+            bias: None,
+            geometry: Geometry::default(),
+            check_weight_finite: true,
+        }
     }
 
     /// The layer's name.

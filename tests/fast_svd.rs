@@ -345,3 +345,33 @@ fn vgg_sized_layer_full_rank_exact_and_truncation_near_optimal() {
     let w = to_f32(&rng.vec(dims.iter().product()));
     check_layer(w, dims, 1);
 }
+
+/// `GramSvd` promises (`rejects_non_finite`) to fail, not to factor, on a NaN or an infinity:
+/// the converter relies on it to skip its own scan (tests/io_errors.rs checks that path).
+#[test]
+fn gram_rejects_non_finite_input() {
+    let backend = GramSvd::default();
+    assert!(SvdBackend::<f32>::rejects_non_finite(&backend));
+    assert!(!SvdBackend::<f32>::rejects_non_finite(&NalgebraSvd::default()));
+    let mut rng = Rng(9);
+    for &(rows, cols) in &[(1usize, 9usize), (16, 9), (7, 25), (30, 4), (5, 1)] {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            for at in [0, rows * cols / 2, rows * cols - 1] {
+                let k = rows.min(cols);
+                let mut m = rng.vec(rows * cols);
+                m[at] = bad;
+                let (mut s, mut v) = (vec![0.0; k], vec![0.0; k * cols]);
+                assert!(
+                    backend.right_factors(&m, rows, cols, &mut s, &mut v).is_err(),
+                    "f64 {rows}x{cols} {bad} at {at}"
+                );
+                let m32 = to_f32(&m);
+                let (mut s, mut v) = (vec![0.0f32; k], vec![0.0f32; k * cols]);
+                assert!(
+                    backend.right_factors(&m32, rows, cols, &mut s, &mut v).is_err(),
+                    "f32 {rows}x{cols} {bad} at {at}"
+                );
+            }
+        }
+    }
+}

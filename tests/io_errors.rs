@@ -124,3 +124,50 @@ fn output_must_differ_from_input_and_exist_only_with_force() {
     let err = convert_file(&input, dir.path().join("no/such/dir/o.safetensors"), &opts).unwrap_err().to_string();
     assert!(err.contains("no/such/dir"), "{err}");
 }
+
+/// A NaN or an infinity in a converted weight is reported as such (the element's index and
+/// value) on every path: f32 read in place (the fast backend finds it during factorisation),
+/// f64 precision, f16 decoded, 5x5 kernels, whole and partial blocks of eight channels, every
+/// policy that factors first, `inspect`, and the nalgebra backend (which scans first).
+#[test]
+fn non_finite_weights_are_named_on_every_path() {
+    use dac::io::{Precision, SvdMethod};
+    // (dims, index of the bad value)
+    let shapes: [([usize; 4], usize); 3] =
+        [([16, 8, 3, 3], 8 * 9 * 3 + 5 * 9 + 4), ([4, 11, 3, 3], 10 * 9 + 8), ([6, 3, 5, 5], 77)];
+    for (dims, index) in shapes {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for dtype in ["F32", "F16"] {
+                let dir = tempfile::tempdir().unwrap();
+                let input = dir.path().join("in.safetensors");
+                let mut v = io_support::values(3, dims.iter().product());
+                v[index] = bad;
+                let t = io_support::T {
+                    name: "conv.weight".into(),
+                    dtype: dtype.into(),
+                    shape: dims.to_vec(),
+                    data: io_support::encode(&v, dtype),
+                };
+                io_support::write(&input, &[t], &[]);
+                let shown = if bad.is_nan() { "NaN".to_string() } else { format!("{}", f64::from(bad)) };
+                let expect = format!("weight[{index}] = {shown}");
+                let output = dir.path().join("out.safetensors");
+                let policies = [Rank::Fixed(1), Rank::Energy(0.9)];
+                for (policy, precision, svd) in policies.iter().flat_map(|&p| {
+                    [Precision::F32, Precision::F64]
+                        .into_iter()
+                        .flat_map(move |pr| [SvdMethod::Gram, SvdMethod::Nalgebra].map(|s| (p, pr, s)))
+                }) {
+                    let options = ConvertOptions::new(policy).precision(precision).svd(svd);
+                    let what = format!("{dims:?} {bad} {dtype} {policy:?} {precision:?} {svd:?}");
+                    let err = convert_file(&input, &output, &options).expect_err(&what).to_string();
+                    assert!(err.contains("layer `conv`") && err.contains(&expect), "{what}: {err}");
+                    assert!(!output.exists(), "{what}: output written");
+                    let inspect = InspectOptions::new().precision(precision).svd(svd);
+                    let err = inspect_file(&input, &inspect).expect_err(&what).to_string();
+                    assert!(err.contains(&expect), "{what}: inspect: {err}");
+                }
+            }
+        }
+    }
+}

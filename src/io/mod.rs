@@ -594,14 +594,18 @@ fn same_padding(kh: usize, kw: usize) -> Padding {
     Padding { top: (kh - 1) / 2, bottom: kh / 2, left: (kw - 1) / 2, right: kw / 2 }
 }
 
-/// Reads a layer as a validated [`Conv2dWeights`].
+/// Reads a layer as a validated [`Conv2dWeights`], to be factored by [`factor_loaded`] with a
+/// backend whose [`rejects_non_finite`](SvdBackend::rejects_non_finite) is `defer`.
 ///
 /// An f32 (f64) weight read as f32 (f64) is viewed in place in the mapped file, without a copy;
 /// release its pages with [`Checkpoint::release`] once the layer is done. Any other weight is
 /// decoded into `buffer`'s allocation (taken; get it back with
 /// [`Conv2dWeights::into_weight_buffer`]) and its pages are released at once, so that the
 /// decoded copy is the only one counted in the resident set.
-fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer, buffer: &mut Vec<T>) -> Result<Conv2dWeights<T>> {
+///
+/// With `defer`, the weight is not scanned for NaN and infinities here: the factorisation finds
+/// them (one pass over the weight instead of two) and [`factor_loaded`] reports them.
+fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer, buffer: &mut Vec<T>, defer: bool) -> Result<Conv2dWeights<T>> {
     let weight = &ck.tensors[l.weight];
     ck.populate(weight);
     let storage = match ck.view::<T>(weight) {
@@ -617,13 +621,32 @@ fn load_layer<T: Real>(ck: &Checkpoint, l: &ConvLayer, buffer: &mut Vec<T>) -> R
         Some(b) => Some(ck.read_real::<T>(&ck.tensors[b])?),
         None => None,
     };
-    Conv2dWeights::builder_from(storage, l.dims)
+    let builder = Conv2dWeights::builder_from(storage, l.dims)
         .name(l.name.clone())
         .maybe_bias(b)
         .groups(l.groups)
-        .padding(same_padding(l.dims[2], l.dims[3]))
-        .build()
-        .map_err(|e| in_file(&ck.path, e))
+        .padding(same_padding(l.dims[2], l.dims[3]));
+    let builder = if defer { builder.defer_weight_finiteness() } else { builder };
+    builder.build().map_err(|e| in_file(&ck.path, e))
+}
+
+/// Factors a layer read by [`load_layer`] (with `defer = backend.rejects_non_finite()`). When
+/// the factorisation fails on a weight whose scan was deferred, the weight is scanned then, so
+/// that a NaN or an infinity is reported as [`Error::NonFinite`] naming the element, exactly as
+/// an eager scan would have; a success proves the weight finite.
+fn factor_loaded<'a, T: Real, B: SvdBackend<T> + ?Sized>(
+    path: &Path,
+    layer: &'a Conv2dWeights<T>,
+    backend: &B,
+) -> Result<Factorization<'a, T>> {
+    Factorization::compute(layer, backend).map_err(|e| {
+        let scanned = if backend.rejects_non_finite() {
+            crate::weights::check_finite(layer.name(), "weight", layer.weight())
+        } else {
+            Ok(())
+        };
+        in_file(path, scanned.err().unwrap_or(e))
+    })
 }
 
 /// Gives a finished layer's decoding buffer back to `buffer` (if it has one) and releases the
@@ -720,6 +743,9 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     let ck = Checkpoint::open(input)?;
     let path = &ck.path;
     let layers = find_convs(&ck, &options.groups)?;
+    // Every layer read is factored at once: with a backend that rejects non-finite weights,
+    // that finds them and the separate scan is skipped (`factor_loaded` still names them).
+    let defer = backend.rejects_non_finite();
 
     // Which layers are candidates, and every pattern must match one.
     let converted_before: Vec<&str> = ck.metadata.keys().filter_map(|k| k.strip_prefix("dac.layer.")).collect();
@@ -827,7 +853,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
         let keep = needs_spectrum[i] && kept_bytes.saturating_add(bytes) <= budget;
         owned.push(if keep {
             kept_bytes += bytes;
-            Some(load_layer::<T>(&ck, l, &mut Vec::new())?)
+            Some(load_layer::<T>(&ck, l, &mut Vec::new(), defer)?)
         } else {
             None
         });
@@ -852,14 +878,14 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
             progress(&Progress { phase: Phase::Analysing, item: &l.name, done: analysed, total: analyse_total });
             let spectrum = match &owned[i] {
                 Some(layer) => {
-                    let f = Factorization::compute(layer, backend).map_err(|e| in_file(path, e))?;
+                    let f = factor_loaded(path, layer, backend)?;
                     let spectrum = f.spectrum();
                     factored[i] = Some(f);
                     spectrum
                 }
                 None => {
-                    let layer = load_layer::<T>(&ck, l, &mut scratch)?;
-                    let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
+                    let layer = load_layer::<T>(&ck, l, &mut scratch, defer)?;
+                    let spectrum = factor_loaded(path, &layer, backend)?.spectrum();
                     done_with(&ck, l, layer, &mut scratch);
                     spectrum
                 }
@@ -994,9 +1020,9 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                         f.layer().bias().map(<[T]>::to_vec),
                     ),
                     None => {
-                        let layer = load_layer::<T>(&ck, l, &mut scratch)?;
-                        let report = Factorization::compute(&layer, backend)
-                            .and_then(|f| f.truncate_into(&opts, &mut pair))
+                        let layer = load_layer::<T>(&ck, l, &mut scratch, defer)?;
+                        let report = factor_loaded(path, &layer, backend)?
+                            .truncate_into(&opts, &mut pair)
                             .map_err(|e| in_file(path, e))?;
                         let bias = layer.bias().map(<[T]>::to_vec);
                         if let Some(w) = layer.into_weight_buffer() {
@@ -1238,9 +1264,9 @@ fn inspect_impl<T: Real, B: SvdBackend<T>>(
     let mut scratch = Vec::new();
     for l in &layers {
         check_dtypes(&ck, l)?;
-        let layer = load_layer::<T>(&ck, l, &mut scratch)?;
+        let layer = load_layer::<T>(&ck, l, &mut scratch, backend.rejects_non_finite())?;
         let shape = layer.shape();
-        let spectrum = Factorization::compute(&layer, backend).map_err(|e| in_file(path, e))?.spectrum();
+        let spectrum = factor_loaded(path, &layer, backend)?.spectrum();
         done_with(&ck, l, layer, &mut scratch);
         let max_rank = shape.max_rank();
         infos.push(LayerInfo {

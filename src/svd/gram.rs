@@ -424,6 +424,10 @@ fn eigen_to_factors<T: Real>(
     s_out: &mut [T],
     vt_out: &mut [T],
 ) -> std::result::Result<(), SvdFailure> {
+    // A NaN or infinite weight makes its tap's diagonal entry (a sum of squares) non-finite.
+    if !(0..taps).all(|i| g[i * taps + i].is_finite()) {
+        return Err(SvdFailure::new("non-finite Gram matrix"));
+    }
     jacobi_eigen(g, v, taps, max_sweeps)?;
     order.clear();
     order.extend(0..taps);
@@ -611,6 +615,13 @@ impl<T: Real> SvdBackend<T> for GramSvd {
 
     fn name(&self) -> &'static str {
         "gram-jacobi"
+    }
+
+    /// `true`: a NaN or infinite weight makes its channel's Gram diagonal non-finite (every
+    /// square of an f32 fits f64, and f64 channels are scaled to at most 1 first), which is
+    /// rejected before the eigensolver runs.
+    fn rejects_non_finite(&self) -> bool {
+        true
     }
 
     fn factor_layer(&self, layer: &Conv2dWeights<T>, singular_values: &mut [T], vt: &mut [T]) -> Result<()> {

@@ -62,6 +62,15 @@ pub trait SvdBackend<T: Real>: Send + Sync {
     /// A short name for reports and benchmarks.
     fn name(&self) -> &'static str;
 
+    /// Whether [`factor_layer`](Self::factor_layer) and
+    /// [`right_factors`](Self::right_factors) are guaranteed to fail (return an error, never
+    /// panic or loop) on input holding a NaN or an infinity. A caller holding weights nobody
+    /// has checked yet may then let the factorisation find them instead of scanning the weights
+    /// first (the converter does, for weights read from a file). Default `false`.
+    fn rejects_non_finite(&self) -> bool {
+        false
+    }
+
     /// Factors every input channel of `layer`: `singular_values` is `C x k` and `vt` is
     /// `C x k x (kh·kw)` (channel `c`'s rows of `V_kᵀ`), `k = min(N/groups, kh·kw)`.
     ///
