@@ -5,9 +5,10 @@ a memcpy and `cp`. Every ratio is measured in one run, on the same machine, on t
     python3 bench/compare.py [--reps N] [--quick] [--skip-e2e] [--json FILE]
 
 Creates bench/.venv (numpy, onnxruntime, onnx, safetensors, threadpoolctl from PyPI) on first
-use, builds the Rust examples in release mode, and prints medians and ratios against the targets
-of the speed issue. The end-to-end part (`dac convert`) runs when target/release/dac exists
-(`cargo build --release --features cli`), and is skipped with a message otherwise.
+use, builds the Rust examples and the `dac` binary in release mode (unless --no-build: then it
+uses them as built, and `cargo build --release --features cli --bins --examples` must have built
+them from the same commit), and prints medians and ratios against the targets of the speed issue.
+The end-to-end part (`dac convert`) is skipped with a message when target/release/dac is missing.
 
 In process, numpy's batched SVD and the dac library call (`examples/bench_decompose`: the
 `*_into_ms` figures with reusable output buffers when the example reports them, else the plain
@@ -240,7 +241,7 @@ def e2e(results, reps, quick):
 
     dac = os.path.join(target_dir(), "release", "dac")
     if not os.path.exists(dac):
-        print(f"\n[e2e] skipped: {dac} not found (cargo build --release --features cli)")
+        print(f"\n[e2e] skipped: {dac} not found (cargo build --release --features cli --bins)")
         return
     tmp = tempfile.mkdtemp(prefix="dac-bench-", dir=os.environ.get("DAC_BENCH_TMP"))
     try:
@@ -305,8 +306,8 @@ def main():
         return worker_ort(a.reps)
 
     if not a.no_build:
-        subprocess.check_call(["cargo", "build", "--release", "--quiet", "--example", "bench_decompose",
-                               "--example", "bench_exec"], cwd=ROOT)
+        subprocess.check_call(["cargo", "build", "--release", "--quiet", "--features", "cli", "--bin", "dac",
+                               "--example", "bench_decompose", "--example", "bench_exec"], cwd=ROOT)
     ex = os.path.join(target_dir(), "release", "examples")
     me = [sys.executable, __file__]
     res = {"date": time.strftime("%Y-%m-%d %H:%M"), "loadavg_before": os.getloadavg()[0]}
