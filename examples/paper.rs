@@ -26,6 +26,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// The proxy of the planner compared with uniform ranks and last-k.
+const PLANNER: Proxy = Proxy::Spatial;
 /// Targets of the planner comparison.
 const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
 /// Extra planner targets for the plot.
@@ -147,15 +149,20 @@ impl Ctx {
         }
         v
     }
-    fn plan(&self, target: f64, proxy: Proxy) -> Res<Plan> {
-        let layers: Vec<PlanLayer<'_>> = self
+    /// The planner's view of every convolution (spectrum, geometry, input size and, through
+    /// `from_conv`, the weights that `Proxy::Spatial` reads).
+    fn plan_layers(&self) -> Res<Vec<PlanLayer<'_>>> {
+        Ok(self
             .net
             .convs
             .iter()
             .zip(&self.spectra)
             .zip(&self.net.conv_inputs)
             .map(|((l, s), &hw)| PlanLayer::from_conv(l, s, hw))
-            .collect::<dac::Result<_>>()?;
+            .collect::<dac::Result<_>>()?)
+    }
+    fn plan(&self, target: f64, proxy: Proxy) -> Res<Plan> {
+        let layers = self.plan_layers()?;
         let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy);
         Ok(dac::plan(&layers, &Target::MacReduction(target), &options)?)
     }
@@ -302,7 +309,7 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
         }
         println!();
     }
-    proxy_check(&ctx, &exp1, dense_pct);
+    proxy_check(&ctx, &exp1, dense_pct)?;
     println!("[experiment 1: {:.1} s]", t1.elapsed().as_secs_f64());
 
     // ---- Experiment 2 ----
@@ -365,9 +372,12 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
         println!("{r:>6} {red:>10.3} {acc:>10.2}");
     }
     let mut planned = Vec::new();
+    let mut sens_planned = Vec::new();
     let mut energy_planned = Vec::new();
     for &x in &PLOT_TARGETS {
-        for (proxy, out) in [(Proxy::Sensitivity, &mut planned), (Proxy::Energy, &mut energy_planned)] {
+        for (proxy, out) in
+            [(PLANNER, &mut planned), (Proxy::Sensitivity, &mut sens_planned), (Proxy::Energy, &mut energy_planned)]
+        {
             let p = ctx.plan(x, proxy)?;
             let ranks: Vec<Option<usize>> = p.layers.iter().map(|lp| lp.rank).collect();
             let acc = ctx.acc(&ranks)?;
@@ -376,26 +386,36 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
             out.push((x, p, red, acc));
         }
     }
-    println!("\nPlanner (dac::plan, Proxy::Sensitivity, weights only) per-layer ranks, '-' = dense:");
-    print!("{:>7}", "target");
-    for c in &ctx.net.convs {
-        print!(" {:>4}", c.name().trim_start_matches("features."));
-    }
-    println!(" {:>9} {:>9}", "MACs x", "accuracy");
-    for (x, p, red, acc) in &planned {
-        print!("{x:>7.2}");
-        for lp in &p.layers {
-            print!(" {:>4}", lp.rank.map_or("-".to_string(), |r| r.to_string()));
+    for (what, rows) in
+        [("Proxy::Spatial, the planner compared below", &planned), ("Proxy::Sensitivity", &sens_planned)]
+    {
+        println!("\nPlanner (dac::plan, {what}; weights only) per-layer ranks, '-' = dense:");
+        print!("{:>7}", "target");
+        for c in &ctx.net.convs {
+            print!(" {:>4}", c.name().trim_start_matches("features."));
         }
-        println!(" {red:>9.3} {acc:>9.2}");
+        println!(" {:>9} {:>9}", "MACs x", "accuracy");
+        for (x, p, red, acc) in rows.iter() {
+            print!("{x:>7.2}");
+            for lp in &p.layers {
+                print!(" {:>4}", lp.rank.map_or("-".to_string(), |r| r.to_string()));
+            }
+            println!(" {red:>9.3} {acc:>9.2}");
+        }
     }
     println!("\nPlanner comparison at equal whole-network MAC reduction (accuracy %, dense {dense_pct:.2}%):");
     println!(
-        "{:>7} | {:>22} | {:>24} | {:>24} | {:>22} | verdict",
-        "target", "planner (reduction)", "best uniform (rank)", "best last-k (k, rank)", "energy-only planner"
+        "{:>7} | {:>22} | {:>24} | {:>24} | {:>18} | {:>18} | verdict",
+        "target",
+        "planner (reduction)",
+        "best uniform (rank)",
+        "best last-k (k, rank)",
+        "Sensitivity proxy",
+        "energy-only proxy"
     );
     for &x in &TARGETS {
         let (_, _, pred, pacc) = planned.iter().find(|(t, ..)| *t == x).expect("target planned");
+        let (_, _, sred, sacc) = sens_planned.iter().find(|(t, ..)| *t == x).expect("target planned");
         let (_, _, ered, eacc) = energy_planned.iter().find(|(t, ..)| *t == x).expect("target planned");
         let bu = uniform.iter().filter(|u| u.1 >= x).max_by(|a, b| a.2.total_cmp(&b.2));
         let bl = lastk.iter().filter(|u| u.2 >= x).max_by(|a, b| a.3.total_cmp(&b.3));
@@ -406,17 +426,18 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
             format!("planner LOSES by {:.2}", best_baseline - pacc)
         };
         println!(
-            "{x:>7.2} | {:>22} | {:>24} | {:>24} | {:>22} | {verdict}",
+            "{x:>7.2} | {:>22} | {:>24} | {:>24} | {:>18} | {:>18} | {verdict}",
             format!("{pacc:.2} ({pred:.2}x)"),
             bu.map_or("none reaches it".into(), |u| format!("{:.2} (r={}, {:.2}x)", u.2, u.0, u.1)),
             bl.map_or("none reaches it".into(), |u| format!("{:.2} (k={}, r={}, {:.2}x)", u.3, u.0, u.1, u.2)),
+            format!("{sacc:.2} ({sred:.2}x)"),
             format!("{eacc:.2} ({ered:.2}x)"),
         );
     }
     println!("[planner comparison: {:.1} s]", t3.elapsed().as_secs_f64());
 
     let svg = args.out.join(format!("{name}_accuracy_vs_macs.svg"));
-    plot(&svg, &name, dense_pct, &uniform, &lastk, &planned, &energy_planned, l)?;
+    plot(&svg, &name, dense_pct, &uniform, &lastk, &planned, &sens_planned, &energy_planned, l)?;
     println!("plot: {}", svg.display());
     println!(
         "[{name}: {} forward evaluations of {} images, {:.1} s]",
@@ -456,15 +477,18 @@ fn masked(ctx: &Ctx, layers: std::ops::Range<usize>, r: usize) -> Vec<Option<usi
 }
 
 /// How well each data-free score orders Experiment 1's measured accuracy drops (Spearman).
-fn proxy_check(ctx: &Ctx, exp1: &[(usize, usize, f64)], dense: f64) {
+fn proxy_check(ctx: &Ctx, exp1: &[(usize, usize, f64)], dense: f64) -> Res<()> {
     let drops: Vec<f64> = exp1.iter().map(|e| dense - e.2).collect();
-    let l = ctx.layers();
+    let (l, layers) = (ctx.layers(), ctx.plan_layers()?);
     print!("Spearman correlation of data-free scores with these accuracy drops:");
-    for (name, proxy) in [("energy e(r)", Proxy::Energy), ("Sensitivity", Proxy::Sensitivity)] {
-        let scores: Vec<f64> = exp1.iter().map(|&(i, r, _)| proxy.score(&ctx.spectra[i], r, i, l)).collect();
+    for (name, proxy) in
+        [("energy e(r)", Proxy::Energy), ("Sensitivity", Proxy::Sensitivity), ("Spatial", Proxy::Spatial)]
+    {
+        let scores: Vec<f64> = exp1.iter().map(|&(i, r, _)| layers[i].score(proxy, r, i, l)).collect();
         print!("  {name}: {:.3}", spearman(&scores, &drops));
     }
     println!();
+    Ok(())
 }
 
 fn ranks_of(v: &[f64]) -> Vec<f64> {
@@ -503,6 +527,7 @@ fn plot(
     uniform: &[(usize, f64, f64)],
     lastk: &[(usize, usize, f64, f64)],
     planned: &[(f64, Plan, f64, f64)],
+    sensitivity: &[(f64, Plan, f64, f64)],
     energy: &[(f64, Plan, f64, f64)],
     layers: usize,
 ) -> Res<()> {
@@ -541,14 +566,19 @@ fn plot(
     p.sort_by(|a, b| a.0.total_cmp(&b.0));
     chart
         .draw_series(LineSeries::new(p, RED.stroke_width(3)).point_size(4))?
-        .label("dac::plan (Sensitivity proxy)")
+        .label("dac::plan (Spatial proxy)")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(3)));
-    let mut e: Vec<(f64, f64)> = energy.iter().map(|p| (p.2, p.3)).filter(|p| p.0 <= xmax).collect();
-    e.sort_by(|a, b| a.0.total_cmp(&b.0));
-    chart
-        .draw_series(LineSeries::new(e, RED.mix(0.4).stroke_width(1)).point_size(2))?
-        .label("planner, energy-only proxy")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.mix(0.4).stroke_width(1)));
+    for (rows, label, style) in [
+        (sensitivity, "planner, Sensitivity proxy", RED.mix(0.6).stroke_width(1)),
+        (energy, "planner, energy-only proxy", RED.mix(0.3).stroke_width(1)),
+    ] {
+        let mut e: Vec<(f64, f64)> = rows.iter().map(|p| (p.2, p.3)).filter(|p| p.0 <= xmax).collect();
+        e.sort_by(|a, b| a.0.total_cmp(&b.0));
+        chart
+            .draw_series(LineSeries::new(e, style).point_size(2))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerLeft)

@@ -47,6 +47,9 @@ pub struct PlanLayer<'a> {
     geometry: Geometry,
     has_bias: bool,
     input_size: (usize, usize),
+    /// Every channel's `s_j²·(v_j^T R v_j)` (see [`Proxy::Spatial`]), in the spectrum's layout;
+    /// `None` when the layer was built from its spectrum alone.
+    tap_energy: Option<Vec<f64>>,
 }
 
 impl<'a> PlanLayer<'a> {
@@ -73,11 +76,14 @@ impl<'a> PlanLayer<'a> {
             });
         }
         geometry.output_size(&name, (shape.kh, shape.kw), input_size)?;
-        Ok(Self { name, spectrum, geometry, has_bias, input_size })
+        Ok(Self { name, spectrum, geometry, has_bias, input_size, tap_energy: None })
     }
 
     /// A layer from the convolution and its spectrum (from
-    /// [`Factorization::spectrum`](crate::Factorization::spectrum)).
+    /// [`Factorization::spectrum`](crate::Factorization::spectrum)). Unlike
+    /// [`new`](Self::new) it also reads the weights, so that [`Proxy::Spatial`] can weigh each
+    /// discarded component by how much it responds to spatially correlated inputs (see
+    /// [`with_weights`](Self::with_weights)).
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] when the spectrum belongs to a differently shaped layer;
@@ -97,7 +103,57 @@ impl<'a> PlanLayer<'a> {
                 actual: got.in_channels * got.max_rank(),
             });
         }
-        Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)
+        Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)?
+            .with_weights(layer.weight())
+    }
+
+    /// Adds what [`Proxy::Spatial`] needs from the weights, for a layer built with
+    /// [`new`](Self::new): `weight` is the layer's `[N, C/g, kh, kw]` kernel (OIHW, row-major),
+    /// the one the spectrum was computed from. Without it [`Proxy::Spatial`] scores the layer as
+    /// [`Proxy::Sensitivity`] does.
+    ///
+    /// Every input channel's `N/g x kh·kw` matrix is diagonalised again (an eigendecomposition
+    /// of its `kh·kw x kh·kw` Gram matrix; cheap next to the decomposition itself) to get the
+    /// right singular vectors `v_j` that the spectrum does not keep.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `weight` does not have `N·(C/g)·kh·kw` values.
+    pub fn with_weights<T: Real>(mut self, weight: &[T]) -> Result<Self> {
+        let shape = *self.spectrum.shape();
+        let expected = shape.out_channels * shape.in_per_group() * shape.taps();
+        if weight.len() != expected {
+            return Err(Error::LengthMismatch {
+                layer: self.name.clone(),
+                what: "weight",
+                shape: vec![shape.out_channels, shape.in_per_group(), shape.kh, shape.kw],
+                expected,
+                actual: weight.len(),
+            });
+        }
+        self.tap_energy = Some(tap_energy(weight, &shape, self.geometry.dilation));
+        Ok(self)
+    }
+
+    /// The score `proxy` gives this layer (index `index` of `count`, forward order) at `rank`:
+    /// what [`plan`](fn@plan) minimises. Equal to [`Proxy::score`] on the layer's spectrum except
+    /// for [`Proxy::Spatial`] on a layer that has its weights
+    /// ([`from_conv`](Self::from_conv), [`with_weights`](Self::with_weights)).
+    pub fn score(&self, proxy: Proxy, rank: usize, index: usize, count: usize) -> f64 {
+        match (proxy, &self.tap_energy) {
+            (Proxy::Spatial, Some(energy)) => {
+                let shape = self.spectrum.shape();
+                let m = shape.max_rank();
+                let r = rank.min(m);
+                let (mut total, mut lost) = (0.0, 0.0);
+                for channel in energy.chunks(m) {
+                    total += channel.iter().sum::<f64>();
+                    lost += channel[r..].iter().sum::<f64>();
+                }
+                let e = if total > 0.0 { (lost / total).clamp(0.0, 1.0) } else { 0.0 };
+                nsr_times_bottleneck(e, shape, rank)
+            }
+            _ => proxy.score(self.spectrum, rank, index, count),
+        }
     }
 
     /// The layer's name.
@@ -147,25 +203,98 @@ pub enum Proxy {
     /// uniform and last-k choice in more of the six comparisons of EXPERIMENTS.md.
     #[default]
     Sensitivity,
+    /// [`Sensitivity`](Self::Sensitivity) measured on the layer's output for inputs whose
+    /// neighbouring pixels are correlated, instead of on the weights (white inputs).
+    ///
+    /// Decomposing input channel `c` at rank `r` discards the components `s_j·u_j·v_j^T`,
+    /// `j > r`, of its `N/g x kh·kw` matrix. For an input patch with spatial correlation
+    /// `R[a][b] = ρ^(|Δy_ab|·dh + |Δx_ab|·dw)` (taps `a`, `b` of the kernel, dilation `dh x dw`,
+    /// ρ = 0.7 per pixel of distance), the output error has energy `Σ_{j>r} s_j²·v_j^T R v_j`
+    /// (the `u_j` are orthonormal, so the components do not interfere) and the output signal
+    /// `Σ_j s_j²·v_j^T R v_j`. A smooth (low-frequency) tap pattern `v_j` has `v_j^T R v_j > 1`,
+    /// an alternating one `< 1`: discarding the high-frequency part of a kernel costs less
+    /// than its weight energy says, because neighbouring input pixels largely cancel it.
+    /// The fraction lost, `e_R`, then goes through the same `e/(1−e)` and bottleneck factor as
+    /// [`Sensitivity`](Self::Sensitivity).
+    ///
+    /// Needs the right singular vectors, which a [`Spectrum`] does not hold: the layer must be
+    /// built with [`PlanLayer::from_conv`] or given its weights with
+    /// [`PlanLayer::with_weights`]; otherwise (and in [`Proxy::score`], which sees only the
+    /// spectrum) it equals [`Sensitivity`](Self::Sensitivity). Data-free like the others: it
+    /// reads weights and the kernel's geometry only; ρ is a fixed assumption, not fitted per
+    /// network (EXPERIMENTS.md shows how the result depends on it).
+    Spatial,
+}
+
+/// Correlation of two input pixels one pixel apart assumed by [`Proxy::Spatial`].
+const SPATIAL_RHO: f64 = 0.7;
+
+/// `e/(1−e)` times the bottleneck factor `(N/g) / min(N/g, (C/g)·r)`.
+fn nsr_times_bottleneck(e: f64, shape: &ConvShape, rank: usize) -> f64 {
+    // Noise-to-signal ratio; a layer keeping (almost) nothing is (almost) infinitely bad.
+    let nsr = e / (1.0 - e).max(1e-9);
+    let (ng, cg) = (shape.out_per_group() as f64, shape.in_per_group() as f64);
+    let bottleneck = ng / ng.min(cg * rank.max(1) as f64);
+    nsr * bottleneck
+}
+
+/// Every input channel's `λ_j·v_j^T R v_j` for its `max_rank` largest eigenpairs `(λ_j = s_j²,
+/// v_j)` of the Gram matrix `M^T M` of its `N/g x kh·kw` matrix `M`, in descending `λ`.
+fn tap_energy<T: Real>(weight: &[T], shape: &ConvShape, dilation: (usize, usize)) -> Vec<f64> {
+    use nalgebra::{DMatrix, SymmetricEigen};
+    let (ng, cg, taps, kw) = (shape.out_per_group(), shape.in_per_group(), shape.taps(), shape.kw);
+    let m = shape.max_rank();
+    let corr = DMatrix::from_fn(taps, taps, |a, b| {
+        let dy = (a / kw).abs_diff(b / kw) * dilation.0;
+        let dx = (a % kw).abs_diff(b % kw) * dilation.1;
+        SPATIAL_RHO.powi((dy + dx) as i32)
+    });
+    let mut out = Vec::with_capacity(shape.in_channels * m);
+    let mut gram = DMatrix::<f64>::zeros(taps, taps);
+    for c in 0..shape.in_channels {
+        let (group, local) = (c / cg, c % cg);
+        gram.fill(0.0);
+        for o in group * ng..(group + 1) * ng {
+            let row = &weight[(o * cg + local) * taps..(o * cg + local + 1) * taps];
+            for a in 0..taps {
+                let wa = row[a].to_f64_exact();
+                if wa == 0.0 {
+                    continue;
+                }
+                for b in a..taps {
+                    gram[(a, b)] += wa * row[b].to_f64_exact();
+                }
+            }
+        }
+        for a in 0..taps {
+            for b in 0..a {
+                gram[(a, b)] = gram[(b, a)];
+            }
+        }
+        let eig = SymmetricEigen::new(gram.clone());
+        let mut order: Vec<usize> = (0..taps).collect();
+        order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+        for &j in order.iter().take(m) {
+            let v = eig.eigenvectors.column(j);
+            let gain = (v.transpose() * &corr * v)[(0, 0)];
+            out.push(eig.eigenvalues[j].max(0.0) * gain);
+        }
+    }
+    out
 }
 
 impl Proxy {
     /// The score of decomposing layer `index` of `count` (forward order) at `rank`; 0 means
     /// harmless, larger is worse. `rank` above the maximum counts as the maximum. The current
     /// proxies do not use the position; it is part of the signature for proxies that will.
+    /// [`Proxy::Spatial`] needs the layer's weights, which a spectrum does not hold: here it
+    /// scores as [`Proxy::Sensitivity`]; [`PlanLayer::score`] gives the value the planner uses.
     pub fn score(&self, spectrum: &Spectrum, rank: usize, index: usize, count: usize) -> f64 {
         let _ = (index, count);
         let e = (1.0 - spectrum.retained_energy(rank)).clamp(0.0, 1.0);
         match self {
             Proxy::Energy => e,
-            Proxy::Sensitivity => {
-                let shape = spectrum.shape();
-                // Noise-to-signal ratio; a layer keeping (almost) nothing is (almost) infinitely bad.
-                let nsr = e / (1.0 - e).max(1e-9);
-                let (ng, cg) = (shape.out_per_group() as f64, shape.in_per_group() as f64);
-                let bottleneck = ng / ng.min(cg * rank.max(1) as f64);
-                nsr * bottleneck
-            }
+            Proxy::Sensitivity | Proxy::Spatial => nsr_times_bottleneck(e, spectrum.shape(), rank),
         }
     }
 }
@@ -334,7 +463,7 @@ pub fn plan(layers: &[PlanLayer<'_>], target: &Target, options: &PlanOptions) ->
         let mut list = vec![Candidate { rank: None, cost: dense, score: 0.0 }];
         for r in (1..=shape.max_rank()).rev().filter(|&r| cost::is_beneficial(&shape, r)) {
             let c = cost::pair(&l.name, &shape, l.has_bias, r, out)?;
-            list.push(Candidate { rank: Some(r), cost: c, score: options.proxy.score(l.spectrum, r, i, count) });
+            list.push(Candidate { rank: Some(r), cost: c, score: l.score(options.proxy, r, i, count) });
         }
         info.push((out, dense));
         candidates.push(list);

@@ -3,7 +3,8 @@
 
 use dac::cost::{self, Cost};
 use dac::plan::{Plan, PlanLayer, PlanOptions, Proxy, Target};
-use dac::{plan, ConvShape, Error, Geometry, Padding, Spectrum};
+use dac::svd::NalgebraSvd;
+use dac::{plan, Conv2dWeights, ConvShape, Error, Factorization, Geometry, Padding, Spectrum};
 use proptest::prelude::*;
 
 /// A random convolution: shape, geometry, input size and a descending spectrum.
@@ -70,7 +71,7 @@ proptest! {
 
     #[test]
     fn mac_target_met_when_reachable(stack in prop::collection::vec(layer(), 1..7), x in 1.01f64..12.0) {
-        for proxy in [Proxy::Sensitivity, Proxy::Energy] {
+        for proxy in [Proxy::Sensitivity, Proxy::Energy, Proxy::Spatial] {
             let layers = plan_layers(&stack);
             let p = plan(&layers, &Target::MacReduction(x), &options(proxy)).unwrap();
             check_invariants(&stack, &p);
@@ -202,4 +203,101 @@ fn first_layer_with_one_input_channel_is_spared() {
     let p = plan(&layers, &Target::MacReduction(2.0), &PlanOptions::default()).unwrap();
     assert!(p.met && p.reduction() >= 2.0);
     assert_eq!(p.layers[0].rank, None, "{p:#?}");
+}
+
+/// A random convolution with weights, and its spectrum from the weights.
+#[derive(Debug, Clone)]
+struct Weighted {
+    conv: Conv2dWeights<f32>,
+    spectrum: Spectrum,
+    input: (usize, usize),
+}
+
+fn weighted_layer() -> impl Strategy<Value = Weighted> {
+    (1usize..=2, 1usize..=8, 1usize..=8, prop::sample::select(vec![1usize, 3, 5]), 1usize..=2, 1usize..=2, 5usize..=12)
+        .prop_flat_map(|(groups, ng, cg, k, stride, dilation, size)| {
+            let dims = [ng * groups, cg, k, k];
+            let n = dims.iter().product::<usize>();
+            (Just((dims, groups, stride, dilation, size)), prop::collection::vec(-1.0f32..1.0, n))
+        })
+        .prop_map(|((dims, groups, stride, dilation, size), w)| {
+            let conv = Conv2dWeights::builder(w, dims)
+                .groups(groups)
+                .stride(stride, stride)
+                .dilation(dilation, dilation)
+                .padding(Padding::uniform(dilation * (dims[2] / 2)))
+                .build()
+                .unwrap();
+            let spectrum = Factorization::compute(&conv, &NalgebraSvd::default()).unwrap().spectrum();
+            Weighted { conv, spectrum, input: (size, size) }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// `Proxy::Spatial` on layers that carry their weights: the target is met when reachable,
+    /// no rank at or above break-even, the same plan twice.
+    #[test]
+    fn spatial_proxy_meets_its_target_on_weighted_stacks(stack in prop::collection::vec(weighted_layer(), 1..6), x in 1.01f64..8.0) {
+        let layers: Vec<PlanLayer<'_>> =
+            stack.iter().map(|l| PlanLayer::from_conv(&l.conv, &l.spectrum, l.input).unwrap()).collect();
+        let opts = PlanOptions::default().fixed(cost::linear(10, 64, true)).proxy(Proxy::Spatial);
+        let p = plan(&layers, &Target::MacReduction(x), &opts).unwrap();
+        for (l, lp) in stack.iter().zip(&p.layers) {
+            if let Some(r) = lp.rank {
+                prop_assert!(cost::is_beneficial(&l.conv.shape(), r), "{}: rank {r} at or above break-even", lp.name);
+            }
+        }
+        prop_assert_eq!(p.met, p.max_reduction >= x);
+        if p.met {
+            prop_assert!(p.after.macs as f64 * x <= p.before.macs as f64);
+        }
+        for lp in &p.layers {
+            prop_assert!(lp.score.is_finite() && lp.score >= 0.0, "{}: score {}", lp.name, lp.score);
+        }
+        let again = plan(&layers, &Target::MacReduction(x), &opts).unwrap();
+        prop_assert_eq!(&p, &again);
+    }
+}
+
+/// A 2 x 1 x 3 x 3 layer made of a smooth tap pattern (all ones) and a checkerboard, with
+/// singular values `smooth` and `checker`.
+fn two_patterns(smooth: f32, checker: f32) -> Conv2dWeights<f32> {
+    let ones = [1.0f32 / 3.0; 9];
+    let board: Vec<f32> = (0..9).map(|t| if (t / 3 + t % 3) % 2 == 0 { 1.0 / 3.0 } else { -1.0 / 3.0 }).collect();
+    // Orthonormal output directions u1 = (1, 1)/√2, u2 = (1, −1)/√2.
+    let h = std::f32::consts::FRAC_1_SQRT_2;
+    let mut w = vec![0.0f32; 18];
+    for t in 0..9 {
+        w[t] = h * (smooth * ones[t] + checker * board[t]);
+        w[9 + t] = h * (smooth * ones[t] - checker * board[t]);
+    }
+    Conv2dWeights::builder(w, [2, 1, 3, 3]).name("two").padding(Padding::uniform(1)).build().unwrap()
+}
+
+#[test]
+fn spatial_proxy_charges_smooth_components_more_than_alternating_ones() {
+    let svd = NalgebraSvd::default();
+    // Rank 1 keeps the larger component and discards the other, 1/4 of the weight energy either way.
+    for (smooth, checker, cheaper) in [(2.0, 1.0, true), (1.0, 2.0, false)] {
+        let conv = two_patterns(smooth, checker);
+        let s = Factorization::compute(&conv, &svd).unwrap().spectrum();
+        let plain = PlanLayer::new("two", &s, *conv.geometry(), false, (8, 8)).unwrap();
+        let weighted = PlanLayer::from_conv(&conv, &s, (8, 8)).unwrap();
+        let sens = weighted.score(Proxy::Sensitivity, 1, 0, 1);
+        assert!((sens - Proxy::Sensitivity.score(&s, 1, 0, 1)).abs() < 1e-12);
+        // Without the weights (and through `Proxy::score`) Spatial is Sensitivity.
+        assert_eq!(plain.score(Proxy::Spatial, 1, 0, 1), sens);
+        assert_eq!(Proxy::Spatial.score(&s, 1, 0, 1), sens);
+        let spatial = weighted.score(Proxy::Spatial, 1, 0, 1);
+        // Discarding the checkerboard costs less than its energy says, the smooth pattern more.
+        assert_eq!(spatial < sens, cheaper, "smooth {smooth} checker {checker}: spatial {spatial} sens {sens}");
+        // Nothing discarded at the maximum rank.
+        assert_eq!(weighted.score(Proxy::Spatial, 2, 0, 1), 0.0);
+    }
+    let conv = two_patterns(2.0, 1.0);
+    let s = Factorization::compute(&conv, &svd).unwrap().spectrum();
+    let plain = PlanLayer::new("two", &s, *conv.geometry(), false, (8, 8)).unwrap();
+    assert!(matches!(plain.with_weights(&[0.0f32; 17]), Err(Error::LengthMismatch { .. })));
 }
