@@ -3,6 +3,8 @@
 #![cfg(feature = "cli")]
 
 mod io_support;
+#[path = "../examples/paper/net.rs"]
+mod net;
 
 use dac::io::{convert_file, read_records, ConvertOptions};
 use io_support::{float, small_net, write};
@@ -136,4 +138,45 @@ fn unreachable_target_is_reported_not_hidden() {
     let plan = s.plan.unwrap();
     assert!(!plan.met);
     assert!(plan.reduction() < 1000.0 && plan.reduction() > 1.0);
+}
+
+/// The converter plans exactly as `dac::plan` with the default proxy on `PlanLayer::from_conv`
+/// layers (which carry their weights, as `Proxy::Spatial` needs): same ranks and MACs, on the
+/// shipped network, whose plans differ between proxies that do and do not read the weights.
+#[test]
+fn converter_plan_is_the_library_plan_of_the_weights() {
+    use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
+    use dac::{svd::NalgebraSvd, Factorization};
+    let root = net::repo_root();
+    let stem = root.join("models/fmnist_vgg");
+    let net = net::Net::load(&stem).unwrap();
+    let spectra: Vec<_> =
+        net.convs.iter().map(|l| Factorization::compute(l, &NalgebraSvd::default()).unwrap().spectrum()).collect();
+    let layers: Vec<_> = net
+        .convs
+        .iter()
+        .zip(&spectra)
+        .zip(&net.conv_inputs)
+        .map(|((l, s), &hw)| PlanLayer::from_conv(l, s, hw).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut differs = false;
+    for target in [1.5, 2.0, 3.0] {
+        let options = PlanOptions::default().fixed(net.fixed_cost());
+        let want = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
+        let spectrum_only = dac::plan(&layers, &Target::MacReduction(target), &options.proxy(Proxy::Sensitivity));
+        differs |= spectrum_only.unwrap().layers.iter().zip(&want.layers).any(|(a, b)| a.rank != b.rank);
+        let out = dir.path().join(format!("out-{target}.safetensors"));
+        let mut convert = ConvertOptions::speedup(target).input_size(32, 32).svd(dac::io::SvdMethod::Nalgebra);
+        for (l, &(h, w)) in net.convs.iter().zip(&net.conv_inputs) {
+            convert = convert.layer_input(l.name(), h, w);
+        }
+        let got = convert_file(stem.with_extension("safetensors"), &out, &convert).unwrap();
+        let got = got.plan.expect("a plan");
+        assert_eq!(got.after.macs, want.after.macs, "{target}x");
+        for (g, w) in got.layers.iter().zip(&want.layers) {
+            assert_eq!((&g.name, g.rank), (&w.name, w.rank), "{target}x");
+        }
+    }
+    assert!(differs, "the check needs plans that depend on more than the spectra");
 }

@@ -77,7 +77,8 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     assert_eq!(tract_predictions(&original, &data.images), dense);
     eprintln!("dense: {}/{images} correct", count(&dense));
 
-    // The example's planner: spectra from NalgebraSvd, Sensitivity proxy, linear layers fixed.
+    // The example's planner: spectra from NalgebraSvd, the default proxy (Spatial: the layers
+    // carry their weights), linear layers fixed.
     let svd = NalgebraSvd::default();
     let facts: Vec<_> = net.convs.iter().map(|l| Factorization::compute(l, &svd).unwrap()).collect();
     let spectra: Vec<_> = facts.iter().map(|f| f.spectrum()).collect();

@@ -900,7 +900,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     }
     let linear = linear_cost(&ck);
     let whole_plan = match &options.target {
-        Some(target) => Some(plan_layers(&ck, options, target, &layers, &mut plans, &planned, &spectra, linear)?),
+        Some(target) => Some(plan_layers::<T>(&ck, options, target, &layers, &mut plans, &planned, &spectra, linear)?),
         None => None,
     };
 
@@ -1114,7 +1114,7 @@ fn linear_cost(ck: &Checkpoint) -> Cost {
 /// Plans the layers marked `planned` for `target`, around the others (whose choices are
 /// already in `plans`), and writes the planner's choices into `plans`.
 #[allow(clippy::too_many_arguments)]
-fn plan_layers(
+fn plan_layers<T: Real>(
     ck: &Checkpoint,
     options: &ConvertOptions,
     target: &Target,
@@ -1128,6 +1128,7 @@ fn plan_layers(
     let mut fixed = linear;
     let mut plan_input = Vec::new();
     let mut indices = Vec::new();
+    let mut scratch: Vec<T> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let input = options.input_of(&l.name).0;
         let out = output_size(input);
@@ -1136,8 +1137,13 @@ fn plan_layers(
             (Some(spectrum), true) => {
                 let geometry =
                     Geometry { padding: same_padding(l.dims[2], l.dims[3]), groups: l.groups, ..Geometry::default() };
+                // The weights too, for the proxies that read more than the spectrum
+                // (`Proxy::Spatial`, the default): read again, already known to be finite.
+                let weights = load_layer::<T>(ck, l, &mut scratch, true)?;
                 let layer = PlanLayer::new(l.name.clone(), spectrum, geometry, l.bias.is_some(), out)
+                    .and_then(|p| p.with_weights(weights.weight()))
                     .map_err(|e| in_file(path, e))?;
+                done_with(ck, l, weights, &mut scratch);
                 plan_input.push(layer);
                 indices.push(i);
             }

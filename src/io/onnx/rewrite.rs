@@ -442,7 +442,12 @@ pub(crate) fn rewrite(bytes: &[u8], options: &RewriteOptions, file: &Path) -> Re
                     )
                 })?;
                 let geometry = c.window.geometry((c.dims[2], c.dims[3]), Some(hw));
-                layers.push(PlanLayer::new(c.name.clone(), s, geometry, c.layer.has_bias(), hw)?);
+                let layer = PlanLayer::new(c.name.clone(), s, geometry, c.layer.has_bias(), hw)?;
+                // The weights too, for the proxies that read more than the spectrum.
+                layers.push(match &c.layer {
+                    AnyConv::F32(l) => layer.with_weights(l.weight())?,
+                    AnyConv::F64(l) => layer.with_weights(l.weight())?,
+                });
             }
             let plan = crate::plan(&layers, &Target::MacReduction(target), &PlanOptions::default().fixed(fixed))?;
             report.plan = Some(PlanOutcome {
