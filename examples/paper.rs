@@ -152,14 +152,7 @@ impl Ctx {
     /// The planner's view of every convolution (spectrum, geometry, input size and, through
     /// `from_conv`, the weights that `Proxy::Spatial` reads).
     fn plan_layers(&self) -> Res<Vec<PlanLayer<'_>>> {
-        Ok(self
-            .net
-            .convs
-            .iter()
-            .zip(&self.spectra)
-            .zip(&self.net.conv_inputs)
-            .map(|((l, s), &hw)| PlanLayer::from_conv(l, s, hw))
-            .collect::<dac::Result<_>>()?)
+        Ok(self.net.plan_layers(&self.spectra)?)
     }
     fn plan(&self, target: f64, proxy: Proxy) -> Res<Plan> {
         let layers = self.plan_layers()?;

@@ -118,7 +118,7 @@ impl<'a> PlanLayer<'a> {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] when `weight` does not have `N·(C/g)·kh·kw` values.
-    pub fn with_weights<T: Real>(mut self, weight: &[T]) -> Result<Self> {
+    pub fn with_weights<T: Real>(self, weight: &[T]) -> Result<Self> {
         let shape = *self.spectrum.shape();
         let expected = shape.out_channels * shape.in_per_group() * shape.taps();
         if weight.len() != expected {
@@ -130,8 +130,16 @@ impl<'a> PlanLayer<'a> {
                 actual: weight.len(),
             });
         }
-        self.tap_energy = Some(tap_energy(weight, &shape, self.geometry.dilation));
-        Ok(self)
+        let energy = tap_energy(weight, &shape, self.geometry.dilation);
+        Ok(self.with_tap_energy(energy))
+    }
+
+    /// [`with_weights`](Self::with_weights) with its result computed beforehand by
+    /// [`tap_energy_of`] on the same layer (the converter computes it while the weights are
+    /// read anyway, so they are not read twice).
+    pub(crate) fn with_tap_energy(mut self, energy: Vec<f64>) -> Self {
+        self.tap_energy = Some(energy);
+        self
     }
 
     /// The score `proxy` gives this layer (index `index` of `count`, forward order) at `rank`:
@@ -242,6 +250,11 @@ fn nsr_times_bottleneck(e: f64, shape: &ConvShape, rank: usize) -> f64 {
     let (ng, cg) = (shape.out_per_group() as f64, shape.in_per_group() as f64);
     let bottleneck = ng / ng.min(cg * rank.max(1) as f64);
     nsr * bottleneck
+}
+
+/// What [`PlanLayer::with_weights`] computes for `layer` (see [`tap_energy`]).
+pub(crate) fn tap_energy_of<T: Real>(layer: &Conv2dWeights<T>) -> Vec<f64> {
+    tap_energy(layer.weight(), &layer.shape(), layer.geometry().dilation)
 }
 
 /// Every input channel's `λ_j·v_j^T R v_j` for its `max_rank` largest eigenpairs `(λ_j = s_j²,

@@ -145,20 +145,14 @@ fn unreachable_target_is_reported_not_hidden() {
 /// shipped network, whose plans differ between proxies that do and do not read the weights.
 #[test]
 fn converter_plan_is_the_library_plan_of_the_weights() {
-    use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
+    use dac::plan::{PlanOptions, Proxy, Target};
     use dac::{svd::NalgebraSvd, Factorization};
     let root = net::repo_root();
     let stem = root.join("models/fmnist_vgg");
     let net = net::Net::load(&stem).unwrap();
     let spectra: Vec<_> =
         net.convs.iter().map(|l| Factorization::compute(l, &NalgebraSvd::default()).unwrap().spectrum()).collect();
-    let layers: Vec<_> = net
-        .convs
-        .iter()
-        .zip(&spectra)
-        .zip(&net.conv_inputs)
-        .map(|((l, s), &hw)| PlanLayer::from_conv(l, s, hw).unwrap())
-        .collect();
+    let layers = net.plan_layers(&spectra).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut differs = false;
     for target in [1.5, 2.0, 3.0] {

@@ -15,7 +15,7 @@
 mod net;
 
 use dac::io::onnx::{rewrite_model, RewriteOptions};
-use dac::plan::{PlanLayer, PlanOptions, Target};
+use dac::plan::{PlanOptions, Target};
 use dac::svd::NalgebraSvd;
 use dac::{Factorization, Options};
 use tract_onnx::prelude::*;
@@ -82,13 +82,7 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     let svd = NalgebraSvd::default();
     let facts: Vec<_> = net.convs.iter().map(|l| Factorization::compute(l, &svd).unwrap()).collect();
     let spectra: Vec<_> = facts.iter().map(|f| f.spectrum()).collect();
-    let layers: Vec<_> = net
-        .convs
-        .iter()
-        .zip(&spectra)
-        .zip(&net.conv_inputs)
-        .map(|((l, s), &hw)| PlanLayer::from_conv(l, s, hw).unwrap())
-        .collect();
+    let layers = net.plan_layers(&spectra).unwrap();
     for target in [1.5, 2.0, 3.0] {
         let options = PlanOptions::default().fixed(net.fixed_cost());
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();

@@ -313,6 +313,18 @@ impl Net {
         convs + self.fixed_cost()
     }
 
+    /// The planner's view of every convolution: its spectrum (`spectra[i]` for conv `i`),
+    /// geometry, input size and, through `PlanLayer::from_conv`, the weights that
+    /// `Proxy::Spatial` reads.
+    pub fn plan_layers<'a>(&'a self, spectra: &'a [dac::Spectrum]) -> dac::Result<Vec<dac::plan::PlanLayer<'a>>> {
+        self.convs
+            .iter()
+            .zip(spectra)
+            .zip(&self.conv_inputs)
+            .map(|((l, s), &hw)| dac::plan::PlanLayer::from_conv(l, s, hw))
+            .collect()
+    }
+
     /// Cost of the linear layers.
     pub fn fixed_cost(&self) -> dac::Cost {
         self.linears.iter().map(|l| dac::cost::linear(l.out_features, l.in_features, true)).sum()

@@ -872,26 +872,30 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     let mut pair = crate::decompose::PairBuffers::<T>::new();
     let analyse_total = needs_spectrum.iter().filter(|&&n| n).count() as u64;
     let mut analysed = 0;
-    let mut spectra: Vec<Option<Spectrum>> = vec![None; layers.len()];
+    // A planned layer's spectrum and, while its weights are at hand, what `Proxy::Spatial` reads
+    // from them (`plan::tap_energy_of`).
+    let mut spectra: Vec<Option<(Spectrum, Vec<f64>)>> = vec![None; layers.len()];
     for (i, l) in layers.iter().enumerate() {
         if needs_spectrum[i] {
             progress(&Progress { phase: Phase::Analysing, item: &l.name, done: analysed, total: analyse_total });
-            let spectrum = match &owned[i] {
+            let taps_of = |layer: &Conv2dWeights<T>| if planned[i] { plan::tap_energy_of(layer) } else { Vec::new() };
+            let (spectrum, taps) = match &owned[i] {
                 Some(layer) => {
                     let f = factor_loaded(path, layer, backend)?;
                     let spectrum = f.spectrum();
                     factored[i] = Some(f);
-                    spectrum
+                    (spectrum, taps_of(layer))
                 }
                 None => {
                     let layer = load_layer::<T>(&ck, l, &mut scratch, defer)?;
                     let spectrum = factor_loaded(path, &layer, backend)?.spectrum();
+                    let taps = taps_of(&layer);
                     done_with(&ck, l, layer, &mut scratch);
-                    spectrum
+                    (spectrum, taps)
                 }
             };
             if planned[i] {
-                spectra[i] = Some(spectrum);
+                spectra[i] = Some((spectrum, taps));
             } else {
                 plans[i] = decide(policy_of(l), l, &spectrum, options.allow_slower).map_err(|e| in_file(path, e))?;
             }
@@ -900,7 +904,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     }
     let linear = linear_cost(&ck);
     let whole_plan = match &options.target {
-        Some(target) => Some(plan_layers::<T>(&ck, options, target, &layers, &mut plans, &planned, &spectra, linear)?),
+        Some(target) => Some(plan_layers(&ck, options, target, &layers, &mut plans, &planned, &spectra, linear)?),
         None => None,
     };
 
@@ -1114,36 +1118,31 @@ fn linear_cost(ck: &Checkpoint) -> Cost {
 /// Plans the layers marked `planned` for `target`, around the others (whose choices are
 /// already in `plans`), and writes the planner's choices into `plans`.
 #[allow(clippy::too_many_arguments)]
-fn plan_layers<T: Real>(
+fn plan_layers(
     ck: &Checkpoint,
     options: &ConvertOptions,
     target: &Target,
     layers: &[ConvLayer],
     plans: &mut [Plan],
     planned: &[bool],
-    spectra: &[Option<Spectrum>],
+    spectra: &[Option<(Spectrum, Vec<f64>)>],
     linear: Cost,
 ) -> Result<plan::Plan> {
     let path = &ck.path;
     let mut fixed = linear;
     let mut plan_input = Vec::new();
     let mut indices = Vec::new();
-    let mut scratch: Vec<T> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let input = options.input_of(&l.name).0;
         let out = output_size(input);
         let shape = l.shape();
         match (&spectra[i], planned[i]) {
-            (Some(spectrum), true) => {
+            (Some((spectrum, taps)), true) => {
                 let geometry =
                     Geometry { padding: same_padding(l.dims[2], l.dims[3]), groups: l.groups, ..Geometry::default() };
-                // The weights too, for the proxies that read more than the spectrum
-                // (`Proxy::Spatial`, the default): read again, already known to be finite.
-                let weights = load_layer::<T>(ck, l, &mut scratch, true)?;
                 let layer = PlanLayer::new(l.name.clone(), spectrum, geometry, l.bias.is_some(), out)
-                    .and_then(|p| p.with_weights(weights.weight()))
-                    .map_err(|e| in_file(path, e))?;
-                done_with(ck, l, weights, &mut scratch);
+                    .map_err(|e| in_file(path, e))?
+                    .with_tap_energy(taps.clone());
                 plan_input.push(layer);
                 indices.push(i);
             }
