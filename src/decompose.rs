@@ -11,6 +11,7 @@
 
 use crate::cost::{self, Cost};
 use crate::error::{Error, Result};
+use crate::fit::Fit;
 use crate::scalar::Real;
 use crate::svd::lanes::Lanes;
 use crate::svd::{NalgebraSvd, SvdBackend};
@@ -223,15 +224,24 @@ pub struct Report {
     pub max_rank: usize,
     /// The split used.
     pub split: Split,
-    /// Singular values of every input channel.
+    /// The fit the factorisation was computed for ([`Fit::frobenius`] unless
+    /// [`Factorization::compute_fitted`] was given another).
+    pub fit: Fit,
+    /// Singular values of every input channel (of the weighted matrices `M_c R^{1/2}` for a
+    /// correlated [`Fit`]).
     pub spectrum: Spectrum,
-    /// Kept `s²` over total `s²`, whole layer.
+    /// Kept `s²` over total `s²`, whole layer. For a correlated [`Fit`]: kept over total output
+    /// energy for inputs with the fit's correlation.
     pub retained_energy: f64,
     /// `‖W − Ŵ‖ / ‖W‖` of the rank-`rank` approximation `Ŵ`: `sqrt(discarded s²) / ‖W‖` from
     /// [`spectrum`](Self::spectrum) ([`Spectrum::optimal_relative_error`], Eckart–Young: the
     /// pair is the best rank-`rank` approximation of every channel). Rounding the factors to the
     /// element type adds about its machine epsilon on top (the tests measure the written pair
     /// against this value).
+    ///
+    /// For a correlated [`Fit`] it is the relative *output* error for inputs with the fit's
+    /// pixel correlation `R`: `sqrt(Σ_c tr(ΔM_c R ΔM_cᵀ) / Σ_c tr(M_c R M_cᵀ))`, from the
+    /// weighted singular values (the pair is the best rank-`rank` approximation in that sense).
     pub relative_error: f64,
     /// Output `(height, width)` the costs refer to.
     pub output_size: (usize, usize),
@@ -268,11 +278,20 @@ pub struct Decomposition<T> {
 pub struct Factorization<'a, T> {
     layer: &'a Conv2dWeights<T>,
     singular_values: Vec<T>,
+    /// Per channel, `k` rows of `kh·kw` values: the vectors `p_j` the pointwise side projects
+    /// the original weights onto (`P[n, j] = (M_c p_j)[n]`). For the Frobenius fit the right
+    /// singular vectors `v_j`; for a correlated fit `R^{1/2} v'_j`.
     vt: Vec<T>,
+    /// The depthwise rows `d_j`, same layout as `vt`, when they differ from it (a correlated
+    /// fit: `R^{-1/2} v'_j`); `None` means the depthwise rows are `vt`'s.
+    depthwise_rows: Option<Vec<T>>,
+    fit: Fit,
 }
 
 impl<'a, T: Real> Factorization<'a, T> {
-    /// Factors every input channel's matrix with `backend`, in parallel over channels.
+    /// Factors every input channel's matrix with `backend`, in parallel over channels: the
+    /// Frobenius fit ([`Fit::frobenius`], the DAC paper's). Same as
+    /// [`compute_fitted`](Self::compute_fitted) with [`Fit::frobenius`].
     ///
     /// # Errors
     /// [`Error::Svd`] naming the channel whose SVD failed.
@@ -282,7 +301,83 @@ impl<'a, T: Real> Factorization<'a, T> {
         let mut singular_values = vec![T::zero(); shape.in_channels * k];
         let mut vt = vec![T::zero(); shape.in_channels * k * taps];
         backend.factor_layer(layer, &mut singular_values, &mut vt)?;
-        Ok(Self { layer, singular_values, vt })
+        Ok(Self { layer, singular_values, vt, depthwise_rows: None, fit: Fit::frobenius() })
+    }
+
+    /// Factors every input channel's matrix for the rank-`r` approximations `fit` asks for
+    /// (see [`Fit`]). With [`Fit::frobenius`] this is exactly [`compute`](Self::compute).
+    ///
+    /// With [`Fit::correlated`]`(ρ)`, each channel's weighted matrix `M_c R^{1/2} = U' S' V'ᵀ`
+    /// is factored by `backend` (`R` the layer's tap correlation, from its kernel size and
+    /// dilation); the [`spectrum`](Self::spectrum) is `S'`, the depthwise kernels of a
+    /// truncation are the rows of `V'_rᵀ R^{-1/2}` and the pointwise weight is
+    /// `M_c R^{1/2} V'_r`. Costs one more pass over the weights than `compute`.
+    ///
+    /// # Errors
+    /// As [`compute`](Self::compute); [`Error::NonFinite`] when a weight is not finite or the
+    /// weighted weights overflow the element type.
+    pub fn compute_fitted<B: SvdBackend<T> + ?Sized>(
+        layer: &'a Conv2dWeights<T>,
+        backend: &B,
+        fit: Fit,
+    ) -> Result<Self> {
+        let Some(rho) = fit.rho() else {
+            return Self::compute(layer, backend);
+        };
+        let shape = layer.shape();
+        let (taps, k) = (shape.taps(), shape.max_rank());
+        let (half, inv_half) = crate::fit::correlation_roots(shape.kh, shape.kw, layer.geometry().dilation, rho);
+        // Every (n, c) tap row w becomes w R^{1/2} (R^{1/2} is symmetric), in f64 rounded once.
+        let mut weighted = vec![T::zero(); layer.weight().len()];
+        weighted.par_chunks_mut(taps).zip(layer.weight().par_chunks(taps)).for_each(|(out, w)| {
+            for (b, o) in out.iter_mut().enumerate() {
+                let acc: f64 = w.iter().enumerate().map(|(a, &x)| x.to_f64_exact() * half[a * taps + b]).sum();
+                *o = T::from_f64_lossy(acc);
+            }
+        });
+        if !weighted.iter().all(|v| v.is_finite()) {
+            // A NaN or an infinity in the weights themselves is named where it is; otherwise the
+            // weighting overflowed the element type.
+            crate::weights::check_finite(layer.name(), "weight", layer.weight())?;
+            crate::weights::check_finite(
+                &format!("{} (weighted for the correlated fit)", layer.name()),
+                "weight",
+                &weighted,
+            )?;
+        }
+        let weighted = Conv2dWeights::builder(weighted, layer.dims())
+            .name(layer.name())
+            .groups(shape.groups)
+            .defer_weight_finiteness()
+            .build()?;
+        let mut singular_values = vec![T::zero(); shape.in_channels * k];
+        let mut v_weighted = vec![T::zero(); shape.in_channels * k * taps];
+        backend.factor_layer(&weighted, &mut singular_values, &mut v_weighted)?;
+        drop(weighted);
+        // Projection vectors p_j = R^{1/2} v'_j (the pointwise side is M p_j = u'_j s'_j) and
+        // depthwise rows d_j = R^{-1/2} v'_j, so that Σ_j (M p_j) d_jᵀ = M'_r R^{-1/2}.
+        let mut vt = vec![T::zero(); v_weighted.len()];
+        let mut rows = vec![T::zero(); v_weighted.len()];
+        vt.par_chunks_mut(taps).zip(rows.par_chunks_mut(taps)).zip(v_weighted.par_chunks(taps)).for_each(
+            |((p, d), v)| {
+                for a in 0..taps {
+                    let (mut pa, mut da) = (0.0f64, 0.0f64);
+                    for (b, &vb) in v.iter().enumerate() {
+                        let vb = vb.to_f64_exact();
+                        pa += half[a * taps + b] * vb;
+                        da += inv_half[a * taps + b] * vb;
+                    }
+                    p[a] = T::from_f64_lossy(pa);
+                    d[a] = T::from_f64_lossy(da);
+                }
+            },
+        );
+        Ok(Self { layer, singular_values, vt, depthwise_rows: Some(rows), fit })
+    }
+
+    /// The fit this factorisation was computed for.
+    pub fn fit(&self) -> Fit {
+        self.fit
     }
 
     /// The layer this factorisation belongs to.
@@ -290,7 +385,8 @@ impl<'a, T: Real> Factorization<'a, T> {
         self.layer
     }
 
-    /// Every channel's singular values, in `f64`.
+    /// Every channel's singular values, in `f64`: those of `M_c` for the Frobenius fit, those of
+    /// the weighted `M_c R^{1/2}` for a correlated one (see [`Fit`]).
     pub fn spectrum(&self) -> Spectrum {
         Spectrum { shape: self.layer.shape(), values: self.singular_values.iter().map(|v| v.to_f64_exact()).collect() }
     }
@@ -385,6 +481,7 @@ impl<'a, T: Real> Factorization<'a, T> {
             rank: r,
             max_rank: shape.max_rank(),
             split: options.split,
+            fit: self.fit,
             retained_energy: spectrum.retained_energy(r),
             relative_error: spectrum.optimal_relative_error(r),
             spectrum,
@@ -412,11 +509,12 @@ impl<'a, T: Real> Factorization<'a, T> {
         let r = options.rank;
         let c_total = shape.in_channels;
         let mut pw_scales = vec![0.0f64; c_total * r];
+        let rows = self.depthwise_rows.as_deref().unwrap_or(&self.vt);
         for c in 0..c_total {
             let s = &self.singular_values[c * k..c * k + r];
             let s_max = self.singular_values[c * k].to_f64_exact();
             for (j, &sj) in s.iter().enumerate() {
-                let v = &self.vt[(c * k + j) * taps..(c * k + j + 1) * taps];
+                let v = &rows[(c * k + j) * taps..(c * k + j + 1) * taps];
                 let (dw_scale, pw_scale) = split_scales(options.split, sj.to_f64_exact(), s_max, ng.max(taps));
                 for (t, &vt) in v.iter().enumerate() {
                     dw[(c * r + j) * taps + t] = T::from_f64_lossy(vt.to_f64_exact() * dw_scale);

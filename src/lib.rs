@@ -30,6 +30,12 @@
 //! # Ok::<(), dac::Error>(())
 //! ```
 //!
+//! That rank-`r` fit is the paper's: the closest weights. [`Fit::correlated`] instead keeps, per
+//! channel, the rank-`r` approximation with the smallest *output* error for input patches whose
+//! pixels correlate as `ρ^(|Δy|+|Δx|)` (from the SVD of `M_c R^{1/2}`; same pair and cost, exact
+//! at full rank): opt-in through [`Factorization::compute_fitted`] and the converters'
+//! `fit` options; [`Fit::frobenius`] stays the default everywhere.
+//!
 //! Modules, in pipeline order: [`weights`] (layers, validated once) → [`svd`] (backends) →
 //! [`decompose`](mod@decompose) (the pair and its report) → [`rank`] (policies) → [`cost`]
 //! (MACs and parameters) → [`exec`] (the reference executor).
@@ -39,6 +45,7 @@ pub mod cost;
 pub mod decompose;
 mod error;
 pub mod exec;
+mod fit;
 #[cfg(feature = "safetensors")]
 pub mod io;
 pub mod plan;
@@ -59,6 +66,7 @@ pub use decompose::{
     Spectrum, Split,
 };
 pub use error::{Error, Result};
+pub use fit::Fit;
 pub use plan::plan;
 pub use rank::{KeepDenseReason, Rank, RankChoice};
 pub use scalar::Real;

@@ -32,7 +32,7 @@
 //! ```
 
 use crate::cost::{self, Cost};
-use crate::decompose::Spectrum;
+use crate::decompose::{Factorization, Spectrum};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::weights::{Conv2dWeights, ConvShape, Geometry};
@@ -47,8 +47,10 @@ pub struct PlanLayer<'a> {
     geometry: Geometry,
     has_bias: bool,
     input_size: (usize, usize),
-    /// Every channel's `s_j²·(v_j^T R v_j)` (see [`Proxy::Spatial`]), in the spectrum's layout;
-    /// `None` when the layer was built from its spectrum alone.
+    /// Every channel's `s_j²·(v_j^T R v_j)` (see [`Proxy::Spatial`]), in the spectrum's layout
+    /// (`s'_j²` for a correlated fit's factorisation, see
+    /// [`from_factorization`](Self::from_factorization)); `None` when the layer was built from
+    /// its spectrum alone.
     tap_energy: Option<Vec<f64>>,
 }
 
@@ -93,18 +95,40 @@ impl<'a> PlanLayer<'a> {
         spectrum: &'a Spectrum,
         input_size: (usize, usize),
     ) -> Result<Self> {
-        let (shape, got) = (layer.shape(), *spectrum.shape());
-        if shape != got {
-            return Err(Error::LengthMismatch {
-                layer: layer.name().to_string(),
-                what: "spectrum",
-                shape: vec![shape.in_channels, shape.max_rank()],
-                expected: shape.in_channels * shape.max_rank(),
-                actual: got.in_channels * got.max_rank(),
-            });
-        }
+        check_spectrum(layer, spectrum)?;
         Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)?
             .with_weights(layer.weight())
+    }
+
+    /// The planner layer for a factorisation `f` of the layer, scored consistently with the fit
+    /// `f` was computed for; `spectrum` is [`f.spectrum()`](Factorization::spectrum), owned by
+    /// the caller.
+    ///
+    /// - [`Fit::frobenius`](crate::Fit::frobenius): exactly
+    ///   [`from_conv`](Self::from_conv)`(f.layer(), spectrum, input_size)` (which reads the
+    ///   weights for [`Proxy::Spatial`]).
+    /// - [`Fit::correlated`](crate::Fit::correlated): the spectrum already is the output-error
+    ///   spectrum under the correlated-input model, so [`Proxy::Spatial`]'s per-component
+    ///   energies are the weighted singular values squared, `s'_j²` (`R` replaced by the
+    ///   identity): Spatial then scores as [`Proxy::Sensitivity`] of the weighted spectrum,
+    ///   and every proxy measures the output error of the fitted pair.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when the spectrum belongs to a differently shaped layer;
+    /// [`Error::EmptyOutput`] when the input is too small for the kernel.
+    pub fn from_factorization<T: Real>(
+        f: &Factorization<'_, T>,
+        spectrum: &'a Spectrum,
+        input_size: (usize, usize),
+    ) -> Result<PlanLayer<'a>> {
+        let layer = f.layer();
+        if f.fit().rho().is_none() {
+            return Self::from_conv(layer, spectrum, input_size);
+        }
+        check_spectrum(layer, spectrum)?;
+        let energy = spectrum.channels().flat_map(|s| s.iter().map(|v| v * v)).collect();
+        Ok(Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)?
+            .with_tap_energy(energy))
     }
 
     /// Adds what [`Proxy::Spatial`] needs from the weights, for a layer built with
@@ -176,6 +200,21 @@ impl<'a> PlanLayer<'a> {
     pub fn input_size(&self) -> (usize, usize) {
         self.input_size
     }
+}
+
+/// [`Error::LengthMismatch`] unless `spectrum` has `layer`'s shape.
+fn check_spectrum<T: Real>(layer: &Conv2dWeights<T>, spectrum: &Spectrum) -> Result<()> {
+    let (shape, got) = (layer.shape(), *spectrum.shape());
+    if shape != got {
+        return Err(Error::LengthMismatch {
+            layer: layer.name().to_string(),
+            what: "spectrum",
+            shape: vec![shape.in_channels, shape.max_rank()],
+            expected: shape.in_channels * shape.max_rank(),
+            actual: got.in_channels * got.max_rank(),
+        });
+    }
+    Ok(())
 }
 
 /// What the plan must reach.
@@ -250,6 +289,16 @@ fn nsr_times_bottleneck(e: f64, shape: &ConvShape, rank: usize) -> f64 {
     let (ng, cg) = (shape.out_per_group() as f64, shape.in_per_group() as f64);
     let bottleneck = ng / ng.min(cg * rank.max(1) as f64);
     nsr * bottleneck
+}
+
+/// What [`PlanLayer::from_factorization`] gives the planner for the factorisation `f`: the
+/// weights' [`tap_energy_of`] for the Frobenius fit, the weighted singular values squared for a
+/// correlated one.
+pub(crate) fn tap_energy_of_factorization<T: Real>(f: &Factorization<'_, T>) -> Vec<f64> {
+    match f.fit().rho() {
+        None => tap_energy_of(f.layer()),
+        Some(_) => f.spectrum().channels().flat_map(|s| s.iter().map(|v| v * v)).collect(),
+    }
 }
 
 /// What [`PlanLayer::with_weights`] computes for `layer` (see [`tap_energy`]).

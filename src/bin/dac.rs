@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use dac::io::{
     self, ConversionSummary, ConvertOptions, FloatDtype, InspectOptions, LayerInfo, Phase, Precision, SvdMethod,
 };
-use dac::{Rank, Split};
+use dac::{Fit, Rank, Split};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -52,6 +52,7 @@ enum Command {
         dac convert in.safetensors -o out.safetensors --energy 0.95 --input 224x224 --skip 'conv1'\n  \
         dac convert in.safetensors -o out.safetensors --rank 3 --rank-for 'layer1.*'=2 --groups dw=32 --force\n  \
         dac convert in.safetensors -o out.safetensors --rank 2 --svd nalgebra --f64\n  \
+        dac convert in.safetensors -o out.safetensors --rank 3 --fit correlated=0.7\n  \
         dac convert in.safetensors -o out.safetensors --speedup 2 --input 32x32 --layer-input 'features.1?'=2x2")]
     Convert(ConvertArgs),
     /// Rewrites an ONNX model: each selected Conv becomes a depthwise Conv and a 1x1 Conv.
@@ -163,6 +164,12 @@ struct ConvertArgs {
     /// Where the singular values go.
     #[arg(long, value_enum, default_value = "sqrt")]
     split: SplitArg,
+    /// Which rank-r approximation: `frobenius` (the paper's: closest weights) or
+    /// `correlated[=RHO]` (smallest output error for inputs whose neighbouring pixels correlate
+    /// as RHO, default 0.7; errors and energies are then output errors). Applies to --rank,
+    /// --energy and --speedup.
+    #[arg(long, value_name = "FIT", default_value = "frobenius", value_parser = parse_fit)]
+    fit: Fit,
     /// Compute in f64 instead of f32.
     #[arg(long)]
     f64: bool,
@@ -185,6 +192,22 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
     match s.split_once(['x', 'X']) {
         Some((h, w)) => Ok((parse(h)?, parse(w)?)),
         None => parse(s).map(|n| (n, n)),
+    }
+}
+
+/// `--fit`: `frobenius`, `correlated` (ρ = 0.7) or `correlated=RHO` with `0 <= RHO < 1`.
+fn parse_fit(s: &str) -> Result<Fit, String> {
+    let expected = "expected `frobenius`, `correlated` or `correlated=RHO` with 0 <= RHO < 1";
+    match s.trim() {
+        "frobenius" => Ok(Fit::frobenius()),
+        "correlated" => Fit::correlated(Fit::DEFAULT_RHO).map_err(|e| e.to_string()),
+        other => match other.strip_prefix("correlated=") {
+            Some(v) => {
+                let rho = v.trim().parse::<f64>().map_err(|_| format!("`{s}`: `{v}` is not a number; {expected}"))?;
+                Fit::correlated(rho).map_err(|_| format!("`{s}`: rho = {rho} is out of range; {expected}"))
+            }
+            None => Err(format!("`{s}`: {expected}")),
+        },
     }
 }
 
@@ -341,6 +364,7 @@ fn convert(a: ConvertArgs) -> dac::Result<()> {
         .allow_slower(a.allow_slower)
         .force(a.force)
         .svd(a.svd.method())
+        .fit(a.fit)
         .precision(if a.f64 { Precision::F64 } else { Precision::F32 })
         .split(match a.split {
             SplitArg::Sqrt => Split::SquareRoot,
@@ -444,6 +468,7 @@ fn summary_json(s: &ConversionSummary) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "copied_tensors": s.copied_tensors,
         "svd": s.svd,
+        "fit": s.fit.to_string(),
         "linear_macs": s.linear.macs,
         "plan": s.plan.as_ref().map(|p| json!({
             "target_mac_reduction": match p.target { dac::plan::Target::MacReduction(x) => Some(x), _ => None },
@@ -530,6 +555,13 @@ fn print_summary(s: &ConversionSummary) {
         s.converted.iter().filter(|l| l.default_input).count() + s.skipped.iter().filter(|l| l.default_input).count();
     if defaults > 0 {
         println!("{defaults} layer(s) used the default --input size (marked `default`); set --layer-input NAME=HxW where pooling or strides shrink the maps");
+    }
+    match s.fit.rho() {
+        None => println!("fit: frobenius (closest weights; rel. error is the relative weight error)"),
+        Some(rho) => println!(
+            "fit: correlated, rho = {rho} (smallest output error for inputs whose neighbouring pixels correlate as \
+             rho; rel. error and energies are relative output errors under that model)"
+        ),
     }
     println!(
         "total: {} -> {} MACs over all convolutions and linear layers ({:.2}x); {MAC_NOTE}",

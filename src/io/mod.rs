@@ -15,8 +15,9 @@
 //! take the place of its weight. The file's `__metadata__` keeps the input's entries and adds
 //! `dac.format` (`"1"`), `dac.version` (the crate version) and, per converted layer,
 //! `dac.layer.<layer>` = a JSON object
-//! `{"rank":r,"groups":g,"split":"sqrt","in_channels":C,"out_channels":N,"kernel":[kh,kw],"bias":true}`
-//! (see [`LayerRecord`] and [`read_records`]).
+//! `{"rank":r,"groups":g,"split":"sqrt","in_channels":C,"out_channels":N,"kernel":[kh,kw],"bias":true}`,
+//! plus `"fit":"correlated=ρ"` for a pair made with a correlated [`Fit`]
+//! ([`ConvertOptions::fit`]; see [`LayerRecord`] and [`read_records`]).
 //!
 //! Computation is in f32 (or f64, [`Precision::F64`]); converted tensors are written in the
 //! weight's dtype unless [`ConvertOptions::output_dtype`] says otherwise. A checkpoint carries
@@ -47,6 +48,7 @@ use self::safetensors::{format_error, header_block, write_all, write_values, Che
 use crate::cost::{self, Cost};
 use crate::decompose::{Factorization, Options, Spectrum, Split};
 use crate::error::{Error, Result};
+use crate::fit::Fit;
 use crate::plan::{self, PlanLayer, PlanOptions, Target};
 use crate::rank::{KeepDenseReason, Rank, RankChoice};
 use crate::scalar::Real;
@@ -90,6 +92,7 @@ pub struct ConvertOptions {
     precision: Precision,
     output_dtype: Option<FloatDtype>,
     split: Split,
+    fit: Fit,
     force: bool,
     svd: SvdMethod,
     memory_budget: Option<usize>,
@@ -134,6 +137,7 @@ impl ConvertOptions {
             precision: Precision::F32,
             output_dtype: None,
             split: Split::default(),
+            fit: Fit::frobenius(),
             force: false,
             svd: SvdMethod::default(),
             memory_budget: None,
@@ -210,6 +214,16 @@ impl ConvertOptions {
     /// Where the singular values go (default [`Split::SquareRoot`]).
     pub fn split(mut self, split: Split) -> Self {
         self.split = split;
+        self
+    }
+    /// Which rank-`r` approximation the pairs represent (default [`Fit::frobenius`], the DAC
+    /// paper's). With [`Fit::correlated`], energy policies, the planner
+    /// ([`planned`](Self::planned), scoring as
+    /// [`PlanLayer::from_factorization`]) and the summary's errors all use the weighted
+    /// spectra: the relative errors are output errors for correlated inputs. The file's
+    /// `dac.layer.<layer>` records then carry `"fit":"correlated=ρ"`.
+    pub fn fit(mut self, fit: Fit) -> Self {
+        self.fit = fit;
         self
     }
     /// Replaces an existing output file (default: an existing output is an error).
@@ -321,7 +335,8 @@ pub struct ConvertedLayer {
     pub retained_energy: f64,
     /// `‖W − Ŵ‖ / ‖W‖` of the rank-`rank` approximation, from the singular values
     /// ([`Report::relative_error`](crate::Report::relative_error); rounding to the output dtype
-    /// not included).
+    /// not included). With a correlated [`Fit`], the relative output error under its input
+    /// model.
     pub relative_error: f64,
     /// The dtype the layer's tensors were written in.
     pub dtype: FloatDtype,
@@ -380,6 +395,8 @@ pub struct ConversionSummary {
     pub plan: Option<plan::Plan>,
     /// The SVD backend's [name](SvdBackend::name) (`"gram-jacobi"`, `"nalgebra"`).
     pub svd: &'static str,
+    /// The fit used ([`ConvertOptions::fit`]).
+    pub fit: Fit,
 }
 
 impl ConversionSummary {
@@ -424,11 +441,14 @@ pub struct LayerRecord {
     pub kernel: [usize; 2],
     /// Whether `<name>.pointwise.bias` exists.
     pub bias: bool,
+    /// The [`Fit`] the pair was computed for, as [displayed](Fit#impl-Display-for-Fit):
+    /// `"frobenius"` (the default, then not written to the file) or `"correlated=ρ"`.
+    pub fit: String,
 }
 
 impl LayerRecord {
     fn to_json(&self) -> String {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "rank": self.rank,
             "groups": self.groups,
             "split": self.split,
@@ -436,8 +456,12 @@ impl LayerRecord {
             "out_channels": self.out_channels,
             "kernel": self.kernel,
             "bias": self.bias,
-        })
-        .to_string()
+        });
+        // Only a non-default fit is recorded: default output stays byte for byte as before.
+        if self.fit != "frobenius" {
+            v["fit"] = serde_json::Value::String(self.fit.clone());
+        }
+        v.to_string()
     }
 
     fn from_json(name: &str, text: &str) -> Option<Self> {
@@ -456,6 +480,7 @@ impl LayerRecord {
                 kernel.get(1)?.as_u64().and_then(|x| usize::try_from(x).ok())?,
             ],
             bias: v.get("bias").and_then(serde_json::Value::as_bool).unwrap_or(false),
+            fit: v.get("fit").and_then(serde_json::Value::as_str).unwrap_or("frobenius").to_string(),
         })
     }
 }
@@ -638,8 +663,9 @@ fn factor_loaded<'a, T: Real, B: SvdBackend<T> + ?Sized>(
     path: &Path,
     layer: &'a Conv2dWeights<T>,
     backend: &B,
+    fit: Fit,
 ) -> Result<Factorization<'a, T>> {
-    Factorization::compute(layer, backend).map_err(|e| {
+    Factorization::compute_fitted(layer, backend, fit).map_err(|e| {
         let scanned = if backend.rejects_non_finite() {
             crate::weights::check_finite(layer.name(), "weight", layer.weight())
         } else {
@@ -873,23 +899,32 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
     let analyse_total = needs_spectrum.iter().filter(|&&n| n).count() as u64;
     let mut analysed = 0;
     // A planned layer's spectrum and, while its weights are at hand, what `Proxy::Spatial` reads
-    // from them (`plan::tap_energy_of`).
+    // from them (`plan::tap_energy_of_factorization`).
     let mut spectra: Vec<Option<(Spectrum, Vec<f64>)>> = vec![None; layers.len()];
     for (i, l) in layers.iter().enumerate() {
         if needs_spectrum[i] {
             progress(&Progress { phase: Phase::Analysing, item: &l.name, done: analysed, total: analyse_total });
-            let taps_of = |layer: &Conv2dWeights<T>| if planned[i] { plan::tap_energy_of(layer) } else { Vec::new() };
+            // `PlanLayer::from_factorization`'s energies: the weights' for the Frobenius fit,
+            // the weighted spectrum's for a correlated one.
+            let taps_of = |f: &Factorization<'_, T>| {
+                if planned[i] {
+                    plan::tap_energy_of_factorization(f)
+                } else {
+                    Vec::new()
+                }
+            };
             let (spectrum, taps) = match &owned[i] {
                 Some(layer) => {
-                    let f = factor_loaded(path, layer, backend)?;
-                    let spectrum = f.spectrum();
+                    let f = factor_loaded(path, layer, backend, options.fit)?;
+                    let (spectrum, taps) = (f.spectrum(), taps_of(&f));
                     factored[i] = Some(f);
-                    (spectrum, taps_of(layer))
+                    (spectrum, taps)
                 }
                 None => {
                     let layer = load_layer::<T>(&ck, l, &mut scratch, defer)?;
-                    let spectrum = factor_loaded(path, &layer, backend)?.spectrum();
-                    let taps = taps_of(&layer);
+                    let f = factor_loaded(path, &layer, backend, options.fit)?;
+                    let (spectrum, taps) = (f.spectrum(), taps_of(&f));
+                    drop(f);
                     done_with(&ck, l, layer, &mut scratch);
                     (spectrum, taps)
                 }
@@ -953,6 +988,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                     out_channels: n,
                     kernel: [kh, kw],
                     bias: l.bias.is_some(),
+                    fit: options.fit.to_string(),
                 };
                 metadata.insert(format!("dac.layer.{}", l.name), record.to_json());
             }
@@ -991,6 +1027,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
         linear,
         plan: whole_plan,
         svd: backend.name(),
+        fit: options.fit,
     };
     let mut buf = Vec::new();
     // Tensors copied unchanged are gathered into runs of consecutive data and copied file to
@@ -1025,7 +1062,7 @@ fn convert_impl<T: Real, B: SvdBackend<T> + ?Sized>(
                     ),
                     None => {
                         let layer = load_layer::<T>(&ck, l, &mut scratch, defer)?;
-                        let report = factor_loaded(path, &layer, backend)?
+                        let report = factor_loaded(path, &layer, backend, options.fit)?
                             .truncate_into(&opts, &mut pair)
                             .map_err(|e| in_file(path, e))?;
                         let bias = layer.bias().map(<[T]>::to_vec);
@@ -1271,7 +1308,7 @@ fn inspect_impl<T: Real, B: SvdBackend<T>>(
         check_dtypes(&ck, l)?;
         let layer = load_layer::<T>(&ck, l, &mut scratch, backend.rejects_non_finite())?;
         let shape = layer.shape();
-        let spectrum = factor_loaded(path, &layer, backend)?.spectrum();
+        let spectrum = factor_loaded(path, &layer, backend, Fit::frobenius())?.spectrum();
         done_with(&ck, l, layer, &mut scratch);
         let max_rank = shape.max_rank();
         infos.push(LayerInfo {

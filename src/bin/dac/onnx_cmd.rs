@@ -42,6 +42,11 @@ pub struct OnnxArgs {
     /// onnxruntime and tract) or `fused` (one depthwise Conv with multiplier r).
     #[arg(long, default_value = "multiplier1")]
     pub layout: Layout,
+    /// Which rank-r approximation: `frobenius` (the paper's: closest weights) or
+    /// `correlated[=RHO]` (smallest output error for inputs whose neighbouring pixels correlate
+    /// as RHO, default 0.7).
+    #[arg(long, value_name = "FIT", default_value = "frobenius", value_parser = super::parse_fit)]
+    pub fit: dac::Fit,
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
@@ -80,7 +85,7 @@ pub fn run(args: &OnnxArgs) -> dac::Result<()> {
     for p in &args.skip {
         options = options.exclude(p.trim());
     }
-    options = options.allow_slower(args.allow_slower).layout(args.layout).force(args.force);
+    options = options.allow_slower(args.allow_slower).layout(args.layout).fit(args.fit).force(args.force);
     let report = rewrite_file(&args.model, &args.output, &options)?;
     if args.json {
         println!("{}", report.to_json());
@@ -136,5 +141,6 @@ fn print_report(r: &RewriteReport, args: &OnnxArgs) {
             r.layout.as_str()
         ),
     }
+    println!("fit: {}", r.fit);
     println!("wrote {}", args.output.display());
 }

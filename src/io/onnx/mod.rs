@@ -56,6 +56,7 @@ mod wire;
 use crate::cost::Cost;
 use crate::decompose::Split;
 use crate::error::{Error, Result};
+use crate::fit::Fit;
 use crate::rank::{KeepDenseReason, Rank};
 use std::path::{Path, PathBuf};
 
@@ -120,6 +121,7 @@ pub struct RewriteOptions {
     pub(crate) allow_slower: bool,
     pub(crate) layout: Layout,
     pub(crate) split: Split,
+    pub(crate) fit: Fit,
     pub(crate) force: bool,
 }
 
@@ -142,6 +144,7 @@ impl RewriteOptions {
             allow_slower: false,
             layout: Layout::default(),
             split: Split::default(),
+            fit: Fit::frobenius(),
             force: false,
         }
     }
@@ -174,6 +177,14 @@ impl RewriteOptions {
     /// Where the singular values go (default [`Split::SquareRoot`]).
     pub fn split(mut self, split: Split) -> Self {
         self.split = split;
+        self
+    }
+    /// Which rank-`r` approximation the pairs represent (default [`Fit::frobenius`], the DAC
+    /// paper's). With [`Fit::correlated`], energy policies and the planner (scoring as
+    /// [`PlanLayer::from_factorization`](crate::plan::PlanLayer::from_factorization)) use the
+    /// weighted spectra, and the report's errors are output errors for correlated inputs.
+    pub fn fit(mut self, fit: Fit) -> Self {
+        self.fit = fit;
         self
     }
     /// Replaces an existing output file (default: an existing output is an error).
@@ -323,6 +334,8 @@ pub struct RewriteReport {
     pub plan: Option<PlanOutcome>,
     /// The layout used.
     pub layout: Layout,
+    /// The fit used ([`RewriteOptions::fit`]).
+    pub fit: Fit,
 }
 
 impl RewriteReport {
@@ -377,6 +390,7 @@ impl RewriteReport {
             .collect();
         json!({
             "layout": self.layout.as_str(),
+            "fit": self.fit.to_string(),
             "input_size": self.input_size,
             "converted": converted,
             "skipped": skipped,

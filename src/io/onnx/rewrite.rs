@@ -9,6 +9,7 @@ use super::{
 use crate::cost::{self, Cost};
 use crate::decompose::{Factorization, Options, Spectrum};
 use crate::error::Result;
+use crate::fit::Fit;
 use crate::plan::{PlanLayer, PlanOptions, Target};
 use crate::rank::{Rank, RankChoice};
 use crate::scalar::Real;
@@ -56,11 +57,11 @@ impl AnyConv {
             AnyConv::F64(l) => l.bias().is_some(),
         }
     }
-    fn factor(&self) -> Result<AnyFact<'_>> {
+    fn factor(&self, fit: Fit) -> Result<AnyFact<'_>> {
         let svd = NalgebraSvd::default();
         Ok(match self {
-            AnyConv::F32(l) => AnyFact::F32(Factorization::compute(l, &svd)?),
-            AnyConv::F64(l) => AnyFact::F64(Factorization::compute(l, &svd)?),
+            AnyConv::F32(l) => AnyFact::F32(Factorization::compute_fitted(l, &svd, fit)?),
+            AnyConv::F64(l) => AnyFact::F64(Factorization::compute_fitted(l, &svd, fit)?),
         })
     }
 }
@@ -70,6 +71,30 @@ impl AnyFact<'_> {
         match self {
             AnyFact::F32(f) => f.spectrum(),
             AnyFact::F64(f) => f.spectrum(),
+        }
+    }
+    /// The planner layer of this factorisation ([`PlanLayer::from_factorization`]) at the
+    /// ONNX node's own geometry.
+    fn plan_layer<'s>(
+        &self,
+        name: &str,
+        spectrum: &'s Spectrum,
+        geometry: crate::weights::Geometry,
+        hw: (usize, usize),
+    ) -> Result<PlanLayer<'s>> {
+        fn go<'s, T: Real>(
+            f: &Factorization<'_, T>,
+            name: &str,
+            spectrum: &'s Spectrum,
+            geometry: crate::weights::Geometry,
+            hw: (usize, usize),
+        ) -> Result<PlanLayer<'s>> {
+            let layer = PlanLayer::new(name, spectrum, geometry, f.layer().bias().is_some(), hw)?;
+            Ok(layer.with_tap_energy(crate::plan::tap_energy_of_factorization(f)))
+        }
+        match self {
+            AnyFact::F32(f) => go(f, name, spectrum, geometry, hw),
+            AnyFact::F64(f) => go(f, name, spectrum, geometry, hw),
         }
     }
     fn truncate(&self, options: &Options) -> Result<PairWeights> {
@@ -243,6 +268,7 @@ pub(crate) fn rewrite(bytes: &[u8], options: &RewriteOptions, file: &Path) -> Re
         fixed: Cost::default(),
         plan: None,
         layout: options.layout,
+        fit: options.fit,
     };
     let mut matched_include = vec![false; options.include.len()];
     let mut matched_exclude = vec![false; options.exclude.len()];
@@ -403,7 +429,7 @@ pub(crate) fn rewrite(bytes: &[u8], options: &RewriteOptions, file: &Path) -> Re
         .collect();
 
     // Choose ranks.
-    let facts: Vec<AnyFact<'_>> = candidates.iter().map(|c| c.layer.factor()).collect::<Result<_>>()?;
+    let facts: Vec<AnyFact<'_>> = candidates.iter().map(|c| c.layer.factor(options.fit)).collect::<Result<_>>()?;
     let spectra: Vec<Spectrum> = facts.iter().map(AnyFact::spectrum).collect();
     let mut ranks: Vec<std::result::Result<usize, SkipReason>> = Vec::with_capacity(candidates.len());
     match options.ranks {
@@ -433,7 +459,7 @@ pub(crate) fn rewrite(bytes: &[u8], options: &RewriteOptions, file: &Path) -> Re
                 }
             }
             let mut layers = Vec::with_capacity(candidates.len());
-            for (c, s) in candidates.iter().zip(&spectra) {
+            for ((c, s), fact) in candidates.iter().zip(&spectra).zip(&facts) {
                 let hw = c.input_size.ok_or_else(|| {
                     onnx_error(
                         file,
@@ -442,12 +468,10 @@ pub(crate) fn rewrite(bytes: &[u8], options: &RewriteOptions, file: &Path) -> Re
                     )
                 })?;
                 let geometry = c.window.geometry((c.dims[2], c.dims[3]), Some(hw));
-                let layer = PlanLayer::new(c.name.clone(), s, geometry, c.layer.has_bias(), hw)?;
-                // The weights too, for the proxies that read more than the spectrum.
-                layers.push(match &c.layer {
-                    AnyConv::F32(l) => layer.with_weights(l.weight())?,
-                    AnyConv::F64(l) => layer.with_weights(l.weight())?,
-                });
+                // Scored as `PlanLayer::from_factorization`: with the weights (Frobenius fit) or
+                // the weighted spectrum (correlated fit) for the proxies that read more than the
+                // spectrum.
+                layers.push(fact.plan_layer(&c.name, s, geometry, hw)?);
             }
             let plan = crate::plan(&layers, &Target::MacReduction(target), &PlanOptions::default().fixed(fixed))?;
             report.plan = Some(PlanOutcome {
