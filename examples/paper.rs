@@ -20,7 +20,7 @@ mod net;
 
 use dac::plan::{Plan, PlanLayer, PlanOptions, Proxy, Target};
 use dac::svd::NalgebraSvd;
-use dac::{cost, Factorization, Options, Spectrum};
+use dac::{cost, Factorization, Fit, Options, Spectrum};
 use net::{Dataset, Net, Pair, Res};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,11 +40,14 @@ struct Args {
     models: Vec<PathBuf>,
     out: PathBuf,
     images: Option<usize>,
+    /// `--oracle N`: also run the data-using greedy search on N images per class.
+    oracle: Option<usize>,
 }
 
 fn parse_args() -> Res<Args> {
     let root = net::repo_root();
-    let mut args = Args { quick: false, models: Vec::new(), out: root.join("target/paper"), images: None };
+    let mut args =
+        Args { quick: false, models: Vec::new(), out: root.join("target/paper"), images: None, oracle: None };
     let mut model = "vgg".to_string();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -53,8 +56,11 @@ fn parse_args() -> Res<Args> {
             "--model" => model = it.next().ok_or("--model needs vgg | alt | both | PATH_STEM")?,
             "--out" => args.out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
             "--images" => args.images = Some(it.next().ok_or("--images needs a count")?.parse()?),
+            "--oracle" => args.oracle = Some(it.next().ok_or("--oracle needs images per class")?.parse()?),
             "-h" | "--help" => {
-                println!("usage: paper [--quick] [--model vgg|alt|both|PATH_STEM] [--out DIR] [--images N]");
+                println!(
+                    "usage: paper [--quick] [--model vgg|alt|both|PATH_STEM] [--out DIR] [--images N] [--oracle PER_CLASS]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)").into()),
@@ -75,15 +81,62 @@ struct Ctx {
     labels: Vec<u8>,
     /// `cache[i][b]`: dense input of conv `i`, batch `b`.
     cache: Vec<Vec<dac::exec::Tensor4<f32>>>,
-    /// `pairs[i][r - 1]`: conv `i` at rank `r`.
-    pairs: Vec<Vec<Pair>>,
+    /// The fits the pairs were computed with; `fits[0]` is the paper's (Frobenius).
+    fits: Vec<Fit>,
+    /// Index in `fits` of the fit [`acc`](Self::acc) and [`plan`](Self::plan) use.
+    fit: usize,
+    /// `pairs[f][i][r - 1]`: conv `i` at rank `r` with fit `fits[f]`.
+    pairs: Vec<Vec<Vec<Pair>>>,
+    /// Frobenius spectra (Experiment 1's proxy check).
     spectra: Vec<Spectrum>,
     dense_macs: u64,
-    memo: HashMap<Vec<Option<usize>>, usize>,
+    memo: HashMap<(usize, Vec<Option<usize>>), usize>,
     evaluations: usize,
 }
 
 impl Ctx {
+    /// Caches the dense input of every convolution for `data` and every rank's pair with each
+    /// fit (the first must be Frobenius).
+    fn build(net: Net, data: &Dataset, fits: &[Fit]) -> Res<Ctx> {
+        let batches = net::batches(data, BATCH)?;
+        let cache = net.conv_input_cache(&batches)?;
+        drop(batches);
+        let svd = NalgebraSvd::default();
+        let mut pairs = Vec::new();
+        let mut spectra = Vec::new();
+        for &fit in fits {
+            let mut by_layer = Vec::new();
+            for l in &net.convs {
+                let f = Factorization::compute_fitted(l, &svd, fit)?;
+                let mut by_rank = Vec::new();
+                for r in 1..=l.shape().max_rank() {
+                    let d = f.truncate(&Options::new(r))?;
+                    by_rank.push(Pair { depthwise: d.depthwise, pointwise: d.pointwise });
+                }
+                by_layer.push(by_rank);
+                if fit == Fit::frobenius() {
+                    spectra.push(f.spectrum());
+                }
+            }
+            pairs.push(by_layer);
+        }
+        if fits.first() != Some(&Fit::frobenius()) {
+            return Err("the first fit must be Frobenius".into());
+        }
+        let dense_macs = net.cost(&[]).macs;
+        Ok(Ctx {
+            net,
+            labels: data.labels.clone(),
+            cache,
+            fits: fits.to_vec(),
+            fit: 0,
+            pairs,
+            spectra,
+            dense_macs,
+            memo: HashMap::new(),
+            evaluations: 0,
+        })
+    }
     fn layers(&self) -> usize {
         self.net.convs.len()
     }
@@ -104,15 +157,15 @@ impl Ctx {
     }
     /// Correct count with conv `i` at `ranks[i]` (None = dense), memoised.
     fn correct(&mut self, ranks: &[Option<usize>]) -> Res<usize> {
-        if let Some(&c) = self.memo.get(ranks) {
+        if let Some(&c) = self.memo.get(&(self.fit, ranks.to_vec())) {
             return Ok(c);
         }
         let first = ranks.iter().position(Option::is_some).unwrap_or(0);
         let pairs: Vec<Option<&Pair>> =
-            ranks.iter().enumerate().map(|(i, r)| r.map(|r| &self.pairs[i][r - 1])).collect();
+            ranks.iter().enumerate().map(|(i, r)| r.map(|r| &self.pairs[self.fit][i][r - 1])).collect();
         let (c, _) = net::evaluate(&self.net, &self.cache[first], self.net.conv_ops[first], &pairs, &self.labels)?;
         self.evaluations += 1;
-        self.memo.insert(ranks.to_vec(), c);
+        self.memo.insert((self.fit, ranks.to_vec()), c);
         Ok(c)
     }
     /// Experiment 2's "first k" rows at `rank`, k = 1..=L, sharing the work between them: the
@@ -125,9 +178,9 @@ impl Ctx {
         for k in 1..=self.layers() {
             let ranks = first_k(self, k, rank);
             let pairs: Vec<Option<&Pair>> =
-                ranks.iter().enumerate().map(|(i, r)| r.map(|r| &self.pairs[i][r - 1])).collect();
+                ranks.iter().enumerate().map(|(i, r)| r.map(|r| &self.pairs[self.fit][i][r - 1])).collect();
             let (from, next) = (self.net.conv_ops[k - 1], self.net.conv_ops.get(k).copied());
-            let counted = if self.memo.contains_key(&ranks) {
+            let counted = if self.memo.contains_key(&(self.fit, ranks.clone())) {
                 None
             } else {
                 Some(net::evaluate(&self.net, &x, from, &pairs, &self.labels)?.0)
@@ -137,7 +190,7 @@ impl Ctx {
             }
             if let Some(c) = counted {
                 self.evaluations += 1;
-                self.memo.insert(ranks, c);
+                self.memo.insert((self.fit, ranks), c);
             }
         }
         Ok(())
@@ -154,8 +207,20 @@ impl Ctx {
     fn plan_layers(&self) -> Res<Vec<PlanLayer<'_>>> {
         Ok(self.net.plan_layers(&self.spectra)?)
     }
+    /// The planner's plan for the current fit (`PlanLayer::from_factorization`: with the
+    /// Frobenius fit the same layers as [`plan_layers`](Self::plan_layers)).
     fn plan(&self, target: f64, proxy: Proxy) -> Res<Plan> {
-        let layers = self.plan_layers()?;
+        let svd = NalgebraSvd::default();
+        let fit = self.fits[self.fit];
+        let fs: Vec<Factorization<'_, f32>> =
+            self.net.convs.iter().map(|l| Factorization::compute_fitted(l, &svd, fit)).collect::<Result<_, _>>()?;
+        let spectra: Vec<Spectrum> = fs.iter().map(Factorization::spectrum).collect();
+        let layers: Vec<PlanLayer<'_>> = fs
+            .iter()
+            .zip(&spectra)
+            .zip(&self.net.conv_inputs)
+            .map(|((f, s), &hw)| PlanLayer::from_factorization(f, s, hw))
+            .collect::<Result<_, _>>()?;
         let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy);
         Ok(dac::plan(&layers, &Target::MacReduction(target), &options)?)
     }
@@ -197,33 +262,7 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
     let net = Net::load(stem)?;
     let name = net.name.clone();
     println!("\n==================== {name} ====================");
-    let batches = net::batches(data, BATCH)?;
-    let cache = net.conv_input_cache(&batches)?;
-    drop(batches);
-    let svd = NalgebraSvd::default();
-    let mut pairs = Vec::new();
-    let mut spectra = Vec::new();
-    for l in &net.convs {
-        let f = Factorization::compute(l, &svd)?;
-        let mut by_rank = Vec::new();
-        for r in 1..=l.shape().max_rank() {
-            let d = f.truncate(&Options::new(r))?;
-            by_rank.push(Pair { depthwise: d.depthwise, pointwise: d.pointwise });
-        }
-        pairs.push(by_rank);
-        spectra.push(f.spectrum());
-    }
-    let dense_macs = net.cost(&[]).macs;
-    let mut ctx = Ctx {
-        net,
-        labels: data.labels.clone(),
-        cache,
-        pairs,
-        spectra,
-        dense_macs,
-        memo: HashMap::new(),
-        evaluations: 0,
-    };
+    let mut ctx = Ctx::build(net, data, &[Fit::frobenius(), Fit::correlated(Fit::DEFAULT_RHO)?])?;
     let l = ctx.layers();
 
     // ---- the network and its dense accuracy ----
@@ -244,7 +283,7 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
     }
     println!(
         "whole network: {} MACs per image (convolutions + {} in linear layers)",
-        dense_macs,
+        ctx.dense_macs,
         ctx.net.fixed_cost().macs
     );
     let dense = vec![None; l];
@@ -253,7 +292,9 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
     let td = Instant::now();
     let (dense_correct, preds) = net::evaluate(&ctx.net, &ctx.cache[0], first, &[], &dense_labels)?;
     let dense_seconds = td.elapsed().as_secs_f64();
-    ctx.memo.insert(dense.clone(), dense_correct);
+    for f in 0..ctx.fits.len() {
+        ctx.memo.insert((f, dense.clone()), dense_correct);
+    }
     println!(
         "dense accuracy (Rust forward pass): {:.2}% ({dense_correct}/{}); one dense pass {dense_seconds:.2} s",
         ctx.pct(dense_correct),
@@ -332,70 +373,17 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
 
     // ---- Planner against uniform ranks and last-k ----
     let t3 = Instant::now();
-    let max_r =
-        (1..=25).filter(|&r| ctx.net.convs.iter().any(|c| cost::is_beneficial(&c.shape(), r))).max().unwrap_or(1);
-    let mut uniform = Vec::new();
-    for r in 1..=max_r {
-        let ranks = uniform_ranks(&ctx, r);
-        let acc = ctx.acc(&ranks)?;
-        uniform.push((r, ctx.reduction(&ranks), acc));
-    }
-    // Last k: every k at ranks 1, 3, 5 (experiment 2), and at every other rank the smallest k
-    // reaching each target (decomposing more layers at the same rank only adds error).
-    let mut lastk = Vec::new();
-    for r in 1..=max_r {
-        let mut ks: Vec<usize> = if [1, 3, 5].contains(&r) { (1..=l).collect() } else { Vec::new() };
-        for &x in &TARGETS {
-            if let Some(k) = (1..=l).find(|&k| ctx.reduction(&last_k(&ctx, k, r)) >= x) {
-                ks.push(k);
-            }
-        }
-        ks.sort_unstable();
-        ks.dedup();
-        for k in ks {
-            let ranks = last_k(&ctx, k, r);
-            let red = ctx.reduction(&ranks);
-            let acc = ctx.acc(&ranks)?;
-            lastk.push((k, r, red, acc));
-        }
-    }
+    let (uniform, lastk) = baselines(&mut ctx, true)?;
     println!("\nUniform ranks (every layer at rank r where r is below its break-even, else dense):");
     println!("{:>6} {:>10} {:>10}", "rank", "MACs x", "accuracy");
     for &(r, red, acc) in &uniform {
         println!("{r:>6} {red:>10.3} {acc:>10.2}");
     }
-    let mut planned = Vec::new();
-    let mut sens_planned = Vec::new();
-    let mut energy_planned = Vec::new();
-    for &x in &PLOT_TARGETS {
-        for (proxy, out) in
-            [(PLANNER, &mut planned), (Proxy::Sensitivity, &mut sens_planned), (Proxy::Energy, &mut energy_planned)]
-        {
-            let p = ctx.plan(x, proxy)?;
-            let ranks: Vec<Option<usize>> = p.layers.iter().map(|lp| lp.rank).collect();
-            let acc = ctx.acc(&ranks)?;
-            let red = ctx.reduction(&ranks);
-            assert!((red - p.reduction()).abs() < 1e-9 * red, "planner's cost model disagrees with the network's");
-            out.push((x, p, red, acc));
-        }
-    }
-    for (what, rows) in
-        [("Proxy::Spatial, the planner compared below", &planned), ("Proxy::Sensitivity", &sens_planned)]
-    {
-        println!("\nPlanner (dac::plan, {what}; weights only) per-layer ranks, '-' = dense:");
-        print!("{:>7}", "target");
-        for c in &ctx.net.convs {
-            print!(" {:>4}", c.name().trim_start_matches("features."));
-        }
-        println!(" {:>9} {:>9}", "MACs x", "accuracy");
-        for (x, p, red, acc) in rows.iter() {
-            print!("{x:>7.2}");
-            for lp in &p.layers {
-                print!(" {:>4}", lp.rank.map_or("-".to_string(), |r| r.to_string()));
-            }
-            println!(" {red:>9.3} {acc:>9.2}");
-        }
-    }
+    let planned = plan_rows(&mut ctx, PLANNER)?;
+    let sens_planned = plan_rows(&mut ctx, Proxy::Sensitivity)?;
+    let energy_planned = plan_rows(&mut ctx, Proxy::Energy)?;
+    print_plans(&ctx, "Proxy::Spatial, the planner compared below", &planned);
+    print_plans(&ctx, "Proxy::Sensitivity", &sens_planned);
     println!("\nPlanner comparison at equal whole-network MAC reduction (accuracy %, dense {dense_pct:.2}%):");
     println!(
         "{:>7} | {:>22} | {:>24} | {:>24} | {:>18} | {:>18} | verdict",
@@ -407,30 +395,66 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
         "energy-only proxy"
     );
     for &x in &TARGETS {
-        let (_, _, pred, pacc) = planned.iter().find(|(t, ..)| *t == x).expect("target planned");
-        let (_, _, sred, sacc) = sens_planned.iter().find(|(t, ..)| *t == x).expect("target planned");
-        let (_, _, ered, eacc) = energy_planned.iter().find(|(t, ..)| *t == x).expect("target planned");
-        let bu = uniform.iter().filter(|u| u.1 >= x).max_by(|a, b| a.2.total_cmp(&b.2));
-        let bl = lastk.iter().filter(|u| u.2 >= x).max_by(|a, b| a.3.total_cmp(&b.3));
-        let best_baseline = bu.map(|u| u.2).into_iter().chain(bl.map(|u| u.3)).fold(f64::NEG_INFINITY, f64::max);
-        let verdict = if *pacc > best_baseline {
-            format!("planner wins by {:+.2}", pacc - best_baseline)
-        } else {
-            format!("planner LOSES by {:.2}", best_baseline - pacc)
-        };
+        let (_, _, sred, sacc) = at_target(&sens_planned, x);
+        let (_, _, ered, eacc) = at_target(&energy_planned, x);
+        let [planner, bu, bl, verdict] = comparison(x, &planned, &uniform, &lastk);
         println!(
-            "{x:>7.2} | {:>22} | {:>24} | {:>24} | {:>18} | {:>18} | {verdict}",
-            format!("{pacc:.2} ({pred:.2}x)"),
-            bu.map_or("none reaches it".into(), |u| format!("{:.2} (r={}, {:.2}x)", u.2, u.0, u.1)),
-            bl.map_or("none reaches it".into(), |u| format!("{:.2} (k={}, r={}, {:.2}x)", u.3, u.0, u.1, u.2)),
+            "{x:>7.2} | {planner:>22} | {bu:>24} | {bl:>24} | {:>18} | {:>18} | {verdict}",
             format!("{sacc:.2} ({sred:.2}x)"),
             format!("{eacc:.2} ({ered:.2}x)"),
         );
     }
+
+    // ---- The same comparison with the correlated-input fit ----
+    ctx.fit = 1;
+    let (corr_uniform, corr_lastk) = baselines(&mut ctx, false)?;
+    let corr_planned = plan_rows(&mut ctx, PLANNER)?;
+    ctx.fit = 0;
+    let rho = ctx.fits[1].rho().unwrap_or(f64::NAN);
+    println!(
+        "\nWith the correlated-input fit (dac::Fit::correlated({rho}), weights only; everything above uses the \
+         paper's Frobenius fit):"
+    );
+    print!("uniform ranks (rank: MACs x, accuracy):");
+    for &(r, red, acc) in &corr_uniform {
+        print!("  {r}: {red:.2}x {acc:.2}");
+    }
+    println!();
+    print_plans(&ctx, "Proxy::Spatial, Fit::correlated", &corr_planned);
+    println!("\nPlanner comparison, every method with the correlated-input fit (accuracy %, dense {dense_pct:.2}%):");
+    println!(
+        "{:>7} | {:>22} | {:>24} | {:>24} | {:<29} | {:>28}",
+        "target",
+        "planner (reduction)",
+        "best uniform (rank)",
+        "best last-k (k, rank)",
+        "verdict",
+        "planner, Frobenius fit"
+    );
+    for &x in &TARGETS {
+        let [planner, bu, bl, verdict] = comparison(x, &corr_planned, &corr_uniform, &corr_lastk);
+        let (_, _, fred, facc) = at_target(&planned, x);
+        println!(
+            "{x:>7.2} | {planner:>22} | {bu:>24} | {bl:>24} | {verdict:<29} | {:>28}",
+            format!("{facc:.2} ({fred:.2}x)")
+        );
+    }
     println!("[planner comparison: {:.1} s]", t3.elapsed().as_secs_f64());
+    if let Some(per_class) = args.oracle {
+        oracle_report(stem, data, per_class, &mut ctx, &[&planned, &corr_planned])?;
+    }
 
     let svg = args.out.join(format!("{name}_accuracy_vs_macs.svg"));
-    plot(&svg, &name, dense_pct, &uniform, &lastk, &planned, &sens_planned, &energy_planned, l)?;
+    let curves = Curves {
+        uniform: &uniform,
+        lastk: &lastk,
+        planned: &planned,
+        sensitivity: &sens_planned,
+        energy: &energy_planned,
+        corr_uniform: &corr_uniform,
+        corr_planned: &corr_planned,
+    };
+    plot(&svg, &name, dense_pct, &curves, l)?;
     println!("plot: {}", svg.display());
     println!(
         "[{name}: {} forward evaluations of {} images, {:.1} s]",
@@ -439,6 +463,206 @@ fn run_model(stem: &std::path::Path, data: &Dataset, full: bool, args: &Args) ->
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A planned row: target, plan, its MAC reduction, its accuracy (%).
+type Planned = (f64, Plan, f64, f64);
+
+/// Every uniform rank (rank, reduction, accuracy) and last-k choice (k, rank, reduction,
+/// accuracy) with the current fit. Last k: at every rank the smallest k reaching each target
+/// (decomposing more layers at the same rank only adds error) and, with `all_k`, every k at
+/// ranks 1, 3, 5 (Experiment 2's, for the plot).
+#[allow(clippy::type_complexity)]
+fn baselines(ctx: &mut Ctx, all_k: bool) -> Res<(Vec<(usize, f64, f64)>, Vec<(usize, usize, f64, f64)>)> {
+    let l = ctx.layers();
+    let max_r =
+        (1..=25).filter(|&r| ctx.net.convs.iter().any(|c| cost::is_beneficial(&c.shape(), r))).max().unwrap_or(1);
+    let mut uniform = Vec::new();
+    for r in 1..=max_r {
+        let ranks = uniform_ranks(ctx, r);
+        let acc = ctx.acc(&ranks)?;
+        uniform.push((r, ctx.reduction(&ranks), acc));
+    }
+    let mut lastk = Vec::new();
+    for r in 1..=max_r {
+        let mut ks: Vec<usize> = if all_k && [1, 3, 5].contains(&r) { (1..=l).collect() } else { Vec::new() };
+        for &x in &TARGETS {
+            if let Some(k) = (1..=l).find(|&k| ctx.reduction(&last_k(ctx, k, r)) >= x) {
+                ks.push(k);
+            }
+        }
+        ks.sort_unstable();
+        ks.dedup();
+        for k in ks {
+            let ranks = last_k(ctx, k, r);
+            let red = ctx.reduction(&ranks);
+            let acc = ctx.acc(&ranks)?;
+            lastk.push((k, r, red, acc));
+        }
+    }
+    Ok((uniform, lastk))
+}
+
+/// The planner with `proxy` and the current fit at every plot target, evaluated.
+fn plan_rows(ctx: &mut Ctx, proxy: Proxy) -> Res<Vec<Planned>> {
+    let mut rows = Vec::new();
+    for &x in &PLOT_TARGETS {
+        let p = ctx.plan(x, proxy)?;
+        let ranks: Vec<Option<usize>> = p.layers.iter().map(|lp| lp.rank).collect();
+        let acc = ctx.acc(&ranks)?;
+        let red = ctx.reduction(&ranks);
+        assert!((red - p.reduction()).abs() < 1e-9 * red, "planner's cost model disagrees with the network's");
+        rows.push((x, p, red, acc));
+    }
+    Ok(rows)
+}
+
+fn print_plans(ctx: &Ctx, what: &str, rows: &[Planned]) {
+    println!("\nPlanner (dac::plan, {what}; weights only) per-layer ranks, '-' = dense:");
+    print!("{:>7}", "target");
+    for c in &ctx.net.convs {
+        print!(" {:>4}", c.name().trim_start_matches("features."));
+    }
+    println!(" {:>9} {:>9}", "MACs x", "accuracy");
+    for (x, p, red, acc) in rows {
+        print!("{x:>7.2}");
+        for lp in &p.layers {
+            print!(" {:>4}", lp.rank.map_or("-".to_string(), |r| r.to_string()));
+        }
+        println!(" {red:>9.3} {acc:>9.2}");
+    }
+}
+
+fn at_target(rows: &[Planned], x: f64) -> &Planned {
+    rows.iter().find(|r| r.0 == x).expect("every comparison target is a plot target")
+}
+
+/// The cells of one comparison row at target `x`: the planner, the best uniform rank and the
+/// best last-k choice reaching `x`, and the verdict.
+fn comparison(
+    x: f64,
+    planned: &[Planned],
+    uniform: &[(usize, f64, f64)],
+    lastk: &[(usize, usize, f64, f64)],
+) -> [String; 4] {
+    let (_, _, pred, pacc) = at_target(planned, x);
+    let bu = uniform.iter().filter(|u| u.1 >= x).max_by(|a, b| a.2.total_cmp(&b.2));
+    let bl = lastk.iter().filter(|u| u.2 >= x).max_by(|a, b| a.3.total_cmp(&b.3));
+    let best = bu.map(|u| u.2).into_iter().chain(bl.map(|u| u.3)).fold(f64::NEG_INFINITY, f64::max);
+    let verdict = if *pacc > best {
+        format!("planner wins by {:+.2}", pacc - best)
+    } else {
+        format!("planner LOSES by {:.2}", best - pacc)
+    };
+    [
+        format!("{pacc:.2} ({pred:.2}x)"),
+        bu.map_or("none reaches it".into(), |u| format!("{:.2} (r={}, {:.2}x)", u.2, u.0, u.1)),
+        bl.map_or("none reaches it".into(), |u| format!("{:.2} (k={}, r={}, {:.2}x)", u.3, u.0, u.1, u.2)),
+        verdict,
+    ]
+}
+
+/// `--oracle`: what a rank choice of the planner's kind can keep at each target when it may
+/// measure accuracy. **Not data-free**, and not a competitor of the planner: a reference.
+///
+/// A greedy search on a search set (the first `per_class` images of each class of the
+/// experiment's images): from the dense network, repeatedly take the one step (a dense layer to
+/// its largest rank below break-even, or rank `r` to `r - 1`) that loses the least measured
+/// accuracy per MAC saved, until the largest target is reached. Its plan at each target (the
+/// first step reaching it) is then evaluated on all the experiment's images.
+fn oracle_report(
+    stem: &std::path::Path,
+    data: &Dataset,
+    per_class: usize,
+    ctx: &mut Ctx,
+    planned: &[&[Planned]],
+) -> Res<()> {
+    let mut search = Ctx::build(Net::load(stem)?, &data.stratified(per_class), &ctx.fits)?;
+    for (f, planned) in planned.iter().enumerate() {
+        (search.fit, ctx.fit) = (f, f);
+        oracle_fit(&mut search, ctx, planned)?;
+    }
+    ctx.fit = 0;
+    Ok(())
+}
+
+/// [`oracle_report`] with the current fit of `search` and `ctx`.
+fn oracle_fit(search: &mut Ctx, ctx: &mut Ctx, planned: &[Planned]) -> Res<()> {
+    let t = Instant::now();
+    let evaluations = search.evaluations;
+    let until = TARGETS.iter().copied().fold(0.0, f64::max);
+    let path = greedy(search, until)?;
+    let fit = match ctx.fits[ctx.fit].rho() {
+        Some(rho) => format!("correlated-input fit, rho {rho}"),
+        None => "Frobenius fit".to_string(),
+    };
+    println!(
+        "\nOracle, {fit} (NOT data-free): greedy steps on the measured accuracy of {} of these images, \
+         least accuracy lost per MAC saved; its plan at each target evaluated on all {}:",
+        search.n(),
+        ctx.n()
+    );
+    print!("{:>7}", "target");
+    for c in &ctx.net.convs {
+        print!(" {:>4}", c.name().trim_start_matches("features."));
+    }
+    println!(" {:>9} {:>12} {:>9} {:>20}", "MACs x", "search set", "accuracy", "planner (data-free)");
+    for &x in &TARGETS {
+        let Some(ranks) = path.iter().find(|r| ctx.reduction(r) >= x) else {
+            println!("{x:>7.2} the search did not reach this target");
+            continue;
+        };
+        print!("{x:>7.2}");
+        for r in ranks {
+            print!(" {:>4}", r.map_or("-".to_string(), |r| r.to_string()));
+        }
+        let (red, sacc, acc) = (ctx.reduction(ranks), search.acc(ranks)?, ctx.acc(ranks)?);
+        let planner = at_target(planned, x).3;
+        println!(" {red:>9.3} {sacc:>12.2} {acc:>9.2} {planner:>20.2}");
+    }
+    println!(
+        "[oracle search: {} steps, {} evaluations of {} images, {:.1} s]",
+        path.len() - 1,
+        search.evaluations - evaluations,
+        search.n(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The greedy search of [`oracle_report`]: every plan it passes through, dense first.
+fn greedy(s: &mut Ctx, until: f64) -> Res<Vec<Vec<Option<usize>>>> {
+    let mut ranks = vec![None; s.layers()];
+    let mut acc = s.acc(&ranks)?;
+    let mut path = vec![ranks.clone()];
+    while s.reduction(&ranks) < until {
+        let macs = s.net.cost(&ranks).macs;
+        let mut best: Option<(f64, Vec<Option<usize>>, f64)> = None;
+        for i in 0..s.layers() {
+            let shape = s.net.convs[i].shape();
+            let next = match ranks[i] {
+                None => (1..=shape.max_rank()).rev().find(|&r| cost::is_beneficial(&shape, r)),
+                Some(r) => r.checked_sub(1).filter(|&r| r > 0),
+            };
+            let Some(next) = next else { continue };
+            let mut step = ranks.clone();
+            step[i] = Some(next);
+            let saved = macs.saturating_sub(s.net.cost(&step).macs);
+            if saved == 0 {
+                continue;
+            }
+            let a = s.acc(&step)?;
+            let score = (acc - a) / saved as f64;
+            if best.as_ref().is_none_or(|b| score < b.0) {
+                best = Some((score, step, a));
+            }
+        }
+        let Some((_, step, a)) = best else { break };
+        ranks = step;
+        acc = a;
+        path.push(ranks.clone());
+    }
+    Ok(path)
 }
 
 fn flush() {
@@ -512,19 +736,20 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
     cov / (va * vb).sqrt()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn plot(
-    path: &std::path::Path,
-    name: &str,
-    dense: f64,
-    uniform: &[(usize, f64, f64)],
-    lastk: &[(usize, usize, f64, f64)],
-    planned: &[(f64, Plan, f64, f64)],
-    sensitivity: &[(f64, Plan, f64, f64)],
-    energy: &[(f64, Plan, f64, f64)],
-    layers: usize,
-) -> Res<()> {
+/// The plot's curves (see `run_model`).
+struct Curves<'a> {
+    uniform: &'a [(usize, f64, f64)],
+    lastk: &'a [(usize, usize, f64, f64)],
+    planned: &'a [Planned],
+    sensitivity: &'a [Planned],
+    energy: &'a [Planned],
+    corr_uniform: &'a [(usize, f64, f64)],
+    corr_planned: &'a [Planned],
+}
+
+fn plot(path: &std::path::Path, name: &str, dense: f64, curves: &Curves<'_>, layers: usize) -> Res<()> {
     use plotters::prelude::*;
+    let Curves { uniform, lastk, planned, sensitivity, energy, corr_uniform, corr_planned } = *curves;
     let xmax = uniform.iter().map(|u| u.1).chain(planned.iter().map(|p| p.2)).fold(1.0f64, f64::max).min(8.0) * 1.05;
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -572,6 +797,20 @@ fn plot(
             .label(label)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
     }
+    let mut cu: Vec<(f64, f64)> = corr_uniform.iter().map(|u| (u.1, u.2)).filter(|p| p.0 <= xmax).collect();
+    cu.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let cu_style = BLUE.mix(0.5).stroke_width(1);
+    chart
+        .draw_series(LineSeries::new(cu, cu_style).point_size(2))?
+        .label("uniform rank r, correlated-input fit")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], cu_style));
+    let mut cp: Vec<(f64, f64)> = corr_planned.iter().map(|p| (p.2, p.3)).filter(|p| p.0 <= xmax).collect();
+    cp.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let cp_style = RGBColor(120, 0, 0).stroke_width(3);
+    chart
+        .draw_series(LineSeries::new(cp, cp_style).point_size(4))?
+        .label("dac::plan (Spatial proxy), correlated-input fit")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], cp_style));
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerLeft)
