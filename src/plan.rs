@@ -265,8 +265,8 @@ pub enum Proxy {
     /// [`Sensitivity`](Self::Sensitivity).
     ///
     /// Needs the right singular vectors, which a [`Spectrum`] does not hold: the layer must be
-    /// built with [`PlanLayer::from_conv`] or given its weights with
-    /// [`PlanLayer::with_weights`]; otherwise (and in [`Proxy::score`], which sees only the
+    /// built with [`PlanLayer::from_conv`] (or [`PlanLayer::from_factorization`]) or given its
+    /// weights with [`PlanLayer::with_weights`]; otherwise (and in [`Proxy::score`], which sees only the
     /// spectrum) it equals [`Sensitivity`](Self::Sensitivity). Data-free like the others: it
     /// reads weights and the kernel's geometry only. ρ is one constant for every network; the
     /// value 0.7 was picked from a scan on the two shipped networks (every ρ from 0.5 to 0.8
