@@ -6,14 +6,19 @@
 //! cargo run --release --example paper -- --quick       # stratified 2,000-image subset
 //! cargo run --release --example paper -- --model alt   # the other network (vgg | alt | both | PATH_STEM)
 //! cargo run --release --example paper -- --out DIR     # where the SVG plots go (default target/paper)
+//! cargo run --release --example paper -- --oracle 50   # + a data-using greedy rank search (50 images per class)
 //! ```
 //!
 //! For each network: the dense accuracy (checked against the training script's, image for
 //! image), Experiment 1 (one layer decomposed, each layer x ranks 1-5), Experiment 2 (first k
 //! versus last k layers at ranks 1, 3, 5), then the planner (`dac::plan`) at 1.5x, 2x and 3x
 //! whole-network MAC reduction against every uniform rank and every last-k choice reaching the
-//! same reduction, and an SVG plot of accuracy against MAC reduction. Every convolution runs
-//! through `dac`'s executor; a decomposed layer runs as its depthwise + pointwise pair.
+//! same reduction — once with the paper's fit (`Fit::frobenius()`) for every method, once with
+//! the data-free correlated-input fit (`Fit::correlated(0.7)`) for every method — and an SVG
+//! plot of accuracy against MAC reduction. `--oracle` adds a greedy rank search that measures
+//! accuracy on test images (not data-free): a reference for what any per-layer rank choice can
+//! keep. Every convolution runs through `dac`'s executor; a decomposed layer runs as its
+//! depthwise + pointwise pair.
 
 #[path = "paper/net.rs"]
 mod net;
@@ -98,6 +103,9 @@ impl Ctx {
     /// Caches the dense input of every convolution for `data` and every rank's pair with each
     /// fit (the first must be Frobenius).
     fn build(net: Net, data: &Dataset, fits: &[Fit]) -> Res<Ctx> {
+        if fits.first() != Some(&Fit::frobenius()) {
+            return Err("the first fit must be Frobenius".into());
+        }
         let batches = net::batches(data, BATCH)?;
         let cache = net.conv_input_cache(&batches)?;
         drop(batches);
@@ -119,9 +127,6 @@ impl Ctx {
                 }
             }
             pairs.push(by_layer);
-        }
-        if fits.first() != Some(&Fit::frobenius()) {
-            return Err("the first fit must be Frobenius".into());
         }
         let dense_macs = net.cost(&[]).macs;
         Ok(Ctx {
