@@ -103,20 +103,26 @@ impl std::fmt::Display for Fit {
     }
 }
 
-/// `R^{1/2}` and `R^{-1/2}` (row-major `taps x taps`, symmetric) of the tap correlation
-/// `R[a][b] = ρ^(|Δy|·dh + |Δx|·dw)` of a `kh x kw` kernel with dilation `(dh, dw)`, from its
-/// symmetric eigendecomposition in f64.
+/// The tap correlation `R[a][b] = ρ^(|Δy|·dh + |Δx|·dw)` of a `kh x kw` kernel with dilation
+/// `(dh, dw)` (taps in row-major order): the input model of [`Fit::correlated`] and of
+/// [`Proxy::Spatial`](crate::plan::Proxy::Spatial).
+pub(crate) fn tap_correlation(kh: usize, kw: usize, dilation: (usize, usize), rho: f64) -> nalgebra::DMatrix<f64> {
+    nalgebra::DMatrix::from_fn(kh * kw, kh * kw, |a, b| {
+        let dy = (a / kw).abs_diff(b / kw) * dilation.0;
+        let dx = (a % kw).abs_diff(b % kw) * dilation.1;
+        rho.powi((dy + dx) as i32)
+    })
+}
+
+/// `R^{1/2}` and `R^{-1/2}` (row-major `taps x taps`, symmetric) of the [`tap_correlation`]
+/// `R`, from its symmetric eigendecomposition in f64.
 ///
 /// `R` is the Kronecker product of two AR(1) correlation matrices with correlations `ρ^dh` and
 /// `ρ^dw`, positive definite for `0 <= ρ < 1`.
 pub(crate) fn correlation_roots(kh: usize, kw: usize, dilation: (usize, usize), rho: f64) -> (Vec<f64>, Vec<f64>) {
     use nalgebra::{DMatrix, SymmetricEigen};
     let taps = kh * kw;
-    let corr = DMatrix::from_fn(taps, taps, |a, b| {
-        let dy = (a / kw).abs_diff(b / kw) * dilation.0;
-        let dx = (a % kw).abs_diff(b % kw) * dilation.1;
-        rho.powi((dy + dx) as i32)
-    });
+    let corr = tap_correlation(kh, kw, dilation, rho);
     let eig = SymmetricEigen::new(corr);
     let root = |p: f64| {
         let d = DMatrix::from_fn(taps, taps, |a, b| {

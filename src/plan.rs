@@ -122,13 +122,9 @@ impl<'a> PlanLayer<'a> {
         input_size: (usize, usize),
     ) -> Result<PlanLayer<'a>> {
         let layer = f.layer();
-        if f.fit().rho().is_none() {
-            return Self::from_conv(layer, spectrum, input_size);
-        }
         check_spectrum(layer, spectrum)?;
-        let energy = spectrum.channels().flat_map(|s| s.iter().map(|v| v * v)).collect();
         Ok(Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)?
-            .with_tap_energy(energy))
+            .with_tap_energy(tap_energy_of_factorization(f)))
     }
 
     /// Adds what [`Proxy::Spatial`] needs from the weights, for a layer built with
@@ -280,7 +276,7 @@ pub enum Proxy {
 }
 
 /// Correlation of two input pixels one pixel apart assumed by [`Proxy::Spatial`].
-const SPATIAL_RHO: f64 = 0.7;
+const SPATIAL_RHO: f64 = crate::fit::Fit::DEFAULT_RHO;
 
 /// `e/(1−e)` times the bottleneck factor `(N/g) / min(N/g, (C/g)·r)`.
 fn nsr_times_bottleneck(e: f64, shape: &ConvShape, rank: usize) -> f64 {
@@ -310,13 +306,9 @@ pub(crate) fn tap_energy_of<T: Real>(layer: &Conv2dWeights<T>) -> Vec<f64> {
 /// v_j)` of the Gram matrix `M^T M` of its `N/g x kh·kw` matrix `M`, in descending `λ`.
 fn tap_energy<T: Real>(weight: &[T], shape: &ConvShape, dilation: (usize, usize)) -> Vec<f64> {
     use nalgebra::{DMatrix, SymmetricEigen};
-    let (ng, cg, taps, kw) = (shape.out_per_group(), shape.in_per_group(), shape.taps(), shape.kw);
+    let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
     let m = shape.max_rank();
-    let corr = DMatrix::from_fn(taps, taps, |a, b| {
-        let dy = (a / kw).abs_diff(b / kw) * dilation.0;
-        let dx = (a % kw).abs_diff(b % kw) * dilation.1;
-        SPATIAL_RHO.powi((dy + dx) as i32)
-    });
+    let corr = crate::fit::tap_correlation(shape.kh, shape.kw, dilation, SPATIAL_RHO);
     let mut out = Vec::with_capacity(shape.in_channels * m);
     let mut gram = DMatrix::<f64>::zeros(taps, taps);
     for c in 0..shape.in_channels {
