@@ -11,7 +11,8 @@
 
 #[cfg(feature = "onnx")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use dac::io::onnx::{rewrite_model, Layout, RewriteOptions};
+    use dac::convert::{ConvertOptions, Layout};
+    use dac::io::onnx::rewrite_model;
     use std::time::{Duration, Instant};
     use tract_onnx::prelude::*;
 
@@ -46,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut variants: Vec<(String, f64, Vec<u8>)> = vec![("original".to_string(), 1.0, original.clone())];
     for target in [1.5, 2.0, 3.0] {
         for layout in [Layout::Fused, Layout::Multiplier1] {
-            let (bytes, report) = rewrite_model(&original, &RewriteOptions::planned(target).layout(layout))?;
+            let (bytes, report) = rewrite_model(&original, &ConvertOptions::speedup(target).layout(layout))?;
             let name = format!("{stem}-{target}x-{}", layout.as_str());
             std::fs::write(out_dir.join(format!("{name}.onnx")), &bytes)?;
             variants.push((name, report.reduction().unwrap_or(f64::NAN), bytes));

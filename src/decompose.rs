@@ -457,6 +457,48 @@ impl<'a, T: Real> Factorization<'a, T> {
         self.report(options)
     }
 
+    /// The pair's weights at `options.rank` into `dw` and `pw` (resized), proven finite.
+    pub(crate) fn write_pair_vecs(
+        &self,
+        options: &Options,
+        dw: &mut Vec<T>,
+        pw: &mut Vec<T>,
+        scratch: &mut Vec<[Lanes; 9]>,
+    ) -> Result<()> {
+        let shape = self.layer.shape();
+        let r = options.rank;
+        self.check_rank(r)?;
+        dw.resize(shape.in_channels * r * shape.taps(), T::zero());
+        pw.resize(shape.out_channels * shape.in_per_group() * r, T::zero());
+        self.write_pair(options, dw, pw, scratch, true)
+    }
+
+    /// Every channel's `s_j²·(v_jᵀ R v_j)` for its `max_rank` components (`R` the tap
+    /// correlation at ρ = [`Fit::DEFAULT_RHO`] and the layer's dilation): the output energy of
+    /// each component for spatially correlated inputs. For a correlated fit, whose spectrum
+    /// already measures output energy under that model, `s'_j²`.
+    pub(crate) fn correlated_energies(&self) -> Vec<f64> {
+        let shape = self.layer.shape();
+        let (taps, k) = (shape.taps(), shape.max_rank());
+        let squares = self.singular_values.iter().map(|s| s.to_f64_exact() * s.to_f64_exact());
+        if self.fit.rho().is_some() {
+            return squares.collect();
+        }
+        let corr = crate::fit::tap_correlation(shape.kh, shape.kw, self.layer.geometry().dilation, Fit::DEFAULT_RHO);
+        squares
+            .zip(self.vt.chunks(taps))
+            .map(|(s2, v)| {
+                let mut gain = 0.0;
+                for a in 0..taps {
+                    let va = v[a].to_f64_exact();
+                    gain += va * (0..taps).map(|b| corr[(a, b)] * v[b].to_f64_exact()).sum::<f64>();
+                }
+                s2 * gain
+            })
+            .take(shape.in_channels * k)
+            .collect()
+    }
+
     fn check_rank(&self, r: usize) -> Result<()> {
         let k = self.layer.shape().max_rank();
         if r == 0 || r > k {
@@ -609,8 +651,7 @@ impl<T: Real> PairBuffers<T> {
     }
 }
 
-/// The validated pair of `layer` at rank `r` from its written weights: the depthwise half keeps
-/// the stride, padding and dilation (`groups = C`), the pointwise half the groups and bias.
+/// The validated pair of `layer` at rank `r` from its written weights (see [`pair_layers`]).
 fn build_pair<T: Real>(
     layer: &Conv2dWeights<T>,
     dw: Vec<T>,
@@ -618,6 +659,24 @@ fn build_pair<T: Real>(
     r: usize,
     report: Report,
 ) -> Result<Decomposition<T>> {
+    let (depthwise, pointwise) = pair_layers(layer, dw, pw, r, true)?;
+    Ok(Decomposition {
+        depthwise: DepthwiseR { conv: depthwise, rank: r },
+        pointwise: Pointwise { conv: pointwise },
+        report,
+    })
+}
+
+/// The two layers of `layer`'s pair at rank `r` from their written weights: the depthwise half
+/// keeps the stride, padding and dilation (`groups = C`), the pointwise half the groups and
+/// bias. `check_finite = false` for weights [`Factorization::write_pair`] already proved finite.
+pub(crate) fn pair_layers<T: Real>(
+    layer: &Conv2dWeights<T>,
+    dw: Vec<T>,
+    pw: Vec<T>,
+    r: usize,
+    check_finite: bool,
+) -> Result<(Conv2dWeights<T>, Conv2dWeights<T>)> {
     let shape = layer.shape();
     let geometry = *layer.geometry();
     let depthwise = Conv2dWeights::builder(dw, [shape.in_channels * r, 1, shape.kh, shape.kw])
@@ -625,19 +684,17 @@ fn build_pair<T: Real>(
         .stride(geometry.stride.0, geometry.stride.1)
         .dilation(geometry.dilation.0, geometry.dilation.1)
         .padding(geometry.padding)
-        .groups(shape.in_channels)
-        .build()?;
+        .groups(shape.in_channels);
     let pointwise = Conv2dWeights::builder(pw, [shape.out_channels, shape.in_per_group() * r, 1, 1])
         .name(format!("{}.pointwise", layer.name()))
         .maybe_bias(layer.bias().map(<[T]>::to_vec))
         .groups(shape.groups)
-        .padding(Padding::default())
-        .build()?;
-    Ok(Decomposition {
-        depthwise: DepthwiseR { conv: depthwise, rank: r },
-        pointwise: Pointwise { conv: pointwise },
-        report,
-    })
+        .padding(Padding::default());
+    if check_finite {
+        Ok((depthwise.build()?, pointwise.build()?))
+    } else {
+        Ok((depthwise.defer_weight_finiteness().build()?, pointwise.defer_weight_finiteness().build()?))
+    }
 }
 
 /// Multipliers `(depthwise, pointwise)` for component `j` with singular value `s` of a channel

@@ -180,7 +180,8 @@ pub enum Error {
     NoMatch {
         /// The file.
         file: std::path::PathBuf,
-        /// The option the pattern came from (`"--layers"`, `"--rank-for"`, ...).
+        /// The [`ConvertOptions`](crate::convert::ConvertOptions) setter the pattern came from
+        /// (`"include"`, `"exclude"`, `"rank_for"`, `"groups"`, `"layer_input"`).
         option: &'static str,
         /// The pattern.
         pattern: String,
@@ -188,8 +189,19 @@ pub enum Error {
         available: String,
     },
 
+    /// A whole-network target needs a layer's input size, and it is neither inferred from the
+    /// file nor given.
+    #[error(
+        "layer `{layer}`: cannot infer its input size for planning: a whole-network target needs every selected \
+         convolution's input size (ConvertOptions::input_size, or layer_input for this layer)"
+    )]
+    UnknownInputSize {
+        /// The layer (or node) name.
+        layer: String,
+    },
+
     /// The output file exists and replacing it was not allowed.
-    #[error("{}: output file already exists; use --force (ConvertOptions::force) to replace it", path.display())]
+    #[error("{}: output file already exists; set ConvertOptions::force to replace it", path.display())]
     OutputExists {
         /// The output path.
         path: std::path::PathBuf,

@@ -41,6 +41,7 @@
 //! (MACs and parameters) → [`exec`] (the reference executor).
 #![warn(missing_docs)]
 
+pub mod convert;
 pub mod cost;
 pub mod decompose;
 mod error;
@@ -51,6 +52,7 @@ pub mod io;
 pub mod plan;
 pub mod rank;
 mod scalar;
+pub mod scheme;
 mod storage;
 pub mod svd;
 pub mod weights;
@@ -60,6 +62,7 @@ pub mod weights;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub use convert::ConvertOptions;
 pub use cost::Cost;
 pub use decompose::{
     decompose, decompose_with, Decomposition, DepthwiseR, Factorization, Options, PairBuffers, Pointwise, Report,

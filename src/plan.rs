@@ -1,9 +1,9 @@
 //! The whole-network rank planner: one rank (or "stay dense") per layer for a target MAC
 //! reduction or parameter budget, from the weights alone.
 //!
-//! Every layer is described by its [`Spectrum`] (the singular values of every input channel's
-//! matrix, see [`Factorization::spectrum`](crate::Factorization::spectrum)), its geometry and the
-//! size of its input feature map. For each layer the candidates are "dense" and every rank below
+//! Every layer is described by a [`PlanLayer`]: its error at every rank (an
+//! [`ErrorTable`] from its [factorisation](crate::scheme::Factored)), its geometry and the size
+//! of its input feature map. For each layer the candidates are "dense" and every rank below
 //! break-even (ranks at or above it cost as much as the dense layer or more and are never
 //! chosen). Each candidate has an exact cost ([`cost`](mod@crate::cost)) and a data-free damage
 //! score ([`Proxy`]). The planner minimises the summed score subject to the target with a
@@ -12,8 +12,9 @@
 //! always met when it can be, and the result is deterministic.
 //!
 //! ```
-//! use dac::{plan, Conv2dWeights, Factorization, Padding, svd::NalgebraSvd};
+//! use dac::{plan, Conv2dWeights, Padding, svd::NalgebraSvd};
 //! use dac::plan::{PlanLayer, PlanOptions, Target};
+//! use dac::scheme::{Dac, Scheme};
 //!
 //! let w = |n: usize, c: usize| -> Vec<f32> {
 //!     (0..n * c * 9).map(|i| ((i * 7919 % 113) as f32 - 56.0) / 56.0).collect()
@@ -21,8 +22,8 @@
 //! let a = Conv2dWeights::builder(w(32, 16), [32, 16, 3, 3]).name("a").padding(Padding::uniform(1)).build()?;
 //! let b = Conv2dWeights::builder(w(64, 32), [64, 32, 3, 3]).name("b").padding(Padding::uniform(1)).build()?;
 //! let svd = NalgebraSvd::default();
-//! let (sa, sb) = (Factorization::compute(&a, &svd)?.spectrum(), Factorization::compute(&b, &svd)?.spectrum());
-//! let layers = [PlanLayer::from_conv(&a, &sa, (16, 16))?, PlanLayer::from_conv(&b, &sb, (16, 16))?];
+//! let dac = Dac::new(&svd);
+//! let layers = [PlanLayer::new(&*dac.factor(&a)?, (16, 16))?, PlanLayer::new(&*dac.factor(&b)?, (16, 16))?];
 //! let p = plan(&layers, &Target::MacReduction(2.0), &PlanOptions::default())?;
 //! assert!(p.met && p.reduction() >= 2.0);
 //! for l in &p.layers {
@@ -32,155 +33,64 @@
 //! ```
 
 use crate::cost::{self, Cost};
-use crate::decompose::{Factorization, Spectrum};
+use crate::decompose::Spectrum;
 use crate::error::{Error, Result};
 use crate::scalar::Real;
-use crate::weights::{Conv2dWeights, ConvShape, Geometry};
+use crate::scheme::{ErrorTable, Factored};
+use crate::weights::{ConvShape, Geometry};
 
-/// One convolution as the planner sees it: its spectrum, geometry and input size.
+/// One convolution as the planner sees it: its error at every rank, geometry and input size.
 ///
 /// Layers are given in forward (network) order; [`Proxy::score`] receives each layer's position.
 #[derive(Debug, Clone)]
-pub struct PlanLayer<'a> {
+pub struct PlanLayer {
     name: String,
-    spectrum: &'a Spectrum,
+    shape: ConvShape,
     geometry: Geometry,
     has_bias: bool,
     input_size: (usize, usize),
-    /// Every channel's `s_j²·(v_j^T R v_j)` (see [`Proxy::Spatial`]), in the spectrum's layout
-    /// (`s'_j²` for a correlated fit's factorisation, see
-    /// [`from_factorization`](Self::from_factorization)); `None` when the layer was built from
-    /// its spectrum alone.
-    tap_energy: Option<Vec<f64>>,
+    errors: ErrorTable,
 }
 
-impl<'a> PlanLayer<'a> {
-    /// A layer from its parts. `geometry.groups` must equal the spectrum's shape's groups.
+impl PlanLayer {
+    /// The planner's view of a factored layer (from [`Scheme::factor`](crate::scheme::Scheme::factor))
+    /// whose input feature map is `input_size`: its geometry, bias and [`ErrorTable`], scored
+    /// consistently with the fit it was computed for.
     ///
-    /// # Errors
-    /// [`Error::InvalidGroups`] when the groups disagree; [`Error::EmptyOutput`] when the input
-    /// is too small for the kernel.
-    pub fn new(
-        name: impl Into<String>,
-        spectrum: &'a Spectrum,
-        geometry: Geometry,
-        has_bias: bool,
-        input_size: (usize, usize),
-    ) -> Result<Self> {
-        let name = name.into();
-        let shape = spectrum.shape();
-        if geometry.groups != shape.groups {
-            return Err(Error::InvalidGroups {
-                layer: name,
-                groups: geometry.groups,
-                in_channels: shape.in_channels,
-                out_channels: shape.out_channels,
-            });
-        }
-        geometry.output_size(&name, (shape.kh, shape.kw), input_size)?;
-        Ok(Self { name, spectrum, geometry, has_bias, input_size, tap_energy: None })
-    }
-
-    /// A layer from the convolution and its spectrum (from
-    /// [`Factorization::spectrum`](crate::Factorization::spectrum)). Unlike
-    /// [`new`](Self::new) it also reads the weights, so that [`Proxy::Spatial`] can weigh each
-    /// discarded component by how much it responds to spatially correlated inputs (see
-    /// [`with_weights`](Self::with_weights)).
-    ///
-    /// # Errors
-    /// [`Error::LengthMismatch`] when the spectrum belongs to a differently shaped layer;
-    /// [`Error::EmptyOutput`] when the input is too small for the kernel.
-    pub fn from_conv<T: Real>(
-        layer: &Conv2dWeights<T>,
-        spectrum: &'a Spectrum,
-        input_size: (usize, usize),
-    ) -> Result<Self> {
-        check_spectrum(layer, spectrum)?;
-        Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)?
-            .with_weights(layer.weight())
-    }
-
-    /// The planner layer for a factorisation `f` of the layer, scored consistently with the fit
-    /// `f` was computed for; `spectrum` is [`f.spectrum()`](Factorization::spectrum), owned by
-    /// the caller.
-    ///
-    /// - [`Fit::frobenius`](crate::Fit::frobenius): exactly
-    ///   [`from_conv`](Self::from_conv)`(f.layer(), spectrum, input_size)` (which reads the
-    ///   weights for [`Proxy::Spatial`]).
+    /// - [`Fit::frobenius`](crate::Fit::frobenius): [`Proxy::Spatial`] weighs each discarded
+    ///   component `s_j·u_j·v_jᵀ` by `v_jᵀ R v_j`, from the factorisation's own right singular
+    ///   vectors.
     /// - [`Fit::correlated`](crate::Fit::correlated): the spectrum already is the output-error
     ///   spectrum under the correlated-input model, so [`Proxy::Spatial`]'s per-component
-    ///   energies are the weighted singular values squared, `s'_j²` (`R` replaced by the
-    ///   identity): Spatial then scores as [`Proxy::Sensitivity`] of the weighted spectrum,
-    ///   and every proxy measures the output error of the fitted pair.
+    ///   energies are the weighted singular values squared, `s'_j²`: Spatial then scores as
+    ///   [`Proxy::Sensitivity`] of the weighted spectrum, and every proxy measures the output
+    ///   error of the fitted pair.
     ///
     /// # Errors
-    /// [`Error::LengthMismatch`] when the spectrum belongs to a differently shaped layer;
     /// [`Error::EmptyOutput`] when the input is too small for the kernel.
-    pub fn from_factorization<T: Real>(
-        f: &Factorization<'_, T>,
-        spectrum: &'a Spectrum,
-        input_size: (usize, usize),
-    ) -> Result<PlanLayer<'a>> {
-        let layer = f.layer();
-        check_spectrum(layer, spectrum)?;
-        Ok(Self::new(layer.name(), spectrum, *layer.geometry(), layer.bias().is_some(), input_size)?
-            .with_tap_energy(tap_energy_of_factorization(f)))
-    }
-
-    /// Adds what [`Proxy::Spatial`] needs from the weights, for a layer built with
-    /// [`new`](Self::new): `weight` is the layer's `[N, C/g, kh, kw]` kernel (OIHW, row-major),
-    /// the one the spectrum was computed from. Without it [`Proxy::Spatial`] scores the layer as
-    /// [`Proxy::Sensitivity`] does.
-    ///
-    /// Every input channel's `N/g x kh·kw` matrix is diagonalised again (an eigendecomposition
-    /// of its `kh·kw x kh·kw` Gram matrix; cheap next to the decomposition itself) to get the
-    /// right singular vectors `v_j` that the spectrum does not keep.
-    ///
-    /// # Errors
-    /// [`Error::LengthMismatch`] when `weight` does not have `N·(C/g)·kh·kw` values.
-    pub fn with_weights<T: Real>(self, weight: &[T]) -> Result<Self> {
-        let shape = *self.spectrum.shape();
-        let expected = shape.out_channels * shape.in_per_group() * shape.taps();
-        if weight.len() != expected {
-            return Err(Error::LengthMismatch {
-                layer: self.name.clone(),
-                what: "weight",
-                shape: vec![shape.out_channels, shape.in_per_group(), shape.kh, shape.kw],
-                expected,
-                actual: weight.len(),
-            });
-        }
-        let energy = tap_energy(weight, &shape, self.geometry.dilation);
-        Ok(self.with_tap_energy(energy))
-    }
-
-    /// [`with_weights`](Self::with_weights) with its result computed beforehand by
-    /// [`tap_energy_of`] on the same layer (the converter computes it while the weights are
-    /// read anyway, so they are not read twice).
-    pub(crate) fn with_tap_energy(mut self, energy: Vec<f64>) -> Self {
-        self.tap_energy = Some(energy);
-        self
+    pub fn new<T: Real, F: Factored<T> + ?Sized>(factored: &F, input_size: (usize, usize)) -> Result<Self> {
+        let layer = factored.layer();
+        let shape = layer.shape();
+        let geometry = *layer.geometry();
+        geometry.output_size(layer.name(), (shape.kh, shape.kw), input_size)?;
+        Ok(Self {
+            name: layer.name().to_string(),
+            shape,
+            geometry,
+            has_bias: layer.bias().is_some(),
+            input_size,
+            errors: factored.errors(),
+        })
     }
 
     /// The score `proxy` gives this layer (index `index` of `count`, forward order) at `rank`:
     /// what [`plan`](fn@plan) minimises. Equal to [`Proxy::score`] on the layer's spectrum except
-    /// for [`Proxy::Spatial`] on a layer that has its weights
-    /// ([`from_conv`](Self::from_conv), [`with_weights`](Self::with_weights)).
+    /// for [`Proxy::Spatial`], which reads the factorisation's singular vectors.
     pub fn score(&self, proxy: Proxy, rank: usize, index: usize, count: usize) -> f64 {
-        match (proxy, &self.tap_energy) {
-            (Proxy::Spatial, Some(energy)) => {
-                let shape = self.spectrum.shape();
-                let m = shape.max_rank();
-                let r = rank.min(m);
-                let (mut total, mut lost) = (0.0, 0.0);
-                for channel in energy.chunks(m) {
-                    total += channel.iter().sum::<f64>();
-                    lost += channel[r..].iter().sum::<f64>();
-                }
-                let e = if total > 0.0 { (lost / total).clamp(0.0, 1.0) } else { 0.0 };
-                nsr_times_bottleneck(e, shape, rank)
-            }
-            _ => proxy.score(self.spectrum, rank, index, count),
+        let _ = (index, count);
+        match proxy {
+            Proxy::Spatial => nsr_times_bottleneck(self.errors.correlated_lost(rank), &self.shape, rank),
+            _ => proxy.score_energy(self.errors.retained_energy(rank), &self.shape, rank),
         }
     }
 
@@ -190,27 +100,16 @@ impl<'a> PlanLayer<'a> {
     }
     /// The layer's shape.
     pub fn shape(&self) -> &ConvShape {
-        self.spectrum.shape()
+        &self.shape
     }
     /// The input `(height, width)`.
     pub fn input_size(&self) -> (usize, usize) {
         self.input_size
     }
-}
-
-/// [`Error::LengthMismatch`] unless `spectrum` has `layer`'s shape.
-fn check_spectrum<T: Real>(layer: &Conv2dWeights<T>, spectrum: &Spectrum) -> Result<()> {
-    let (shape, got) = (layer.shape(), *spectrum.shape());
-    if shape != got {
-        return Err(Error::LengthMismatch {
-            layer: layer.name().to_string(),
-            what: "spectrum",
-            shape: vec![shape.in_channels, shape.max_rank()],
-            expected: shape.in_channels * shape.max_rank(),
-            actual: got.in_channels * got.max_rank(),
-        });
+    /// The layer's error at every rank.
+    pub fn errors(&self) -> &ErrorTable {
+        &self.errors
     }
-    Ok(())
 }
 
 /// What the plan must reach.
@@ -260,23 +159,19 @@ pub enum Proxy {
     /// The fraction lost, `e_R`, then goes through the same `e/(1−e)` and bottleneck factor as
     /// [`Sensitivity`](Self::Sensitivity).
     ///
-    /// Needs the right singular vectors, which a [`Spectrum`] does not hold: the layer must be
-    /// built with [`PlanLayer::from_conv`] (or [`PlanLayer::from_factorization`]) or given its
-    /// weights with [`PlanLayer::with_weights`]; otherwise (and in [`Proxy::score`], which sees only the
-    /// spectrum) it equals [`Sensitivity`](Self::Sensitivity). Data-free like the others: it
+    /// Needs the right singular vectors, which a [`Spectrum`] does not hold: [`PlanLayer::new`]
+    /// takes them from the layer's factorisation ([`ErrorTable::correlated_lost`]); in
+    /// [`Proxy::score`], which sees only the spectrum, it equals
+    /// [`Sensitivity`](Self::Sensitivity). Data-free like the others: it
     /// reads weights and the kernel's geometry only. ρ is one constant for every network; the
     /// value 0.7 was picked from a scan on the two shipped networks (every ρ from 0.5 to 0.8
     /// wins the same comparisons on their full test sets; EXPERIMENTS.md).
     ///
     /// The default since it beat every uniform and last-k choice in 5 of the 6 comparisons of
-    /// EXPERIMENTS.md (3 of 6 for [`Sensitivity`](Self::Sensitivity)). `dac convert --speedup`
-    /// and the ONNX rewrite give the planner the weights.
+    /// EXPERIMENTS.md (3 of 6 for [`Sensitivity`](Self::Sensitivity)).
     #[default]
     Spatial,
 }
-
-/// Correlation of two input pixels one pixel apart assumed by [`Proxy::Spatial`].
-const SPATIAL_RHO: f64 = crate::fit::Fit::DEFAULT_RHO;
 
 /// `e/(1−e)` times the bottleneck factor `(N/g) / min(N/g, (C/g)·r)`.
 fn nsr_times_bottleneck(e: f64, shape: &ConvShape, rank: usize) -> f64 {
@@ -287,62 +182,6 @@ fn nsr_times_bottleneck(e: f64, shape: &ConvShape, rank: usize) -> f64 {
     nsr * bottleneck
 }
 
-/// What [`PlanLayer::from_factorization`] gives the planner for the factorisation `f`: the
-/// weights' [`tap_energy_of`] for the Frobenius fit, the weighted singular values squared for a
-/// correlated one.
-pub(crate) fn tap_energy_of_factorization<T: Real>(f: &Factorization<'_, T>) -> Vec<f64> {
-    match f.fit().rho() {
-        None => tap_energy_of(f.layer()),
-        Some(_) => f.spectrum().channels().flat_map(|s| s.iter().map(|v| v * v)).collect(),
-    }
-}
-
-/// What [`PlanLayer::with_weights`] computes for `layer` (see [`tap_energy`]).
-pub(crate) fn tap_energy_of<T: Real>(layer: &Conv2dWeights<T>) -> Vec<f64> {
-    tap_energy(layer.weight(), &layer.shape(), layer.geometry().dilation)
-}
-
-/// Every input channel's `λ_j·v_j^T R v_j` for its `max_rank` largest eigenpairs `(λ_j = s_j²,
-/// v_j)` of the Gram matrix `M^T M` of its `N/g x kh·kw` matrix `M`, in descending `λ`.
-fn tap_energy<T: Real>(weight: &[T], shape: &ConvShape, dilation: (usize, usize)) -> Vec<f64> {
-    use nalgebra::{DMatrix, SymmetricEigen};
-    let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
-    let m = shape.max_rank();
-    let corr = crate::fit::tap_correlation(shape.kh, shape.kw, dilation, SPATIAL_RHO);
-    let mut out = Vec::with_capacity(shape.in_channels * m);
-    let mut gram = DMatrix::<f64>::zeros(taps, taps);
-    for c in 0..shape.in_channels {
-        let (group, local) = (c / cg, c % cg);
-        gram.fill(0.0);
-        for o in group * ng..(group + 1) * ng {
-            let row = &weight[(o * cg + local) * taps..(o * cg + local + 1) * taps];
-            for a in 0..taps {
-                let wa = row[a].to_f64_exact();
-                if wa == 0.0 {
-                    continue;
-                }
-                for b in a..taps {
-                    gram[(a, b)] += wa * row[b].to_f64_exact();
-                }
-            }
-        }
-        for a in 0..taps {
-            for b in 0..a {
-                gram[(a, b)] = gram[(b, a)];
-            }
-        }
-        let eig = SymmetricEigen::new(gram.clone());
-        let mut order: Vec<usize> = (0..taps).collect();
-        order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
-        for &j in order.iter().take(m) {
-            let v = eig.eigenvectors.column(j);
-            let gain = (v.transpose() * &corr * v)[(0, 0)];
-            out.push(eig.eigenvalues[j].max(0.0) * gain);
-        }
-    }
-    out
-}
-
 impl Proxy {
     /// The score of decomposing layer `index` of `count` (forward order) at `rank`; 0 means
     /// harmless, larger is worse. `rank` above the maximum counts as the maximum. The current
@@ -351,10 +190,16 @@ impl Proxy {
     /// scores as [`Proxy::Sensitivity`]; [`PlanLayer::score`] gives the value the planner uses.
     pub fn score(&self, spectrum: &Spectrum, rank: usize, index: usize, count: usize) -> f64 {
         let _ = (index, count);
-        let e = (1.0 - spectrum.retained_energy(rank)).clamp(0.0, 1.0);
+        self.score_energy(spectrum.retained_energy(rank), spectrum.shape(), rank)
+    }
+
+    /// The score of keeping `retained` of the energy at `rank` ([`Proxy::Spatial`] as
+    /// [`Proxy::Sensitivity`]).
+    fn score_energy(&self, retained: f64, shape: &ConvShape, rank: usize) -> f64 {
+        let e = (1.0 - retained).clamp(0.0, 1.0);
         match self {
             Proxy::Energy => e,
-            Proxy::Sensitivity | Proxy::Spatial => nsr_times_bottleneck(e, spectrum.shape(), rank),
+            Proxy::Sensitivity | Proxy::Spatial => nsr_times_bottleneck(e, shape, rank),
         }
     }
 }
@@ -512,12 +357,12 @@ const BUCKETS: u64 = 4096;
 /// [`Error::InvalidParameter`] for a MAC reduction that is not finite and `> 1`;
 /// [`Error::Overflow`] when a cost does not fit in `u64`. An unreachable target is not an
 /// error: see [`Plan::met`].
-pub fn plan(layers: &[PlanLayer<'_>], target: &Target, options: &PlanOptions) -> Result<Plan> {
+pub fn plan(layers: &[PlanLayer], target: &Target, options: &PlanOptions) -> Result<Plan> {
     let count = layers.len();
     let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(count);
     let mut info = Vec::with_capacity(count);
     for (i, l) in layers.iter().enumerate() {
-        let shape = *l.spectrum.shape();
+        let shape = l.shape;
         let out = l.geometry.output_size(&l.name, (shape.kh, shape.kw), l.input_size)?;
         let dense = cost::dense(&l.name, &shape, l.has_bias, out)?;
         let mut list = vec![Candidate { rank: None, cost: dense, score: 0.0 }];
@@ -562,7 +407,7 @@ pub fn plan(layers: &[PlanLayer<'_>], target: &Target, options: &PlanOptions) ->
         .zip(&pick)
         .zip(info)
         .map(|(((l, c), &k), (output_size, dense))| {
-            let shape = l.spectrum.shape();
+            let shape = &l.shape;
             LayerPlan {
                 name: l.name.clone(),
                 rank: c[k].rank,
@@ -571,7 +416,7 @@ pub fn plan(layers: &[PlanLayer<'_>], target: &Target, options: &PlanOptions) ->
                 output_size,
                 before: dense,
                 after: c[k].cost,
-                retained_energy: c[k].rank.map_or(1.0, |r| l.spectrum.retained_energy(r)),
+                retained_energy: c[k].rank.map_or(1.0, |r| l.errors.retained_energy(r)),
                 score: c[k].score,
             }
         })

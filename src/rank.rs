@@ -3,6 +3,8 @@
 use crate::cost;
 use crate::decompose::Spectrum;
 use crate::error::{Error, Result};
+use crate::scheme::ErrorTable;
+use crate::weights::ConvShape;
 
 /// How to pick a layer's rank.
 ///
@@ -109,8 +111,38 @@ impl Rank {
     /// [`Error::InvalidRank`] for a fixed rank outside `1..=max`; [`Error::InvalidParameter`]
     /// as [`validate`](Self::validate).
     pub fn choose(&self, layer: &str, spectrum: &Spectrum, allow_slower: bool) -> Result<RankChoice> {
+        self.choose_with(layer, spectrum.shape(), &|r| spectrum.retained_energy(r), allow_slower)
+    }
+
+    /// [`choose`](Self::choose) from a layer's shape and, for [`Rank::Energy`], its
+    /// [`ErrorTable`] (`None` only for the policies that need no spectrum).
+    pub(crate) fn choose_from(
+        &self,
+        layer: &str,
+        shape: &ConvShape,
+        errors: Option<&ErrorTable>,
+        allow_slower: bool,
+    ) -> Result<RankChoice> {
+        match (self, errors) {
+            (_, Some(e)) => self.choose_with(layer, shape, &|r| e.retained_energy(r), allow_slower),
+            (Rank::Energy(_), None) => Err(Error::InvalidParameter {
+                context: format!("layer `{layer}`"),
+                what: "energy",
+                value: 0.0,
+                expected: "an energy policy needs the layer's spectrum (internal error: it was not computed)",
+            }),
+            (_, None) => self.choose_with(layer, shape, &|_| 1.0, allow_slower),
+        }
+    }
+
+    fn choose_with(
+        &self,
+        layer: &str,
+        shape: &ConvShape,
+        retained: &dyn Fn(usize) -> f64,
+        allow_slower: bool,
+    ) -> Result<RankChoice> {
         self.validate(layer)?;
-        let shape = spectrum.shape();
         let max = shape.max_rank();
         let rank = match *self {
             Rank::Fixed(r) => {
@@ -119,7 +151,7 @@ impl Rank {
                 }
                 r
             }
-            Rank::Energy(f) => (1..=max).find(|&r| spectrum.retained_energy(r) >= f).unwrap_or(max),
+            Rank::Energy(f) => (1..=max).find(|&r| retained(r) >= f).unwrap_or(max),
             Rank::Speedup(x) => match (1..=max).rev().find(|&r| cost::mac_reduction(shape, r) >= x) {
                 Some(r) => r,
                 None => {
@@ -144,7 +176,6 @@ impl Rank {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::weights::ConvShape;
 
     fn spectrum(values: Vec<f64>, n: usize, c: usize) -> Spectrum {
         Spectrum::new("l", ConvShape { out_channels: n, in_channels: c, kh: 3, kw: 3, groups: 1 }, values).unwrap()

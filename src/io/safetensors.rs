@@ -16,57 +16,7 @@ use std::path::{Path, PathBuf};
 /// Largest header accepted (the `safetensors` crate's limit).
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
-/// The floating-point dtypes `dac` reads and writes convolution weights in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FloatDtype {
-    /// IEEE binary32 (`"F32"`).
-    F32,
-    /// IEEE binary64 (`"F64"`).
-    F64,
-    /// IEEE binary16 (`"F16"`).
-    F16,
-    /// bfloat16 (`"BF16"`).
-    BF16,
-}
-
-impl FloatDtype {
-    /// The name used in safetensors headers (`"F32"`, `"F64"`, `"F16"`, `"BF16"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "F32",
-            Self::F64 => "F64",
-            Self::F16 => "F16",
-            Self::BF16 => "BF16",
-        }
-    }
-
-    /// Parses a safetensors dtype name; `None` for anything but the four float types.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "F32" => Some(Self::F32),
-            "F64" => Some(Self::F64),
-            "F16" => Some(Self::F16),
-            "BF16" => Some(Self::BF16),
-            _ => None,
-        }
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F64 => 8,
-            Self::F16 | Self::BF16 => 2,
-        }
-    }
-}
-
-impl std::fmt::Display for FloatDtype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::convert::FloatDtype;
 
 /// One tensor's header entry; offsets are relative to the data section.
 #[derive(Debug, Clone)]

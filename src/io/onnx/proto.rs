@@ -60,6 +60,17 @@ pub(crate) const DT_FLOAT16: i64 = 10;
 pub(crate) const DT_DOUBLE: i64 = 11;
 pub(crate) const DT_BFLOAT16: i64 = 16;
 
+/// The ONNX name of a tensor data type (`"float"`, `"double"`, ...).
+pub(crate) fn data_type_name(data_type: i64) -> &'static str {
+    match data_type {
+        DT_FLOAT => "float",
+        DT_FLOAT16 => "float16",
+        DT_DOUBLE => "double",
+        DT_BFLOAT16 => "bfloat16",
+        _ => "other",
+    }
+}
+
 /// Deepest subgraph nesting followed when collecting names.
 const MAX_DEPTH: usize = 64;
 

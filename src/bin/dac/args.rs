@@ -1,0 +1,197 @@
+//! Command-line flags shared by `dac convert` and `dac onnx`, and their parsers; flags become
+//! [`ConvertOptions`] here and nowhere else.
+
+use clap::{Args, ValueEnum};
+use dac::convert::{ConvertOptions, Precision, SvdMethod};
+use dac::{Fit, Rank, Split};
+use std::path::PathBuf;
+
+/// The flags of a conversion, for every format.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("policy").required(true).args(["rank", "energy", "speedup"])))]
+pub struct ConversionArgs {
+    /// Where to write the result (never the input).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
+    /// Keep this many singular values per input channel (a layer whose maximum rank is below
+    /// it, such as a depthwise convolution, is left dense and listed with the reason).
+    #[arg(long, value_name = "R")]
+    pub rank: Option<usize>,
+    /// Per layer, the smallest rank retaining this fraction of its energy, in (0, 1].
+    #[arg(long, value_name = "F")]
+    pub energy: Option<f64>,
+    /// Plan every layer's rank for this whole-network MAC reduction (convolutions and linear
+    /// layers), from the weights alone; needs every layer's input size.
+    #[arg(long, value_name = "X")]
+    pub speedup: Option<f64>,
+    /// Input size HxW (or N for NxN): an ONNX model's input (default: its static shape); for a
+    /// checkpoint, every layer without --layer-input. Default: MACs per output position.
+    #[arg(long = "input", value_name = "HxW", value_parser = parse_size)]
+    pub input_size: Option<(usize, usize)>,
+    /// Input size of the layers matching NAME (a glob), for MAC counts and planning; repeatable.
+    #[arg(long = "layer-input", value_name = "NAME=HxW", value_parser = parse_layer_input)]
+    pub layer_input: Vec<(String, (usize, usize))>,
+    /// Rank for layers matching NAME (a glob); repeatable, the last match wins.
+    #[arg(long = "rank-for", value_name = "NAME=R", value_parser = parse_assignment)]
+    pub rank_for: Vec<(String, usize)>,
+    /// Convert only layers matching PATTERN (glob: `*`, `?`); repeatable or comma-separated.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub layers: Vec<String>,
+    /// Leave layers matching PATTERN dense; repeatable or comma-separated.
+    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Declares groups for layers matching NAME (a glob); repeatable. Default 1 (checkpoints;
+    /// an ONNX graph has its own).
+    #[arg(long = "groups", value_name = "NAME=G", value_parser = parse_assignment)]
+    pub groups: Vec<(String, usize)>,
+    /// Convert layers even when their rank saves nothing.
+    #[arg(long)]
+    pub allow_slower: bool,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+    /// Where the singular values go.
+    #[arg(long, value_enum, default_value = "sqrt")]
+    pub split: SplitArg,
+    /// Which rank-r approximation: `frobenius` (the paper's: closest weights) or
+    /// `correlated[=RHO]` (smallest output error for inputs whose neighbouring pixels correlate
+    /// as RHO, default 0.7; errors and energies are then output errors). Applies to --rank,
+    /// --energy and --speedup.
+    #[arg(long, value_name = "FIT", default_value = "frobenius", value_parser = parse_fit)]
+    pub fit: Fit,
+    /// Compute in f64 instead of f32.
+    #[arg(long)]
+    pub f64: bool,
+    /// The SVD algorithm.
+    #[arg(long, value_enum, default_value = "gram")]
+    pub svd: SvdArg,
+    /// No progress bar and no table (errors still go to stderr).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ConversionArgs {
+    /// The options these flags ask for.
+    pub fn options(&self) -> ConvertOptions {
+        let start = match (self.rank, self.energy, self.speedup) {
+            (Some(r), _, _) => ConvertOptions::new(Rank::Fixed(r)),
+            (None, Some(f), _) => ConvertOptions::new(Rank::Energy(f)),
+            (None, None, Some(x)) => ConvertOptions::speedup(x),
+            (None, None, None) => unreachable!("clap requires --rank, --energy or --speedup"),
+        };
+        let mut o = start
+            .allow_slower(self.allow_slower)
+            .force(self.force)
+            .svd(self.svd.method())
+            .fit(self.fit)
+            .precision(if self.f64 { Precision::F64 } else { Precision::F32 })
+            .split(self.split.split());
+        for (p, r) in &self.rank_for {
+            o = o.rank_for(p.clone(), *r);
+        }
+        for p in &self.layers {
+            o = o.include(p.trim());
+        }
+        for p in &self.skip {
+            o = o.exclude(p.trim());
+        }
+        for (p, g) in &self.groups {
+            o = o.groups(p.clone(), *g);
+        }
+        if let Some((h, w)) = self.input_size {
+            o = o.input_size(h, w);
+        }
+        for (p, (h, w)) in &self.layer_input {
+            o = o.layer_input(p.clone(), *h, *w);
+        }
+        o
+    }
+}
+
+/// `--svd`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SvdArg {
+    /// Gram matrix + Jacobi eigensolver in f64 (fast).
+    Gram,
+    /// nalgebra's SVD of every channel matrix (slower; the reference).
+    Nalgebra,
+}
+
+impl SvdArg {
+    pub fn method(self) -> SvdMethod {
+        match self {
+            Self::Gram => SvdMethod::Gram,
+            Self::Nalgebra => SvdMethod::Nalgebra,
+        }
+    }
+}
+
+/// `--split`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SplitArg {
+    Sqrt,
+    Pointwise,
+    Depthwise,
+}
+
+impl SplitArg {
+    fn split(self) -> Split {
+        match self {
+            Self::Sqrt => Split::SquareRoot,
+            Self::Pointwise => Split::Pointwise,
+            Self::Depthwise => Split::Depthwise,
+        }
+    }
+}
+
+/// `HxW` or `N` (for `NxN`), positive integers.
+pub fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parse = |v: &str| match v.trim().parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("`{s}` is not a size HxW with positive integers (e.g. 224x224)")),
+        Ok(n) => Ok(n),
+    };
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((parse(h)?, parse(w)?)),
+        None => parse(s).map(|n| (n, n)),
+    }
+}
+
+/// `--fit`: `frobenius`, `correlated` (ρ = 0.7) or `correlated=RHO` with `0 <= RHO < 1`.
+pub fn parse_fit(s: &str) -> Result<Fit, String> {
+    let expected = "expected `frobenius`, `correlated` or `correlated=RHO` with 0 <= RHO < 1";
+    match s.trim() {
+        "frobenius" => Ok(Fit::frobenius()),
+        "correlated" => Fit::correlated(Fit::DEFAULT_RHO).map_err(|e| e.to_string()),
+        other => match other.strip_prefix("correlated=") {
+            Some(v) => {
+                let rho = v.trim().parse::<f64>().map_err(|_| format!("`{s}`: `{v}` is not a number; {expected}"))?;
+                Fit::correlated(rho).map_err(|_| format!("`{s}`: rho = {rho} is out of range; {expected}"))
+            }
+            None => Err(format!("`{s}`: {expected}")),
+        },
+    }
+}
+
+/// `NAME=HxW`.
+fn parse_layer_input(s: &str) -> Result<(String, (usize, usize)), String> {
+    let (name, size) = split_assignment(s, "NAME=HxW")?;
+    Ok((name, parse_size(size)?))
+}
+
+/// `NAME=VALUE` with a non-negative integer value.
+pub fn parse_assignment(s: &str) -> Result<(String, usize), String> {
+    let (name, value) = split_assignment(s, "NAME=VALUE")?;
+    let v = value.trim().parse::<usize>().map_err(|_| format!("`{s}`: `{value}` is not a non-negative integer"))?;
+    Ok((name, v))
+}
+
+fn split_assignment<'s>(s: &'s str, form: &str) -> Result<(String, &'s str), String> {
+    let (name, value) = s.rsplit_once('=').ok_or_else(|| format!("`{s}` is not {form}"))?;
+    if name.is_empty() {
+        return Err(format!("`{s}`: the layer name (pattern) is empty"));
+    }
+    Ok((name.to_string(), value))
+}

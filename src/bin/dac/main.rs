@@ -1,0 +1,200 @@
+//! The `dac` command-line tool: inspect checkpoints, convert checkpoints, rewrite ONNX models.
+//!
+//! A thin layer over [`dac::io`] and [`dac::convert`]: flags become options ([`args`]), then a
+//! progress bar, tables and JSON ([`table`]).
+
+mod args;
+mod inspect;
+mod table;
+
+use args::ConversionArgs;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dac::convert::{FloatDtype, Layout};
+use dac::io::{self, Phase};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "dac",
+    version,
+    about = "Data-free conversion of trained convolutions into depthwise + pointwise pairs",
+    after_help = "Examples:\n  \
+        dac inspect resnet18.safetensors --input 224x224\n  \
+        dac convert vgg16.safetensors -o vgg16-dac.safetensors --energy 0.9 --skip features.0\n  \
+        dac convert model.safetensors -o out.safetensors --rank 2 --rank-for 'layer4.*'=1 --json\n  \
+        dac onnx net.onnx -o net-dac.onnx --speedup 2"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Lists every convolution: shape, groups, ranks, retained energy at r = 1..5, MACs.
+    #[command(after_help = "Examples:\n  \
+        dac inspect model.safetensors\n  \
+        dac inspect model.safetensors --input 224x224 --groups 'features.*'=1 --json")]
+    Inspect(inspect::InspectArgs),
+    /// Converts convolutions into depthwise + pointwise pairs and writes a new checkpoint.
+    #[command(after_help = "Each converted layer `<layer>.weight` / `.bias` becomes\n  \
+        <layer>.depthwise.weight  [C*r, 1, kh, kw]   (groups = C, no bias)\n  \
+        <layer>.pointwise.weight  [N, C*r/groups, 1, 1]\n  \
+        <layer>.pointwise.bias    [N]   (if the layer had a bias)\n\
+        and the metadata key `dac.layer.<layer>` records rank, groups and split.\n\n\
+        Examples:\n  \
+        dac convert in.safetensors -o out.safetensors --rank 2\n  \
+        dac convert in.safetensors -o out.safetensors --energy 0.95 --input 224x224 --skip 'conv1'\n  \
+        dac convert in.safetensors -o out.safetensors --rank 3 --rank-for 'layer1.*'=2 --groups dw=32 --force\n  \
+        dac convert in.safetensors -o out.safetensors --rank 2 --svd nalgebra --f64\n  \
+        dac convert in.safetensors -o out.safetensors --rank 3 --fit correlated=0.7\n  \
+        dac convert in.safetensors -o out.safetensors --speedup 2 --input 32x32 --layer-input 'features.1?'=2x2")]
+    Convert(ConvertArgs),
+    /// Rewrites an ONNX model: each selected Conv becomes a depthwise Conv and a 1x1 Conv.
+    #[command(after_help = "Examples:\n  \
+        dac onnx net.onnx -o net-dac.onnx --speedup 2\n  \
+        dac onnx net.onnx -o net-dac.onnx --energy 0.95 --skip 'features.0' --json\n  \
+        dac onnx net.onnx -o net-dac.onnx --rank 2 --layout multiplier1 --force")]
+    Onnx(OnnxArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The checkpoint to convert (never modified).
+    input: PathBuf,
+    #[command(flatten)]
+    conversion: ConversionArgs,
+    /// Write converted tensors in this dtype (default: the layer's own).
+    #[arg(long, value_enum)]
+    dtype: Option<DtypeArg>,
+}
+
+#[derive(Args)]
+struct OnnxArgs {
+    /// The ONNX model to rewrite (never modified).
+    #[arg(value_name = "IN.onnx")]
+    model: PathBuf,
+    #[command(flatten)]
+    conversion: ConversionArgs,
+    /// Node layout: `multiplier1` (r depthwise Convs of multiplier 1 and a Concat; faster in
+    /// onnxruntime and tract) or `fused` (one depthwise Conv with multiplier r).
+    #[arg(long, default_value = "multiplier1")]
+    layout: Layout,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F64,
+    F16,
+    Bf16,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Convert(a) => convert(&a),
+        Command::Onnx(a) => onnx(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", describe(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The flag a [`ConvertOptions`](dac::ConvertOptions) setter is given by.
+fn flag(option: &str) -> &str {
+    match option {
+        "include" => "--layers",
+        "exclude" => "--skip",
+        "rank_for" => "--rank-for",
+        "groups" => "--groups",
+        "layer_input" => "--layer-input",
+        other => other,
+    }
+}
+
+/// An error's message in the command line's terms: option names become flags.
+fn describe(e: &dac::Error) -> String {
+    match e {
+        dac::Error::NoMatch { file, option, pattern, available } => format!(
+            "{}: {} pattern `{pattern}` matches no convolution layer (layers: {available})",
+            file.display(),
+            flag(option)
+        ),
+        dac::Error::InFile { file, source } => format!("{}: {}", file.display(), describe(source)),
+        dac::Error::UnknownInputSize { layer } => format!(
+            "layer `{layer}`: cannot infer its input size for planning; give --input HxW, or --layer-input {layer}=HxW"
+        ),
+        dac::Error::OutputExists { path } => {
+            format!("{}: output file already exists; use --force to replace it", path.display())
+        }
+        other => other.to_string(),
+    }
+}
+
+fn convert(a: &ConvertArgs) -> dac::Result<()> {
+    let mut o = a.conversion.options();
+    if let Some(d) = a.dtype {
+        o = o.output_dtype(match d {
+            DtypeArg::F32 => FloatDtype::F32,
+            DtypeArg::F64 => FloatDtype::F64,
+            DtypeArg::F16 => FloatDtype::F16,
+            DtypeArg::Bf16 => FloatDtype::BF16,
+        });
+    }
+    let c = &a.conversion;
+    let bar = Bar::new(!c.quiet && std::io::stderr().is_terminal());
+    let result = io::convert_file_with(&a.input, &c.output, &o, &mut |p| bar.update(p));
+    bar.finish();
+    table::report(&result?, c.json, c.quiet);
+    Ok(())
+}
+
+fn onnx(a: &OnnxArgs) -> dac::Result<()> {
+    let c = &a.conversion;
+    let o = c.options().layout(a.layout);
+    let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
+    table::report(&summary, c.json, c.quiet);
+    Ok(())
+}
+
+/// A progress bar that stays hidden until the run has taken half a second, and only on a
+/// terminal.
+struct Bar {
+    bar: ProgressBar,
+    may_draw: bool,
+    start: Instant,
+    shown: std::cell::Cell<bool>,
+}
+
+impl Bar {
+    fn new(may_draw: bool) -> Self {
+        let bar = ProgressBar::hidden();
+        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg:30!} [{bar:30}] {percent:>3}% {elapsed}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        Self { bar, may_draw, start: Instant::now(), shown: std::cell::Cell::new(false) }
+    }
+    fn update(&self, p: &io::Progress<'_>) {
+        if self.may_draw && !self.shown.get() && self.start.elapsed() > Duration::from_millis(500) {
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+            self.shown.set(true);
+        }
+        self.bar.set_length(p.total.max(1));
+        self.bar.set_position(p.done);
+        let verb = if p.phase == Phase::Analysing { "analysing" } else { "writing" };
+        self.bar.set_message(format!("{verb} {}", p.item));
+    }
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,123 @@
+//! Tables and JSON for a conversion's [`Summary`].
+
+use dac::convert::{SizeSource, Summary};
+use dac::plan::Target;
+
+/// `1234567` -> `1.23M`.
+pub fn si(v: u64) -> String {
+    let v = v as f64;
+    for (scale, suffix) in [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if v >= scale {
+            return format!("{:.2}{suffix}", v / scale);
+        }
+    }
+    format!("{v}")
+}
+
+/// Prints rows with each column padded to its widest cell.
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = widths[c])).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+fn input_label(size: Option<(usize, usize)>, source: SizeSource) -> String {
+    match (size, source) {
+        (Some((h, w)), SizeSource::Default) => format!("{h}x{w} (default)"),
+        (Some((h, w)), _) => format!("{h}x{w}"),
+        (None, _) => "-".to_string(),
+    }
+}
+
+fn macs(v: Option<u64>) -> String {
+    v.map_or("?".to_string(), si)
+}
+
+/// Prints the summary: JSON, a table, or nothing.
+pub fn report(s: &Summary, json: bool, quiet: bool) {
+    if json {
+        println!("{:#}", s.to_json());
+    } else if !quiet {
+        print_layers(s);
+        print_totals(s);
+    }
+}
+
+fn print_layers(s: &Summary) {
+    let head = ["layer", "rank", "rel. error", "MACs before -> after", "reduction", "input"];
+    let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    for l in &s.converted {
+        let (before, after) = (l.before.map(|c| c.macs), l.after.map(|c| c.macs));
+        let x = match (before, after) {
+            (Some(b), Some(a)) => format!("{:.2}x", b as f64 / a.max(1) as f64),
+            _ => "?".to_string(),
+        };
+        rows.push(vec![
+            l.name.clone(),
+            format!("{}/{}", l.rank, l.max_rank),
+            format!("{:.3e}", l.relative_error),
+            format!("{} -> {}", macs(before), macs(after)),
+            x,
+            input_label(l.input_size, l.size),
+        ]);
+    }
+    if s.converted.is_empty() {
+        println!("no layer converted");
+    } else {
+        print_table(&rows);
+    }
+    if !s.skipped.is_empty() {
+        println!();
+        println!("left dense:");
+        let shape = |d: Option<[usize; 4]>| d.map_or("-".to_string(), |d| format!("{d:?}"));
+        let rows: Vec<Vec<String>> = s
+            .skipped
+            .iter()
+            .map(|l| vec![format!("  {}", l.name), shape(l.dims), l.reason.to_string(), input_label(l.input_size, l.size)])
+            .collect();
+        print_table(&rows);
+    }
+    println!();
+}
+
+fn print_totals(s: &Summary) {
+    if let Some(p) = &s.plan {
+        let target = match p.target {
+            Target::MacReduction(x) => format!("{x}x fewer MACs"),
+            Target::ParamBudget(b) => format!("at most {b} parameters"),
+            _ => "a target".to_string(),
+        };
+        if p.met {
+            println!("plan: target {target} met: {:.2}x (data-free planner, weights only)", p.reduction());
+        } else {
+            let (got, max) = (p.reduction(), p.max_reduction);
+            println!("plan: target {target} NOT reachable; the cheapest plan reaches {got:.2}x (at most {max:.2}x possible)");
+        }
+    }
+    let defaults = s.defaulted_sizes();
+    if defaults > 0 {
+        println!("{defaults} layer(s) used the default --input size (marked `default`); set --layer-input NAME=HxW where pooling or strides shrink the maps");
+    }
+    match s.fit.rho() {
+        None => println!("fit: frobenius (closest weights; rel. error is the relative weight error)"),
+        Some(rho) => println!(
+            "fit: correlated, rho = {rho} (smallest output error for inputs whose neighbouring pixels correlate as \
+             rho; rel. error and energies are relative output errors under that model)"
+        ),
+    }
+    let layout = s.layout.map(|l| format!(", {} layout", l.as_str())).unwrap_or_default();
+    let note = s.assumption.map(|a| format!("; {a}")).unwrap_or_default();
+    match (s.macs_before(), s.macs_after(), s.reduction()) {
+        (Some(b), Some(a), Some(x)) => println!(
+            "total: {} -> {} MACs over all convolutions and linear layers ({x:.2}x){layout}{note}",
+            si(b),
+            si(a)
+        ),
+        _ => println!("total: MACs unknown (a converted layer's input size is unknown: give --input HxW){layout}"),
+    }
+    println!("wrote {}", s.output.display());
+}

@@ -1,0 +1,376 @@
+//! The one conversion pipeline every file format goes through.
+//!
+//! A format adapter ([`io`](crate::io) for safetensors, [`io::onnx`](crate::io::onnx)) lists
+//! the convolutions it found and writes back what it is handed; between them the phases below
+//! are functions returning values, the same for every format:
+//!
+//! 1. [`select`]: patterns checked (each must match a convolution), groups and input sizes
+//!    settled, each layer a candidate or skipped with a [`SkipReason`];
+//! 2. [`needs_analysis`]: which candidates must be factored before ranks can be chosen (energy
+//!    policies, the planner); the adapter factors them ([`analyse`]);
+//! 3. [`decide`]: one rank (or "dense") per layer, by a policy or the planner;
+//! 4. factoring: the adapter asks the [`Scheme`](crate::scheme::Scheme) of
+//!    [`scheme_for`] for each converted layer's factors and writes them;
+//! 5. reporting: [`converted`] and [`skipped`] entries, gathered into a [`Summary`].
+//!
+//! The rules are the same for every format: a pattern matching no convolution is an error
+//! ([`Error::NoMatch`]); a fixed rank above a layer's maximum leaves that layer dense
+//! ([`SkipReason::RankAboveMaximum`]); the SVD backend is [`ConvertOptions::svd`] (the fast
+//! [`GramSvd`] by default).
+
+mod glob;
+mod options;
+mod report;
+
+pub use self::options::{ConvertOptions, FloatDtype, Layout, Precision, RankSource, Selection, SvdMethod};
+pub use self::report::{ConvertedLayer, SizeSource, SkipReason, SkippedLayer, Summary};
+
+use self::options::matches_any;
+use crate::cost::{self, Cost};
+use crate::error::{Error, Result};
+use crate::plan::{self, Plan, PlanLayer, PlanOptions};
+use crate::rank::{Rank, RankChoice};
+use crate::scalar::Real;
+use crate::scheme::{Dac, ErrorTable, Factored, Scheme};
+use crate::svd::{GramSvd, NalgebraSvd, SvdBackend};
+use crate::weights::{ConvShape, Geometry};
+use std::path::Path;
+
+/// A convolution as a format adapter found it.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    /// The name reports use.
+    pub name: String,
+    /// The names patterns may match (the name first).
+    pub keys: Vec<String>,
+    /// The weight tensor's name.
+    pub weight: String,
+    /// `[N, C/g, kh, kw]`.
+    pub dims: [usize; 4],
+    /// Stride, padding, dilation and groups as far as the file knows them.
+    pub geometry: Geometry,
+    /// Whether the file states the groups (a graph) or the user must declare them (a
+    /// checkpoint, [`ConvertOptions::groups`]).
+    pub groups_known: bool,
+    /// Whether the layer has a bias.
+    pub has_bias: bool,
+    /// The input size inferred from the file, if any.
+    pub inferred_size: Option<(usize, usize)>,
+    /// A reason the format gives for leaving the layer alone.
+    pub blocked: Option<SkipReason>,
+}
+
+/// What selection decided for a layer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Fate {
+    /// To be converted, at this [`ConvertOptions::rank_for`] rank if one matched.
+    Candidate { rank: Option<usize> },
+    /// Left dense.
+    Skip(SkipReason),
+}
+
+/// A found convolution after [`select`]: groups and input size settled.
+#[derive(Debug, Clone)]
+pub(crate) struct Site {
+    pub found: Found,
+    pub input: Option<(usize, usize)>,
+    pub size: SizeSource,
+    pub fate: Fate,
+}
+
+impl Site {
+    pub fn name(&self) -> &str {
+        &self.found.name
+    }
+    pub fn shape(&self) -> ConvShape {
+        let [n, cg, kh, kw] = self.found.dims;
+        let groups = self.found.geometry.groups;
+        ConvShape { out_channels: n, in_channels: cg * groups, kh, kw, groups }
+    }
+    /// The output size costs are counted at: one position without a size, `None` when unknown.
+    pub fn output(&self) -> Result<Option<(usize, usize)>> {
+        let (kh, kw) = (self.found.dims[2], self.found.dims[3]);
+        match (self.size, self.input) {
+            (SizeSource::PerPosition, _) => Ok(Some((1, 1))),
+            (_, Some(hw)) => self.found.geometry.output_size(&self.found.name, (kh, kw), hw).map(Some),
+            (_, None) => Ok(None),
+        }
+    }
+    /// The dense layer's cost, when its size is known.
+    pub fn dense_cost(&self) -> Result<Option<Cost>> {
+        let shape = self.shape();
+        self.output()?.map(|o| cost::dense(&self.found.name, &shape, self.found.has_bias, o)).transpose()
+    }
+}
+
+/// A layer's rank decision.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Decision {
+    Convert { rank: usize },
+    Skip(SkipReason),
+}
+
+/// What ranks are chosen from: a factored layer's errors, and its planner view when planned.
+#[derive(Debug, Clone)]
+pub(crate) enum Analysis {
+    Errors(ErrorTable),
+    Planned(PlanLayer),
+}
+
+impl Analysis {
+    fn errors(&self) -> &ErrorTable {
+        match self {
+            Analysis::Errors(e) => e,
+            Analysis::Planned(p) => p.errors(),
+        }
+    }
+}
+
+/// The SVD backend of `options`: the one place a backend is chosen.
+pub(crate) fn backend<T: Real>(options: &ConvertOptions) -> Box<dyn SvdBackend<T>> {
+    match options.svd {
+        SvdMethod::Gram => Box::new(GramSvd::default()),
+        SvdMethod::Nalgebra => Box::new(NalgebraSvd::default()),
+    }
+}
+
+/// The scheme that factors every converted layer (DAC, with the options' fit and split).
+pub(crate) fn scheme_for<'b, T: Real>(options: &ConvertOptions, backend: &'b dyn SvdBackend<T>) -> Dac<'b, T> {
+    Dac::new(backend).fit(options.fit).split(options.split)
+}
+
+/// Abbreviated list of layer names for messages.
+fn available(found: &[Found]) -> String {
+    let mut names: Vec<&str> = found.iter().take(8).map(|l| l.name.as_str()).collect();
+    if found.len() > 8 {
+        names.push("...");
+    }
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Phase 1: checks every pattern, settles groups and sizes, and decides which layers are
+/// candidates. `per_position`: a format without sizes (a checkpoint) counts one output position
+/// when no size is given at all.
+pub(crate) fn select(found: Vec<Found>, options: &ConvertOptions, file: &Path, per_position: bool) -> Result<Vec<Site>> {
+    let selection = &options.selection;
+    for (option, pattern) in selection.patterns() {
+        if !found.iter().any(|f| matches_any(pattern, &f.keys)) {
+            let available = available(&found);
+            return Err(Error::NoMatch { file: file.to_path_buf(), option, pattern: pattern.to_string(), available });
+        }
+    }
+    let mut sites = Vec::with_capacity(found.len());
+    for mut f in found {
+        settle_groups(&mut f, options)?;
+        let (input, size) = settle_size(&f, options, per_position);
+        let fate = fate(&f, options);
+        sites.push(Site { found: f, input, size, fate });
+    }
+    if matches!(options.ranks, RankSource::Target(_)) {
+        let no_size = |s: &&Site| matches!(s.fate, Fate::Candidate { rank: None }) && s.input.is_none();
+        if let Some(s) = sites.iter().find(no_size) {
+            return Err(Error::UnknownInputSize { layer: s.found.name.clone() });
+        }
+    }
+    Ok(sites)
+}
+
+/// Applies a checkpoint's groups declaration (a graph's must agree with the graph) and checks
+/// that the groups divide the output channels.
+fn settle_groups(f: &mut Found, options: &ConvertOptions) -> Result<()> {
+    let declared = options::Selection::last_match(&options.selection.groups, &f.keys).copied();
+    match declared {
+        Some(g) if f.groups_known && g != f.geometry.groups => {
+            return Err(Error::InvalidParameter {
+                context: format!("layer `{}`", f.name),
+                what: "groups",
+                value: g as f64,
+                expected: "the group count the graph gives the layer (a graph's groups need no declaration)",
+            })
+        }
+        Some(g) => f.geometry.groups = g,
+        None => {}
+    }
+    let g = f.geometry.groups;
+    if g == 0 || f.dims[0] % g != 0 {
+        let [n, cg, _, _] = f.dims;
+        return Err(Error::InvalidGroups { layer: f.name.clone(), groups: g, in_channels: cg.saturating_mul(g), out_channels: n });
+    }
+    Ok(())
+}
+
+/// The input size a layer's costs refer to, and where it came from.
+fn settle_size(f: &Found, options: &ConvertOptions, per_position: bool) -> (Option<(usize, usize)>, SizeSource) {
+    if let Some(hw) = f.inferred_size {
+        return (Some(hw), SizeSource::Inferred);
+    }
+    if let Some(&hw) = options::Selection::last_match(&options.selection.inputs, &f.keys) {
+        return (Some(hw), SizeSource::Declared);
+    }
+    match (options.input_size, per_position) {
+        (Some(hw), _) => (Some(hw), SizeSource::Default),
+        (None, true) => (None, SizeSource::PerPosition),
+        (None, false) => (None, SizeSource::Unknown),
+    }
+}
+
+/// Whether a layer is a candidate, by the format's reason, its kernel and the patterns.
+fn fate(f: &Found, options: &ConvertOptions) -> Fate {
+    let selection = &options.selection;
+    let reason = if let Some(r) = &f.blocked {
+        Some(r.clone())
+    } else if f.dims[2] * f.dims[3] == 1 {
+        Some(SkipReason::PointwiseKernel)
+    } else if !selection.included(&f.keys) {
+        Some(SkipReason::NotIncluded)
+    } else if selection.excluded(&f.keys) {
+        Some(SkipReason::Excluded)
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Fate::Skip(r),
+        None => Fate::Candidate { rank: options::Selection::last_match(&selection.ranks, &f.keys).copied() },
+    }
+}
+
+/// Whether a site's rank is planned by the whole-network planner.
+fn planned(site: &Site, options: &ConvertOptions) -> bool {
+    matches!(options.ranks, RankSource::Target(_)) && site.fate == Fate::Candidate { rank: None }
+}
+
+/// Phase 2: which sites must be factored before ranks are chosen.
+pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Vec<bool> {
+    let energy = matches!(options.ranks, RankSource::Policy(Rank::Energy(_)));
+    sites.iter().map(|s| planned(s, options) || (energy && s.fate == Fate::Candidate { rank: None })).collect()
+}
+
+/// What [`decide`] needs from a factored layer.
+///
+/// # Errors
+/// [`Error::EmptyOutput`] when the layer's input is too small for its kernel.
+pub(crate) fn analyse<T: Real>(site: &Site, factored: &dyn Factored<T>, options: &ConvertOptions) -> Result<Analysis> {
+    match (planned(site, options), site.input) {
+        (true, Some(hw)) => Ok(Analysis::Planned(PlanLayer::new(factored, hw)?)),
+        _ => Ok(Analysis::Errors(factored.errors())),
+    }
+}
+
+/// Phase 3: one decision per site, by the policy or the planner (`analyses` from [`analyse`]
+/// for the sites [`needs_analysis`] named; `linear` the cost of what no site covers).
+pub(crate) fn decide(
+    sites: &[Site],
+    analyses: &[Option<Analysis>],
+    options: &ConvertOptions,
+    linear: Cost,
+) -> Result<(Vec<Decision>, Option<Plan>)> {
+    let mut decisions = Vec::with_capacity(sites.len());
+    for (s, a) in sites.iter().zip(analyses) {
+        decisions.push(match (&s.fate, options.ranks) {
+            (Fate::Skip(r), _) => Decision::Skip(r.clone()),
+            (Fate::Candidate { rank: Some(r) }, _) => by_policy(s, Rank::Fixed(*r), None, options)?,
+            (Fate::Candidate { rank: None }, RankSource::Policy(p)) => by_policy(s, p, a.as_ref(), options)?,
+            // Decided by the planner below.
+            (Fate::Candidate { rank: None }, RankSource::Target(_)) => Decision::Skip(SkipReason::PlannedDense),
+        });
+    }
+    let RankSource::Target(target) = options.ranks else { return Ok((decisions, None)) };
+    let mut fixed = linear;
+    let mut layers = Vec::new();
+    let mut indices = Vec::new();
+    for (i, (s, a)) in sites.iter().zip(analyses).enumerate() {
+        match a {
+            Some(Analysis::Planned(l)) if planned(s, options) => {
+                layers.push(l.clone());
+                indices.push(i);
+            }
+            _ => fixed = fixed + decided_cost(s, &decisions[i])?.unwrap_or_default(),
+        }
+    }
+    let result = plan::plan(&layers, &target, &PlanOptions::default().fixed(fixed))?;
+    for (&i, choice) in indices.iter().zip(&result.layers) {
+        decisions[i] = match choice.rank {
+            Some(rank) => Decision::Convert { rank },
+            None => Decision::Skip(SkipReason::PlannedDense),
+        };
+    }
+    Ok((decisions, Some(result)))
+}
+
+/// A policy's decision for one site; a fixed rank above the maximum leaves it dense.
+fn by_policy(site: &Site, policy: Rank, analysis: Option<&Analysis>, options: &ConvertOptions) -> Result<Decision> {
+    let shape = site.shape();
+    if let Rank::Fixed(rank) = policy {
+        if rank > shape.max_rank() {
+            return Ok(Decision::Skip(SkipReason::RankAboveMaximum { rank, max: shape.max_rank() }));
+        }
+    }
+    let errors = analysis.map(Analysis::errors);
+    Ok(match policy.choose_from(site.name(), &shape, errors, options.allow_slower)? {
+        RankChoice::Decompose { rank } => Decision::Convert { rank },
+        RankChoice::KeepDense { rank, reason } => Decision::Skip(SkipReason::KeptDense { rank, reason }),
+    })
+}
+
+/// The cost of a site as decided (dense or the pair), when its size is known.
+fn decided_cost(site: &Site, decision: &Decision) -> Result<Option<Cost>> {
+    match decision {
+        Decision::Skip(_) => site.dense_cost(),
+        Decision::Convert { rank } => {
+            let Some(out) = site.output()? else { return Ok(None) };
+            cost::pair(site.name(), &site.shape(), site.found.has_bias, *rank, out).map(Some)
+        }
+    }
+}
+
+/// Phase 5: the report entry of a converted site (`errors` of its factorisation; the factors
+/// were written as `written`, in `dtype`).
+pub(crate) fn converted<T: Real>(
+    site: &Site,
+    scheme: &dyn Scheme<T>,
+    rank: usize,
+    errors: &ErrorTable,
+    dtype: String,
+    written: Vec<String>,
+) -> Result<ConvertedLayer> {
+    let shape = site.shape();
+    let after = match site.output()? {
+        Some(out) => Some(scheme.cost(site.name(), &shape, site.found.has_bias, rank, out)?),
+        None => None,
+    };
+    Ok(ConvertedLayer {
+        name: site.found.name.clone(),
+        weight: site.found.weight.clone(),
+        dims: site.found.dims,
+        groups: shape.groups,
+        scheme: scheme.kind(),
+        rank,
+        max_rank: scheme.max_rank(&shape),
+        retained_energy: errors.retained_energy(rank),
+        relative_error: errors.relative_error(rank),
+        dtype,
+        input_size: site.input,
+        size: site.size,
+        before: site.dense_cost()?,
+        after,
+        written,
+    })
+}
+
+/// Phase 5: the report entry of a site left dense.
+pub(crate) fn skipped(site: &Site, reason: SkipReason) -> Result<SkippedLayer> {
+    Ok(SkippedLayer {
+        name: site.found.name.clone(),
+        weight: site.found.weight.clone(),
+        dims: Some(site.found.dims),
+        groups: site.found.geometry.groups,
+        reason,
+        input_size: site.input,
+        size: site.size,
+        cost: site.dense_cost()?,
+    })
+}

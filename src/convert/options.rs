@@ -1,0 +1,346 @@
+//! What a conversion should do: one options type for every file format.
+
+use super::glob;
+use crate::decompose::Split;
+use crate::fit::Fit;
+use crate::plan::Target;
+use crate::rank::Rank;
+
+/// Which layers to convert, and what to assume about each, by glob patterns over layer names.
+///
+/// Patterns are globs: `*` matches any run of characters, dots included, `?` one character; a
+/// name without wildcards matches itself. For an ONNX `Conv` a pattern may match the node's
+/// name, its weight initializer's name or that name without a trailing `.weight`; for a
+/// checkpoint, the layer name (the weight's name without `.weight`). Every pattern must match at
+/// least one convolution of the file, or the conversion fails with
+/// [`Error::NoMatch`](crate::Error::NoMatch) naming the option. Where several per-layer
+/// declarations match a layer, the last one wins.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selection {
+    pub(crate) include: Vec<String>,
+    pub(crate) exclude: Vec<String>,
+    pub(crate) ranks: Vec<(String, usize)>,
+    pub(crate) groups: Vec<(String, usize)>,
+    pub(crate) inputs: Vec<(String, (usize, usize))>,
+}
+
+impl Selection {
+    /// The last declaration in `list` whose pattern matches one of `keys`.
+    pub(crate) fn last_match<'v, V>(list: &'v [(String, V)], keys: &[String]) -> Option<&'v V> {
+        list.iter().rev().find(|(p, _)| matches_any(p, keys)).map(|(_, v)| v)
+    }
+    /// Whether `keys` are selected by the include patterns (all are when there are none).
+    pub(crate) fn included(&self, keys: &[String]) -> bool {
+        self.include.is_empty() || self.include.iter().any(|p| matches_any(p, keys))
+    }
+    /// Whether an exclude pattern matches `keys`.
+    pub(crate) fn excluded(&self, keys: &[String]) -> bool {
+        self.exclude.iter().any(|p| matches_any(p, keys))
+    }
+    /// Every pattern with the name of the option it came from.
+    pub(crate) fn patterns(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        self.include
+            .iter()
+            .map(|p| ("include", p.as_str()))
+            .chain(self.exclude.iter().map(|p| ("exclude", p.as_str())))
+            .chain(self.ranks.iter().map(|(p, _)| ("rank_for", p.as_str())))
+            .chain(self.groups.iter().map(|(p, _)| ("groups", p.as_str())))
+            .chain(self.inputs.iter().map(|(p, _)| ("layer_input", p.as_str())))
+    }
+}
+
+/// Whether `pattern` matches one of the non-empty `keys`.
+pub(crate) fn matches_any(pattern: &str, keys: &[String]) -> bool {
+    keys.iter().any(|k| !k.is_empty() && glob::matches(pattern, k))
+}
+
+/// How ranks are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum RankSource {
+    /// Each layer on its own, by a [`Rank`] policy.
+    Policy(Rank),
+    /// The whole-network planner ([`plan`](fn@crate::plan)) for this target over the selected
+    /// convolutions, counting the others and the linear layers as fixed cost.
+    Target(Target),
+}
+
+/// The element type decompositions are computed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Precision {
+    /// f32 (default): fast, and accurate enough for weights stored in f32 or narrower.
+    #[default]
+    F32,
+    /// f64: for F64 weights or when the last digits matter.
+    F64,
+}
+
+/// The SVD algorithm a conversion uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum SvdMethod {
+    /// [`GramSvd`](crate::svd::GramSvd) (default): each channel's `K x K` Gram matrix in f64 and
+    /// a Jacobi eigensolver, the layer streamed once; the fast backend (accuracy: see its docs).
+    #[default]
+    Gram,
+    /// [`NalgebraSvd`](crate::svd::NalgebraSvd): nalgebra's one-sided SVD of every gathered
+    /// channel matrix; slower, the reference.
+    Nalgebra,
+}
+
+impl SvdMethod {
+    /// The name used on the command line (`"gram"`, `"nalgebra"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gram => "gram",
+            Self::Nalgebra => "nalgebra",
+        }
+    }
+}
+
+/// A floating-point storage type for weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FloatDtype {
+    /// IEEE binary32 (`"F32"`).
+    F32,
+    /// IEEE binary64 (`"F64"`).
+    F64,
+    /// IEEE binary16 (`"F16"`).
+    F16,
+    /// bfloat16 (`"BF16"`).
+    BF16,
+}
+
+impl FloatDtype {
+    /// The name used in safetensors headers (`"F32"`, `"F64"`, `"F16"`, `"BF16"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F64 => "F64",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+        }
+    }
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F64 => 8,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+    /// The dtype named `name` in a safetensors header, if it is a float type.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "F32" => Some(Self::F32),
+            "F64" => Some(Self::F64),
+            "F16" => Some(Self::F16),
+            "BF16" => Some(Self::BF16),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for FloatDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a decomposed convolution is laid out in a rewritten ONNX graph (a checkpoint stores the
+/// pair's two weights whatever the layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Layout {
+    /// One depthwise `Conv` with `group = C` and `C·r` outputs (channel multiplier `r`), then
+    /// the 1x1 `Conv`. Fewest nodes, but onnxruntime and tract have no fast kernel for a
+    /// multiplier above 1: slower than [`Layout::Multiplier1`] (see BENCHMARKS.md).
+    Fused,
+    /// The default: `r` depthwise `Conv`s of multiplier 1 per group (after a `Split` into groups
+    /// when the layer is grouped) and a `Concat`, then the 1x1 `Conv` with its input channels
+    /// permuted to the concatenated order. Runtimes' fast depthwise kernels need multiplier 1;
+    /// measured faster in onnxruntime and tract on the reference network (BENCHMARKS.md).
+    #[default]
+    Multiplier1,
+}
+
+impl Layout {
+    /// `"fused"` or `"multiplier1"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Layout::Fused => "fused",
+            Layout::Multiplier1 => "multiplier1",
+        }
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fused" => Ok(Layout::Fused),
+            "multiplier1" | "split" => Ok(Layout::Multiplier1),
+            other => Err(format!("unknown layout `{other}` (fused | multiplier1)")),
+        }
+    }
+}
+
+/// What a conversion should do, for every format: [`io::convert_file`](crate::io::convert_file)
+/// (safetensors) and [`io::onnx::rewrite_file`](crate::io::onnx::rewrite_file) (ONNX). Build
+/// with [`new`](Self::new) or [`planned`](Self::planned) and the setters.
+///
+/// A few settings concern one format only and say so: [`output_dtype`](Self::output_dtype) and
+/// [`memory_budget`](Self::memory_budget) (checkpoints), [`layout`](Self::layout) (ONNX graphs).
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct ConvertOptions {
+    pub(crate) ranks: RankSource,
+    pub(crate) selection: Selection,
+    pub(crate) input_size: Option<(usize, usize)>,
+    pub(crate) allow_slower: bool,
+    pub(crate) precision: Precision,
+    pub(crate) output_dtype: Option<FloatDtype>,
+    pub(crate) split: Split,
+    pub(crate) fit: Fit,
+    pub(crate) force: bool,
+    pub(crate) svd: SvdMethod,
+    pub(crate) memory_budget: Option<usize>,
+    pub(crate) layout: Layout,
+}
+
+impl ConvertOptions {
+    /// Every convolution with `kh·kw > 1`, its rank chosen by `policy`.
+    pub fn new(policy: Rank) -> Self {
+        Self::with(RankSource::Policy(policy))
+    }
+    /// Every convolution with `kh·kw > 1`, ranks planned together by [`plan`](fn@crate::plan)
+    /// for a whole-network `target` (MACs count every convolution and every linear layer).
+    /// Layers with a [`rank_for`](Self::rank_for) override keep it; the planner works around
+    /// them. Every selected convolution needs an input size: known from the graph (ONNX), or
+    /// given by [`layer_input`](Self::layer_input) or else [`input_size`](Self::input_size).
+    pub fn planned(target: Target) -> Self {
+        Self::with(RankSource::Target(target))
+    }
+    /// [`planned`](Self::planned) for a whole-network MAC reduction of `factor`.
+    pub fn speedup(factor: f64) -> Self {
+        Self::planned(Target::MacReduction(factor))
+    }
+    fn with(ranks: RankSource) -> Self {
+        Self {
+            ranks,
+            selection: Selection::default(),
+            input_size: None,
+            allow_slower: false,
+            precision: Precision::F32,
+            output_dtype: None,
+            split: Split::default(),
+            fit: Fit::frobenius(),
+            force: false,
+            svd: SvdMethod::default(),
+            memory_budget: None,
+            layout: Layout::default(),
+        }
+    }
+    /// How ranks are chosen.
+    pub fn ranks(&self) -> RankSource {
+        self.ranks
+    }
+    /// The layer patterns and per-layer declarations.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+    /// Converts only layers matching one of the include patterns (default: all).
+    pub fn include(mut self, pattern: impl Into<String>) -> Self {
+        self.selection.include.push(pattern.into());
+        self
+    }
+    /// Leaves the layers matching `pattern` dense.
+    pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
+        self.selection.exclude.push(pattern.into());
+        self
+    }
+    /// Uses rank `rank` for the layers matching `pattern` (the last matching override wins).
+    pub fn rank_for(mut self, pattern: impl Into<String>, rank: usize) -> Self {
+        self.selection.ranks.push((pattern.into(), rank));
+        self
+    }
+    /// Declares that the layers matching `pattern` have `groups` groups (default 1). Only a
+    /// checkpoint needs this: it cannot tell. An ONNX graph has its own, and a declaration that
+    /// contradicts it is an error.
+    pub fn groups(mut self, pattern: impl Into<String>, groups: usize) -> Self {
+        self.selection.groups.push((pattern.into(), groups));
+        self
+    }
+    /// The input `(height, width)` of the layers matching `pattern`, for MAC counts and
+    /// planning. A checkpoint has no graph, so it cannot tell where pooling or strides shrink the
+    /// feature maps; in an ONNX graph a size inferred from the graph comes first.
+    pub fn layer_input(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
+        self.selection.inputs.push((pattern.into(), (height, width)));
+        self
+    }
+    /// The network's input `(height, width)`: an ONNX model's input size (default: its static
+    /// shape), and the size of every layer whose size is neither inferred nor declared with
+    /// [`layer_input`](Self::layer_input). Checkpoints assume stride 1 and "same" padding.
+    pub fn input_size(mut self, height: usize, width: usize) -> Self {
+        self.input_size = Some((height, width));
+        self
+    }
+    /// Converts layers even when their rank saves nothing (rank policies only; default: they
+    /// stay dense).
+    pub fn allow_slower(mut self, allow: bool) -> Self {
+        self.allow_slower = allow;
+        self
+    }
+    /// The element type to compute in (default f32; f64 weights of an ONNX model are always
+    /// computed in f64).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+    /// Checkpoints only: writes converted tensors in `dtype` instead of the weight's own dtype
+    /// (an ONNX graph keeps its tensors' type; setting this for a rewrite is an error).
+    pub fn output_dtype(mut self, dtype: FloatDtype) -> Self {
+        self.output_dtype = Some(dtype);
+        self
+    }
+    /// Where the singular values go (default [`Split::SquareRoot`]).
+    pub fn split(mut self, split: Split) -> Self {
+        self.split = split;
+        self
+    }
+    /// Which rank-`r` approximation the pairs represent (default [`Fit::frobenius`], the DAC
+    /// paper's). With [`Fit::correlated`], energy policies, the planner (scoring as
+    /// [`PlanLayer::new`](crate::plan::PlanLayer::new) describes) and the summary's errors all
+    /// use the weighted spectra: the relative errors are output errors for correlated inputs.
+    /// A checkpoint's `dac.layer.<layer>` records then carry `"fit":"correlated=ρ"`.
+    pub fn fit(mut self, fit: Fit) -> Self {
+        self.fit = fit;
+        self
+    }
+    /// Replaces an existing output file (default: an existing output is an error).
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+    /// The SVD algorithm (default [`SvdMethod::Gram`], for both formats).
+    pub fn svd(mut self, method: SvdMethod) -> Self {
+        self.svd = method;
+        self
+    }
+    /// Checkpoints only: bytes of weights (decoded, or viewed in the map) that may be kept
+    /// between choosing ranks and writing, so that layers whose rank depends on their spectrum
+    /// ([`Rank::Energy`], [`planned`](Self::planned)) are factored only once. Layers beyond the
+    /// budget are factored again when written (same result, more time). Default: half the
+    /// input's tensor data, at least 64 MiB; 0 keeps nothing.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+    /// ONNX only: the layout of the new nodes (default [`Layout::Multiplier1`]).
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+}

@@ -1,0 +1,299 @@
+//! What a conversion did: one report for every format.
+
+use super::options::Layout;
+use crate::cost::Cost;
+use crate::fit::Fit;
+use crate::plan::{Plan, Target};
+use crate::rank::KeepDenseReason;
+use crate::scheme::SchemeKind;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// Why a convolution was left dense.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// A 1x1 kernel has nothing to separate.
+    PointwiseKernel,
+    /// Not matched by any include pattern.
+    NotIncluded,
+    /// Matched by an exclude pattern.
+    Excluded,
+    /// The depthwise half of a layer `dac` already converted (checkpoints).
+    AlreadyConverted,
+    /// The weight is not an initializer: computed, or a `Constant` node's output (ONNX).
+    WeightNotInitializer,
+    /// The weight initializer is also a graph input, so it can be replaced at run time (ONNX).
+    WeightIsGraphInput,
+    /// Not a 2-D convolution: the weight has this many dimensions (ONNX).
+    NotTwoD {
+        /// The weight's rank.
+        dims: usize,
+    },
+    /// The whole-network planner kept it dense.
+    PlannedDense,
+    /// The rank policy kept it dense (at `rank`, if it chose one).
+    KeptDense {
+        /// The rank the policy arrived at.
+        rank: Option<usize>,
+        /// Why.
+        reason: KeepDenseReason,
+    },
+    /// A fixed rank above this layer's maximum (for example rank 2 on a depthwise convolution,
+    /// whose maximum is 1): such a rank could never save anything. The same rule for every
+    /// format: a network routinely holds layers of different maximum ranks.
+    RankAboveMaximum {
+        /// The rank asked for.
+        rank: usize,
+        /// The layer's maximum rank.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PointwiseKernel => f.write_str("1x1 kernel: nothing to separate"),
+            Self::NotIncluded => f.write_str("not matched by an include pattern"),
+            Self::Excluded => f.write_str("matched by an exclude pattern"),
+            Self::AlreadyConverted => f.write_str("already a dac depthwise layer"),
+            Self::WeightNotInitializer => f.write_str("weight is not an initializer"),
+            Self::WeightIsGraphInput => {
+                f.write_str("weight initializer is also a graph input (replaceable at run time)")
+            }
+            Self::NotTwoD { dims } => write!(f, "not a 2-D convolution (weight has {dims} dimensions)"),
+            Self::PlannedDense => f.write_str("the planner kept it dense"),
+            Self::KeptDense { rank: Some(r), reason } => write!(f, "rank {r}: {reason}"),
+            Self::KeptDense { rank: None, reason } => write!(f, "{reason}"),
+            Self::RankAboveMaximum { rank, max } => {
+                write!(f, "rank {rank} is above this layer's maximum rank {max}: nothing to save")
+            }
+        }
+    }
+}
+
+/// Where the input size a layer's costs refer to came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SizeSource {
+    /// Inferred from the graph (ONNX).
+    Inferred,
+    /// Declared for the layer ([`ConvertOptions::layer_input`](super::ConvertOptions::layer_input)).
+    Declared,
+    /// The network's input size ([`ConvertOptions::input_size`](super::ConvertOptions::input_size)),
+    /// used because nothing else was known.
+    Default,
+    /// No size at all: a checkpoint without any input size; costs count one output position.
+    PerPosition,
+    /// Unknown (ONNX, where inference stopped and no size was given): no cost.
+    Unknown,
+}
+
+impl SizeSource {
+    /// `"inferred"`, `"declared"`, `"default"`, `"per-position"` or `"unknown"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inferred => "inferred",
+            Self::Declared => "declared",
+            Self::Default => "default",
+            Self::PerPosition => "per-position",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A convolution replaced by its factors.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ConvertedLayer {
+    /// Layer name: a checkpoint's weight name without `.weight`; an ONNX node's name (or its
+    /// weight's stem when unnamed).
+    pub name: String,
+    /// The weight tensor's name.
+    pub weight: String,
+    /// The weight's shape `[N, C/g, kh, kw]`.
+    pub dims: [usize; 4],
+    /// Groups.
+    pub groups: usize,
+    /// The scheme used.
+    pub scheme: SchemeKind,
+    /// The rank used.
+    pub rank: usize,
+    /// The largest possible rank.
+    pub max_rank: usize,
+    /// Kept `s²` over total `s²`.
+    pub retained_energy: f64,
+    /// `‖W − Ŵ‖ / ‖W‖` of the rank-`rank` approximation, from the singular values
+    /// (Eckart–Young; rounding to the output dtype not included). With a correlated [`Fit`], the
+    /// relative output error under its input model.
+    pub relative_error: f64,
+    /// The dtype the factors were written in (`"F32"`, `"F16"`, ... for checkpoints; the ONNX
+    /// data type's name, `"float"`, ..., for graphs).
+    pub dtype: String,
+    /// The input `(height, width)` the costs refer to, if known.
+    pub input_size: Option<(usize, usize)>,
+    /// Where that size came from.
+    pub size: SizeSource,
+    /// Cost of the dense layer (when the size is known).
+    pub before: Option<Cost>,
+    /// Cost of the factors (when the size is known).
+    pub after: Option<Cost>,
+    /// What replaces it: the new tensors (checkpoint) or nodes (ONNX), in order.
+    pub written: Vec<String>,
+}
+
+/// A convolution left dense.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SkippedLayer {
+    /// Layer name.
+    pub name: String,
+    /// The weight tensor's name.
+    pub weight: String,
+    /// The weight's shape, when it is a 2-D convolution's.
+    pub dims: Option<[usize; 4]>,
+    /// Groups (1 when unknown).
+    pub groups: usize,
+    /// Why it stayed dense.
+    pub reason: SkipReason,
+    /// The input size the cost refers to, if known.
+    pub input_size: Option<(usize, usize)>,
+    /// Where that size came from.
+    pub size: SizeSource,
+    /// Its cost (when its shape and size are known).
+    pub cost: Option<Cost>,
+}
+
+/// What a conversion did, for every format.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// The input file (`<memory>` for bytes).
+    pub input: PathBuf,
+    /// The output file (`<memory>` for bytes).
+    pub output: PathBuf,
+    /// The network input size used (`None`: none known).
+    pub input_size: Option<(usize, usize)>,
+    /// Converted layers, in file (graph) order.
+    pub converted: Vec<ConvertedLayer>,
+    /// Convolutions left dense, in file (graph) order.
+    pub skipped: Vec<SkippedLayer>,
+    /// Tensors (checkpoint) or initializers (ONNX) no longer in the output: the converted
+    /// layers' weights (and a checkpoint's moved biases) that nothing else uses.
+    pub removed: Vec<String>,
+    /// Checkpoint tensors copied unchanged (0 for ONNX).
+    pub copied_tensors: usize,
+    /// Cost of the linear layers (a checkpoint's 2-D `<name>.weight`; ONNX `Gemm`/`MatMul` with
+    /// a constant weight), counted in the totals.
+    pub linear: Cost,
+    /// The whole-network plan, when ranks were planned.
+    pub plan: Option<Plan>,
+    /// The SVD backend's [name](crate::svd::SvdBackend::name).
+    pub svd: &'static str,
+    /// The fit used.
+    pub fit: Fit,
+    /// The ONNX layout used (`None` for checkpoints).
+    pub layout: Option<Layout>,
+    /// What the costs assume beyond the file, when the file cannot say (a checkpoint's
+    /// geometry).
+    pub assumption: Option<&'static str>,
+}
+
+impl Summary {
+    fn total(&self, after: bool) -> Option<u64> {
+        let mut sum = self.linear.macs;
+        for c in &self.converted {
+            let cost = if after { c.after } else { c.before };
+            sum = sum.saturating_add(cost?.macs);
+        }
+        for s in self.skipped.iter().filter_map(|s| s.cost) {
+            sum = sum.saturating_add(s.macs);
+        }
+        Some(sum)
+    }
+    /// MACs of every convolution with a known size and of the linear layers, before; `None`
+    /// when a converted layer's size is unknown.
+    pub fn macs_before(&self) -> Option<u64> {
+        self.total(false)
+    }
+    /// The same after the conversion.
+    pub fn macs_after(&self) -> Option<u64> {
+        self.total(true)
+    }
+    /// `macs_before / macs_after` (1 when nothing is counted).
+    pub fn reduction(&self) -> Option<f64> {
+        let (b, a) = (self.macs_before()?, self.macs_after()?);
+        Some(if a == 0 { 1.0 } else { b as f64 / a as f64 })
+    }
+    /// Layers whose size is the network's default input size rather than inferred or declared.
+    pub fn defaulted_sizes(&self) -> usize {
+        let c = self.converted.iter().filter(|l| l.size == SizeSource::Default).count();
+        c + self.skipped.iter().filter(|l| l.size == SizeSource::Default).count()
+    }
+
+    /// The summary as one JSON document (what `dac convert --json` and `dac onnx --json` print).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "input": self.input.display().to_string(),
+            "output": self.output.display().to_string(),
+            "input_size": self.input_size,
+            "assumptions": self.assumption,
+            "layout": self.layout.map(|l| l.as_str()),
+            "svd": self.svd,
+            "fit": self.fit.to_string(),
+            "converted": self.converted.iter().map(converted_json).collect::<Vec<_>>(),
+            "skipped": self.skipped.iter().map(skipped_json).collect::<Vec<_>>(),
+            "removed": self.removed,
+            "removed_initializers": self.removed,
+            "copied_tensors": self.copied_tensors,
+            "linear_macs": self.linear.macs,
+            "fixed": cost_json(Some(self.linear)),
+            "plan": self.plan.as_ref().map(plan_json),
+            "macs_before": self.macs_before(),
+            "macs_after": self.macs_after(),
+            "reduction": self.reduction(),
+            "total": {"macs_before": self.macs_before(), "macs_after": self.macs_after(), "reduction": self.reduction()},
+        })
+    }
+}
+
+fn cost_json(c: Option<Cost>) -> Value {
+    c.map_or(Value::Null, |c| json!({"macs": c.macs, "params": c.params}))
+}
+
+fn converted_json(l: &ConvertedLayer) -> Value {
+    json!({
+        "name": l.name, "node": l.name, "weight": l.weight, "shape": l.dims, "dims": l.dims,
+        "groups": l.groups, "scheme": l.scheme.name(), "rank": l.rank, "max_rank": l.max_rank,
+        "retained_energy": l.retained_energy, "relative_error": l.relative_error, "dtype": l.dtype,
+        "input_size": l.input_size, "size": l.size.as_str(),
+        "size_inferred": l.size == SizeSource::Inferred, "default_input": l.size == SizeSource::Default,
+        "before": cost_json(l.before), "after": cost_json(l.after),
+        "macs_before": l.before.map(|c| c.macs), "macs_after": l.after.map(|c| c.macs),
+        "params_before": l.before.map(|c| c.params), "params_after": l.after.map(|c| c.params),
+        "written": l.written, "nodes": l.written,
+    })
+}
+
+fn skipped_json(l: &SkippedLayer) -> Value {
+    json!({
+        "name": l.name, "node": l.name, "weight": l.weight, "shape": l.dims, "groups": l.groups,
+        "reason": l.reason.to_string(), "input_size": l.input_size, "size": l.size.as_str(),
+        "default_input": l.size == SizeSource::Default, "cost": cost_json(l.cost),
+        "macs": l.cost.map(|c| c.macs),
+    })
+}
+
+fn plan_json(p: &Plan) -> Value {
+    let target = match p.target {
+        Target::MacReduction(x) => Some(x),
+        _ => None,
+    };
+    json!({
+        "target": target, "target_mac_reduction": target, "met": p.met, "max_reduction": p.max_reduction,
+        "reduction": p.reduction(), "macs_before": p.before.macs, "macs_after": p.after.macs,
+        "layers": p.layers.iter().map(|l| json!({
+            "name": l.name, "rank": l.rank, "retained_energy": l.retained_energy, "score": l.score,
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,132 @@
+//! `dac inspect`: every convolution of a checkpoint with its ranks, spectrum summary and cost.
+
+use super::checkpoint::{check_dtypes, discover, done_with, factor_loaded, in_file, load};
+use super::safetensors::Checkpoint;
+use crate::convert::{self, ConvertOptions, Precision, SizeSource, SvdMethod};
+use crate::cost::Cost;
+use crate::error::Result;
+use crate::rank::Rank;
+use crate::scalar::Real;
+use crate::scheme::Scheme;
+use std::path::Path;
+
+/// What [`inspect_file`] reports about one convolution.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LayerInfo {
+    /// Layer name.
+    pub name: String,
+    /// The weight's shape `[N, C/g, kh, kw]`.
+    pub dims: [usize; 4],
+    /// The weight's dtype name.
+    pub dtype: String,
+    /// Groups (as declared; default 1).
+    pub groups: usize,
+    /// Whether the layer has a bias.
+    pub has_bias: bool,
+    /// `min(N/g, kh·kw)`.
+    pub max_rank: usize,
+    /// Ranks strictly below this save MACs.
+    pub break_even: f64,
+    /// Retained energy at ranks `1..=min(5, max_rank)` (element `i` is rank `i + 1`).
+    pub retained_energy: Vec<f64>,
+    /// The input size the cost refers to (`None`: one output position).
+    pub input_size: Option<(usize, usize)>,
+    /// Where that size came from.
+    pub size: SizeSource,
+    /// MACs and parameters of the dense layer at that input size.
+    pub cost: Cost,
+}
+
+/// What [`inspect_file`] should assume.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct InspectOptions {
+    assumed: ConvertOptions,
+}
+
+impl Default for InspectOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl InspectOptions {
+    /// Defaults: groups 1, MACs per output position, f32, the Gram SVD.
+    pub fn new() -> Self {
+        // Only the selection, sizes, precision and backend of these options are read.
+        Self { assumed: ConvertOptions::new(Rank::Energy(1.0)) }
+    }
+    /// Declares `groups` for the layers matching `pattern`.
+    pub fn groups(mut self, pattern: impl Into<String>, groups: usize) -> Self {
+        self.assumed = self.assumed.groups(pattern, groups);
+        self
+    }
+    /// The input `(height, width)` of the layers matching `pattern`.
+    pub fn layer_input(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
+        self.assumed = self.assumed.layer_input(pattern, height, width);
+        self
+    }
+    /// Input `(height, width)` for MAC counts (stride 1, "same" padding assumed).
+    pub fn input_size(mut self, height: usize, width: usize) -> Self {
+        self.assumed = self.assumed.input_size(height, width);
+        self
+    }
+    /// The element type spectra are computed in.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.assumed = self.assumed.precision(precision);
+        self
+    }
+    /// The SVD algorithm (default [`SvdMethod::Gram`]).
+    pub fn svd(mut self, method: SvdMethod) -> Self {
+        self.assumed = self.assumed.svd(method);
+        self
+    }
+}
+
+/// Lists every convolution of a checkpoint (4-D `<layer>.weight`) with its ranks, spectrum
+/// summary and cost, in file order.
+///
+/// # Errors
+/// As [`convert_file`](super::convert_file) for reading; [`Error::Format`](crate::Error::Format)
+/// for a convolution whose dtype is not a float type.
+pub fn inspect_file(path: impl AsRef<Path>, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+    let path = path.as_ref();
+    match options.assumed.precision {
+        Precision::F32 => inspect::<f32>(path, &options.assumed),
+        Precision::F64 => inspect::<f64>(path, &options.assumed),
+    }
+}
+
+fn inspect<T: Real>(path: &Path, options: &ConvertOptions) -> Result<Vec<LayerInfo>> {
+    let ck = Checkpoint::open(path)?;
+    let (found, tensors) = discover(&ck)?;
+    let sites = convert::select(found, options, &ck.path, true).map_err(|e| in_file(path, e))?;
+    let backend = convert::backend::<T>(options);
+    let scheme = convert::scheme_for(options, &*backend);
+    let mut infos = Vec::with_capacity(sites.len());
+    let mut scratch = Vec::new();
+    for (site, &t) in sites.iter().zip(&tensors) {
+        check_dtypes(&ck, t)?;
+        let deferred = backend.rejects_non_finite();
+        let layer = load::<T>(&ck, site, t, &mut scratch, deferred)?;
+        let errors = factor_loaded(path, &layer, &scheme, deferred)?.errors();
+        done_with(&ck, t, layer, &mut scratch);
+        let shape = site.shape();
+        let max_rank = scheme.max_rank(&shape);
+        infos.push(LayerInfo {
+            name: site.name().to_string(),
+            dims: site.found.dims,
+            dtype: ck.tensors[t.weight].dtype.clone(),
+            groups: shape.groups,
+            has_bias: site.found.has_bias,
+            max_rank,
+            break_even: scheme.break_even_rank(&shape),
+            retained_energy: (1..=max_rank.min(5)).map(|r| errors.retained_energy(r)).collect(),
+            input_size: site.input,
+            size: site.size,
+            cost: site.dense_cost().map_err(|e| in_file(path, e))?.unwrap_or_default(),
+        });
+    }
+    Ok(infos)
+}

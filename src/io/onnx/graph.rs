@@ -1,0 +1,175 @@
+//! A decoded ONNX model: the fields the rewrite reads, with every original byte kept for
+//! re-encoding ([`Patch`]).
+
+use super::onnx_error;
+use super::proto::{self, Node, Problem, Tensor};
+use super::shapes;
+use super::wire::{self, Field};
+use crate::error::Result;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// The model and its graph, decoded at the wire level.
+pub(crate) struct Graph<'a> {
+    pub model: Vec<Field<'a>>,
+    pub graph_bytes: &'a [u8],
+    pub fields: Vec<Field<'a>>,
+    pub opset: Option<i64>,
+    /// Nodes in graph order, with their field index in the graph.
+    pub nodes: Vec<(usize, Node<'a>)>,
+    /// Initializers by name, with their field index.
+    pub inits: HashMap<&'a str, (usize, Tensor<'a>)>,
+    /// Graph inputs with their shapes, when given.
+    pub inputs: Vec<(String, Option<Vec<Option<i64>>>)>,
+    pub outputs: HashSet<String>,
+    /// Every name in use (subgraphs included).
+    pub names: HashSet<String>,
+    /// Every tensor each node uses (subgraph references included).
+    pub node_uses: Vec<HashSet<String>>,
+}
+
+impl<'a> Graph<'a> {
+    /// Decodes `bytes`; `file` names the model in errors.
+    pub(crate) fn parse(bytes: &'a [u8], file: &Path) -> Result<Self> {
+        let p = |e: Problem| onnx_error(file, e.location, e.reason);
+        let model = wire::parse(bytes).map_err(|e| onnx_error(file, "model", format!("not an ONNX model: {e}")))?;
+        let graphs: Vec<&Field<'_>> = model.iter().filter(|f| f.number == proto::MODEL_GRAPH).collect();
+        let graph_field = match graphs.as_slice() {
+            [] => return Err(onnx_error(file, "model", "not an ONNX model: it has no graph (ModelProto field 7)")),
+            [g] => *g,
+            _ => return Err(onnx_error(file, "model", format!("{} graphs; a model has one", graphs.len()))),
+        };
+        let graph_bytes = graph_field
+            .bytes()
+            .ok_or_else(|| onnx_error(file, "model", "not an ONNX model: field 7 (graph) is not a message"))?;
+        let opset = proto::default_opset(&model).map_err(p)?;
+        let fields = wire::parse(graph_bytes).map_err(|e| onnx_error(file, "graph", e.to_string()))?;
+        let mut g = Graph {
+            model,
+            graph_bytes,
+            fields: Vec::new(),
+            opset,
+            nodes: Vec::new(),
+            inits: HashMap::new(),
+            inputs: Vec::new(),
+            outputs: HashSet::new(),
+            names: HashSet::new(),
+            node_uses: Vec::new(),
+        };
+        g.read_fields(&fields, file)?;
+        g.fields = fields;
+        proto::collect_names(graph_bytes, &mut g.names, 0).map_err(p)?;
+        for (_, n) in &g.nodes {
+            let mut u: HashSet<String> = n.inputs.iter().map(|s| s.to_string()).collect();
+            proto::subgraph_inputs(n, &mut u, 0).map_err(p)?;
+            g.node_uses.push(u);
+        }
+        Ok(g)
+    }
+
+    /// Nodes, initializers, inputs and outputs of the graph's fields.
+    fn read_fields(&mut self, fields: &[Field<'a>], file: &Path) -> Result<()> {
+        let p = |e: Problem| onnx_error(file, e.location, e.reason);
+        for (i, f) in fields.iter().enumerate() {
+            let bytes_of = |what: &str| {
+                f.bytes().ok_or_else(|| onnx_error(file, "graph", format!("{what} (field {}) is not a message", f.number)))
+            };
+            match f.number {
+                proto::GRAPH_NODE => self.nodes.push((i, Node::parse(bytes_of("node")?, self.nodes.len()).map_err(p)?)),
+                proto::GRAPH_INITIALIZER => {
+                    let t = Tensor::parse(bytes_of("initializer")?, self.inits.len()).map_err(p)?;
+                    if t.external {
+                        return Err(onnx_error(
+                            file,
+                            format!("initializer `{}`", t.name),
+                            "data is stored in an external file (external data is not supported; \
+                             save the model with all tensors inside it)",
+                        ));
+                    }
+                    self.inits.insert(t.name, (i, t));
+                }
+                proto::GRAPH_INPUT => self.inputs.push(proto::value_info(bytes_of("input")?, "input").map_err(p)?),
+                proto::GRAPH_OUTPUT => {
+                    self.outputs.insert(proto::value_info(bytes_of("output")?, "output").map_err(p)?.0);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The `(height, width)` of every 4-D model input that is not an initializer: its static
+    /// shape, or `input_size` when given.
+    fn model_inputs(&self, input_size: Option<(usize, usize)>) -> Vec<(String, (usize, usize))> {
+        let static_hw = |shape: &[Option<i64>]| Some((usize::try_from(shape[2]?).ok()?, usize::try_from(shape[3]?).ok()?));
+        self.inputs
+            .iter()
+            .filter(|(n, _)| !self.inits.contains_key(n.as_str()))
+            .filter_map(|(n, shape)| {
+                let shape = shape.as_ref().filter(|s| s.len() == 4)?;
+                Some((n.clone(), input_size.or_else(|| static_hw(shape))?))
+            })
+            .collect()
+    }
+
+    /// Spatial sizes inferred from the model's input size, and that input size.
+    pub(crate) fn sizes(&self, input_size: Option<(usize, usize)>) -> (HashMap<String, (usize, usize)>, Option<(usize, usize)>) {
+        let inputs = self.model_inputs(input_size);
+        let kernel_of = |n: &Node<'_>| {
+            let t = &self.inits.get(n.inputs.get(1)?)?.1;
+            let d = dims4(t)?;
+            Some((d[2], d[3]))
+        };
+        let sizes = shapes::infer(&self.nodes, &inputs, &kernel_of);
+        (sizes, inputs.first().map(|(_, hw)| *hw).or(input_size))
+    }
+}
+
+/// A 4-D tensor's dims as sizes.
+pub(crate) fn dims4(t: &Tensor<'_>) -> Option<[usize; 4]> {
+    if t.dims.len() != 4 {
+        return None;
+    }
+    let mut d = [0usize; 4];
+    for (o, &v) in d.iter_mut().zip(&t.dims) {
+        *o = usize::try_from(v).ok()?;
+    }
+    Some(d)
+}
+
+/// What replaces what in the graph, kept apart from decoding and encoding: nodes by the graph
+/// field they replace, new initializers by the field they follow, fields removed.
+#[derive(Debug, Default)]
+pub(crate) struct Patch {
+    pub nodes: HashMap<usize, Vec<Vec<u8>>>,
+    pub initializers: HashMap<usize, Vec<Vec<u8>>>,
+    pub removed: HashSet<usize>,
+}
+
+impl Graph<'_> {
+    /// The model with `patch` applied; every field it does not touch is copied byte for byte.
+    pub(crate) fn encode(&self, patch: &Patch, size_hint: usize) -> Vec<u8> {
+        let mut graph = Vec::with_capacity(self.graph_bytes.len());
+        for (i, f) in self.fields.iter().enumerate() {
+            if let Some(nodes) = patch.nodes.get(&i) {
+                for n in nodes {
+                    wire::put_bytes(&mut graph, proto::GRAPH_NODE, n);
+                }
+            } else if !patch.removed.contains(&i) {
+                graph.extend_from_slice(f.raw);
+            }
+            for t in patch.initializers.get(&i).into_iter().flatten() {
+                wire::put_bytes(&mut graph, proto::GRAPH_INITIALIZER, t);
+            }
+        }
+        let mut out = Vec::with_capacity(size_hint + graph.len().saturating_sub(self.graph_bytes.len()));
+        for f in &self.model {
+            if f.number == proto::MODEL_GRAPH {
+                wire::put_bytes(&mut out, proto::MODEL_GRAPH, &graph);
+            } else {
+                out.extend_from_slice(f.raw);
+            }
+        }
+        out
+    }
+}
