@@ -126,9 +126,9 @@ impl Analysis {
     }
 }
 
-/// The SVD backend of `options`: the one place a backend is chosen.
-pub(crate) fn backend<T: Real>(options: &ConvertOptions) -> Box<dyn SvdBackend<T>> {
-    match options.svd {
+/// The SVD backend for `method`: the one place a backend is chosen.
+pub(crate) fn backend<T: Real>(method: SvdMethod) -> Box<dyn SvdBackend<T>> {
+    match method {
         SvdMethod::Gram => Box::new(GramSvd::default()),
         SvdMethod::Nalgebra => Box::new(NalgebraSvd::default()),
     }
@@ -152,11 +152,16 @@ fn available(found: &[Found]) -> String {
     }
 }
 
-/// Phase 1: checks every pattern, settles groups and sizes, and decides which layers are
-/// candidates. `per_position`: a format without sizes (a checkpoint) counts one output position
-/// when no size is given at all.
-pub(crate) fn select(found: Vec<Found>, options: &ConvertOptions, file: &Path, per_position: bool) -> Result<Vec<Site>> {
-    let selection = &options.selection;
+/// Phase 1: checks every pattern, settles groups and sizes (`input_size`: the network's, used
+/// where nothing else is known), and decides which layers are candidates. `per_position`: a
+/// format without sizes (a checkpoint) counts one output position when no size is given at all.
+pub(crate) fn select(
+    found: Vec<Found>,
+    selection: &Selection,
+    input_size: Option<(usize, usize)>,
+    file: &Path,
+    per_position: bool,
+) -> Result<Vec<Site>> {
     for (option, pattern) in selection.patterns() {
         if !found.iter().any(|f| matches_any(pattern, &f.keys)) {
             let available = available(&found);
@@ -165,24 +170,18 @@ pub(crate) fn select(found: Vec<Found>, options: &ConvertOptions, file: &Path, p
     }
     let mut sites = Vec::with_capacity(found.len());
     for mut f in found {
-        settle_groups(&mut f, options)?;
-        let (input, size) = settle_size(&f, options, per_position);
-        let fate = fate(&f, options);
+        settle_groups(&mut f, selection)?;
+        let (input, size) = settle_size(&f, selection, input_size, per_position);
+        let fate = fate(&f, selection);
         sites.push(Site { found: f, input, size, fate });
-    }
-    if matches!(options.ranks, RankSource::Target(_)) {
-        let no_size = |s: &&Site| matches!(s.fate, Fate::Candidate { rank: None }) && s.input.is_none();
-        if let Some(s) = sites.iter().find(no_size) {
-            return Err(Error::UnknownInputSize { layer: s.found.name.clone() });
-        }
     }
     Ok(sites)
 }
 
 /// Applies a checkpoint's groups declaration (a graph's must agree with the graph) and checks
 /// that the groups divide the output channels.
-fn settle_groups(f: &mut Found, options: &ConvertOptions) -> Result<()> {
-    let declared = options::Selection::last_match(&options.selection.groups, &f.keys).copied();
+fn settle_groups(f: &mut Found, selection: &Selection) -> Result<()> {
+    let declared = Selection::last_match(&selection.groups, &f.keys).copied();
     match declared {
         Some(g) if f.groups_known && g != f.geometry.groups => {
             return Err(Error::InvalidParameter {
@@ -198,20 +197,30 @@ fn settle_groups(f: &mut Found, options: &ConvertOptions) -> Result<()> {
     let g = f.geometry.groups;
     if g == 0 || f.dims[0] % g != 0 {
         let [n, cg, _, _] = f.dims;
-        return Err(Error::InvalidGroups { layer: f.name.clone(), groups: g, in_channels: cg.saturating_mul(g), out_channels: n });
+        return Err(Error::InvalidGroups {
+            layer: f.name.clone(),
+            groups: g,
+            in_channels: cg.saturating_mul(g),
+            out_channels: n,
+        });
     }
     Ok(())
 }
 
 /// The input size a layer's costs refer to, and where it came from.
-fn settle_size(f: &Found, options: &ConvertOptions, per_position: bool) -> (Option<(usize, usize)>, SizeSource) {
+fn settle_size(
+    f: &Found,
+    selection: &Selection,
+    input_size: Option<(usize, usize)>,
+    per_position: bool,
+) -> (Option<(usize, usize)>, SizeSource) {
     if let Some(hw) = f.inferred_size {
         return (Some(hw), SizeSource::Inferred);
     }
-    if let Some(&hw) = options::Selection::last_match(&options.selection.inputs, &f.keys) {
+    if let Some(&hw) = Selection::last_match(&selection.inputs, &f.keys) {
         return (Some(hw), SizeSource::Declared);
     }
-    match (options.input_size, per_position) {
+    match (input_size, per_position) {
         (Some(hw), _) => (Some(hw), SizeSource::Default),
         (None, true) => (None, SizeSource::PerPosition),
         (None, false) => (None, SizeSource::Unknown),
@@ -219,8 +228,7 @@ fn settle_size(f: &Found, options: &ConvertOptions, per_position: bool) -> (Opti
 }
 
 /// Whether a layer is a candidate, by the format's reason, its kernel and the patterns.
-fn fate(f: &Found, options: &ConvertOptions) -> Fate {
-    let selection = &options.selection;
+fn fate(f: &Found, selection: &Selection) -> Fate {
     let reason = if let Some(r) = &f.blocked {
         Some(r.clone())
     } else if f.dims[2] * f.dims[3] == 1 {
@@ -234,7 +242,7 @@ fn fate(f: &Found, options: &ConvertOptions) -> Fate {
     };
     match reason {
         Some(r) => Fate::Skip(r),
-        None => Fate::Candidate { rank: options::Selection::last_match(&selection.ranks, &f.keys).copied() },
+        None => Fate::Candidate { rank: Selection::last_match(&selection.ranks, &f.keys).copied() },
     }
 }
 
@@ -244,9 +252,15 @@ fn planned(site: &Site, options: &ConvertOptions) -> bool {
 }
 
 /// Phase 2: which sites must be factored before ranks are chosen.
-pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Vec<bool> {
+///
+/// # Errors
+/// [`Error::UnknownInputSize`] for a layer the planner must size and whose size is unknown.
+pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Result<Vec<bool>> {
+    if let Some(s) = sites.iter().find(|s| planned(s, options) && s.input.is_none()) {
+        return Err(Error::UnknownInputSize { layer: s.found.name.clone() });
+    }
     let energy = matches!(options.ranks, RankSource::Policy(Rank::Energy(_)));
-    sites.iter().map(|s| planned(s, options) || (energy && s.fate == Fate::Candidate { rank: None })).collect()
+    Ok(sites.iter().map(|s| planned(s, options) || (energy && s.fate == Fate::Candidate { rank: None })).collect())
 }
 
 /// What [`decide`] needs from a factored layer.
@@ -268,37 +282,52 @@ pub(crate) fn decide(
     options: &ConvertOptions,
     linear: Cost,
 ) -> Result<(Vec<Decision>, Option<Plan>)> {
-    let mut decisions = Vec::with_capacity(sites.len());
+    // `None`: left to the planner.
+    let mut decided: Vec<Option<Decision>> = Vec::with_capacity(sites.len());
     for (s, a) in sites.iter().zip(analyses) {
-        decisions.push(match (&s.fate, options.ranks) {
-            (Fate::Skip(r), _) => Decision::Skip(r.clone()),
-            (Fate::Candidate { rank: Some(r) }, _) => by_policy(s, Rank::Fixed(*r), None, options)?,
-            (Fate::Candidate { rank: None }, RankSource::Policy(p)) => by_policy(s, p, a.as_ref(), options)?,
-            // Decided by the planner below.
-            (Fate::Candidate { rank: None }, RankSource::Target(_)) => Decision::Skip(SkipReason::PlannedDense),
+        decided.push(match (&s.fate, options.ranks) {
+            (Fate::Skip(r), _) => Some(Decision::Skip(r.clone())),
+            (Fate::Candidate { rank: Some(r) }, _) => Some(by_policy(s, Rank::Fixed(*r), None, options)?),
+            (Fate::Candidate { rank: None }, RankSource::Policy(p)) => Some(by_policy(s, p, a.as_ref(), options)?),
+            (Fate::Candidate { rank: None }, RankSource::Target(_)) => None,
         });
     }
-    let RankSource::Target(target) = options.ranks else { return Ok((decisions, None)) };
+    let plan = match options.ranks {
+        RankSource::Target(target) => Some(plan_rest(sites, analyses, &mut decided, &target, linear)?),
+        RankSource::Policy(_) => None,
+    };
+    let decisions = decided.into_iter().map(|d| d.expect("plan_rest decides every undecided site")).collect();
+    Ok((decisions, plan))
+}
+
+/// Plans the undecided sites for `target` around the decided ones and fills in their decisions.
+fn plan_rest(
+    sites: &[Site],
+    analyses: &[Option<Analysis>],
+    decided: &mut [Option<Decision>],
+    target: &plan::Target,
+    linear: Cost,
+) -> Result<Plan> {
     let mut fixed = linear;
-    let mut layers = Vec::new();
-    let mut indices = Vec::new();
+    let (mut layers, mut indices) = (Vec::new(), Vec::new());
     for (i, (s, a)) in sites.iter().zip(analyses).enumerate() {
-        match a {
-            Some(Analysis::Planned(l)) if planned(s, options) => {
+        match (&decided[i], a) {
+            (Some(d), _) => fixed = fixed + decided_cost(s, d)?.unwrap_or_default(),
+            (None, Some(Analysis::Planned(l))) => {
                 layers.push(l.clone());
                 indices.push(i);
             }
-            _ => fixed = fixed + decided_cost(s, &decisions[i])?.unwrap_or_default(),
+            (None, _) => return Err(Error::UnknownInputSize { layer: s.found.name.clone() }),
         }
     }
-    let result = plan::plan(&layers, &target, &PlanOptions::default().fixed(fixed))?;
+    let result = plan::plan(&layers, target, &PlanOptions::default().fixed(fixed))?;
     for (&i, choice) in indices.iter().zip(&result.layers) {
-        decisions[i] = match choice.rank {
+        decided[i] = Some(match choice.rank {
             Some(rank) => Decision::Convert { rank },
             None => Decision::Skip(SkipReason::PlannedDense),
-        };
+        });
     }
-    Ok((decisions, Some(result)))
+    Ok(result)
 }
 
 /// A policy's decision for one site; a fixed rank above the maximum leaves it dense.

@@ -5,7 +5,9 @@ use super::atomic::{self, AtomicFile};
 use super::records::{LayerRecord, FORMAT_VERSION};
 use super::safetensors::{format_error, header_block, write_all, write_values, Checkpoint, OutEntry};
 use super::{Phase, Progress};
-use crate::convert::{self, Analysis, ConvertOptions, Decision, FloatDtype, Found, RankSource, Site, SkipReason, Summary};
+use crate::convert::{
+    self, Analysis, ConvertOptions, Decision, FloatDtype, Found, RankSource, Site, SkipReason, Summary,
+};
 use crate::cost::{self, Cost};
 use crate::decompose::Split;
 use crate::error::{Error, Result};
@@ -197,16 +199,24 @@ pub(crate) fn convert<T: Real>(
     }
     let ck = Checkpoint::open(input)?;
     let (found, tensors) = discover(&ck)?;
-    let sites = convert::select(found, options, &ck.path, true).map_err(|e| in_file(&ck.path, e))?;
+    let sites = convert::select(found, &options.selection, options.input_size, &ck.path, true)
+        .map_err(|e| in_file(&ck.path, e))?;
     for (s, &t) in sites.iter().zip(&tensors) {
         if matches!(s.fate, convert::Fate::Candidate { .. }) {
             check_dtypes(&ck, t)?;
         }
     }
-    let backend = convert::backend::<T>(options);
+    let backend = convert::backend::<T>(options.svd);
     let scheme = convert::scheme_for(options, &*backend);
-    let job = Job { ck: &ck, sites: &sites, tensors: &tensors, options, scheme: &scheme, defer: backend.rejects_non_finite() };
-    let needs = convert::needs_analysis(&sites, options);
+    let job = Job {
+        ck: &ck,
+        sites: &sites,
+        tensors: &tensors,
+        options,
+        scheme: &scheme,
+        defer: backend.rejects_non_finite(),
+    };
+    let needs = convert::needs_analysis(&sites, options).map_err(|e| in_file(&ck.path, e))?;
     let kept = job.keep_within_budget(&needs)?;
     let mut factored: Vec<Option<Box<dyn Factored<T> + '_>>> = (0..sites.len()).map(|_| None).collect();
     let analyses = job.analyse(&needs, &kept, &mut factored, progress)?;
@@ -398,7 +408,13 @@ impl<T: Real> Writer<T> {
             None => Ok(()),
         }
     }
-    fn copy(&mut self, ck: &Checkpoint, (begin, end): (usize, usize), out: &mut AtomicFile, output: &Path) -> Result<()> {
+    fn copy(
+        &mut self,
+        ck: &Checkpoint,
+        (begin, end): (usize, usize),
+        out: &mut AtomicFile,
+        output: &Path,
+    ) -> Result<()> {
         match self.run {
             Some((b, e)) if e == begin => self.run = Some((b, end)),
             _ => {
@@ -409,7 +425,15 @@ impl<T: Real> Writer<T> {
         Ok(())
     }
     /// Writes one tensor's values in `dt`.
-    fn put(&mut self, ck: &Checkpoint, name: &str, values: &[T], dt: FloatDtype, out: &mut AtomicFile, output: &Path) -> Result<()> {
+    fn put(
+        &mut self,
+        ck: &Checkpoint,
+        name: &str,
+        values: &[T],
+        dt: FloatDtype,
+        out: &mut AtomicFile,
+        output: &Path,
+    ) -> Result<()> {
         write_values(values, dt, &mut self.buf, out.writer()).map_err(|e| match e {
             Ok(i) => format_error(&ck.path, Some(name), format!("value {} at index {i} overflows {dt}", values[i])),
             Err(e) => Error::Io { path: output.to_path_buf(), action: "write", source: e },
@@ -448,7 +472,8 @@ impl<T: Real> Job<'_, T> {
                     w.copy(ck, (t.begin, t.end), out, output)?;
                     summary.copied_tensors += 1;
                     if let Some((i, Decision::Skip(reason))) = other {
-                        let entry = convert::skipped(&self.sites[i], reason.clone()).map_err(|e| in_file(&ck.path, e))?;
+                        let entry =
+                            convert::skipped(&self.sites[i], reason.clone()).map_err(|e| in_file(&ck.path, e))?;
                         summary.skipped.push(entry);
                     }
                 }

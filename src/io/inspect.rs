@@ -2,12 +2,11 @@
 
 use super::checkpoint::{check_dtypes, discover, done_with, factor_loaded, in_file, load};
 use super::safetensors::Checkpoint;
-use crate::convert::{self, ConvertOptions, Precision, SizeSource, SvdMethod};
+use crate::convert::{self, Precision, Selection, SizeSource, SvdMethod};
 use crate::cost::Cost;
 use crate::error::Result;
-use crate::rank::Rank;
 use crate::scalar::Real;
-use crate::scheme::Scheme;
+use crate::scheme::{Dac, Scheme};
 use std::path::Path;
 
 /// What [`inspect_file`] reports about one convolution.
@@ -39,47 +38,44 @@ pub struct LayerInfo {
 }
 
 /// What [`inspect_file`] should assume.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct InspectOptions {
-    assumed: ConvertOptions,
-}
-
-impl Default for InspectOptions {
-    fn default() -> Self {
-        Self::new()
-    }
+    selection: Selection,
+    input_size: Option<(usize, usize)>,
+    precision: Precision,
+    svd: SvdMethod,
 }
 
 impl InspectOptions {
     /// Defaults: groups 1, MACs per output position, f32, the Gram SVD.
     pub fn new() -> Self {
-        // Only the selection, sizes, precision and backend of these options are read.
-        Self { assumed: ConvertOptions::new(Rank::Energy(1.0)) }
+        Self::default()
     }
     /// Declares `groups` for the layers matching `pattern`.
     pub fn groups(mut self, pattern: impl Into<String>, groups: usize) -> Self {
-        self.assumed = self.assumed.groups(pattern, groups);
+        self.selection.groups.push((pattern.into(), groups));
         self
     }
     /// The input `(height, width)` of the layers matching `pattern`.
     pub fn layer_input(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
-        self.assumed = self.assumed.layer_input(pattern, height, width);
+        self.selection.inputs.push((pattern.into(), (height, width)));
         self
     }
-    /// Input `(height, width)` for MAC counts (stride 1, "same" padding assumed).
+    /// Input `(height, width)` for MAC counts of the layers without a
+    /// [`layer_input`](Self::layer_input) (stride 1, "same" padding assumed).
     pub fn input_size(mut self, height: usize, width: usize) -> Self {
-        self.assumed = self.assumed.input_size(height, width);
+        self.input_size = Some((height, width));
         self
     }
     /// The element type spectra are computed in.
     pub fn precision(mut self, precision: Precision) -> Self {
-        self.assumed = self.assumed.precision(precision);
+        self.precision = precision;
         self
     }
     /// The SVD algorithm (default [`SvdMethod::Gram`]).
     pub fn svd(mut self, method: SvdMethod) -> Self {
-        self.assumed = self.assumed.svd(method);
+        self.svd = method;
         self
     }
 }
@@ -92,18 +88,19 @@ impl InspectOptions {
 /// for a convolution whose dtype is not a float type.
 pub fn inspect_file(path: impl AsRef<Path>, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
     let path = path.as_ref();
-    match options.assumed.precision {
-        Precision::F32 => inspect::<f32>(path, &options.assumed),
-        Precision::F64 => inspect::<f64>(path, &options.assumed),
+    match options.precision {
+        Precision::F32 => inspect::<f32>(path, options),
+        Precision::F64 => inspect::<f64>(path, options),
     }
 }
 
-fn inspect<T: Real>(path: &Path, options: &ConvertOptions) -> Result<Vec<LayerInfo>> {
+fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
     let ck = Checkpoint::open(path)?;
     let (found, tensors) = discover(&ck)?;
-    let sites = convert::select(found, options, &ck.path, true).map_err(|e| in_file(path, e))?;
-    let backend = convert::backend::<T>(options);
-    let scheme = convert::scheme_for(options, &*backend);
+    let sites =
+        convert::select(found, &options.selection, options.input_size, &ck.path, true).map_err(|e| in_file(path, e))?;
+    let backend = convert::backend::<T>(options.svd);
+    let scheme = Dac::new(&*backend);
     let mut infos = Vec::with_capacity(sites.len());
     let mut scratch = Vec::new();
     for (site, &t) in sites.iter().zip(&tensors) {

@@ -89,4 +89,3 @@ pub fn read_records(path: impl AsRef<Path>) -> Result<Vec<LayerRecord>> {
     }
     Ok(out)
 }
-

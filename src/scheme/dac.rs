@@ -35,7 +35,11 @@ pub struct Dac<'b, T: Real> {
 
 impl<T: Real> std::fmt::Debug for Dac<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dac").field("backend", &self.backend.name()).field("fit", &self.fit).field("split", &self.split).finish()
+        f.debug_struct("Dac")
+            .field("backend", &self.backend.name())
+            .field("fit", &self.fit)
+            .field("split", &self.split)
+            .finish()
     }
 }
 
@@ -79,7 +83,14 @@ impl<T: Real> Scheme<T> for Dac<'_, T> {
     fn break_even_rank(&self, shape: &ConvShape) -> f64 {
         cost::break_even_rank(shape)
     }
-    fn cost(&self, layer: &str, shape: &ConvShape, has_bias: bool, rank: usize, output: (usize, usize)) -> Result<Cost> {
+    fn cost(
+        &self,
+        layer: &str,
+        shape: &ConvShape,
+        has_bias: bool,
+        rank: usize,
+        output: (usize, usize),
+    ) -> Result<Cost> {
         cost::pair(layer, shape, has_bias, rank, output)
     }
     fn factor_dims(&self, shape: &ConvShape, rank: usize) -> Vec<(&'static str, [usize; 4])> {

@@ -58,8 +58,13 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
     let head = ["layer", "shape", "groups", "max rank", "break-even", "energy r=1", "r=2", "r=3", "r=4", "r=5"];
     let mut rows = vec![head.iter().map(|s| s.to_string()).chain([size]).collect::<Vec<_>>()];
     for l in &layers {
-        let mut row =
-            vec![l.name.clone(), format!("{:?}", l.dims), l.groups.to_string(), l.max_rank.to_string(), format!("{:.2}", l.break_even)];
+        let mut row = vec![
+            l.name.clone(),
+            format!("{:?}", l.dims),
+            l.groups.to_string(),
+            l.max_rank.to_string(),
+            format!("{:.2}", l.break_even),
+        ];
         row.extend((0..5).map(|r| l.retained_energy.get(r).map_or("-".to_string(), |e| format!("{e:.4}"))));
         row.push(si(l.cost.macs));
         rows.push(row);

@@ -77,7 +77,9 @@ fn print_layers(s: &Summary) {
         let rows: Vec<Vec<String>> = s
             .skipped
             .iter()
-            .map(|l| vec![format!("  {}", l.name), shape(l.dims), l.reason.to_string(), input_label(l.input_size, l.size)])
+            .map(|l| {
+                vec![format!("  {}", l.name), shape(l.dims), l.reason.to_string(), input_label(l.input_size, l.size)]
+            })
             .collect();
         print_table(&rows);
     }
@@ -95,7 +97,9 @@ fn print_totals(s: &Summary) {
             println!("plan: target {target} met: {:.2}x (data-free planner, weights only)", p.reduction());
         } else {
             let (got, max) = (p.reduction(), p.max_reduction);
-            println!("plan: target {target} NOT reachable; the cheapest plan reaches {got:.2}x (at most {max:.2}x possible)");
+            println!(
+                "plan: target {target} NOT reachable; the cheapest plan reaches {got:.2}x (at most {max:.2}x possible)"
+            );
         }
     }
     let defaults = s.defaulted_sizes();

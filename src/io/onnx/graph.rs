@@ -72,7 +72,8 @@ impl<'a> Graph<'a> {
         let p = |e: Problem| onnx_error(file, e.location, e.reason);
         for (i, f) in fields.iter().enumerate() {
             let bytes_of = |what: &str| {
-                f.bytes().ok_or_else(|| onnx_error(file, "graph", format!("{what} (field {}) is not a message", f.number)))
+                f.bytes()
+                    .ok_or_else(|| onnx_error(file, "graph", format!("{what} (field {}) is not a message", f.number)))
             };
             match f.number {
                 proto::GRAPH_NODE => self.nodes.push((i, Node::parse(bytes_of("node")?, self.nodes.len()).map_err(p)?)),
@@ -101,7 +102,8 @@ impl<'a> Graph<'a> {
     /// The `(height, width)` of every 4-D model input that is not an initializer: its static
     /// shape, or `input_size` when given.
     fn model_inputs(&self, input_size: Option<(usize, usize)>) -> Vec<(String, (usize, usize))> {
-        let static_hw = |shape: &[Option<i64>]| Some((usize::try_from(shape[2]?).ok()?, usize::try_from(shape[3]?).ok()?));
+        let static_hw =
+            |shape: &[Option<i64>]| Some((usize::try_from(shape[2]?).ok()?, usize::try_from(shape[3]?).ok()?));
         self.inputs
             .iter()
             .filter(|(n, _)| !self.inits.contains_key(n.as_str()))
@@ -113,7 +115,10 @@ impl<'a> Graph<'a> {
     }
 
     /// Spatial sizes inferred from the model's input size, and that input size.
-    pub(crate) fn sizes(&self, input_size: Option<(usize, usize)>) -> (HashMap<String, (usize, usize)>, Option<(usize, usize)>) {
+    pub(crate) fn sizes(
+        &self,
+        input_size: Option<(usize, usize)>,
+    ) -> (HashMap<String, (usize, usize)>, Option<(usize, usize)>) {
         let inputs = self.model_inputs(input_size);
         let kernel_of = |n: &Node<'_>| {
             let t = &self.inits.get(n.inputs.get(1)?)?.1;

@@ -74,7 +74,12 @@ impl Site<'_, '_> {
         let pw_dims = [sh.out_channels, cg * r, 1, 1];
         match self.layout {
             Layout::Fused => vec![
-                proto::encode_tensor(&n.depthwise[0], &[sh.in_channels * r, 1, sh.kh, sh.kw], data_type, pair.depthwise),
+                proto::encode_tensor(
+                    &n.depthwise[0],
+                    &[sh.in_channels * r, 1, sh.kh, sh.kw],
+                    data_type,
+                    pair.depthwise,
+                ),
                 proto::encode_tensor(&n.pointwise, &pw_dims, data_type, pair.pointwise),
             ],
             Layout::Multiplier1 => {
@@ -130,7 +135,15 @@ impl Site<'_, '_> {
         let base = if node.name.is_empty() { self.stem.to_string() } else { node.name.to_string() };
         let mid = names.fresh(&format!("{y}/dac_depthwise"));
         let mut nodes = match self.layout {
-            Layout::Fused => vec![self.conv(x.to_string(), n.depthwise[0].clone(), mid.clone(), self.shape.in_channels, &base, "depthwise", names)],
+            Layout::Fused => vec![self.conv(
+                x.to_string(),
+                n.depthwise[0].clone(),
+                mid.clone(),
+                self.shape.in_channels,
+                &base,
+                "depthwise",
+                names,
+            )],
             Layout::Multiplier1 => self.multiplier1(n, &mid, &base, names),
         };
         let mut attrs = vec![proto::attr_ints("kernel_shape", &[1, 1])];
@@ -155,7 +168,16 @@ impl Site<'_, '_> {
 
     /// A depthwise `Conv` with the original attributes and `group`.
     #[allow(clippy::too_many_arguments)]
-    fn conv(&self, x: String, w: String, out: String, group: usize, base: &str, what: &str, names: &mut Names) -> NewNode<'_> {
+    fn conv(
+        &self,
+        x: String,
+        w: String,
+        out: String,
+        group: usize,
+        base: &str,
+        what: &str,
+        names: &mut Names,
+    ) -> NewNode<'_> {
         NewNode {
             inputs: vec![x, w],
             outputs: vec![out],
@@ -181,7 +203,15 @@ impl Site<'_, '_> {
                 attrs.push(proto::attr_int("num_outputs", g as i64));
             }
             let name = names.fresh(&format!("{base}/split"));
-            nodes.push(NewNode { inputs: vec![x.to_string()], outputs: outs.clone(), name, op_type: "Split", attrs, extra: Vec::new(), domain: domain.clone() });
+            nodes.push(NewNode {
+                inputs: vec![x.to_string()],
+                outputs: outs.clone(),
+                name,
+                op_type: "Split",
+                attrs,
+                extra: Vec::new(),
+                domain: domain.clone(),
+            });
             outs
         };
         let pieces = self.pieces();
@@ -191,14 +221,30 @@ impl Site<'_, '_> {
                 let k = gi * self.rank + j;
                 let out = if pieces == 1 { mid.to_string() } else { names.fresh(&format!("{y}/dac_depthwise.{k}")) };
                 let what = format!("depthwise.{k}");
-                nodes.push(self.conv(slice.clone(), n.depthwise[k].clone(), out.clone(), self.shape.in_per_group(), base, &what, names));
+                nodes.push(self.conv(
+                    slice.clone(),
+                    n.depthwise[k].clone(),
+                    out.clone(),
+                    self.shape.in_per_group(),
+                    base,
+                    &what,
+                    names,
+                ));
                 parts.push(out);
             }
         }
         if pieces > 1 {
             let attrs = vec![proto::attr_int("axis", 1)];
             let name = names.fresh(&format!("{base}/concat"));
-            nodes.push(NewNode { inputs: parts, outputs: vec![mid.to_string()], name, op_type: "Concat", attrs, extra: Vec::new(), domain });
+            nodes.push(NewNode {
+                inputs: parts,
+                outputs: vec![mid.to_string()],
+                name,
+                op_type: "Concat",
+                attrs,
+                extra: Vec::new(),
+                domain,
+            });
         }
         nodes
     }

@@ -34,12 +34,12 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     let g = Graph::parse(bytes, file)?;
     let (sizes, model_size) = g.sizes(options.input_size);
     let Discovered { convs, found, blocked, linear } = discover::find(&g, &sizes, options, file)?;
-    let sites = convert::select(found, options, file, false)?;
+    let sites = convert::select(found, &options.selection, options.input_size, file, false)?;
     let (b32, b64): (Box<dyn SvdBackend<f32>>, Box<dyn SvdBackend<f64>>) =
-        (convert::backend(options), convert::backend(options));
+        (convert::backend(options.svd), convert::backend(options.svd));
     let (s32, s64) = (convert::scheme_for(options, &*b32), convert::scheme_for(options, &*b64));
     let schemes = Schemes { f32: &s32, f64: &s64 };
-    let needs = convert::needs_analysis(&sites, options);
+    let needs = convert::needs_analysis(&sites, options)?;
     let mut analyses = Vec::with_capacity(sites.len());
     for ((site, conv), need) in sites.iter().zip(&convs).zip(needs) {
         analyses.push(match need {
@@ -51,16 +51,24 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         });
     }
     let (decisions, plan) = convert::decide(&sites, &analyses, options, linear)?;
-    let mut rw = Rewriter { g: &g, file, options, patch: Patch::default(), names: Names(g.names.clone()), shared: HashMap::new() };
-    let mut entries: Vec<(usize, std::result::Result<ConvertedLayer, convert::SkippedLayer>)> = blocked
-        .into_iter()
-        .map(|(k, s)| (k, Err(s)))
-        .collect();
+    let mut rw = Rewriter {
+        g: &g,
+        file,
+        options,
+        patch: Patch::default(),
+        names: Names(g.names.clone()),
+        shared: HashMap::new(),
+    };
+    let mut entries: Vec<(usize, std::result::Result<ConvertedLayer, convert::SkippedLayer>)> =
+        blocked.into_iter().map(|(k, s)| (k, Err(s))).collect();
     for ((site, conv), decision) in sites.iter().zip(&convs).zip(&decisions) {
-        entries.push((conv.node, match decision {
-            Decision::Convert { rank } => Ok(rw.convert(site, conv, *rank, &schemes)?),
-            Decision::Skip(reason) => Err(convert::skipped(site, reason.clone())?),
-        }));
+        entries.push((
+            conv.node,
+            match decision {
+                Decision::Convert { rank } => Ok(rw.convert(site, conv, *rank, &schemes)?),
+                Decision::Skip(reason) => Err(convert::skipped(site, reason.clone())?),
+            },
+        ));
     }
     entries.sort_by_key(|(k, _)| *k);
     let (converted, skipped) = split(entries);
@@ -125,7 +133,8 @@ fn factor_in<T: Real>(
     rank: Option<usize>,
 ) -> Result<Factored> {
     let weight = values.iter().map(|&v| T::from_f64_lossy(v)).collect();
-    let layer = Conv2dWeights::builder(weight, site.found.dims).name(site.name()).geometry(site.found.geometry).build()?;
+    let layer =
+        Conv2dWeights::builder(weight, site.found.dims).name(site.name()).geometry(site.found.geometry).build()?;
     let f = scheme.factor(&layer)?;
     let Some(rank) = rank else { return Ok(Factored::Analysis(convert::analyse(site, &*f, options)?)) };
     let factors = f.factors(rank, &mut Workspace::new())?;
@@ -149,12 +158,20 @@ impl Rewriter<'_, '_> {
     fn convert(&mut self, site: &Site, conv: &Conv<'_>, rank: usize, schemes: &Schemes<'_>) -> Result<ConvertedLayer> {
         let (field, node) = &self.g.nodes[conv.node];
         let shape = site.shape();
-        let at = layout::Site { node, shape, rank, layout: self.options.layout, opset: self.g.opset, stem: stem(conv.weight) };
+        let at = layout::Site {
+            node,
+            shape,
+            rank,
+            layout: self.options.layout,
+            opset: self.g.opset,
+            stem: stem(conv.weight),
+        };
         let key = (conv.weight.to_string(), shape.groups, rank);
         let (pair_names, errors) = match self.shared.get(&key) {
             Some(done) => done.clone(),
             None => {
-                let Factored::Pair { values, errors } = factor(self.g, site, conv, schemes, self.options, Some(rank), self.file)?
+                let Factored::Pair { values, errors } =
+                    factor(self.g, site, conv, schemes, self.options, Some(rank), self.file)?
                 else {
                     unreachable!("factors asked for")
                 };
@@ -193,4 +210,3 @@ impl Rewriter<'_, '_> {
         removed
     }
 }
-
