@@ -1,11 +1,10 @@
 //! The correlated-input fit in the ONNX rewrite (`RewriteOptions::fit`), checked in tract.
 #![cfg(feature = "onnx")]
 
-mod onnx_support;
-
+use crate::support::onnx::*;
+use crate::support::values;
 use dac::io::onnx::{rewrite_model, Layout, RewriteOptions};
 use dac::{Fit, Rank};
-use onnx_support::*;
 
 /// Three convolutions: padded 3x3 with bias, grouped + strided, dilated 5x3. Input
 /// `[N, 3, 12, 12]`, output `y`.
@@ -14,8 +13,8 @@ fn net() -> Vec<u8> {
     let mut conv = |name: &str, x: &str, y: &str, dims: [usize; 4], attrs: Vec<Vec<u8>>, seed: u64| {
         let w = format!("{name}.weight");
         let b = format!("{name}.bias");
-        g.inits.push(tensor(&w, &dims, &values(dims.iter().product(), seed)));
-        g.inits.push(tensor(&b, &[dims[0]], &values(dims[0], seed + 100)));
+        g.inits.push(tensor(&w, &dims, &values(seed, dims.iter().product())));
+        g.inits.push(tensor(&b, &[dims[0]], &values(seed + 100, dims[0])));
         g.nodes.push(node("Conv", name, &[x, &w, &b], &[y], &attrs, &[]));
     };
     conv("conv0", "input", "c0", [16, 3, 3, 3], vec![attr_ints("pads", &[1, 1, 1, 1])], 1);
@@ -39,7 +38,7 @@ const SHAPE: [usize; 4] = [2, 3, 12, 12];
 fn correlated_fit_full_rank_is_exact_and_low_rank_differs() {
     let m = net();
     let fit = Fit::correlated(0.7).unwrap();
-    let x = values(SHAPE.iter().product(), 42);
+    let x = values(42, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
     for layout in [Layout::Fused, Layout::Multiplier1] {
         let options = RewriteOptions::new(Rank::Energy(1.0)).allow_slower(true).layout(layout).fit(fit);

@@ -2,11 +2,10 @@
 //! converted layer through the reference executor against the original layer.
 #![cfg(feature = "safetensors")]
 
-mod io_support;
-
+use crate::support::files::{self, decode, small_net, write};
+use crate::support::values;
 use dac::io::{convert_file, read_records, ConvertOptions, FloatDtype, Precision, SkipReason, SvdMethod};
 use dac::{exec, Conv2dWeights, Padding, Rank};
-use io_support::{decode, small_net, write};
 use safetensors::SafeTensors;
 use std::collections::HashMap;
 use std::path::Path;
@@ -62,11 +61,8 @@ fn max_relative_output_error(input: &Path, output: &Path, layers: &[(&str, usize
         }
         let depthwise = conv(dw, &dw_dims, None, c, 1);
         let pointwise = conv(pw, &pw_dims, pb, groups, 0);
-        let x = exec::Tensor4::new(
-            io_support::values(99, 2 * c * 7 * 6).into_iter().map(f64::from).collect(),
-            [2, c, 7, 6],
-        )
-        .unwrap();
+        let x =
+            exec::Tensor4::new(values(99, 2 * c * 7 * 6).into_iter().map(f64::from).collect(), [2, c, 7, 6]).unwrap();
         let y = exec::conv2d(&x, &dense).unwrap();
         let z = exec::conv2d(&exec::conv2d(&x, &depthwise).unwrap(), &pointwise).unwrap();
         worst = worst.max(y.max_abs_diff(&z).unwrap() / y.max_abs());
@@ -279,7 +275,7 @@ fn kept_and_refactored_layers_write_identical_files() {
 /// sit between copied ones, and every copied byte lands at its new offset.
 #[test]
 fn copied_runs_around_converted_layers_are_exact() {
-    use io_support::float;
+    use files::float;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("runs.safetensors");
     // The reference writer orders data by dtype, then name: d.table (F64) | a.bn.weight |
@@ -318,7 +314,7 @@ fn ob_header_len(bytes: &[u8]) -> usize {
 #[test]
 fn misaligned_weights_convert_like_aligned_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let conv = io_support::float("conv.weight", "F32", &[6, 4, 3, 3], 11);
+    let conv = files::float("conv.weight", "F32", &[6, 4, 3, 3], 11);
     // Aligned: written by the safetensors crate.
     let aligned = dir.path().join("aligned.safetensors");
     write(&aligned, std::slice::from_ref(&conv), &[]);
@@ -335,7 +331,7 @@ fn misaligned_weights_convert_like_aligned_ones() {
     }
     let mut data = vec![0u8, 0];
     data.extend_from_slice(&conv.data);
-    io_support::write_raw(&misaligned, &header, &data);
+    files::write_raw(&misaligned, &header, &data);
     let options = ConvertOptions::new(Rank::Fixed(2)).allow_slower(true);
     let mut outputs = Vec::new();
     for input in [&aligned, &misaligned] {

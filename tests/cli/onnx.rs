@@ -1,16 +1,15 @@
 //! `dac onnx` end to end: output, JSON report, exit codes, nothing written on error.
 #![cfg(all(feature = "cli", feature = "onnx"))]
 
-mod onnx_support;
-
-use onnx_support::*;
-use std::process::Command;
+use crate::support::cli::dac;
+use crate::support::onnx::*;
+use crate::support::values;
 
 fn model_bytes() -> Vec<u8> {
     let mut g = Graph::default();
-    g.inits.push(tensor("features.0.weight", &[16, 3, 3, 3], &values(16 * 27, 1)));
-    g.inits.push(tensor("features.0.bias", &[16], &values(16, 2)));
-    g.inits.push(tensor("features.1.weight", &[16, 16, 3, 3], &values(16 * 16 * 9, 3)));
+    g.inits.push(tensor("features.0.weight", &[16, 3, 3, 3], &values(1, 16 * 27)));
+    g.inits.push(tensor("features.0.bias", &[16], &values(2, 16)));
+    g.inits.push(tensor("features.1.weight", &[16, 16, 3, 3], &values(3, 16 * 16 * 9)));
     let pads = || vec![attr_ints("pads", &[1, 1, 1, 1])];
     g.nodes.push(node(
         "Conv",
@@ -25,10 +24,6 @@ fn model_bytes() -> Vec<u8> {
     g.inputs.push(value_info("input", &[None, Some(3), Some(16), Some(16)]));
     g.outputs.push(value_info("y", &[None, Some(16), Some(16), Some(16)]));
     model(&g, 13, &[])
-}
-
-fn dac(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dac")).args(args).output().expect("runs dac")
 }
 
 #[test]
@@ -51,7 +46,7 @@ fn rewrites_and_reports_json() {
     assert!(v["reduction"].as_f64().unwrap() >= 1.5);
     assert_eq!(v["input_size"], serde_json::json!([16, 16]));
     assert!(output.exists());
-    let x = values(3 * 256, 5);
+    let x = values(5, 3 * 256);
     let y = run_tract(&std::fs::read(&output).unwrap(), &[1, 3, 16, 16], &x);
     assert_eq!(y.len(), 16 * 256);
 

@@ -1,19 +1,9 @@
-//! Helpers shared by the io and cli tests: seeded data and checkpoint writers.
-#![allow(dead_code)]
+//! safetensors fixtures: encoders, the reference writer, the small networks and the bad inputs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Seeded values in [-1, 1).
-pub fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
-}
+use super::values;
 
 /// Encodes f32 values as little-endian bytes of `dtype` ("F32", "F64", "F16", "BF16").
 pub fn encode(v: &[f32], dtype: &str) -> Vec<u8> {
@@ -147,5 +137,25 @@ pub fn make(dir: &Path, name: &str) -> PathBuf {
         }
         _ => write(&p, &[float("conv.weight", "F32", &[4, 2, 3, 3], 1), float("conv.bias", "F32", &[4], 2)], &[]),
     }
+    p
+}
+
+/// A VGG-like stack: four 3x3 convolutions at shrinking sizes and a linear layer.
+pub fn stack(dir: &Path) -> PathBuf {
+    let p = dir.join("stack.safetensors");
+    write(
+        &p,
+        &[
+            float("c0.weight", "F32", &[16, 3, 3, 3], 11),
+            float("c0.bias", "F32", &[16], 12),
+            float("c1.weight", "F32", &[32, 16, 3, 3], 13),
+            float("c2.weight", "F32", &[64, 32, 3, 3], 14),
+            float("c2.bias", "F32", &[64], 15),
+            float("c3.weight", "F32", &[64, 64, 3, 3], 16),
+            float("fc.weight", "F32", &[10, 64], 17),
+            float("fc.bias", "F32", &[10], 18),
+        ],
+        &[],
+    );
     p
 }

@@ -1,12 +1,10 @@
 //! The shipped reference networks load, and the Rust forward pass of `examples/paper` gives the
 //! training script's predictions image for image on the first 1,000 test images.
 
-#[path = "../examples/paper/net.rs"]
-mod net;
-
+use crate::support::net::{self, Dataset, Net, Pair};
+use crate::support::seeded;
 use dac::exec::Tensor4;
 use dac::{Conv2dWeights, Padding};
-use net::{Dataset, Net, Pair};
 
 fn check(stem: &str) {
     let root = net::repo_root();
@@ -45,7 +43,7 @@ fn gemm_path_matches_reference() {
     ];
     for (k, (dims, groups, stride, padding, dilation)) in cases.into_iter().enumerate() {
         let n = dims.iter().product::<usize>();
-        let w: Vec<f32> = (0..n).map(|i| ((i * 7919 + k) % 97) as f32 / 48.0 - 1.0).collect();
+        let w: Vec<f32> = seeded(k as u64, n);
         let layer = Conv2dWeights::builder(w, dims)
             .groups(groups)
             .stride(stride.0, stride.1)
@@ -55,8 +53,7 @@ fn gemm_path_matches_reference() {
             .build()
             .unwrap();
         let c = dims[1] * groups;
-        let x = Tensor4::new((0..3 * c * 9 * 11).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect(), [3, c, 9, 11])
-            .unwrap();
+        let x = Tensor4::new(seeded(100 + k as u64, 3 * c * 9 * 11), [3, c, 9, 11]).unwrap();
         let want = net::conv_reference(&x, &layer).unwrap();
         let got = net::conv(&x, &layer).unwrap();
         assert!(want.max_abs_diff(&got).unwrap() <= 1e-5 * want.max_abs().max(1.0), "case {k}");

@@ -1,20 +1,9 @@
 //! The fast executor against the reference loop nest.
 
+use crate::support::seeded;
 use dac::exec::{fast, reference, Tensor4};
 use dac::{decompose_with, svd::GramSvd, Conv2dWeights, Options, Padding};
 use proptest::prelude::*;
-
-fn values(seed: u64, n: usize) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -59,14 +48,14 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn layer<T: dac::Real>(c: &Case, f: fn(f64) -> T) -> Conv2dWeights<T> {
     let n = c.groups * c.ng;
-    let w = values(c.seed, n * c.cg * c.kh * c.kw).into_iter().map(f).collect();
+    let w = seeded::<f64>(c.seed, n * c.cg * c.kh * c.kw).into_iter().map(f).collect();
     let mut b = Conv2dWeights::builder(w, [n, c.cg, c.kh, c.kw])
         .groups(c.groups)
         .stride(c.stride.0, c.stride.1)
         .dilation(c.dilation.0, c.dilation.1)
         .padding(c.padding);
     if c.bias {
-        b = b.bias(values(c.seed ^ 1, n).into_iter().map(f).collect());
+        b = b.bias(seeded::<f64>(c.seed ^ 1, n).into_iter().map(f).collect());
     }
     b.build().unwrap()
 }
@@ -74,7 +63,7 @@ fn layer<T: dac::Real>(c: &Case, f: fn(f64) -> T) -> Conv2dWeights<T> {
 fn check<T: dac::Real>(c: &Case, f: fn(f64) -> T, tol: f64) -> Result<(), TestCaseError> {
     let layer = layer(c, f);
     let x = Tensor4::new(
-        values(c.seed ^ 2, c.batch * c.groups * c.cg * c.h * c.w).into_iter().map(f).collect(),
+        seeded::<f64>(c.seed ^ 2, c.batch * c.groups * c.cg * c.h * c.w).into_iter().map(f).collect(),
         [c.batch, c.groups * c.cg, c.h, c.w],
     )
     .unwrap();
@@ -131,7 +120,7 @@ proptest! {
         let layer = layer(&c, |v| v);
         let k = layer.shape().max_rank();
         let d = decompose_with(&layer, &Options::new(rank.min(k)), &GramSvd::default()).unwrap();
-        let x = Tensor4::new(values(c.seed ^ 3, c.batch * c.groups * c.cg * c.h * c.w), [c.batch, c.groups * c.cg, c.h, c.w]).unwrap();
+        let x = Tensor4::new(seeded::<f64>(c.seed ^ 3, c.batch * c.groups * c.cg * c.h * c.w), [c.batch, c.groups * c.cg, c.h, c.w]).unwrap();
         let want = reference::pair(&x, &d.depthwise, &d.pointwise);
         let mut scratch = fast::Scratch::new();
         for par in [fast::Parallelism::Sequential, fast::Parallelism::Rayon] {
@@ -164,14 +153,14 @@ fn wrong_channels_and_output_shape_are_errors() {
 fn large_batch_single_thread_pool_and_reuse() {
     // Batch > threads, a one-thread pool, and scratch reuse across differently sized layers.
     let mk = |n, c, pad| {
-        Conv2dWeights::builder(values(n as u64 * 31 + c as u64, n * c * 9), [n, c, 3, 3])
+        Conv2dWeights::builder(seeded::<f64>(n as u64 * 31 + c as u64, n * c * 9), [n, c, 3, 3])
             .padding(Padding::uniform(pad))
-            .bias(values(5, n))
+            .bias(seeded::<f64>(5, n))
             .build()
             .unwrap()
     };
     let layers = [mk(8, 1, 1), mk(16, 8, 0), mk(4, 16, 1)];
-    let x = Tensor4::new(values(9, 7 * 28 * 28), [7, 1, 28, 28]).unwrap();
+    let x = Tensor4::new(seeded::<f64>(9, 7 * 28 * 28), [7, 1, 28, 28]).unwrap();
     let mut scratch = fast::Scratch::new();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     for par in [fast::Parallelism::Rayon, fast::Parallelism::Sequential] {
@@ -244,7 +233,7 @@ proptest! {
         check(&c, |v| v as f32, 1e-6)?;
         let layer = layer(&c, |v| v);
         let d = decompose_with(&layer, &Options::new(rank), &GramSvd::default()).unwrap();
-        let x = Tensor4::new(values(seed ^ 3, batch * 24 * hw * hw), [batch, 24, hw, hw]).unwrap();
+        let x = Tensor4::new(seeded::<f64>(seed ^ 3, batch * 24 * hw * hw), [batch, 24, hw, hw]).unwrap();
         let want = reference::pair(&x, &d.depthwise, &d.pointwise).unwrap();
         let mut scratch = fast::Scratch::new();
         for par in [fast::Parallelism::Sequential, fast::Parallelism::Rayon] {

@@ -2,11 +2,10 @@
 //! output file (nor temporary file) left behind.
 #![cfg(feature = "safetensors")]
 
-mod io_support;
-
+use crate::support::files::{self, make};
+use crate::support::values;
 use dac::io::{convert_file, inspect_file, ConvertOptions, InspectOptions};
 use dac::Rank;
-use io_support::make;
 use std::path::Path;
 
 /// The bad inputs of the issue, each as (file name, writer, options, substrings of the message).
@@ -140,15 +139,15 @@ fn non_finite_weights_are_named_on_every_path() {
             for dtype in ["F32", "F16"] {
                 let dir = tempfile::tempdir().unwrap();
                 let input = dir.path().join("in.safetensors");
-                let mut v = io_support::values(3, dims.iter().product());
+                let mut v = values(3, dims.iter().product());
                 v[index] = bad;
-                let t = io_support::T {
+                let t = files::T {
                     name: "conv.weight".into(),
                     dtype: dtype.into(),
                     shape: dims.to_vec(),
-                    data: io_support::encode(&v, dtype),
+                    data: files::encode(&v, dtype),
                 };
-                io_support::write(&input, &[t], &[]);
+                files::write(&input, &[t], &[]);
                 let shown = if bad.is_nan() { "NaN".to_string() } else { format!("{}", f64::from(bad)) };
                 let expect = format!("weight[{index}] = {shown}");
                 let output = dir.path().join("out.safetensors");

@@ -1,15 +1,10 @@
 //! The `dac` binary: JSON and table output, exit codes, and every bad input of the issue.
 #![cfg(feature = "cli")]
 
-mod io_support;
-
-use io_support::{make, small_net, write};
+use crate::support::cli::dac;
+use crate::support::files::{make, small_net, write};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn dac(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dac")).args(args).output().expect("run dac")
-}
+use std::process::Output;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -1,9 +1,8 @@
-//! Truncated ranks: Eckart–Young error, monotonicity, and split independence.
+//! One layer's decomposition: truncated ranks (Eckart–Young error, monotonicity, split
+//! independence), rank-deficient channels, the report's costs, and the one-call `decompose`.
 
-mod common;
-
-use common::{reconstruct, relative_diff, Rng};
-use dac::{svd::NalgebraSvd, Conv2dWeights, Factorization, Options, Split};
+use crate::support::{reconstruct, relative_diff, Rng};
+use dac::{decompose, decompose_with, svd::NalgebraSvd, Conv2dWeights, Factorization, Options, Split};
 use proptest::prelude::*;
 
 fn layer(seed: u64, groups: usize, cg: usize, ng: usize, kh: usize, kw: usize) -> Conv2dWeights<f64> {
@@ -92,10 +91,20 @@ fn report_counts_macs_for_the_input_size() {
         .stride(2, 2)
         .build()
         .unwrap();
-    let d = dac::decompose_with(&layer, &Options::new(3).input_size(56, 56), &NalgebraSvd::default()).unwrap();
+    let d = decompose_with(&layer, &Options::new(3).input_size(56, 56), &NalgebraSvd::default()).unwrap();
     assert_eq!(d.report.output_size, (28, 28));
     assert_eq!(d.report.before.macs, 28 * 28 * 64 * 32 * 9);
     assert_eq!(d.report.after.macs, 28 * 28 * (32 * 3 * 9 + 64 * 32 * 3));
     assert_eq!(d.report.before.params, 64 * 32 * 9);
     assert_eq!(d.report.after.params, 32 * 3 * 9 + 64 * 32 * 3);
+}
+
+#[test]
+fn decompose_uses_the_default_backend_and_split() {
+    let mut rng = Rng::new(7);
+    let layer = Conv2dWeights::<f64>::builder(rng.vec(6 * 2 * 9), [6, 2, 3, 3]).groups(2).build().unwrap();
+    let (dw, pw) = decompose(&layer, 2).unwrap();
+    let d = decompose_with(&layer, &Options::new(2), &NalgebraSvd::default()).unwrap();
+    assert_eq!(d.report.split, Split::SquareRoot);
+    assert_eq!((dw, pw), (d.depthwise, d.pointwise));
 }

@@ -1,11 +1,15 @@
 //! The whole-network planner: targets met, never at or above break-even, deterministic, and
 //! (on small stacks) as good as exhaustive search up to the knapsack's rounding.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 use dac::cost::{self, Cost};
 use dac::plan::{Plan, PlanLayer, PlanOptions, Proxy, Target};
 use dac::svd::NalgebraSvd;
-use dac::{plan, Conv2dWeights, ConvShape, Error, Factorization, Geometry, Padding, Spectrum};
+use dac::{plan, Conv2dWeights, ConvShape, Error, Factorization, Fit, Geometry, Padding, Spectrum};
 use proptest::prelude::*;
+use support::Rng;
 
 /// A random convolution: shape, geometry, input size and a descending spectrum.
 #[derive(Debug, Clone)]
@@ -300,4 +304,41 @@ fn spatial_proxy_charges_smooth_components_more_than_alternating_ones() {
     let s = Factorization::compute(&conv, &svd).unwrap().spectrum();
     let plain = PlanLayer::new("two", &s, *conv.geometry(), false, (8, 8)).unwrap();
     assert!(matches!(plain.with_weights(&[0.0f32; 17]), Err(Error::LengthMismatch { .. })));
+}
+
+/// `PlanLayer::from_factorization` of a correlated fit: `Proxy::Spatial` scores as
+/// `Proxy::Sensitivity` of the weighted spectrum; every proxy reads that spectrum.
+#[test]
+fn correlated_plan_layer_scores_the_weighted_spectrum() {
+    let mut rng = Rng::new(11);
+    let layer = Conv2dWeights::<f64>::builder(rng.vec(32 * 16 * 9), [32, 16, 3, 3])
+        .padding(Padding::uniform(1))
+        .build()
+        .unwrap();
+    let f = Factorization::compute_fitted(&layer, &NalgebraSvd::default(), Fit::correlated(0.7).unwrap()).unwrap();
+    let spectrum = f.spectrum();
+    let pl = PlanLayer::from_factorization(&f, &spectrum, (16, 16)).unwrap();
+    for rank in 1..=9 {
+        let spatial = pl.score(Proxy::Spatial, rank, 0, 1);
+        let sensitivity = Proxy::Sensitivity.score(&spectrum, rank, 0, 1);
+        assert!(
+            (spatial - sensitivity).abs() <= 1e-12 * sensitivity.max(1.0),
+            "rank {rank}: {spatial} vs {sensitivity}"
+        );
+        assert_eq!(pl.score(Proxy::Sensitivity, rank, 0, 1), sensitivity);
+    }
+    // A Frobenius factorisation's layer is from_conv's.
+    let fr = Factorization::compute(&layer, &NalgebraSvd::default()).unwrap();
+    let s = fr.spectrum();
+    let a = PlanLayer::from_factorization(&fr, &s, (16, 16)).unwrap();
+    let b = PlanLayer::from_conv(&layer, &s, (16, 16)).unwrap();
+    for rank in 1..=9 {
+        for proxy in [Proxy::Spatial, Proxy::Sensitivity, Proxy::Energy] {
+            assert_eq!(a.score(proxy, rank, 0, 1).to_bits(), b.score(proxy, rank, 0, 1).to_bits());
+        }
+    }
+    // A spectrum of another shape is an error.
+    let other = Conv2dWeights::<f64>::new(rng.vec(8 * 16 * 9), [8, 16, 3, 3]).unwrap();
+    let so = Factorization::compute(&other, &NalgebraSvd::default()).unwrap().spectrum();
+    assert!(matches!(PlanLayer::from_factorization(&f, &so, (16, 16)), Err(dac::Error::LengthMismatch { .. })));
 }

@@ -5,15 +5,13 @@
 //! images of each class); the ignored one all 10,000 test images:
 //!
 //! ```text
-//! cargo test --release --all-features --test onnx_fmnist -- --include-ignored --nocapture
+//! cargo test --release --all-features --test model fmnist -- --include-ignored --nocapture
 //! ```
 //!
 //! Skipped when the model is absent.
 #![cfg(feature = "onnx")]
 
-#[path = "../examples/paper/net.rs"]
-mod net;
-
+use crate::support::net;
 use dac::io::onnx::{rewrite_model, RewriteOptions};
 use dac::plan::{PlanOptions, Target};
 use dac::svd::NalgebraSvd;

@@ -1,5 +1,4 @@
 //! A tiny ONNX encoder for tests (no Python, no protobuf crate), and tract helpers.
-#![allow(dead_code)]
 
 use tract_onnx::prelude::*;
 
@@ -160,17 +159,6 @@ pub fn model(graph: &Graph, opset: u64, extra: &[u8]) -> Vec<u8> {
     bytes_field(&mut b, 14, &meta);
     b.extend_from_slice(extra);
     b
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-pub fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// Runs a model in tract on one input; returns the first output, flattened.

@@ -1,11 +1,10 @@
 //! ONNX rewriting: wire-level preservation, naming, shared weights, and equivalence in tract.
 #![cfg(feature = "onnx")]
 
-mod onnx_support;
-
+use crate::support::onnx::*;
+use crate::support::values;
 use dac::io::onnx::{rewrite_file, rewrite_model, Layout, RewriteOptions, SkipReason};
 use dac::Rank;
-use onnx_support::*;
 
 const MODEL_UNKNOWN: &[u8] = b"model-field-999";
 const GRAPH_UNKNOWN: &[u8] = b"graph-field-999";
@@ -20,11 +19,11 @@ fn unknown(payload: &[u8]) -> Vec<u8> {
 #[allow(clippy::too_many_arguments)]
 fn conv(g: &mut Graph, name: &str, x: &str, y: &str, dims: [usize; 4], bias: bool, attrs: Vec<Vec<u8>>, seed: u64) {
     let w = format!("{name}.weight");
-    g.inits.push(tensor(&w, &dims, &values(dims.iter().product(), seed)));
+    g.inits.push(tensor(&w, &dims, &values(seed, dims.iter().product())));
     let mut inputs = vec![x.to_string(), w];
     if bias {
         let b = format!("{name}.bias");
-        g.inits.push(tensor(&b, &[dims[0]], &values(dims[0], seed + 1000)));
+        g.inits.push(tensor(&b, &[dims[0]], &values(seed + 1000, dims[0])));
         inputs.push(b);
     }
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -97,7 +96,7 @@ fn selection_matching_nothing_returns_the_input_bytes() {
 #[test]
 fn full_rank_matches_the_original_in_tract_in_both_layouts() {
     let m = net(false);
-    let x = values(SHAPE.iter().product(), 42);
+    let x = values(42, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
     for layout in [Layout::Fused, Layout::Multiplier1] {
         let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
@@ -116,7 +115,7 @@ fn full_rank_matches_the_original_in_tract_in_both_layouts() {
 #[test]
 fn low_rank_runs_and_approximates() {
     let m = net(false);
-    let x = values(SHAPE.iter().product(), 7);
+    let x = values(7, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
     let (fused, report) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2))).unwrap();
     assert!(report.converted.iter().all(|c| c.rank == 2));
@@ -157,7 +156,7 @@ fn unknown_fields_doc_strings_and_metadata_survive() {
     assert!(contains(&out, b"conv0.bias"));
     assert!(contains(&out, b"conv0.depthwise.0.weight"), "multiplier-1 layout by default");
     assert_eq!(report.removed_initializers, ["conv0.weight", "conv1.weight", "conv2.weight", "conv4.weight"]);
-    let x = values(SHAPE.iter().product(), 3);
+    let x = values(3, SHAPE.iter().product());
     assert!(relative_diff(&run_tract(&m, &SHAPE, &x), &run_tract(&out, &SHAPE, &x)) < 1e-4);
 }
 
@@ -174,7 +173,7 @@ fn new_names_never_collide_with_existing_ones() {
     g.outputs.push(value_info("y", &[None, Some(8), Some(6), Some(6)]));
     let m = model(&g, 13, &[]);
     let shape = [1, 2, 6, 6];
-    let x = values(12 * 6, 1);
+    let x = values(1, 12 * 6);
     let reference = run_tract(&m, &shape, &x);
     for layout in [Layout::Fused, Layout::Multiplier1] {
         let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
@@ -188,7 +187,7 @@ fn new_names_never_collide_with_existing_ones() {
 #[test]
 fn a_weight_shared_by_two_convs_is_kept_until_both_are_converted() {
     let mut g = Graph::default();
-    g.inits.push(tensor("shared.weight", &[6, 6, 3, 3], &values(6 * 6 * 9, 5)));
+    g.inits.push(tensor("shared.weight", &[6, 6, 3, 3], &values(5, 6 * 6 * 9)));
     let pads = || vec![attr_ints("pads", &[1, 1, 1, 1])];
     g.nodes.push(node("Conv", "a", &["input", "shared.weight"], &["ya"], &pads(), &[]));
     g.nodes.push(node("Conv", "b", &["ya", "shared.weight"], &["y"], &pads(), &[]));
@@ -196,7 +195,7 @@ fn a_weight_shared_by_two_convs_is_kept_until_both_are_converted() {
     g.outputs.push(value_info("y", &[None, Some(6), Some(5), Some(5)]));
     let m = model(&g, 13, &[]);
     let shape = [1, 6, 5, 5];
-    let x = values(150, 2);
+    let x = values(2, 150);
     let reference = run_tract(&m, &shape, &x);
 
     let (one, report) = rewrite_model(&m, &full_rank().include("a")).unwrap();
@@ -224,7 +223,7 @@ fn planned_rewrite_meets_the_target() {
     assert_eq!(report.input_size, Some((12, 12)));
     assert!((report.reduction().unwrap() - plan.reduction).abs() < 1e-9);
     assert!(report.converted.iter().all(|c| c.size_inferred));
-    let x = values(SHAPE.iter().product(), 4);
+    let x = values(4, SHAPE.iter().product());
     assert_eq!(run_tract(&out, &SHAPE, &x).len(), 2 * 10 * 36);
 }
 
@@ -271,7 +270,7 @@ fn a_fixed_rank_above_a_layers_maximum_leaves_that_layer_alone() {
     assert_eq!(dw.reason, SkipReason::RankAboveMaximum { rank: 2, max: 1 });
     assert!(dw.reason.to_string().contains("maximum rank 1"), "{}", dw.reason);
     // The rewritten model still runs and approximates the original.
-    let x = values(2 * 3 * 12 * 12, 5);
+    let x = values(5, 2 * 3 * 12 * 12);
     let (a, b) = (run_tract(&m, &[2, 3, 12, 12], &x), run_tract(&out, &[2, 3, 12, 12], &x));
     assert_eq!(a.len(), b.len());
     assert!(relative_diff(&a, &b) < 0.9);

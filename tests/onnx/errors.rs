@@ -1,11 +1,10 @@
 //! Bad ONNX input: a clear error naming the node or tensor, and nothing written.
 #![cfg(feature = "onnx")]
 
-mod onnx_support;
-
+use crate::support::onnx::*;
+use crate::support::values;
 use dac::io::onnx::{rewrite_file, RewriteOptions};
 use dac::Rank;
-use onnx_support::*;
 
 /// One conv `bad_conv` with weight `w` [8, 4/group, 3, 3]; `attrs` and `weight` are overridable.
 fn one_conv(attrs: Vec<Vec<u8>>, weight: Vec<u8>, bias: Option<Vec<u8>>) -> Vec<u8> {
@@ -23,7 +22,7 @@ fn one_conv(attrs: Vec<Vec<u8>>, weight: Vec<u8>, bias: Option<Vec<u8>>) -> Vec<
 }
 
 fn weight() -> Vec<u8> {
-    tensor("w", &[8, 4, 3, 3], &values(8 * 4 * 9, 1))
+    tensor("w", &[8, 4, 3, 3], &values(1, 8 * 4 * 9))
 }
 
 /// Writes `bytes`, rewrites, and returns the error message; checks nothing was written.
@@ -104,7 +103,7 @@ fn weight_inconsistent_with_attributes() {
     let msg = fails(&one_conv(vec![], tensor("w", &[8, 4, 3, 3], &[0.5; 10]), None));
     assert!(msg.contains("initializer `w`") && msg.contains("288"), "{msg}");
     // Non-finite weights.
-    let mut v = values(288, 1);
+    let mut v = values(1, 288);
     v[17] = f32::NAN;
     let msg = fails(&one_conv(vec![], tensor("w", &[8, 4, 3, 3], &v), None));
     assert!(msg.contains("bad_conv"), "{msg}");

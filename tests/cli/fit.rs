@@ -1,25 +1,15 @@
-//! The correlated-input fit through the converter and the binary (`dac convert --fit`), and the
-//! planner's `PlanLayer::from_factorization` on the shipped network.
+//! The correlated-input fit through the converter and the binary (`dac convert --fit`). (The
+//! planner's `PlanLayer::from_factorization` on the shipped network: tests/model/plans.rs.)
 #![cfg(feature = "cli")]
 
-mod common;
-mod io_support;
-#[path = "../examples/paper/net.rs"]
-mod net;
-
+use crate::support::cli::dac;
+use crate::support::files::{decode, float, write};
+use crate::support::Rng;
 use dac::exec::{self, Tensor4};
-use dac::io::{convert_file, read_records, ConvertOptions, SvdMethod};
-use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
-use dac::svd::NalgebraSvd;
-use dac::{Conv2dWeights, DepthwiseR, Factorization, Fit, Padding, Pointwise};
-use io_support::{decode, float, write};
+use dac::io::read_records;
+use dac::{Conv2dWeights, DepthwiseR, Padding, Pointwise};
 use nalgebra::{DMatrix, SymmetricEigen};
 use safetensors::SafeTensors;
-use std::process::Command;
-
-fn dac(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dac")).args(args).output().unwrap()
-}
 
 /// The test's own correlated fit of one layer: per input channel, the SVD of `M R^{1/2}`
 /// truncated at `rank`, times `R^{-1/2}` (f64, nalgebra), as an OIHW weight.
@@ -87,7 +77,7 @@ fn binary_correlated_fit_writes_the_fitted_pair() {
     let (src, dst) = (SafeTensors::deserialize(&ib).unwrap(), SafeTensors::deserialize(&ob).unwrap());
     let get = |st: &SafeTensors<'_>, name: &str| decode(st.tensor(name).unwrap().data(), "F32");
     let records = read_records(&out).unwrap();
-    let mut rng = common::Rng::new(3);
+    let mut rng = Rng::new(3);
     for (name, dims, groups, bias) in specs {
         let rec = records.iter().find(|r| r.name == name).unwrap();
         assert_eq!((rec.rank, rec.fit.as_str()), (2, "correlated=0.7"), "{name}");
@@ -146,66 +136,4 @@ fn binary_correlated_fit_writes_the_fitted_pair() {
     assert!(read_records(&plain).unwrap().iter().all(|r| r.fit == "frobenius"));
     let run = dac(&["convert", i, "-o", o, "--rank", "2", "--fit", "correlated=0.5", "--groups", "c2=2", "--force"]);
     assert!(String::from_utf8_lossy(&run.stdout).contains("fit: correlated, rho = 0.5"));
-}
-
-/// On the shipped network: `PlanLayer::from_factorization` of Frobenius factorisations plans
-/// exactly as `from_conv` + `with_weights`; with the correlated fit, the converter's
-/// `--speedup` plans exactly as `dac::plan` over `from_factorization` layers.
-#[test]
-fn from_factorization_plans_on_the_shipped_network() {
-    let root = net::repo_root();
-    let stem = root.join("models/fmnist_vgg");
-    let net = net::Net::load(&stem).unwrap();
-    let svd = NalgebraSvd::default();
-    let frob: Vec<_> = net.convs.iter().map(|l| Factorization::compute(l, &svd).unwrap()).collect();
-    let spectra: Vec<_> = frob.iter().map(Factorization::spectrum).collect();
-    let from_conv: Vec<PlanLayer<'_>> = net
-        .convs
-        .iter()
-        .zip(&spectra)
-        .zip(&net.conv_inputs)
-        .map(|((l, s), &hw)| PlanLayer::from_conv(l, s, hw).unwrap().with_weights(l.weight()).unwrap())
-        .collect();
-    let from_fact: Vec<PlanLayer<'_>> = frob
-        .iter()
-        .zip(&spectra)
-        .zip(&net.conv_inputs)
-        .map(|((f, s), &hw)| PlanLayer::from_factorization(f, s, hw).unwrap())
-        .collect();
-    let fit = Fit::correlated(Fit::DEFAULT_RHO).unwrap();
-    let corr: Vec<_> = net.convs.iter().map(|l| Factorization::compute_fitted(l, &svd, fit).unwrap()).collect();
-    let corr_spectra: Vec<_> = corr.iter().map(Factorization::spectrum).collect();
-    let corr_layers: Vec<PlanLayer<'_>> = corr
-        .iter()
-        .zip(&corr_spectra)
-        .zip(&net.conv_inputs)
-        .map(|((f, s), &hw)| PlanLayer::from_factorization(f, s, hw).unwrap())
-        .collect();
-    let options = PlanOptions::default().fixed(net.fixed_cost());
-    let dir = tempfile::tempdir().unwrap();
-    let mut differs = false;
-    for target in [1.5, 2.0, 3.0] {
-        let t = Target::MacReduction(target);
-        for proxy in [Proxy::Spatial, Proxy::Sensitivity, Proxy::Energy] {
-            let a = dac::plan(&from_conv, &t, &options.proxy(proxy)).unwrap();
-            let b = dac::plan(&from_fact, &t, &options.proxy(proxy)).unwrap();
-            assert_eq!(a, b, "{target}x {proxy:?}");
-        }
-        let frobenius_plan = dac::plan(&from_fact, &t, &options).unwrap();
-        let want = dac::plan(&corr_layers, &t, &options).unwrap();
-        differs |= want.layers.iter().zip(&frobenius_plan.layers).any(|(a, b)| a.rank != b.rank);
-        let out = dir.path().join(format!("out-{target}.safetensors"));
-        let mut convert = ConvertOptions::speedup(target).input_size(32, 32).svd(SvdMethod::Nalgebra).fit(fit);
-        for (l, &(h, w)) in net.convs.iter().zip(&net.conv_inputs) {
-            convert = convert.layer_input(l.name(), h, w);
-        }
-        let got = convert_file(stem.with_extension("safetensors"), &out, &convert).unwrap();
-        assert_eq!(got.fit, fit);
-        let got = got.plan.expect("a plan");
-        assert_eq!(got.after.macs, want.after.macs, "{target}x");
-        for (g, w) in got.layers.iter().zip(&want.layers) {
-            assert_eq!((&g.name, g.rank), (&w.name, w.rank), "{target}x");
-        }
-    }
-    assert!(differs, "the correlated fit should plan differently somewhere");
 }

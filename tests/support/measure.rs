@@ -1,30 +1,6 @@
-//! Helpers shared by the integration tests: seeded data and an independent reconstruction.
-#![allow(dead_code)]
+//! Reconstruction and error measures written from the definitions, independently of the crate.
 
 use dac::{Conv2dWeights, DepthwiseR, Pointwise, Real};
-
-/// SplitMix64: a tiny seeded generator so test data is reproducible from a proptest seed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0
-    }
-    pub fn vec<T: Real>(&mut self, n: usize) -> Vec<T> {
-        (0..n).map(|_| T::from_f64_lossy(self.uniform())).collect()
-    }
-}
 
 /// `Ŵ[n, c_local, t] = Σ_j pw[n, c_local·r + j] · dw[c·r + j, t]`, in f64, written from the
 /// definition independently of the crate's own error measurement.
@@ -58,4 +34,26 @@ pub fn relative_diff(a: &[f64], b: &[f64]) -> f64 {
     } else {
         num.sqrt()
     }
+}
+
+/// The tap correlation `R[a][b] = ρ^(|Δy|·dh + |Δx|·dw)`, written from the definition.
+pub fn correlation(kh: usize, kw: usize, dilation: (usize, usize), rho: f64) -> Vec<f64> {
+    let taps = kh * kw;
+    let mut r = vec![0.0; taps * taps];
+    for a in 0..taps {
+        for b in 0..taps {
+            let dy = (a / kw).abs_diff(b / kw) * dilation.0;
+            let dx = (a % kw).abs_diff(b % kw) * dilation.1;
+            r[a * taps + b] = rho.powi((dy + dx) as i32);
+        }
+    }
+    r
+}
+
+/// `Σ over (n, c) rows d of d R dᵀ`: the expected squared output error of a weight difference
+/// `d` (OIHW, flattened) for input patches with covariance `R`.
+pub fn weighted_energy(d: &[f64], r: &[f64], taps: usize) -> f64 {
+    d.chunks(taps)
+        .map(|row| (0..taps).map(|a| (0..taps).map(|b| row[a] * r[a * taps + b] * row[b]).sum::<f64>()).sum::<f64>())
+        .sum()
 }

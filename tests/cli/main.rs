@@ -1,0 +1,9 @@
+//! The `dac` binary: convert, inspect, --speedup, --fit and the onnx subcommand.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod convert;
+mod fit;
+mod onnx;
+mod speedup;

@@ -1,0 +1,70 @@
+//! `ConvertOptions::speedup`: a whole-network plan from the weights alone, through the library
+//! (the binary's `--speedup`: tests/cli/speedup.rs).
+#![cfg(feature = "safetensors")]
+
+use crate::support::files::{small_net, stack, write};
+use dac::io::{convert_file, read_records, ConvertOptions};
+
+#[test]
+fn library_plan_meets_the_target_and_counts_linear_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stack(dir.path());
+    let out = dir.path().join("out.safetensors");
+    let options = ConvertOptions::speedup(2.0).input_size(16, 16).layer_input("c3", 4, 4);
+    let s = convert_file(&input, &out, &options).unwrap();
+    let plan = s.plan.as_ref().expect("a plan");
+    assert!(plan.met);
+    assert!(s.macs_before() as f64 >= 2.0 * s.macs_after() as f64, "{} -> {}", s.macs_before(), s.macs_after());
+    // Totals include the linear layer (10x64 MACs) and agree with the planner's.
+    assert_eq!(s.linear.macs, 640);
+    assert_eq!(s.macs_before(), plan.before.macs);
+    assert_eq!(s.macs_after(), plan.after.macs);
+    // c3 used its own size; the others the default.
+    let c3_before = 4 * 4 * 64 * 64 * 9;
+    type Row = (String, bool, Option<(usize, usize)>);
+    let all: Vec<Row> = s
+        .converted
+        .iter()
+        .map(|l| (l.name.clone(), l.default_input, l.input_size))
+        .chain(s.skipped.iter().map(|l| (l.name.clone(), l.default_input, l.input_size)))
+        .collect();
+    for (name, default, size) in &all {
+        assert_eq!(*default, name != "c3", "{name}");
+        assert_eq!(*size, Some(if name == "c3" { (4, 4) } else { (16, 16) }));
+    }
+    let c3_cost = s.converted.iter().find(|l| l.name == "c3").map(|l| l.before.macs);
+    let c3_cost = c3_cost.or_else(|| s.skipped.iter().find(|l| l.name == "c3").map(|l| l.cost.macs));
+    assert_eq!(c3_cost, Some(c3_before));
+    // The file records exactly the planned ranks.
+    let records = read_records(&out).unwrap();
+    for l in &plan.layers {
+        let rec = records.iter().find(|r| r.name == l.name);
+        assert_eq!(rec.map(|r| r.rank), l.rank, "{}", l.name);
+    }
+}
+
+#[test]
+fn a_target_needs_input_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stack(dir.path());
+    let out = dir.path().join("out.safetensors");
+    let e = convert_file(&input, &out, &ConvertOptions::speedup(2.0)).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("stack.safetensors") && msg.contains("input size") && msg.contains("c0"), "{msg}");
+    assert!(!out.exists());
+    let e = convert_file(&input, &out, &ConvertOptions::speedup(0.5).input_size(8, 8)).unwrap_err();
+    assert!(e.to_string().contains("MAC reduction = 0.5"), "{e}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn unreachable_target_is_reported_not_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    let out = dir.path().join("o.safetensors");
+    let s = convert_file(&input, &out, &ConvertOptions::speedup(1000.0).input_size(8, 8).groups("conv3", 2)).unwrap();
+    let plan = s.plan.unwrap();
+    assert!(!plan.met);
+    assert!(plan.reduction() < 1000.0 && plan.reduction() > 1.0);
+}

@@ -1,0 +1,8 @@
+//! ONNX rewriting: wire-level preservation, naming, shared weights, bad input, the correlated fit, checked in tract.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod errors;
+mod fit;
+mod rewrite;

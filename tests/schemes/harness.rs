@@ -1,0 +1,66 @@
+//! Every scheme (`harness::schemes`: DAC with every SVD backend, every fit and every split), in
+//! f32 and f64, through the shared harness: exact at full rank against `exec::reference` over
+//! the geometry space (shapes, strides, asymmetric paddings, dilations, groups, non-square
+//! kernels, bias), error non-increasing in the rank, bad input an error.
+
+use crate::support::gen::cases;
+use crate::support::harness::{bad_input_is_an_error, exact_at_full_rank, monotone_in_rank, schemes};
+use crate::support::Rng;
+use dac::{Conv2dWeights, Padding};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_scheme_is_exact_at_full_rank_f32(case in cases()) {
+        for scheme in schemes::<f32>() {
+            exact_at_full_rank(scheme.as_ref(), &case)?;
+        }
+    }
+
+    #[test]
+    fn every_scheme_is_exact_at_full_rank_f64(case in cases()) {
+        for scheme in schemes::<f64>() {
+            exact_at_full_rank(scheme.as_ref(), &case)?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_scheme_is_monotone_in_rank_f64(case in cases()) {
+        let (layer, _) = case.build::<f64>();
+        for scheme in schemes::<f64>() {
+            monotone_in_rank(scheme.as_ref(), &layer)?;
+        }
+    }
+
+    #[test]
+    fn every_scheme_is_monotone_in_rank_f32(case in cases()) {
+        let (layer, _) = case.build::<f32>();
+        for scheme in schemes::<f32>() {
+            monotone_in_rank(scheme.as_ref(), &layer)?;
+        }
+    }
+}
+
+#[test]
+fn every_scheme_refuses_bad_ranks_and_survives_overflow() {
+    let mut rng = Rng::new(17);
+    for (dims, groups) in [([8usize, 2usize, 3usize, 3usize], 1usize), ([6, 2, 5, 3], 3), ([4, 3, 1, 1], 1)] {
+        let w = rng.vec::<f64>(dims.iter().product());
+        let padding = Padding { top: 1, bottom: 0, left: 2, right: 1 };
+        let l64 = Conv2dWeights::builder(w.clone(), dims).groups(groups).padding(padding).build().unwrap();
+        let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let l32 = Conv2dWeights::builder(w32, dims).groups(groups).padding(padding).build().unwrap();
+        for scheme in schemes::<f64>() {
+            bad_input_is_an_error(scheme.as_ref(), &l64);
+        }
+        for scheme in schemes::<f32>() {
+            bad_input_is_an_error(scheme.as_ref(), &l32);
+        }
+    }
+}

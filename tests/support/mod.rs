@@ -1,0 +1,26 @@
+//! The one support module of the integration tests, shared by every test crate
+//! (`#[path = "../support/mod.rs"] mod support;` in each `tests/<layer>/main.rs`):
+//!
+//! - [`gen`]: the seeded generator ([`Rng`]) and the convolution geometry space ([`Case`]);
+//! - [`measure`]: reconstruction of a pair's weight and error measures written from the
+//!   definitions, independently of the crate;
+//! - [`harness`]: the checks every SVD backend and every decomposition scheme runs through;
+//! - `files`: safetensors fixtures; `onnx`: a tiny ONNX encoder and tract runner; `cli`: runs
+//!   the `dac` binary; `net`: the paper example's network (models/ and data/).
+#![allow(dead_code)]
+
+pub mod gen;
+pub mod harness;
+pub mod measure;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "safetensors")]
+pub mod files;
+#[path = "../../examples/paper/net.rs"]
+pub mod net;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+
+pub use gen::{seeded, values, Case, Rng};
+pub use measure::{reconstruct, relative_diff};
