@@ -133,7 +133,9 @@ impl<T: Real> Workspace<T> {
     }
     /// Keeps the factors' weight buffers for the next [`Factored::factors`].
     pub fn recycle(&mut self, factors: Vec<Factor<T>>) {
-        for f in factors {
+        // Reversed, so that the next layer's first factor gets this layer's first buffer back:
+        // factors of a scheme differ in size, and a buffer that fits is not reallocated.
+        for f in factors.into_iter().rev() {
             let (weight, _) = f.conv.into_parts();
             self.buffers.push(weight);
         }
