@@ -93,6 +93,7 @@ struct Ctx {
     /// `pairs[f][i][r - 1]`: conv `i` at rank `r` with fit `fits[f]`.
     pairs: Vec<Vec<Vec<Pair>>>,
     /// Frobenius spectra (Experiment 1's proxy check).
+    #[allow(dead_code)]
     spectra: Vec<Spectrum>,
     dense_macs: u64,
     memo: HashMap<(usize, Vec<Option<usize>>), usize>,
@@ -207,25 +208,13 @@ impl Ctx {
         }
         v
     }
-    /// The planner's view of every convolution (spectrum, geometry, input size and, through
-    /// `from_conv`, the weights that `Proxy::Spatial` reads).
-    fn plan_layers(&self) -> Res<Vec<PlanLayer<'_>>> {
-        Ok(self.net.plan_layers(&self.spectra)?)
+    /// The planner's view of every convolution with the Frobenius fit.
+    fn plan_layers(&self) -> Res<Vec<PlanLayer>> {
+        Ok(self.net.plan_layers(Fit::frobenius())?)
     }
-    /// The planner's plan for the current fit (`PlanLayer::from_factorization`: with the
-    /// Frobenius fit the same layers as [`plan_layers`](Self::plan_layers)).
+    /// The planner's plan for the current fit.
     fn plan(&self, target: f64, proxy: Proxy) -> Res<Plan> {
-        let svd = NalgebraSvd::default();
-        let fit = self.fits[self.fit];
-        let fs: Vec<Factorization<'_, f32>> =
-            self.net.convs.iter().map(|l| Factorization::compute_fitted(l, &svd, fit)).collect::<Result<_, _>>()?;
-        let spectra: Vec<Spectrum> = fs.iter().map(Factorization::spectrum).collect();
-        let layers: Vec<PlanLayer<'_>> = fs
-            .iter()
-            .zip(&spectra)
-            .zip(&self.net.conv_inputs)
-            .map(|((f, s), &hw)| PlanLayer::from_factorization(f, s, hw))
-            .collect::<Result<_, _>>()?;
+        let layers = self.net.plan_layers(self.fits[self.fit])?;
         let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy);
         Ok(dac::plan(&layers, &Target::MacReduction(target), &options)?)
     }

@@ -313,15 +313,16 @@ impl Net {
         convs + self.fixed_cost()
     }
 
-    /// The planner's view of every convolution: its spectrum (`spectra[i]` for conv `i`),
-    /// geometry, input size and, through `PlanLayer::from_conv`, the weights that
-    /// `Proxy::Spatial` reads.
-    pub fn plan_layers<'a>(&'a self, spectra: &'a [dac::Spectrum]) -> dac::Result<Vec<dac::plan::PlanLayer<'a>>> {
+    /// The planner's view of every convolution, factored by the paper's scheme with `fit`
+    /// (nalgebra's SVD): its errors at every rank, geometry and input size.
+    pub fn plan_layers(&self, fit: dac::Fit) -> dac::Result<Vec<dac::plan::PlanLayer>> {
+        use dac::scheme::Scheme;
+        let svd = dac::svd::NalgebraSvd::default();
+        let scheme = dac::scheme::Dac::new(&svd).fit(fit);
         self.convs
             .iter()
-            .zip(spectra)
             .zip(&self.conv_inputs)
-            .map(|((l, s), &hw)| dac::plan::PlanLayer::from_conv(l, s, hw))
+            .map(|(l, &hw)| dac::plan::PlanLayer::new(&*scheme.factor(l)?, hw))
             .collect()
     }
 

@@ -193,8 +193,9 @@ fn every_bad_input_fails_with_one_line_and_writes_nothing() {
         ("nan", &[], &["layer `conv`", "NaN"]),
         ("no_match_layers", &["--layers", "nope*"], &["--layers", "`nope*`"]),
         ("no_match_skip", &["--skip", "x"], &["--skip", "`x`"]),
-        ("rank_too_high", &["--rank-for", "conv=10"], &["layer `conv`", "rank 10"]),
-        ("rank_too_high_global", &["--rank", "7"], &["layer `conv`", "rank 7", "1..=4"]),
+        ("rank_zero", &["--rank-for", "conv=0"], &["layer `conv`", "rank 0"]),
+        ("rank_zero_global", &["--rank", "0"], &["layer `conv`", "rank 0", "1..=4"]),
+        ("no_match_layer_input", &["--layer-input", "w=4x4"], &["--layer-input", "`w`"]),
         ("bad_groups", &["--groups", "conv=3"], &["layer `conv`", "groups = 3"]),
     ];
     for (name, extra, expect) in cases {

@@ -6,6 +6,7 @@ use crate::support::files::{self, make};
 use crate::support::values;
 use dac::io::{convert_file, inspect_file, ConvertOptions, InspectOptions};
 use dac::Rank;
+use safetensors::SafeTensors;
 use std::path::Path;
 
 /// The bad inputs of the issue, each as (file name, writer, options, substrings of the message).
@@ -29,15 +30,13 @@ pub fn cases() -> Vec<Case> {
         Case { name: "int_conv", options: r(), expect: &["tensor `conv.weight`", "dtype I32 is not supported"] },
         Case { name: "bias_length", options: r(), expect: &["tensor `conv.bias`", "[3]", "[4]"] },
         Case { name: "nan", options: r(), expect: &["layer `conv`", "weight[5] = NaN"] },
-        Case { name: "no_match_layers", options: r().include("nope*"), expect: &["--layers", "`nope*`", "conv"] },
-        Case { name: "no_match_skip", options: r().exclude("x"), expect: &["--skip", "`x`"] },
-        Case { name: "no_match_rank_for", options: r().rank_for("y", 1), expect: &["--rank-for", "`y`"] },
-        Case { name: "no_match_groups", options: r().groups("z", 2), expect: &["--groups", "`z`"] },
-        Case {
-            name: "rank_too_high",
-            options: r().rank_for("conv", 10),
-            expect: &["layer `conv`", "rank 10", "1..=4"],
-        },
+        // Library errors name the option (the CLI maps them to its flags).
+        Case { name: "no_match_layers", options: r().include("nope*"), expect: &["include", "`nope*`", "conv"] },
+        Case { name: "no_match_skip", options: r().exclude("x"), expect: &["exclude", "`x`"] },
+        Case { name: "no_match_rank_for", options: r().rank_for("y", 1), expect: &["rank_for", "`y`"] },
+        Case { name: "no_match_groups", options: r().groups("z", 2), expect: &["groups", "`z`"] },
+        Case { name: "no_match_layer_input", options: r().layer_input("w", 4, 4), expect: &["layer_input", "`w`"] },
+        Case { name: "rank_zero", options: r().rank_for("conv", 0), expect: &["layer `conv`", "rank 0", "1..=4"] },
         Case { name: "bad_groups", options: r().groups("conv", 3), expect: &["layer `conv`", "groups = 3"] },
         Case { name: "bad_energy", options: ConvertOptions::new(Rank::Energy(1.5)), expect: &["energy = 1.5"] },
     ]
@@ -168,5 +167,25 @@ fn non_finite_weights_are_named_on_every_path() {
                 }
             }
         }
+    }
+}
+
+/// A fixed rank above a layer's maximum leaves the layer dense (the same rule as for ONNX: a
+/// network routinely holds layers of different maximum ranks), and says why.
+#[test]
+fn rank_above_the_maximum_leaves_the_layer_dense() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = make(dir.path(), "good");
+    let output = dir.path().join("out.safetensors");
+    let s = convert_file(&input, &output, &ConvertOptions::new(Rank::Fixed(1)).rank_for("conv", 10)).unwrap();
+    assert!(s.converted.is_empty(), "{s:?}");
+    let conv = s.skipped.iter().find(|l| l.name == "conv").expect("conv listed");
+    assert_eq!(conv.reason, dac::convert::SkipReason::RankAboveMaximum { rank: 10, max: 4 });
+    assert!(conv.reason.to_string().contains("maximum rank 4"), "{}", conv.reason);
+    // Every tensor copied bit for bit.
+    let (ib, ob) = (std::fs::read(&input).unwrap(), std::fs::read(&output).unwrap());
+    let (i, o) = (SafeTensors::deserialize(&ib).unwrap(), SafeTensors::deserialize(&ob).unwrap());
+    for name in ["conv.weight", "conv.bias"] {
+        assert_eq!(i.tensor(name).unwrap().data(), o.tensor(name).unwrap().data(), "{name}");
     }
 }

@@ -12,7 +12,8 @@
 #![cfg(feature = "onnx")]
 
 use crate::support::net;
-use dac::io::onnx::{rewrite_model, RewriteOptions};
+use dac::convert::ConvertOptions;
+use dac::io::onnx::rewrite_model;
 use dac::plan::{PlanOptions, Target};
 use dac::svd::NalgebraSvd;
 use dac::{Factorization, Options};
@@ -79,14 +80,19 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     // carry their weights), linear layers fixed.
     let svd = NalgebraSvd::default();
     let facts: Vec<_> = net.convs.iter().map(|l| Factorization::compute(l, &svd).unwrap()).collect();
-    let spectra: Vec<_> = facts.iter().map(|f| f.spectrum()).collect();
-    let layers = net.plan_layers(&spectra).unwrap();
+    let layers = net.plan_layers(dac::Fit::frobenius()).unwrap();
     for target in [1.5, 2.0, 3.0] {
         let options = PlanOptions::default().fixed(net.fixed_cost());
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
-        let (rewritten, report) = rewrite_model(&original, &RewriteOptions::planned(target)).unwrap();
+        let (rewritten, report) =
+            rewrite_model(&original, &ConvertOptions::speedup(target).svd(dac::convert::SvdMethod::Nalgebra)).unwrap();
         let p = report.plan.unwrap();
-        assert!((p.reduction - plan.reduction()).abs() < 1e-12, "{target}: {} vs {}", p.reduction, plan.reduction());
+        assert!(
+            (p.reduction() - plan.reduction()).abs() < 1e-12,
+            "{target}: {} vs {}",
+            p.reduction(),
+            plan.reduction()
+        );
         // Same ranks, layer by layer.
         for (l, lp) in net.convs.iter().zip(&plan.layers) {
             let weight = format!("{}.weight", l.name());
@@ -111,7 +117,7 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
         let correct = count(&got);
         eprintln!(
             "{target}x: planned {:.3}x, tract on the rewritten ONNX: {correct}/{images} correct ({:.2}%)",
-            p.reduction,
+            p.reduction(),
             100.0 * correct as f64 / images as f64
         );
     }

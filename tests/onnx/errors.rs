@@ -3,7 +3,8 @@
 
 use crate::support::onnx::*;
 use crate::support::values;
-use dac::io::onnx::{rewrite_file, RewriteOptions};
+use dac::convert::ConvertOptions;
+use dac::io::onnx::rewrite_file;
 use dac::Rank;
 
 /// One conv `bad_conv` with weight `w` [8, 4/group, 3, 3]; `attrs` and `weight` are overridable.
@@ -31,7 +32,7 @@ fn fails(bytes: &[u8]) -> String {
     let input = dir.path().join("in.onnx");
     let output = dir.path().join("out.onnx");
     std::fs::write(&input, bytes).unwrap();
-    let err = rewrite_file(&input, &output, &RewriteOptions::new(Rank::Fixed(2))).unwrap_err();
+    let err = rewrite_file(&input, &output, &ConvertOptions::new(Rank::Fixed(2))).unwrap_err();
     assert!(!output.exists(), "nothing written");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
     assert_eq!(std::fs::read(&input).unwrap(), bytes, "input untouched");
@@ -45,7 +46,7 @@ fn the_valid_model_rewrites() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.onnx");
     std::fs::write(&input, one_conv(vec![], weight(), None)).unwrap();
-    let report = rewrite_file(&input, dir.path().join("out.onnx"), &RewriteOptions::new(Rank::Fixed(2))).unwrap();
+    let report = rewrite_file(&input, dir.path().join("out.onnx"), &ConvertOptions::new(Rank::Fixed(2))).unwrap();
     assert_eq!(report.converted.len(), 1);
 }
 

@@ -1,9 +1,10 @@
-//! The correlated-input fit in the ONNX rewrite (`RewriteOptions::fit`), checked in tract.
+//! The correlated-input fit in the ONNX rewrite (`ConvertOptions::fit`), checked in tract.
 #![cfg(feature = "onnx")]
 
 use crate::support::onnx::*;
 use crate::support::values;
-use dac::io::onnx::{rewrite_model, Layout, RewriteOptions};
+use dac::convert::{ConvertOptions, Layout};
+use dac::io::onnx::rewrite_model;
 use dac::{Fit, Rank};
 
 /// Three convolutions: padded 3x3 with bias, grouped + strided, dilated 5x3. Input
@@ -41,32 +42,32 @@ fn correlated_fit_full_rank_is_exact_and_low_rank_differs() {
     let x = values(42, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
     for layout in [Layout::Fused, Layout::Multiplier1] {
-        let options = RewriteOptions::new(Rank::Energy(1.0)).allow_slower(true).layout(layout).fit(fit);
+        let options = ConvertOptions::new(Rank::Energy(1.0)).allow_slower(true).layout(layout).fit(fit);
         let (out, report) = rewrite_model(&m, &options).unwrap();
         assert_eq!(report.fit, fit);
-        assert!(report.to_json().contains(r#""fit":"correlated=0.7""#), "{}", report.to_json());
+        assert_eq!(report.to_json()["fit"], "correlated=0.7", "{}", report.to_json());
         assert_eq!(report.converted.len(), 3);
         for c in &report.converted {
-            assert_eq!(c.rank, c.max_rank, "{}", c.node);
+            assert_eq!(c.rank, c.max_rank, "{}", c.name);
         }
         let d = relative_diff(&reference, &run_tract(&out, &SHAPE, &x));
         assert!(d < 1e-4, "{layout:?}: relative difference {d}");
     }
     // Rank 2: a different pair from the Frobenius one; the default is the Frobenius fit, byte
     // for byte.
-    let (frob, fr) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2))).unwrap();
-    let (explicit, _) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2)).fit(Fit::frobenius())).unwrap();
+    let (frob, fr) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
+    let (explicit, _) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2)).fit(Fit::frobenius())).unwrap();
     assert_eq!(frob, explicit);
     assert_eq!(fr.fit, Fit::frobenius());
-    let (corr, cr) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2)).fit(fit)).unwrap();
+    let (corr, cr) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2)).fit(fit)).unwrap();
     assert_ne!(frob, corr);
     let (a, b) = (run_tract(&frob, &SHAPE, &x), run_tract(&corr, &SHAPE, &x));
     assert!(relative_diff(&a, &b) > 1e-4);
     for (f, c) in fr.converted.iter().zip(&cr.converted) {
-        assert_ne!(f.relative_error, c.relative_error, "{}", f.node);
+        assert_ne!(f.relative_error, c.relative_error, "{}", f.name);
     }
     // Planned with the fitted spectra.
-    let (out, report) = rewrite_model(&m, &RewriteOptions::planned(1.5).fit(fit)).unwrap();
+    let (out, report) = rewrite_model(&m, &ConvertOptions::speedup(1.5).fit(fit)).unwrap();
     assert!(report.plan.unwrap().met);
     assert_eq!(run_tract(&out, &SHAPE, &x).len(), 2 * 10 * 25);
 }

@@ -3,7 +3,8 @@
 
 use crate::support::onnx::*;
 use crate::support::values;
-use dac::io::onnx::{rewrite_file, rewrite_model, Layout, RewriteOptions, SkipReason};
+use dac::convert::{ConvertOptions, Layout, SizeSource, SkipReason};
+use dac::io::onnx::{rewrite_file, rewrite_model};
 use dac::Rank;
 
 const MODEL_UNKNOWN: &[u8] = b"model-field-999";
@@ -75,19 +76,22 @@ fn net(with_unknown: bool) -> Vec<u8> {
 
 const SHAPE: [usize; 4] = [2, 3, 12, 12];
 
-fn full_rank() -> RewriteOptions {
-    RewriteOptions::new(Rank::Energy(1.0)).allow_slower(true)
+fn full_rank() -> ConvertOptions {
+    ConvertOptions::new(Rank::Energy(1.0)).allow_slower(true)
 }
 
 #[test]
 fn selection_matching_nothing_returns_the_input_bytes() {
     let m = net(true);
-    let (out, report) = rewrite_model(&m, &full_rank().include("no-such-layer")).unwrap();
+    // A pattern matching no convolution is an error, as for checkpoints.
+    let err = rewrite_model(&m, &full_rank().include("no-such-layer")).unwrap_err();
+    assert!(matches!(err, dac::Error::NoMatch { option: "include", .. }), "{err}");
+    // Only the 1x1 layer selected: nothing to convert.
+    let (out, report) = rewrite_model(&m, &full_rank().include("conv3")).unwrap();
     assert_eq!(out, m, "byte-identical");
     assert!(report.converted.is_empty());
-    assert_eq!(report.unmatched_patterns, vec!["no-such-layer".to_string()]);
-    assert!(report.skipped.iter().any(|s| s.node == "conv3" && s.reason == SkipReason::PointwiseKernel));
-    assert!(report.skipped.iter().any(|s| s.node == "conv0" && s.reason == SkipReason::NotIncluded));
+    assert!(report.skipped.iter().any(|s| s.name == "conv3" && s.reason == SkipReason::PointwiseKernel));
+    assert!(report.skipped.iter().any(|s| s.name == "conv0" && s.reason == SkipReason::NotIncluded));
     // Every conv excluded: the same.
     let (out, _) = rewrite_model(&m, &full_rank().exclude("*")).unwrap();
     assert_eq!(out, m);
@@ -100,11 +104,11 @@ fn full_rank_matches_the_original_in_tract_in_both_layouts() {
     let reference = run_tract(&m, &SHAPE, &x);
     for layout in [Layout::Fused, Layout::Multiplier1] {
         let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
-        let names: Vec<&str> = report.converted.iter().map(|c| c.node.as_str()).collect();
+        let names: Vec<&str> = report.converted.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["conv0", "conv1", "conv2", "conv4"], "{layout:?}");
         for c in &report.converted {
-            assert_eq!(c.rank, c.max_rank, "{}", c.node);
-            assert!(c.relative_error < 1e-5, "{}: {}", c.node, c.relative_error);
+            assert_eq!(c.rank, c.max_rank, "{}", c.name);
+            assert!(c.relative_error < 1e-5, "{}: {}", c.name, c.relative_error);
         }
         let got = run_tract(&out, &SHAPE, &x);
         let d = relative_diff(&reference, &got);
@@ -117,9 +121,9 @@ fn low_rank_runs_and_approximates() {
     let m = net(false);
     let x = values(7, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
-    let (fused, report) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2))).unwrap();
+    let (fused, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
     assert!(report.converted.iter().all(|c| c.rank == 2));
-    let (split, _) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2)).layout(Layout::Multiplier1)).unwrap();
+    let (split, _) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2)).layout(Layout::Multiplier1)).unwrap();
     let a = run_tract(&fused, &SHAPE, &x);
     let b = run_tract(&split, &SHAPE, &x);
     assert!(relative_diff(&a, &b) < 1e-5, "the two layouts compute the same function");
@@ -155,7 +159,7 @@ fn unknown_fields_doc_strings_and_metadata_survive() {
     assert!(!contains(&out, b"conv0.weight"));
     assert!(contains(&out, b"conv0.bias"));
     assert!(contains(&out, b"conv0.depthwise.0.weight"), "multiplier-1 layout by default");
-    assert_eq!(report.removed_initializers, ["conv0.weight", "conv1.weight", "conv2.weight", "conv4.weight"]);
+    assert_eq!(report.removed, ["conv0.weight", "conv1.weight", "conv2.weight", "conv4.weight"]);
     let x = values(3, SHAPE.iter().product());
     assert!(relative_diff(&run_tract(&m, &SHAPE, &x), &run_tract(&out, &SHAPE, &x)) < 1e-4);
 }
@@ -178,7 +182,7 @@ fn new_names_never_collide_with_existing_ones() {
     for layout in [Layout::Fused, Layout::Multiplier1] {
         let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
         assert_eq!(report.converted.len(), 1);
-        assert!(report.converted[0].nodes.iter().all(|n| n != "conv/depthwise" && n != "conv/pointwise"));
+        assert!(report.converted[0].written.iter().all(|n| n != "conv/depthwise" && n != "conv/pointwise"));
         assert!(contains(&out, b"conv.depthwise.weight_1") || contains(&out, b"conv.depthwise.0.weight"));
         assert!(relative_diff(&reference, &run_tract(&out, &shape, &x)) < 1e-4, "{layout:?}");
     }
@@ -200,13 +204,13 @@ fn a_weight_shared_by_two_convs_is_kept_until_both_are_converted() {
 
     let (one, report) = rewrite_model(&m, &full_rank().include("a")).unwrap();
     assert_eq!(report.converted.len(), 1);
-    assert!(report.removed_initializers.is_empty());
+    assert!(report.removed.is_empty());
     assert!(contains(&one, b"shared.weight"));
     assert!(relative_diff(&reference, &run_tract(&one, &shape, &x)) < 1e-4);
 
     let (both, report) = rewrite_model(&m, &full_rank()).unwrap();
     assert_eq!(report.converted.len(), 2);
-    assert_eq!(report.removed_initializers, ["shared.weight"]);
+    assert_eq!(report.removed, ["shared.weight"]);
     // One decomposition, shared by both pairs.
     assert!(!contains(&both, b"shared.depthwise.weight_1"));
     assert!(report.converted.iter().all(|c| c.relative_error < 1e-5));
@@ -216,13 +220,13 @@ fn a_weight_shared_by_two_convs_is_kept_until_both_are_converted() {
 #[test]
 fn planned_rewrite_meets_the_target() {
     let m = net(false);
-    let (out, report) = rewrite_model(&m, &RewriteOptions::planned(1.5)).unwrap();
-    let plan = report.plan.unwrap();
+    let (out, report) = rewrite_model(&m, &ConvertOptions::speedup(1.5)).unwrap();
+    let plan = report.plan.clone().unwrap();
     assert!(plan.met, "{plan:?}");
-    assert!(plan.reduction >= 1.5);
+    assert!(plan.reduction() >= 1.5);
     assert_eq!(report.input_size, Some((12, 12)));
-    assert!((report.reduction().unwrap() - plan.reduction).abs() < 1e-9);
-    assert!(report.converted.iter().all(|c| c.size_inferred));
+    assert!((report.reduction().unwrap() - plan.reduction()).abs() < 1e-9);
+    assert!(report.converted.iter().all(|c| c.size == SizeSource::Inferred));
     let x = values(4, SHAPE.iter().product());
     assert_eq!(run_tract(&out, &SHAPE, &x).len(), 2 * 10 * 36);
 }
@@ -263,10 +267,10 @@ fn a_fixed_rank_above_a_layers_maximum_leaves_that_layer_alone() {
     g.inputs.push(value_info("input", &[None, Some(3), Some(12), Some(12)]));
     g.outputs.push(value_info("y", &[None, Some(16), Some(12), Some(12)]));
     let m = model(&g, 13, &[]);
-    let (out, report) = rewrite_model(&m, &RewriteOptions::new(Rank::Fixed(2))).unwrap();
-    let names: Vec<&str> = report.converted.iter().map(|c| c.node.as_str()).collect();
+    let (out, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
+    let names: Vec<&str> = report.converted.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["dense"]);
-    let dw = report.skipped.iter().find(|s| s.node == "dw").expect("dw listed as skipped");
+    let dw = report.skipped.iter().find(|s| s.name == "dw").expect("dw listed as skipped");
     assert_eq!(dw.reason, SkipReason::RankAboveMaximum { rank: 2, max: 1 });
     assert!(dw.reason.to_string().contains("maximum rank 1"), "{}", dw.reason);
     // The rewritten model still runs and approximates the original.

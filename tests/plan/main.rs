@@ -6,9 +6,11 @@ mod support;
 
 use dac::cost::{self, Cost};
 use dac::plan::{Plan, PlanLayer, PlanOptions, Proxy, Target};
+use dac::scheme::{Dac, Scheme};
 use dac::svd::NalgebraSvd;
-use dac::{plan, Conv2dWeights, ConvShape, Error, Factorization, Fit, Geometry, Padding, Spectrum};
+use dac::{plan, Conv2dWeights, ConvShape, Error, Factorization, Fit, Geometry, Padding, Real, Spectrum};
 use proptest::prelude::*;
+use support::measure::correlation;
 use support::Rng;
 
 /// A random convolution: shape, geometry, input size and a descending spectrum.
@@ -42,11 +44,44 @@ fn layer() -> impl Strategy<Value = Layer> {
         })
 }
 
-fn plan_layers(stack: &[Layer]) -> Vec<PlanLayer<'_>> {
+/// A convolution whose every channel matrix is diagonal with `spectrum`'s values: a layer with
+/// exactly that spectrum (its right singular vectors are single taps).
+fn conv_with_spectrum(name: &str, spectrum: &Spectrum, geometry: Geometry, bias: bool) -> Conv2dWeights<f64> {
+    let shape = *spectrum.shape();
+    let (ng, cg, taps) = (shape.out_per_group(), shape.in_per_group(), shape.taps());
+    let mut w = vec![0.0; shape.out_channels * cg * taps];
+    for (c, values) in spectrum.channels().enumerate() {
+        let (group, local) = (c / cg, c % cg);
+        for (j, &s) in values.iter().enumerate() {
+            w[((group * ng + j) * cg + local) * taps + j] = s;
+        }
+    }
+    let b = bias.then(|| vec![0.0; shape.out_channels]);
+    Conv2dWeights::builder(w, [shape.out_channels, cg, shape.kh, shape.kw])
+        .name(name)
+        .maybe_bias(b)
+        .geometry(geometry)
+        .build()
+        .unwrap()
+}
+
+/// The planner's layer for `conv` (the paper's scheme, nalgebra's SVD).
+fn plan_layer<T: Real>(conv: &Conv2dWeights<T>, fit: Fit, input: (usize, usize)) -> dac::Result<PlanLayer>
+where
+    NalgebraSvd: dac::svd::SvdBackend<T>,
+{
+    let svd = NalgebraSvd::default();
+    PlanLayer::new(&*Dac::new(&svd).fit(fit).factor(conv)?, input)
+}
+
+fn plan_layers(stack: &[Layer]) -> Vec<PlanLayer> {
     stack
         .iter()
         .enumerate()
-        .map(|(i, l)| PlanLayer::new(format!("conv{i}"), &l.spectrum, l.geometry, i % 2 == 0, l.input).unwrap())
+        .map(|(i, l)| {
+            let conv = conv_with_spectrum(&format!("conv{i}"), &l.spectrum, l.geometry, i % 2 == 0);
+            plan_layer(&conv, Fit::frobenius(), l.input).unwrap()
+        })
         .collect()
 }
 
@@ -128,7 +163,7 @@ proptest! {
             let mut v = vec![(lp.before.macs, 0.0)];
             for r in (1..=l.shape.max_rank()).filter(|&r| cost::is_beneficial(&l.shape, r)) {
                 let macs = cost::pair("l", &l.shape, true, r, lp.output_size).unwrap().macs;
-                v.push((macs, single_score(&stack, &layers, lp, r)));
+                v.push((macs, single_score(&layers, lp, r)));
             }
             v
         }).collect();
@@ -157,32 +192,41 @@ proptest! {
 }
 
 /// The planner's score for one layer at one rank.
-fn single_score(stack: &[Layer], layers: &[PlanLayer<'_>], lp: &dac::plan::LayerPlan, r: usize) -> f64 {
+fn single_score(layers: &[PlanLayer], lp: &dac::plan::LayerPlan, r: usize) -> f64 {
     let i = layers.iter().position(|l| l.name() == lp.name).unwrap();
-    Proxy::Sensitivity.score(&stack[i].spectrum, r, i, stack.len())
+    layers[i].score(Proxy::Sensitivity, r, i, layers.len())
+}
+
+/// The layer of spectrum `s` at `geometry` with input `input`.
+fn from_spectrum(
+    name: &str,
+    s: &Spectrum,
+    geometry: Geometry,
+    bias: bool,
+    input: (usize, usize),
+) -> dac::Result<PlanLayer> {
+    plan_layer(&conv_with_spectrum(name, s, geometry, bias), Fit::frobenius(), input)
 }
 
 #[test]
 fn invalid_targets_are_errors() {
     let shape = ConvShape { out_channels: 8, in_channels: 4, kh: 3, kw: 3, groups: 1 };
     let s = Spectrum::new("l", shape, vec![1.0; 4 * 8]).unwrap();
-    let layers = [PlanLayer::new("a", &s, Geometry::default(), false, (8, 8)).unwrap()];
+    let layers = [from_spectrum("a", &s, Geometry::default(), false, (8, 8)).unwrap()];
     for x in [1.0, 0.5, -2.0, f64::NAN, f64::INFINITY] {
         let e = plan(&layers, &Target::MacReduction(x), &PlanOptions::default()).unwrap_err();
         assert!(matches!(e, Error::InvalidParameter { .. }), "{x}: {e}");
         assert!(e.to_string().contains("MAC reduction"), "{e}");
     }
-    // Groups disagreeing with the spectrum, and an input too small for the kernel.
-    let g = Geometry { groups: 2, ..Geometry::default() };
-    assert!(matches!(PlanLayer::new("a", &s, g, false, (8, 8)), Err(Error::InvalidGroups { .. })));
-    assert!(matches!(PlanLayer::new("a", &s, Geometry::default(), false, (2, 2)), Err(Error::EmptyOutput { .. })));
+    // An input too small for the kernel.
+    assert!(matches!(from_spectrum("a", &s, Geometry::default(), false, (2, 2)), Err(Error::EmptyOutput { .. })));
 }
 
 #[test]
 fn unreachable_target_reports_the_cheapest_plan() {
     let shape = ConvShape { out_channels: 8, in_channels: 4, kh: 3, kw: 3, groups: 1 };
     let s = Spectrum::new("l", shape, vec![1.0; 4 * 8]).unwrap();
-    let layers = [PlanLayer::new("a", &s, Geometry::default(), false, (8, 8)).unwrap()];
+    let layers = [from_spectrum("a", &s, Geometry::default(), false, (8, 8)).unwrap()];
     let p = plan(&layers, &Target::MacReduction(100.0), &PlanOptions::default()).unwrap();
     assert!(!p.met);
     assert_eq!(p.layers[0].rank, Some(1));
@@ -200,20 +244,19 @@ fn first_layer_with_one_input_channel_is_spared() {
     let s0 = Spectrum::new("first", first, decay(9)).unwrap();
     let sm = Spectrum::new("mid", mid, (0..64).flat_map(|_| decay(9)).collect()).unwrap();
     let pad = Geometry { padding: Padding::uniform(1), ..Geometry::default() };
-    let mut layers = vec![PlanLayer::new("first", &s0, pad, true, (32, 32)).unwrap()];
+    let mut layers = vec![from_spectrum("first", &s0, pad, true, (32, 32)).unwrap()];
     for i in 0..7 {
-        layers.push(PlanLayer::new(format!("mid{i}"), &sm, pad, true, (16, 16)).unwrap());
+        layers.push(from_spectrum(&format!("mid{i}"), &sm, pad, true, (16, 16)).unwrap());
     }
     let p = plan(&layers, &Target::MacReduction(2.0), &PlanOptions::default()).unwrap();
     assert!(p.met && p.reduction() >= 2.0);
     assert_eq!(p.layers[0].rank, None, "{p:#?}");
 }
 
-/// A random convolution with weights, and its spectrum from the weights.
+/// A random convolution with weights.
 #[derive(Debug, Clone)]
 struct Weighted {
     conv: Conv2dWeights<f32>,
-    spectrum: Spectrum,
     input: (usize, usize),
 }
 
@@ -232,8 +275,7 @@ fn weighted_layer() -> impl Strategy<Value = Weighted> {
                 .padding(Padding::uniform(dilation * (dims[2] / 2)))
                 .build()
                 .unwrap();
-            let spectrum = Factorization::compute(&conv, &NalgebraSvd::default()).unwrap().spectrum();
-            Weighted { conv, spectrum, input: (size, size) }
+            Weighted { conv, input: (size, size) }
         })
 }
 
@@ -244,8 +286,8 @@ proptest! {
     /// no rank at or above break-even, the same plan twice.
     #[test]
     fn spatial_proxy_meets_its_target_on_weighted_stacks(stack in prop::collection::vec(weighted_layer(), 1..6), x in 1.01f64..8.0) {
-        let layers: Vec<PlanLayer<'_>> =
-            stack.iter().map(|l| PlanLayer::from_conv(&l.conv, &l.spectrum, l.input).unwrap()).collect();
+        let layers: Vec<PlanLayer> =
+            stack.iter().map(|l| plan_layer(&l.conv, Fit::frobenius(), l.input).unwrap()).collect();
         let opts = PlanOptions::default().fixed(cost::linear(10, 64, true)).proxy(Proxy::Spatial);
         let p = plan(&layers, &Target::MacReduction(x), &opts).unwrap();
         for (l, lp) in stack.iter().zip(&p.layers) {
@@ -287,27 +329,21 @@ fn spatial_proxy_charges_smooth_components_more_than_alternating_ones() {
     for (smooth, checker, cheaper) in [(2.0, 1.0, true), (1.0, 2.0, false)] {
         let conv = two_patterns(smooth, checker);
         let s = Factorization::compute(&conv, &svd).unwrap().spectrum();
-        let plain = PlanLayer::new("two", &s, *conv.geometry(), false, (8, 8)).unwrap();
-        let weighted = PlanLayer::from_conv(&conv, &s, (8, 8)).unwrap();
-        let sens = weighted.score(Proxy::Sensitivity, 1, 0, 1);
+        let layer = plan_layer(&conv, Fit::frobenius(), (8, 8)).unwrap();
+        let sens = layer.score(Proxy::Sensitivity, 1, 0, 1);
         assert!((sens - Proxy::Sensitivity.score(&s, 1, 0, 1)).abs() < 1e-12);
-        // Without the weights (and through `Proxy::score`) Spatial is Sensitivity.
-        assert_eq!(plain.score(Proxy::Spatial, 1, 0, 1), sens);
-        assert_eq!(Proxy::Spatial.score(&s, 1, 0, 1), sens);
-        let spatial = weighted.score(Proxy::Spatial, 1, 0, 1);
+        // Through `Proxy::score`, which sees only the spectrum, Spatial is Sensitivity.
+        assert_eq!(Proxy::Spatial.score(&s, 1, 0, 1), Proxy::Sensitivity.score(&s, 1, 0, 1));
+        let spatial = layer.score(Proxy::Spatial, 1, 0, 1);
         // Discarding the checkerboard costs less than its energy says, the smooth pattern more.
         assert_eq!(spatial < sens, cheaper, "smooth {smooth} checker {checker}: spatial {spatial} sens {sens}");
         // Nothing discarded at the maximum rank.
-        assert_eq!(weighted.score(Proxy::Spatial, 2, 0, 1), 0.0);
+        assert_eq!(layer.score(Proxy::Spatial, 2, 0, 1), 0.0);
     }
-    let conv = two_patterns(2.0, 1.0);
-    let s = Factorization::compute(&conv, &svd).unwrap().spectrum();
-    let plain = PlanLayer::new("two", &s, *conv.geometry(), false, (8, 8)).unwrap();
-    assert!(matches!(plain.with_weights(&[0.0f32; 17]), Err(Error::LengthMismatch { .. })));
 }
 
-/// `PlanLayer::from_factorization` of a correlated fit: `Proxy::Spatial` scores as
-/// `Proxy::Sensitivity` of the weighted spectrum; every proxy reads that spectrum.
+/// `PlanLayer::new` of a correlated fit: `Proxy::Spatial` scores as `Proxy::Sensitivity` of the
+/// weighted spectrum; every proxy reads that spectrum.
 #[test]
 fn correlated_plan_layer_scores_the_weighted_spectrum() {
     let mut rng = Rng::new(11);
@@ -315,9 +351,9 @@ fn correlated_plan_layer_scores_the_weighted_spectrum() {
         .padding(Padding::uniform(1))
         .build()
         .unwrap();
-    let f = Factorization::compute_fitted(&layer, &NalgebraSvd::default(), Fit::correlated(0.7).unwrap()).unwrap();
-    let spectrum = f.spectrum();
-    let pl = PlanLayer::from_factorization(&f, &spectrum, (16, 16)).unwrap();
+    let fit = Fit::correlated(0.7).unwrap();
+    let spectrum = Factorization::compute_fitted(&layer, &NalgebraSvd::default(), fit).unwrap().spectrum();
+    let pl = plan_layer(&layer, fit, (16, 16)).unwrap();
     for rank in 1..=9 {
         let spatial = pl.score(Proxy::Spatial, rank, 0, 1);
         let sensitivity = Proxy::Sensitivity.score(&spectrum, rank, 0, 1);
@@ -327,18 +363,50 @@ fn correlated_plan_layer_scores_the_weighted_spectrum() {
         );
         assert_eq!(pl.score(Proxy::Sensitivity, rank, 0, 1), sensitivity);
     }
-    // A Frobenius factorisation's layer is from_conv's.
-    let fr = Factorization::compute(&layer, &NalgebraSvd::default()).unwrap();
-    let s = fr.spectrum();
-    let a = PlanLayer::from_factorization(&fr, &s, (16, 16)).unwrap();
-    let b = PlanLayer::from_conv(&layer, &s, (16, 16)).unwrap();
-    for rank in 1..=9 {
-        for proxy in [Proxy::Spatial, Proxy::Sensitivity, Proxy::Energy] {
-            assert_eq!(a.score(proxy, rank, 0, 1).to_bits(), b.score(proxy, rank, 0, 1).to_bits());
+}
+
+/// The output energy `Proxy::Spatial` reads (`ErrorTable::correlated_lost`) equals, at every
+/// rank, the same quantity computed here from nalgebra's SVD of every channel matrix and the
+/// tap correlation written from its definition.
+#[test]
+fn correlated_loss_matches_an_independent_computation() {
+    let mut rng = Rng::new(12);
+    for (dims, dilation) in [([8, 4, 3, 3], 1), ([6, 3, 3, 5], 2), ([16, 2, 5, 5], 1)] {
+        let layer = Conv2dWeights::<f64>::builder(rng.vec(dims.iter().product()), dims)
+            .dilation(dilation, dilation)
+            .build()
+            .unwrap();
+        let [n, cg, kh, kw] = dims;
+        let taps = kh * kw;
+        let r_matrix = correlation(kh, kw, (dilation, dilation), 0.7);
+        let k = n.min(taps);
+        // Per channel, s_j² · v_jᵀ R v_j of its k largest components.
+        let energies: Vec<Vec<f64>> = (0..cg)
+            .map(|c| {
+                let m = nalgebra::DMatrix::from_fn(n, taps, |o, t| layer.weight()[(o * cg + c) * taps + t]);
+                let svd = m.svd(false, true);
+                let vt = svd.v_t.unwrap();
+                let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
+                order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
+                order
+                    .iter()
+                    .take(k)
+                    .map(|&j| {
+                        let v: Vec<f64> = (0..taps).map(|t| vt[(j, t)]).collect();
+                        let gain: f64 = (0..taps)
+                            .map(|a| (0..taps).map(|b| v[a] * r_matrix[a * taps + b] * v[b]).sum::<f64>())
+                            .sum();
+                        svd.singular_values[j].powi(2) * gain
+                    })
+                    .collect()
+            })
+            .collect();
+        let total: f64 = energies.iter().flatten().sum();
+        let pl = plan_layer(&layer, Fit::frobenius(), (16, 16)).unwrap();
+        for rank in 0..=k {
+            let lost: f64 = energies.iter().map(|e| e[rank..].iter().sum::<f64>()).sum();
+            let got = pl.errors().correlated_lost(rank);
+            assert!((got - lost / total).abs() < 1e-9, "{dims:?} rank {rank}: {got} vs {}", lost / total);
         }
     }
-    // A spectrum of another shape is an error.
-    let other = Conv2dWeights::<f64>::new(rng.vec(8 * 16 * 9), [8, 16, 3, 3]).unwrap();
-    let so = Factorization::compute(&other, &NalgebraSvd::default()).unwrap().spectrum();
-    assert!(matches!(PlanLayer::from_factorization(&f, &so, (16, 16)), Err(dac::Error::LengthMismatch { .. })));
 }

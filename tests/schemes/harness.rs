@@ -64,3 +64,32 @@ fn every_scheme_refuses_bad_ranks_and_survives_overflow() {
         }
     }
 }
+
+/// `decompose_with` (the paper's API) writes exactly the factors of the DAC plug-in the harness
+/// runs, so the harness covers it too.
+#[test]
+fn the_papers_api_is_the_dac_plugin() {
+    use dac::scheme::{Dac, Scheme, Workspace};
+    use dac::svd::GramSvd;
+    use dac::{decompose_with, Options, Split};
+    let mut rng = Rng::new(23);
+    for (dims, groups) in [([8usize, 4usize, 3usize, 3usize], 1usize), ([6, 2, 5, 3], 3), ([16, 8, 3, 3], 2)] {
+        let layer = Conv2dWeights::<f32>::builder(rng.vec(dims.iter().product()), dims)
+            .groups(groups)
+            .bias(rng.vec(dims[0]))
+            .padding(Padding { top: 1, bottom: 0, left: 2, right: 1 })
+            .build()
+            .unwrap();
+        let svd = GramSvd::default();
+        for split in [Split::SquareRoot, Split::Pointwise, Split::Depthwise] {
+            let factored = Dac::new(&svd).split(split).factor(&layer).unwrap();
+            for rank in 1..=layer.shape().max_rank() {
+                let d = decompose_with(&layer, &Options::new(rank).split(split), &svd).unwrap();
+                let factors = factored.factors(rank, &mut Workspace::new()).unwrap();
+                assert_eq!(&factors[0].conv, d.depthwise.conv(), "{dims:?} {split:?} rank {rank}");
+                assert_eq!(&factors[1].conv, d.pointwise.conv(), "{dims:?} {split:?} rank {rank}");
+                assert_eq!(factored.errors().relative_error(rank), d.report.relative_error);
+            }
+        }
+    }
+}

@@ -1,13 +1,14 @@
 //! The checks every SVD backend and every decomposition scheme runs through.
 //!
-//! A [`Scheme`] turns a layer into a depthwise + pointwise pair at a given rank. [`schemes`]
-//! lists them all: today the paper's DAC ([`Dac`]) with every backend of [`backends`], every
-//! [`Fit`] in [`FITS`] and every [`Split`]. A new scheme is one more line in [`schemes`]. Each
-//! runs through:
+//! A [`Scheme`] drives one `dac::scheme` plug-in: the layer's factors at a given rank, a chain
+//! of ordinary convolutions. [`schemes`] lists them all: today the paper's DAC ([`Dac`]) with
+//! every backend of [`backends`], every [`Fit`] in [`FITS`] and every [`Split`]. A new scheme is
+//! one more line in [`schemes`]. Each runs through:
 //!
-//! - [`exact_at_full_rank`]: at its maximum rank the pair reproduces the layer, checked with
-//!   `exec::reference` on every point of the geometry space ([`super::gen::cases`]);
-//! - [`monotone_in_rank`]: the relative error, measured on the written pair in the norm the
+//! - [`exact_at_full_rank`]: at its maximum rank the chain of factors, run by
+//!   `exec::reference`, reproduces the layer on every point of the geometry space
+//!   ([`super::gen::cases`]);
+//! - [`monotone_in_rank`]: the relative error, measured on the written factors in the norm the
 //!   scheme minimises, never grows with the rank, agrees with the report and is ~0 at full rank;
 //! - [`bad_input_is_an_error`]: rank 0 and ranks above the maximum are `Err`, never a panic.
 //!
@@ -15,9 +16,10 @@
 
 use super::gen::{Case, Rng};
 use super::measure::{correlation, reconstruct, weighted_energy};
-use dac::exec::reference;
+use dac::exec::{reference, Tensor4};
+use dac::scheme::{Factor, Workspace};
 use dac::svd::{GramSvd, NalgebraSvd, SvdBackend};
-use dac::{decompose_with, Conv2dWeights, Decomposition, Error, Factorization, Fit, Options, Real, Split};
+use dac::{Conv2dWeights, DepthwiseR, Error, Fit, Pointwise, Real, Split};
 use proptest::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -44,19 +46,24 @@ where
     vec![Box::new(NalgebraSvd::default()), Box::new(GramSvd::default())]
 }
 
-/// A way of turning a convolution into a depthwise + pointwise pair.
+/// A factorization scheme as the harness drives it: a `dac::scheme::Scheme` plug-in with the
+/// checks and measures that belong to it.
 pub trait Scheme<T: Real> {
     /// For messages.
     fn name(&self) -> String;
-    /// The pair at `rank`, with its report.
-    fn decompose(&self, layer: &Conv2dWeights<T>, rank: usize) -> dac::Result<Decomposition<T>>;
+    /// The factors at `rank` (a chain of convolutions) and the relative error the scheme reports.
+    fn factors(&self, layer: &Conv2dWeights<T>, rank: usize) -> dac::Result<(Vec<Factor<T>>, f64)>;
+    /// The layer's maximum rank under this scheme.
+    fn max_rank(&self, layer: &Conv2dWeights<T>) -> usize;
+    /// The weight the factors represent (OIHW, f64), computed by the tests' own code.
+    fn reconstruct(&self, layer: &Conv2dWeights<T>, factors: &[Factor<T>]) -> Vec<f64>;
     /// The tap metric `R` (taps x taps) whose weighted error the scheme minimises for `layer`;
     /// `None` for the plain Frobenius error.
     fn metric(&self, layer: &Conv2dWeights<T>) -> Option<Vec<f64>>;
-    /// Full-rank tolerance: max |dense − pair| over max |dense|.
+    /// Full-rank tolerance: max |dense − factors| over max |dense|.
     fn full_rank_tolerance(&self) -> f64;
-    /// Scheme-specific checks of a decomposition at `rank` (structure, report).
-    fn check(&self, _layer: &Conv2dWeights<T>, _d: &Decomposition<T>, _rank: usize) -> Result<(), TestCaseError> {
+    /// Scheme-specific checks of the factors at `rank` (structure, geometry).
+    fn check(&self, _layer: &Conv2dWeights<T>, _factors: &[Factor<T>], _rank: usize) -> Result<(), TestCaseError> {
         Ok(())
     }
 }
@@ -78,8 +85,7 @@ where
     v
 }
 
-/// The paper's DAC: per input channel SVD, `decompose_with` for the Frobenius fit and
-/// `Factorization::compute_fitted` + `truncate` for the others.
+/// The paper's DAC through its plug-in, `dac::scheme::Dac`, with a backend, a fit and a split.
 pub struct Dac<T: Real> {
     pub backend: Box<dyn SvdBackend<T>>,
     pub fit: Fit,
@@ -91,15 +97,23 @@ impl<T: Real> Scheme<T> for Dac<T> {
         format!("dac/{}/{:?}/{:?}/{}", self.backend.name(), self.fit, self.split, T::NAME)
     }
 
-    fn decompose(&self, layer: &Conv2dWeights<T>, rank: usize) -> dac::Result<Decomposition<T>> {
-        let options = Options::new(rank).split(self.split);
-        if self.fit == Fit::frobenius() {
-            decompose_with(layer, &options, self.backend.as_ref())
-        } else {
-            let f = Factorization::compute_fitted(layer, self.backend.as_ref(), self.fit)?;
-            assert_eq!(f.fit(), self.fit);
-            f.truncate(&options)
-        }
+    fn factors(&self, layer: &Conv2dWeights<T>, rank: usize) -> dac::Result<(Vec<Factor<T>>, f64)> {
+        use dac::scheme::Scheme as _;
+        let scheme = dac::scheme::Dac::new(self.backend.as_ref()).fit(self.fit).split(self.split);
+        let factored = scheme.factor(layer)?;
+        let factors = factored.factors(rank, &mut Workspace::new())?;
+        Ok((factors, factored.errors().relative_error(rank)))
+    }
+
+    fn max_rank(&self, layer: &Conv2dWeights<T>) -> usize {
+        layer.shape().max_rank()
+    }
+
+    fn reconstruct(&self, layer: &Conv2dWeights<T>, factors: &[Factor<T>]) -> Vec<f64> {
+        let rank = factors[0].conv.dims()[0] / layer.shape().in_channels;
+        let dw = DepthwiseR::from_conv(factors[0].conv.clone(), rank).unwrap();
+        let pw = Pointwise::from_conv(factors[1].conv.clone()).unwrap();
+        reconstruct(layer, &dw, &pw)
     }
 
     fn metric(&self, layer: &Conv2dWeights<T>) -> Option<Vec<f64>> {
@@ -119,12 +133,13 @@ impl<T: Real> Scheme<T> for Dac<T> {
         }
     }
 
-    /// The geometry of the pair as documented, and the report naming the fit and split.
-    fn check(&self, layer: &Conv2dWeights<T>, d: &Decomposition<T>, rank: usize) -> Result<(), TestCaseError> {
+    /// The two factors' documented shapes and geometry, and the bias on the last.
+    fn check(&self, layer: &Conv2dWeights<T>, factors: &[Factor<T>], rank: usize) -> Result<(), TestCaseError> {
         let [_, cg, kh, kw] = layer.dims();
         let geometry = layer.geometry();
-        let dw = d.depthwise.conv();
-        let pw = d.pointwise.conv();
+        prop_assert_eq!(factors.len(), 2);
+        prop_assert_eq!((factors[0].role, factors[1].role), ("depthwise", "pointwise"));
+        let (dw, pw) = (&factors[0].conv, &factors[1].conv);
         prop_assert_eq!(dw.dims(), [layer.shape().in_channels * rank, 1, kh, kw]);
         prop_assert_eq!(dw.geometry().groups, layer.shape().in_channels);
         prop_assert_eq!(dw.geometry().stride, geometry.stride);
@@ -134,35 +149,39 @@ impl<T: Real> Scheme<T> for Dac<T> {
         prop_assert_eq!(pw.dims(), [layer.shape().out_channels, cg * rank, 1, 1]);
         prop_assert_eq!(pw.geometry().groups, geometry.groups);
         prop_assert_eq!(pw.bias(), layer.bias());
-        prop_assert_eq!(d.report.fit, self.fit);
-        prop_assert_eq!(d.report.split, self.split);
-        prop_assert_eq!(d.report.rank, rank);
-        if rank == layer.shape().max_rank() {
-            prop_assert!(d.report.relative_error.abs() < 1e-6, "{}", d.report.relative_error);
-        }
         Ok(())
     }
 }
 
-/// At its maximum rank the scheme's pair computes what the layer computes, by the reference
+/// The factors applied in order by the reference loop nest.
+pub fn run_chain<T: Real>(input: &Tensor4<T>, factors: &[Factor<T>]) -> Tensor4<T> {
+    let mut x = reference::conv2d(input, &factors[0].conv).unwrap();
+    for f in &factors[1..] {
+        x = reference::conv2d(&x, &f.conv).unwrap();
+    }
+    x
+}
+
+/// At its maximum rank the scheme's factors compute what the layer computes, by the reference
 /// loop nest, on `case`'s layer and input.
 pub fn exact_at_full_rank<T: Real>(scheme: &dyn Scheme<T>, case: &Case) -> Result<(), TestCaseError> {
     let (layer, input) = case.build::<T>();
     let dense = reference::conv2d(&input, &layer).unwrap();
     let scale = dense.max_abs().to_f64_exact().max(f64::MIN_POSITIVE);
-    let full = layer.shape().max_rank();
-    let d = scheme.decompose(&layer, full).unwrap();
-    scheme.check(&layer, &d, full)?;
-    let pair = reference::pair(&input, &d.depthwise, &d.pointwise).unwrap();
-    let err = dense.max_abs_diff(&pair).unwrap().to_f64_exact();
+    let full = scheme.max_rank(&layer);
+    let (factors, reported) = scheme.factors(&layer, full).unwrap();
+    scheme.check(&layer, &factors, full)?;
+    prop_assert!(reported.abs() < 1e-6, "{}: reported error {reported} at full rank", scheme.name());
+    let chain = run_chain(&input, &factors);
+    let err = dense.max_abs_diff(&chain).unwrap().to_f64_exact();
     let tolerance = scheme.full_rank_tolerance();
     prop_assert!(err <= tolerance * scale, "{}: max diff {err:e} vs scale {scale:e}", scheme.name());
     Ok(())
 }
 
-/// The relative error of every rank, measured on the written pair (reconstructed in f64 by the
-/// tests' own code) in the scheme's metric: non-increasing in the rank, equal to the report's,
-/// and ~0 at full rank.
+/// The relative error of every rank, measured on the written factors (reconstructed in f64 by
+/// the tests' own code) in the scheme's metric: non-increasing in the rank, equal to the
+/// report's, and ~0 at full rank.
 pub fn monotone_in_rank<T: Real>(scheme: &dyn Scheme<T>, layer: &Conv2dWeights<T>) -> Result<(), TestCaseError> {
     let f32 = T::NAME == "f32";
     // Slack for rounding: of the measured error between ranks, and of the report against it.
@@ -175,18 +194,16 @@ pub fn monotone_in_rank<T: Real>(scheme: &dyn Scheme<T>, layer: &Conv2dWeights<T
         None => d.iter().map(|v| v * v).sum(),
     };
     let total = energy(&w);
-    let k = layer.shape().max_rank();
+    let k = scheme.max_rank(layer);
     let mut last = f64::INFINITY;
     for rank in 1..=k {
-        let d = scheme.decompose(layer, rank).unwrap();
-        scheme.check(layer, &d, rank)?;
-        let diff: Vec<f64> =
-            reconstruct(layer, &d.depthwise, &d.pointwise).iter().zip(&w).map(|(a, b)| b - a).collect();
+        let (factors, reported) = scheme.factors(layer, rank).unwrap();
+        scheme.check(layer, &factors, rank)?;
+        let diff: Vec<f64> = scheme.reconstruct(layer, &factors).iter().zip(&w).map(|(a, b)| b - a).collect();
         let err = if total > 0.0 { (energy(&diff) / total).max(0.0).sqrt() } else { 0.0 };
         let name = scheme.name();
         prop_assert!(err.is_finite(), "{name} rank {rank}: error {err}");
         prop_assert!(err <= last + slack, "{name}: error grew from {last} to {err} at rank {rank}");
-        let reported = d.report.relative_error;
         prop_assert!((reported - err).abs() <= agree * err.max(1e-3), "{name} rank {rank}: report {reported} vs {err}");
         if rank == k {
             prop_assert!(err <= full_tol, "{name}: full rank {rank} error {err}");
@@ -200,9 +217,9 @@ pub fn monotone_in_rank<T: Real>(scheme: &dyn Scheme<T>, layer: &Conv2dWeights<T
 /// rank of a layer whose weights overflow once squared (an error or a result, not a panic).
 pub fn bad_input_is_an_error<T: Real>(scheme: &dyn Scheme<T>, layer: &Conv2dWeights<T>) {
     let name = scheme.name();
-    let k = layer.shape().max_rank();
+    let k = scheme.max_rank(layer);
     for rank in [0, k + 1, k + 7, usize::MAX] {
-        let got = catch_unwind(AssertUnwindSafe(|| scheme.decompose(layer, rank)));
+        let got = catch_unwind(AssertUnwindSafe(|| scheme.factors(layer, rank)));
         let got = got.unwrap_or_else(|_| panic!("{name}: rank {rank} panicked"));
         let e = got.err().unwrap_or_else(|| panic!("{name}: rank {rank} of max {k} accepted"));
         assert!(matches!(e, Error::InvalidRank { .. }), "{name} rank {rank}: {e:?}");
@@ -214,7 +231,7 @@ pub fn bad_input_is_an_error<T: Real>(scheme: &dyn Scheme<T>, layer: &Conv2dWeig
         .build()
         .unwrap();
     for rank in 1..=k {
-        let got = catch_unwind(AssertUnwindSafe(|| scheme.decompose(&big, rank).map(|_| ())));
+        let got = catch_unwind(AssertUnwindSafe(|| scheme.factors(&big, rank).map(|_| ())));
         assert!(got.is_ok(), "{name}: rank {rank} of overflowing weights panicked");
     }
 }

@@ -7,7 +7,7 @@
 //! - [`harness`]: the checks every SVD backend and every decomposition scheme runs through;
 //! - `files`: safetensors fixtures; `onnx`: a tiny ONNX encoder and tract runner; `cli`: runs
 //!   the `dac` binary; `net`: the paper example's network (models/ and data/).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod gen;
 pub mod harness;
