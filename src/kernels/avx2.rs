@@ -1,4 +1,4 @@
-//! The AVX2 + FMA build of every kernel: the lane code of [`portable`](super::portable) compiled
+//! The AVX2 + FMA build of every kernel: the lane code of [`portable`] compiled
 //! with `#[target_feature(enable = "avx2,fma")]` and fused multiply-adds (`F = true`).
 //!
 //! # Safety

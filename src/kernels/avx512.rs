@@ -1,5 +1,5 @@
 //! The AVX-512 build (`avx512f,avx2,fma`) of every kernel: the lane code of
-//! [`portable`](super::portable) compiled for AVX-512, and, for the f32 3x3 hot paths where that
+//! [`portable`] compiled for AVX-512, and, for the f32 3x3 hot paths where that
 //! auto-vectorised code is load-bound, kernels written with explicit intrinsics.
 //!
 //! Every intrinsics kernel here is the fast path of a body in `portable` and is tested against

@@ -205,6 +205,8 @@ pub(crate) fn builds() -> Vec<Isa> {
 }
 
 #[cfg(test)]
+// The tests index several arrays by the same lane/tap index, as the kernels do.
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
 
