@@ -13,7 +13,6 @@ use crate::cost::{self, Cost};
 use crate::error::{Error, Result};
 use crate::fit::Fit;
 use crate::scalar::Real;
-use crate::svd::lanes::Lanes;
 use crate::svd::{NalgebraSvd, SvdBackend};
 use crate::weights::{Conv2dWeights, ConvShape, Padding};
 use rayon::prelude::*;
@@ -542,7 +541,7 @@ impl<'a, T: Real> Factorization<'a, T> {
         options: &Options,
         dw: &mut [T],
         pw: &mut [T],
-        scratch: &mut Vec<[Lanes; 9]>,
+        scratch: &mut crate::kernels::pair::Scratch,
         fast: bool,
     ) -> Result<()> {
         let layer = self.layer;
@@ -567,7 +566,7 @@ impl<'a, T: Real> Factorization<'a, T> {
         crate::weights::check_finite(&format!("{}.depthwise", layer.name()), "weight", dw)?;
         let finite = if fast && taps == 9 {
             let (ng, cg) = (shape.out_per_group(), shape.in_per_group());
-            crate::svd::lanes::pointwise9(layer.weight(), ng, cg, &self.vt, k, r, &pw_scales, pw, scratch)
+            crate::kernels::pair::pointwise9(layer.weight(), ng, cg, &self.vt, k, r, &pw_scales, pw, scratch)
         } else {
             pointwise_weight(layer, &self.vt, k, r, &pw_scales, pw)
         };
@@ -592,7 +591,7 @@ pub struct PairBuffers<T> {
     depthwise_dims: [usize; 4],
     pointwise_dims: [usize; 4],
     rank: usize,
-    scratch: Vec<[Lanes; 9]>,
+    scratch: crate::kernels::pair::Scratch,
 }
 
 impl<T: Real> PairBuffers<T> {
@@ -720,7 +719,7 @@ fn split_scales(split: Split, s: f64, s_max: f64, dim: usize) -> (f64, f64) {
 /// written in its final layout from row `n` of `W`, rows in parallel, in f64 rounded once);
 /// `false` when a written value is not finite.
 ///
-/// The reference for every kernel size; `svd::lanes::pointwise9` is the fast path for 3x3 kernels
+/// The reference for every kernel size; `kernels::pair::pointwise9` is the fast path for 3x3 kernels
 /// and is tested against this one.
 fn pointwise_weight<T: Real>(
     layer: &Conv2dWeights<T>,

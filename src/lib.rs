@@ -49,6 +49,7 @@ pub mod exec;
 mod fit;
 #[cfg(feature = "safetensors")]
 pub mod io;
+mod kernels;
 pub mod plan;
 pub mod rank;
 mod scalar;

@@ -584,10 +584,7 @@ fn depthwise<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], par: bool) {
         .then(|| tap_table(job));
     let (hp, wp) = (g.padding.top + h + g.padding.bottom, g.padding.left + w + g.padding.right);
     let weight = job.layer.weight();
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-    let avx2 = false;
+    let avx2 = crate::kernels::avx2_fma();
     let new_buffers = || {
         if wide {
             (vec![T::zero(); hp * wp], vec![T::zero(); (oh - 1) * wp + ow])

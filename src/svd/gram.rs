@@ -17,13 +17,14 @@
 //! Besides the per-matrix [`SvdBackend`] implementation, [`GramSvd::factor_layer`] factors every
 //! input channel of a layer in one streaming pass over the OIHW weight, without gathering the
 //! per-channel matrices: the form file conversion uses. For 3x3 kernels it runs the lane
-//! kernels of `svd::lanes`: eight channels' Gram matrices from shifted element-wise products of
-//! contiguous row segments, then one Jacobi solve for all eight (lane-wise rotations, sweeps
-//! until no lane rotates); other kernel sizes take the general loop. Both are tested against
+//! kernels of `crate::kernels`: eight channels' Gram matrices from shifted element-wise products
+//! of contiguous row segments, then one Jacobi solve for all eight (lane-wise rotations, sweeps
+//! until no lane rotates); other kernel sizes take the general loop (`kernels::gram_packed`). Both are tested against
 //! the per-matrix [`right_factors`](SvdBackend::right_factors) and against nalgebra.
 
 use super::{SvdBackend, SvdFailure};
 use crate::error::{Error, Result};
+use crate::kernels::{gram_packed, LANES};
 use crate::scalar::Real;
 use crate::weights::Conv2dWeights;
 use rayon::prelude::*;
@@ -49,8 +50,6 @@ impl Default for GramSvd {
     }
 }
 
-/// Channels per lane block of the streaming Gram kernel.
-const LANES: usize = 8;
 /// Channels per parallel task of [`GramSvd::factor_layer`].
 const TASK_CHANNELS: usize = 64;
 
@@ -170,7 +169,7 @@ fn factor_run<T: Real>(
     let blocks = len.div_ceil(LANES);
     let acc = &mut ws.acc[..blocks * pairs * LANES];
     acc.fill(0.0);
-    gram_accumulate(rows, row_stride, cl0, len, taps, scale, &mut ws.xt, acc);
+    gram_packed(rows, row_stride, cl0, len, taps, scale, &mut ws.xt, acc);
     for local in 0..len {
         let (b, lane) = (local / LANES, local % LANES);
         let block = &acc[b * pairs * LANES..(b + 1) * pairs * LANES];
@@ -201,7 +200,7 @@ fn factor_run<T: Real>(
 }
 
 /// [`factor_run`] for 3x3 kernels: eight channels at a time through the shifted-product Gram
-/// kernel and the lane-wise Jacobi solver of [`lanes`](super::lanes).
+/// kernel and the lane-wise Jacobi solver of `crate::kernels`.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn factor_run9<T: Real>(
     rows: &[T],
@@ -214,7 +213,7 @@ fn factor_run9<T: Real>(
     s: &mut [T],
     v: &mut [T],
 ) -> std::result::Result<(), (usize, SvdFailure)> {
-    use super::lanes::{gram9, jacobi9, Mat9, BLOCK, GRAM_CHANNELS, LANES as L};
+    use crate::kernels::{gram9, jacobi9, Mat9, BLOCK, GRAM_CHANNELS, LANES as L};
     let k = s.len() / len;
     let blocks = len.div_ceil(L);
     debug_assert!(len <= GRAM_CHANNELS);
@@ -241,7 +240,9 @@ fn factor_run9<T: Real>(
             }
         }
         let mut vecs: Mat9 = [[[0.0; L]; 9]; 9];
-        jacobi9(&mut a, &mut vecs, max_sweeps).map_err(|f| (c0 + b * L, f))?;
+        if !jacobi9(&mut a, &mut vecs, max_sweeps) {
+            return Err((c0 + b * L, not_converged(9, max_sweeps)));
+        }
         for l in 0..lanes {
             let local = b * L + l;
             let mut order = [0usize, 1, 2, 3, 4, 5, 6, 7, 8];
@@ -257,135 +258,6 @@ fn factor_run9<T: Real>(
         }
     }
     Ok(())
-}
-
-/// Accumulates the Gram matrices of `len` channels starting at local channel `cl0`.
-#[allow(clippy::too_many_arguments)]
-fn gram_accumulate<T: Real>(
-    rows: &[T],
-    row_stride: usize,
-    cl0: usize,
-    len: usize,
-    taps: usize,
-    scale: &[f64],
-    xt: &mut [f64],
-    acc: &mut [f64],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { gram_accumulate_avx512(rows, row_stride, cl0, len, taps, scale, xt, acc) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: as above.
-            return unsafe { gram_accumulate_avx2(rows, row_stride, cl0, len, taps, scale, xt, acc) };
-        }
-    }
-    gram_accumulate_generic(rows, row_stride, cl0, len, taps, scale, xt, acc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gram_accumulate_avx512<T: Real>(
-    rows: &[T],
-    row_stride: usize,
-    cl0: usize,
-    len: usize,
-    taps: usize,
-    scale: &[f64],
-    xt: &mut [f64],
-    acc: &mut [f64],
-) {
-    gram_accumulate_generic(rows, row_stride, cl0, len, taps, scale, xt, acc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gram_accumulate_avx2<T: Real>(
-    rows: &[T],
-    row_stride: usize,
-    cl0: usize,
-    len: usize,
-    taps: usize,
-    scale: &[f64],
-    xt: &mut [f64],
-    acc: &mut [f64],
-) {
-    gram_accumulate_generic(rows, row_stride, cl0, len, taps, scale, xt, acc)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn gram_accumulate_generic<T: Real>(
-    rows: &[T],
-    row_stride: usize,
-    cl0: usize,
-    len: usize,
-    taps: usize,
-    scale: &[f64],
-    xt: &mut [f64],
-    acc: &mut [f64],
-) {
-    let pairs = taps * (taps + 1) / 2;
-    let blocks = len.div_ceil(LANES);
-    if taps == 9 {
-        // The common 3x3 case: fixed sizes, so the pair loop unrolls with no bounds checks.
-        for row in rows.chunks_exact(row_stride) {
-            for b in 0..blocks {
-                let lanes = LANES.min(len - b * LANES);
-                let base = (cl0 + b * LANES) * 9;
-                let mut x = [[0.0f64; LANES]; 9];
-                for lane in 0..lanes {
-                    let src: &[T; 9] = row[base + lane * 9..base + lane * 9 + 9].try_into().expect("9 taps");
-                    let sc = scale[b * LANES + lane];
-                    for a in 0..9 {
-                        x[a][lane] = src[a].to_f64_exact() * sc;
-                    }
-                }
-                let block: &mut [f64; 45 * LANES] =
-                    (&mut acc[b * 45 * LANES..(b + 1) * 45 * LANES]).try_into().expect("45 pairs");
-                let mut p = 0;
-                for a in 0..9 {
-                    for bb in a..9 {
-                        for lane in 0..LANES {
-                            block[p * LANES + lane] += x[a][lane] * x[bb][lane];
-                        }
-                        p += 1;
-                    }
-                }
-            }
-        }
-        return;
-    }
-    for row in rows.chunks_exact(row_stride) {
-        for b in 0..blocks {
-            let lanes = LANES.min(len - b * LANES);
-            let base = (cl0 + b * LANES) * taps;
-            xt.fill(0.0);
-            for lane in 0..lanes {
-                let src = &row[base + lane * taps..base + (lane + 1) * taps];
-                let sc = scale[b * LANES + lane];
-                for a in 0..taps {
-                    xt[a * LANES + lane] = src[a].to_f64_exact() * sc;
-                }
-            }
-            let block = &mut acc[b * pairs * LANES..(b + 1) * pairs * LANES];
-            let mut p = 0;
-            for a in 0..taps {
-                for bb in a..taps {
-                    let dst = &mut block[p * LANES..(p + 1) * LANES];
-                    let (xa, xb) = (&xt[a * LANES..(a + 1) * LANES], &xt[bb * LANES..(bb + 1) * LANES]);
-                    for lane in 0..LANES {
-                        dst[lane] += xa[lane] * xb[lane];
-                    }
-                    p += 1;
-                }
-            }
-        }
-    }
 }
 
 /// A power of two `2^e` with `max_abs · 2^e` in `[0.5, 1)`, or 1 for zero / non-finite input.
@@ -503,7 +375,12 @@ fn jacobi_eigen(a: &mut [f64], v: &mut [f64], n: usize, max_sweeps: usize) -> st
             return Ok(());
         }
     }
-    Err(SvdFailure::new(format!("Jacobi eigensolver on a {n}x{n} Gram matrix did not converge in {max_sweeps} sweeps")))
+    Err(not_converged(n, max_sweeps))
+}
+
+/// The failure of a Jacobi eigensolver on an `n x n` Gram matrix after `max_sweeps` sweeps.
+fn not_converged(n: usize, max_sweeps: usize) -> SvdFailure {
+    SvdFailure::new(format!("Jacobi eigensolver on a {n}x{n} Gram matrix did not converge in {max_sweeps} sweeps"))
 }
 
 /// [`jacobi_eigen`] for a size known at compile time: the same rotations, without bounds checks.
@@ -564,7 +441,7 @@ fn jacobi_fixed<const N: usize>(
             return Ok(());
         }
     }
-    Err(SvdFailure::new(format!("Jacobi eigensolver on a {N}x{N} Gram matrix did not converge in {max_sweeps} sweeps")))
+    Err(not_converged(N, max_sweeps))
 }
 
 impl<T: Real> SvdBackend<T> for GramSvd {

@@ -5,10 +5,7 @@
 //! derived as `M * V_r`, which is exact at full rank whatever `U`'s accuracy). Backends write
 //! into buffers the caller owns, so a decomposition allocates once per thread, not per channel.
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod gram;
-pub(crate) mod lanes;
 mod nalgebra_backend;
 
 pub use gram::GramSvd;

@@ -1,18 +1,112 @@
-//! AVX-512 kernels written with explicit intrinsics, for the f32 3x3 hot paths where the
-//! auto-vectorised lane code of [`lanes`](super::lanes) is load-bound.
+//! The AVX-512 build (`avx512f,avx2,fma`) of every kernel: the lane code of
+//! [`portable`] compiled for AVX-512, and, for the f32 3x3 hot paths where that
+//! auto-vectorised code is load-bound, kernels written with explicit intrinsics.
 //!
-//! Every function here is the fast path of a reference in `lanes` and is tested against it.
+//! Every intrinsics kernel here is the fast path of a body in `portable` and is tested against
+//! it.
+//!
+//! # Safety
+//! Every `unsafe fn` here requires a CPU with AVX-512F, AVX2 and FMA (what
+//! [`isa`](super::isa) returns [`Isa::Avx512`](super::Isa::Avx512) for).
 
 // Vector arrays are indexed by the same index as the memory they mirror, on purpose.
 #![allow(clippy::needless_range_loop)]
 
-use super::lanes::{Lanes, BLOCK};
+use super::lanes::{Lanes, Mat9, BLOCK, LANES};
+use super::portable;
+use crate::scalar::{slice_as, slice_as_mut, Real};
 use std::arch::x86_64::*;
+
+/// [`gram9`](super::gram9) for AVX-512: whole blocks of f32 values through the register-shift
+/// kernel [`gram9_f32`], a partial block and f64 values through the lane code (f32 needs no
+/// scales).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn gram9<T: Real>(
+    rows: &[T],
+    row_stride: usize,
+    base: usize,
+    len: usize,
+    scale: &[[f64; BLOCK]],
+    acc: &mut [[[f64; BLOCK]; 9]],
+) {
+    if let Some(rows) = slice_as::<T, f32>(rows) {
+        let whole = len / LANES;
+        // SAFETY: the caller guarantees avx512f (this function's contract).
+        unsafe { gram9_f32(rows, row_stride, base, whole, acc) };
+        if !len.is_multiple_of(LANES) {
+            let (base, len) = (base + whole * BLOCK, len % LANES);
+            portable::gram9::<f32, true>(rows, row_stride, base, len, &scale[whole..], &mut acc[whole..]);
+        }
+    } else {
+        portable::gram9::<T, true>(rows, row_stride, base, len, scale, acc)
+    }
+}
+
+/// [`gram_packed`](super::gram_packed) compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gram_packed<T: Real>(
+    rows: &[T],
+    row_stride: usize,
+    cl0: usize,
+    len: usize,
+    taps: usize,
+    scale: &[f64],
+    xt: &mut [f64],
+    acc: &mut [f64],
+) {
+    portable::gram_packed(rows, row_stride, cl0, len, taps, scale, xt, acc)
+}
+
+/// [`jacobi9`](super::jacobi9) compiled for AVX-512: whether every lane converged.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn jacobi9(a: &mut Mat9, v: &mut Mat9, max_sweeps: usize) -> bool {
+    portable::jacobi9::<true>(a, v, max_sweeps)
+}
+
+/// The pointwise rows of `pair` for AVX-512 (the contract of [`portable::pw9`]): whole
+/// 8-channel blocks of f32 weights through [`pw9_block_f32`], other blocks through the lane code.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn pw9<T: Real, const R: usize>(
+    w_rows: &[T],
+    n0: usize,
+    ng: usize,
+    cg: usize,
+    coefs: &[[Lanes; 9]],
+    p_rows: &mut [T],
+    xbuf: &mut [[Lanes; 9]],
+) -> f64 {
+    // `p · 0`: 0 for a finite `p`, NaN otherwise.
+    let mut check = [0.0f64; LANES];
+    for b in 0..cg.div_ceil(LANES) {
+        if (b + 1) * LANES <= cg {
+            if let (Some(w32), Some(p32)) = (slice_as::<T, f32>(w_rows), slice_as_mut::<T, f32>(p_rows)) {
+                // SAFETY: the caller guarantees avx512f (this function's contract).
+                check[0] += f64::from(unsafe { pw9_block_f32::<R>(w32, n0, ng, cg, b, coefs, p32) });
+                continue;
+            }
+        }
+        portable::pw9_block::<T, true, R>(w_rows, n0, ng, cg, b, coefs, p_rows, xbuf, &mut check);
+    }
+    check.iter().sum()
+}
 
 /// Rows converted to f64 per chunk: 32 rows of ten vectors are 20 KiB, resident in L1.
 const ROW_CHUNK: usize = 32;
 
-/// The Gram accumulation of `lanes::gram9` for `blocks` whole 8-channel blocks of f32 values:
+/// The Gram accumulation of [`gram9`](super::gram9) for `blocks` whole 8-channel blocks of f32 values:
 /// `acc[b][s][l·9 + a] += Σ_rows x[l·9 + a] · x[l·9 + a + s]` with `x` the 72 values of block
 /// `b` (`rows[row·row_stride + base + b·72 ..]`), the products formed in f64 (exact) and
 /// summed in f64.
@@ -29,13 +123,7 @@ const ROW_CHUNK: usize = 32;
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn gram9_f32(
-    rows: &[f32],
-    row_stride: usize,
-    base: usize,
-    blocks: usize,
-    acc: &mut [[[f64; BLOCK]; 9]],
-) {
+unsafe fn gram9_f32(rows: &[f32], row_stride: usize, base: usize, blocks: usize, acc: &mut [[[f64; BLOCK]; 9]]) {
     assert!(base + blocks * BLOCK <= row_stride && acc.len() >= blocks);
     let nrows = rows.len() / row_stride;
     let mut xs = [[_mm512_setzero_pd(); 10]; ROW_CHUNK];
@@ -254,15 +342,15 @@ fn interleave_store<const R: usize>(p: &[__m256; R], dst: &mut [f32]) {
 }
 
 /// Lane block `b` (a whole one: eight channels) of rows `n0 ..` of the pointwise weight at
-/// rank `R` for f32 weights: the AVX-512 form of the block loop of `lanes::pw9_impl` (same
-/// arguments and coefficient layout), with the transposes done in registers. Returns 0 unless
+/// rank `R` for f32 weights: the AVX-512 form of [`portable::pw9_block`] (same arguments and
+/// coefficient layout), with the transposes done in registers. Returns 0 unless
 /// a written value is not finite.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn pw9_block_f32<const R: usize>(
+unsafe fn pw9_block_f32<const R: usize>(
     w_rows: &[f32],
     n0: usize,
     ng: usize,
