@@ -462,7 +462,7 @@ impl<'a, T: Real> Factorization<'a, T> {
         options: &Options,
         dw: &mut Vec<T>,
         pw: &mut Vec<T>,
-        scratch: &mut Vec<[Lanes; 9]>,
+        scratch: &mut crate::kernels::pair::Scratch,
     ) -> Result<()> {
         let shape = self.layer.shape();
         let r = options.rank;

@@ -117,7 +117,7 @@ impl ErrorTable {
 #[derive(Debug, Default)]
 pub struct Workspace<T> {
     buffers: Vec<Vec<T>>,
-    pub(crate) lanes: Vec<[crate::svd::lanes::Lanes; 9]>,
+    pub(crate) lanes: crate::kernels::pair::Scratch,
 }
 
 impl<T: Real> Workspace<T> {
