@@ -3,8 +3,7 @@
 #![cfg(feature = "cli")]
 
 mod io_support;
-#[path = "../examples/paper/net.rs"]
-mod net;
+use dac_fmnist as net;
 
 use dac::io::{convert_file, read_records, ConvertOptions};
 use io_support::{float, small_net, write};

@@ -4,8 +4,7 @@
 
 mod common;
 mod io_support;
-#[path = "../examples/paper/net.rs"]
-mod net;
+use dac_fmnist as net;
 
 use dac::exec::{self, Tensor4};
 use dac::io::{convert_file, read_records, ConvertOptions, SvdMethod};

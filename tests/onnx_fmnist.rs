@@ -11,8 +11,7 @@
 //! Skipped when the model is absent.
 #![cfg(feature = "onnx")]
 
-#[path = "../examples/paper/net.rs"]
-mod net;
+use dac_fmnist as net;
 
 use dac::io::onnx::{rewrite_model, RewriteOptions};
 use dac::plan::{PlanOptions, Target};

@@ -1,8 +1,7 @@
 //! The shipped reference networks load, and the Rust forward pass of `examples/paper` gives the
 //! training script's predictions image for image on the first 1,000 test images.
 
-#[path = "../examples/paper/net.rs"]
-mod net;
+use dac_fmnist as net;
 
 use dac::exec::Tensor4;
 use dac::{Conv2dWeights, Padding};
