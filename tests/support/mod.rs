@@ -17,8 +17,7 @@ pub mod measure;
 pub mod cli;
 #[cfg(feature = "safetensors")]
 pub mod files;
-#[path = "../../examples/paper/net.rs"]
-pub mod net;
+pub use dac_fmnist as net;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 

@@ -1,8 +1,16 @@
-//! The reference networks of `models/` in Rust: the `ops` list of `S.json`, the weights of
-//! `S.safetensors`, the Fashion-MNIST test images, and a batched forward pass whose
-//! convolutions run through `dac`'s executor (a decomposed layer runs as its real depthwise +
-//! pointwise pair). Shared by `examples/paper.rs` and `tests/paper_model.rs`; not public API.
-#![allow(dead_code)]
+//! The shipped networks of `models/` in Rust, for `dac`'s example, tests and research harness
+//! (not published): the `ops` list of `S.json`, the weights of `S.safetensors`, the
+//! Fashion-MNIST test images, a batched forward pass whose convolutions run through `dac`'s
+//! executor (a decomposed layer runs as its real depthwise + pointwise pair), and an
+//! [`Evaluator`] that measures the accuracy of a rank assignment from the dense activations
+//! entering its first decomposed layer.
+//!
+//! Used by `examples/paper.rs`, `research/` (`dac-research`) and, as `net`, by the tests that run
+//! the shipped networks.
+
+mod eval;
+
+pub use eval::{masked, Evaluator, Ranks};
 
 use dac::exec::Tensor4;
 use dac::{Conv2dWeights, DepthwiseR, Padding, Pointwise};
@@ -18,9 +26,10 @@ fn err<T>(msg: impl Into<String>) -> Res<T> {
     Err(msg.into().into())
 }
 
-/// The repository root (where `models/` and `data/` live).
+/// The repository root (where `models/` and `data/` live): the parent of this crate's directory.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
 }
 
 /// One step of the forward pass.
@@ -185,8 +194,14 @@ impl Dataset {
         self.subset(&picks)
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+
+    /// No images?
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
     }
 }
 
@@ -314,7 +329,8 @@ impl Net {
     }
 
     /// The planner's view of every convolution, factored by the paper's scheme with `fit`
-    /// (nalgebra's SVD): its errors at every rank, geometry and input size.
+    /// (nalgebra's SVD, as the recorded experiments): its errors at every rank (with the right
+    /// singular vectors `Proxy::Spatial` reads), geometry and input size.
     pub fn plan_layers(&self, fit: dac::Fit) -> dac::Result<Vec<dac::plan::PlanLayer>> {
         use dac::scheme::Scheme;
         let svd = dac::svd::NalgebraSvd::default();
@@ -336,14 +352,31 @@ impl Net {
         self.run_range(x, from, self.ops.len(), pairs)
     }
 
+    /// [`run_from`](Self::run_from) on a borrowed input: a convolution at `from` reads it in
+    /// place (no copy of a cached activation).
+    pub fn run_from_ref(&self, x: &Tensor4<f32>, from: usize, pairs: &[Option<&Pair>]) -> Res<Tensor4<f32>> {
+        self.run_range_ref(x, from, self.ops.len(), pairs)
+    }
+
+    /// [`run_range`](Self::run_range) on a borrowed input (see [`run_from_ref`](Self::run_from_ref)).
+    pub fn run_range_ref(
+        &self,
+        x: &Tensor4<f32>,
+        from: usize,
+        to: usize,
+        pairs: &[Option<&Pair>],
+    ) -> Res<Tensor4<f32>> {
+        match self.ops.get(from) {
+            Some(&Op::Conv(i)) if from < to => self.run_range(self.conv_op(x, i, pairs)?, from + 1, to, pairs),
+            _ => self.run_range(x.clone(), from, to, pairs),
+        }
+    }
+
     /// Runs ops `from..to` on `x`, replacing conv `i` by `pairs[i]`.
     pub fn run_range(&self, mut x: Tensor4<f32>, from: usize, to: usize, pairs: &[Option<&Pair>]) -> Res<Tensor4<f32>> {
         for op in &self.ops[from..to] {
             x = match *op {
-                Op::Conv(i) => match pairs.get(i).copied().flatten() {
-                    Some(p) => conv_pair(&x, p)?,
-                    None => conv(&x, &self.convs[i])?,
-                },
+                Op::Conv(i) => self.conv_op(&x, i, pairs)?,
                 Op::Relu => {
                     let mut x = x;
                     x.as_mut_slice().iter_mut().for_each(|v| *v = v.max(0.0));
@@ -361,29 +394,12 @@ impl Net {
         Ok(x)
     }
 
-    /// The dense activations entering every convolution (`[conv][batch]`), batch by batch.
-    pub fn conv_input_cache(&self, batches: &[Tensor4<f32>]) -> Res<Vec<Vec<Tensor4<f32>>>> {
-        let per_batch: Vec<Vec<Tensor4<f32>>> = batches
-            .par_iter()
-            .map(|b| -> Res<Vec<Tensor4<f32>>> {
-                let mut out = Vec::with_capacity(self.convs.len());
-                let mut x = b.clone();
-                let mut from = 0;
-                for &k in &self.conv_ops {
-                    x = self.run_range(x, from, k, &[])?;
-                    out.push(x.clone());
-                    from = k;
-                }
-                Ok(out)
-            })
-            .collect::<Res<_>>()?;
-        let mut by_conv: Vec<Vec<Tensor4<f32>>> = (0..self.convs.len()).map(|_| Vec::new()).collect();
-        for batch in per_batch {
-            for (i, t) in batch.into_iter().enumerate() {
-                by_conv[i].push(t);
-            }
+    /// Conv `i` on `x`: `pairs[i]` if given, else the dense layer.
+    fn conv_op(&self, x: &Tensor4<f32>, i: usize, pairs: &[Option<&Pair>]) -> Res<Tensor4<f32>> {
+        match pairs.get(i).copied().flatten() {
+            Some(p) => conv_pair(x, p),
+            None => conv(x, &self.convs[i]),
         }
-        Ok(by_conv)
     }
 }
 
@@ -437,6 +453,17 @@ fn maxpool(x: &Tensor4<f32>, k: usize, s: usize) -> Res<Tensor4<f32>> {
     let (ho, wo) = ((h - k) / s + 1, (w - k) / s + 1);
     let src = x.as_slice();
     let mut out = Vec::with_capacity(n * c * ho * wo);
+    if k == 2 && s == 2 {
+        // The common case, without the general loop's per-element indexing (same maxima).
+        for plane in src.chunks(h * w) {
+            for oy in 0..ho {
+                let (top, bottom) = (&plane[2 * oy * w..][..2 * wo], &plane[(2 * oy + 1) * w..][..2 * wo]);
+                let pairs = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+                out.extend(pairs.map(|(a, b)| f32::NEG_INFINITY.max(a[0]).max(a[1]).max(b[0]).max(b[1])));
+            }
+        }
+        return Ok(Tensor4::new(out, [n, c, ho, wo])?);
+    }
     for plane in src.chunks(h * w) {
         for oy in 0..ho {
             for ox in 0..wo {
@@ -485,7 +512,7 @@ pub fn evaluate(
 ) -> Res<(usize, Vec<u8>)> {
     let preds: Vec<Vec<u8>> = starts
         .par_iter()
-        .map(|x| -> Res<Vec<u8>> { Ok(argmax(&net.run_from(x.clone(), from, pairs)?)) })
+        .map(|x| -> Res<Vec<u8>> { Ok(argmax(&net.run_from_ref(x, from, pairs)?)) })
         .collect::<Res<_>>()?;
     let preds: Vec<u8> = preds.into_iter().flatten().collect();
     let correct = preds.iter().zip(labels).filter(|(p, l)| p == l).count();
