@@ -29,7 +29,7 @@ fn converter_plan_is_the_library_plan_of_the_weights() {
             differs |= spectrum_only.layers.iter().zip(&want.layers).any(|(a, b)| a.rank != b.rank);
             let frobenius_plan = dac::plan(&frobenius, &t, &options).unwrap();
             fits_differ |= frobenius_plan.layers.iter().zip(&want.layers).any(|(a, b)| a.rank != b.rank);
-            let out = dir.path().join(format!("out-{target}.safetensors"));
+            let out = dir.path().join(format!("out-{target}-{fit}.safetensors"));
             let mut convert = ConvertOptions::speedup(target).input_size(32, 32).svd(SvdMethod::Nalgebra).fit(fit);
             for (l, &(h, w)) in net.convs.iter().zip(&net.conv_inputs) {
                 convert = convert.layer_input(l.name(), h, w);
