@@ -4,14 +4,14 @@
 //! the convolutions it found and writes back what it is handed; between them the phases below
 //! are functions returning values, the same for every format:
 //!
-//! 1. [`select`]: patterns checked (each must match a convolution), groups and input sizes
+//! 1. `select`: patterns checked (each must match a convolution), groups and input sizes
 //!    settled, each layer a candidate or skipped with a [`SkipReason`];
-//! 2. [`needs_analysis`]: which candidates must be factored before ranks can be chosen (energy
-//!    policies, the planner); the adapter factors them ([`analyse`]);
-//! 3. [`decide`]: one rank (or "dense") per layer, by a policy or the planner;
-//! 4. factoring: the adapter asks the [`Scheme`](crate::scheme::Scheme) of
-//!    [`scheme_for`] for each converted layer's factors and writes them;
-//! 5. reporting: [`converted`] and [`skipped`] entries, gathered into a [`Summary`].
+//! 2. `needs_analysis`: which candidates must be factored before ranks can be chosen (energy
+//!    policies, the planner); the adapter factors them (`analyse`);
+//! 3. `decide`: one rank (or "dense") per layer, by a policy or the planner;
+//! 4. factoring: the adapter asks the [`Scheme`] of
+//!    `scheme_for` for each converted layer's factors and writes them;
+//! 5. reporting: `converted` and `skipped` entries, gathered into a [`Summary`].
 //!
 //! The rules are the same for every format: a pattern matching no convolution is an error
 //! ([`Error::NoMatch`]); a fixed rank above a layer's maximum leaves that layer dense
@@ -195,7 +195,7 @@ fn settle_groups(f: &mut Found, selection: &Selection) -> Result<()> {
         None => {}
     }
     let g = f.geometry.groups;
-    if g == 0 || f.dims[0] % g != 0 {
+    if g == 0 || !f.dims[0].is_multiple_of(g) {
         let [n, cg, _, _] = f.dims;
         return Err(Error::InvalidGroups {
             layer: f.name.clone(),

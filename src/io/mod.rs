@@ -16,7 +16,7 @@
 //! `dac.format` (`"1"`), `dac.version` (the crate version) and, per converted layer,
 //! `dac.layer.<layer>` = a JSON object
 //! `{"rank":r,"groups":g,"split":"sqrt","in_channels":C,"out_channels":N,"kernel":[kh,kw],"bias":true}`,
-//! plus `"fit":"correlated=ρ"` for a pair made with a correlated [`Fit`]
+//! plus `"fit":"correlated=ρ"` for a pair made with a correlated [`Fit`](crate::Fit)
 //! ([`ConvertOptions::fit`]; see [`LayerRecord`] and [`read_records`]).
 //!
 //! Computation is in f32 (or f64, [`Precision::F64`]); converted tensors are written in the

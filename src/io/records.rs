@@ -27,7 +27,7 @@ pub struct LayerRecord {
     pub kernel: [usize; 2],
     /// Whether `<name>.pointwise.bias` exists.
     pub bias: bool,
-    /// The [`Fit`] the pair was computed for, as [displayed](Fit#impl-Display-for-Fit):
+    /// The [`Fit`](crate::Fit) the pair was computed for, as [displayed](crate::Fit#impl-Display-for-Fit):
     /// `"frobenius"` (the default, then not written to the file) or `"correlated=ρ"`.
     pub fit: String,
 }
@@ -74,7 +74,7 @@ impl LayerRecord {
 /// The layers a `dac` output file records as converted, sorted by name.
 ///
 /// # Errors
-/// [`Error::Io`] / [`Error::Format`] when the file cannot be read or a `dac.layer.*` entry is
+/// [`Error::Io`](crate::Error::Io) / [`Error::Format`](crate::Error::Format) when the file cannot be read or a `dac.layer.*` entry is
 /// malformed.
 pub fn read_records(path: impl AsRef<Path>) -> Result<Vec<LayerRecord>> {
     let path = path.as_ref();

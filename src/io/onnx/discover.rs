@@ -148,7 +148,7 @@ fn check_conv(
     file: &Path,
 ) -> Result<()> {
     let group = window.group;
-    if dims[0] % group != 0 {
+    if !dims[0].is_multiple_of(group) {
         let reason = format!("weight `{weight}` has {} output channels, not divisible by group = {group}", dims[0]);
         return Err(onnx_error(file, label, reason));
     }

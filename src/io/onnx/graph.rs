@@ -9,6 +9,9 @@ use crate::error::Result;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+/// Spatial `(height, width)` of tensors, by name.
+pub(crate) type Sizes = HashMap<String, (usize, usize)>;
+
 /// The model and its graph, decoded at the wire level.
 pub(crate) struct Graph<'a> {
     pub model: Vec<Field<'a>>,
@@ -115,10 +118,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Spatial sizes inferred from the model's input size, and that input size.
-    pub(crate) fn sizes(
-        &self,
-        input_size: Option<(usize, usize)>,
-    ) -> (HashMap<String, (usize, usize)>, Option<(usize, usize)>) {
+    pub(crate) fn sizes(&self, input_size: Option<(usize, usize)>) -> (Sizes, Option<(usize, usize)>) {
         let inputs = self.model_inputs(input_size);
         let kernel_of = |n: &Node<'_>| {
             let t = &self.inits.get(n.inputs.get(1)?)?.1;

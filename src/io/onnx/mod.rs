@@ -12,8 +12,8 @@
 //!
 //! | layout | nodes |
 //! |---|---|
-//! | [`Layout::Fused`](crate::convert::Layout::Fused) | `Conv(X, Wd)` with `group` = C, `C·r` outputs, the original `strides`, `pads`, `dilations`, `auto_pad`, `kernel_shape`; then `Conv(·, Wp, B)` 1x1 with the original `group` |
-//! | [`Layout::Multiplier1`](crate::convert::Layout::Multiplier1) | (`Split` of X into the `g` groups when `g > 1`), `g·r` depthwise `Conv`s of multiplier 1, one `Concat`, then the 1x1 `Conv` with its input channels permuted to match |
+//! | [`Layout::Fused`] | `Conv(X, Wd)` with `group` = C, `C·r` outputs, the original `strides`, `pads`, `dilations`, `auto_pad`, `kernel_shape`; then `Conv(·, Wp, B)` 1x1 with the original `group` |
+//! | [`Layout::Multiplier1`] | (`Split` of X into the `g` groups when `g > 1`), `g·r` depthwise `Conv`s of multiplier 1, one `Concat`, then the 1x1 `Conv` with its input channels permuted to match |
 //!
 //! The 1x1 `Conv` produces the original output name and carries the original bias input and the
 //! original node's doc string and unknown fields; new tensors, nodes and initializers get fresh
