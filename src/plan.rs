@@ -50,6 +50,7 @@ pub struct PlanLayer {
     has_bias: bool,
     input_size: (usize, usize),
     errors: ErrorTable,
+    correlated_loss: Vec<f64>,
 }
 
 impl PlanLayer {
@@ -80,6 +81,7 @@ impl PlanLayer {
             has_bias: layer.bias().is_some(),
             input_size,
             errors: factored.errors(),
+            correlated_loss: factored.correlated_loss(),
         })
     }
 
@@ -89,7 +91,7 @@ impl PlanLayer {
     pub fn score(&self, proxy: Proxy, rank: usize, index: usize, count: usize) -> f64 {
         let _ = (index, count);
         match proxy {
-            Proxy::Spatial => nsr_times_bottleneck(self.errors.correlated_lost(rank), &self.shape, rank),
+            Proxy::Spatial => nsr_times_bottleneck(self.correlated_lost(rank), &self.shape, rank),
             _ => proxy.score_energy(self.errors.retained_energy(rank), &self.shape, rank),
         }
     }
@@ -109,6 +111,11 @@ impl PlanLayer {
     /// The layer's error at every rank.
     pub fn errors(&self) -> &ErrorTable {
         &self.errors
+    }
+    /// The fraction of the output energy lost at `rank` for spatially correlated inputs
+    /// ([`Factored::correlated_loss`]; ranks above the maximum count as the maximum).
+    pub fn correlated_lost(&self, rank: usize) -> f64 {
+        self.correlated_loss[rank.min(self.correlated_loss.len() - 1)]
     }
 }
 
@@ -160,7 +167,7 @@ pub enum Proxy {
     /// [`Sensitivity`](Self::Sensitivity).
     ///
     /// Needs the right singular vectors, which a [`Spectrum`] does not hold: [`PlanLayer::new`]
-    /// takes them from the layer's factorisation ([`ErrorTable::correlated_lost`]); in
+    /// takes them from the layer's factorisation ([`Factored::correlated_loss`]); in
     /// [`Proxy::score`], which sees only the spectrum, it equals
     /// [`Sensitivity`](Self::Sensitivity). Data-free like the others: it
     /// reads weights and the kernel's geometry only. ρ is one constant for every network; the

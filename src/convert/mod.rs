@@ -356,13 +356,14 @@ fn decided_cost(site: &Site, decision: &Decision) -> Result<Option<Cost>> {
     }
 }
 
-/// Phase 5: the report entry of a converted site (`errors` of its factorisation; the factors
-/// were written as `written`, in `dtype`).
+/// Phase 5: the report entry of a converted site (`errors`: its factorisation's retained energy
+/// and relative error at `rank`, [`Factored::error_at`]; the factors were written as `written`,
+/// in `dtype`).
 pub(crate) fn converted<T: Real>(
     site: &Site,
     scheme: &dyn Scheme<T>,
     rank: usize,
-    errors: &ErrorTable,
+    (retained_energy, relative_error): (f64, f64),
     dtype: String,
     written: Vec<String>,
 ) -> Result<ConvertedLayer> {
@@ -379,8 +380,8 @@ pub(crate) fn converted<T: Real>(
         scheme: scheme.kind(),
         rank,
         max_rank: scheme.max_rank(&shape),
-        retained_energy: errors.retained_energy(rank),
-        relative_error: errors.relative_error(rank),
+        retained_energy,
+        relative_error,
         dtype,
         input_size: site.input,
         size: site.size,

@@ -528,7 +528,7 @@ impl<T: Real> Job<'_, T> {
         // Kept or not, viewed in place or decoded: done with this layer's input pages.
         self.ck.release(&self.ck.tensors[self.tensors[i].weight]);
         let dtype = self.out_dtype(i).name().to_string();
-        convert::converted(site, self.scheme, rank, &errors, dtype, written).map_err(|e| in_file(path, e))
+        convert::converted(site, self.scheme, rank, errors, dtype, written).map_err(|e| in_file(path, e))
     }
 
     /// Writes layer `i`'s factors at `rank`; returns their tensor names and the error table.
@@ -540,7 +540,7 @@ impl<T: Real> Job<'_, T> {
         w: &mut Writer<T>,
         out: &mut AtomicFile,
         output: &Path,
-    ) -> Result<(Vec<String>, crate::scheme::ErrorTable)> {
+    ) -> Result<(Vec<String>, (f64, f64))> {
         let factors = f.factors(rank, &mut w.workspace).map_err(|e| in_file(&self.ck.path, e))?;
         let dt = self.out_dtype(i);
         let mut written = Vec::with_capacity(factors.len() + 1);
@@ -556,6 +556,6 @@ impl<T: Real> Job<'_, T> {
             }
         }
         w.workspace.recycle(factors);
-        Ok((written, f.errors()))
+        Ok((written, f.error_at(rank)))
     }
 }

@@ -113,7 +113,19 @@ impl<T: Real> Factored<T> for DacFactored<'_, T> {
         self.layer().shape().max_rank()
     }
     fn errors(&self) -> ErrorTable {
-        error_table(&self.factorization)
+        let spectrum = self.factorization.spectrum();
+        let k = spectrum.shape().max_rank();
+        ErrorTable::new(
+            (0..=k).map(|r| spectrum.retained_energy(r)).collect(),
+            (0..=k).map(|r| spectrum.optimal_relative_error(r)).collect(),
+        )
+    }
+    fn correlated_loss(&self) -> Vec<f64> {
+        correlated_loss(&self.factorization)
+    }
+    fn error_at(&self, rank: usize) -> (f64, f64) {
+        let spectrum = self.factorization.spectrum();
+        (spectrum.retained_energy(rank), spectrum.optimal_relative_error(rank))
     }
     fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>> {
         let (mut dw, mut pw) = (workspace.take(), workspace.take());
@@ -124,11 +136,10 @@ impl<T: Real> Factored<T> for DacFactored<'_, T> {
     }
 }
 
-/// The [`ErrorTable`] of a DAC factorisation: energies and Eckart–Young errors from its
-/// spectrum, and the correlated-input loss from its right singular vectors.
-pub(crate) fn error_table<T: Real>(f: &Factorization<'_, T>) -> ErrorTable {
-    let spectrum = f.spectrum();
-    let k = spectrum.shape().max_rank();
+/// At every rank, the fraction of the correlated-input output energy the discarded components
+/// of every channel carry (from the factorisation's right singular vectors).
+fn correlated_loss<T: Real>(f: &Factorization<'_, T>) -> Vec<f64> {
+    let k = f.layer().shape().max_rank();
     let energies = f.correlated_energies();
     let total: f64 = energies.chunks(k).map(|c| c.iter().sum::<f64>()).sum();
     let lost = |r: usize| {
@@ -139,9 +150,5 @@ pub(crate) fn error_table<T: Real>(f: &Factorization<'_, T>) -> ErrorTable {
             0.0
         }
     };
-    ErrorTable::new(
-        (0..=k).map(|r| spectrum.retained_energy(r)).collect(),
-        (0..=k).map(|r| spectrum.optimal_relative_error(r)).collect(),
-        (0..=k).map(lost).collect(),
-    )
+    (0..=k).map(lost).collect()
 }

@@ -2,7 +2,8 @@
 //!
 //! A [`Scheme`] knows, for a layer's shape, its maximum and break-even rank and the cost of its
 //! factors at every rank; [`Scheme::factor`] computes a layer's decomposition once, as a
-//! [`Factored`] value that gives the error at every rank ([`ErrorTable`]) and the factors at any
+//! [`Factored`] value that gives the error at every rank ([`ErrorTable`],
+//! [`Factored::correlated_loss`]) and the factors at any
 //! rank: a short list of ordinary convolutions ([`Factor`], each a [`Conv2dWeights`] with its
 //! own geometry) whose composition, applied in order, is the layer — exactly at the maximum
 //! rank, approximately below it.
@@ -82,14 +83,13 @@ pub struct Factor<T> {
 pub struct ErrorTable {
     retained: Vec<f64>,
     relative_error: Vec<f64>,
-    correlated_lost: Vec<f64>,
 }
 
 impl ErrorTable {
-    /// A table from its three columns, each of `max_rank + 1` entries.
-    pub(crate) fn new(retained: Vec<f64>, relative_error: Vec<f64>, correlated_lost: Vec<f64>) -> Self {
-        debug_assert!(retained.len() == relative_error.len() && retained.len() == correlated_lost.len());
-        Self { retained, relative_error, correlated_lost }
+    /// A table from its two columns, each of `max_rank + 1` entries.
+    pub(crate) fn new(retained: Vec<f64>, relative_error: Vec<f64>) -> Self {
+        debug_assert_eq!(retained.len(), relative_error.len());
+        Self { retained, relative_error }
     }
     /// The largest rank in the table.
     pub fn max_rank(&self) -> usize {
@@ -102,12 +102,6 @@ impl ErrorTable {
     /// The relative error `‖W − Ŵ‖ / ‖W‖` of the best rank-`rank` approximation.
     pub fn relative_error(&self, rank: usize) -> f64 {
         self.relative_error[rank.min(self.max_rank())]
-    }
-    /// The fraction of the layer's output energy lost at `rank` for inputs whose neighbouring
-    /// pixels correlate as `ρ = 0.7` (what [`Proxy::Spatial`](crate::plan::Proxy::Spatial)
-    /// scores), in `[0, 1]`.
-    pub fn correlated_lost(&self, rank: usize) -> f64 {
-        self.correlated_lost[rank.min(self.max_rank())]
     }
 }
 
@@ -125,11 +119,10 @@ impl<T: Real> Workspace<T> {
     pub fn new() -> Self {
         Self { buffers: Vec::new(), lanes: Vec::new() }
     }
-    /// A buffer to write a factor's weight into (empty, with whatever capacity it had).
+    /// A buffer to write a factor's weight into, with whatever length and contents it had: the
+    /// writer resizes it and overwrites every element (no zero fill of a buffer that fits).
     pub(crate) fn take(&mut self) -> Vec<T> {
-        let mut b = self.buffers.pop().unwrap_or_default();
-        b.clear();
-        b
+        self.buffers.pop().unwrap_or_default()
     }
     /// Keeps the factors' weight buffers for the next [`Factored::factors`].
     pub fn recycle(&mut self, factors: Vec<Factor<T>>) {
@@ -152,6 +145,17 @@ pub trait Factored<T: Real>: Send + Sync {
     fn max_rank(&self) -> usize;
     /// The error at every rank.
     fn errors(&self) -> ErrorTable;
+    /// At every rank `0..=max_rank`, the fraction of the layer's output energy lost for inputs
+    /// whose neighbouring pixels correlate as `ρ = 0.7`, in `[0, 1]`: what
+    /// [`Proxy::Spatial`](crate::plan::Proxy::Spatial) scores. For a correlated fit, whose
+    /// spectrum already measures that, the weighted spectrum's lost energy.
+    fn correlated_loss(&self) -> Vec<f64>;
+    /// The retained energy and relative error at `rank` alone: what a report of one converted
+    /// layer needs ([`errors`](Self::errors) computes every rank and every column).
+    fn error_at(&self, rank: usize) -> (f64, f64) {
+        let e = self.errors();
+        (e.retained_energy(rank), e.relative_error(rank))
+    }
     /// The factors at `rank`, in the order they run; the last carries the layer's bias.
     ///
     /// # Errors

@@ -365,7 +365,7 @@ fn correlated_plan_layer_scores_the_weighted_spectrum() {
     }
 }
 
-/// The output energy `Proxy::Spatial` reads (`ErrorTable::correlated_lost`) equals, at every
+/// The output energy `Proxy::Spatial` reads (`PlanLayer::correlated_lost`) equals, at every
 /// rank, the same quantity computed here from nalgebra's SVD of every channel matrix and the
 /// tap correlation written from its definition.
 #[test]
@@ -405,7 +405,7 @@ fn correlated_loss_matches_an_independent_computation() {
         let pl = plan_layer(&layer, Fit::frobenius(), (16, 16)).unwrap();
         for rank in 0..=k {
             let lost: f64 = energies.iter().map(|e| e[rank..].iter().sum::<f64>()).sum();
-            let got = pl.errors().correlated_lost(rank);
+            let got = pl.correlated_lost(rank);
             assert!((got - lost / total).abs() < 1e-9, "{dims:?} rank {rank}: {got} vs {}", lost / total);
         }
     }

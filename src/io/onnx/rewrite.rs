@@ -7,7 +7,7 @@ use super::{onnx_error, proto};
 use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Precision, Site, Summary};
 use crate::error::Result;
 use crate::scalar::Real;
-use crate::scheme::{ErrorTable, Scheme, Workspace};
+use crate::scheme::{Scheme, Workspace};
 use crate::svd::SvdBackend;
 use crate::weights::Conv2dWeights;
 use std::collections::{HashMap, HashSet};
@@ -22,7 +22,7 @@ struct Schemes<'b> {
 /// What factoring one site gave: its analysis or its factors' values and error table.
 enum Factored {
     Analysis(Analysis),
-    Pair { values: Vec<Vec<f64>>, errors: ErrorTable },
+    Pair { values: Vec<Vec<f64>>, errors: (f64, f64) },
 }
 
 /// Rewrites `bytes`; `file` is used in error messages only.
@@ -139,7 +139,7 @@ fn factor_in<T: Real>(
     let Some(rank) = rank else { return Ok(Factored::Analysis(convert::analyse(site, &*f, options)?)) };
     let factors = f.factors(rank, &mut Workspace::new())?;
     let values = factors.iter().map(|x| x.conv.weight().iter().map(|v| v.to_f64_exact()).collect()).collect();
-    Ok(Factored::Pair { values, errors: f.errors() })
+    Ok(Factored::Pair { values, errors: f.error_at(rank) })
 }
 
 /// The patch being built, and the names handed out.
@@ -150,7 +150,7 @@ struct Rewriter<'g, 'a> {
     patch: Patch,
     names: Names,
     /// Pairs already written, by (weight, groups, rank): a shared weight is decomposed once.
-    shared: HashMap<(String, usize, usize), (PairNames, ErrorTable)>,
+    shared: HashMap<(String, usize, usize), (PairNames, (f64, f64))>,
 }
 
 impl Rewriter<'_, '_> {
@@ -180,7 +180,7 @@ impl Rewriter<'_, '_> {
                 let anchor = self.g.inits[conv.weight].0;
                 let inits = at.initializers(&pair, &names, conv.data_type);
                 self.patch.initializers.entry(anchor).or_default().extend(inits);
-                self.shared.insert(key, (names.clone(), errors.clone()));
+                self.shared.insert(key, (names.clone(), errors));
                 (names, errors)
             }
         };
@@ -189,7 +189,7 @@ impl Rewriter<'_, '_> {
         let written = nodes.iter().map(|n| n.name.clone()).collect();
         let dtype = proto::data_type_name(conv.data_type).to_string();
         // Both precisions run the same scheme: its f32 instance gives the costs and the name.
-        convert::converted(site, schemes.f32, rank, &errors, dtype, written)
+        convert::converted(site, schemes.f32, rank, errors, dtype, written)
     }
 
     /// Removes the converted weights nothing else uses; returns their names.
