@@ -142,6 +142,9 @@ fn factor_in<T: Real>(
     Ok(Factored::Pair { values, errors: f.error_at(rank) })
 }
 
+/// A pair already written: its initializer names, and its retained energy and relative error.
+type Written = (PairNames, (f64, f64));
+
 /// The patch being built, and the names handed out.
 struct Rewriter<'g, 'a> {
     g: &'g Graph<'a>,
@@ -150,7 +153,7 @@ struct Rewriter<'g, 'a> {
     patch: Patch,
     names: Names,
     /// Pairs already written, by (weight, groups, rank): a shared weight is decomposed once.
-    shared: HashMap<(String, usize, usize), (PairNames, (f64, f64))>,
+    shared: HashMap<(String, usize, usize), Written>,
 }
 
 impl Rewriter<'_, '_> {
