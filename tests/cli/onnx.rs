@@ -91,3 +91,36 @@ fn errors_exit_non_zero_and_write_nothing() {
     assert!(!out.status.success());
     assert!(!output.exists());
 }
+
+/// The library names API options; `dac onnx` (as `dac convert`) maps them to its flags, and
+/// writes nothing.
+#[test]
+fn option_errors_name_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, model_bytes()).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "onnx".as_ref(),
+            input.as_os_str(),
+            "-o".as_ref(),
+            output.as_os_str(),
+            "--rank".as_ref(),
+            "2".as_ref(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        dac(&args)
+    };
+    for (extra, flag) in [
+        (&["--layers", "nope*"][..], "--layers"),
+        (&["--skip", "x"][..], "--skip"),
+        (&["--rank-for", "y=1"][..], "--rank-for"),
+        (&["--layer-input", "w=4x4"][..], "--layer-input"),
+    ] {
+        let out = run(extra);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("matches no convolution"), "{extra:?}: {err}");
+        assert!(!output.exists(), "{extra:?}");
+    }
+}

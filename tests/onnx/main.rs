@@ -5,4 +5,5 @@ mod support;
 
 mod errors;
 mod fit;
+mod pipeline;
 mod rewrite;
