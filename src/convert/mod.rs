@@ -22,7 +22,9 @@ mod glob;
 mod options;
 mod report;
 
-pub use self::options::{ConvertOptions, FloatDtype, Layout, Precision, RankSource, Selection, SvdMethod};
+pub use self::options::{
+    ConvertOptions, FloatDtype, LayerGeometry, Layout, Precision, RankSource, Selection, SvdMethod,
+};
 pub use self::report::{ConvertedLayer, SizeSource, SkipReason, SkippedLayer, Summary};
 
 use self::options::matches_any;
@@ -170,7 +172,7 @@ pub(crate) fn select(
     }
     let mut sites = Vec::with_capacity(found.len());
     for mut f in found {
-        settle_groups(&mut f, selection)?;
+        settle_geometry(&mut f, selection)?;
         let (input, size) = settle_size(&f, selection, input_size, per_position);
         let fate = fate(&f, selection);
         sites.push(Site { found: f, input, size, fate });
@@ -178,22 +180,35 @@ pub(crate) fn select(
     Ok(sites)
 }
 
-/// Applies a checkpoint's groups declaration (a graph's must agree with the graph) and checks
-/// that the groups divide the output channels.
-fn settle_groups(f: &mut Found, selection: &Selection) -> Result<()> {
-    let declared = Selection::last_match(&selection.groups, &f.keys).copied();
-    match declared {
-        Some(g) if f.groups_known && g != f.geometry.groups => {
-            return Err(Error::InvalidParameter {
-                context: format!("layer `{}`", f.name),
-                what: "groups",
-                value: g as f64,
-                expected: "the group count the graph gives the layer (a graph's groups need no declaration)",
-            })
-        }
-        Some(g) => f.geometry.groups = g,
-        None => {}
+/// Applies a checkpoint's geometry declarations (groups, stride, padding, dilation; a graph's
+/// must agree with the graph) and checks that the groups divide the output channels.
+fn settle_geometry(f: &mut Found, selection: &Selection) -> Result<()> {
+    let mut declared = f.geometry;
+    let keys = &f.keys;
+    declared.groups = Selection::last_match(&selection.groups, keys).copied().unwrap_or(declared.groups);
+    declared.stride = Selection::last_match(&selection.strides, keys).copied().unwrap_or(declared.stride);
+    declared.dilation = Selection::last_match(&selection.dilations, keys).copied().unwrap_or(declared.dilation);
+    declared.padding = Selection::last_match(&selection.paddings, keys).copied().unwrap_or(declared.padding);
+    if f.groups_known && declared != f.geometry {
+        return Err(Error::InvalidParameter {
+            context: format!("layer `{}`", f.name),
+            what: if declared.groups != f.geometry.groups { "groups" } else { "geometry" },
+            value: declared.groups as f64,
+            expected: "the groups, stride, padding and dilation the graph gives the layer (a graph needs no \
+                       declaration)",
+        });
     }
+    for (v, what) in [
+        (declared.stride.0, "stride (h)"),
+        (declared.stride.1, "stride (w)"),
+        (declared.dilation.0, "dilation (h)"),
+        (declared.dilation.1, "dilation (w)"),
+    ] {
+        if v == 0 {
+            return Err(Error::ZeroSize { layer: f.name.clone(), what });
+        }
+    }
+    f.geometry = declared;
     let g = f.geometry.groups;
     if g == 0 || !f.dims[0].is_multiple_of(g) {
         let [n, cg, _, _] = f.dims;

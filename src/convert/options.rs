@@ -5,6 +5,7 @@ use crate::decompose::Split;
 use crate::fit::Fit;
 use crate::plan::Target;
 use crate::rank::Rank;
+use crate::weights::Padding;
 
 /// Which layers to convert, and what to assume about each, by glob patterns over layer names.
 ///
@@ -22,12 +23,34 @@ pub struct Selection {
     pub(crate) ranks: Vec<(String, usize)>,
     pub(crate) groups: Vec<(String, usize)>,
     pub(crate) inputs: Vec<(String, (usize, usize))>,
+    pub(crate) strides: Vec<(String, (usize, usize))>,
+    pub(crate) paddings: Vec<(String, Padding)>,
+    pub(crate) dilations: Vec<(String, (usize, usize))>,
 }
 
 impl Selection {
     /// The last declaration in `list` whose pattern matches one of `keys`.
     pub(crate) fn last_match<'v, V>(list: &'v [(String, V)], keys: &[String]) -> Option<&'v V> {
         list.iter().rev().find(|(p, _)| matches_any(p, keys)).map(|(_, v)| v)
+    }
+    /// Every declaration of `layer`, under its exact name.
+    pub(crate) fn declare(&mut self, layer: &LayerGeometry) {
+        let name = || layer.name.clone();
+        if let Some(g) = layer.groups {
+            self.groups.push((name(), g));
+        }
+        if let Some(s) = layer.stride {
+            self.strides.push((name(), s));
+        }
+        if let Some(p) = layer.padding {
+            self.paddings.push((name(), p));
+        }
+        if let Some(d) = layer.dilation {
+            self.dilations.push((name(), d));
+        }
+        if let Some(hw) = layer.input {
+            self.inputs.push((name(), hw));
+        }
     }
     /// Whether `keys` are selected by the include patterns (all are when there are none).
     pub(crate) fn included(&self, keys: &[String]) -> bool {
@@ -46,12 +69,41 @@ impl Selection {
             .chain(self.ranks.iter().map(|(p, _)| ("rank_for", p.as_str())))
             .chain(self.groups.iter().map(|(p, _)| ("groups", p.as_str())))
             .chain(self.inputs.iter().map(|(p, _)| ("layer_input", p.as_str())))
+            .chain(self.strides.iter().map(|(p, _)| ("stride", p.as_str())))
+            .chain(self.paddings.iter().map(|(p, _)| ("padding", p.as_str())))
+            .chain(self.dilations.iter().map(|(p, _)| ("dilation", p.as_str())))
     }
 }
 
 /// Whether `pattern` matches one of the non-empty `keys`.
 pub(crate) fn matches_any(pattern: &str, keys: &[String]) -> bool {
     keys.iter().any(|k| !k.is_empty() && glob::matches(pattern, k))
+}
+
+/// What a geometry sidecar (`dac convert --geometry FILE`, [`crate::io::read_geometry`]) says
+/// about one layer; `None` leaves the default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LayerGeometry {
+    /// The layer's name (exact, not a pattern).
+    pub name: String,
+    /// Groups.
+    pub groups: Option<usize>,
+    /// Stride `(height, width)`.
+    pub stride: Option<(usize, usize)>,
+    /// Zero padding per side.
+    pub padding: Option<Padding>,
+    /// Dilation `(height, width)`.
+    pub dilation: Option<(usize, usize)>,
+    /// Input `(height, width)`.
+    pub input: Option<(usize, usize)>,
+}
+
+impl LayerGeometry {
+    /// Nothing declared yet for the layers `name` matches.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self { name: name.into(), ..Self::default() }
+    }
 }
 
 /// How ranks are chosen.
@@ -271,6 +323,29 @@ impl ConvertOptions {
     /// contradicts it is an error.
     pub fn groups(mut self, pattern: impl Into<String>, groups: usize) -> Self {
         self.selection.groups.push((pattern.into(), groups));
+        self
+    }
+    /// Declares the stride `(height, width)` of the layers matching `pattern` (a checkpoint has
+    /// none: default 1), for MAC counts, planning and `inspect`. A graph's must agree with it.
+    pub fn stride(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
+        self.selection.strides.push((pattern.into(), (height, width)));
+        self
+    }
+    /// Declares the zero padding of the layers matching `pattern` (a checkpoint has none: default
+    /// "same" for stride 1, `(k−1)/2` before and `k/2` after).
+    pub fn padding(mut self, pattern: impl Into<String>, padding: Padding) -> Self {
+        self.selection.paddings.push((pattern.into(), padding));
+        self
+    }
+    /// Declares the dilation `(height, width)` of the layers matching `pattern` (default 1).
+    pub fn dilation(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
+        self.selection.dilations.push((pattern.into(), (height, width)));
+        self
+    }
+    /// Every declaration of a [`LayerGeometry`] (a `--geometry` sidecar's entry), for the layers
+    /// its name matches (a pattern; a name without wildcards matches itself).
+    pub fn declare(mut self, layer: &LayerGeometry) -> Self {
+        self.selection.declare(layer);
         self
     }
     /// The input `(height, width)` of the layers matching `pattern`, for MAC counts and

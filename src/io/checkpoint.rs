@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What MAC counts assume for a checkpoint, which has no geometry.
-pub const ASSUMPTION: &str = "MACs assume stride 1 and \"same\" padding (a checkpoint has no geometry)";
+pub const ASSUMPTION: &str =
+    "MACs assume stride 1 and \"same\" padding where no geometry is declared (a checkpoint has none)";
 
 /// A found convolution's tensors (indices into the checkpoint's tensors).
 #[derive(Debug, Clone, Copy)]

@@ -2,11 +2,12 @@
 
 use super::checkpoint::{check_dtypes, discover, done_with, factor_loaded, in_file, load};
 use super::safetensors::Checkpoint;
-use crate::convert::{self, Precision, Selection, SizeSource, SvdMethod};
+use crate::convert::{self, LayerGeometry, Precision, Selection, SizeSource, SvdMethod};
 use crate::cost::Cost;
 use crate::error::Result;
 use crate::scalar::Real;
 use crate::scheme::{Dac, Scheme};
+use crate::weights::{Geometry, Padding};
 use std::path::Path;
 
 /// What [`inspect_file`] reports about one convolution.
@@ -29,6 +30,9 @@ pub struct LayerInfo {
     pub break_even: f64,
     /// Retained energy at ranks `1..=min(5, max_rank)` (element `i` is rank `i + 1`).
     pub retained_energy: Vec<f64>,
+    /// The stride, padding, dilation and groups the cost assumes (declared, or stride 1 and
+    /// "same" padding).
+    pub geometry: Geometry,
     /// The input size the cost refers to (`None`: one output position).
     pub input_size: Option<(usize, usize)>,
     /// Where that size came from.
@@ -60,6 +64,26 @@ impl InspectOptions {
     /// The input `(height, width)` of the layers matching `pattern`.
     pub fn layer_input(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
         self.selection.inputs.push((pattern.into(), (height, width)));
+        self
+    }
+    /// Every declaration of a geometry sidecar's entry ([`read_geometry`](super::read_geometry)).
+    pub fn declare(mut self, layer: &LayerGeometry) -> Self {
+        self.selection.declare(layer);
+        self
+    }
+    /// Declares the stride of the layers matching `pattern` (default 1).
+    pub fn stride(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
+        self.selection.strides.push((pattern.into(), (height, width)));
+        self
+    }
+    /// Declares the padding of the layers matching `pattern` (default "same" for stride 1).
+    pub fn padding(mut self, pattern: impl Into<String>, padding: Padding) -> Self {
+        self.selection.paddings.push((pattern.into(), padding));
+        self
+    }
+    /// Declares the dilation of the layers matching `pattern` (default 1).
+    pub fn dilation(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
+        self.selection.dilations.push((pattern.into(), (height, width)));
         self
     }
     /// Input `(height, width)` for MAC counts of the layers without a
@@ -120,6 +144,7 @@ fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerIn
             max_rank,
             break_even: scheme.break_even_rank(&shape),
             retained_energy: (1..=max_rank.min(5)).map(|r| errors.retained_energy(r)).collect(),
+            geometry: site.found.geometry,
             input_size: site.input,
             size: site.size,
             cost: site.dense_cost().map_err(|e| in_file(path, e))?.unwrap_or_default(),

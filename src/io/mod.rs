@@ -42,6 +42,7 @@
 
 mod atomic;
 mod checkpoint;
+mod geometry;
 mod inspect;
 #[cfg(feature = "onnx")]
 pub mod onnx;
@@ -49,10 +50,12 @@ mod records;
 mod safetensors;
 
 pub use self::checkpoint::ASSUMPTION;
+pub use self::geometry::{read_geometry, GeometryFile};
 pub use self::inspect::{inspect_file, InspectOptions, LayerInfo};
 pub use self::records::{read_records, LayerRecord, FORMAT_VERSION};
 pub use crate::convert::{
-    ConvertOptions, ConvertedLayer, FloatDtype, Precision, SizeSource, SkipReason, SkippedLayer, Summary, SvdMethod,
+    ConvertOptions, ConvertedLayer, FloatDtype, LayerGeometry, Precision, SizeSource, SkipReason, SkippedLayer,
+    Summary, SvdMethod,
 };
 
 use crate::error::Result;

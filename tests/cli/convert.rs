@@ -236,3 +236,34 @@ fn every_bad_input_fails_with_one_line_and_writes_nothing() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("missing.safetensors"));
 }
+
+/// `--stride`, `--padding`, `--dilation` and `--geometry FILE` declare what a checkpoint cannot
+/// say; `inspect` shows what it assumed for every layer, and the counts follow.
+#[test]
+fn geometry_flags_and_sidecar_reach_the_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::support::files::stack(dir.path());
+    let o = dac(&["inspect", s(&input), "--input", "16x16", "--stride", "c1=2", "--padding", "c2=0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let layer = |name: &str| doc["layers"].as_array().unwrap().iter().find(|l| l["name"] == name).unwrap().clone();
+    assert_eq!(layer("c1")["stride"], serde_json::json!([2, 2]));
+    assert_eq!(layer("c1")["macs"], 32 * 16 * 9 * 8 * 8);
+    assert_eq!(layer("c2")["padding"], serde_json::json!([0, 0, 0, 0]));
+    assert_eq!(layer("c2")["macs"], 64 * 32 * 9 * 14 * 14);
+    assert_eq!(layer("c0")["stride"], serde_json::json!([1, 1]));
+    assert_eq!(layer("c0")["size"], "default");
+    // A sidecar: sizes declared per layer.
+    let sidecar = dir.path().join("g.json");
+    std::fs::write(&sidecar, r#"{"input": [16, 16], "layers": {"c3": {"stride": 2, "input": [8, 8]}}}"#).unwrap();
+    let out = dir.path().join("out.safetensors");
+    let o = dac(&["convert", s(&input), "-o", s(&out), "--rank", "2", "--geometry", s(&sidecar), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let c3 = doc["converted"].as_array().unwrap().iter().find(|l| l["name"] == "c3").unwrap();
+    assert_eq!(c3["macs_before"], 64 * 64 * 9 * 4 * 4);
+    assert_eq!(c3["size"], "declared");
+    // A bad declaration is one line naming the flag's value.
+    let o = dac(&["inspect", s(&input), "--stride", "c1=0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

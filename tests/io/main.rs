@@ -4,5 +4,6 @@
 mod support;
 
 mod errors;
+mod geometry;
 mod roundtrip;
 mod speedup;

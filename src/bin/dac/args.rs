@@ -2,8 +2,8 @@
 //! [`ConvertOptions`] here and nowhere else.
 
 use clap::{Args, ValueEnum};
-use dac::convert::{ConvertOptions, Precision, SvdMethod};
-use dac::{Fit, Rank, Split};
+use dac::convert::{ConvertOptions, LayerGeometry, Precision, SvdMethod};
+use dac::{Fit, Padding, Rank, Split};
 use std::path::PathBuf;
 
 /// The flags of a conversion, for every format.
@@ -44,6 +44,8 @@ pub struct ConversionArgs {
     /// an ONNX graph has its own).
     #[arg(long = "groups", value_name = "NAME=G", value_parser = parse_assignment)]
     pub groups: Vec<(String, usize)>,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
     /// Convert layers even when their rank saves nothing.
     #[arg(long)]
     pub allow_slower: bool,
@@ -108,6 +110,71 @@ impl ConversionArgs {
             o = o.layer_input(p.clone(), *h, *w);
         }
         o
+    }
+    /// [`options`](Self::options) with the geometry declarations (the sidecar first, then the
+    /// flags, so that a flag overrides the file).
+    pub fn options_with_geometry(&self) -> dac::Result<ConvertOptions> {
+        let mut o = self.options();
+        let sidecar = self.geometry.sidecar()?;
+        if let (Some((h, w)), None) = (sidecar.input, self.input_size) {
+            o = o.input_size(h, w);
+        }
+        for l in &sidecar.layers {
+            o = o.declare(l);
+        }
+        for l in self.geometry.declarations() {
+            o = o.declare(&l);
+        }
+        Ok(o)
+    }
+}
+
+/// Geometry declarations for a checkpoint (which has none): flags and a sidecar file.
+#[derive(Debug, Args)]
+pub struct GeometryArgs {
+    /// Declares the stride of layers matching NAME (a glob): S or SHxSW; repeatable. Default 1.
+    #[arg(long = "stride", value_name = "NAME=S|SHxSW", value_parser = parse_stride)]
+    pub stride: Vec<(String, (usize, usize))>,
+    /// Declares the zero padding of layers matching NAME: P or T,B,L,R; repeatable. Default
+    /// "same" for stride 1.
+    #[arg(long = "padding", value_name = "NAME=P|T,B,L,R", value_parser = parse_padding)]
+    pub padding: Vec<(String, Padding)>,
+    /// Declares the dilation of layers matching NAME: D or DHxDW; repeatable. Default 1.
+    #[arg(long = "dilation", value_name = "NAME=D|DHxDW", value_parser = parse_stride)]
+    pub dilation: Vec<(String, (usize, usize))>,
+    /// A JSON sidecar with each layer's stride, padding, dilation, groups and input size (format:
+    /// `dac::io::read_geometry`; example: docs/geometry-resnet18.json). Flags override it.
+    #[arg(long = "geometry", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+impl GeometryArgs {
+    /// The sidecar's input size and layers (none without `--geometry`).
+    pub fn sidecar(&self) -> dac::Result<dac::io::GeometryFile> {
+        match &self.file {
+            Some(f) => dac::io::read_geometry(f),
+            None => Ok(dac::io::GeometryFile::default()),
+        }
+    }
+    /// The flags' declarations, as patterns.
+    pub fn declarations(&self) -> Vec<LayerGeometry> {
+        let mut out = Vec::new();
+        for (p, s) in &self.stride {
+            let mut g = LayerGeometry::named(p);
+            g.stride = Some(*s);
+            out.push(g);
+        }
+        for (p, x) in &self.padding {
+            let mut g = LayerGeometry::named(p);
+            g.padding = Some(*x);
+            out.push(g);
+        }
+        for (p, d) in &self.dilation {
+            let mut g = LayerGeometry::named(p);
+            g.dilation = Some(*d);
+            out.push(g);
+        }
+        out
     }
 }
 
@@ -179,6 +246,24 @@ pub fn parse_fit(s: &str) -> Result<Fit, String> {
 fn parse_layer_input(s: &str) -> Result<(String, (usize, usize)), String> {
     let (name, size) = split_assignment(s, "NAME=HxW")?;
     Ok((name, parse_size(size)?))
+}
+
+/// `NAME=S` or `NAME=SHxSW` (stride or dilation), positive.
+fn parse_stride(s: &str) -> Result<(String, (usize, usize)), String> {
+    let (name, value) = split_assignment(s, "NAME=S or NAME=SHxSW")?;
+    Ok((name, parse_size(value)?))
+}
+
+/// `NAME=P` or `NAME=T,B,L,R`.
+fn parse_padding(s: &str) -> Result<(String, Padding), String> {
+    let (name, value) = split_assignment(s, "NAME=P or NAME=T,B,L,R")?;
+    let n = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("`{s}`: `{v}` is not a non-negative integer"));
+    let parts: Vec<&str> = value.split(',').collect();
+    match parts.as_slice() {
+        [p] => Ok((name, Padding::uniform(n(p)?))),
+        [t, b, l, r] => Ok((name, Padding { top: n(t)?, bottom: n(b)?, left: n(l)?, right: n(r)? })),
+        _ => Err(format!("`{s}`: padding is P or T,B,L,R")),
+    }
 }
 
 /// `NAME=VALUE` with a non-negative integer value.

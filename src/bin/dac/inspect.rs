@@ -1,6 +1,6 @@
 //! `dac inspect`.
 
-use super::args::{parse_assignment, parse_size, SvdArg};
+use super::args::{parse_assignment, parse_size, GeometryArgs, SvdArg};
 use super::table::{print_table, si};
 use clap::Args;
 use dac::convert::Precision;
@@ -18,6 +18,8 @@ pub struct InspectArgs {
     /// Declares groups for layers matching NAME (a glob); repeatable. Default 1.
     #[arg(long = "groups", value_name = "NAME=G", value_parser = parse_assignment)]
     groups: Vec<(String, usize)>,
+    #[command(flatten)]
+    geometry: GeometryArgs,
     /// Compute spectra in f64.
     #[arg(long)]
     f64: bool,
@@ -35,8 +37,12 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
     for (p, g) in &a.groups {
         o = o.groups(p.clone(), *g);
     }
-    if let Some((h, w)) = a.input {
+    let sidecar = a.geometry.sidecar()?;
+    if let Some((h, w)) = a.input.or(sidecar.input) {
         o = o.input_size(h, w);
+    }
+    for l in sidecar.layers.iter().chain(&a.geometry.declarations()) {
+        o = o.declare(l);
     }
     let layers = io::inspect_file(&a.model, &o)?;
     let note = io::ASSUMPTION;
@@ -51,12 +57,10 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
         println!("{doc:#}");
         return Ok(());
     }
-    let size = match a.input {
-        Some((h, w)) => format!("MACs ({h}x{w})"),
-        None => "MACs/position".to_string(),
-    };
+    let size = if layers.iter().any(|l| l.input_size.is_some()) { "MACs" } else { "MACs/position" };
     let head = ["layer", "shape", "groups", "max rank", "break-even", "energy r=1", "r=2", "r=3", "r=4", "r=5"];
-    let mut rows = vec![head.iter().map(|s| s.to_string()).chain([size]).collect::<Vec<_>>()];
+    let assumed = ["stride", "padding", "dilation", "input"];
+    let mut rows = vec![head.iter().chain([&size]).chain(&assumed).map(|s| s.to_string()).collect::<Vec<_>>()];
     for l in &layers {
         let mut row = vec![
             l.name.clone(),
@@ -67,6 +71,7 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
         ];
         row.extend((0..5).map(|r| l.retained_energy.get(r).map_or("-".to_string(), |e| format!("{e:.4}"))));
         row.push(si(l.cost.macs));
+        row.extend(assumed_geometry(l));
         rows.push(row);
     }
     print_table(&rows);
@@ -75,8 +80,31 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
     Ok(())
 }
 
+/// What the cost of `l` assumes: stride, padding (t,b,l,r), dilation, and its input size with
+/// where it came from.
+fn assumed_geometry(l: &LayerInfo) -> [String; 4] {
+    let g = &l.geometry;
+    let p = g.padding;
+    let input = match l.input_size {
+        Some((h, w)) => format!("{h}x{w} ({})", l.size.as_str()),
+        None => "-".to_string(),
+    };
+    [
+        format!("{}x{}", g.stride.0, g.stride.1),
+        format!("{},{},{},{}", p.top, p.bottom, p.left, p.right),
+        format!("{}x{}", g.dilation.0, g.dilation.1),
+        input,
+    ]
+}
+
 fn layer_json(l: &LayerInfo) -> serde_json::Value {
+    let p = l.geometry.padding;
     json!({
+        "stride": [l.geometry.stride.0, l.geometry.stride.1],
+        "padding": [p.top, p.bottom, p.left, p.right],
+        "dilation": [l.geometry.dilation.0, l.geometry.dilation.1],
+        "input_size": l.input_size,
+        "size": l.size.as_str(),
         "name": l.name,
         "shape": l.dims,
         "dtype": l.dtype,

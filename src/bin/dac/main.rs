@@ -142,7 +142,7 @@ fn describe(e: &dac::Error) -> String {
 }
 
 fn convert(a: &ConvertArgs) -> dac::Result<()> {
-    let mut o = a.conversion.options();
+    let mut o = a.conversion.options_with_geometry()?;
     if let Some(d) = a.dtype {
         o = o.output_dtype(match d {
             DtypeArg::F32 => FloatDtype::F32,
@@ -161,7 +161,7 @@ fn convert(a: &ConvertArgs) -> dac::Result<()> {
 
 fn onnx(a: &OnnxArgs) -> dac::Result<()> {
     let c = &a.conversion;
-    let o = c.options().layout(a.layout);
+    let o = c.options_with_geometry()?.layout(a.layout);
     let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
     table::report(&summary, c.json, c.quiet);
     Ok(())
