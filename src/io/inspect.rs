@@ -7,7 +7,7 @@ use crate::cost::Cost;
 use crate::error::Result;
 use crate::scalar::Real;
 use crate::scheme::{Dac, Scheme};
-use crate::weights::{Geometry, Padding};
+use crate::weights::Geometry;
 use std::path::Path;
 
 /// What [`inspect_file`] reports about one convolution.
@@ -66,24 +66,10 @@ impl InspectOptions {
         self.selection.inputs.push((pattern.into(), (height, width)));
         self
     }
-    /// Every declaration of a geometry sidecar's entry ([`read_geometry`](super::read_geometry)).
+    /// Every declaration of `layer` (a geometry sidecar's entry, [`read_geometry`](super::read_geometry),
+    /// or a single declaration made with [`LayerGeometry::named`]) for the layers its name matches.
     pub fn declare(mut self, layer: &LayerGeometry) -> Self {
         self.selection.declare(layer);
-        self
-    }
-    /// Declares the stride of the layers matching `pattern` (default 1).
-    pub fn stride(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
-        self.selection.strides.push((pattern.into(), (height, width)));
-        self
-    }
-    /// Declares the padding of the layers matching `pattern` (default "same" for stride 1).
-    pub fn padding(mut self, pattern: impl Into<String>, padding: Padding) -> Self {
-        self.selection.paddings.push((pattern.into(), padding));
-        self
-    }
-    /// Declares the dilation of the layers matching `pattern` (default 1).
-    pub fn dilation(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
-        self.selection.dilations.push((pattern.into(), (height, width)));
         self
     }
     /// Input `(height, width)` for MAC counts of the layers without a
