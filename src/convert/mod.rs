@@ -190,12 +190,21 @@ fn settle_geometry(f: &mut Found, selection: &Selection) -> Result<()> {
     declared.dilation = Selection::last_match(&selection.dilations, keys).copied().unwrap_or(declared.dilation);
     declared.padding = Selection::last_match(&selection.paddings, keys).copied().unwrap_or(declared.padding);
     if f.groups_known && declared != f.geometry {
+        let graph = f.geometry;
+        let (what, value) = if declared.groups != graph.groups {
+            ("groups", declared.groups)
+        } else if declared.stride != graph.stride {
+            ("stride", declared.stride.0)
+        } else if declared.dilation != graph.dilation {
+            ("dilation", declared.dilation.0)
+        } else {
+            ("padding (top)", declared.padding.top)
+        };
         return Err(Error::InvalidParameter {
             context: format!("layer `{}`", f.name),
-            what: if declared.groups != f.geometry.groups { "groups" } else { "geometry" },
-            value: declared.groups as f64,
-            expected: "the groups, stride, padding and dilation the graph gives the layer (a graph needs no \
-                       declaration)",
+            what,
+            value: value as f64,
+            expected: "what the graph gives the layer (a graph's geometry needs no declaration)",
         });
     }
     for (v, what) in [

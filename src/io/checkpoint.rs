@@ -11,6 +11,7 @@ use crate::convert::{
 use crate::cost::{self, Cost};
 use crate::decompose::Split;
 use crate::error::{Error, Result};
+use crate::plan::Plan;
 use crate::scalar::Real;
 use crate::scheme::{Factored, Scheme, Workspace};
 use crate::storage::Storage;
@@ -226,13 +227,10 @@ pub(crate) fn convert<T: Real>(
     let header = job.header(&decisions)?;
     let mut out = AtomicFile::create(output, options.force)?;
     write_all(out.writer(), &header, output)?;
-    let mut summary = job.write(&decisions, factored, &mut out, output, progress)?;
+    let summary = job.summary(input, output, linear, plan, backend.name());
+    let summary = job.write(&decisions, factored, &mut out, output, summary, progress)?;
     out.commit(ck.permissions.clone())?;
     progress(&Progress { phase: Phase::Finished, item: "", done: ck.data_len(), total: ck.data_len() });
-    summary.input = input.to_path_buf();
-    summary.linear = linear;
-    summary.plan = plan;
-    summary.svd = backend.name();
     Ok(summary)
 }
 
@@ -443,20 +441,21 @@ impl<T: Real> Writer<T> {
 }
 
 impl<T: Real> Job<'_, T> {
-    /// Streams every tensor into `out` (after the header), converting the layers decided so.
+    /// Streams every tensor into `out` (after the header), converting the layers decided so, and
+    /// adds each layer and tensor to `summary`.
     fn write<'k>(
         &self,
         decisions: &[Decision],
         mut factored: Vec<Option<Box<dyn Factored<T> + 'k>>>,
         out: &mut AtomicFile,
         output: &Path,
+        mut summary: Summary,
         progress: &mut dyn FnMut(&Progress<'_>),
     ) -> Result<Summary> {
         let ck = self.ck;
         let by_weight: BTreeMap<usize, usize> = self.tensors.iter().enumerate().map(|(i, t)| (t.weight, i)).collect();
         let moved = self.moved_biases(decisions);
         let mut w = Writer { scratch: Vec::new(), workspace: Workspace::new(), buf: Vec::new(), run: None };
-        let mut summary = self.empty_summary(output);
         for (ti, t) in ck.tensors.iter().enumerate() {
             progress(&Progress { phase: Phase::Writing, item: &t.name, done: t.begin as u64, total: ck.data_len() });
             if moved.contains(&ti) {
@@ -484,18 +483,19 @@ impl<T: Real> Job<'_, T> {
         Ok(summary)
     }
 
-    fn empty_summary(&self, output: &Path) -> Summary {
+    /// The summary before any layer is written.
+    fn summary(&self, input: &Path, output: &Path, linear: Cost, plan: Option<Plan>, svd: &'static str) -> Summary {
         Summary {
-            input: self.ck.path.clone(),
+            input: input.to_path_buf(),
             output: output.to_path_buf(),
             input_size: self.options.input_size,
             converted: Vec::new(),
             skipped: Vec::new(),
             removed: Vec::new(),
             copied_tensors: 0,
-            linear: Cost::default(),
-            plan: None,
-            svd: "",
+            linear,
+            plan,
+            svd,
             fit: self.options.fit,
             layout: None,
             assumption: Some(ASSUMPTION),
