@@ -111,7 +111,7 @@ impl Rank {
     /// [`Error::InvalidRank`] for a fixed rank outside `1..=max`; [`Error::InvalidParameter`]
     /// as [`validate`](Self::validate).
     pub fn choose(&self, layer: &str, spectrum: &Spectrum, allow_slower: bool) -> Result<RankChoice> {
-        self.choose_with(layer, spectrum.shape(), &|r| spectrum.retained_energy(r), allow_slower)
+        self.choose_with(layer, spectrum.shape(), Some(&|r| spectrum.retained_energy(r)), allow_slower)
     }
 
     /// [`choose`](Self::choose) from a layer's shape and, for [`Rank::Energy`], its
@@ -123,23 +123,18 @@ impl Rank {
         errors: Option<&ErrorTable>,
         allow_slower: bool,
     ) -> Result<RankChoice> {
-        match (self, errors) {
-            (_, Some(e)) => self.choose_with(layer, shape, &|r| e.retained_energy(r), allow_slower),
-            (Rank::Energy(_), None) => Err(Error::InvalidParameter {
-                context: format!("layer `{layer}`"),
-                what: "energy",
-                value: 0.0,
-                expected: "an energy policy needs the layer's spectrum (internal error: it was not computed)",
-            }),
-            (_, None) => self.choose_with(layer, shape, &|_| 1.0, allow_slower),
+        match errors {
+            Some(e) => self.choose_with(layer, shape, Some(&|r| e.retained_energy(r)), allow_slower),
+            None => self.choose_with(layer, shape, None, allow_slower),
         }
     }
 
+    /// The choice, with `retained` the retained energy by rank (needed by [`Rank::Energy`] only).
     fn choose_with(
         &self,
         layer: &str,
         shape: &ConvShape,
-        retained: &dyn Fn(usize) -> f64,
+        retained: Option<&dyn Fn(usize) -> f64>,
         allow_slower: bool,
     ) -> Result<RankChoice> {
         self.validate(layer)?;
@@ -151,7 +146,15 @@ impl Rank {
                 }
                 r
             }
-            Rank::Energy(f) => (1..=max).find(|&r| retained(r) >= f).unwrap_or(max),
+            Rank::Energy(f) => {
+                let retained = retained.ok_or_else(|| Error::InvalidParameter {
+                    context: format!("layer `{layer}`"),
+                    what: "energy",
+                    value: f,
+                    expected: "an energy policy needs the layer's spectrum (internal error: it was not computed)",
+                })?;
+                (1..=max).find(|&r| retained(r) >= f).unwrap_or(max)
+            }
             Rank::Speedup(x) => match (1..=max).rev().find(|&r| cost::mac_reduction(shape, r) >= x) {
                 Some(r) => r,
                 None => {

@@ -277,7 +277,7 @@ impl<'j, T: Real> Job<'j, T> {
         'j: 'k,
     {
         let path = &self.ck.path;
-        let total = needs.iter().filter(|&&n| n).count() as u64;
+        let (total, mut done) = (needs.iter().filter(|&&n| n).count() as u64, 0);
         let mut scratch = Vec::new();
         let mut analyses = Vec::with_capacity(self.sites.len());
         for (i, s) in self.sites.iter().enumerate() {
@@ -285,7 +285,6 @@ impl<'j, T: Real> Job<'j, T> {
                 analyses.push(None);
                 continue;
             }
-            let done = analyses.iter().filter(|a: &&Option<Analysis>| a.is_some()).count() as u64;
             progress(&Progress { phase: Phase::Analysing, item: s.name(), done, total });
             let analysis = match &kept[i] {
                 Some(layer) => {
@@ -304,6 +303,7 @@ impl<'j, T: Real> Job<'j, T> {
                 }
             };
             analyses.push(Some(analysis));
+            done += 1;
         }
         Ok(analyses)
     }

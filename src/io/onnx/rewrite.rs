@@ -7,7 +7,7 @@ use super::{onnx_error, proto};
 use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Precision, Site, Summary};
 use crate::error::Result;
 use crate::scalar::Real;
-use crate::scheme::{Scheme, Workspace};
+use crate::scheme::{Factored, Scheme, Workspace};
 use crate::svd::SvdBackend;
 use crate::weights::Conv2dWeights;
 use std::collections::{HashMap, HashSet};
@@ -19,11 +19,21 @@ struct Schemes<'b> {
     f64: &'b dyn Scheme<f64>,
 }
 
-/// What factoring one site gave: its analysis or its factors' values and error table.
-enum Factored {
-    Analysis(Analysis),
-    Pair { values: Vec<Vec<f64>>, errors: (f64, f64) },
+/// A convolution's weights in the precision it is factored in: f64 for double weights or
+/// [`Precision::F64`], else f32.
+enum Layer {
+    F32(Conv2dWeights<f32>),
+    F64(Conv2dWeights<f64>),
 }
+
+/// A layer factored once, kept from the analysis to the writing.
+enum Fact<'a> {
+    F32(Box<dyn Factored<f32> + 'a>),
+    F64(Box<dyn Factored<f64> + 'a>),
+}
+
+/// A pair's factor weights in f64, and its retained energy and relative error.
+type Pair = (Vec<Vec<f64>>, (f64, f64));
 
 /// Rewrites `bytes`; `file` is used in error messages only.
 pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Result<(Vec<u8>, Summary)> {
@@ -40,16 +50,18 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     let (s32, s64) = (convert::scheme_for(options, &*b32), convert::scheme_for(options, &*b64));
     let schemes = Schemes { f32: &s32, f64: &s64 };
     let needs = convert::needs_analysis(&sites, options)?;
-    let mut analyses = Vec::with_capacity(sites.len());
+    // Layers ranked from their spectra are decoded and factored once, and kept until written.
+    let mut layers = Vec::with_capacity(sites.len());
     for ((site, conv), need) in sites.iter().zip(&convs).zip(needs) {
-        analyses.push(match need {
-            true => match factor(&g, site, conv, &schemes, options, None, file)? {
-                Factored::Analysis(a) => Some(a),
-                Factored::Pair { .. } => unreachable!("analysis asked for"),
-            },
-            false => None,
-        });
+        layers.push(if need { Some(Layer::decode(&g, site, conv, options, file)?) } else { None });
     }
+    let facts: Vec<Option<Fact<'_>>> =
+        layers.iter().map(|l| l.as_ref().map(|l| l.factor(&schemes)).transpose()).collect::<Result<_>>()?;
+    let analyses: Vec<Option<Analysis>> = facts
+        .iter()
+        .zip(&sites)
+        .map(|(f, site)| f.as_ref().map(|f| f.analyse(site, options)).transpose())
+        .collect::<Result<_>>()?;
     let (decisions, plan) = convert::decide(&sites, &analyses, options, linear)?;
     let mut rw = Rewriter {
         g: &g,
@@ -61,11 +73,11 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     };
     let mut entries: Vec<(usize, std::result::Result<ConvertedLayer, convert::SkippedLayer>)> =
         blocked.into_iter().map(|(k, s)| (k, Err(s))).collect();
-    for ((site, conv), decision) in sites.iter().zip(&convs).zip(&decisions) {
+    for (((site, conv), decision), fact) in sites.iter().zip(&convs).zip(&decisions).zip(&facts) {
         entries.push((
             conv.node,
             match decision {
-                Decision::Convert { rank } => Ok(rw.convert(site, conv, *rank, &schemes)?),
+                Decision::Convert { rank } => Ok(rw.convert(site, conv, *rank, &schemes, fact.as_ref())?),
                 Decision::Skip(reason) => Err(convert::skipped(site, reason.clone())?),
             },
         ));
@@ -105,41 +117,49 @@ fn split(entries: Vec<(usize, Entry)>) -> (Vec<ConvertedLayer>, Vec<convert::Ski
     (converted, skipped)
 }
 
-/// Factors a site in its precision (f64 for double weights, else the options'): its analysis
-/// when `rank` is `None`, else its factors at `rank`.
-fn factor(
-    g: &Graph<'_>,
-    site: &Site,
-    conv: &Conv<'_>,
-    schemes: &Schemes<'_>,
-    options: &ConvertOptions,
-    rank: Option<usize>,
-    file: &Path,
-) -> Result<Factored> {
-    let (_, t) = &g.inits[conv.weight];
-    let values = t.values().map_err(|e| onnx_error(file, e.location, e.reason))?;
-    if conv.data_type == proto::DT_DOUBLE || options.precision == Precision::F64 {
-        factor_in::<f64>(site, &values, schemes.f64, options, rank)
-    } else {
-        factor_in::<f32>(site, &values, schemes.f32, options, rank)
+impl Layer {
+    /// The weights of a site's `Conv` in the precision it is factored in.
+    fn decode(g: &Graph<'_>, site: &Site, conv: &Conv<'_>, options: &ConvertOptions, file: &Path) -> Result<Self> {
+        let (_, t) = &g.inits[conv.weight];
+        let values = t.values().map_err(|e| onnx_error(file, e.location, e.reason))?;
+        Ok(if conv.data_type == proto::DT_DOUBLE || options.precision == Precision::F64 {
+            Layer::F64(build(site, &values)?)
+        } else {
+            Layer::F32(build(site, &values)?)
+        })
+    }
+    fn factor<'a>(&'a self, schemes: &Schemes<'_>) -> Result<Fact<'a>> {
+        Ok(match self {
+            Layer::F32(l) => Fact::F32(schemes.f32.factor(l)?),
+            Layer::F64(l) => Fact::F64(schemes.f64.factor(l)?),
+        })
     }
 }
 
-fn factor_in<T: Real>(
-    site: &Site,
-    values: &[f64],
-    scheme: &dyn Scheme<T>,
-    options: &ConvertOptions,
-    rank: Option<usize>,
-) -> Result<Factored> {
+fn build<T: Real>(site: &Site, values: &[f64]) -> Result<Conv2dWeights<T>> {
     let weight = values.iter().map(|&v| T::from_f64_lossy(v)).collect();
-    let layer =
-        Conv2dWeights::builder(weight, site.found.dims).name(site.name()).geometry(site.found.geometry).build()?;
-    let f = scheme.factor(&layer)?;
-    let Some(rank) = rank else { return Ok(Factored::Analysis(convert::analyse(site, &*f, options)?)) };
+    Conv2dWeights::builder(weight, site.found.dims).name(site.name()).geometry(site.found.geometry).build()
+}
+
+impl Fact<'_> {
+    fn analyse(&self, site: &Site, options: &ConvertOptions) -> Result<Analysis> {
+        match self {
+            Fact::F32(f) => convert::analyse(site, &**f, options),
+            Fact::F64(f) => convert::analyse(site, &**f, options),
+        }
+    }
+    fn pair(&self, rank: usize) -> Result<Pair> {
+        match self {
+            Fact::F32(f) => pair_of(&**f, rank),
+            Fact::F64(f) => pair_of(&**f, rank),
+        }
+    }
+}
+
+fn pair_of<T: Real>(f: &dyn Factored<T>, rank: usize) -> Result<Pair> {
     let factors = f.factors(rank, &mut Workspace::new())?;
     let values = factors.iter().map(|x| x.conv.weight().iter().map(|v| v.to_f64_exact()).collect()).collect();
-    Ok(Factored::Pair { values, errors: f.error_at(rank) })
+    Ok((values, f.error_at(rank)))
 }
 
 /// A pair already written: its initializer names, and its retained energy and relative error.
@@ -158,7 +178,14 @@ struct Rewriter<'g, 'a> {
 
 impl Rewriter<'_, '_> {
     /// Replaces a site's `Conv` by its pair at `rank`.
-    fn convert(&mut self, site: &Site, conv: &Conv<'_>, rank: usize, schemes: &Schemes<'_>) -> Result<ConvertedLayer> {
+    fn convert(
+        &mut self,
+        site: &Site,
+        conv: &Conv<'_>,
+        rank: usize,
+        schemes: &Schemes<'_>,
+        kept: Option<&Fact<'_>>,
+    ) -> Result<ConvertedLayer> {
         let (field, node) = &self.g.nodes[conv.node];
         let shape = site.shape();
         let at = layout::Site {
@@ -173,10 +200,9 @@ impl Rewriter<'_, '_> {
         let (pair_names, errors) = match self.shared.get(&key) {
             Some(done) => done.clone(),
             None => {
-                let Factored::Pair { values, errors } =
-                    factor(self.g, site, conv, schemes, self.options, Some(rank), self.file)?
-                else {
-                    unreachable!("factors asked for")
+                let (values, errors) = match kept {
+                    Some(f) => f.pair(rank)?,
+                    None => Layer::decode(self.g, site, conv, self.options, self.file)?.factor(schemes)?.pair(rank)?,
                 };
                 let names = at.pair_names(&mut self.names);
                 let pair = PairValues { depthwise: &values[0], pointwise: &values[1] };
