@@ -77,6 +77,113 @@ pub fn pair(layer: &str, shape: &ConvShape, has_bias: bool, rank: usize, out_hw:
     Ok(Cost { macs, params })
 }
 
+/// Cost of a chain of convolutions run one after another on an `input` `(height, width)`
+/// feature map: each factor's dense cost at its own input size (the previous factor's output),
+/// summed, plus `bias` values (the last factor's). `factors` are `(dims, geometry)` of each
+/// convolution, `dims = [out, in/groups, kh, kw]`. What every scheme's factors cost.
+///
+/// # Errors
+/// [`Error::EmptyOutput`] when a factor's input is too small for its kernel;
+/// [`Error::Overflow`] if a count does not fit in `u64`.
+pub fn chain(layer: &str, factors: &[([usize; 4], Geometry)], bias: usize, input: (usize, usize)) -> Result<Cost> {
+    let mut hw = input;
+    let mut total = Cost { macs: 0, params: bias as u64 };
+    for (dims, geometry) in factors {
+        let out = geometry.output_size(layer, (dims[2], dims[3]), hw)?;
+        let weights = mul(layer, "factor parameters", &dims.map(|d| d as u64))?;
+        let macs = mul(layer, "factor MACs", &[weights, out.0 as u64, out.1 as u64])?;
+        total = Cost {
+            macs: add(layer, "factor MACs", total.macs, macs)?,
+            params: add(layer, "factor parameters", total.params, weights)?,
+        };
+        hw = out;
+    }
+    Ok(total)
+}
+
+/// [`chain`] per output position: every factor counted at one position (its weights). Exact
+/// per output pixel when every factor runs at the layer's output resolution (DAC, channel SVD);
+/// for factors that run at the input resolution (spatial SVD's first, Network Decoupling's
+/// first) it is the count of a stride-1 layer whose output is as large as its input.
+///
+/// # Errors
+/// [`Error::Overflow`] if a count does not fit in `u64`.
+pub fn chain_per_position(layer: &str, factors: &[([usize; 4], Geometry)], bias: usize) -> Result<Cost> {
+    let mut total = Cost { macs: 0, params: bias as u64 };
+    for (dims, _) in factors {
+        let weights = mul(layer, "factor parameters", &dims.map(|d| d as u64))?;
+        total = Cost {
+            macs: add(layer, "factor MACs", total.macs, weights)?,
+            params: add(layer, "factor parameters", total.params, weights)?,
+        };
+    }
+    Ok(total)
+}
+
+/// Spatial SVD (Jaderberg et al.) at rank `r` per group: a `kh x 1` convolution `C -> g·r` at
+/// `(Ho, Wi)` then a `1 x kw` convolution `g·r -> N` at `(Ho, Wo)`: MACs
+/// `Ho·Wi·r·C·kh + Ho·Wo·N·r·kw`, where `Wi` is the input width. Maximum rank
+/// `min((C/g)·kh, (N/g)·kw)`; at stride 1 with `Wi = Wo` the break-even rank is
+/// `(N/g)(C/g)·kh·kw / ((C/g)·kh + (N/g)·kw)`.
+pub fn spatial_macs(shape: &ConvShape, rank: usize, input_width: usize, out_hw: (usize, usize)) -> u128 {
+    let (r, (ho, wo)) = (rank as u128, (out_hw.0 as u128, out_hw.1 as u128));
+    let (c, n) = (shape.in_channels as u128, shape.out_channels as u128);
+    ho * input_width as u128 * r * c * shape.kh as u128 + ho * wo * n * r * shape.kw as u128
+}
+
+/// The stride-1 break-even rank of spatial SVD (see [`spatial_macs`]).
+pub fn spatial_break_even_rank(shape: &ConvShape) -> f64 {
+    let (ng, cg) = (shape.out_per_group() as f64, shape.in_per_group() as f64);
+    let (kh, kw) = (shape.kh as f64, shape.kw as f64);
+    ng * cg * kh * kw / (cg * kh + ng * kw)
+}
+
+/// The largest spatial SVD rank, `min((C/g)·kh, (N/g)·kw)`.
+pub fn spatial_max_rank(shape: &ConvShape) -> usize {
+    (shape.in_per_group() * shape.kh).min(shape.out_per_group() * shape.kw)
+}
+
+/// Channel SVD (Zhang et al.) at rank `r` per group: a `kh x kw` convolution `C -> g·r` with the
+/// layer's geometry, then a 1x1 `g·r -> N`, both at `(Ho, Wo)`: MACs `Ho·Wo·r·(C·kh·kw + N)`.
+/// Maximum rank `min(N/g, (C/g)·kh·kw)`; break-even rank `(N/g)(C/g)K / ((C/g)K + N/g)`.
+pub fn channel_macs(shape: &ConvShape, rank: usize, out_hw: (usize, usize)) -> u128 {
+    let per_pixel = rank as u128 * (shape.in_channels as u128 * shape.taps() as u128 + shape.out_channels as u128);
+    per_pixel * out_hw.0 as u128 * out_hw.1 as u128
+}
+
+/// The break-even rank of channel SVD (see [`channel_macs`]).
+pub fn channel_break_even_rank(shape: &ConvShape) -> f64 {
+    let (ng, cg, k) = (shape.out_per_group() as f64, shape.in_per_group() as f64, shape.taps() as f64);
+    ng * cg * k / (cg * k + ng)
+}
+
+/// The largest channel SVD rank, `min(N/g, (C/g)·kh·kw)`.
+pub fn channel_max_rank(shape: &ConvShape) -> usize {
+    shape.out_per_group().min(shape.in_per_group() * shape.taps())
+}
+
+/// Network Decoupling (Guo et al.) at rank `T`: a 1x1 `C -> N·T` (groups `g`) at the input
+/// size `(Hi, Wi)`, a depthwise `kh x kw` on `N·T` channels and a 1x1 summing each output's `T`
+/// channels (groups `N`), both at `(Ho, Wo)`: MACs `Hi·Wi·N·T·(C/g) + Ho·Wo·N·T·(K + 1)`.
+/// Maximum rank `min(C/g, kh·kw)`; at stride 1 with equal input and output sizes the
+/// break-even rank is `(C/g)·K / ((C/g) + K + 1)`.
+pub fn decoupled_macs(shape: &ConvShape, rank: usize, in_hw: (usize, usize), out_hw: (usize, usize)) -> u128 {
+    let nt = shape.out_channels as u128 * rank as u128;
+    let input = in_hw.0 as u128 * in_hw.1 as u128 * nt * shape.in_per_group() as u128;
+    input + out_hw.0 as u128 * out_hw.1 as u128 * nt * (shape.taps() as u128 + 1)
+}
+
+/// The stride-1 break-even rank of Network Decoupling (see [`decoupled_macs`]).
+pub fn decoupled_break_even_rank(shape: &ConvShape) -> f64 {
+    let (cg, k) = (shape.in_per_group() as f64, shape.taps() as f64);
+    cg * k / (cg + k + 1.0)
+}
+
+/// The largest Network Decoupling rank, `min(C/g, kh·kw)`.
+pub fn decoupled_max_rank(shape: &ConvShape) -> usize {
+    shape.in_per_group().min(shape.taps())
+}
+
 /// MAC cost of a fully connected layer with an `[out, in]` weight (for whole-network totals).
 pub fn linear(out_features: usize, in_features: usize, has_bias: bool) -> Cost {
     let macs = (out_features as u64).saturating_mul(in_features as u64);

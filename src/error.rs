@@ -189,6 +189,17 @@ pub enum Error {
         available: String,
     },
 
+    /// A layer may be converted with any scheme (`auto`), but its rank is not planned: only the
+    /// whole-network planner chooses a scheme.
+    #[error(
+        "layer `{layer}`: scheme `auto` lets the whole-network planner choose the scheme; give a target \
+         (speedup or parameter budget) without a fixed rank for it, or name one scheme"
+    )]
+    SchemeNeedsPlanner {
+        /// The layer.
+        layer: String,
+    },
+
     /// A whole-network target needs a layer's input size, and it is neither inferred from the
     /// file nor given.
     #[error(

@@ -36,10 +36,11 @@ use crate::cost::{self, Cost};
 use crate::decompose::Spectrum;
 use crate::error::{Error, Result};
 use crate::scalar::Real;
-use crate::scheme::{ErrorTable, Factored};
+use crate::scheme::{ErrorTable, Factored, SchemeKind};
 use crate::weights::{ConvShape, Geometry};
 
-/// One convolution as the planner sees it: its error at every rank, geometry and input size.
+/// One convolution as the planner sees it: for each scheme it may be factored with, its error
+/// at every rank; its geometry and input size.
 ///
 /// Layers are given in forward (network) order; [`Proxy::score`] receives each layer's position.
 #[derive(Debug, Clone)]
@@ -49,8 +50,39 @@ pub struct PlanLayer {
     geometry: Geometry,
     has_bias: bool,
     input_size: (usize, usize),
+    /// One per scheme, the first first.
+    options: Vec<SchemeOption>,
+}
+
+/// One scheme a layer may be factored with, and its errors.
+#[derive(Debug, Clone)]
+struct SchemeOption {
+    kind: SchemeKind,
     errors: ErrorTable,
     correlated_loss: Vec<f64>,
+}
+
+impl SchemeOption {
+    fn of<T: Real, F: Factored<T> + ?Sized>(factored: &F) -> Self {
+        Self { kind: factored.scheme(), errors: factored.errors(), correlated_loss: factored.correlated_loss() }
+    }
+    fn correlated_lost(&self, rank: usize) -> f64 {
+        self.correlated_loss[rank.min(self.correlated_loss.len() - 1)]
+    }
+    /// The score `proxy` gives this scheme at `rank`: DAC's as documented on [`Proxy`]; the
+    /// other schemes without the bottleneck factor (their error already is that of a rank-`r`
+    /// matrix whose rank bounds the intermediate channels).
+    fn score(&self, proxy: Proxy, shape: &ConvShape, rank: usize) -> f64 {
+        let nsr = |e: f64| match self.kind {
+            SchemeKind::Dac => nsr_times_bottleneck(e, shape, rank),
+            _ => e / (1.0 - e).max(1e-9),
+        };
+        match proxy {
+            Proxy::Energy => (1.0 - self.errors.retained_energy(rank)).clamp(0.0, 1.0),
+            Proxy::Sensitivity => nsr((1.0 - self.errors.retained_energy(rank)).clamp(0.0, 1.0)),
+            Proxy::Spatial => nsr(self.correlated_lost(rank)),
+        }
+    }
 }
 
 impl PlanLayer {
@@ -80,20 +112,53 @@ impl PlanLayer {
             geometry,
             has_bias: layer.bias().is_some(),
             input_size,
-            errors: factored.errors(),
-            correlated_loss: factored.correlated_loss(),
+            options: vec![SchemeOption::of(factored)],
         })
     }
 
-    /// The score `proxy` gives this layer (index `index` of `count`, forward order) at `rank`:
-    /// what [`plan`](fn@plan) minimises. Equal to [`Proxy::score`] on the layer's spectrum except
-    /// for [`Proxy::Spatial`], which reads the factorisation's singular vectors.
+    /// [`new`](Self::new) with the same layer factored by several schemes: the planner chooses
+    /// a (scheme, rank) or dense for it.
+    ///
+    /// # Errors
+    /// [`Error::EmptyOutput`] when the input is too small for the kernel;
+    /// [`Error::InvalidParameter`] when `factored` is empty or its entries factor different
+    /// layers.
+    pub fn with_schemes<T: Real>(factored: &[&dyn Factored<T>], input_size: (usize, usize)) -> Result<Self> {
+        let Some(first) = factored.first() else {
+            return Err(Error::InvalidParameter {
+                context: "plan layer".to_string(),
+                what: "number of factored schemes",
+                value: 0.0,
+                expected: "at least one",
+            });
+        };
+        let mut layer = Self::new(*first, input_size)?;
+        for f in &factored[1..] {
+            if f.layer().name() != layer.name || f.layer().shape() != layer.shape {
+                return Err(Error::InvalidParameter {
+                    context: format!("plan layer `{}`", layer.name),
+                    what: "factored layers",
+                    value: factored.len() as f64,
+                    expected: "factorisations of the same layer",
+                });
+            }
+            layer.options.push(SchemeOption::of(*f));
+        }
+        Ok(layer)
+    }
+
+    /// The score `proxy` gives this layer (index `index` of `count`, forward order) at `rank`
+    /// with its first scheme: what [`plan`](fn@plan) minimises. Equal to [`Proxy::score`] on
+    /// the layer's spectrum except for [`Proxy::Spatial`], which reads the factorisation's
+    /// singular vectors.
     pub fn score(&self, proxy: Proxy, rank: usize, index: usize, count: usize) -> f64 {
         let _ = (index, count);
-        match proxy {
-            Proxy::Spatial => nsr_times_bottleneck(self.correlated_lost(rank), &self.shape, rank),
-            _ => proxy.score_energy(self.errors.retained_energy(rank), &self.shape, rank),
-        }
+        self.options[0].score(proxy, &self.shape, rank)
+    }
+
+    /// The schemes the layer may be factored with, the first first.
+    pub fn schemes(&self) -> impl Iterator<Item = SchemeKind> + '_ {
+        self.options.iter().map(|o| o.kind)
     }
 
     /// The layer's name.
@@ -108,14 +173,15 @@ impl PlanLayer {
     pub fn input_size(&self) -> (usize, usize) {
         self.input_size
     }
-    /// The layer's error at every rank.
+    /// The layer's error at every rank with its first scheme.
     pub fn errors(&self) -> &ErrorTable {
-        &self.errors
+        &self.options[0].errors
     }
-    /// The fraction of the output energy lost at `rank` for spatially correlated inputs
-    /// ([`Factored::correlated_loss`]; ranks above the maximum count as the maximum).
+    /// The fraction of the output energy lost at `rank` for spatially correlated inputs with
+    /// its first scheme ([`Factored::correlated_loss`]; ranks above the maximum count as the
+    /// maximum).
     pub fn correlated_lost(&self, rank: usize) -> f64 {
-        self.correlated_loss[rank.min(self.correlated_loss.len() - 1)]
+        self.options[0].correlated_lost(rank)
     }
 }
 
@@ -240,11 +306,15 @@ impl PlanOptions {
 pub struct LayerPlan {
     /// The layer's name.
     pub name: String,
+    /// The chosen scheme, `None` to keep the layer dense.
+    pub scheme: Option<SchemeKind>,
     /// The chosen rank, `None` to keep the layer dense.
     pub rank: Option<usize>,
-    /// The layer's maximum rank `min(N/g, kh·kw)`.
+    /// The maximum rank of the chosen scheme (of the layer's first scheme when dense; DAC's is
+    /// `min(N/g, kh·kw)`).
     pub max_rank: usize,
-    /// The break-even rank; the chosen rank is always below it.
+    /// The stride-1 break-even rank of the same scheme
+    /// ([`SchemeKind::break_even_rank`]); the planner compares exact costs.
     pub break_even: f64,
     /// Output `(height, width)` the costs refer to.
     pub output_size: (usize, usize),
@@ -252,7 +322,7 @@ pub struct LayerPlan {
     pub before: Cost,
     /// Cost as planned (equal to `before` when dense).
     pub after: Cost,
-    /// Fraction of `s²` kept (1 when dense).
+    /// Fraction of the chosen scheme's `s²` kept (1 when dense).
     pub retained_energy: f64,
     /// The proxy's score of this choice (0 when dense).
     pub score: f64,
@@ -298,12 +368,30 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// One candidate for one layer.
+/// One candidate for one layer: dense, or a (scheme option index, rank).
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
-    rank: Option<usize>,
+    choice: Option<(usize, usize)>,
     cost: Cost,
     score: f64,
+}
+
+impl PlanLayer {
+    /// Dense first, then every (scheme, rank) strictly cheaper than `dense` in MACs and
+    /// parameters, each scheme's ranks from the highest down.
+    fn candidates(&self, dense: Cost, proxy: Proxy) -> Result<Vec<Candidate>> {
+        let mut list = vec![Candidate { choice: None, cost: dense, score: 0.0 }];
+        for (o, option) in self.options.iter().enumerate() {
+            for r in (1..=option.kind.max_rank(&self.shape)).rev() {
+                let c =
+                    option.kind.cost(&self.name, &self.shape, &self.geometry, self.has_bias, r, Some(self.input_size))?;
+                if c.macs < dense.macs && c.params < dense.params {
+                    list.push(Candidate { choice: Some((o, r)), cost: c, score: option.score(proxy, &self.shape, r) });
+                }
+            }
+        }
+        Ok(list)
+    }
 }
 
 /// A target checked once: which resource, and the most of it the plan may use.
@@ -368,17 +456,12 @@ pub fn plan(layers: &[PlanLayer], target: &Target, options: &PlanOptions) -> Res
     let count = layers.len();
     let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(count);
     let mut info = Vec::with_capacity(count);
-    for (i, l) in layers.iter().enumerate() {
+    for l in layers {
         let shape = l.shape;
         let out = l.geometry.output_size(&l.name, (shape.kh, shape.kw), l.input_size)?;
         let dense = cost::dense(&l.name, &shape, l.has_bias, out)?;
-        let mut list = vec![Candidate { rank: None, cost: dense, score: 0.0 }];
-        for r in (1..=shape.max_rank()).rev().filter(|&r| cost::is_beneficial(&shape, r)) {
-            let c = cost::pair(&l.name, &shape, l.has_bias, r, out)?;
-            list.push(Candidate { rank: Some(r), cost: c, score: l.score(options.proxy, r, i, count) });
-        }
+        candidates.push(l.candidates(dense, options.proxy)?);
         info.push((out, dense));
-        candidates.push(list);
     }
     let sum = |pick: &[usize]| -> Cost {
         pick.iter().zip(&candidates).map(|(&k, c)| c[k].cost).sum::<Cost>() + options.fixed
@@ -414,16 +497,17 @@ pub fn plan(layers: &[PlanLayer], target: &Target, options: &PlanOptions) -> Res
         .zip(&pick)
         .zip(info)
         .map(|(((l, c), &k), (output_size, dense))| {
-            let shape = &l.shape;
+            let option = &l.options[c[k].choice.map_or(0, |(o, _)| o)];
             LayerPlan {
                 name: l.name.clone(),
-                rank: c[k].rank,
-                max_rank: shape.max_rank(),
-                break_even: cost::break_even_rank(shape),
+                scheme: c[k].choice.map(|_| option.kind),
+                rank: c[k].choice.map(|(_, r)| r),
+                max_rank: option.kind.max_rank(&l.shape),
+                break_even: option.kind.break_even_rank(&l.shape),
                 output_size,
                 before: dense,
                 after: c[k].cost,
-                retained_energy: c[k].rank.map_or(1.0, |r| l.errors.retained_energy(r)),
+                retained_energy: c[k].choice.map_or(1.0, |(_, r)| option.errors.retained_energy(r)),
                 score: c[k].score,
             }
         })

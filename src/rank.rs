@@ -1,9 +1,8 @@
 //! Rank policies: choose `r` for one layer from its spectrum and the cost model.
 
-use crate::cost;
 use crate::decompose::Spectrum;
 use crate::error::{Error, Result};
-use crate::scheme::ErrorTable;
+use crate::scheme::{ErrorTable, SchemeKind};
 use crate::weights::ConvShape;
 
 /// How to pick a layer's rank.
@@ -111,21 +110,23 @@ impl Rank {
     /// [`Error::InvalidRank`] for a fixed rank outside `1..=max`; [`Error::InvalidParameter`]
     /// as [`validate`](Self::validate).
     pub fn choose(&self, layer: &str, spectrum: &Spectrum, allow_slower: bool) -> Result<RankChoice> {
-        self.choose_with(layer, spectrum.shape(), Some(&|r| spectrum.retained_energy(r)), allow_slower)
+        self.choose_with(layer, SchemeKind::Dac, spectrum.shape(), Some(&|r| spectrum.retained_energy(r)), allow_slower)
     }
 
-    /// [`choose`](Self::choose) from a layer's shape and, for [`Rank::Energy`], its
-    /// [`ErrorTable`] (`None` only for the policies that need no spectrum).
+    /// [`choose`](Self::choose) for scheme `kind` from a layer's shape and, for
+    /// [`Rank::Energy`], its [`ErrorTable`] (`None` only for the policies that need no
+    /// spectrum).
     pub(crate) fn choose_from(
         &self,
         layer: &str,
+        kind: SchemeKind,
         shape: &ConvShape,
         errors: Option<&ErrorTable>,
         allow_slower: bool,
     ) -> Result<RankChoice> {
         match errors {
-            Some(e) => self.choose_with(layer, shape, Some(&|r| e.retained_energy(r)), allow_slower),
-            None => self.choose_with(layer, shape, None, allow_slower),
+            Some(e) => self.choose_with(layer, kind, shape, Some(&|r| e.retained_energy(r)), allow_slower),
+            None => self.choose_with(layer, kind, shape, None, allow_slower),
         }
     }
 
@@ -133,12 +134,13 @@ impl Rank {
     fn choose_with(
         &self,
         layer: &str,
+        kind: SchemeKind,
         shape: &ConvShape,
         retained: Option<&dyn Fn(usize) -> f64>,
         allow_slower: bool,
     ) -> Result<RankChoice> {
         self.validate(layer)?;
-        let max = shape.max_rank();
+        let max = kind.max_rank(shape);
         let rank = match *self {
             Rank::Fixed(r) => {
                 if r == 0 || r > max {
@@ -155,22 +157,22 @@ impl Rank {
                 })?;
                 (1..=max).find(|&r| retained(r) >= f).unwrap_or(max)
             }
-            Rank::Speedup(x) => match (1..=max).rev().find(|&r| cost::mac_reduction(shape, r) >= x) {
+            Rank::Speedup(x) => match (1..=max).rev().find(|&r| kind.mac_reduction(shape, r) >= x) {
                 Some(r) => r,
                 None => {
                     return Ok(RankChoice::KeepDense {
                         rank: None,
-                        reason: KeepDenseReason::TargetUnreachable { best: cost::mac_reduction(shape, 1) },
+                        reason: KeepDenseReason::TargetUnreachable { best: kind.mac_reduction(shape, 1) },
                     })
                 }
             },
         };
-        if allow_slower || cost::is_beneficial(shape, rank) {
+        if allow_slower || kind.is_beneficial(shape, rank) {
             Ok(RankChoice::Decompose { rank })
         } else {
             Ok(RankChoice::KeepDense {
                 rank: Some(rank),
-                reason: KeepDenseReason::NotBeneficial { break_even: cost::break_even_rank(shape) },
+                reason: KeepDenseReason::NotBeneficial { break_even: kind.break_even_rank(shape) },
             })
         }
     }

@@ -23,7 +23,7 @@ mod options;
 mod report;
 
 pub use self::options::{
-    ConvertOptions, FloatDtype, LayerGeometry, Layout, Precision, RankSource, Selection, SvdMethod,
+    ConvertOptions, FloatDtype, LayerGeometry, Layout, Precision, RankSource, SchemeChoice, Selection, SvdMethod,
 };
 pub use self::report::{ConvertedLayer, SizeSource, SkipReason, SkippedLayer, Summary};
 
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::plan::{self, Plan, PlanLayer, PlanOptions};
 use crate::rank::{Rank, RankChoice};
 use crate::scalar::Real;
-use crate::scheme::{Dac, ErrorTable, Factored, Scheme};
+use crate::scheme::{Channel, Dac, Decoupled, ErrorTable, Factored, Scheme, SchemeKind, Spatial};
 use crate::svd::{GramSvd, NalgebraSvd, SvdBackend};
 use crate::weights::{ConvShape, Geometry};
 use std::path::Path;
@@ -78,6 +78,8 @@ pub(crate) struct Site {
     pub input: Option<(usize, usize)>,
     pub size: SizeSource,
     pub fate: Fate,
+    /// The schemes the layer may be converted with.
+    pub scheme: SchemeChoice,
 }
 
 impl Site {
@@ -98,6 +100,21 @@ impl Site {
             (_, None) => Ok(None),
         }
     }
+    /// The input size costs are counted at: `None` per output position.
+    fn cost_input(&self) -> Option<(usize, usize)> {
+        match self.size {
+            SizeSource::PerPosition => None,
+            _ => self.input,
+        }
+    }
+    /// The cost of the factors of `scheme` at `rank`, when the layer's size is known.
+    pub fn factored_cost(&self, scheme: SchemeKind, rank: usize) -> Result<Option<Cost>> {
+        if self.input.is_none() && self.size != SizeSource::PerPosition {
+            return Ok(None);
+        }
+        let f = &self.found;
+        scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, self.cost_input()).map(Some)
+    }
     /// The dense layer's cost, when its size is known.
     pub fn dense_cost(&self) -> Result<Option<Cost>> {
         let shape = self.shape();
@@ -108,7 +125,7 @@ impl Site {
 /// A layer's rank decision.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
-    Convert { rank: usize },
+    Convert { scheme: SchemeKind, rank: usize },
     Skip(SkipReason),
 }
 
@@ -136,9 +153,32 @@ pub(crate) fn backend<T: Real>(method: SvdMethod) -> Box<dyn SvdBackend<T>> {
     }
 }
 
-/// The scheme that factors every converted layer (DAC, with the options' fit and split).
-pub(crate) fn scheme_for<'b, T: Real>(options: &ConvertOptions, backend: &'b dyn SvdBackend<T>) -> Dac<'b, T> {
-    Dac::new(backend).fit(options.fit).split(options.split)
+/// Every scheme, configured by the options (fit; DAC's split and SVD backend).
+pub(crate) struct Schemes<'b, T: Real> {
+    dac: Dac<'b, T>,
+    spatial: Spatial,
+    channel: Channel,
+    decoupled: Decoupled,
+}
+
+impl<'b, T: Real> Schemes<'b, T> {
+    pub fn new(options: &ConvertOptions, backend: &'b dyn SvdBackend<T>) -> Self {
+        Self {
+            dac: Dac::new(backend).fit(options.fit).split(options.split),
+            spatial: Spatial::new().fit(options.fit),
+            channel: Channel::new().fit(options.fit),
+            decoupled: Decoupled::new().fit(options.fit),
+        }
+    }
+    /// The scheme of `kind`.
+    pub fn get(&self, kind: SchemeKind) -> &dyn Scheme<T> {
+        match kind {
+            SchemeKind::Dac => &self.dac,
+            SchemeKind::Spatial => &self.spatial,
+            SchemeKind::Channel => &self.channel,
+            SchemeKind::Decoupled => &self.decoupled,
+        }
+    }
 }
 
 /// Abbreviated list of layer names for messages.
@@ -175,7 +215,8 @@ pub(crate) fn select(
         settle_geometry(&mut f, selection)?;
         let (input, size) = settle_size(&f, selection, input_size, per_position);
         let fate = fate(&f, selection);
-        sites.push(Site { found: f, input, size, fate });
+        let scheme = Selection::last_match(&selection.schemes, &f.keys).copied().unwrap_or(selection.scheme);
+        sites.push(Site { found: f, input, size, fate, scheme });
     }
     Ok(sites)
 }
@@ -283,18 +324,23 @@ pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Result
     if let Some(s) = sites.iter().find(|s| planned(s, options) && s.input.is_none()) {
         return Err(Error::UnknownInputSize { layer: s.found.name.clone() });
     }
+    let by_policy = |s: &&Site| matches!(s.fate, Fate::Candidate { .. }) && !planned(s, options);
+    if let Some(s) = sites.iter().filter(by_policy).find(|s| s.scheme == SchemeChoice::Auto) {
+        return Err(Error::SchemeNeedsPlanner { layer: s.found.name.clone() });
+    }
     let energy = matches!(options.ranks, RankSource::Policy(Rank::Energy(_)));
     Ok(sites.iter().map(|s| planned(s, options) || (energy && s.fate == Fate::Candidate { rank: None })).collect())
 }
 
-/// What [`decide`] needs from a factored layer.
+/// What [`decide`] needs from a layer factored by each of its schemes (`site.scheme.kinds()`,
+/// in that order).
 ///
 /// # Errors
 /// [`Error::EmptyOutput`] when the layer's input is too small for its kernel.
-pub(crate) fn analyse<T: Real>(site: &Site, factored: &dyn Factored<T>, options: &ConvertOptions) -> Result<Analysis> {
+pub(crate) fn analyse<T: Real>(site: &Site, factored: &[&dyn Factored<T>], options: &ConvertOptions) -> Result<Analysis> {
     match (planned(site, options), site.input) {
-        (true, Some(hw)) => Ok(Analysis::Planned(PlanLayer::new(factored, hw)?)),
-        _ => Ok(Analysis::Errors(factored.errors())),
+        (true, Some(hw)) => Ok(Analysis::Planned(PlanLayer::with_schemes(factored, hw)?)),
+        _ => Ok(Analysis::Errors(factored[0].errors())),
     }
 }
 
@@ -346,9 +392,9 @@ fn plan_rest(
     }
     let result = plan::plan(&layers, target, &PlanOptions::default().fixed(fixed))?;
     for (&i, choice) in indices.iter().zip(&result.layers) {
-        decided[i] = Some(match choice.rank {
-            Some(rank) => Decision::Convert { rank },
-            None => Decision::Skip(SkipReason::PlannedDense),
+        decided[i] = Some(match (choice.scheme, choice.rank) {
+            (Some(scheme), Some(rank)) => Decision::Convert { scheme, rank },
+            _ => Decision::Skip(SkipReason::PlannedDense),
         });
     }
     Ok(result)
@@ -357,51 +403,49 @@ fn plan_rest(
 /// A policy's decision for one site; a fixed rank above the maximum leaves it dense.
 fn by_policy(site: &Site, policy: Rank, analysis: Option<&Analysis>, options: &ConvertOptions) -> Result<Decision> {
     let shape = site.shape();
+    let SchemeChoice::Only(scheme) = site.scheme else {
+        return Err(Error::SchemeNeedsPlanner { layer: site.name().to_string() });
+    };
     if let Rank::Fixed(rank) = policy {
-        if rank > shape.max_rank() {
-            return Ok(Decision::Skip(SkipReason::RankAboveMaximum { rank, max: shape.max_rank() }));
+        let max = scheme.max_rank(&shape);
+        if rank > max {
+            return Ok(Decision::Skip(SkipReason::RankAboveMaximum { rank, max }));
         }
     }
     let errors = analysis.map(Analysis::errors);
-    Ok(match policy.choose_from(site.name(), &shape, errors, options.allow_slower)? {
-        RankChoice::Decompose { rank } => Decision::Convert { rank },
+    Ok(match policy.choose_from(site.name(), scheme, &shape, errors, options.allow_slower)? {
+        RankChoice::Decompose { rank } => Decision::Convert { scheme, rank },
         RankChoice::KeepDense { rank, reason } => Decision::Skip(SkipReason::KeptDense { rank, reason }),
     })
 }
 
-/// The cost of a site as decided (dense or the pair), when its size is known.
+/// The cost of a site as decided (dense or its factors), when its size is known.
 fn decided_cost(site: &Site, decision: &Decision) -> Result<Option<Cost>> {
     match decision {
         Decision::Skip(_) => site.dense_cost(),
-        Decision::Convert { rank } => {
-            let Some(out) = site.output()? else { return Ok(None) };
-            cost::pair(site.name(), &site.shape(), site.found.has_bias, *rank, out).map(Some)
-        }
+        Decision::Convert { scheme, rank } => site.factored_cost(*scheme, *rank),
     }
 }
 
 /// Phase 5: the report entry of a converted site (`errors`: its factorisation's retained energy
 /// and relative error at `rank`, [`Factored::error_at`]; the factors were written as `written`,
 /// in `dtype`).
-pub(crate) fn converted<T: Real>(
+pub(crate) fn converted(
     site: &Site,
-    scheme: &dyn Scheme<T>,
+    scheme: SchemeKind,
     rank: usize,
     (retained_energy, relative_error): (f64, f64),
     dtype: String,
     written: Vec<String>,
 ) -> Result<ConvertedLayer> {
     let shape = site.shape();
-    let after = match site.output()? {
-        Some(out) => Some(scheme.cost(site.name(), &shape, site.found.has_bias, rank, out)?),
-        None => None,
-    };
+    let after = site.factored_cost(scheme, rank)?;
     Ok(ConvertedLayer {
         name: site.found.name.clone(),
         weight: site.found.weight.clone(),
         dims: site.found.dims,
         groups: shape.groups,
-        scheme: scheme.kind(),
+        scheme,
         rank,
         max_rank: scheme.max_rank(&shape),
         retained_energy,

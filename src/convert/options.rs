@@ -5,6 +5,7 @@ use crate::decompose::Split;
 use crate::fit::Fit;
 use crate::plan::Target;
 use crate::rank::Rank;
+use crate::scheme::SchemeKind;
 use crate::weights::Padding;
 
 /// Which layers to convert, and what to assume about each, by glob patterns over layer names.
@@ -26,6 +27,8 @@ pub struct Selection {
     pub(crate) strides: Vec<(String, (usize, usize))>,
     pub(crate) paddings: Vec<(String, Padding)>,
     pub(crate) dilations: Vec<(String, (usize, usize))>,
+    pub(crate) scheme: SchemeChoice,
+    pub(crate) schemes: Vec<(String, SchemeChoice)>,
 }
 
 impl Selection {
@@ -72,6 +75,7 @@ impl Selection {
             .chain(self.strides.iter().map(|(p, _)| ("stride", p.as_str())))
             .chain(self.paddings.iter().map(|(p, _)| ("padding", p.as_str())))
             .chain(self.dilations.iter().map(|(p, _)| ("dilation", p.as_str())))
+            .chain(self.schemes.iter().map(|(p, _)| ("scheme_for", p.as_str())))
     }
 }
 
@@ -103,6 +107,49 @@ impl LayerGeometry {
     /// Nothing declared yet for the layers `name` matches.
     pub fn named(name: impl Into<String>) -> Self {
         Self { name: name.into(), ..Self::default() }
+    }
+}
+
+/// Which factorisation schemes a layer may be converted with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SchemeChoice {
+    /// The planner chooses a (scheme, rank) or dense per layer among every scheme
+    /// ([`SchemeKind::ALL`]); needs a whole-network target.
+    Auto,
+    /// This scheme only.
+    Only(SchemeKind),
+}
+
+impl Default for SchemeChoice {
+    /// DAC, the paper's scheme (`--scheme dac`).
+    fn default() -> Self {
+        Self::Only(SchemeKind::Dac)
+    }
+}
+
+impl SchemeChoice {
+    /// The schemes allowed, in [`SchemeKind::ALL`] order for `Auto`.
+    pub fn kinds(self) -> Vec<SchemeKind> {
+        match self {
+            Self::Auto => SchemeKind::ALL.to_vec(),
+            Self::Only(k) => vec![k],
+        }
+    }
+    /// `"auto"` or the scheme's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Only(k) => k.name(),
+        }
+    }
+    /// The choice named `name` (`auto`, `dac`, `spatial`, `channel`, `decoupled`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        if name == "auto" {
+            Some(Self::Auto)
+        } else {
+            SchemeKind::from_name(name).map(Self::Only)
+        }
     }
 }
 
@@ -311,6 +358,18 @@ impl ConvertOptions {
     /// Leaves the layers matching `pattern` dense.
     pub fn exclude(mut self, pattern: impl Into<String>) -> Self {
         self.selection.exclude.push(pattern.into());
+        self
+    }
+    /// The schemes every layer may be converted with (default: DAC only). [`SchemeChoice::Auto`]
+    /// lets the planner choose per layer and needs a target ([`planned`](Self::planned)).
+    pub fn scheme(mut self, choice: SchemeChoice) -> Self {
+        self.selection.scheme = choice;
+        self
+    }
+    /// The schemes the layers matching `pattern` may be converted with (the last matching
+    /// override wins over [`scheme`](Self::scheme)).
+    pub fn scheme_for(mut self, pattern: impl Into<String>, choice: SchemeChoice) -> Self {
+        self.selection.schemes.push((pattern.into(), choice));
         self
     }
     /// Uses rank `rank` for the layers matching `pattern` (the last matching override wins).

@@ -2,7 +2,7 @@
 //! pipeline ([`crate::convert`]) picks, and streams the output file.
 
 use super::atomic::{self, AtomicFile};
-use super::records::{LayerRecord, FORMAT_VERSION};
+use super::records::{FactorRecord, LayerRecord, FORMAT_VERSION};
 use super::safetensors::{format_error, header_block, write_all, write_values, Checkpoint, OutEntry};
 use super::{Phase, Progress};
 use crate::convert::{
@@ -13,7 +13,7 @@ use crate::decompose::Split;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::scalar::Real;
-use crate::scheme::{Factored, Scheme, Workspace};
+use crate::scheme::{FactorSpec, Factored, Scheme, SchemeKind, Workspace};
 use crate::storage::Storage;
 use crate::weights::{Conv2dWeights, Geometry, Padding};
 use std::collections::BTreeMap;
@@ -153,6 +153,16 @@ pub(crate) fn factor_loaded<'a, T: Real>(
     })
 }
 
+/// [`convert::analyse`] of a layer factored by each of its schemes.
+pub(crate) fn analyse_all<T: Real>(
+    site: &Site,
+    factored: &[Box<dyn Factored<T> + '_>],
+    options: &ConvertOptions,
+) -> Result<convert::Analysis> {
+    let refs: Vec<&dyn Factored<T>> = factored.iter().map(|f| &**f as &dyn Factored<T>).collect();
+    convert::analyse(site, &refs, options)
+}
+
 /// Gives a finished layer's decoding buffer back to `buffer` (if it has one) and releases the
 /// layer's pages of the input.
 pub(crate) fn done_with<T: Real>(ck: &Checkpoint, t: Tensors, layer: Conv2dWeights<T>, buffer: &mut Vec<T>) {
@@ -209,18 +219,18 @@ pub(crate) fn convert<T: Real>(
         }
     }
     let backend = convert::backend::<T>(options.svd);
-    let scheme = convert::scheme_for(options, &*backend);
+    let schemes = convert::Schemes::new(options, &*backend);
     let job = Job {
         ck: &ck,
         sites: &sites,
         tensors: &tensors,
         options,
-        scheme: &scheme,
+        schemes: &schemes,
         defer: backend.rejects_non_finite(),
     };
     let needs = convert::needs_analysis(&sites, options).map_err(|e| in_file(&ck.path, e))?;
     let kept = job.keep_within_budget(&needs)?;
-    let mut factored: Vec<Option<Box<dyn Factored<T> + '_>>> = (0..sites.len()).map(|_| None).collect();
+    let mut factored: Vec<Vec<Box<dyn Factored<T> + '_>>> = (0..sites.len()).map(|_| Vec::new()).collect();
     let analyses = job.analyse(&needs, &kept, &mut factored, progress)?;
     let linear = linear_cost(&ck);
     let (decisions, plan) = convert::decide(&sites, &analyses, options, linear).map_err(|e| in_file(&ck.path, e))?;
@@ -240,7 +250,7 @@ pub(crate) struct Job<'j, T: Real> {
     pub sites: &'j [Site],
     pub tensors: &'j [Tensors],
     pub options: &'j ConvertOptions,
-    pub scheme: &'j dyn Scheme<T>,
+    pub schemes: &'j convert::Schemes<'j, T>,
     /// Whether weights are loaded without a finiteness scan (the backend finds non-finite values).
     pub defer: bool,
 }
@@ -270,7 +280,7 @@ impl<'j, T: Real> Job<'j, T> {
         &self,
         needs: &[bool],
         kept: &'k [Option<Conv2dWeights<T>>],
-        factored: &mut [Option<Box<dyn Factored<T> + 'k>>],
+        factored: &mut [Vec<Box<dyn Factored<T> + 'k>>],
         progress: &mut dyn FnMut(&Progress<'_>),
     ) -> Result<Vec<Option<Analysis>>>
     where
@@ -288,16 +298,16 @@ impl<'j, T: Real> Job<'j, T> {
             progress(&Progress { phase: Phase::Analysing, item: s.name(), done, total });
             let analysis = match &kept[i] {
                 Some(layer) => {
-                    let f = factor_loaded(path, layer, self.scheme, self.defer)?;
-                    let a = convert::analyse(s, &*f, self.options).map_err(|e| in_file(path, e))?;
-                    factored[i] = Some(f);
+                    let fs = self.factor_all(s, layer)?;
+                    let a = analyse_all(s, &fs, self.options).map_err(|e| in_file(path, e))?;
+                    factored[i] = fs;
                     a
                 }
                 None => {
                     let layer = load::<T>(self.ck, s, self.tensors[i], &mut scratch, self.defer)?;
-                    let f = factor_loaded(path, &layer, self.scheme, self.defer)?;
-                    let a = convert::analyse(s, &*f, self.options).map_err(|e| in_file(path, e))?;
-                    drop(f);
+                    let fs = self.factor_all(s, &layer)?;
+                    let a = analyse_all(s, &fs, self.options).map_err(|e| in_file(path, e))?;
+                    drop(fs);
                     done_with(self.ck, self.tensors[i], layer, &mut scratch);
                     a
                 }
@@ -306,6 +316,12 @@ impl<'j, T: Real> Job<'j, T> {
             done += 1;
         }
         Ok(analyses)
+    }
+
+    /// `layer` factored by each scheme its site allows.
+    fn factor_all<'a>(&self, site: &Site, layer: &'a Conv2dWeights<T>) -> Result<Vec<Box<dyn Factored<T> + 'a>>> {
+        let schemes = site.scheme.kinds().into_iter().map(|k| self.schemes.get(k));
+        schemes.map(|scheme| factor_loaded(&self.ck.path, layer, scheme, self.defer)).collect()
     }
 
     /// The dtype a converted layer's factors are written in.
@@ -324,10 +340,11 @@ impl<'j, T: Real> Job<'j, T> {
         let moved = self.moved_biases(decisions);
         for (ti, t) in ck.tensors.iter().enumerate().filter(|(ti, _)| !moved.contains(ti)) {
             match by_weight.get(&ti).map(|&i| (i, &decisions[i])) {
-                Some((i, Decision::Convert { rank })) => {
-                    entries.extend(self.factor_entries(i, *rank));
+                Some((i, Decision::Convert { scheme, rank })) => {
+                    entries.extend(self.factor_entries(i, *scheme, *rank));
                     let site = &self.sites[i];
-                    metadata.insert(format!("dac.layer.{}", site.name()), self.record(site, *rank).to_json());
+                    let record = self.record(site, *scheme, *rank).to_json();
+                    metadata.insert(format!("dac.layer.{}", site.name()), record);
                 }
                 _ => entries.push(OutEntry {
                     name: t.name.clone(),
@@ -354,12 +371,12 @@ impl<'j, T: Real> Job<'j, T> {
     }
 
     /// The header entries of layer `i`'s factors at `rank`.
-    fn factor_entries(&self, i: usize, rank: usize) -> Vec<OutEntry> {
+    fn factor_entries(&self, i: usize, scheme: SchemeKind, rank: usize) -> Vec<OutEntry> {
         let (site, dt) = (&self.sites[i], self.out_dtype(i));
-        let dims = self.scheme.factor_dims(&site.shape(), rank);
-        let last = dims.len() - 1;
-        let mut entries = Vec::with_capacity(dims.len() + 1);
-        for (k, (role, d)) in dims.into_iter().enumerate() {
+        let specs = scheme.factor_specs(&site.shape(), &site.found.geometry, rank);
+        let last = specs.len() - 1;
+        let mut entries = Vec::with_capacity(specs.len() + 1);
+        for (k, FactorSpec { role, dims: d, .. }) in specs.into_iter().enumerate() {
             let mut push = |suffix: &str, shape: Vec<usize>| {
                 let nbytes = shape.iter().product::<usize>() * dt.size();
                 let name = format!("{}.{role}.{suffix}", site.name());
@@ -373,13 +390,17 @@ impl<'j, T: Real> Job<'j, T> {
         entries
     }
 
-    fn record(&self, site: &Site, rank: usize) -> LayerRecord {
+    fn record(&self, site: &Site, scheme: SchemeKind, rank: usize) -> LayerRecord {
         let shape = site.shape();
+        let dac = scheme == SchemeKind::Dac;
+        let specs = if dac { Vec::new() } else { scheme.factor_specs(&shape, &site.found.geometry, rank) };
         LayerRecord {
             name: site.name().to_string(),
             rank,
             groups: shape.groups,
-            split: split_name(self.options.split).to_string(),
+            scheme: scheme.name().to_string(),
+            split: dac.then(|| split_name(self.options.split).to_string()),
+            factors: specs.iter().map(FactorRecord::of).collect(),
             in_channels: shape.in_channels,
             out_channels: shape.out_channels,
             kernel: [shape.kh, shape.kw],
@@ -446,7 +467,7 @@ impl<T: Real> Job<'_, T> {
     fn write<'k>(
         &self,
         decisions: &[Decision],
-        mut factored: Vec<Option<Box<dyn Factored<T> + 'k>>>,
+        mut factored: Vec<Vec<Box<dyn Factored<T> + 'k>>>,
         out: &mut AtomicFile,
         output: &Path,
         mut summary: Summary,
@@ -463,9 +484,10 @@ impl<T: Real> Job<'_, T> {
                 continue;
             }
             match by_weight.get(&ti).map(|&i| (i, &decisions[i])) {
-                Some((i, Decision::Convert { rank })) => {
+                Some((i, Decision::Convert { scheme, rank })) => {
                     w.flush_run(ck, out, output)?;
-                    summary.converted.push(self.write_layer(i, *rank, factored[i].take(), &mut w, out, output)?);
+                    let kept = std::mem::take(&mut factored[i]).into_iter().find(|f| f.scheme() == *scheme);
+                    summary.converted.push(self.write_layer(i, (*scheme, *rank), kept, &mut w, out, output)?);
                     summary.removed.push(t.name.clone());
                 }
                 other => {
@@ -506,7 +528,7 @@ impl<T: Real> Job<'_, T> {
     fn write_layer(
         &self,
         i: usize,
-        rank: usize,
+        (scheme, rank): (SchemeKind, usize),
         kept: Option<Box<dyn Factored<T> + '_>>,
         w: &mut Writer<T>,
         out: &mut AtomicFile,
@@ -517,7 +539,7 @@ impl<T: Real> Job<'_, T> {
             Some(f) => self.emit(i, &*f, rank, w, out, output)?,
             None => {
                 let layer = load::<T>(self.ck, site, self.tensors[i], &mut w.scratch, self.defer)?;
-                let f = factor_loaded(path, &layer, self.scheme, self.defer)?;
+                let f = factor_loaded(path, &layer, self.schemes.get(scheme), self.defer)?;
                 let result = self.emit(i, &*f, rank, w, out, output)?;
                 drop(f);
                 if let Some(b) = layer.into_weight_buffer() {
@@ -529,7 +551,7 @@ impl<T: Real> Job<'_, T> {
         // Kept or not, viewed in place or decoded: done with this layer's input pages.
         self.ck.release(&self.ck.tensors[self.tensors[i].weight]);
         let dtype = self.out_dtype(i).name().to_string();
-        convert::converted(site, self.scheme, rank, errors, dtype, written).map_err(|e| in_file(path, e))
+        convert::converted(site, scheme, rank, errors, dtype, written).map_err(|e| in_file(path, e))
     }
 
     /// Writes layer `i`'s factors at `rank`; returns their tensor names and the error table.

@@ -16,14 +16,13 @@
 //! [`Fit`]). [`Factorization`] does the work; [`decompose`](crate::decompose()) is the same
 //! computation as a function.
 
-use super::{ErrorTable, Factor, Factored, Scheme, SchemeKind, Workspace};
-use crate::cost::{self, Cost};
+use super::{ErrorTable, Factor, FactorSpec, Factored, Scheme, SchemeKind, Workspace};
 use crate::decompose::{pair_layers, Factorization, Options, Split};
 use crate::error::Result;
 use crate::fit::Fit;
 use crate::scalar::Real;
 use crate::svd::SvdBackend;
-use crate::weights::{Conv2dWeights, ConvShape};
+use crate::weights::{Conv2dWeights, ConvShape, Geometry};
 
 /// The DAC scheme with an SVD backend, a [`Fit`] and a [`Split`].
 #[derive(Clone, Copy)]
@@ -77,26 +76,6 @@ impl<T: Real> Scheme<T> for Dac<'_, T> {
     fn kind(&self) -> SchemeKind {
         SchemeKind::Dac
     }
-    fn max_rank(&self, shape: &ConvShape) -> usize {
-        shape.max_rank()
-    }
-    fn break_even_rank(&self, shape: &ConvShape) -> f64 {
-        cost::break_even_rank(shape)
-    }
-    fn cost(
-        &self,
-        layer: &str,
-        shape: &ConvShape,
-        has_bias: bool,
-        rank: usize,
-        output: (usize, usize),
-    ) -> Result<Cost> {
-        cost::pair(layer, shape, has_bias, rank, output)
-    }
-    fn factor_dims(&self, shape: &ConvShape, rank: usize) -> Vec<(&'static str, [usize; 4])> {
-        let (c, n, cg) = (shape.in_channels, shape.out_channels, shape.in_per_group());
-        vec![("depthwise", [c * rank, 1, shape.kh, shape.kw]), ("pointwise", [n, cg * rank, 1, 1])]
-    }
     fn factor<'a>(&self, layer: &'a Conv2dWeights<T>) -> Result<Box<dyn Factored<T> + 'a>> {
         Ok(Box::new(DacFactored { factorization: self.factorization(layer)?, split: self.split }))
     }
@@ -108,9 +87,6 @@ impl<T: Real> Factored<T> for DacFactored<'_, T> {
     }
     fn layer(&self) -> &Conv2dWeights<T> {
         self.factorization.layer()
-    }
-    fn max_rank(&self) -> usize {
-        self.layer().shape().max_rank()
     }
     fn errors(&self) -> ErrorTable {
         let spectrum = self.factorization.spectrum();
@@ -134,6 +110,18 @@ impl<T: Real> Factored<T> for DacFactored<'_, T> {
         let (depthwise, pointwise) = pair_layers(self.layer(), dw, pw, rank, false)?;
         Ok(vec![Factor { role: "depthwise", conv: depthwise }, Factor { role: "pointwise", conv: pointwise }])
     }
+}
+
+/// The pair at `rank`: the depthwise with the layer's stride, padding and dilation, the
+/// pointwise 1x1 with its groups.
+pub(super) fn specs(shape: &ConvShape, geometry: &Geometry, rank: usize) -> Vec<FactorSpec> {
+    let (c, n, cg) = (shape.in_channels, shape.out_channels, shape.in_per_group());
+    let depthwise = Geometry { groups: c, ..*geometry };
+    let pointwise = Geometry { groups: shape.groups, ..Geometry::default() };
+    vec![
+        FactorSpec::new("depthwise", [c * rank, 1, shape.kh, shape.kw], depthwise),
+        FactorSpec::new("pointwise", [n, cg * rank, 1, 1], pointwise),
+    ]
 }
 
 /// At every rank, the fraction of the correlated-input output energy the discarded components

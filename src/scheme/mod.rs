@@ -15,6 +15,13 @@
 //! | scheme | factors | file |
 //! |---|---|---|
 //! | [`Dac`] (the paper's) | depthwise `kh x kw` (`C·r` channels), then pointwise 1x1 `C·r -> N` | `dac.rs` |
+//! | [`Spatial`] (Jaderberg et al. 2014) | `kh x 1` `C -> r`, then `1 x kw` `r -> N` | `spatial.rs` |
+//! | [`Channel`] (Zhang et al. 2015) | `kh x kw` `C -> r`, then 1x1 `r -> N` | `channel.rs` |
+//! | [`Decoupled`] (Guo et al. 2018) | 1x1 `C -> N·r`, depthwise `kh x kw`, 1x1 sum of each output's `r` | `decoupled.rs` |
+//!
+//! Ranks are per group for grouped layers. The last three factor one large matrix per group
+//! (or per output channel) through the `f64` Gram matrix of its smaller side and a symmetric
+//! eigensolver (`lowrank.rs`); DAC uses the configured [`SvdBackend`](crate::svd::SvdBackend).
 //!
 //! ```
 //! use dac::scheme::{Dac, Scheme};
@@ -31,14 +38,21 @@
 //! # Ok::<(), dac::Error>(())
 //! ```
 
+mod channel;
 mod dac;
+mod decoupled;
+mod lowrank;
+mod spatial;
 
+pub use self::channel::Channel;
 pub use self::dac::Dac;
+pub use self::decoupled::Decoupled;
+pub use self::spatial::Spatial;
 
-use crate::cost::Cost;
+use crate::cost::{self, Cost};
 use crate::error::Result;
 use crate::scalar::Real;
-use crate::weights::{Conv2dWeights, ConvShape};
+use crate::weights::{Conv2dWeights, ConvShape, Geometry};
 
 /// The factorization schemes `dac` knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,14 +60,115 @@ use crate::weights::{Conv2dWeights, ConvShape};
 pub enum SchemeKind {
     /// The DAC paper's depthwise + pointwise pair ([`Dac`]).
     Dac,
+    /// `kh x 1` then `1 x kw` ([`Spatial`]).
+    Spatial,
+    /// `kh x kw` to `r` channels then 1x1 ([`Channel`]).
+    Channel,
+    /// 1x1, depthwise, grouped 1x1 sum ([`Decoupled`]).
+    Decoupled,
 }
 
 impl SchemeKind {
-    /// The scheme's name in files, reports and on the command line (`"dac"`).
+    /// Every scheme, in the order reports list them.
+    pub const ALL: [SchemeKind; 4] = [Self::Dac, Self::Spatial, Self::Channel, Self::Decoupled];
+
+    /// The scheme's name in files, reports and on the command line (`"dac"`, `"spatial"`,
+    /// `"channel"`, `"decoupled"`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Dac => "dac",
+            Self::Spatial => "spatial",
+            Self::Channel => "channel",
+            Self::Decoupled => "decoupled",
         }
+    }
+
+    /// The largest rank for a layer of this shape (the factors are exact there).
+    pub fn max_rank(self, shape: &ConvShape) -> usize {
+        match self {
+            Self::Dac => shape.max_rank(),
+            Self::Spatial => cost::spatial_max_rank(shape),
+            Self::Channel => cost::channel_max_rank(shape),
+            Self::Decoupled => cost::decoupled_max_rank(shape),
+        }
+    }
+
+    /// The rank at which the factors cost as many MACs as the dense layer when they all run at
+    /// its output size (stride 1, "same" padding): ranks strictly below it save MACs there.
+    /// The planner compares exact costs ([`cost`](Self::cost)) instead.
+    pub fn break_even_rank(self, shape: &ConvShape) -> f64 {
+        match self {
+            Self::Dac => cost::break_even_rank(shape),
+            Self::Spatial => cost::spatial_break_even_rank(shape),
+            Self::Channel => cost::channel_break_even_rank(shape),
+            Self::Decoupled => cost::decoupled_break_even_rank(shape),
+        }
+    }
+
+    /// The factors' roles, weight shapes and geometries at `rank`, in the order they run (what
+    /// [`Factored::factors`] returns, known before computing it).
+    pub fn factor_specs(self, shape: &ConvShape, geometry: &Geometry, rank: usize) -> Vec<FactorSpec> {
+        match self {
+            Self::Dac => dac::specs(shape, geometry, rank),
+            Self::Spatial => spatial::specs(shape, geometry, rank),
+            Self::Channel => channel::specs(shape, geometry, rank),
+            Self::Decoupled => decoupled::specs(shape, geometry, rank),
+        }
+    }
+
+    /// The MACs and parameters of the factors at `rank` on an `input` `(height, width)` feature
+    /// map (`None`: per output position, [`cost::chain_per_position`]).
+    ///
+    /// # Errors
+    /// [`Error::Overflow`](crate::Error::Overflow) when a count does not fit in `u64`;
+    /// [`Error::EmptyOutput`](crate::Error::EmptyOutput) for an input too small.
+    pub fn cost(
+        self,
+        layer: &str,
+        shape: &ConvShape,
+        geometry: &Geometry,
+        has_bias: bool,
+        rank: usize,
+        input: Option<(usize, usize)>,
+    ) -> Result<Cost> {
+        let bias = if has_bias { shape.out_channels } else { 0 };
+        specs_cost(layer, &self.factor_specs(shape, geometry, rank), bias, input)
+    }
+
+    /// The factor by which the factors at `rank` reduce MACs when they all run at the layer's
+    /// output size (stride 1, "same" padding; DAC's and channel SVD's ratio at any size).
+    pub fn mac_reduction(self, shape: &ConvShape, rank: usize) -> f64 {
+        match self {
+            Self::Dac => cost::mac_reduction(shape, rank),
+            _ => {
+                let (dense, factored) = self.per_position_macs(shape, rank);
+                dense as f64 / factored as f64
+            }
+        }
+    }
+
+    /// Whether the factors at `rank` are strictly cheaper than the dense layer per output
+    /// position (exact integer test; see [`mac_reduction`](Self::mac_reduction)).
+    pub fn is_beneficial(self, shape: &ConvShape, rank: usize) -> bool {
+        match self {
+            Self::Dac => cost::is_beneficial(shape, rank),
+            _ => {
+                let (dense, factored) = self.per_position_macs(shape, rank);
+                factored < dense
+            }
+        }
+    }
+
+    /// Dense and factored MACs per output position.
+    fn per_position_macs(self, shape: &ConvShape, rank: usize) -> (u128, u128) {
+        let dense = shape.out_channels as u128 * shape.in_per_group() as u128 * shape.taps() as u128;
+        let specs = self.factor_specs(shape, &Geometry::default(), rank);
+        (dense, specs.iter().map(|f| f.dims.iter().map(|&d| d as u128).product::<u128>()).sum())
+    }
+
+    /// The scheme named `name` ([`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
     }
 }
 
@@ -142,7 +257,9 @@ pub trait Factored<T: Real>: Send + Sync {
     /// The layer factored.
     fn layer(&self) -> &Conv2dWeights<T>;
     /// The largest rank (the factors are exact there).
-    fn max_rank(&self) -> usize;
+    fn max_rank(&self) -> usize {
+        self.scheme().max_rank(&self.layer().shape())
+    }
     /// The error at every rank.
     fn errors(&self) -> ErrorTable;
     /// At every rank `0..=max_rank`, the fraction of the layer's output energy lost for inputs
@@ -162,31 +279,92 @@ pub trait Factored<T: Real>: Send + Sync {
     /// [`Error::InvalidRank`](crate::Error::InvalidRank) outside `1..=max_rank`;
     /// [`Error::NonFinite`](crate::Error::NonFinite) when a factor overflows the element type.
     fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>>;
+    /// The roles, shapes and geometries of [`factors`](Self::factors) at `rank`.
+    fn factor_specs(&self, rank: usize) -> Vec<FactorSpec> {
+        self.scheme().factor_specs(&self.layer().shape(), self.layer().geometry(), rank)
+    }
 }
 
-/// A factorisation scheme: costs by rank, and the computation itself.
+/// A factorisation scheme: the computation. What depends only on a layer's shape (ranks,
+/// factor shapes, costs) is plain data on its [`SchemeKind`], which the provided methods use.
 pub trait Scheme<T: Real>: Send + Sync {
     /// Which scheme this is.
     fn kind(&self) -> SchemeKind;
-    /// The largest rank for a layer of this shape.
-    fn max_rank(&self, shape: &ConvShape) -> usize;
-    /// The rank at which the factors cost as much as the dense layer: ranks strictly below it
-    /// save MACs.
-    fn break_even_rank(&self, shape: &ConvShape) -> f64;
-    /// The MACs and parameters of the factors at `rank` for an `output` `(height, width)` of the
-    /// original layer.
-    ///
-    /// # Errors
-    /// [`Error::Overflow`](crate::Error::Overflow) when a count does not fit in `u64`.
-    fn cost(&self, layer: &str, shape: &ConvShape, has_bias: bool, rank: usize, output: (usize, usize))
-        -> Result<Cost>;
-    /// The factors' roles and weight shapes at `rank`, in the order they run (what
-    /// [`Factored::factors`] returns, known before computing it).
-    fn factor_dims(&self, shape: &ConvShape, rank: usize) -> Vec<(&'static str, [usize; 4])>;
     /// Factors `layer` once.
     ///
     /// # Errors
     /// The backend's failures ([`Error::Svd`](crate::Error::Svd), naming the layer), and
     /// [`Error::NonFinite`](crate::Error::NonFinite) for weights that are not finite.
     fn factor<'a>(&self, layer: &'a Conv2dWeights<T>) -> Result<Box<dyn Factored<T> + 'a>>;
+    /// [`SchemeKind::max_rank`].
+    fn max_rank(&self, shape: &ConvShape) -> usize {
+        self.kind().max_rank(shape)
+    }
+    /// [`SchemeKind::break_even_rank`].
+    fn break_even_rank(&self, shape: &ConvShape) -> f64 {
+        self.kind().break_even_rank(shape)
+    }
+    /// [`SchemeKind::factor_specs`].
+    fn factor_specs(&self, shape: &ConvShape, geometry: &Geometry, rank: usize) -> Vec<FactorSpec> {
+        self.kind().factor_specs(shape, geometry, rank)
+    }
+}
+
+/// One factor's role, weight shape `[out, in/groups, kh, kw]` and geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FactorSpec {
+    /// The factor's role ([`Factor::role`]).
+    pub role: &'static str,
+    /// The weight's dimensions.
+    pub dims: [usize; 4],
+    /// Stride, dilation, padding and groups.
+    pub geometry: Geometry,
+}
+
+impl FactorSpec {
+    /// A factor of `dims` with `geometry`.
+    pub fn new(role: &'static str, dims: [usize; 4], geometry: Geometry) -> Self {
+        Self { role, dims, geometry }
+    }
+}
+
+/// The cost of factors `specs` plus `bias` values on an `input` feature map, or per output
+/// position for `None` ([`cost::chain`], [`cost::chain_per_position`]).
+///
+/// # Errors
+/// As [`cost::chain`].
+pub fn specs_cost(layer: &str, specs: &[FactorSpec], bias: usize, input: Option<(usize, usize)>) -> Result<Cost> {
+    let factors: Vec<([usize; 4], Geometry)> = specs.iter().map(|f| (f.dims, f.geometry)).collect();
+    match input {
+        Some(hw) => cost::chain(layer, &factors, bias, hw),
+        None => cost::chain_per_position(layer, &factors, bias),
+    }
+}
+
+/// The factors of `layer` at the shapes and geometries of `specs`, from `f64` values in the
+/// weights' layout (one `Vec` per factor); the last carries the layer's bias. Weight buffers
+/// come from `workspace`.
+///
+/// # Errors
+/// [`Error::NonFinite`](crate::Error::NonFinite) when a value overflows `T`.
+pub(crate) fn build_factors<T: Real, const F: usize>(
+    layer: &Conv2dWeights<T>,
+    specs: &[FactorSpec],
+    values: [Vec<f64>; F],
+    workspace: &mut Workspace<T>,
+) -> Result<Vec<Factor<T>>> {
+    debug_assert_eq!(specs.len(), F);
+    let mut out = Vec::with_capacity(F);
+    for (k, (spec, v)) in specs.iter().zip(values).enumerate() {
+        let name = format!("{}.{}", layer.name(), spec.role);
+        let mut buffer = workspace.take();
+        lowrank::write_as(&name, "weight", &v, &mut buffer)?;
+        let bias = if k + 1 == F { layer.bias().map(<[T]>::to_vec) } else { None };
+        let conv =
+            Conv2dWeights::builder(buffer, spec.dims).name(name).geometry(spec.geometry).maybe_bias(bias);
+        let conv = conv.defer_weight_finiteness().build()?; // `write_as` checked it
+        out.push(Factor { role: spec.role, conv });
+    }
+    Ok(out)
 }

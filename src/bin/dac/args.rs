@@ -2,7 +2,7 @@
 //! [`ConvertOptions`] here and nowhere else.
 
 use clap::{Args, ValueEnum};
-use dac::convert::{ConvertOptions, LayerGeometry, Precision, SvdMethod};
+use dac::convert::{ConvertOptions, LayerGeometry, Precision, SchemeChoice, SvdMethod};
 use dac::{Fit, Padding, Rank, Split};
 use std::path::PathBuf;
 
@@ -52,7 +52,14 @@ pub struct ConversionArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
-    /// Where the singular values go.
+    /// The factorisation: `dac` (the paper's depthwise + pointwise pair, default), `spatial`
+    /// (kh x 1 then 1 x kw), `channel` (kh x kw to r channels, then 1x1), `decoupled` (Network
+    /// Decoupling: 1x1, depthwise, 1x1 sum) or `auto` (the planner picks a scheme and rank per
+    /// layer; needs --speedup). `NAME=SCHEME` sets it for layers matching NAME (a glob);
+    /// repeatable, the last match wins.
+    #[arg(long, value_name = "[NAME=]SCHEME", value_parser = parse_scheme)]
+    pub scheme: Vec<(Option<String>, SchemeChoice)>,
+    /// Where DAC's singular values go.
     #[arg(long, value_enum, default_value = "sqrt")]
     pub split: SplitArg,
     /// Which rank-r approximation: `frobenius` (the paper's: closest weights) or
@@ -93,6 +100,12 @@ impl ConversionArgs {
             .split(self.split.split());
         for (p, r) in &self.rank_for {
             o = o.rank_for(p.clone(), *r);
+        }
+        for (p, choice) in &self.scheme {
+            o = match p {
+                Some(p) => o.scheme_for(p.clone(), *choice),
+                None => o.scheme(*choice),
+            };
         }
         for p in &self.layers {
             o = o.include(p.trim());
@@ -264,6 +277,18 @@ fn parse_padding(s: &str) -> Result<(String, Padding), String> {
         [t, b, l, r] => Ok((name, Padding { top: n(t)?, bottom: n(b)?, left: n(l)?, right: n(r)? })),
         _ => Err(format!("`{s}`: padding is P or T,B,L,R")),
     }
+}
+
+/// `SCHEME` or `NAME=SCHEME`.
+pub fn parse_scheme(s: &str) -> Result<(Option<String>, SchemeChoice), String> {
+    let (name, value) = match s.rsplit_once('=') {
+        Some((n, v)) if !n.is_empty() => (Some(n.to_string()), v),
+        Some(_) => return Err(format!("`{s}`: the layer name (pattern) is empty")),
+        None => (None, s),
+    };
+    let choice = SchemeChoice::from_name(value.trim())
+        .ok_or_else(|| format!("`{value}` is not a scheme (auto, dac, spatial, channel, decoupled)"))?;
+    Ok((name, choice))
 }
 
 /// `NAME=VALUE` with a non-negative integer value.

@@ -116,6 +116,7 @@ fn flag(option: &str) -> &str {
         "include" => "--layers",
         "exclude" => "--skip",
         "rank_for" => "--rank-for",
+        "scheme_for" => "--scheme",
         "groups" => "--groups",
         "layer_input" => "--layer-input",
         other => other,
@@ -133,6 +134,10 @@ fn describe(e: &dac::Error) -> String {
         dac::Error::InFile { file, source } => format!("{}: {}", file.display(), describe(source)),
         dac::Error::UnknownInputSize { layer } => format!(
             "layer `{layer}`: cannot infer its input size for planning; give --input HxW, or --layer-input {layer}=HxW"
+        ),
+        dac::Error::SchemeNeedsPlanner { layer } => format!(
+            "layer `{layer}`: --scheme auto lets the planner choose the scheme; use it with --speedup (and no \
+             --rank-for for this layer), or name one scheme (dac, spatial, channel, decoupled)"
         ),
         dac::Error::OutputExists { path } => {
             format!("{}: output file already exists; use --force to replace it", path.display())

@@ -48,8 +48,13 @@ pub fn report(s: &Summary, json: bool, quiet: bool) {
 }
 
 fn print_layers(s: &Summary) {
+    // A scheme column only when some layer is not DAC's (DAC-only tables stay as they were).
+    let schemes = s.converted.iter().any(|l| l.scheme != dac::scheme::SchemeKind::Dac);
     let head = ["layer", "rank", "rel. error", "MACs before -> after", "reduction", "input"];
     let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    if schemes {
+        rows[0].insert(1, "scheme".to_string());
+    }
     for l in &s.converted {
         let (before, after) = (l.before.map(|c| c.macs), l.after.map(|c| c.macs));
         let x = match (before, after) {
@@ -64,6 +69,9 @@ fn print_layers(s: &Summary) {
             x,
             input_label(l.input_size, l.size),
         ]);
+        if schemes {
+            rows.last_mut().expect("just pushed").insert(1, l.scheme.name().to_string());
+        }
     }
     if s.converted.is_empty() {
         println!("no layer converted");

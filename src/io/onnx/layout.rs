@@ -2,6 +2,7 @@
 
 use super::proto::{self, NewNode, Node};
 use crate::convert::Layout;
+use crate::scheme::FactorSpec;
 use crate::weights::ConvShape;
 use std::collections::HashSet;
 
@@ -248,4 +249,68 @@ impl Site<'_, '_> {
         }
         nodes
     }
+}
+
+/// A scheme's factors other than DAC's pair, as a chain of plain `Conv` nodes: each factor's
+/// own kernel, strides, pads, dilations and group; the last carries the bias and produces the
+/// original output.
+pub(crate) struct Chain<'n, 'a> {
+    pub node: &'n Node<'a>,
+    pub specs: Vec<FactorSpec>,
+    /// The weight's stem (`<stem>.<role>.weight`).
+    pub stem: &'n str,
+}
+
+impl Chain<'_, '_> {
+    /// Fresh names for the factors' initializers.
+    pub(crate) fn names(&self, names: &mut Names) -> Vec<String> {
+        self.specs.iter().map(|f| names.fresh(&format!("{}.{}.weight", self.stem, f.role))).collect()
+    }
+
+    /// The encoded initializers of the factors (`values` in the core's layout) in `data_type`.
+    pub(crate) fn initializers(&self, values: &[Vec<f64>], n: &[String], data_type: i64) -> Vec<Vec<u8>> {
+        let items = self.specs.iter().zip(values).zip(n);
+        items.map(|((f, v), name)| proto::encode_tensor(name, &f.dims, data_type, v)).collect()
+    }
+
+    /// The nodes replacing the `Conv`, in graph order.
+    pub(crate) fn nodes(&self, n: &[String], names: &mut Names) -> Vec<NewNode<'_>> {
+        let node = self.node;
+        let (x, y) = (node.inputs[0], node.outputs[0]);
+        let base = if node.name.is_empty() { self.stem.to_string() } else { node.name.to_string() };
+        let last = self.specs.len() - 1;
+        let mut input = x.to_string();
+        let mut nodes = Vec::with_capacity(self.specs.len());
+        for (k, (f, w)) in self.specs.iter().zip(n).enumerate() {
+            let output = if k == last { y.to_string() } else { names.fresh(&format!("{y}/dac_{}", f.role)) };
+            let mut inputs = vec![std::mem::replace(&mut input, output.clone()), w.clone()];
+            if let Some(b) = node.inputs.get(2).filter(|b| !b.is_empty() && k == last) {
+                inputs.push(b.to_string());
+            }
+            nodes.push(NewNode {
+                inputs,
+                outputs: vec![output],
+                name: names.fresh(&format!("{base}/{}", f.role)),
+                op_type: "Conv",
+                attrs: conv_attrs(f),
+                extra: if k == last { node.extra_fields().map(|f| f.raw).collect() } else { Vec::new() },
+                domain: node.domain.to_string(),
+            });
+        }
+        nodes
+    }
+}
+
+/// Explicit `Conv` attributes of a factor.
+fn conv_attrs(f: &FactorSpec) -> Vec<Vec<u8>> {
+    let g = &f.geometry;
+    let p = g.padding;
+    let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+    vec![
+        proto::attr_ints("kernel_shape", &ints(&[f.dims[2], f.dims[3]])),
+        proto::attr_ints("strides", &ints(&[g.stride.0, g.stride.1])),
+        proto::attr_ints("pads", &ints(&[p.top, p.left, p.bottom, p.right])),
+        proto::attr_ints("dilations", &ints(&[g.dilation.0, g.dilation.1])),
+        proto::attr_int("group", g.groups as i64),
+    ]
 }

@@ -2,12 +2,13 @@
 
 use super::discover::{self, stem, Conv, Discovered};
 use super::graph::{Graph, Patch};
-use super::layout::{self, Names, PairNames, PairValues};
+use super::layout::{self, Chain, Names, PairNames, PairValues};
 use super::{onnx_error, proto};
 use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Precision, Site, Summary};
+use crate::scheme::SchemeKind;
 use crate::error::Result;
 use crate::scalar::Real;
-use crate::scheme::{Factored, Scheme, Workspace};
+use crate::scheme::{Factored, Workspace};
 use crate::svd::SvdBackend;
 use crate::weights::Conv2dWeights;
 use std::collections::{HashMap, HashSet};
@@ -15,8 +16,8 @@ use std::path::Path;
 
 /// The schemes factoring f32 and f64 weights.
 struct Schemes<'b> {
-    f32: &'b dyn Scheme<f32>,
-    f64: &'b dyn Scheme<f64>,
+    f32: convert::Schemes<'b, f32>,
+    f64: convert::Schemes<'b, f64>,
 }
 
 /// A convolution's weights in the precision it is factored in: f64 for double weights or
@@ -26,13 +27,13 @@ enum Layer {
     F64(Conv2dWeights<f64>),
 }
 
-/// A layer factored once, kept from the analysis to the writing.
+/// A layer factored once by one scheme, kept from the analysis to the writing.
 enum Fact<'a> {
     F32(Box<dyn Factored<f32> + 'a>),
     F64(Box<dyn Factored<f64> + 'a>),
 }
 
-/// A pair's factor weights in f64, and its retained energy and relative error.
+/// Factor weights in f64, and their retained energy and relative error.
 type Pair = (Vec<Vec<f64>>, (f64, f64));
 
 /// Rewrites `bytes`; `file` is used in error messages only.
@@ -47,20 +48,22 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     let sites = convert::select(found, &options.selection, options.input_size, file, false)?;
     let (b32, b64): (Box<dyn SvdBackend<f32>>, Box<dyn SvdBackend<f64>>) =
         (convert::backend(options.svd), convert::backend(options.svd));
-    let (s32, s64) = (convert::scheme_for(options, &*b32), convert::scheme_for(options, &*b64));
-    let schemes = Schemes { f32: &s32, f64: &s64 };
+    let schemes = Schemes { f32: convert::Schemes::new(options, &*b32), f64: convert::Schemes::new(options, &*b64) };
     let needs = convert::needs_analysis(&sites, options)?;
     // Layers ranked from their spectra are decoded and factored once, and kept until written.
     let mut layers = Vec::with_capacity(sites.len());
     for ((site, conv), need) in sites.iter().zip(&convs).zip(needs) {
         layers.push(if need { Some(Layer::decode(&g, site, conv, options, file)?) } else { None });
     }
-    let facts: Vec<Option<Fact<'_>>> =
-        layers.iter().map(|l| l.as_ref().map(|l| l.factor(&schemes)).transpose()).collect::<Result<_>>()?;
+    let facts: Vec<Vec<Fact<'_>>> = layers
+        .iter()
+        .zip(&sites)
+        .map(|(l, site)| l.as_ref().map_or(Ok(Vec::new()), |l| l.factor_all(site, &schemes)))
+        .collect::<Result<_>>()?;
     let analyses: Vec<Option<Analysis>> = facts
         .iter()
         .zip(&sites)
-        .map(|(f, site)| f.as_ref().map(|f| f.analyse(site, options)).transpose())
+        .map(|(f, site)| (!f.is_empty()).then(|| analyse(f, site, options)).transpose())
         .collect::<Result<_>>()?;
     let (decisions, plan) = convert::decide(&sites, &analyses, options, linear)?;
     let mut rw = Rewriter {
@@ -77,7 +80,10 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         entries.push((
             conv.node,
             match decision {
-                Decision::Convert { rank } => Ok(rw.convert(site, conv, *rank, &schemes, fact.as_ref())?),
+                Decision::Convert { scheme, rank } => {
+                    let kept = fact.iter().find(|f| f.scheme() == *scheme);
+                    Ok(rw.convert(site, conv, (*scheme, *rank), &schemes, kept)?)
+                }
                 Decision::Skip(reason) => Err(convert::skipped(site, reason.clone())?),
             },
         ));
@@ -128,11 +134,15 @@ impl Layer {
             Layer::F32(build(site, &values)?)
         })
     }
-    fn factor<'a>(&'a self, schemes: &Schemes<'_>) -> Result<Fact<'a>> {
+    fn factor<'a>(&'a self, scheme: SchemeKind, schemes: &Schemes<'_>) -> Result<Fact<'a>> {
         Ok(match self {
-            Layer::F32(l) => Fact::F32(schemes.f32.factor(l)?),
-            Layer::F64(l) => Fact::F64(schemes.f64.factor(l)?),
+            Layer::F32(l) => Fact::F32(schemes.f32.get(scheme).factor(l)?),
+            Layer::F64(l) => Fact::F64(schemes.f64.get(scheme).factor(l)?),
         })
+    }
+    /// Factored by every scheme the site allows, in that order.
+    fn factor_all<'a>(&'a self, site: &Site, schemes: &Schemes<'_>) -> Result<Vec<Fact<'a>>> {
+        site.scheme.kinds().into_iter().map(|k| self.factor(k, schemes)).collect()
     }
 }
 
@@ -141,11 +151,27 @@ fn build<T: Real>(site: &Site, values: &[f64]) -> Result<Conv2dWeights<T>> {
     Conv2dWeights::builder(weight, site.found.dims).name(site.name()).geometry(site.found.geometry).build()
 }
 
+/// [`convert::analyse`] of a layer factored by each of its schemes (all in one precision).
+fn analyse(facts: &[Fact<'_>], site: &Site, options: &ConvertOptions) -> Result<Analysis> {
+    match &facts[0] {
+        Fact::F32(_) => {
+            let refs: Vec<&dyn Factored<f32>> =
+                facts.iter().filter_map(|f| if let Fact::F32(f) = f { Some(&**f) } else { None }).collect();
+            convert::analyse(site, &refs, options)
+        }
+        Fact::F64(_) => {
+            let refs: Vec<&dyn Factored<f64>> =
+                facts.iter().filter_map(|f| if let Fact::F64(f) = f { Some(&**f) } else { None }).collect();
+            convert::analyse(site, &refs, options)
+        }
+    }
+}
+
 impl Fact<'_> {
-    fn analyse(&self, site: &Site, options: &ConvertOptions) -> Result<Analysis> {
+    fn scheme(&self) -> SchemeKind {
         match self {
-            Fact::F32(f) => convert::analyse(site, &**f, options),
-            Fact::F64(f) => convert::analyse(site, &**f, options),
+            Fact::F32(f) => f.scheme(),
+            Fact::F64(f) => f.scheme(),
         }
     }
     fn pair(&self, rank: usize) -> Result<Pair> {
@@ -162,8 +188,16 @@ fn pair_of<T: Real>(f: &dyn Factored<T>, rank: usize) -> Result<Pair> {
     Ok((values, f.error_at(rank)))
 }
 
-/// A pair already written: its initializer names, and its retained energy and relative error.
-type Written = (PairNames, (f64, f64));
+/// The initializer names of factors written once: DAC's pair (per layout) or a chain.
+#[derive(Debug, Clone)]
+enum InitNames {
+    Pair(PairNames),
+    Chain(Vec<String>),
+}
+
+/// Factors already written: their initializer names, and their retained energy and relative
+/// error.
+type Written = (InitNames, (f64, f64));
 
 /// The patch being built, and the names handed out.
 struct Rewriter<'g, 'a> {
@@ -172,23 +206,24 @@ struct Rewriter<'g, 'a> {
     options: &'g ConvertOptions,
     patch: Patch,
     names: Names,
-    /// Pairs already written, by (weight, groups, rank): a shared weight is decomposed once.
-    shared: HashMap<(String, usize, usize), Written>,
+    /// Factors already written, by (weight, groups, scheme, rank): a shared weight is
+    /// decomposed once.
+    shared: HashMap<(String, usize, SchemeKind, usize), Written>,
 }
 
 impl Rewriter<'_, '_> {
-    /// Replaces a site's `Conv` by its pair at `rank`.
+    /// Replaces a site's `Conv` by the factors of `scheme` at `rank`.
     fn convert(
         &mut self,
         site: &Site,
         conv: &Conv<'_>,
-        rank: usize,
+        (scheme, rank): (SchemeKind, usize),
         schemes: &Schemes<'_>,
         kept: Option<&Fact<'_>>,
     ) -> Result<ConvertedLayer> {
         let (field, node) = &self.g.nodes[conv.node];
         let shape = site.shape();
-        let at = layout::Site {
+        let pair = layout::Site {
             node,
             shape,
             rank,
@@ -196,29 +231,43 @@ impl Rewriter<'_, '_> {
             opset: self.g.opset,
             stem: stem(conv.weight),
         };
-        let key = (conv.weight.to_string(), shape.groups, rank);
-        let (pair_names, errors) = match self.shared.get(&key) {
+        let chain = Chain { node, specs: scheme.factor_specs(&shape, &site.found.geometry, rank), stem: stem(conv.weight) };
+        let key = (conv.weight.to_string(), shape.groups, scheme, rank);
+        let (init_names, errors) = match self.shared.get(&key) {
             Some(done) => done.clone(),
             None => {
                 let (values, errors) = match kept {
                     Some(f) => f.pair(rank)?,
-                    None => Layer::decode(self.g, site, conv, self.options, self.file)?.factor(schemes)?.pair(rank)?,
+                    None => {
+                        let layer = Layer::decode(self.g, site, conv, self.options, self.file)?;
+                        let pair = layer.factor(scheme, schemes)?.pair(rank)?;
+                        pair
+                    }
                 };
-                let names = at.pair_names(&mut self.names);
-                let pair = PairValues { depthwise: &values[0], pointwise: &values[1] };
+                let (names, inits) = if scheme == SchemeKind::Dac {
+                    let names = pair.pair_names(&mut self.names);
+                    let values = PairValues { depthwise: &values[0], pointwise: &values[1] };
+                    let inits = pair.initializers(&values, &names, conv.data_type);
+                    (InitNames::Pair(names), inits)
+                } else {
+                    let names = chain.names(&mut self.names);
+                    let inits = chain.initializers(&values, &names, conv.data_type);
+                    (InitNames::Chain(names), inits)
+                };
                 let anchor = self.g.inits[conv.weight].0;
-                let inits = at.initializers(&pair, &names, conv.data_type);
                 self.patch.initializers.entry(anchor).or_default().extend(inits);
                 self.shared.insert(key, (names.clone(), errors));
                 (names, errors)
             }
         };
-        let nodes = at.nodes(&pair_names, &mut self.names);
+        let nodes = match &init_names {
+            InitNames::Pair(n) => pair.nodes(n, &mut self.names),
+            InitNames::Chain(n) => chain.nodes(n, &mut self.names),
+        };
         self.patch.nodes.insert(*field, nodes.iter().map(proto::NewNode::encode).collect());
         let written = nodes.iter().map(|n| n.name.clone()).collect();
         let dtype = proto::data_type_name(conv.data_type).to_string();
-        // Both precisions run the same scheme: its f32 instance gives the costs and the name.
-        convert::converted(site, schemes.f32, rank, errors, dtype, written)
+        convert::converted(site, scheme, rank, errors, dtype, written)
     }
 
     /// Removes the converted weights nothing else uses; returns their names.
