@@ -147,6 +147,13 @@ impl PlanLayer {
         Ok(layer)
     }
 
+    /// Whether the layer has a bias, when the weights it was factored from do not say (a graph
+    /// decodes the weight alone): the bias counts in its parameters.
+    pub(crate) fn with_bias(mut self, has_bias: bool) -> Self {
+        self.has_bias = has_bias;
+        self
+    }
+
     /// The score `proxy` gives this layer (index `index` of `count`, forward order) at `rank`
     /// with its first scheme: what [`plan`](fn@plan) minimises. Equal to [`Proxy::score`] on
     /// the layer's spectrum except for [`Proxy::Spatial`], which reads the factorisation's

@@ -339,7 +339,9 @@ pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Result
 /// [`Error::EmptyOutput`] when the layer's input is too small for its kernel.
 pub(crate) fn analyse<T: Real>(site: &Site, factored: &[&dyn Factored<T>], options: &ConvertOptions) -> Result<Analysis> {
     match (planned(site, options), site.input) {
-        (true, Some(hw)) => Ok(Analysis::Planned(PlanLayer::with_schemes(factored, hw)?)),
+        (true, Some(hw)) => {
+            Ok(Analysis::Planned(PlanLayer::with_schemes(factored, hw)?.with_bias(site.found.has_bias)))
+        }
         _ => Ok(Analysis::Errors(factored[0].errors())),
     }
 }

@@ -279,3 +279,46 @@ fn a_fixed_rank_above_a_layers_maximum_leaves_that_layer_alone() {
     assert_eq!(a.len(), b.len());
     assert!(relative_diff(&a, &b) < 0.9);
 }
+
+#[test]
+fn every_scheme_at_full_rank_matches_the_original_in_tract() {
+    use dac::convert::SchemeChoice;
+    use dac::scheme::SchemeKind;
+    let m = net(false);
+    let x = values(43, SHAPE.iter().product());
+    let reference = run_tract(&m, &SHAPE, &x);
+    for kind in [SchemeKind::Spatial, SchemeKind::Channel, SchemeKind::Decoupled] {
+        let (out, report) = rewrite_model(&m, &full_rank().scheme(SchemeChoice::Only(kind))).unwrap();
+        let names: Vec<&str> = report.converted.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["conv0", "conv1", "conv2", "conv4"], "{kind}");
+        for c in &report.converted {
+            assert_eq!(c.scheme, kind);
+            assert!(c.relative_error < 1e-5, "{kind} {}: {}", c.name, c.relative_error);
+        }
+        let d = relative_diff(&reference, &run_tract(&out, &SHAPE, &x));
+        assert!(d < 1e-4, "{kind}: relative difference {d}");
+    }
+}
+
+#[test]
+fn auto_plans_every_scheme_and_meets_the_target() {
+    use dac::convert::SchemeChoice;
+    let m = net(false);
+    let x = values(44, SHAPE.iter().product());
+    let reference = run_tract(&m, &SHAPE, &x);
+    for target in [1.3, 2.0] {
+        let (out, report) = rewrite_model(&m, &ConvertOptions::speedup(target).scheme(SchemeChoice::Auto)).unwrap();
+        let plan = report.plan.clone().unwrap();
+        assert!(plan.met && plan.reduction() >= target, "{plan:?}");
+        for (c, l) in report.converted.iter().zip(plan.layers.iter().filter(|l| l.rank.is_some())) {
+            assert_eq!((Some(c.scheme), Some(c.rank)), (l.scheme, l.rank), "{}", c.name);
+            assert_eq!(c.after, Some(l.after), "{}", c.name);
+        }
+        let got = run_tract(&out, &SHAPE, &x);
+        assert_eq!(got.len(), reference.len());
+        assert!(relative_diff(&reference, &got) < 1.0, "target {target}");
+    }
+    // A scheme chosen per layer needs the planner.
+    let err = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2)).scheme(SchemeChoice::Auto)).unwrap_err();
+    assert!(matches!(err, dac::Error::SchemeNeedsPlanner { .. }), "{err}");
+}

@@ -5,3 +5,4 @@ mod support;
 
 mod fit;
 mod harness;
+mod matrix;

@@ -2,8 +2,9 @@
 //!
 //! A [`Scheme`] drives one `dac::scheme` plug-in: the layer's factors at a given rank, a chain
 //! of ordinary convolutions. [`schemes`] lists them all: today the paper's DAC ([`Dac`]) with
-//! every backend of [`backends`], every [`Fit`] in [`FITS`] and every [`Split`]. A new scheme is
-//! one more line in [`schemes`]. Each runs through:
+//! every backend of [`backends`], every [`Fit`] in [`FITS`] and every [`Split`]; spatial SVD,
+//! channel SVD and Network Decoupling ([`Matrix`]) with the Frobenius and a correlated fit. A
+//! new scheme is one more line in [`schemes`]. Each runs through:
 //!
 //! - [`exact_at_full_rank`]: at its maximum rank the chain of factors, run by
 //!   `exec::reference`, reproduces the layer on every point of the geometry space
@@ -17,7 +18,7 @@
 use super::gen::{Case, Rng};
 use super::measure::{correlation, reconstruct, weighted_energy};
 use dac::exec::{reference, Tensor4};
-use dac::scheme::{Factor, Workspace};
+use dac::scheme::{Factor, SchemeKind, Workspace};
 use dac::svd::{GramSvd, NalgebraSvd, SvdBackend};
 use dac::{Conv2dWeights, DepthwiseR, Error, Fit, Pointwise, Real, Split};
 use proptest::prelude::*;
@@ -82,7 +83,118 @@ where
             }
         }
     }
+    for kind in [SchemeKind::Spatial, SchemeKind::Channel, SchemeKind::Decoupled] {
+        for fit in [Fit::frobenius(), Fit::correlated(0.7).unwrap()] {
+            v.push(Box::new(Matrix { kind, fit }));
+        }
+    }
     v
+}
+
+/// Spatial SVD, channel SVD and Network Decoupling through their plug-ins, with a fit.
+pub struct Matrix {
+    pub kind: SchemeKind,
+    pub fit: Fit,
+}
+
+impl Matrix {
+    fn plugin<T: Real>(&self) -> Box<dyn dac::scheme::Scheme<T>> {
+        match self.kind {
+            SchemeKind::Spatial => Box::new(dac::scheme::Spatial::new().fit(self.fit)),
+            SchemeKind::Channel => Box::new(dac::scheme::Channel::new().fit(self.fit)),
+            _ => Box::new(dac::scheme::Decoupled::new().fit(self.fit)),
+        }
+    }
+}
+
+impl<T: Real> Scheme<T> for Matrix {
+    fn name(&self) -> String {
+        format!("{}/{:?}/{}", self.kind, self.fit, T::NAME)
+    }
+
+    fn factors(&self, layer: &Conv2dWeights<T>, rank: usize) -> dac::Result<(Vec<Factor<T>>, f64)> {
+        let factored = self.plugin::<T>().factor(layer)?;
+        let factors = factored.factors(rank, &mut Workspace::new())?;
+        Ok((factors, factored.errors().relative_error(rank)))
+    }
+
+    fn max_rank(&self, layer: &Conv2dWeights<T>) -> usize {
+        self.kind.max_rank(&layer.shape())
+    }
+
+    /// The documented compositions, computed here from the written factors.
+    fn reconstruct(&self, layer: &Conv2dWeights<T>, factors: &[Factor<T>]) -> Vec<f64> {
+        let f = |k: usize| -> Vec<f64> { factors[k].conv.weight().iter().map(|v| v.to_f64_exact()).collect() };
+        let [n_out, cg, kh, kw] = layer.dims();
+        let ng = layer.shape().out_per_group();
+        let mut w = vec![0.0; n_out * cg * kh * kw];
+        match self.kind {
+            SchemeKind::Spatial => {
+                let (v, h, r) = (f(0), f(1), factors[1].conv.dims()[1]);
+                for n in 0..n_out {
+                    for c in 0..cg {
+                        for y in 0..kh {
+                            for x in 0..kw {
+                                w[((n * cg + c) * kh + y) * kw + x] = (0..r)
+                                    .map(|j| v[((n / ng * r + j) * cg + c) * kh + y] * h[(n * r + j) * kw + x])
+                                    .sum();
+                            }
+                        }
+                    }
+                }
+            }
+            SchemeKind::Channel => {
+                let (k, p, r) = (f(0), f(1), factors[1].conv.dims()[1]);
+                let row = cg * kh * kw;
+                for n in 0..n_out {
+                    for i in 0..row {
+                        w[n * row + i] = (0..r).map(|j| k[(n / ng * r + j) * row + i] * p[n * r + j]).sum();
+                    }
+                }
+            }
+            _ => {
+                let (e, d, s, t) = (f(0), f(1), f(2), factors[2].conv.dims()[1]);
+                let taps = kh * kw;
+                for n in 0..n_out {
+                    for c in 0..cg {
+                        for tap in 0..taps {
+                            w[(n * cg + c) * taps + tap] = (0..t)
+                                .map(|j| e[(n * t + j) * cg + c] * d[(n * t + j) * taps + tap] * s[n * t + j])
+                                .sum();
+                        }
+                    }
+                }
+            }
+        }
+        w
+    }
+
+    fn metric(&self, layer: &Conv2dWeights<T>) -> Option<Vec<f64>> {
+        let [_, _, kh, kw] = layer.dims();
+        self.fit.rho().map(|rho| correlation(kh, kw, layer.geometry().dilation, rho))
+    }
+
+    fn full_rank_tolerance(&self) -> f64 {
+        if T::NAME == "f32" {
+            2e-4
+        } else {
+            1e-9
+        }
+    }
+
+    /// The factors' shapes and geometries are the documented ones, and the bias is on the last.
+    fn check(&self, layer: &Conv2dWeights<T>, factors: &[Factor<T>], rank: usize) -> Result<(), TestCaseError> {
+        let specs = self.kind.factor_specs(&layer.shape(), layer.geometry(), rank);
+        prop_assert_eq!(factors.len(), specs.len());
+        for (k, (f, spec)) in factors.iter().zip(&specs).enumerate() {
+            prop_assert_eq!(f.role, spec.role);
+            prop_assert_eq!(f.conv.dims(), spec.dims);
+            prop_assert_eq!(*f.conv.geometry(), spec.geometry);
+            let want = if k + 1 == factors.len() { layer.bias() } else { None };
+            prop_assert_eq!(f.conv.bias(), want);
+        }
+        Ok(())
+    }
 }
 
 /// The paper's DAC through its plug-in, `dac::scheme::Dac`, with a backend, a fit and a split.
