@@ -12,7 +12,9 @@
 //! image); Experiment 1, each layer alone decomposed at ranks 1-5; Experiment 2, the first k or
 //! the last k layers decomposed at ranks 1, 3, 5; the planner (`dac::plan`, weights only) at
 //! 1.5x, 2x and 3x whole-network MAC reduction against the best uniform rank and the best
-//! last-k choice reaching the same reduction; an SVG plot of accuracy against MAC reduction.
+//! last-k choice reaching the same reduction; the planner choosing among every factorization
+//! scheme (`--scheme auto`) beside DAC-only plans; an SVG plot of accuracy against MAC
+//! reduction.
 //! Every convolution runs through `dac`'s executor, a decomposed layer as its depthwise +
 //! pointwise pair.
 //!
@@ -22,6 +24,7 @@
 //! the correlated-input fit, the data-using oracle, rank correlations) are in `research/`.
 
 use dac::plan::{Plan, Proxy};
+use dac::scheme::SchemeKind;
 use dac::{cost, Fit};
 use dac_fmnist::{masked, Dataset, Evaluator, Net, Ranks, Res};
 use std::path::{Path, PathBuf};
@@ -100,8 +103,11 @@ fn run_model(stem: &Path, data: &Dataset, full: bool, out: &Path) -> Res<()> {
     experiment_2(&mut ev)?;
     println!("[experiment 2: {:.1} s]", t.elapsed().as_secs_f64());
     let t = Instant::now();
-    let curves = planner_comparison(&mut ev, dense)?;
+    let mut curves = planner_comparison(&mut ev, dense)?;
     println!("[planner comparison: {:.1} s]", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    curves.auto = schemes_comparison(&ev, dense)?;
+    println!("[schemes comparison: {:.1} s]", t.elapsed().as_secs_f64());
     let svg = out.join(format!("{name}_accuracy_vs_macs.svg"));
     plot(&svg, &name, dense, &curves)?;
     println!("plot: {}", svg.display());
@@ -212,6 +218,8 @@ struct Curves {
     /// `(rank, points)` for Experiment 2's ranks, every k.
     last_k: Vec<(usize, Vec<Point>)>,
     planner: Vec<Point>,
+    /// The planner choosing among every scheme (`--scheme auto`, the default of `--speedup`).
+    auto: Vec<Point>,
 }
 
 fn point(ev: &mut Evaluator, label: String, ranks: &[Option<usize>]) -> Res<Point> {
@@ -256,7 +264,43 @@ fn planner_comparison(ev: &mut Evaluator, dense: f64) -> Res<Curves> {
         let points = (1..=l).map(|k| point(ev, String::new(), &masked(&ev.net, l - k..l, r))).collect::<Res<_>>()?;
         last_k_curves.push((r, points));
     }
-    Ok(Curves { uniform, last_k: last_k_curves, planner })
+    Ok(Curves { uniform, last_k: last_k_curves, planner, auto: Vec::new() })
+}
+
+/// The planner choosing a (scheme, rank) per layer among every scheme with its default fit
+/// (`--scheme auto`, `Fit::AUTO_RHO`) beside DAC-only plans with either fit, at each target.
+fn schemes_comparison(ev: &Evaluator, dense: f64) -> Res<Vec<Point>> {
+    let all = |fit: Fit| SchemeKind::ALL.iter().map(|&k| (k, fit)).collect::<Vec<_>>();
+    let (frob, corr, auto) = (Fit::frobenius(), Fit::correlated(Fit::DEFAULT_RHO)?, Fit::correlated(Fit::AUTO_RHO)?);
+    println!(
+        "\nSchemes: the planner among every scheme (--scheme auto, fit correlated={}) beside DAC-only plans",
+        Fit::AUTO_RHO
+    );
+    println!("(accuracy %, dense {dense:.2}%; per layer s = spatial, c = channel, n = decoupled, d = dac, - = dense):");
+    println!("{:>7} | {:>15} | {:>17} | {:>15} | auto plan", "target", "dac (frobenius)", "dac (correlated)", "auto");
+    let mut points = Vec::new();
+    for x in TARGETS {
+        let (_, a) = ev.plan_schemes(x, Proxy::Spatial, &[(SchemeKind::Dac, frob)])?;
+        let (_, b) = ev.plan_schemes(x, Proxy::Spatial, &[(SchemeKind::Dac, corr)])?;
+        let (plan, c) = ev.plan_schemes(x, Proxy::Spatial, &all(auto))?;
+        let layers: Vec<String> = plan
+            .layers
+            .iter()
+            .map(|l| match (l.scheme, l.rank) {
+                (Some(SchemeKind::Decoupled), Some(r)) => format!("n{r}"),
+                (Some(k), Some(r)) => format!("{}{r}", &k.name()[..1]),
+                _ => "-".to_string(),
+            })
+            .collect();
+        let verdict = if c >= a.max(b) { "auto wins" } else { "auto LOSES" };
+        println!(
+            "{x:>7.2} | {a:>15.2} | {b:>17.2} | {c:>8.2} ({:.2}x) | {} ({verdict})",
+            plan.reduction(),
+            layers.join(" ")
+        );
+        points.push(Point { label: format!("{x}x"), reduction: plan.reduction(), accuracy: c });
+    }
+    Ok(points)
 }
 
 /// Every uniform rank and every last-k choice that reaches the lowest target, evaluated. Last k:
@@ -309,7 +353,12 @@ fn print_plans(ev: &mut Evaluator, plans: &[Plan]) -> Res<()> {
 /// Accuracy against whole-network MAC reduction: uniform ranks, last k layers, the planner.
 fn plot(path: &Path, name: &str, dense: f64, curves: &Curves) -> Res<()> {
     use plotters::prelude::*;
-    let all = curves.uniform.iter().chain(&curves.planner).chain(curves.last_k.iter().flat_map(|(_, p)| p));
+    let all = curves
+        .uniform
+        .iter()
+        .chain(&curves.planner)
+        .chain(&curves.auto)
+        .chain(curves.last_k.iter().flat_map(|(_, p)| p));
     let xmax = all.map(|p| p.reduction).fold(1.0f64, f64::max).min(8.0) * 1.05;
     let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -337,7 +386,8 @@ fn plot(path: &Path, name: &str, dense: f64, curves: &Curves) -> Res<()> {
     for ((r, points), c) in curves.last_k.iter().zip(colors) {
         line(points, format!("last k layers at rank {r}"), c.stroke_width(1), 2)?;
     }
-    line(&curves.planner, "dac::plan (Spatial proxy)".into(), RED.stroke_width(3), 4)?;
+    line(&curves.planner, "dac::plan, DAC only (Spatial proxy)".into(), RED.stroke_width(3), 4)?;
+    line(&curves.auto, "dac::plan, every scheme (--scheme auto)".into(), BLACK.stroke_width(3), 4)?;
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerLeft)

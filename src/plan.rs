@@ -77,9 +77,10 @@ impl SchemeOption {
             SchemeKind::Dac => nsr_times_bottleneck(e, shape, rank),
             _ => e / (1.0 - e).max(1e-9),
         };
+        let weight = (1.0 - self.errors.retained_energy(rank)).clamp(0.0, 1.0);
         match proxy {
-            Proxy::Energy => (1.0 - self.errors.retained_energy(rank)).clamp(0.0, 1.0),
-            Proxy::Sensitivity => nsr((1.0 - self.errors.retained_energy(rank)).clamp(0.0, 1.0)),
+            Proxy::Energy => weight,
+            Proxy::Sensitivity => nsr(weight),
             Proxy::Spatial => nsr(self.correlated_lost(rank)),
         }
     }
@@ -390,8 +391,14 @@ impl PlanLayer {
         let mut list = vec![Candidate { choice: None, cost: dense, score: 0.0 }];
         for (o, option) in self.options.iter().enumerate() {
             for r in (1..=option.kind.max_rank(&self.shape)).rev() {
-                let c =
-                    option.kind.cost(&self.name, &self.shape, &self.geometry, self.has_bias, r, Some(self.input_size))?;
+                let c = option.kind.cost(
+                    &self.name,
+                    &self.shape,
+                    &self.geometry,
+                    self.has_bias,
+                    r,
+                    Some(self.input_size),
+                )?;
                 if c.macs < dense.macs && c.params < dense.params {
                     list.push(Candidate { choice: Some((o, r)), cost: c, score: option.score(proxy, &self.shape, r) });
                 }

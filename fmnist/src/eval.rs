@@ -143,6 +143,41 @@ impl Evaluator {
         Ok(c)
     }
 
+    /// Correct count with conv `i` replaced by `chains[i]` (any scheme's factors), run from the
+    /// cached dense input of the first replaced convolution; not memoised.
+    pub fn correct_chains(&self, chains: &[Option<&crate::Chain>]) -> Res<usize> {
+        let first = chains.iter().position(Option::is_some).unwrap_or(0);
+        let (c, _) = crate::evaluate(&self.net, &self.cache[first], self.net.conv_ops[first], chains, &self.labels)?;
+        Ok(c)
+    }
+
+    /// The planner choosing a (scheme, rank) or dense per layer among `schemes` (each with its
+    /// fit) for a `target` whole-network MAC reduction with `proxy` (weights only), and the
+    /// accuracy (%) of its plan, every chosen layer run as its chain of factors.
+    pub fn plan_schemes(
+        &self,
+        target: f64,
+        proxy: Proxy,
+        schemes: &[(dac::scheme::SchemeKind, Fit)],
+    ) -> Res<(Plan, f64)> {
+        let layers = self.net.plan_layers_with(schemes)?;
+        let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy);
+        let plan = dac::plan(&layers, &Target::MacReduction(target), &options)?;
+        let fit_of = |k| schemes.iter().find(|(s, _)| *s == k).map(|(_, f)| *f).expect("a planned scheme");
+        let chains: Vec<Option<crate::Chain>> = plan
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| match (l.scheme, l.rank) {
+                (Some(k), Some(r)) => self.net.chain(i, k, fit_of(k), r).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<dac::Result<_>>()?;
+        let refs: Vec<Option<&crate::Chain>> = chains.iter().map(Option::as_ref).collect();
+        let accuracy = self.pct(self.correct_chains(&refs)?);
+        Ok((plan, accuracy))
+    }
+
     /// Evaluates the "first k layers at `rank`" assignments ([`masked`] over `0..k`) for
     /// k = 1..=L, sharing the work: the activations entering conv `k` with convs `0..k`
     /// decomposed are carried from one k to the next, so each k runs only from conv `k - 1`
@@ -206,11 +241,11 @@ fn dense_pass(net: &Net, batches: &[Tensor4<f32>]) -> Res<(Cache, Vec<u8>)> {
             let mut x = b.clone();
             let mut from = 0;
             for &k in &net.conv_ops {
-                x = net.run_range(x, from, k, &[])?;
+                x = net.run_range(x, from, k, crate::DENSE)?;
                 inputs.push(x.clone());
                 from = k;
             }
-            let logits = net.run_range(x, from, net.ops.len(), &[])?;
+            let logits = net.run_range(x, from, net.ops.len(), crate::DENSE)?;
             Ok((inputs, argmax(&logits)))
         })
         .collect::<Res<_>>()?;

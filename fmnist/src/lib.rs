@@ -82,6 +82,51 @@ pub struct Pair {
     pub pointwise: Pointwise<f32>,
 }
 
+/// What can stand in for a dense convolution: DAC's [`Pair`] (run by the fast pair executor)
+/// or any scheme's chain of factor convolutions ([`Chain`]).
+pub trait Replace: Sync {
+    /// The replacement applied to `x`.
+    fn apply(&self, x: &Tensor4<f32>) -> Res<Tensor4<f32>>;
+}
+
+impl Replace for Pair {
+    fn apply(&self, x: &Tensor4<f32>) -> Res<Tensor4<f32>> {
+        conv_pair(x, self)
+    }
+}
+
+/// A chain of factor convolutions (`Factored::factors` of any `dac::scheme`), run in order.
+#[derive(Debug, Clone)]
+pub struct Chain(pub Vec<Conv2dWeights<f32>>);
+
+impl Replace for Chain {
+    fn apply(&self, x: &Tensor4<f32>) -> Res<Tensor4<f32>> {
+        let mut y = conv(x, &self.0[0])?;
+        for f in &self.0[1..] {
+            y = conv(&y, f)?;
+        }
+        Ok(y)
+    }
+}
+
+/// The scheme of `kind` with `fit` (DAC through `svd`).
+fn scheme_of<'b>(
+    kind: dac::scheme::SchemeKind,
+    fit: dac::Fit,
+    svd: &'b dac::svd::NalgebraSvd,
+) -> Box<dyn dac::scheme::Scheme<f32> + 'b> {
+    use dac::scheme::{Channel, Dac, Decoupled, SchemeKind, Spatial};
+    match kind {
+        SchemeKind::Spatial => Box::new(Spatial::new().fit(fit)),
+        SchemeKind::Channel => Box::new(Channel::new().fit(fit)),
+        SchemeKind::Decoupled => Box::new(Decoupled::new().fit(fit)),
+        _ => Box::new(Dac::new(svd).fit(fit)),
+    }
+}
+
+/// No replacement at all (for the dense network's passes).
+pub const DENSE: &[Option<&Pair>] = &[];
+
 /// Tensor name -> (shape, values).
 pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -342,29 +387,59 @@ impl Net {
             .collect()
     }
 
+    /// Every convolution factored by each of `schemes` (each with its fit), as the planner
+    /// sees it (`PlanLayer::with_schemes`, DAC through nalgebra's SVD as
+    /// [`plan_layers`](Self::plan_layers)).
+    pub fn plan_layers_with(
+        &self,
+        schemes: &[(dac::scheme::SchemeKind, dac::Fit)],
+    ) -> dac::Result<Vec<dac::plan::PlanLayer>> {
+        let svd = dac::svd::NalgebraSvd::default();
+        self.convs
+            .iter()
+            .zip(&self.conv_inputs)
+            .map(|(l, &hw)| {
+                let factored = schemes
+                    .iter()
+                    .map(|&(k, fit)| scheme_of(k, fit, &svd).factor(l))
+                    .collect::<dac::Result<Vec<_>>>()?;
+                let refs: Vec<&dyn dac::scheme::Factored<f32>> = factored.iter().map(|f| &**f).collect();
+                dac::plan::PlanLayer::with_schemes(&refs, hw)
+            })
+            .collect()
+    }
+
+    /// Conv `i` factored by `kind` with `fit` at `rank`, as a chain of convolutions.
+    pub fn chain(&self, i: usize, kind: dac::scheme::SchemeKind, fit: dac::Fit, rank: usize) -> dac::Result<Chain> {
+        let svd = dac::svd::NalgebraSvd::default();
+        let factored = scheme_of(kind, fit, &svd).factor(&self.convs[i])?;
+        let factors = factored.factors(rank, &mut dac::scheme::Workspace::new())?;
+        Ok(Chain(factors.into_iter().map(|f| f.conv).collect()))
+    }
+
     /// Cost of the linear layers.
     pub fn fixed_cost(&self) -> dac::Cost {
         self.linears.iter().map(|l| dac::cost::linear(l.out_features, l.in_features, true)).sum()
     }
 
     /// Runs ops `from..` on `x` (the input of op `from`), replacing conv `i` by `pairs[i]`.
-    pub fn run_from(&self, x: Tensor4<f32>, from: usize, pairs: &[Option<&Pair>]) -> Res<Tensor4<f32>> {
+    pub fn run_from<R: Replace>(&self, x: Tensor4<f32>, from: usize, pairs: &[Option<&R>]) -> Res<Tensor4<f32>> {
         self.run_range(x, from, self.ops.len(), pairs)
     }
 
     /// [`run_from`](Self::run_from) on a borrowed input: a convolution at `from` reads it in
     /// place (no copy of a cached activation).
-    pub fn run_from_ref(&self, x: &Tensor4<f32>, from: usize, pairs: &[Option<&Pair>]) -> Res<Tensor4<f32>> {
+    pub fn run_from_ref<R: Replace>(&self, x: &Tensor4<f32>, from: usize, pairs: &[Option<&R>]) -> Res<Tensor4<f32>> {
         self.run_range_ref(x, from, self.ops.len(), pairs)
     }
 
     /// [`run_range`](Self::run_range) on a borrowed input (see [`run_from_ref`](Self::run_from_ref)).
-    pub fn run_range_ref(
+    pub fn run_range_ref<R: Replace>(
         &self,
         x: &Tensor4<f32>,
         from: usize,
         to: usize,
-        pairs: &[Option<&Pair>],
+        pairs: &[Option<&R>],
     ) -> Res<Tensor4<f32>> {
         match self.ops.get(from) {
             Some(&Op::Conv(i)) if from < to => self.run_range(self.conv_op(x, i, pairs)?, from + 1, to, pairs),
@@ -373,7 +448,13 @@ impl Net {
     }
 
     /// Runs ops `from..to` on `x`, replacing conv `i` by `pairs[i]`.
-    pub fn run_range(&self, mut x: Tensor4<f32>, from: usize, to: usize, pairs: &[Option<&Pair>]) -> Res<Tensor4<f32>> {
+    pub fn run_range<R: Replace>(
+        &self,
+        mut x: Tensor4<f32>,
+        from: usize,
+        to: usize,
+        pairs: &[Option<&R>],
+    ) -> Res<Tensor4<f32>> {
         for op in &self.ops[from..to] {
             x = match *op {
                 Op::Conv(i) => self.conv_op(&x, i, pairs)?,
@@ -395,9 +476,9 @@ impl Net {
     }
 
     /// Conv `i` on `x`: `pairs[i]` if given, else the dense layer.
-    fn conv_op(&self, x: &Tensor4<f32>, i: usize, pairs: &[Option<&Pair>]) -> Res<Tensor4<f32>> {
+    fn conv_op<R: Replace>(&self, x: &Tensor4<f32>, i: usize, pairs: &[Option<&R>]) -> Res<Tensor4<f32>> {
         match pairs.get(i).copied().flatten() {
-            Some(p) => conv_pair(x, p),
+            Some(p) => p.apply(x),
             None => conv(x, &self.convs[i]),
         }
     }
@@ -503,11 +584,11 @@ fn linear(x: &Tensor4<f32>, l: &Linear) -> Res<Tensor4<f32>> {
 
 /// Correct predictions and the predictions themselves, running every batch from op `from`
 /// (inputs `starts[b]`), with `pairs` replacing convolutions. Batches run in parallel.
-pub fn evaluate(
+pub fn evaluate<R: Replace>(
     net: &Net,
     starts: &[Tensor4<f32>],
     from: usize,
-    pairs: &[Option<&Pair>],
+    pairs: &[Option<&R>],
     labels: &[u8],
 ) -> Res<(usize, Vec<u8>)> {
     let preds: Vec<Vec<u8>> = starts

@@ -30,6 +30,7 @@ pub use self::report::{ConvertedLayer, SizeSource, SkipReason, SkippedLayer, Sum
 use self::options::matches_any;
 use crate::cost::{self, Cost};
 use crate::error::{Error, Result};
+use crate::fit::Fit;
 use crate::plan::{self, Plan, PlanLayer, PlanOptions};
 use crate::rank::{Rank, RankChoice};
 use crate::scalar::Real;
@@ -78,8 +79,9 @@ pub(crate) struct Site {
     pub input: Option<(usize, usize)>,
     pub size: SizeSource,
     pub fate: Fate,
-    /// The schemes the layer may be converted with.
-    pub scheme: SchemeChoice,
+    /// The schemes the layer may be converted with, when given ([`ConvertOptions::scheme`],
+    /// [`ConvertOptions::scheme_for`]); `None`: the default ([`choice`]).
+    pub scheme: Option<SchemeChoice>,
 }
 
 impl Site {
@@ -162,12 +164,13 @@ pub(crate) struct Schemes<'b, T: Real> {
 }
 
 impl<'b, T: Real> Schemes<'b, T> {
-    pub fn new(options: &ConvertOptions, backend: &'b dyn SvdBackend<T>) -> Self {
+    /// Every scheme with `fit` (from [`fit_in_use`]), DAC with the options' split.
+    pub fn new(fit: Fit, options: &ConvertOptions, backend: &'b dyn SvdBackend<T>) -> Self {
         Self {
-            dac: Dac::new(backend).fit(options.fit).split(options.split),
-            spatial: Spatial::new().fit(options.fit),
-            channel: Channel::new().fit(options.fit),
-            decoupled: Decoupled::new().fit(options.fit),
+            dac: Dac::new(backend).fit(fit).split(options.split),
+            spatial: Spatial::new().fit(fit),
+            channel: Channel::new().fit(fit),
+            decoupled: Decoupled::new().fit(fit),
         }
     }
     /// The scheme of `kind`.
@@ -178,6 +181,27 @@ impl<'b, T: Real> Schemes<'b, T> {
             SchemeKind::Channel => &self.channel,
             SchemeKind::Decoupled => &self.decoupled,
         }
+    }
+}
+
+/// The schemes a site may be converted with: as given, or by default any scheme when the
+/// planner chooses its rank and DAC's otherwise.
+pub(crate) fn choice(site: &Site, options: &ConvertOptions) -> SchemeChoice {
+    match site.scheme {
+        Some(c) => c,
+        None if planned(site, options) => SchemeChoice::Auto,
+        None => SchemeChoice::Only(SchemeKind::Dac),
+    }
+}
+
+/// The fit of the whole conversion: as given, or [`Fit::frobenius`] unless some candidate may
+/// take any scheme (then `Fit::correlated(Fit::AUTO_RHO)`).
+pub(crate) fn fit_in_use(sites: &[Site], options: &ConvertOptions) -> Fit {
+    let auto = |s: &Site| matches!(s.fate, Fate::Candidate { .. }) && choice(s, options) == SchemeChoice::Auto;
+    match options.fit {
+        Some(fit) => fit,
+        None if sites.iter().any(auto) => Fit::correlated(Fit::AUTO_RHO).expect("a valid constant"),
+        None => Fit::frobenius(),
     }
 }
 
@@ -215,7 +239,7 @@ pub(crate) fn select(
         settle_geometry(&mut f, selection)?;
         let (input, size) = settle_size(&f, selection, input_size, per_position);
         let fate = fate(&f, selection);
-        let scheme = Selection::last_match(&selection.schemes, &f.keys).copied().unwrap_or(selection.scheme);
+        let scheme = Selection::last_match(&selection.schemes, &f.keys).copied().or(selection.scheme);
         sites.push(Site { found: f, input, size, fate, scheme });
     }
     Ok(sites)
@@ -325,7 +349,7 @@ pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Result
         return Err(Error::UnknownInputSize { layer: s.found.name.clone() });
     }
     let by_policy = |s: &&Site| matches!(s.fate, Fate::Candidate { .. }) && !planned(s, options);
-    if let Some(s) = sites.iter().filter(by_policy).find(|s| s.scheme == SchemeChoice::Auto) {
+    if let Some(s) = sites.iter().filter(by_policy).find(|s| s.scheme == Some(SchemeChoice::Auto)) {
         return Err(Error::SchemeNeedsPlanner { layer: s.found.name.clone() });
     }
     let energy = matches!(options.ranks, RankSource::Policy(Rank::Energy(_)));
@@ -337,7 +361,11 @@ pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Result
 ///
 /// # Errors
 /// [`Error::EmptyOutput`] when the layer's input is too small for its kernel.
-pub(crate) fn analyse<T: Real>(site: &Site, factored: &[&dyn Factored<T>], options: &ConvertOptions) -> Result<Analysis> {
+pub(crate) fn analyse<T: Real>(
+    site: &Site,
+    factored: &[&dyn Factored<T>],
+    options: &ConvertOptions,
+) -> Result<Analysis> {
     match (planned(site, options), site.input) {
         (true, Some(hw)) => {
             Ok(Analysis::Planned(PlanLayer::with_schemes(factored, hw)?.with_bias(site.found.has_bias)))
@@ -405,7 +433,7 @@ fn plan_rest(
 /// A policy's decision for one site; a fixed rank above the maximum leaves it dense.
 fn by_policy(site: &Site, policy: Rank, analysis: Option<&Analysis>, options: &ConvertOptions) -> Result<Decision> {
     let shape = site.shape();
-    let SchemeChoice::Only(scheme) = site.scheme else {
+    let SchemeChoice::Only(scheme) = choice(site, options) else {
         return Err(Error::SchemeNeedsPlanner { layer: site.name().to_string() });
     };
     if let Rank::Fixed(rank) = policy {

@@ -27,7 +27,8 @@ pub struct Selection {
     pub(crate) strides: Vec<(String, (usize, usize))>,
     pub(crate) paddings: Vec<(String, Padding)>,
     pub(crate) dilations: Vec<(String, (usize, usize))>,
-    pub(crate) scheme: SchemeChoice,
+    /// `None`: the default (see [`ConvertOptions::scheme`]).
+    pub(crate) scheme: Option<SchemeChoice>,
     pub(crate) schemes: Vec<(String, SchemeChoice)>,
 }
 
@@ -119,13 +120,6 @@ pub enum SchemeChoice {
     Auto,
     /// This scheme only.
     Only(SchemeKind),
-}
-
-impl Default for SchemeChoice {
-    /// DAC, the paper's scheme (`--scheme dac`).
-    fn default() -> Self {
-        Self::Only(SchemeKind::Dac)
-    }
 }
 
 impl SchemeChoice {
@@ -302,7 +296,8 @@ pub struct ConvertOptions {
     pub(crate) precision: Precision,
     pub(crate) output_dtype: Option<FloatDtype>,
     pub(crate) split: Split,
-    pub(crate) fit: Fit,
+    /// `None`: the default (see [`ConvertOptions::fit`]).
+    pub(crate) fit: Option<Fit>,
     pub(crate) force: bool,
     pub(crate) svd: SvdMethod,
     pub(crate) memory_budget: Option<usize>,
@@ -335,7 +330,7 @@ impl ConvertOptions {
             precision: Precision::F32,
             output_dtype: None,
             split: Split::default(),
-            fit: Fit::frobenius(),
+            fit: None,
             force: false,
             svd: SvdMethod::default(),
             memory_budget: None,
@@ -360,10 +355,14 @@ impl ConvertOptions {
         self.selection.exclude.push(pattern.into());
         self
     }
-    /// The schemes every layer may be converted with (default: DAC only). [`SchemeChoice::Auto`]
-    /// lets the planner choose per layer and needs a target ([`planned`](Self::planned)).
+    /// The schemes every layer may be converted with. By default, a layer whose rank the
+    /// whole-network planner chooses ([`planned`](Self::planned)) may take any scheme
+    /// ([`SchemeChoice::Auto`]: it beat every DAC-only plan on both shipped networks,
+    /// EXPERIMENTS.md), and a layer ranked by a policy or [`rank_for`](Self::rank_for) is DAC's.
+    /// An explicit `Auto` on a layer that is not planned is
+    /// [`Error::SchemeNeedsPlanner`](crate::Error::SchemeNeedsPlanner).
     pub fn scheme(mut self, choice: SchemeChoice) -> Self {
-        self.selection.scheme = choice;
+        self.selection.scheme = Some(choice);
         self
     }
     /// The schemes the layers matching `pattern` may be converted with (the last matching
@@ -444,13 +443,15 @@ impl ConvertOptions {
         self.split = split;
         self
     }
-    /// Which rank-`r` approximation the pairs represent (default [`Fit::frobenius`], the DAC
-    /// paper's). With [`Fit::correlated`], energy policies, the planner (scoring as
-    /// [`PlanLayer::new`](crate::plan::PlanLayer::new) describes) and the summary's errors all
-    /// use the weighted spectra: the relative errors are output errors for correlated inputs.
-    /// A checkpoint's `dac.layer.<layer>` records then carry `"fit":"correlated=ρ"`.
+    /// Which rank-`r` approximation the factors represent. Default: [`Fit::frobenius`] (the DAC
+    /// paper's), except when some layer may take any scheme ([`SchemeChoice::Auto`]):
+    /// `Fit::correlated(Fit::AUTO_RHO)` then. With [`Fit::correlated`], energy policies, the
+    /// planner (scoring as [`PlanLayer::new`](crate::plan::PlanLayer::new) describes) and the
+    /// summary's errors all use the weighted spectra: the relative errors are output errors for
+    /// correlated inputs. A checkpoint's `dac.layer.<layer>` records then carry
+    /// `"fit":"correlated=ρ"`.
     pub fn fit(mut self, fit: Fit) -> Self {
-        self.fit = fit;
+        self.fit = Some(fit);
         self
     }
     /// Replaces an existing output file (default: an existing output is an error).

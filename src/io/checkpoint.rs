@@ -11,6 +11,7 @@ use crate::convert::{
 use crate::cost::{self, Cost};
 use crate::decompose::Split;
 use crate::error::{Error, Result};
+use crate::fit::Fit;
 use crate::plan::Plan;
 use crate::scalar::Real;
 use crate::scheme::{FactorSpec, Factored, Scheme, SchemeKind, Workspace};
@@ -219,13 +220,15 @@ pub(crate) fn convert<T: Real>(
         }
     }
     let backend = convert::backend::<T>(options.svd);
-    let schemes = convert::Schemes::new(options, &*backend);
+    let fit = convert::fit_in_use(&sites, options);
+    let schemes = convert::Schemes::new(fit, options, &*backend);
     let job = Job {
         ck: &ck,
         sites: &sites,
         tensors: &tensors,
         options,
         schemes: &schemes,
+        fit,
         defer: backend.rejects_non_finite(),
     };
     let needs = convert::needs_analysis(&sites, options).map_err(|e| in_file(&ck.path, e))?;
@@ -251,6 +254,8 @@ pub(crate) struct Job<'j, T: Real> {
     pub tensors: &'j [Tensors],
     pub options: &'j ConvertOptions,
     pub schemes: &'j convert::Schemes<'j, T>,
+    /// The fit of the conversion ([`convert::fit_in_use`]).
+    pub fit: Fit,
     /// Whether weights are loaded without a finiteness scan (the backend finds non-finite values).
     pub defer: bool,
 }
@@ -320,7 +325,7 @@ impl<'j, T: Real> Job<'j, T> {
 
     /// `layer` factored by each scheme its site allows.
     fn factor_all<'a>(&self, site: &Site, layer: &'a Conv2dWeights<T>) -> Result<Vec<Box<dyn Factored<T> + 'a>>> {
-        let schemes = site.scheme.kinds().into_iter().map(|k| self.schemes.get(k));
+        let schemes = convert::choice(site, self.options).kinds().into_iter().map(|k| self.schemes.get(k));
         schemes.map(|scheme| factor_loaded(&self.ck.path, layer, scheme, self.defer)).collect()
     }
 
@@ -405,7 +410,7 @@ impl<'j, T: Real> Job<'j, T> {
             out_channels: shape.out_channels,
             kernel: [shape.kh, shape.kw],
             bias: site.found.has_bias,
-            fit: self.options.fit.to_string(),
+            fit: self.fit.to_string(),
         }
     }
 }
@@ -518,7 +523,7 @@ impl<T: Real> Job<'_, T> {
             linear,
             plan,
             svd,
-            fit: self.options.fit,
+            fit: self.fit,
             layout: None,
             assumption: Some(ASSUMPTION),
         }

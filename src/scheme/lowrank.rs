@@ -151,10 +151,7 @@ impl Whitening {
     pub fn taps(kh: usize, kw: usize, dilation: (usize, usize), rho: f64) -> Self {
         let t = kh * kw;
         let (half, inv) = crate::fit::correlation_roots(kh, kw, dilation, rho);
-        Self {
-            half: DMatrix::from_row_slice(t, t, &half),
-            inv: DMatrix::from_row_slice(t, t, &inv),
-        }
+        Self { half: DMatrix::from_row_slice(t, t, &half), inv: DMatrix::from_row_slice(t, t, &inv) }
     }
 }
 

@@ -361,8 +361,7 @@ pub(crate) fn build_factors<T: Real, const F: usize>(
         let mut buffer = workspace.take();
         lowrank::write_as(&name, "weight", &v, &mut buffer)?;
         let bias = if k + 1 == F { layer.bias().map(<[T]>::to_vec) } else { None };
-        let conv =
-            Conv2dWeights::builder(buffer, spec.dims).name(name).geometry(spec.geometry).maybe_bias(bias);
+        let conv = Conv2dWeights::builder(buffer, spec.dims).name(name).geometry(spec.geometry).maybe_bias(bias);
         let conv = conv.defer_weight_finiteness().build()?; // `write_as` checked it
         out.push(Factor { role: spec.role, conv });
     }

@@ -389,8 +389,8 @@ fn every_scheme_round_trips_through_its_records() {
                 .map(|(k, f)| {
                     let (v, shape, _) = tensor_f64(&ost, &format!("{name}.{}.weight", f.role));
                     assert_eq!(shape, f.shape.to_vec(), "{kind} {name} {}", f.role);
-                    let b = (k == last && bias.is_some())
-                        .then(|| tensor_f64(&ost, &format!("{name}.{}.bias", f.role)).0);
+                    let b =
+                        (k == last && bias.is_some()).then(|| tensor_f64(&ost, &format!("{name}.{}.bias", f.role)).0);
                     let [t, b_, l, r] = f.padding;
                     Conv2dWeights::builder(v, f.shape)
                         .maybe_bias(b)

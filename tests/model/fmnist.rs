@@ -81,11 +81,15 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     let svd = NalgebraSvd::default();
     let facts: Vec<_> = net.convs.iter().map(|l| Factorization::compute(l, &svd).unwrap()).collect();
     let layers = net.plan_layers(dac::Fit::frobenius()).unwrap();
+    let dac_only = dac::convert::SchemeChoice::Only(dac::scheme::SchemeKind::Dac);
     for target in [1.5, 2.0, 3.0] {
         let options = PlanOptions::default().fixed(net.fixed_cost());
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
-        let (rewritten, report) =
-            rewrite_model(&original, &ConvertOptions::speedup(target).svd(dac::convert::SvdMethod::Nalgebra)).unwrap();
+        let (rewritten, report) = rewrite_model(
+            &original,
+            &ConvertOptions::speedup(target).svd(dac::convert::SvdMethod::Nalgebra).scheme(dac_only),
+        )
+        .unwrap();
         let p = report.plan.unwrap();
         assert!(
             (p.reduction() - plan.reduction()).abs() < 1e-12,
@@ -120,5 +124,35 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
             p.reduction(),
             100.0 * correct as f64 / images as f64
         );
+    }
+
+    // The default, every scheme (`--scheme auto`, fit correlated=AUTO_RHO): the rewrite plans as
+    // `dac::plan` on the same factorisations, and tract on the rewritten graph predicts what the
+    // Rust forward pass with each chosen layer's chain of factors predicts.
+    let auto = dac::Fit::correlated(dac::Fit::AUTO_RHO).unwrap();
+    let schemes: Vec<_> = dac::scheme::SchemeKind::ALL.iter().map(|&k| (k, auto)).collect();
+    let layers = net.plan_layers_with(&schemes).unwrap();
+    for target in [1.5, 3.0] {
+        let options = PlanOptions::default().fixed(net.fixed_cost());
+        let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
+        let (rewritten, report) =
+            rewrite_model(&original, &ConvertOptions::speedup(target).svd(dac::convert::SvdMethod::Nalgebra)).unwrap();
+        let p = report.plan.unwrap();
+        assert_eq!(p.after.macs, plan.after.macs, "{target}x");
+        let chains: Vec<Option<net::Chain>> = plan
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, lp)| match (lp.scheme, lp.rank) {
+                (Some(k), Some(r)) => Some(net.chain(i, k, auto, r).unwrap()),
+                _ => None,
+            })
+            .collect();
+        let refs: Vec<Option<&net::Chain>> = chains.iter().map(Option::as_ref).collect();
+        let expected = net::evaluate(&net, &batches, first, &refs, &data.labels).unwrap().1;
+        let got = tract_predictions(&rewritten, &data.images);
+        let differ: Vec<usize> = (0..images).filter(|&i| got[i] != expected[i]).collect();
+        assert!(differ.is_empty(), "{target}x auto: images {differ:?} differ");
+        eprintln!("{target}x auto: tract on the rewritten ONNX: {}/{images} correct", count(&got));
     }
 }

@@ -13,7 +13,7 @@ fn check(stem: &str) {
     assert_eq!(data.len(), 10_000);
     let subset = data.first(1000);
     let batches = net::batches(&subset, 100).unwrap();
-    let (correct, preds) = net::evaluate(&model, &batches, 0, &[], &subset.labels).unwrap();
+    let (correct, preds) = net::evaluate(&model, &batches, 0, net::DENSE, &subset.labels).unwrap();
     let recorded = model.meta["subset_correct_first_1000"].as_u64().unwrap() as usize;
     assert_eq!(correct, recorded, "{stem}: correct count on the first 1000 images");
     let expected = std::fs::read(root.join("models").join(format!("{stem}.preds"))).unwrap();

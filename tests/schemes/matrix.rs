@@ -26,7 +26,9 @@ fn matrices(kind: SchemeKind, w: &[f64], [n, cg, kh, kw]: [usize; 4], groups: us
             .map(|g| DMatrix::from_fn(cg * kh, ng * kw, |r, c| at(g * ng + c / kw, r / kh, r % kh, c % kw)))
             .collect(),
         SchemeKind::Channel => (0..groups)
-            .map(|g| DMatrix::from_fn(ng, cg * kh * kw, |r, c| at(g * ng + r, c / (kh * kw), c % (kh * kw) / kw, c % kw)))
+            .map(|g| {
+                DMatrix::from_fn(ng, cg * kh * kw, |r, c| at(g * ng + r, c / (kh * kw), c % (kh * kw) / kw, c % kw))
+            })
             .collect(),
         _ => (0..n).map(|o| DMatrix::from_fn(cg, kh * kw, |c, t| at(o, c, t / kw, t % kw))).collect(),
     }
@@ -102,8 +104,11 @@ fn costs_are_the_closed_forms_and_the_counted_factor_macs() {
                     _ => cost::pair("l", &shape, true, rank, out).unwrap().macs as u128,
                 };
                 assert_eq!(c.macs as u128, closed, "{kind} {dims:?} rank {rank}");
-                let weights: usize =
-                    kind.factor_specs(&shape, layer.geometry(), rank).iter().map(|f| f.dims.iter().product::<usize>()).sum();
+                let weights: usize = kind
+                    .factor_specs(&shape, layer.geometry(), rank)
+                    .iter()
+                    .map(|f| f.dims.iter().product::<usize>())
+                    .sum();
                 assert_eq!(c.params, (weights + dims[0]) as u64, "{kind} {dims:?} rank {rank}");
             }
         }

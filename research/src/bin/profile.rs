@@ -24,7 +24,7 @@ fn main() -> Res<()> {
         let mut x = b;
         for (k, _) in net.ops.iter().enumerate() {
             let t = Instant::now();
-            x = net.run_range(x, k, k + 1, &[])?;
+            x = net.run_range(x, k, k + 1, dac_fmnist::DENSE)?;
             seconds[k] += t.elapsed().as_secs_f64();
         }
     }

@@ -52,11 +52,12 @@ pub struct ConversionArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
-    /// The factorisation: `dac` (the paper's depthwise + pointwise pair, default), `spatial`
-    /// (kh x 1 then 1 x kw), `channel` (kh x kw to r channels, then 1x1), `decoupled` (Network
-    /// Decoupling: 1x1, depthwise, 1x1 sum) or `auto` (the planner picks a scheme and rank per
-    /// layer; needs --speedup). `NAME=SCHEME` sets it for layers matching NAME (a glob);
-    /// repeatable, the last match wins.
+    /// The factorisation: `dac` (the paper's depthwise + pointwise pair), `spatial` (kh x 1 then
+    /// 1 x kw), `channel` (kh x kw to r channels, then 1x1), `decoupled` (Network Decoupling:
+    /// 1x1, depthwise, 1x1 sum) or `auto` (the planner picks a scheme and rank per layer; needs
+    /// --speedup). Default: auto for the layers --speedup plans, dac for --rank, --energy and
+    /// --rank-for. `NAME=SCHEME` sets it for layers matching NAME (a glob); repeatable, the last
+    /// match wins.
     #[arg(long, value_name = "[NAME=]SCHEME", value_parser = parse_scheme)]
     pub scheme: Vec<(Option<String>, SchemeChoice)>,
     /// Where DAC's singular values go.
@@ -65,9 +66,10 @@ pub struct ConversionArgs {
     /// Which rank-r approximation: `frobenius` (the paper's: closest weights) or
     /// `correlated[=RHO]` (smallest output error for inputs whose neighbouring pixels correlate
     /// as RHO, default 0.7; errors and energies are then output errors). Applies to --rank,
-    /// --energy and --speedup.
-    #[arg(long, value_name = "FIT", default_value = "frobenius", value_parser = parse_fit)]
-    pub fit: Fit,
+    /// --energy and --speedup. Default: frobenius, or correlated=0.2 when a layer may take any
+    /// scheme (--scheme auto, the default with --speedup).
+    #[arg(long, value_name = "FIT", value_parser = parse_fit)]
+    pub fit: Option<Fit>,
     /// Compute in f64 instead of f32.
     #[arg(long)]
     pub f64: bool,
@@ -95,9 +97,11 @@ impl ConversionArgs {
             .allow_slower(self.allow_slower)
             .force(self.force)
             .svd(self.svd.method())
-            .fit(self.fit)
             .precision(if self.f64 { Precision::F64 } else { Precision::F32 })
             .split(self.split.split());
+        if let Some(fit) = self.fit {
+            o = o.fit(fit);
+        }
         for (p, r) in &self.rank_for {
             o = o.rank_for(p.clone(), *r);
         }

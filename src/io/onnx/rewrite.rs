@@ -5,19 +5,26 @@ use super::graph::{Graph, Patch};
 use super::layout::{self, Chain, Names, PairNames, PairValues};
 use super::{onnx_error, proto};
 use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Precision, Site, Summary};
-use crate::scheme::SchemeKind;
 use crate::error::Result;
 use crate::scalar::Real;
+use crate::scheme::SchemeKind;
 use crate::scheme::{Factored, Workspace};
 use crate::svd::SvdBackend;
 use crate::weights::Conv2dWeights;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-/// The schemes factoring f32 and f64 weights.
+/// The schemes factoring f32 and f64 weights, and the options choosing among them.
 struct Schemes<'b> {
     f32: convert::Schemes<'b, f32>,
     f64: convert::Schemes<'b, f64>,
+    options: &'b ConvertOptions,
+}
+
+impl Schemes<'_> {
+    fn choice(&self, site: &Site) -> convert::SchemeChoice {
+        convert::choice(site, self.options)
+    }
 }
 
 /// A convolution's weights in the precision it is factored in: f64 for double weights or
@@ -48,7 +55,12 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     let sites = convert::select(found, &options.selection, options.input_size, file, false)?;
     let (b32, b64): (Box<dyn SvdBackend<f32>>, Box<dyn SvdBackend<f64>>) =
         (convert::backend(options.svd), convert::backend(options.svd));
-    let schemes = Schemes { f32: convert::Schemes::new(options, &*b32), f64: convert::Schemes::new(options, &*b64) };
+    let fit = convert::fit_in_use(&sites, options);
+    let schemes = Schemes {
+        f32: convert::Schemes::new(fit, options, &*b32),
+        f64: convert::Schemes::new(fit, options, &*b64),
+        options,
+    };
     let needs = convert::needs_analysis(&sites, options)?;
     // Layers ranked from their spectra are decoded and factored once, and kept until written.
     let mut layers = Vec::with_capacity(sites.len());
@@ -103,7 +115,7 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         linear,
         plan,
         svd: b32.name(),
-        fit: options.fit,
+        fit,
         layout: Some(options.layout),
         assumption: None,
     };
@@ -142,7 +154,7 @@ impl Layer {
     }
     /// Factored by every scheme the site allows, in that order.
     fn factor_all<'a>(&'a self, site: &Site, schemes: &Schemes<'_>) -> Result<Vec<Fact<'a>>> {
-        site.scheme.kinds().into_iter().map(|k| self.factor(k, schemes)).collect()
+        schemes.choice(site).kinds().into_iter().map(|k| self.factor(k, schemes)).collect()
     }
 }
 
@@ -231,7 +243,8 @@ impl Rewriter<'_, '_> {
             opset: self.g.opset,
             stem: stem(conv.weight),
         };
-        let chain = Chain { node, specs: scheme.factor_specs(&shape, &site.found.geometry, rank), stem: stem(conv.weight) };
+        let chain =
+            Chain { node, specs: scheme.factor_specs(&shape, &site.found.geometry, rank), stem: stem(conv.weight) };
         let key = (conv.weight.to_string(), shape.groups, scheme, rank);
         let (init_names, errors) = match self.shared.get(&key) {
             Some(done) => done.clone(),
