@@ -50,7 +50,7 @@ def main():
 
     stem = sys.argv[1] if len(sys.argv) > 1 else "fmnist_vgg"
     d = os.path.join(ROOT, "target", "onnx_speed")
-    names = ["original"] + [f"{t}x-{l}" for t in ("1.5", "2", "3") for l in ("fused", "multiplier1")]
+    names = ["original"] + [f"{t}x-{v}" for t in ("1.5", "2", "3") for v in ("auto", "dac-fused", "dac-multiplier1")]
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1

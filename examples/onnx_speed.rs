@@ -1,18 +1,21 @@
 //! Wall-clock speed of the reference network in tract: the original ONNX model against `dac onnx`
-//! rewrites at 1.5x, 2x and 3x planned MAC reduction, both layouts, batch 1 and 32.
+//! rewrites at 1.5x, 2x and 3x planned MAC reduction: every scheme (`--scheme auto`, the
+//! default) and DAC only in both layouts, batch 1 and 32.
 //!
 //! ```text
 //! cargo run --release --features onnx --example onnx_speed            # models/fmnist_vgg.onnx
 //! cargo run --release --features onnx --example onnx_speed -- models/fmnist_alt.onnx
 //! ```
 //!
-//! The rewritten models are written to `target/onnx_speed/<stem>-<target>x-<layout>.onnx`, where
+//! The rewritten models are written to `target/onnx_speed/<stem>-<target>x-<variant>.onnx`
+//! (`auto`, `dac-fused`, `dac-multiplier1`), where
 //! `bench/onnx_speed.py` times them in onnxruntime. One thread; median of repeated runs.
 
 #[cfg(feature = "onnx")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use dac::convert::{ConvertOptions, Layout};
+    use dac::convert::{ConvertOptions, Layout, SchemeChoice};
     use dac::io::onnx::rewrite_model;
+    use dac::scheme::SchemeKind;
     use std::time::{Duration, Instant};
     use tract_onnx::prelude::*;
 
@@ -46,9 +49,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut variants: Vec<(String, f64, Vec<u8>)> = vec![("original".to_string(), 1.0, original.clone())];
     for target in [1.5, 2.0, 3.0] {
-        for layout in [Layout::Fused, Layout::Multiplier1] {
-            let (bytes, report) = rewrite_model(&original, &ConvertOptions::speedup(target).layout(layout))?;
-            let name = format!("{stem}-{target}x-{}", layout.as_str());
+        let dac = ConvertOptions::speedup(target).scheme(SchemeChoice::Only(SchemeKind::Dac));
+        let options = [
+            ("auto".to_string(), ConvertOptions::speedup(target)),
+            ("dac-fused".to_string(), dac.clone().layout(Layout::Fused)),
+            ("dac-multiplier1".to_string(), dac.layout(Layout::Multiplier1)),
+        ];
+        for (variant, options) in options {
+            let (bytes, report) = rewrite_model(&original, &options)?;
+            let name = format!("{stem}-{target}x-{variant}");
             std::fs::write(out_dir.join(format!("{name}.onnx")), &bytes)?;
             variants.push((name, report.reduction().unwrap_or(f64::NAN), bytes));
         }

@@ -8,9 +8,10 @@
 //!    settled, each layer a candidate or skipped with a [`SkipReason`];
 //! 2. `needs_analysis`: which candidates must be factored before ranks can be chosen (energy
 //!    policies, the planner); the adapter factors them (`analyse`);
-//! 3. `decide`: one rank (or "dense") per layer, by a policy or the planner;
-//! 4. factoring: the adapter asks the [`Scheme`] of
-//!    `scheme_for` for each converted layer's factors and writes them;
+//! 3. `decide`: one (scheme, rank) or "dense" per layer, by a policy or the planner (which
+//!    chooses among the schemes a layer allows, `choice`);
+//! 4. factoring: the adapter asks the chosen [`Scheme`] (of `Schemes`, all with the
+//!    conversion's fit, `fit_in_use`) for each converted layer's factors and writes them;
 //! 5. reporting: `converted` and `skipped` entries, gathered into a [`Summary`].
 //!
 //! The rules are the same for every format: a pattern matching no convolution is an error
