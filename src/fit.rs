@@ -71,6 +71,11 @@ impl Fit {
     /// `fmnist_vgg`.
     pub const AUTO_RHO: f64 = 0.2;
 
+    /// `Fit::correlated(Fit::AUTO_RHO)`, which cannot fail.
+    pub(crate) const fn auto() -> Fit {
+        Fit { rho: Some(Self::AUTO_RHO) }
+    }
+
     /// The best rank-`r` approximation of the weights (Frobenius norm): the DAC paper's fit and
     /// the default.
     pub fn frobenius() -> Fit {

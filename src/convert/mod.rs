@@ -201,7 +201,7 @@ pub(crate) fn fit_in_use(sites: &[Site], options: &ConvertOptions) -> Fit {
     let auto = |s: &Site| matches!(s.fate, Fate::Candidate { .. }) && choice(s, options) == SchemeChoice::Auto;
     match options.fit {
         Some(fit) => fit,
-        None if sites.iter().any(auto) => Fit::correlated(Fit::AUTO_RHO).expect("a valid constant"),
+        None if sites.iter().any(auto) => Fit::auto(),
         None => Fit::frobenius(),
     }
 }

@@ -293,7 +293,8 @@ fn plan_json(p: &Plan) -> Value {
         "target": target, "target_mac_reduction": target, "met": p.met, "max_reduction": p.max_reduction,
         "reduction": p.reduction(), "macs_before": p.before.macs, "macs_after": p.after.macs,
         "layers": p.layers.iter().map(|l| json!({
-            "name": l.name, "rank": l.rank, "retained_energy": l.retained_energy, "score": l.score,
+            "name": l.name, "scheme": l.scheme.map(SchemeKind::name), "rank": l.rank,
+            "retained_energy": l.retained_energy, "score": l.score,
         })).collect::<Vec<_>>(),
     })
 }
