@@ -17,6 +17,7 @@ use crate::scalar::Real;
 use crate::scheme::{FactorSpec, Factored, Scheme, SchemeKind, Workspace};
 use crate::storage::Storage;
 use crate::weights::{Conv2dWeights, Geometry, Padding};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -295,16 +296,16 @@ impl<'j, T: Real> Job<'j, T> {
         let (total, mut done) = (needs.iter().filter(|&&n| n).count() as u64, 0);
         let mut scratch = Vec::new();
         let mut analyses = Vec::with_capacity(self.sites.len());
+        let mut in_parallel = self.analyse_kept(needs, kept);
         for (i, s) in self.sites.iter().enumerate() {
             if !needs[i] {
                 analyses.push(None);
                 continue;
             }
             progress(&Progress { phase: Phase::Analysing, item: s.name(), done, total });
-            let analysis = match &kept[i] {
-                Some(layer) => {
-                    let fs = self.factor_all(s, layer)?;
-                    let a = analyse_all(s, &fs, self.options).map_err(|e| in_file(path, e))?;
+            let analysis = match in_parallel[i].take() {
+                Some(result) => {
+                    let (fs, a) = result?;
                     factored[i] = fs;
                     a
                 }
@@ -321,6 +322,25 @@ impl<'j, T: Real> Job<'j, T> {
             done += 1;
         }
         Ok(analyses)
+    }
+
+    /// The kept layers that need analysis, factored by every scheme they allow and analysed, in
+    /// parallel (one layer per task; the rest are loaded again one at a time by
+    /// [`analyse`](Self::analyse)).
+    #[allow(clippy::type_complexity)]
+    fn analyse_kept<'k>(
+        &self,
+        needs: &[bool],
+        kept: &'k [Option<Conv2dWeights<T>>],
+    ) -> Vec<Option<Result<(Vec<Box<dyn Factored<T> + 'k>>, Analysis)>>> {
+        let one = |(i, (layer, s)): (usize, (&'k Option<Conv2dWeights<T>>, &Site))| {
+            let layer = layer.as_ref().filter(|_| needs[i])?;
+            Some(self.factor_all(s, layer).and_then(|fs| {
+                let a = analyse_all(s, &fs, self.options).map_err(|e| in_file(&self.ck.path, e))?;
+                Ok((fs, a))
+            }))
+        };
+        kept.par_iter().zip(self.sites.par_iter()).enumerate().map(one).collect()
     }
 
     /// `layer` factored by each scheme its site allows.

@@ -11,6 +11,7 @@ use crate::scheme::SchemeKind;
 use crate::scheme::{Factored, Workspace};
 use crate::svd::SvdBackend;
 use crate::weights::Conv2dWeights;
+use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -67,8 +68,9 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     for ((site, conv), need) in sites.iter().zip(&convs).zip(needs) {
         layers.push(if need { Some(Layer::decode(&g, site, conv, options, file)?) } else { None });
     }
+    // One layer per parallel task (the matrix schemes' large eigenproblems dominate).
     let facts: Vec<Vec<Fact<'_>>> = layers
-        .iter()
+        .par_iter()
         .zip(&sites)
         .map(|(l, site)| l.as_ref().map_or(Ok(Vec::new()), |l| l.factor_all(site, &schemes)))
         .collect::<Result<_>>()?;
