@@ -75,7 +75,7 @@ impl SchemeOption {
     fn score(&self, proxy: Proxy, shape: &ConvShape, rank: usize) -> f64 {
         let nsr = |e: f64| match self.kind {
             SchemeKind::Dac => nsr_times_bottleneck(e, shape, rank),
-            _ => e / (1.0 - e).max(1e-9),
+            _ => nsr(e),
         };
         let weight = (1.0 - self.errors.retained_energy(rank)).clamp(0.0, 1.0);
         match proxy {
@@ -256,11 +256,15 @@ pub enum Proxy {
 
 /// `e/(1−e)` times the bottleneck factor `(N/g) / min(N/g, (C/g)·r)`.
 fn nsr_times_bottleneck(e: f64, shape: &ConvShape, rank: usize) -> f64 {
-    // Noise-to-signal ratio; a layer keeping (almost) nothing is (almost) infinitely bad.
-    let nsr = e / (1.0 - e).max(1e-9);
     let (ng, cg) = (shape.out_per_group() as f64, shape.in_per_group() as f64);
     let bottleneck = ng / ng.min(cg * rank.max(1) as f64);
-    nsr * bottleneck
+    nsr(e) * bottleneck
+}
+
+/// The noise-to-signal ratio `e/(1−e)`: a layer keeping (almost) nothing is (almost) infinitely
+/// bad.
+fn nsr(e: f64) -> f64 {
+    e / (1.0 - e).max(1e-9)
 }
 
 impl Proxy {

@@ -15,10 +15,10 @@
 //! are weighted by the tap correlation of each input channel, so truncation is optimal for the
 //! layer's output under that input model.
 
-use super::lowrank::{error_table, loss_fraction, weights_f64, LowRank, Whitening};
-use super::{ErrorTable, Factor, FactorSpec, Factored, Scheme, SchemeKind, Workspace};
-use crate::error::{Error, Result};
-use crate::fit::Fit;
+use super::lowrank::{weights_f64, Blocks, LowRank, Whitening};
+use super::{FactorSpec, Factored, Scheme, SchemeKind};
+use crate::error::Result;
+use crate::fit::{tap_correlation, Fit};
 use crate::scalar::Real;
 use crate::weights::{Conv2dWeights, ConvShape, Geometry};
 use nalgebra::DMatrix;
@@ -58,59 +58,33 @@ impl<T: Real> Scheme<T> for Channel {
         let shape = layer.shape();
         let w = weights_f64(layer)?;
         let (ng, row) = (shape.out_per_group(), shape.in_per_group() * shape.taps());
-        let cols = self.fit.rho().map(|rho| Whitening::taps(shape.kh, shape.kw, layer.geometry().dilation, rho));
+        let dil = layer.geometry().dilation;
+        let cols = self.fit.rho().map(|rho| Whitening::taps(shape.kh, shape.kw, dil, rho));
+        let rho = self.fit.rho().unwrap_or(Fit::DEFAULT_RHO);
+        let corr = (None, Some(tap_correlation(shape.kh, shape.kw, dil, rho)));
         let blocks = (0..shape.groups)
             .map(|gi| {
                 let m = DMatrix::from_row_slice(ng, row, &w[gi * ng * row..(gi + 1) * ng * row]);
                 LowRank::fitted(&m, None, cols.as_ref(), layer.name(), gi)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(ChannelFactored { layer, blocks, rho: self.fit.rho() }))
+        Ok(Box::new(Blocks { kind: SchemeKind::Channel, layer, blocks, corr, layout }))
     }
 }
 
-/// A layer factored by [`Channel`].
-struct ChannelFactored<'a, T> {
-    layer: &'a Conv2dWeights<T>,
-    blocks: Vec<LowRank>,
-    rho: Option<f64>,
-}
-
-impl<T: Real> Factored<T> for ChannelFactored<'_, T> {
-    fn scheme(&self) -> SchemeKind {
-        SchemeKind::Channel
-    }
-    fn layer(&self) -> &Conv2dWeights<T> {
-        self.layer
-    }
-    fn errors(&self) -> ErrorTable {
-        error_table(&self.blocks)
-    }
-    fn correlated_loss(&self) -> Vec<f64> {
-        let [_, _, kh, kw] = self.layer.dims();
-        let rho = self.rho.unwrap_or(Fit::DEFAULT_RHO);
-        let corr = crate::fit::tap_correlation(kh, kw, self.layer.geometry().dilation, rho);
-        let per_block: Vec<Vec<f64>> = self.blocks.iter().map(|b| b.discarded_energy(None, Some(&corr))).collect();
-        loss_fraction(&per_block)
-    }
-    fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>> {
-        let max = Factored::max_rank(self);
-        if rank == 0 || rank > max {
-            return Err(Error::InvalidRank { layer: self.layer.name().to_string(), rank, max });
-        }
-        let shape = self.layer.shape();
-        let (ng, row) = (shape.out_per_group(), shape.in_per_group() * shape.taps());
-        let (mut f, mut p) = (vec![0.0; shape.groups * rank * row], vec![0.0; shape.out_channels * rank]);
-        for (gi, b) in self.blocks.iter().enumerate() {
-            for j in 0..rank {
-                for i in 0..row {
-                    f[(gi * rank + j) * row + i] = b.b[(i, j)];
-                }
-                for n in 0..ng {
-                    p[(gi * ng + n) * rank + j] = b.a[(n, j)];
-                }
+/// The kernel and pointwise factors' weights at `rank` (see the module docs).
+fn layout(blocks: &[LowRank], shape: &ConvShape, rank: usize) -> Vec<Vec<f64>> {
+    let (ng, row) = (shape.out_per_group(), shape.in_per_group() * shape.taps());
+    let (mut f, mut p) = (vec![0.0; shape.groups * rank * row], vec![0.0; shape.out_channels * rank]);
+    for (gi, b) in blocks.iter().enumerate() {
+        for j in 0..rank {
+            for i in 0..row {
+                f[(gi * rank + j) * row + i] = b.b[(i, j)];
+            }
+            for n in 0..ng {
+                p[(gi * ng + n) * rank + j] = b.a[(n, j)];
             }
         }
-        super::build_factors(self.layer, &specs(&shape, self.layer.geometry(), rank), [f, p], workspace)
     }
+    vec![f, p]
 }

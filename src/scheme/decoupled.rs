@@ -17,10 +17,10 @@
 //! ([`cost::decoupled_macs`](crate::cost::decoupled_macs)). With a correlated [`Fit`], each `M_n`'s columns are weighted by
 //! the tap correlation, so truncation is optimal for the output under that input model.
 
-use super::lowrank::{error_table, loss_fraction, weights_f64, LowRank, Whitening};
-use super::{ErrorTable, Factor, FactorSpec, Factored, Scheme, SchemeKind, Workspace};
-use crate::error::{Error, Result};
-use crate::fit::Fit;
+use super::lowrank::{weights_f64, Blocks, LowRank, Whitening};
+use super::{FactorSpec, Factored, Scheme, SchemeKind};
+use crate::error::Result;
+use crate::fit::{tap_correlation, Fit};
 use crate::scalar::Real;
 use crate::weights::{Conv2dWeights, ConvShape, Geometry};
 use nalgebra::DMatrix;
@@ -64,59 +64,32 @@ impl<T: Real> Scheme<T> for Decoupled {
         let shape = layer.shape();
         let w = weights_f64(layer)?;
         let (cg, k) = (shape.in_per_group(), shape.taps());
-        let cols = self.fit.rho().map(|rho| Whitening::taps(shape.kh, shape.kw, layer.geometry().dilation, rho));
+        let dil = layer.geometry().dilation;
+        let cols = self.fit.rho().map(|rho| Whitening::taps(shape.kh, shape.kw, dil, rho));
+        let rho = self.fit.rho().unwrap_or(Fit::DEFAULT_RHO);
+        let corr = (None, Some(tap_correlation(shape.kh, shape.kw, dil, rho)));
         let blocks = w
             .par_chunks(cg * k)
             .enumerate()
             .map(|(n, m)| LowRank::fitted(&DMatrix::from_row_slice(cg, k, m), None, cols.as_ref(), layer.name(), n))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(DecoupledFactored { layer, blocks, rho: self.fit.rho() }))
+        Ok(Box::new(Blocks { kind: SchemeKind::Decoupled, layer, blocks, corr, layout }))
     }
 }
 
-/// A layer factored by [`Decoupled`].
-struct DecoupledFactored<'a, T> {
-    layer: &'a Conv2dWeights<T>,
-    blocks: Vec<LowRank>,
-    rho: Option<f64>,
-}
-
-impl<T: Real> Factored<T> for DecoupledFactored<'_, T> {
-    fn scheme(&self) -> SchemeKind {
-        SchemeKind::Decoupled
-    }
-    fn layer(&self) -> &Conv2dWeights<T> {
-        self.layer
-    }
-    fn errors(&self) -> ErrorTable {
-        error_table(&self.blocks)
-    }
-    fn correlated_loss(&self) -> Vec<f64> {
-        let [_, _, kh, kw] = self.layer.dims();
-        let rho = self.rho.unwrap_or(Fit::DEFAULT_RHO);
-        let corr = crate::fit::tap_correlation(kh, kw, self.layer.geometry().dilation, rho);
-        let per_block: Vec<Vec<f64>> = self.blocks.iter().map(|b| b.discarded_energy(None, Some(&corr))).collect();
-        loss_fraction(&per_block)
-    }
-    fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>> {
-        let max = Factored::max_rank(self);
-        if rank == 0 || rank > max {
-            return Err(Error::InvalidRank { layer: self.layer.name().to_string(), rank, max });
-        }
-        let shape = self.layer.shape();
-        let (n_out, cg, k) = (shape.out_channels, shape.in_per_group(), shape.taps());
-        let (mut e, mut d) = (vec![0.0; n_out * rank * cg], vec![0.0; n_out * rank * k]);
-        for (n, b) in self.blocks.iter().enumerate() {
-            for t in 0..rank {
-                for c in 0..cg {
-                    e[(n * rank + t) * cg + c] = b.a[(c, t)];
-                }
-                for tap in 0..k {
-                    d[(n * rank + t) * k + tap] = b.b[(tap, t)];
-                }
+/// The expand, depthwise and sum factors' weights at `rank` (see the module docs).
+fn layout(blocks: &[LowRank], shape: &ConvShape, rank: usize) -> Vec<Vec<f64>> {
+    let (n_out, cg, k) = (shape.out_channels, shape.in_per_group(), shape.taps());
+    let (mut e, mut d) = (vec![0.0; n_out * rank * cg], vec![0.0; n_out * rank * k]);
+    for (n, b) in blocks.iter().enumerate() {
+        for t in 0..rank {
+            for c in 0..cg {
+                e[(n * rank + t) * cg + c] = b.a[(c, t)];
+            }
+            for tap in 0..k {
+                d[(n * rank + t) * k + tap] = b.b[(tap, t)];
             }
         }
-        let sum = vec![1.0; n_out * rank];
-        super::build_factors(self.layer, &specs(&shape, self.layer.geometry(), rank), [e, d, sum], workspace)
     }
+    vec![e, d, vec![1.0; n_out * rank]]
 }

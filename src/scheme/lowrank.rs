@@ -9,9 +9,10 @@
 //! whatever the accuracy of the small singular values, and truncating to the first `r` columns
 //! keeps the dominant rank-`r` subspace (Eckart–Young).
 
-use super::ErrorTable;
+use super::{ErrorTable, Factor, Factored, SchemeKind, Workspace};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
+use crate::weights::{Conv2dWeights, ConvShape};
 use nalgebra::{DMatrix, SymmetricEigen};
 
 /// One block's thin SVD: `M = A Bᵀ`, columns in descending singular value order.
@@ -103,9 +104,48 @@ impl LowRank {
     }
 }
 
+/// A layer factored block by block by one of the matrix schemes. The schemes differ only in how
+/// they cut the weight into blocks (their `factor`) and lay the truncated blocks out as factor
+/// weights (`layout`); errors, correlated losses, rank checks and factor building are shared.
+pub(crate) struct Blocks<'a, T> {
+    pub kind: SchemeKind,
+    pub layer: &'a Conv2dWeights<T>,
+    pub blocks: Vec<LowRank>,
+    /// The correlated-input model on each block's rows and columns (`I ⊗ corr`, `None` for the
+    /// identity), for [`Factored::correlated_loss`].
+    pub corr: (Option<DMatrix<f64>>, Option<DMatrix<f64>>),
+    /// The factor weights at a rank, each in its convolution's layout, in run order.
+    pub layout: fn(&[LowRank], &ConvShape, usize) -> Vec<Vec<f64>>,
+}
+
+impl<T: Real> Factored<T> for Blocks<'_, T> {
+    fn scheme(&self) -> SchemeKind {
+        self.kind
+    }
+    fn layer(&self) -> &Conv2dWeights<T> {
+        self.layer
+    }
+    fn errors(&self) -> ErrorTable {
+        error_table(&self.blocks)
+    }
+    fn correlated_loss(&self) -> Vec<f64> {
+        let (rows, cols) = (self.corr.0.as_ref(), self.corr.1.as_ref());
+        let per_block: Vec<Vec<f64>> = self.blocks.iter().map(|b| b.discarded_energy(rows, cols)).collect();
+        loss_fraction(&per_block)
+    }
+    fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>> {
+        let max = Factored::max_rank(self);
+        if rank == 0 || rank > max {
+            return Err(Error::InvalidRank { layer: self.layer.name().to_string(), rank, max });
+        }
+        let values = (self.layout)(&self.blocks, &self.layer.shape(), rank);
+        super::build_factors(self.layer, &Factored::factor_specs(self, rank), values, workspace)
+    }
+}
+
 /// The error table of a layer made of `blocks` truncated at the same rank: retained energy and
 /// relative Frobenius error from the singular values of every block.
-pub(crate) fn error_table(blocks: &[LowRank]) -> ErrorTable {
+fn error_table(blocks: &[LowRank]) -> ErrorTable {
     let k = blocks.iter().map(LowRank::k).max().unwrap_or(0);
     let discarded: Vec<f64> =
         (0..=k).map(|r| blocks.iter().map(|b| b.s.iter().skip(r).map(|s| s * s).sum::<f64>()).sum()).collect();
@@ -119,7 +159,7 @@ pub(crate) fn error_table(blocks: &[LowRank]) -> ErrorTable {
 
 /// The fraction of the correlated-input output energy lost at every rank, from each block's
 /// [`discarded_energy`](LowRank::discarded_energy) (entry 0 is the whole signal).
-pub(crate) fn loss_fraction(per_block: &[Vec<f64>]) -> Vec<f64> {
+fn loss_fraction(per_block: &[Vec<f64>]) -> Vec<f64> {
     let k = per_block.iter().map(Vec::len).max().unwrap_or(1);
     let at = |r: usize| per_block.iter().map(|e| e.get(r).copied().unwrap_or(0.0)).sum::<f64>();
     let total = at(0);

@@ -348,19 +348,20 @@ pub fn specs_cost(layer: &str, specs: &[FactorSpec], bias: usize, input: Option<
 ///
 /// # Errors
 /// [`Error::NonFinite`](crate::Error::NonFinite) when a value overflows `T`.
-pub(crate) fn build_factors<T: Real, const F: usize>(
+pub(crate) fn build_factors<T: Real>(
     layer: &Conv2dWeights<T>,
     specs: &[FactorSpec],
-    values: [Vec<f64>; F],
+    values: Vec<Vec<f64>>,
     workspace: &mut Workspace<T>,
 ) -> Result<Vec<Factor<T>>> {
-    debug_assert_eq!(specs.len(), F);
-    let mut out = Vec::with_capacity(F);
+    debug_assert_eq!(specs.len(), values.len());
+    let last = specs.len() - 1;
+    let mut out = Vec::with_capacity(specs.len());
     for (k, (spec, v)) in specs.iter().zip(values).enumerate() {
         let name = format!("{}.{}", layer.name(), spec.role);
         let mut buffer = workspace.take();
         lowrank::write_as(&name, "weight", &v, &mut buffer)?;
-        let bias = if k + 1 == F { layer.bias().map(<[T]>::to_vec) } else { None };
+        let bias = if k == last { layer.bias().map(<[T]>::to_vec) } else { None };
         let conv = Conv2dWeights::builder(buffer, spec.dims).name(name).geometry(spec.geometry).maybe_bias(bias);
         let conv = conv.defer_weight_finiteness().build()?; // `write_as` checked it
         out.push(Factor { role: spec.role, conv });

@@ -19,10 +19,10 @@
 //! (the model's correlation `ρ^(|Δy|·dh + |Δx|·dw)` is their product), so truncation is optimal
 //! for the layer's output under that input model.
 
-use super::lowrank::{error_table, loss_fraction, weights_f64, LowRank, Whitening};
-use super::{ErrorTable, Factor, FactorSpec, Factored, Scheme, SchemeKind, Workspace};
-use crate::error::{Error, Result};
-use crate::fit::Fit;
+use super::lowrank::{weights_f64, Blocks, LowRank, Whitening};
+use super::{FactorSpec, Factored, Scheme, SchemeKind};
+use crate::error::Result;
+use crate::fit::{tap_correlation, Fit};
 use crate::scalar::Real;
 use crate::weights::{Conv2dWeights, ConvShape, Geometry, Padding};
 use nalgebra::DMatrix;
@@ -79,6 +79,8 @@ impl<T: Real> Scheme<T> for Spatial {
             Some(rho) => (Some(Whitening::taps(kh, 1, dil, rho)), Some(Whitening::taps(1, kw, dil, rho))),
             None => (None, None),
         };
+        let rho = self.fit.rho().unwrap_or(Fit::DEFAULT_RHO);
+        let corr = (Some(tap_correlation(kh, 1, dil, rho)), Some(tap_correlation(1, kw, dil, rho)));
         let blocks = (0..shape.groups)
             .map(|gi| {
                 let m = DMatrix::from_fn(cg * kh, ng * kw, |row, col| {
@@ -88,54 +90,25 @@ impl<T: Real> Scheme<T> for Spatial {
                 LowRank::fitted(&m, rows.as_ref(), cols.as_ref(), layer.name(), gi)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(SpatialFactored { layer, blocks, rho: self.fit.rho() }))
+        Ok(Box::new(Blocks { kind: SchemeKind::Spatial, layer, blocks, corr, layout }))
     }
 }
 
-/// A layer factored by [`Spatial`].
-struct SpatialFactored<'a, T> {
-    layer: &'a Conv2dWeights<T>,
-    blocks: Vec<LowRank>,
-    rho: Option<f64>,
-}
-
-impl<T: Real> Factored<T> for SpatialFactored<'_, T> {
-    fn scheme(&self) -> SchemeKind {
-        SchemeKind::Spatial
-    }
-    fn layer(&self) -> &Conv2dWeights<T> {
-        self.layer
-    }
-    fn errors(&self) -> ErrorTable {
-        error_table(&self.blocks)
-    }
-    fn correlated_loss(&self) -> Vec<f64> {
-        let (kh, kw, dil) = (self.layer.dims()[2], self.layer.dims()[3], self.layer.geometry().dilation);
-        let rho = self.rho.unwrap_or(Fit::DEFAULT_RHO);
-        let (ry, rx) = (crate::fit::tap_correlation(kh, 1, dil, rho), crate::fit::tap_correlation(1, kw, dil, rho));
-        let per_block: Vec<Vec<f64>> = self.blocks.iter().map(|b| b.discarded_energy(Some(&ry), Some(&rx))).collect();
-        loss_fraction(&per_block)
-    }
-    fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>> {
-        let max = Factored::max_rank(self);
-        if rank == 0 || rank > max {
-            return Err(Error::InvalidRank { layer: self.layer.name().to_string(), rank, max });
-        }
-        let shape = self.layer.shape();
-        let (ng, cg, kh, kw, g) = (shape.out_per_group(), shape.in_per_group(), shape.kh, shape.kw, shape.groups);
-        let (mut v, mut h) = (vec![0.0; g * rank * cg * kh], vec![0.0; shape.out_channels * rank * kw]);
-        for (gi, b) in self.blocks.iter().enumerate() {
-            for j in 0..rank {
-                for row in 0..cg * kh {
-                    v[(gi * rank + j) * cg * kh + row] = b.a[(row, j)];
-                }
-                for n in 0..ng {
-                    for x in 0..kw {
-                        h[((gi * ng + n) * rank + j) * kw + x] = b.b[(n * kw + x, j)];
-                    }
+/// The vertical and horizontal factors' weights at `rank` (see the module docs).
+fn layout(blocks: &[LowRank], shape: &ConvShape, rank: usize) -> Vec<Vec<f64>> {
+    let (ng, cg, kh, kw, g) = (shape.out_per_group(), shape.in_per_group(), shape.kh, shape.kw, shape.groups);
+    let (mut v, mut h) = (vec![0.0; g * rank * cg * kh], vec![0.0; shape.out_channels * rank * kw]);
+    for (gi, b) in blocks.iter().enumerate() {
+        for j in 0..rank {
+            for row in 0..cg * kh {
+                v[(gi * rank + j) * cg * kh + row] = b.a[(row, j)];
+            }
+            for n in 0..ng {
+                for x in 0..kw {
+                    h[((gi * ng + n) * rank + j) * kw + x] = b.b[(n * kw + x, j)];
                 }
             }
         }
-        super::build_factors(self.layer, &specs(&shape, self.layer.geometry(), rank), [v, h], workspace)
     }
+    vec![v, h]
 }

@@ -38,7 +38,7 @@ fn main() -> Res<()> {
 
 /// One planner configuration: each scheme with its fit, and the proxy.
 struct Variant {
-    label: &'static str,
+    label: String,
     schemes: Vec<(SchemeKind, Fit)>,
     proxy: Proxy,
 }
@@ -71,8 +71,7 @@ fn parse_variant(label: &str) -> Res<Variant> {
         "spatial" => Proxy::Spatial,
         other => return Err(format!("variant `{label}`: proxy `{other}`").into()),
     };
-    let label = Box::leak(label.to_string().into_boxed_str());
-    Ok(Variant { label, schemes: kinds.into_iter().map(|k| (k, fit)).collect(), proxy })
+    Ok(Variant { label: label.to_string(), schemes: kinds.into_iter().map(|k| (k, fit)).collect(), proxy })
 }
 
 fn study(net: Net, data: &Dataset) -> Res<()> {
