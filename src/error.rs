@@ -203,12 +203,14 @@ pub enum Error {
     /// A whole-network target needs a layer's input size, and it is neither inferred from the
     /// file nor given.
     #[error(
-        "layer `{layer}`: cannot infer its input size for planning: a whole-network target needs every selected \
-         convolution's input size (ConvertOptions::input_size, or layer_input for this layer)"
+        "layer `{layer}`: input size unknown ({reason}); a whole-network target counts every layer at its real \
+         size: give the network's input size (ConvertOptions::input_size) or this layer's (layer_input)"
     )]
     UnknownInputSize {
         /// The layer (or node) name.
         layer: String,
+        /// Why it is unknown: where shape inference stopped, or that no size was given.
+        reason: String,
     },
 
     /// The output file exists and replacing it was not allowed.

@@ -26,7 +26,7 @@ mod report;
 pub use self::options::{
     ConvertOptions, FloatDtype, LayerGeometry, Layout, Precision, RankSource, SchemeChoice, Selection, SvdMethod,
 };
-pub use self::report::{ConvertedLayer, SizeSource, SkipReason, SkippedLayer, Summary};
+pub use self::report::{ConvertedLayer, SizeSource, SkipReason, SkippedLayer, Summary, Uncounted};
 
 use self::options::matches_any;
 use crate::cost::{self, Cost};
@@ -60,6 +60,9 @@ pub(crate) struct Found {
     pub has_bias: bool,
     /// The input size inferred from the file, if any.
     pub inferred_size: Option<(usize, usize)>,
+    /// Why the file does not give the input size, when it could (a graph where inference
+    /// stopped).
+    pub unknown_size: Option<String>,
     /// A reason the format gives for leaving the layer alone.
     pub blocked: Option<SkipReason>,
 }
@@ -117,6 +120,18 @@ impl Site {
         }
         let f = &self.found;
         scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, self.cost_input()).map(Some)
+    }
+    /// [`Error::UnknownInputSize`] for this site.
+    pub fn unknown_size(&self) -> Error {
+        let reason = self.found.unknown_size.clone().unwrap_or_else(|| "no input size was given".to_string());
+        Error::UnknownInputSize { layer: self.found.name.clone(), reason }
+    }
+    /// The report entry of a site whose costs are unknown, `None` when they are known.
+    pub fn uncounted(&self) -> Option<Uncounted> {
+        (self.input.is_none() && self.size != SizeSource::PerPosition).then(|| {
+            let reason = self.found.unknown_size.clone().unwrap_or_else(|| "no input size was given".to_string());
+            Uncounted { name: self.found.name.clone(), reason }
+        })
     }
     /// The dense layer's cost, when its size is known.
     pub fn dense_cost(&self) -> Result<Option<Cost>> {
@@ -347,7 +362,7 @@ fn planned(site: &Site, options: &ConvertOptions) -> bool {
 /// [`Error::UnknownInputSize`] for a layer the planner must size and whose size is unknown.
 pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Result<Vec<bool>> {
     if let Some(s) = sites.iter().find(|s| planned(s, options) && s.input.is_none()) {
-        return Err(Error::UnknownInputSize { layer: s.found.name.clone() });
+        return Err(s.unknown_size());
     }
     let by_policy = |s: &&Site| matches!(s.fate, Fate::Candidate { .. }) && !planned(s, options);
     if let Some(s) = sites.iter().filter(by_policy).find(|s| s.scheme == Some(SchemeChoice::Auto)) {
@@ -413,12 +428,12 @@ fn plan_rest(
     let (mut layers, mut indices) = (Vec::new(), Vec::new());
     for (i, (s, a)) in sites.iter().zip(analyses).enumerate() {
         match (&decided[i], a) {
-            (Some(d), _) => fixed = fixed + decided_cost(s, d)?.unwrap_or_default(),
+            (Some(d), _) => fixed = fixed + decided_cost(s, d)?.ok_or_else(|| s.unknown_size())?,
             (None, Some(Analysis::Planned(l))) => {
                 layers.push(l.clone());
                 indices.push(i);
             }
-            (None, _) => return Err(Error::UnknownInputSize { layer: s.found.name.clone() }),
+            (None, _) => return Err(s.unknown_size()),
         }
     }
     let result = plan::plan(&layers, target, &PlanOptions::default().fixed(fixed))?;

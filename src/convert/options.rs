@@ -413,9 +413,13 @@ impl ConvertOptions {
         self.selection.inputs.push((pattern.into(), (height, width)));
         self
     }
-    /// The network's input `(height, width)`: an ONNX model's input size (default: its static
-    /// shape), and the size of every layer whose size is neither inferred nor declared with
-    /// [`layer_input`](Self::layer_input). Checkpoints assume stride 1 and "same" padding.
+    /// The network's input `(height, width)`.
+    ///
+    /// ONNX: the spatial size of the model's 4-D inputs (default: their static shape), from
+    /// which every tensor's shape is inferred; a layer after an operator inference cannot
+    /// follow is never counted at this size: it needs [`layer_input`](Self::layer_input).
+    /// Checkpoints (no graph): the size of every layer not declared with `layer_input` or a
+    /// geometry sidecar, with stride 1 and "same" padding unless declared.
     pub fn input_size(mut self, height: usize, width: usize) -> Self {
         self.input_size = Some((height, width));
         self

@@ -164,6 +164,16 @@ pub struct SkippedLayer {
     pub cost: Option<Cost>,
 }
 
+/// Something with MACs the network totals cannot count because its size is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Uncounted {
+    /// The layer or node.
+    pub name: String,
+    /// Why its size is unknown (where shape inference stopped, and why).
+    pub reason: String,
+}
+
 /// What a conversion did, for every format.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -183,9 +193,12 @@ pub struct Summary {
     pub removed: Vec<String>,
     /// Checkpoint tensors copied unchanged (0 for ONNX).
     pub copied_tensors: usize,
-    /// Cost of the linear layers (a checkpoint's 2-D `<name>.weight`; ONNX `Gemm`/`MatMul` with
-    /// a constant weight), counted in the totals.
+    /// Cost of what the layer entries do not cover, counted in the totals: a checkpoint's linear
+    /// layers (2-D `<name>.weight`); in a graph every `Gemm`, `MatMul` and `ConvTranspose`, and
+    /// the `Conv`s that cannot be rewritten, at their inferred shapes.
     pub linear: Cost,
+    /// Layers and nodes whose size is unknown: while any is listed, the totals are unknown.
+    pub uncounted: Vec<Uncounted>,
     /// The whole-network plan, when ranks were planned.
     pub plan: Option<Plan>,
     /// The SVD backend's [name](crate::svd::SvdBackend::name).
@@ -201,18 +214,21 @@ pub struct Summary {
 
 impl Summary {
     fn total(&self, after: bool) -> Option<u64> {
+        if !self.uncounted.is_empty() {
+            return None;
+        }
         let mut sum = self.linear.macs;
         for c in &self.converted {
             let cost = if after { c.after } else { c.before };
             sum = sum.saturating_add(cost?.macs);
         }
-        for s in self.skipped.iter().filter_map(|s| s.cost) {
-            sum = sum.saturating_add(s.macs);
+        for s in self.skipped.iter().filter(|s| s.cost.is_some() || s.dims.is_some()) {
+            sum = sum.saturating_add(s.cost?.macs);
         }
         Some(sum)
     }
-    /// MACs of every convolution with a known size and of the linear layers, before; `None`
-    /// when a converted layer's size is unknown.
+    /// MACs of every convolution and linear layer, before; `None` when a size is unknown
+    /// ([`Summary::uncounted`]).
     pub fn macs_before(&self) -> Option<u64> {
         self.total(false)
     }
@@ -247,6 +263,7 @@ impl Summary {
             "removed_initializers": self.removed,
             "copied_tensors": self.copied_tensors,
             "linear_macs": self.linear.macs,
+            "uncounted": self.uncounted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect::<Vec<_>>(),
             "fixed": cost_json(Some(self.linear)),
             "plan": self.plan.as_ref().map(plan_json),
             "macs_before": self.macs_before(),

@@ -80,6 +80,7 @@ pub(crate) fn discover(ck: &Checkpoint) -> Result<(Vec<Found>, Vec<Tensors>)> {
             groups_known: false,
             has_bias: bias.is_some(),
             inferred_size: None,
+            unknown_size: None,
             blocked: already.then_some(SkipReason::AlreadyConverted),
         });
         tensors.push(Tensors { weight: i, bias });
@@ -541,6 +542,7 @@ impl<T: Real> Job<'_, T> {
             removed: Vec::new(),
             copied_tensors: 0,
             linear,
+            uncounted: Vec::new(),
             plan,
             svd,
             fit: self.fit,

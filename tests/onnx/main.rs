@@ -7,3 +7,4 @@ mod errors;
 mod fit;
 mod pipeline;
 mod rewrite;
+mod shapes;

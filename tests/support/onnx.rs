@@ -83,6 +83,43 @@ pub fn tensor(name: &str, dims: &[usize], data: &[f32]) -> Vec<u8> {
     b
 }
 
+/// TensorProto INT64 with raw_data.
+pub fn int_tensor(name: &str, dims: &[usize], data: &[i64]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for &d in dims {
+        uint_field(&mut b, 1, d as u64);
+    }
+    uint_field(&mut b, 2, 7);
+    bytes_field(&mut b, 8, name.as_bytes());
+    let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    bytes_field(&mut b, 9, &raw);
+    b
+}
+
+/// A 1-D INT64 initializer.
+pub fn ints(name: &str, data: &[i64]) -> Vec<u8> {
+    int_tensor(name, &[data.len()], data)
+}
+
+/// AttributeProto FLOAT.
+pub fn attr_float(name: &str, v: f32) -> Vec<u8> {
+    let mut b = Vec::new();
+    bytes_field(&mut b, 1, name.as_bytes());
+    varint(&mut b, (2 << 3) | 5);
+    b.extend_from_slice(&v.to_le_bytes());
+    uint_field(&mut b, 20, 1);
+    b
+}
+
+/// AttributeProto TENSOR.
+pub fn attr_tensor(name: &str, tensor: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    bytes_field(&mut b, 1, name.as_bytes());
+    bytes_field(&mut b, 5, tensor);
+    uint_field(&mut b, 20, 4);
+    b
+}
+
 /// ValueInfoProto of a float tensor; a dim `None` is unknown.
 pub fn value_info(name: &str, dims: &[Option<usize>]) -> Vec<u8> {
     let mut shape = Vec::new();

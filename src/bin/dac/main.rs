@@ -132,8 +132,9 @@ fn describe(e: &dac::Error) -> String {
             flag(option)
         ),
         dac::Error::InFile { file, source } => format!("{}: {}", file.display(), describe(source)),
-        dac::Error::UnknownInputSize { layer } => format!(
-            "layer `{layer}`: cannot infer its input size for planning; give --input HxW, or --layer-input {layer}=HxW"
+        dac::Error::UnknownInputSize { layer, reason } => format!(
+            "layer `{layer}`: input size unknown ({reason}); every layer is counted at its real size: give --input \
+             HxW, or --layer-input {layer}=HxW"
         ),
         dac::Error::SchemeNeedsPlanner { layer } => format!(
             "layer `{layer}`: --scheme auto lets the planner choose the scheme; use it with --speedup (and no \

@@ -94,6 +94,18 @@ fn print_layers(s: &Summary) {
     println!();
 }
 
+/// Why the totals are unknown: the first layers whose size is unknown, and what to pass.
+fn print_uncounted(s: &Summary, layout: &str) {
+    println!("total: MACs unknown{layout}: the sizes of {} layer(s) are unknown:", s.uncounted.len());
+    for u in s.uncounted.iter().take(3) {
+        println!("  {}: {}", u.name, u.reason);
+    }
+    if s.uncounted.len() > 3 {
+        println!("  ... and {} more (--json lists them all)", s.uncounted.len() - 3);
+    }
+    println!("  give the model's input size (--input HxW) or these layers' (--layer-input NAME=HxW)");
+}
+
 fn print_totals(s: &Summary) {
     if let Some(p) = &s.plan {
         let target = match p.target {
@@ -129,7 +141,7 @@ fn print_totals(s: &Summary) {
             si(b),
             si(a)
         ),
-        _ => println!("total: MACs unknown (a converted layer's input size is unknown: give --input HxW){layout}"),
+        _ => print_uncounted(s, &layout),
     }
     println!("wrote {}", s.output.display());
 }

@@ -1,13 +1,14 @@
 //! The convolutions of an ONNX graph, as the conversion pipeline sees them.
 
 use super::graph::{dims4, Graph};
+use super::infer::{numel, Shapes, Stop};
 use super::onnx_error;
+use super::ops::{gemm_dims, matmul_shape};
 use super::proto::{Node, Problem};
 use super::shapes::Window;
-use crate::convert::{self, ConvertOptions, Found, SizeSource, SkipReason, SkippedLayer};
-use crate::cost::{self, Cost};
+use crate::convert::{self, ConvertOptions, Found, SizeSource, SkipReason, SkippedLayer, Uncounted};
+use crate::cost::Cost;
 use crate::error::Result;
-use std::collections::HashMap;
 use std::path::Path;
 
 /// A 2-D `Conv` with a constant 4-D weight: where it is and how to read it.
@@ -25,8 +26,11 @@ pub(crate) struct Discovered<'a> {
     pub found: Vec<Found>,
     /// `Conv`s the rewrite cannot touch whatever the options, with their node index.
     pub blocked: Vec<(usize, SkippedLayer)>,
-    /// `Gemm` / `MatMul` nodes with a constant 2-D weight.
-    pub linear: Cost,
+    /// The cost of every node with MACs that is not in `found`: `Gemm`, `MatMul`,
+    /// `ConvTranspose` and the blocked `Conv`s, at their inferred shapes.
+    pub fixed: Cost,
+    /// Those of them whose shapes are unknown.
+    pub uncounted: Vec<Uncounted>,
 }
 
 /// A weight's name without a trailing `.weight`.
@@ -34,39 +38,74 @@ pub(crate) fn stem(weight: &str) -> &str {
     weight.strip_suffix(".weight").unwrap_or(weight)
 }
 
-/// Finds every `Conv` (and the linear layers' cost), validating what the rewrite relies on.
+/// Finds every `Conv`, validating what the rewrite relies on, and counts the other nodes with
+/// MACs.
 pub(crate) fn find<'a>(
     g: &Graph<'a>,
-    sizes: &HashMap<String, (usize, usize)>,
+    shapes: &Shapes,
     options: &ConvertOptions,
     file: &Path,
 ) -> Result<Discovered<'a>> {
-    let mut d = Discovered { convs: Vec::new(), found: Vec::new(), blocked: Vec::new(), linear: Cost::default() };
+    let mut d = Discovered {
+        convs: Vec::new(),
+        found: Vec::new(),
+        blocked: Vec::new(),
+        fixed: Cost::default(),
+        uncounted: Vec::new(),
+    };
     for (k, (_, node)) in g.nodes.iter().enumerate() {
-        if node.is("Gemm") || node.is("MatMul") {
-            d.linear = d.linear + linear_cost(g, node);
-        } else if node.is("Conv") {
-            match conv(g, k, node, sizes, options, file)? {
+        if node.is("Conv") {
+            match conv(g, k, node, shapes, options, file)? {
                 Ok((c, f)) => {
                     d.convs.push(c);
                     d.found.push(f);
+                    continue;
                 }
                 Err(s) => d.blocked.push((k, s)),
             }
+        } else if !(node.is("Gemm") || node.is("MatMul") || node.is("ConvTranspose")) {
+            continue;
+        }
+        match node_cost(g, node, shapes) {
+            Ok(c) => d.fixed = d.fixed + c,
+            Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
         }
     }
     Ok(d)
 }
 
-fn linear_cost(g: &Graph<'_>, node: &Node<'_>) -> Cost {
-    let Some((_, t)) = node.inputs.get(1).and_then(|w| g.inits.get(w)) else { return Cost::default() };
-    if t.dims.len() != 2 {
-        return Cost::default();
-    }
-    let (a, b) = (t.dims[0].max(0) as usize, t.dims[1].max(0) as usize);
-    let trans_b = node.is("Gemm") && node.attr("transB").and_then(|a| a.i).unwrap_or(0) != 0;
-    let (out, inp) = if trans_b { (a, b) } else { (b, a) };
-    cost::linear(out, inp, node.inputs.len() > 2)
+/// MACs per image and constant parameters of a `Conv`, `ConvTranspose`, `Gemm` or `MatMul` at
+/// its inferred shapes; why not when they are unknown.
+fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Result<Cost, String> {
+    let fact = |i: usize| {
+        let name = node.inputs.get(i).copied().unwrap_or("");
+        shapes.facts.get(name).map(|f| f.shape.as_slice()).ok_or_else(|| shapes.why(name))
+    };
+    let out = node.outputs.first().copied().unwrap_or("");
+    let reason = |s: Stop| match s {
+        Stop::Missing(t) => shapes.why(&t),
+        Stop::Reason(r) => r,
+    };
+    let (a, b) = (fact(0)?, fact(1)?);
+    let prod = |s: &[usize]| numel(s).map(|n| n as u64).unwrap_or(u64::MAX);
+    let macs = match node.op_type {
+        "Conv" => {
+            let y = shapes.facts.get(out).map(|f| f.shape.as_slice()).ok_or_else(|| shapes.why(out))?;
+            prod(y.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[])))
+        }
+        "ConvTranspose" => prod(a.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[]))),
+        "Gemm" => {
+            let (m, k, n) = gemm_dims(node, a, b).map_err(reason)?;
+            prod(&[m, k, n]) / shapes.batch.max(1) as u64
+        }
+        _ => {
+            let (y, k) = matmul_shape(a, b).map_err(reason)?;
+            prod(&y).saturating_mul(k as u64) / shapes.batch.max(1) as u64
+        }
+    };
+    let constant = |i: usize| node.inputs.get(i).and_then(|n| g.inits.get(n)).and_then(|(_, t)| t.numel());
+    let params = (1..node.inputs.len()).filter_map(constant).map(|n| n as u64).sum();
+    Ok(Cost { macs, params })
 }
 
 /// A `Conv` node: a convolution for the pipeline, or the reason it cannot be rewritten.
@@ -74,7 +113,7 @@ fn conv<'a>(
     g: &Graph<'a>,
     k: usize,
     node: &Node<'a>,
-    sizes: &HashMap<String, (usize, usize)>,
+    shapes: &Shapes,
     options: &ConvertOptions,
     file: &Path,
 ) -> Result<std::result::Result<(Conv<'a>, Found), SkippedLayer>> {
@@ -113,9 +152,9 @@ fn conv<'a>(
     let window = Window::parse(node, &label).map_err(p)?;
     check_conv(g, node, &label, weight, dims, &window, file)?;
     let keys = vec![name.clone(), weight.to_string(), stem(weight).to_string(), node.name.to_string()];
-    let inferred = sizes.get(node.inputs[0]).copied();
+    let inferred = shapes.hw(node.inputs[0]);
     let declared = convert::Selection::last_match(&options.selection().inputs, &keys).copied();
-    let size = inferred.or(declared).or(options.input_size);
+    let size = inferred.or(declared);
     if let Some(hw) = size {
         if window.output((dims[2], dims[3]), hw).is_none() {
             let (kh, kw) = (dims[2], dims[3]);
@@ -132,6 +171,7 @@ fn conv<'a>(
         groups_known: true,
         has_bias: node.inputs.get(2).is_some_and(|b| !b.is_empty()),
         inferred_size: inferred,
+        unknown_size: inferred.is_none().then(|| shapes.why(node.inputs[0])),
         blocked: None,
     };
     Ok(Ok((Conv { node: k, weight, data_type: wt.data_type }, found)))

@@ -1,16 +1,13 @@
 //! A decoded ONNX model: the fields the rewrite reads, with every original byte kept for
 //! re-encoding ([`Patch`]).
 
+use super::infer::{self, Shapes};
 use super::onnx_error;
 use super::proto::{self, Node, Problem, Tensor};
-use super::shapes;
 use super::wire::{self, Field};
 use crate::error::Result;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-
-/// Spatial `(height, width)` of tensors, by name.
-pub(crate) type Sizes = HashMap<String, (usize, usize)>;
 
 /// The model and its graph, decoded at the wire level.
 pub(crate) struct Graph<'a> {
@@ -102,31 +99,13 @@ impl<'a> Graph<'a> {
         Ok(())
     }
 
-    /// The `(height, width)` of every 4-D model input that is not an initializer: its static
-    /// shape, or `input_size` when given.
-    fn model_inputs(&self, input_size: Option<(usize, usize)>) -> Vec<(String, (usize, usize))> {
-        let static_hw =
-            |shape: &[Option<i64>]| Some((usize::try_from(shape[2]?).ok()?, usize::try_from(shape[3]?).ok()?));
-        self.inputs
-            .iter()
-            .filter(|(n, _)| !self.inits.contains_key(n.as_str()))
-            .filter_map(|(n, shape)| {
-                let shape = shape.as_ref().filter(|s| s.len() == 4)?;
-                Some((n.clone(), input_size.or_else(|| static_hw(shape))?))
-            })
-            .collect()
-    }
-
-    /// Spatial sizes inferred from the model's input size, and that input size.
-    pub(crate) fn sizes(&self, input_size: Option<(usize, usize)>) -> (Sizes, Option<(usize, usize)>) {
-        let inputs = self.model_inputs(input_size);
-        let kernel_of = |n: &Node<'_>| {
-            let t = &self.inits.get(n.inputs.get(1)?)?.1;
-            let d = dims4(t)?;
-            Some((d[2], d[3]))
-        };
-        let sizes = shapes::infer(&self.nodes, &inputs, &kernel_of);
-        (sizes, inputs.first().map(|(_, hw)| *hw).or(input_size))
+    /// Every tensor's shape, inferred from the model inputs (`input_size` replacing their
+    /// spatial dims), and the model's input size.
+    pub(crate) fn shapes(&self, input_size: Option<(usize, usize)>) -> (Shapes, Option<(usize, usize)>) {
+        let shapes = infer::infer(self, input_size);
+        let model = self.inputs.iter().filter(|(n, _)| !self.inits.contains_key(n.as_str()));
+        let model_size = model.filter_map(|(n, _)| shapes.hw(n)).next();
+        (shapes, model_size.or(input_size))
     }
 }
 

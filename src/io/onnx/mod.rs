@@ -33,11 +33,18 @@
 //! trailing `.weight`. As for checkpoints, a pattern matching no convolution is an error
 //! ([`Error::NoMatch`]), and a fixed rank above a layer's maximum leaves it dense.
 //!
-//! Sizes: the planner ([`ConvertOptions::planned`]) and the MAC counts need every convolution's
-//! input size. They are inferred by walking the graph from the model's static input shape (or
-//! [`ConvertOptions::input_size`]) through `Conv`, pooling and shape-preserving operators; a
-//! convolution whose input size cannot be inferred uses [`ConvertOptions::layer_input`], else
-//! falls back to `input_size` (its [`SizeSource`](crate::convert::SizeSource) says which).
+//! Sizes: the planner ([`ConvertOptions::planned`]) and the MAC counts need every layer's real
+//! size. Shape inference walks the graph from the model inputs' static shapes (a symbolic batch
+//! counts as 1; [`ConvertOptions::input_size`] gives symbolic spatial sizes) through the
+//! operators real exports use — convolutions, pools, `Pad` with pads computed by
+//! `Shape`/`Gather`/`Concat`/`Slice` chains, `Concat`, `Split`, `Reshape`, `Transpose`,
+//! `Resize`, reductions, broadcasting element-wise operators, normalisations, `MatMul`,
+//! `Gemm` and more. Where it stops (an unknown operator, a size computed from data), it
+//! records the node and why; a layer after it is counted only at a size declared with
+//! [`ConvertOptions::layer_input`], never at another layer's size. Until every layer is
+//! counted the totals are unknown ([`Summary::uncounted`] says why) and a whole-network target
+//! is an error ([`Error::UnknownInputSize`]). The totals count every `Conv` (1x1 and depthwise
+//! included), `ConvTranspose`, `Gemm` and `MatMul` per image.
 //!
 //! The decisions (which layers, which ranks, the report) are the conversion pipeline's,
 //! [`crate::convert`], shared with checkpoint conversion; this module decodes the graph and
@@ -54,7 +61,9 @@
 
 mod discover;
 mod graph;
+mod infer;
 mod layout;
+mod ops;
 mod proto;
 mod rewrite;
 mod shapes;

@@ -28,9 +28,12 @@ const NODE_ATTRIBUTE: u32 = 5;
 const NODE_DOMAIN: u32 = 7;
 // AttributeProto
 const ATTR_NAME: u32 = 1;
+const ATTR_F: u32 = 2;
 const ATTR_I: u32 = 3;
 const ATTR_S: u32 = 4;
+const ATTR_T: u32 = 5;
 const ATTR_G: u32 = 6;
+const ATTR_FLOATS: u32 = 7;
 const ATTR_INTS: u32 = 8;
 const ATTR_GRAPHS: u32 = 11;
 const ATTR_TYPE: u32 = 20;
@@ -41,6 +44,7 @@ const TENSOR_DIMS: u32 = 1;
 const TENSOR_DATA_TYPE: u32 = 2;
 const TENSOR_FLOAT_DATA: u32 = 4;
 const TENSOR_INT32_DATA: u32 = 5;
+const TENSOR_INT64_DATA: u32 = 7;
 const TENSOR_NAME: u32 = 8;
 const TENSOR_RAW_DATA: u32 = 9;
 const TENSOR_DOUBLE_DATA: u32 = 10;
@@ -56,6 +60,8 @@ const DIM_VALUE: u32 = 1;
 
 /// `TensorProto.DataType` values `dac` reads and writes.
 pub(crate) const DT_FLOAT: i64 = 1;
+pub(crate) const DT_INT32: i64 = 6;
+pub(crate) const DT_INT64: i64 = 7;
 pub(crate) const DT_FLOAT16: i64 = 10;
 pub(crate) const DT_DOUBLE: i64 = 11;
 pub(crate) const DT_BFLOAT16: i64 = 16;
@@ -112,6 +118,23 @@ fn ints(f: &Field<'_>, location: &str, what: &str) -> PResult<Vec<i64>> {
     Ok(v.into_iter().map(|x| x as i64).collect())
 }
 
+fn fixed32(f: &Field<'_>, location: &str, what: &str) -> PResult<f32> {
+    match f.value {
+        Value::Fixed32(x) => Ok(f32::from_bits(x)),
+        _ => Err(Problem::new(location, format!("{what} (field {}) has the wrong wire type", f.number))),
+    }
+}
+
+fn floats(f: &Field<'_>, location: &str, what: &str) -> PResult<Vec<f32>> {
+    match f.value {
+        Value::Fixed32(x) => Ok(vec![f32::from_bits(x)]),
+        Value::Bytes(b) if b.len() % 4 == 0 => {
+            Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        _ => Err(Problem::new(location, format!("{what} (field {}) is not a list of floats", f.number))),
+    }
+}
+
 /// The default-domain opset version the model imports (`None` when it imports none).
 pub(crate) fn default_opset(model_fields: &[Field<'_>]) -> PResult<Option<i64>> {
     let mut version = None;
@@ -141,6 +164,10 @@ pub(crate) struct Attr<'a> {
     pub i: Option<i64>,
     pub ints: Vec<i64>,
     pub s: Option<&'a [u8]>,
+    pub f: Option<f32>,
+    pub floats: Vec<f32>,
+    /// A tensor value (`t`), undecoded.
+    pub t: Option<&'a [u8]>,
     /// Subgraphs (`g` and `graphs`).
     pub graphs: Vec<&'a [u8]>,
 }
@@ -219,7 +246,17 @@ impl<'a> Node<'a> {
 impl<'a> Attr<'a> {
     fn parse(b: &'a [u8], loc: &str) -> PResult<Self> {
         let fields = wire::parse(b).map_err(|e| Problem::new(loc, format!("attribute: {e}")))?;
-        let mut a = Attr { payload: b, name: "", i: None, ints: Vec::new(), s: None, graphs: Vec::new() };
+        let mut a = Attr {
+            payload: b,
+            name: "",
+            i: None,
+            ints: Vec::new(),
+            s: None,
+            f: None,
+            floats: Vec::new(),
+            t: None,
+            graphs: Vec::new(),
+        };
         for f in &fields {
             if f.number == ATTR_NAME {
                 a.name = utf8(expect_bytes(f, loc, "attribute name")?, loc, "attribute name")?;
@@ -231,6 +268,9 @@ impl<'a> Attr<'a> {
                 ATTR_I => a.i = Some(expect_varint(f, loc, &what)? as i64),
                 ATTR_INTS => a.ints.extend(ints(f, loc, &what)?),
                 ATTR_S => a.s = Some(expect_bytes(f, loc, &what)?),
+                ATTR_T => a.t = Some(expect_bytes(f, loc, &what)?),
+                ATTR_F => a.f = Some(fixed32(f, loc, &what)?),
+                ATTR_FLOATS => a.floats.extend(floats(f, loc, &what)?),
                 ATTR_G | ATTR_GRAPHS => a.graphs.push(expect_bytes(f, loc, &what)?),
                 _ => {}
             }
@@ -334,7 +374,7 @@ impl<'a> Tensor<'a> {
                 TENSOR_DIMS => t.dims.extend(ints(f, &loc, "dims")?),
                 TENSOR_DATA_TYPE => t.data_type = expect_varint(f, &loc, "data_type")? as i64,
                 TENSOR_RAW_DATA => t.raw_data = Some(expect_bytes(f, &loc, "raw_data")?),
-                TENSOR_FLOAT_DATA | TENSOR_DOUBLE_DATA | TENSOR_INT32_DATA => t.typed_data.push(*f),
+                TENSOR_FLOAT_DATA | TENSOR_DOUBLE_DATA | TENSOR_INT32_DATA | TENSOR_INT64_DATA => t.typed_data.push(*f),
                 TENSOR_EXTERNAL_DATA => t.external = true,
                 TENSOR_DATA_LOCATION => t.external |= expect_varint(f, &loc, "data_location")? == 1,
                 _ => {}
@@ -346,6 +386,52 @@ impl<'a> Tensor<'a> {
     /// The element count its dims declare.
     pub(crate) fn numel(&self) -> Option<usize> {
         self.dims.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)))
+    }
+
+    /// The data of an integer tensor (INT64, INT32, INT16, INT8, UINT8, BOOL), checked against
+    /// the dims; `None` for other data types.
+    pub(crate) fn ints(&self) -> PResult<Option<Vec<i64>>> {
+        let loc = format!("initializer `{}`", self.name);
+        let width = match self.data_type {
+            DT_INT64 => 8,
+            DT_INT32 => 4,
+            5 => 2,         // INT16
+            2 | 3 | 9 => 1, // UINT8, INT8, BOOL
+            _ => return Ok(None),
+        };
+        let n = self.numel().ok_or_else(|| Problem::new(&loc, format!("dims {:?} are invalid", self.dims)))?;
+        let out: Vec<i64> = if let Some(raw) = self.raw_data {
+            if Some(raw.len()) != n.checked_mul(width) {
+                return Err(Problem::new(
+                    &loc,
+                    format!("holds {} bytes but its dims {:?} need {n} values", raw.len(), self.dims),
+                ));
+            }
+            raw.chunks_exact(width)
+                .map(|c| match (width, self.data_type) {
+                    (8, _) => i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+                    (4, _) => i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    (2, _) => i64::from(i16::from_le_bytes([c[0], c[1]])),
+                    (_, 3) => i64::from(c[0] as i8),
+                    _ => i64::from(c[0]),
+                })
+                .collect()
+        } else {
+            let want = if self.data_type == DT_INT64 { TENSOR_INT64_DATA } else { TENSOR_INT32_DATA };
+            let mut bits = Vec::new();
+            for f in self.typed_data.iter().filter(|f| f.number == want) {
+                wire::repeated_varints(f, &mut bits).map_err(|e| Problem::new(&loc, format!("typed data: {e}")))?;
+            }
+            let narrow = |b: u64| if self.data_type == DT_INT64 { b as i64 } else { i64::from(b as u32 as i32) };
+            bits.into_iter().map(narrow).collect()
+        };
+        if out.len() != n {
+            return Err(Problem::new(
+                &loc,
+                format!("holds {} values but its dims {:?} need {n}", out.len(), self.dims),
+            ));
+        }
+        Ok(Some(out))
     }
 
     /// The data as f64 values, checked against the dims. Supports FLOAT, DOUBLE, FLOAT16 and

@@ -5,7 +5,7 @@ use super::graph::{Graph, Patch};
 use super::layout::{self, Chain, Names, PairNames, PairValues};
 use super::{onnx_error, proto};
 use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Precision, Site, Summary};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::scheme::SchemeKind;
 use crate::scheme::{Factored, Workspace};
@@ -51,9 +51,14 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         return Err(onnx_error(file, "options", reason));
     }
     let g = Graph::parse(bytes, file)?;
-    let (sizes, model_size) = g.sizes(options.input_size);
-    let Discovered { convs, found, blocked, linear } = discover::find(&g, &sizes, options, file)?;
-    let sites = convert::select(found, &options.selection, options.input_size, file, false)?;
+    let (shapes, model_size) = g.shapes(options.input_size);
+    let Discovered { convs, found, blocked, fixed, mut uncounted } = discover::find(&g, &shapes, options, file)?;
+    // A graph's layers are counted at their inferred or declared sizes, never at the model's.
+    let sites = convert::select(found, &options.selection, None, file, false)?;
+    uncounted.extend(sites.iter().filter_map(Site::uncounted));
+    if let (convert::RankSource::Target(_), Some(u)) = (options.ranks, uncounted.first()) {
+        return Err(Error::UnknownInputSize { layer: u.name.clone(), reason: u.reason.clone() });
+    }
     let (b32, b64): (Box<dyn SvdBackend<f32>>, Box<dyn SvdBackend<f64>>) =
         (convert::backend(options.svd), convert::backend(options.svd));
     let fit = convert::fit_in_use(&sites, options);
@@ -79,7 +84,7 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         .zip(&sites)
         .map(|(f, site)| (!f.is_empty()).then(|| analyse(f, site, options)).transpose())
         .collect::<Result<_>>()?;
-    let (decisions, plan) = convert::decide(&sites, &analyses, options, linear)?;
+    let (decisions, plan) = convert::decide(&sites, &analyses, options, fixed)?;
     let mut rw = Rewriter {
         g: &g,
         file,
@@ -114,7 +119,8 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         skipped,
         removed,
         copied_tensors: 0,
-        linear,
+        linear: fixed,
+        uncounted,
         plan,
         svd: b32.name(),
         fit,

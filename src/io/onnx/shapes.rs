@@ -1,8 +1,7 @@
-//! Convolution and pooling attributes, and spatial-size inference over the graph.
+//! Convolution and pooling attributes, and the arithmetic of one window axis.
 
 use super::proto::{Node, PResult, Problem};
 use crate::weights::{Geometry, Padding};
-use std::collections::HashMap;
 
 /// ONNX `auto_pad`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,24 +83,13 @@ impl Window {
 
     /// The explicit padding for a `kernel` on an input of `hw` (auto_pad resolved).
     pub(crate) fn padding(&self, kernel: (usize, usize), hw: Option<(usize, usize)>) -> Padding {
-        let same = |input: usize, k: usize, s: usize, d: usize, upper: bool| -> (usize, usize) {
-            let out = input.div_ceil(s);
-            let eff = (k - 1) * d + 1;
-            let total = ((out.saturating_sub(1)) * s + eff).saturating_sub(input);
-            let small = total / 2;
-            if upper {
-                (small, total - small)
-            } else {
-                (total - small, small)
-            }
-        };
         match (self.auto_pad, hw) {
             (AutoPad::NotSet, _) => self.pads,
             (AutoPad::Valid, _) | (_, None) => Padding::default(),
             (a, Some((h, w))) => {
                 let upper = a == AutoPad::SameUpper;
-                let (top, bottom) = same(h, kernel.0, self.strides.0, self.dilations.0, upper);
-                let (left, right) = same(w, kernel.1, self.strides.1, self.dilations.1, upper);
+                let (top, bottom) = same_padding(h, kernel.0, self.strides.0, self.dilations.0, upper);
+                let (left, right) = same_padding(w, kernel.1, self.strides.1, self.dilations.1, upper);
                 Padding { top, bottom, left, right }
             }
         }
@@ -120,93 +108,48 @@ impl Window {
     /// Output size on an `hw` input, `None` when it would be empty.
     pub(crate) fn output(&self, kernel: (usize, usize), hw: (usize, usize)) -> Option<(usize, usize)> {
         let p = self.padding(kernel, Some(hw));
-        let one = |input: usize, lo: usize, hi: usize, k: usize, s: usize, d: usize| -> Option<usize> {
-            let eff = k.checked_sub(1)?.checked_mul(d)?.checked_add(1)?;
-            let padded = input.checked_add(lo)?.checked_add(hi)?;
-            let span = padded.checked_sub(eff)?;
-            Some(if self.ceil_mode { span.div_ceil(s) } else { span / s } + 1)
-        };
+        let (s, d, c) = (self.strides, self.dilations, self.ceil_mode);
         Some((
-            one(hw.0, p.top, p.bottom, kernel.0, self.strides.0, self.dilations.0)?,
-            one(hw.1, p.left, p.right, kernel.1, self.strides.1, self.dilations.1)?,
+            axis_output(hw.0, kernel.0, s.0, d.0, (p.top, p.bottom), c)?,
+            axis_output(hw.1, kernel.1, s.1, d.1, (p.left, p.right), c)?,
         ))
     }
 }
 
-/// Operators whose output has the spatial size of their first sized input.
-const SAME_SIZE: &[&str] = &[
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Clip",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Softplus",
-    "Softsign",
-    "Mish",
-    "Gelu",
-    "Erf",
-    "Exp",
-    "Log",
-    "Sqrt",
-    "Abs",
-    "Neg",
-    "Reciprocal",
-    "Cast",
-    "Identity",
-    "Dropout",
-    "BatchNormalization",
-    "InstanceNormalization",
-    "LRN",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Pow",
-    "Max",
-    "Min",
-    "Sum",
-    "Mean",
-    "Where",
-];
-
-/// Infers the spatial `(height, width)` of tensors from the graph inputs' sizes, walking nodes
-/// in order. `weight_kernel` gives a Conv's kernel size from its weight initializer.
-pub(crate) fn infer<'a>(
-    nodes: &[(usize, Node<'a>)],
-    inputs: &[(String, (usize, usize))],
-    weight_kernel: &dyn Fn(&Node<'a>) -> Option<(usize, usize)>,
-) -> HashMap<String, (usize, usize)> {
-    let mut sizes: HashMap<String, (usize, usize)> = inputs.iter().cloned().collect();
-    for (_, node) in nodes {
-        let first = node.inputs.first().and_then(|i| sizes.get(*i)).copied();
-        let out = if node.domain.is_empty() || node.domain == "ai.onnx" {
-            match node.op_type {
-                "Conv" | "MaxPool" | "AveragePool" | "LpPool" => (|| {
-                    let w = Window::parse(node, "").ok()?;
-                    let k =
-                        if node.op_type == "Conv" { weight_kernel(node).or(w.kernel_shape)? } else { w.kernel_shape? };
-                    w.output(k, first?)
-                })(),
-                "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => first.map(|_| (1, 1)),
-                "Concat" => match node.attr("axis").and_then(|a| a.i) {
-                    Some(1) | Some(-3) => node.inputs.iter().find_map(|i| sizes.get(*i)).copied(),
-                    _ => None,
-                },
-                op if SAME_SIZE.contains(&op) => node.inputs.iter().find_map(|i| sizes.get(*i)).copied(),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        if let (Some(hw), Some(o)) = (out, node.outputs.first()) {
-            sizes.insert(o.to_string(), hw);
-        }
+/// `SAME_UPPER` / `SAME_LOWER` padding `(before, after)` of one axis: the output is
+/// `ceil(input / stride)`, the odd pixel after (upper) or before (lower).
+pub(crate) fn same_padding(input: usize, k: usize, s: usize, d: usize, upper: bool) -> (usize, usize) {
+    let out = input.div_ceil(s.max(1));
+    let eff = k.saturating_sub(1).saturating_mul(d).saturating_add(1);
+    let total = (out.saturating_sub(1)).saturating_mul(s).saturating_add(eff).saturating_sub(input);
+    let small = total / 2;
+    if upper {
+        (small, total - small)
+    } else {
+        (total - small, small)
     }
-    sizes
+}
+
+/// The output length of one window axis (`pads` before and after), `None` when empty. With
+/// `ceil`, a last window that would start in the padding after the input is dropped (as
+/// PyTorch and onnxruntime do).
+pub(crate) fn axis_output(
+    input: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+    pads: (usize, usize),
+    ceil: bool,
+) -> Option<usize> {
+    let eff = k.checked_sub(1)?.checked_mul(d)?.checked_add(1)?;
+    let padded = input.checked_add(pads.0)?.checked_add(pads.1)?;
+    let span = padded.checked_sub(eff)?;
+    if s == 0 {
+        return None;
+    }
+    if !ceil {
+        return Some(span / s + 1);
+    }
+    let out = span.div_ceil(s) + 1;
+    Some(if (out - 1) * s >= input + pads.0 { out - 1 } else { out })
 }
