@@ -124,3 +124,51 @@ fn option_errors_name_the_flags() {
         assert!(!output.exists(), "{extra:?}");
     }
 }
+
+/// `model_bytes` with an operator shape inference cannot follow between the two convolutions.
+fn opaque_model() -> Vec<u8> {
+    let mut g = Graph::default();
+    g.inits.push(tensor("c1.weight", &[8, 3, 3, 3], &values(1, 8 * 27)));
+    g.inits.push(tensor("c2.weight", &[8, 8, 3, 3], &values(3, 8 * 8 * 9)));
+    g.nodes.push(node("Conv", "c1", &["input", "c1.weight"], &["a"], &[], &[]));
+    g.nodes.push(node("CustomPad", "/custom/Pad", &["a"], &["b"], &[], &[]));
+    g.nodes.push(node("Conv", "c2", &["b", "c2.weight"], &["y"], &[], &[]));
+    g.inputs.push(value_info("input", &[None, Some(3), Some(16), Some(16)]));
+    g.outputs.push(value_info("y", &[None, Some(8), None, None]));
+    model(&g, 13, &[])
+}
+
+#[test]
+fn unknown_sizes_are_named_never_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, opaque_model()).unwrap();
+    let args = |extra: &[&str]| {
+        let mut a: Vec<std::ffi::OsString> =
+            vec!["onnx".into(), input.clone().into(), "-o".into(), output.clone().into()];
+        a.extend(extra.iter().map(|s| s.into()));
+        a.push("--force".into());
+        a
+    };
+    // A target needs every size: the error names the layer, the node that stopped inference and
+    // the flags; nothing is written, even with --input (the model's size is no layer's size).
+    let out = dac(&args(&["--speedup", "1.5", "--input", "16x16"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("c2") && err.contains("/custom/Pad") && err.contains("--layer-input"), "{err}");
+    assert!(!output.exists());
+    // A fixed rank converts, and the totals say they are unknown and why.
+    let out = dac(&args(&["--rank", "2"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("total: MACs unknown") && text.contains("/custom/Pad"), "{text}");
+    let out = dac(&args(&["--rank", "2", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["macs_before"], serde_json::Value::Null);
+    assert_eq!(v["uncounted"][0]["name"], "c2");
+    // Declaring the layer's size (14x14 after the custom op) makes every number known.
+    let out = dac(&args(&["--speedup", "1.5", "--layer-input", "c2=14x14", "--json"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["macs_before"], serde_json::json!(8 * 27 * 14 * 14 + 8 * 72 * 12 * 12));
+}

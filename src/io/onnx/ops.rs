@@ -50,7 +50,7 @@ pub(crate) fn rule(node: &Node<'_>) -> Option<Rule> {
         "DepthToSpace" => depth_to_space,
         "SpaceToDepth" => space_to_depth,
         "Cast" => cast,
-        "Identity" | "Neg" => same_with_data,
+        "Identity" | "Neg" | "Floor" | "Ceil" | "Round" | "Abs" | "Sqrt" | "Reciprocal" => same_with_data,
         "Add" | "Sub" | "Mul" | "Div" => arithmetic,
         "Pow" | "Mod" | "Max" | "Min" | "Sum" | "Mean" | "Where" | "Equal" | "Less" | "Greater" | "LessOrEqual"
         | "GreaterOrEqual" | "And" | "Or" | "Xor" | "BitShift" | "PRelu" => elementwise,
@@ -78,12 +78,6 @@ const SAME_SHAPE: &[&str] = &[
     "Erf",
     "Exp",
     "Log",
-    "Sqrt",
-    "Abs",
-    "Reciprocal",
-    "Floor",
-    "Ceil",
-    "Round",
     "Sign",
     "Not",
     "IsNaN",
@@ -111,12 +105,30 @@ fn same_shape(c: &Ctx<'_, '_>) -> Out {
     Ok(vec![Fact::shaped(x.shape.clone()); n])
 }
 
+/// Identity and the unary operators shape arithmetic uses, with their values.
 fn same_with_data(c: &Ctx<'_, '_>) -> Out {
     let x = c.input(0)?;
-    let data = match (&x.data, c.node.op_type) {
-        (Some(Data::Int(v)), "Neg") => Some(Data::Int(v.iter().map(|a| a.wrapping_neg()).collect())),
-        (Some(Data::Float(v)), "Neg") => Some(Data::Float(v.iter().map(|a| -a).collect())),
-        (d, _) => d.clone(),
+    let op = c.node.op_type;
+    let data = match &x.data {
+        Some(Data::Int(v)) if matches!(op, "Identity" | "Floor" | "Ceil" | "Round") => Some(Data::Int(v.clone())),
+        Some(Data::Int(v)) if matches!(op, "Neg" | "Abs") => v
+            .iter()
+            .map(|a| if op == "Neg" { a.checked_neg() } else { a.checked_abs() })
+            .collect::<Option<_>>()
+            .map(Data::Int),
+        Some(d) if op != "Identity" => {
+            let f = |a: f64| match op {
+                "Neg" => -a,
+                "Floor" => a.floor(),
+                "Ceil" => a.ceil(),
+                "Round" => a.round_ties_even(),
+                "Abs" => a.abs(),
+                "Sqrt" => a.sqrt(),
+                _ => 1.0 / a,
+            };
+            Some(Data::Float(d.floats().into_iter().map(f).collect()))
+        }
+        d => d.clone(),
     };
     Ok(vec![Fact { shape: x.shape.clone(), data }])
 }
@@ -172,7 +184,7 @@ fn combine(op: &str, x: &Data, y: &Data, n: usize) -> Option<Data> {
                     "Add" => p.checked_add(q),
                     "Sub" => p.checked_sub(q),
                     "Mul" => p.checked_mul(q),
-                    _ => (q != 0).then(|| p.div_euclid(q)),
+                    _ => p.checked_div(q),
                 }
             })
             .collect::<Option<Vec<_>>>()
@@ -261,8 +273,10 @@ fn conv_transpose(c: &Ctx<'_, '_>) -> Out {
         (get("strides", 1, n), get("dilations", 1, n), get("pads", 0, 2 * n), get("output_padding", 0, n));
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let k = w.shape[2 + i] as i64;
-        let v = s[i] * (spatial[i] as i64 - 1) + op[i] + (k - 1) * d[i] + 1 - p[i] - p[i + n];
+        let (k, x) = (w.shape[2 + i] as i128, spatial[i] as i128);
+        let v = i128::from(s[i]) * (x - 1) + i128::from(op[i]) + (k - 1) * i128::from(d[i]) + 1
+            - i128::from(p[i])
+            - i128::from(p[i + n]);
         out.push(usize::try_from(v).map_err(|_| Stop::Reason(format!("output axis {i} would be {v}")))?);
     }
     Ok(vec![Fact::shaped([&[nc[0], channels][..], &out].concat())])
@@ -301,7 +315,7 @@ fn pad(c: &Ctx<'_, '_>) -> Out {
     }
     let mut shape = x.shape.clone();
     for (j, &a) in axes.iter().enumerate() {
-        let v = shape[a] as i64 + pads[j] + pads[j + axes.len()];
+        let v = shape[a] as i128 + i128::from(pads[j]) + i128::from(pads[j + axes.len()]);
         shape[a] = usize::try_from(v).map_err(|_| Stop::Reason(format!("axis {a} would have size {v}")))?;
     }
     Ok(vec![Fact::shaped(shape)])
@@ -346,11 +360,11 @@ fn split(c: &Ctx<'_, '_>) -> Out {
         Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
         None if outputs > 0 => {
             let chunk = dim.div_ceil(outputs);
-            (0..outputs).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect()
+            (0..outputs).map(|i| chunk.min(dim.saturating_sub(i.saturating_mul(chunk)))).collect()
         }
         None => return Err(Stop::Reason("has no outputs".into())),
     };
-    if sizes.iter().sum::<usize>() != dim {
+    if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(dim) {
         return Err(Stop::Reason(format!("split sizes {sizes:?} do not add up to {dim}")));
     }
     Ok(sizes
@@ -407,7 +421,8 @@ fn slice_axis(dim: i64, start: i64, end: i64, step: i64) -> Result<(i64, usize),
     if dim == 0 {
         return Ok((0, 0));
     }
-    let norm = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+    let (dim, step) = (i128::from(dim), i128::from(step));
+    let norm = |v: i64| if v < 0 { i128::from(v) + dim } else { i128::from(v) };
     let (s, e) = if step > 0 {
         (norm(start).clamp(0, dim), norm(end).clamp(0, dim))
     } else {
@@ -415,7 +430,7 @@ fn slice_axis(dim: i64, start: i64, end: i64, step: i64) -> Result<(i64, usize),
     };
     let span = if step > 0 { e - s } else { s - e };
     let len = if span <= 0 { 0 } else { (span + step.abs() - 1) / step.abs() };
-    Ok((s, len as usize))
+    Ok((s as i64, len as usize))
 }
 
 fn reshape(c: &Ctx<'_, '_>) -> Out {
@@ -757,10 +772,11 @@ fn rearrange(c: &Ctx<'_, '_>, to_space: bool) -> Out {
         return Err(Stop::Reason(format!("needs a 4-D input and a blocksize, got {:?} and {b}", x.shape)));
     }
     let (b, s) = (b as usize, &x.shape);
+    let bb = b.saturating_mul(b);
     let shape = if to_space {
-        vec![s[0], s[1] / (b * b), s[2] * b, s[3] * b]
+        vec![s[0], s[1] / bb, s[2].saturating_mul(b), s[3].saturating_mul(b)]
     } else {
-        vec![s[0], s[1] * b * b, s[2] / b, s[3] / b]
+        vec![s[0], s[1].saturating_mul(bb), s[2] / b, s[3] / b]
     };
     Ok(vec![Fact::shaped(shape)])
 }

@@ -151,5 +151,6 @@ pub(crate) fn axis_output(
         return Some(span / s + 1);
     }
     let out = span.div_ceil(s) + 1;
-    Some(if (out - 1) * s >= input + pads.0 { out - 1 } else { out })
+    let last_start = (out - 1).checked_mul(s)?;
+    Some(if last_start >= input.checked_add(pads.0)? { out - 1 } else { out })
 }
