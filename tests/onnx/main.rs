@@ -8,3 +8,4 @@ mod fit;
 mod pipeline;
 mod rewrite;
 mod shapes;
+mod zoo;
