@@ -6,6 +6,7 @@ mod support;
 mod errors;
 mod fit;
 mod pipeline;
+mod reference;
 mod rewrite;
 mod shapes;
 mod zoo;
