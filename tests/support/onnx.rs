@@ -122,6 +122,50 @@ pub fn attr_tensor(name: &str, tensor: &[u8]) -> Vec<u8> {
 
 /// ValueInfoProto of a float tensor; a dim `None` is unknown.
 pub fn value_info(name: &str, dims: &[Option<usize>]) -> Vec<u8> {
+    typed_value_info(name, DT_FLOAT, dims)
+}
+
+/// `TensorProto.DataType` codes.
+pub const DT_FLOAT: u64 = 1;
+pub const DT_FLOAT16: u64 = 10;
+pub const DT_DOUBLE: u64 = 11;
+pub const DT_BFLOAT16: u64 = 16;
+
+/// TensorProto of `data_type` (FLOAT, FLOAT16, BFLOAT16 or DOUBLE) holding `data` rounded to
+/// it, in `raw_data` or (`typed`) in the typed field: `float_data` (packed), `int32_data` (the
+/// 16-bit patterns, one varint each, unpacked) or `double_data` (packed).
+pub fn typed_tensor(name: &str, dims: &[usize], data_type: u64, data: &[f64], typed: bool) -> Vec<u8> {
+    let mut b = Vec::new();
+    for &d in dims {
+        uint_field(&mut b, 1, d as u64);
+    }
+    uint_field(&mut b, 2, data_type);
+    bytes_field(&mut b, 8, name.as_bytes());
+    let bits16 = |v: f64| match data_type {
+        DT_FLOAT16 => half::f16::from_f64(v).to_bits(),
+        _ => half::bf16::from_f64(v).to_bits(),
+    };
+    match (data_type, typed) {
+        (DT_FLOAT, false) => {
+            bytes_field(&mut b, 9, &data.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect::<Vec<_>>())
+        }
+        (DT_FLOAT, true) => {
+            bytes_field(&mut b, 4, &data.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect::<Vec<_>>())
+        }
+        (DT_DOUBLE, false) => bytes_field(&mut b, 9, &data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()),
+        (DT_DOUBLE, true) => bytes_field(&mut b, 10, &data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()),
+        (_, false) => bytes_field(&mut b, 9, &data.iter().flat_map(|&v| bits16(v).to_le_bytes()).collect::<Vec<_>>()),
+        (_, true) => {
+            for &v in data {
+                uint_field(&mut b, 5, u64::from(bits16(v)));
+            }
+        }
+    }
+    b
+}
+
+/// ValueInfoProto of a tensor of `elem_type`; a dim `None` is unknown.
+pub fn typed_value_info(name: &str, elem_type: u64, dims: &[Option<usize>]) -> Vec<u8> {
     let mut shape = Vec::new();
     for d in dims {
         let mut dim = Vec::new();
@@ -131,7 +175,7 @@ pub fn value_info(name: &str, dims: &[Option<usize>]) -> Vec<u8> {
         bytes_field(&mut shape, 1, &dim);
     }
     let mut tt = Vec::new();
-    uint_field(&mut tt, 1, 1);
+    uint_field(&mut tt, 1, elem_type);
     bytes_field(&mut tt, 2, &shape);
     let mut ty = Vec::new();
     bytes_field(&mut ty, 1, &tt);
@@ -212,6 +256,131 @@ pub fn run_tract(model: &[u8], shape: &[usize], input: &[f32]) -> Vec<f32> {
     let x = Tensor::from_shape(shape, input).expect("input tensor");
     let out = m.run(tvec!(x.into_tvalue())).expect("tract runs the model");
     out[0].to_plain_array_view::<f32>().expect("f32 output").iter().copied().collect()
+}
+
+/// Runs a model whose input and output are of `dt` in tract on one input given in f32;
+/// returns the first output as f32.
+pub fn run_tract_as(model: &[u8], shape: &[usize], input: &[f32], dt: DatumType) -> Vec<f32> {
+    let m = tract_onnx::onnx()
+        .model_for_read(&mut &model[..])
+        .expect("tract reads the model")
+        .with_input_fact(0, InferenceFact::dt_shape(dt, shape))
+        .expect("input fact")
+        .into_optimized()
+        .expect("tract optimises the model")
+        .into_runnable()
+        .expect("runnable");
+    let x = Tensor::from_shape(shape, input).expect("input tensor").cast_to_dt(dt).expect("cast").into_owned();
+    let out = m.run(tvec!(x.into_tvalue())).expect("tract runs the model");
+    let y = out[0].cast_to::<f32>().expect("f32 output").into_owned();
+    y.to_plain_array_view::<f32>().expect("f32 output").iter().copied().collect()
+}
+
+/// One protobuf field as read back by [`fields`]: its number, its payload (a varint's value,
+/// a fixed field's bits, or a length-delimited field's bytes) and its exact encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field<'a> {
+    pub number: u32,
+    pub value: u64,
+    pub bytes: &'a [u8],
+    pub raw: &'a [u8],
+}
+
+fn read_varint(b: &[u8], pos: &mut usize) -> u64 {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = b[*pos];
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    v
+}
+
+/// The fields of a protobuf message, in order (a test-side reader, independent of the crate's).
+pub fn fields(b: &[u8]) -> Vec<Field<'_>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let start = pos;
+        let key = read_varint(b, &mut pos);
+        let (number, wire) = ((key >> 3) as u32, key & 7);
+        let (value, bytes) = match wire {
+            0 => (read_varint(b, &mut pos), &b[pos..pos]),
+            1 => {
+                pos += 8;
+                (u64::from_le_bytes(b[pos - 8..pos].try_into().unwrap()), &b[pos - 8..pos])
+            }
+            2 => {
+                let n = read_varint(b, &mut pos) as usize;
+                pos += n;
+                (n as u64, &b[pos - n..pos])
+            }
+            5 => {
+                pos += 4;
+                (u64::from(u32::from_le_bytes(b[pos - 4..pos].try_into().unwrap())), &b[pos - 4..pos])
+            }
+            w => panic!("wire type {w} at byte {start}"),
+        };
+        out.push(Field { number, value, bytes, raw: &b[start..pos] });
+    }
+    out
+}
+
+/// The graph's fields of a model.
+pub fn graph_fields(model: &[u8]) -> Vec<Field<'_>> {
+    fields(fields(model).into_iter().find(|f| f.number == 7).expect("a graph").bytes)
+}
+
+/// The first string field `number` of a message.
+pub fn string_field(message: &[u8], number: u32) -> String {
+    fields(message)
+        .iter()
+        .find(|f| f.number == number)
+        .map(|f| String::from_utf8_lossy(f.bytes).into_owned())
+        .unwrap_or_default()
+}
+
+/// A BFLOAT16 model made FLOAT: every BFLOAT16 initializer widened exactly (raw or int32_data),
+/// every graph input and output declared FLOAT with `dims`, everything else as it was.
+pub fn widen_bf16(model: &[u8], io_dims: &[(&str, Vec<Option<usize>>)]) -> Vec<u8> {
+    let mut graph = Vec::new();
+    for f in graph_fields(model) {
+        match f.number {
+            5 if fields(f.bytes).iter().any(|t| t.number == 2 && t.value == DT_BFLOAT16) => {
+                let t = fields(f.bytes);
+                let dims: Vec<usize> = t.iter().filter(|x| x.number == 1).map(|x| x.value as usize).collect();
+                let mut v: Vec<f64> = Vec::new();
+                for x in &t {
+                    match x.number {
+                        9 => {
+                            v.extend(x.bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()))
+                        }
+                        5 => v.push(half::bf16::from_bits(x.value as u16).to_f64()),
+                        _ => {}
+                    }
+                }
+                bytes_field(&mut graph, 5, &typed_tensor(&string_field(f.bytes, 8), &dims, DT_FLOAT, &v, false));
+            }
+            11 | 12 => {
+                let name = string_field(f.bytes, 1);
+                let dims = &io_dims.iter().find(|(n, _)| *n == name).expect("declared input/output").1;
+                bytes_field(&mut graph, f.number, &value_info(&name, dims));
+            }
+            _ => graph.extend_from_slice(f.raw),
+        }
+    }
+    let mut out = Vec::new();
+    for f in fields(model) {
+        if f.number == 7 {
+            bytes_field(&mut out, 7, &graph);
+        } else {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    out
 }
 
 /// Largest |a - b| over the largest |a|.
