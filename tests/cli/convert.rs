@@ -267,3 +267,92 @@ fn geometry_flags_and_sidecar_reach_the_counts() {
     let o = dac(&["inspect", s(&input), "--stride", "c1=0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn split_and_dtype_flags_write_what_the_library_writes() {
+    use dac::io::{convert_file, ConvertOptions, FloatDtype};
+    use dac::{Rank, Split};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    let cases = [
+        ("pointwise", "f16", Split::Pointwise, FloatDtype::F16),
+        ("depthwise", "bf16", Split::Depthwise, FloatDtype::BF16),
+        ("sqrt", "f64", Split::SquareRoot, FloatDtype::F64),
+    ];
+    for (split, dtype, s_lib, d_lib) in cases {
+        let (cli, lib) = (dir.path().join(format!("{split}-cli.st")), dir.path().join(format!("{split}-lib.st")));
+        let o = dac(&[
+            "convert",
+            s(&input),
+            "-o",
+            s(&cli),
+            "--rank",
+            "2",
+            "--groups",
+            "conv3=2",
+            "--split",
+            split,
+            "--dtype",
+            dtype,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let options = ConvertOptions::new(Rank::Fixed(2)).groups("conv3", 2).split(s_lib).output_dtype(d_lib);
+        convert_file(&input, &lib, &options).unwrap();
+        assert_eq!(std::fs::read(&cli).unwrap(), std::fs::read(&lib).unwrap(), "--split {split} --dtype {dtype}");
+    }
+}
+
+/// Runs `script` as root of its own user and mount namespaces (`unshare -rm`), where it can
+/// mount small file systems that vanish with it; returns its output.
+fn in_namespace(script: &str, args: &[&str]) -> Output {
+    let out = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", script, "sh"])
+        .args(args)
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert!(out.status.success(), "the namespace script failed: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn output_failures_leave_the_input_untouched_and_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/zoo/resnet18.onnx");
+    let (ck_before, model_before) = (std::fs::read(&input).unwrap(), std::fs::read(&model).unwrap());
+    // A full file system (one 4 KiB page; every output is larger) and a read-only one.
+    let script = r#"
+        set -u
+        D=$1; DAC=$2; CK=$3; MODEL=$4
+        mkdir -p "$D/full" "$D/ro"
+        mount -t tmpfs -o size=4k tmpfs "$D/full" && mount -t tmpfs -o ro tmpfs "$D/ro" || exit 90
+        for T in full ro; do
+            "$DAC" convert "$CK" -o "$D/$T/out.safetensors" --rank 2 --groups conv3=2 2>&1; echo "convert $T exit=$?"
+            "$DAC" onnx "$MODEL" -o "$D/$T/out.onnx" --rank 2 2>&1; echo "onnx $T exit=$?"
+            echo "$T left=$(ls -A "$D/$T" | wc -l)"
+        done
+    "#;
+    let d = dir.path().join("mnt");
+    let out = in_namespace(script, &[s(&d), env!("CARGO_BIN_EXE_dac"), s(&input), s(&model)]);
+    let text = stdout(&out);
+    for line in
+        ["convert full exit=1", "onnx full exit=1", "full left=0", "convert ro exit=1", "onnx ro exit=1", "ro left=0"]
+    {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    assert!(text.contains("No space left on device") && text.contains("Read-only file system"), "{text}");
+    // A rename that fails: the output is a directory (--force lets the run reach the rename).
+    let target = dir.path().join("a-directory");
+    std::fs::create_dir(&target).unwrap();
+    let o = dac(&["convert", s(&input), "-o", s(&target), "--rank", "2", "--groups", "conv3=2", "--force"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("rename"), "{}", stderr(&o));
+    let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, ["a-directory", "mnt", "n.safetensors"], "no temporary file left");
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    assert_eq!(std::fs::read(&input).unwrap(), ck_before, "the input is untouched");
+    assert_eq!(std::fs::read(&model).unwrap(), model_before);
+}

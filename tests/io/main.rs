@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dtypes;
 mod errors;
 mod geometry;
 mod roundtrip;
