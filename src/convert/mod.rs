@@ -19,6 +19,10 @@
 //! ([`SkipReason::RankAboveMaximum`]); the SVD backend is [`ConvertOptions::svd`] (the fast
 //! [`GramSvd`] by default).
 
+// The phases below serve the format adapters; without a format (no `safetensors` feature)
+// only the public options and report types are used.
+#![cfg_attr(not(feature = "safetensors"), allow(dead_code))]
+
 mod glob;
 mod options;
 mod report;

@@ -56,11 +56,26 @@ struct Cpu {
     avx512: bool,
 }
 
-/// The CPU's features, detected on the first call and cached for the process.
+/// The CPU's features, detected on the first call and cached for the process, capped by the
+/// `DAC_ISA` environment variable ([`ISA_VAR`]).
 #[inline]
 fn cpu() -> Cpu {
     static CPU: OnceLock<Cpu> = OnceLock::new();
-    *CPU.get_or_init(detect)
+    *CPU.get_or_init(|| cap(detect(), std::env::var(ISA_VAR).ok().as_deref()))
+}
+
+/// The environment variable capping the instruction set the kernels use: `portable` or `avx2`
+/// run those builds end to end on a CPU that has better ones (tests and CI do); `avx512` or
+/// anything else leaves the detected features alone. It never enables what the CPU lacks.
+pub(crate) const ISA_VAR: &str = "DAC_ISA";
+
+/// `cpu` with at most the features `limit` names.
+fn cap(cpu: Cpu, limit: Option<&str>) -> Cpu {
+    match limit {
+        Some("portable") => Cpu { avx2_fma: false, avx512: false },
+        Some("avx2") => Cpu { avx512: false, ..cpu },
+        _ => cpu,
+    }
 }
 
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
@@ -88,6 +103,17 @@ pub(crate) fn isa() -> Isa {
         }
     }
     Isa::Portable
+}
+
+/// The name of [`isa`]'s build: `"avx512"`, `"avx2"` or `"portable"`.
+pub(crate) fn isa_name() -> &'static str {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => "avx512",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => "avx2",
+        Isa::Portable => "portable",
+    }
 }
 
 /// Whether this CPU runs AVX2 and FMA (x86 and x86_64; `false` elsewhere): what the
@@ -211,6 +237,19 @@ mod tests {
     use super::*;
 
     /// Every build of the kernels agrees with the portable one and with the definitions.
+    #[test]
+    fn the_isa_variable_only_ever_lowers_the_features() {
+        let all = Cpu { avx2_fma: true, avx512: true };
+        let none = Cpu { avx2_fma: false, avx512: false };
+        let show = |c: Cpu| (c.avx2_fma, c.avx512);
+        assert_eq!(show(cap(all, Some("portable"))), (false, false));
+        assert_eq!(show(cap(all, Some("avx2"))), (true, false));
+        assert_eq!(show(cap(all, Some("avx512"))), (true, true));
+        assert_eq!(show(cap(all, None)), (true, true));
+        assert_eq!(show(cap(none, Some("avx2"))), (false, false));
+        assert_eq!(show(cap(none, Some("avx512"))), (false, false));
+    }
+
     #[test]
     fn gram9_matches_definition() {
         // 70 rows: more than one row chunk of the AVX-512 kernel; up to eight lane blocks plus a

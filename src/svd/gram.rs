@@ -54,6 +54,13 @@ impl Default for GramSvd {
 const TASK_CHANNELS: usize = 64;
 
 impl GramSvd {
+    /// The build of the lane kernels this process runs: `"avx512"`, `"avx2"` or `"portable"`
+    /// (detected once; the `DAC_ISA` environment variable, set to `portable` or `avx2`, caps it
+    /// to run the lesser builds end to end on a CPU that has better ones).
+    pub fn instruction_set() -> &'static str {
+        crate::kernels::isa_name()
+    }
+
     /// Factors every input channel of `layer`: writes `singular_values` (`C x k`, row `c`
     /// descending) and `vt` (`C x k x (kh·kw)`, the rows of `V_kᵀ` of channel `c`), with
     /// `k = min(N/groups, kh·kw)` — the same layout as calling

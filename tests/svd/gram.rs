@@ -324,3 +324,15 @@ fn gram_rejects_non_finite_input() {
     assert!(SvdBackend::<f32>::rejects_non_finite(&backend));
     assert!(!SvdBackend::<f32>::rejects_non_finite(&NalgebraSvd::default()));
 }
+
+/// CI runs the GramSvd tests again under `DAC_ISA=portable` and `DAC_ISA=avx2`: the kernels
+/// follow the variable (never above what the CPU has).
+#[test]
+fn the_kernels_follow_dac_isa() {
+    let isa = dac::svd::GramSvd::instruction_set();
+    match std::env::var("DAC_ISA").as_deref() {
+        Ok("portable") => assert_eq!(isa, "portable"),
+        Ok("avx2") => assert!(isa == "avx2" || isa == "portable", "{isa}"),
+        _ => assert!(["avx512", "avx2", "portable"].contains(&isa), "{isa}"),
+    }
+}
