@@ -47,6 +47,9 @@ pub mod decompose;
 mod error;
 pub mod exec;
 mod fit;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "safetensors")]
 pub mod io;
 mod kernels;

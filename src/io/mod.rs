@@ -46,8 +46,8 @@ mod geometry;
 mod inspect;
 #[cfg(feature = "onnx")]
 pub mod onnx;
-mod records;
-mod safetensors;
+pub(crate) mod records;
+pub(crate) mod safetensors;
 
 pub use self::checkpoint::ASSUMPTION;
 pub use self::geometry::{read_geometry, GeometryFile};

@@ -163,9 +163,16 @@ impl LayerRecord {
 /// malformed.
 pub fn read_records(path: impl AsRef<Path>) -> Result<Vec<LayerRecord>> {
     let path = path.as_ref();
-    let ck = Checkpoint::open(path)?;
+    records_of(&Checkpoint::open(path)?.metadata, path)
+}
+
+/// The `dac.layer.*` records among a checkpoint's `__metadata__` entries.
+pub(crate) fn records_of(
+    metadata: &std::collections::BTreeMap<String, String>,
+    path: &Path,
+) -> Result<Vec<LayerRecord>> {
     let mut out = Vec::new();
-    for (k, v) in &ck.metadata {
+    for (k, v) in metadata {
         if let Some(name) = k.strip_prefix("dac.layer.") {
             let rec = LayerRecord::from_json(name, v)
                 .ok_or_else(|| format_error(path, None, format!("metadata `{k}` is not a dac layer record: {v}")))?;

@@ -35,6 +35,128 @@ impl Entry {
     }
 }
 
+/// A validated safetensors header: where the data starts, the tensors in data order and the
+/// `__metadata__` entries.
+#[derive(Debug)]
+pub(crate) struct Header {
+    pub(crate) data_start: usize,
+    pub(crate) tensors: Vec<Entry>,
+    pub(crate) metadata: BTreeMap<String, String>,
+}
+
+impl Header {
+    /// Parses and validates the header of the file `bytes` (`path` names it in errors): the
+    /// length, UTF-8 JSON object, each entry, offsets contiguous from 0 to the end of the data
+    /// (no overlap, gap or trailing byte), and the `safetensors` crate's agreement.
+    pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        if bytes.len() < 8 {
+            let len = bytes.len();
+            return Err(format_error(
+                path,
+                None,
+                format!("file is truncated: {len} bytes, but a safetensors file starts with an 8-byte header length"),
+            ));
+        }
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&bytes[..8]);
+        let n = u64::from_le_bytes(len_bytes);
+        let len = bytes.len() as u64;
+        let rest = len - 8;
+        if n > MAX_HEADER_BYTES {
+            return Err(format_error(path, None, format!("length {n} exceeds the limit of {MAX_HEADER_BYTES}")));
+        }
+        if n > rest {
+            return Err(format_error(
+                path,
+                None,
+                format!(
+                    "length {n} runs past the end of the file ({len} bytes): the file is truncated \
+                     or not a safetensors file"
+                ),
+            ));
+        }
+        let n = n as usize;
+        let header =
+            std::str::from_utf8(&bytes[8..8 + n]).map_err(|e| format_error(path, None, format!("not UTF-8: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(header).map_err(|e| format_error(path, None, format!("not valid JSON: {e}")))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(format_error(path, None, "not a JSON object"));
+        };
+        let data_len = bytes.len() - 8 - n;
+        let mut metadata = BTreeMap::new();
+        let mut tensors = Vec::with_capacity(map.len());
+        for (name, v) in map {
+            if name == "__metadata__" {
+                let serde_json::Value::Object(m) = v else {
+                    return Err(format_error(path, None, "`__metadata__` is not a JSON object"));
+                };
+                for (k, v) in m {
+                    let serde_json::Value::String(s) = v else {
+                        return Err(format_error(path, None, format!("`__metadata__` entry `{k}` is not a string")));
+                    };
+                    metadata.insert(k, s);
+                }
+            } else {
+                tensors.push(parse_entry(path, name, &v)?);
+            }
+        }
+        tensors.sort_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
+        check_layout(&tensors, data_len, path)?;
+        // The reference parser must agree before anything is converted.
+        ::safetensors::SafeTensors::read_metadata(bytes)
+            .map_err(|e| format_error(path, None, format!("rejected by the safetensors parser: {e}")))?;
+        Ok(Self { data_start: 8 + n, tensors, metadata })
+    }
+}
+
+/// Tensors (sorted by offset) tile the data section: each inside it, from byte 0, without
+/// overlap or gap, up to its last byte.
+fn check_layout(tensors: &[Entry], data_len: usize, path: &Path) -> Result<()> {
+    for t in tensors {
+        if t.end > data_len {
+            return Err(format_error(
+                path,
+                Some(&t.name),
+                format!(
+                    "data_offsets [{}, {}] run past the end of the data section ({data_len} bytes): \
+                         the file is truncated",
+                    t.begin, t.end
+                ),
+            ));
+        }
+    }
+    let mut expected_begin = 0usize;
+    let mut previous: Option<&Entry> = None;
+    for t in tensors {
+        if t.begin < expected_begin {
+            let p = previous.map_or(String::new(), |p| format!(" of tensor `{}` [{}, {}]", p.name, p.begin, p.end));
+            return Err(format_error(
+                path,
+                Some(&t.name),
+                format!("data_offsets [{}, {}] overlap the data{p}", t.begin, t.end),
+            ));
+        }
+        if t.begin > expected_begin {
+            return Err(format_error(
+                path,
+                Some(&t.name),
+                format!("data starts at byte {} but the previous tensor ends at {expected_begin}: a gap", t.begin),
+            ));
+        }
+        expected_begin = t.end;
+        previous = Some(t);
+    }
+    if expected_begin != data_len {
+        return Err(format_error(
+            path,
+            None,
+            format!("tensors end at byte {expected_begin} of a {data_len}-byte data section: trailing bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// An opened, validated, memory-mapped safetensors file.
 ///
 /// Tensors to convert are viewed in place in the map ([`view`](Self::view)) or decoded from it,
@@ -82,102 +204,14 @@ impl Checkpoint {
             action: "memory-map",
             source: e,
         })?;
-        let bytes: &[u8] = &mmap;
-        let mut len_bytes = [0u8; 8];
-        len_bytes.copy_from_slice(&bytes[..8]);
-        let n = u64::from_le_bytes(len_bytes);
-        let rest = len - 8;
-        if n > rest {
-            return Err(format_error(
-                path,
-                None,
-                format!(
-                    "length {n} runs past the end of the file ({len} bytes): the file is truncated \
-                     or not a safetensors file"
-                ),
-            ));
-        }
-        if n > MAX_HEADER_BYTES {
-            return Err(format_error(path, None, format!("length {n} exceeds the limit of {MAX_HEADER_BYTES}")));
-        }
-        let n = n as usize;
-        let header =
-            std::str::from_utf8(&bytes[8..8 + n]).map_err(|e| format_error(path, None, format!("not UTF-8: {e}")))?;
-        let value: serde_json::Value =
-            serde_json::from_str(header).map_err(|e| format_error(path, None, format!("not valid JSON: {e}")))?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(format_error(path, None, "not a JSON object"));
-        };
-        let data_len = bytes.len() - 8 - n;
-        let mut metadata = BTreeMap::new();
-        let mut tensors = Vec::with_capacity(map.len());
-        for (name, v) in map {
-            if name == "__metadata__" {
-                let serde_json::Value::Object(m) = v else {
-                    return Err(format_error(path, None, "`__metadata__` is not a JSON object"));
-                };
-                for (k, v) in m {
-                    let serde_json::Value::String(s) = v else {
-                        return Err(format_error(path, None, format!("`__metadata__` entry `{k}` is not a string")));
-                    };
-                    metadata.insert(k, s);
-                }
-            } else {
-                tensors.push(parse_entry(path, name, &v)?);
-            }
-        }
-        tensors.sort_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
-        for t in &tensors {
-            if t.end > data_len {
-                return Err(format_error(
-                    path,
-                    Some(&t.name),
-                    format!(
-                        "data_offsets [{}, {}] run past the end of the data section ({data_len} bytes): \
-                         the file is truncated",
-                        t.begin, t.end
-                    ),
-                ));
-            }
-        }
-        let mut expected_begin = 0usize;
-        let mut previous: Option<&Entry> = None;
-        for t in &tensors {
-            if t.begin < expected_begin {
-                let p = previous.map_or(String::new(), |p| format!(" of tensor `{}` [{}, {}]", p.name, p.begin, p.end));
-                return Err(format_error(
-                    path,
-                    Some(&t.name),
-                    format!("data_offsets [{}, {}] overlap the data{p}", t.begin, t.end),
-                ));
-            }
-            if t.begin > expected_begin {
-                return Err(format_error(
-                    path,
-                    Some(&t.name),
-                    format!("data starts at byte {} but the previous tensor ends at {expected_begin}: a gap", t.begin),
-                ));
-            }
-            expected_begin = t.end;
-            previous = Some(t);
-        }
-        if expected_begin != data_len {
-            return Err(format_error(
-                path,
-                None,
-                format!("tensors end at byte {expected_begin} of a {data_len}-byte data section: trailing bytes"),
-            ));
-        }
-        // The reference parser must agree before anything is converted.
-        ::safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| format_error(path, None, format!("rejected by the safetensors parser: {e}")))?;
+        let header = Header::parse(&mmap, path)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
             mmap: std::sync::Arc::new(mmap),
-            data_start: 8 + n,
-            tensors,
-            metadata,
+            data_start: header.data_start,
+            tensors: header.tensors,
+            metadata: header.metadata,
             permissions: Some(meta.permissions()),
         })
     }

@@ -26,6 +26,15 @@ pub fn cases() -> Vec<Case> {
         Case { name: "overlap", options: r(), expect: &["tensor `b.weight`", "overlap", "a.weight"] },
         Case { name: "past_end", options: r(), expect: &["tensor `conv.weight`", "run past the end"] },
         Case { name: "not_json", options: r(), expect: &["header", "not valid JSON"] },
+        Case { name: "gap", options: r(), expect: &["tensor `b.weight`", "a gap"] },
+        Case { name: "trailing", options: r(), expect: &["header", "trailing bytes"] },
+        Case { name: "not_utf8", options: r(), expect: &["header", "not UTF-8"] },
+        Case { name: "not_object", options: r(), expect: &["header", "not a JSON object"] },
+        Case { name: "metadata_not_object", options: r(), expect: &["`__metadata__` is not a JSON object"] },
+        Case { name: "metadata_not_string", options: r(), expect: &["`__metadata__` entry `format` is not a string"] },
+        Case { name: "header_limit", options: r(), expect: &["header", "200000000", "exceeds the limit"] },
+        Case { name: "shape_overflow", options: r(), expect: &["tensor `conv.weight`", "overflows"] },
+        Case { name: "byte_count", options: r(), expect: &["tensor `conv.weight`", "[4]", "8"] },
         Case { name: "unknown_dtype", options: r(), expect: &["tensor `conv.weight`", "unsupported dtype `Q4`"] },
         Case { name: "int_conv", options: r(), expect: &["tensor `conv.weight`", "dtype I32 is not supported"] },
         Case { name: "bias_length", options: r(), expect: &["tensor `conv.bias`", "[3]", "[4]"] },
@@ -188,4 +197,13 @@ fn rank_above_the_maximum_leaves_the_layer_dense() {
     for name in ["conv.weight", "conv.bias"] {
         assert_eq!(i.tensor(name).unwrap().data(), o.tensor(name).unwrap().data(), "{name}");
     }
+}
+
+#[test]
+fn a_malformed_layer_record_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = make(dir.path(), "bad_record");
+    let err = dac::io::read_records(&input).unwrap_err().to_string();
+    assert!(err.contains("dac.layer.conv") && err.contains("not a dac layer record"), "{err}");
+    assert!(err.contains(&input.display().to_string()), "{err}");
 }

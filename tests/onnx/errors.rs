@@ -108,4 +108,29 @@ fn weight_inconsistent_with_attributes() {
     v[17] = f32::NAN;
     let msg = fails(&one_conv(vec![], tensor("w", &[8, 4, 3, 3], &v), None));
     assert!(msg.contains("bad_conv"), "{msg}");
+    // group = 0, negative pads, negative weight dims.
+    let msg = fails(&one_conv(vec![attr_int("group", 0)], weight(), None));
+    assert!(msg.contains("node `bad_conv`") && msg.contains("group value 0"), "{msg}");
+    let msg = fails(&one_conv(vec![attr_ints("pads", &[1, -1, 1, 1])], weight(), None));
+    assert!(msg.contains("node `bad_conv`") && msg.contains("pads value -1"), "{msg}");
+    let mut w = Vec::new();
+    for d in [8i64, -4, 3, 3] {
+        uint_field(&mut w, 1, d as u64);
+    }
+    uint_field(&mut w, 2, 1);
+    bytes_field(&mut w, 8, b"w");
+    let msg = fails(&one_conv(vec![], w, None));
+    assert!(msg.contains("bad_conv") && msg.contains("-4"), "{msg}");
+}
+
+#[test]
+fn attributes_of_the_wrong_type_are_named() {
+    let msg = fails(&one_conv(vec![attr_str("group", "2")], weight(), None));
+    assert!(msg.contains("node `bad_conv`") && msg.contains("`group` is not an INT"), "{msg}");
+    let msg = fails(&one_conv(vec![attr_int("auto_pad", 1)], weight(), None));
+    assert!(msg.contains("node `bad_conv`") && msg.contains("`auto_pad` is not a STRING"), "{msg}");
+    let msg = fails(&one_conv(vec![attr_int("strides", 2)], weight(), None));
+    assert!(msg.contains("node `bad_conv`") && msg.contains("strides"), "{msg}");
+    let msg = fails(&one_conv(vec![attr_str("ceil_mode", "yes")], weight(), None));
+    assert!(msg.contains("`ceil_mode` is not an INT"), "{msg}");
 }

@@ -119,6 +119,36 @@ pub fn make(dir: &Path, name: &str) -> PathBuf {
             write_raw(&p, r#"{"conv.weight":{"dtype":"F32","shape":[2,1,3,3],"data_offsets":[0,72]}}"#, &f32s(9))
         }
         "not_json" => write_raw(&p, r#"{"conv.weight": {"dtype": "F32", "#, &[]),
+        "gap" => write_raw(
+            &p,
+            r#"{"a.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b.weight":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}}"#,
+            &f32s(5),
+        ),
+        "trailing" => {
+            write_raw(&p, r#"{"conv.weight":{"dtype":"F32","shape":[2,1,3,3],"data_offsets":[0,72]}}"#, &f32s(19))
+        }
+        "not_utf8" => {
+            let mut b = 4u64.to_le_bytes().to_vec();
+            b.extend_from_slice(&[b'{', 0xff, 0xfe, b'}']);
+            std::fs::write(&p, b).unwrap();
+        }
+        "not_object" => write_raw(&p, r#"[1, 2, 3]"#, &[]),
+        "metadata_not_object" => write_raw(&p, r#"{"__metadata__":["x"]}"#, &[]),
+        "metadata_not_string" => write_raw(&p, r#"{"__metadata__":{"format":7}}"#, &[]),
+        "header_limit" => {
+            let mut b = 200_000_000u64.to_le_bytes().to_vec();
+            b.extend_from_slice(b"{}");
+            std::fs::write(&p, b).unwrap();
+        }
+        "shape_overflow" => write_raw(
+            &p,
+            r#"{"conv.weight":{"dtype":"F32","shape":[4294967296,4294967296,3,3],"data_offsets":[0,8]}}"#,
+            &f32s(2),
+        ),
+        "byte_count" => write_raw(&p, r#"{"conv.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}}"#, &f32s(2)),
+        "bad_record" => {
+            write(&p, &[float("conv.weight", "F32", &[4, 2, 3, 3], 1)], &[("dac.layer.conv", r#"{"rank": "two"}"#)])
+        }
         "unknown_dtype" => write_raw(&p, r#"{"conv.weight":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}}"#, &[0, 0]),
         "int_conv" => write(
             &p,

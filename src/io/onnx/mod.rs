@@ -111,6 +111,35 @@ pub fn rewrite_file(input: impl AsRef<Path>, output: impl AsRef<Path>, options: 
     Ok(summary)
 }
 
+/// The fuzz target of the wire reader: parses `bytes` and, up to `depth` levels, every
+/// length-delimited field that parses as a message; the number of fields seen.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_wire(bytes: &[u8], depth: usize) -> usize {
+    match wire::parse(bytes) {
+        Err(_) => 0,
+        Ok(fields) => {
+            let nested = |f: &wire::Field<'_>| f.bytes().filter(|_| depth > 0).map_or(0, |b| fuzz_wire(b, depth - 1));
+            fields.len() + fields.iter().map(nested).sum::<usize>()
+        }
+    }
+}
+
+/// The fuzz target of the model parser.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_model(bytes: &[u8]) -> Result<usize> {
+    Ok(graph::Graph::parse(bytes, Path::new("<fuzz>"))?.nodes.len())
+}
+
+/// The fuzz target of shape inference and MAC counting.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_shapes(bytes: &[u8], input_size: Option<(usize, usize)>) -> Result<usize> {
+    let g = graph::Graph::parse(bytes, Path::new("<fuzz>"))?;
+    let (shapes, _) = g.shapes(input_size);
+    let options = ConvertOptions::speedup(2.0);
+    let found = discover::find(&g, &shapes, &options, Path::new("<fuzz>"))?;
+    Ok(shapes.facts.len() + found.found.len() + found.uncounted.len())
+}
+
 /// An [`Error::Onnx`] about `file`.
 pub(crate) fn onnx_error(file: &Path, location: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::Onnx { file: PathBuf::from(file), location: location.into(), reason: reason.into() }

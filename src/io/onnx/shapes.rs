@@ -44,7 +44,11 @@ fn pair(node: &Node<'_>, name: &str, loc: &str) -> PResult<Option<(usize, usize)
 impl Window {
     /// Reads and validates the attributes of a 2-D `Conv` / pooling node.
     pub(crate) fn parse(node: &Node<'_>, loc: &str) -> PResult<Self> {
-        let group = match node.attr("group").and_then(|a| a.i) {
+        let int = |name: &str| match node.attr(name) {
+            None => Ok(None),
+            Some(a) => a.i.map(Some).ok_or_else(|| Problem::new(loc, format!("attribute `{name}` is not an INT"))),
+        };
+        let group = match int("group")? {
             None => 1,
             Some(g) => positive(g, loc, "group")?,
         };
@@ -61,12 +65,13 @@ impl Window {
             }
             Some(a) => return Err(Problem::new(loc, format!("attribute `pads` = {:?} must have 4 values", a.ints))),
         };
-        let auto_pad = match node.attr("auto_pad").and_then(|a| a.s) {
-            None | Some(b"NOTSET") | Some(b"") => AutoPad::NotSet,
-            Some(b"VALID") => AutoPad::Valid,
-            Some(b"SAME_UPPER") => AutoPad::SameUpper,
-            Some(b"SAME_LOWER") => AutoPad::SameLower,
-            Some(other) => {
+        let auto_pad = match node.attr("auto_pad").map(|a| a.s) {
+            Some(None) => return Err(Problem::new(loc, "attribute `auto_pad` is not a STRING")),
+            None | Some(Some(b"NOTSET")) | Some(Some(b"")) => AutoPad::NotSet,
+            Some(Some(b"VALID")) => AutoPad::Valid,
+            Some(Some(b"SAME_UPPER")) => AutoPad::SameUpper,
+            Some(Some(b"SAME_LOWER")) => AutoPad::SameLower,
+            Some(Some(other)) => {
                 return Err(Problem::new(loc, format!("auto_pad `{}` is not valid", String::from_utf8_lossy(other))))
             }
         };
@@ -77,7 +82,7 @@ impl Window {
             dilations: pair(node, "dilations", loc)?.unwrap_or((1, 1)),
             pads,
             auto_pad,
-            ceil_mode: node.attr("ceil_mode").and_then(|a| a.i).unwrap_or(0) != 0,
+            ceil_mode: int("ceil_mode")?.unwrap_or(0) != 0,
         })
     }
 
