@@ -125,17 +125,18 @@ impl Site {
         let f = &self.found;
         scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, self.cost_input()).map(Some)
     }
+    /// Why the site's input size is unknown.
+    fn size_reason(&self) -> String {
+        self.found.unknown_size.clone().unwrap_or_else(|| "no input size was given".to_string())
+    }
     /// [`Error::UnknownInputSize`] for this site.
     pub fn unknown_size(&self) -> Error {
-        let reason = self.found.unknown_size.clone().unwrap_or_else(|| "no input size was given".to_string());
-        Error::UnknownInputSize { layer: self.found.name.clone(), reason }
+        Error::UnknownInputSize { layer: self.found.name.clone(), reason: self.size_reason() }
     }
     /// The report entry of a site whose costs are unknown, `None` when they are known.
     pub fn uncounted(&self) -> Option<Uncounted> {
-        (self.input.is_none() && self.size != SizeSource::PerPosition).then(|| {
-            let reason = self.found.unknown_size.clone().unwrap_or_else(|| "no input size was given".to_string());
-            Uncounted { name: self.found.name.clone(), reason }
-        })
+        (self.input.is_none() && self.size != SizeSource::PerPosition)
+            .then(|| Uncounted { name: self.found.name.clone(), reason: self.size_reason() })
     }
     /// The dense layer's cost, when its size is known.
     pub fn dense_cost(&self) -> Result<Option<Cost>> {
