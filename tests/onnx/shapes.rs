@@ -150,6 +150,9 @@ fn resizing() {
     check(&net(vec![resize], vec![scales.clone()], 8, 3, 13), (32, 24), 8, 3);
     let sized = n("Resize", &["ya", "", "", "sizes"], &["z"], &[]);
     check(&net(vec![sized], vec![ints("sizes", &[1, 8, 20, 24])], 8, 3, 13), (20, 24), 8, 3);
+    // Opset 18: sizes for the spatial axes only.
+    let axes = n("Resize", &["ya", "", "", "hw"], &["z"], &[attr_ints("axes", &[2, 3])]);
+    check(&net(vec![axes], vec![ints("hw", &[12, 20])], 8, 3, 18), (12, 20), 8, 3);
     let upsample = n("Upsample", &["ya", "scales"], &["z"], &[]);
     check(&net(vec![upsample], vec![scales], 8, 3, 9), (32, 24), 8, 3);
     let transpose = n("ConvTranspose", &["ya", "t.weight"], &["z"], &[attr_ints("strides", &[2, 2])]);

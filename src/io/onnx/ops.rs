@@ -50,7 +50,7 @@ pub(crate) fn rule(node: &Node<'_>) -> Option<Rule> {
         "DepthToSpace" => depth_to_space,
         "SpaceToDepth" => space_to_depth,
         "Cast" => cast,
-        "Identity" | "Neg" | "Floor" | "Ceil" | "Round" | "Abs" | "Sqrt" | "Reciprocal" => same_with_data,
+        "Identity" | "Neg" | "Floor" | "Ceil" | "Round" | "Abs" | "Sqrt" | "Reciprocal" | "CastLike" => same_with_data,
         "Add" | "Sub" | "Mul" | "Div" => arithmetic,
         "Pow" | "Mod" | "Max" | "Min" | "Sum" | "Mean" | "Where" | "Equal" | "Less" | "Greater" | "LessOrEqual"
         | "GreaterOrEqual" | "And" | "Or" | "Xor" | "BitShift" | "PRelu" => elementwise,
@@ -110,13 +110,15 @@ fn same_with_data(c: &Ctx<'_, '_>) -> Out {
     let x = c.input(0)?;
     let op = c.node.op_type;
     let data = match &x.data {
-        Some(Data::Int(v)) if matches!(op, "Identity" | "Floor" | "Ceil" | "Round") => Some(Data::Int(v.clone())),
+        Some(Data::Int(v)) if matches!(op, "Identity" | "CastLike" | "Floor" | "Ceil" | "Round") => {
+            Some(Data::Int(v.clone()))
+        }
         Some(Data::Int(v)) if matches!(op, "Neg" | "Abs") => v
             .iter()
             .map(|a| if op == "Neg" { a.checked_neg() } else { a.checked_abs() })
             .collect::<Option<_>>()
             .map(Data::Int),
-        Some(d) if op != "Identity" => {
+        Some(d) if !matches!(op, "Identity" | "CastLike") => {
             let f = |a: f64| match op {
                 "Neg" => -a,
                 "Floor" => a.floor(),
@@ -550,13 +552,25 @@ fn resize(c: &Ctx<'_, '_>) -> Out {
         (false, v) if v < 11 => (c.floats_input(1)?, None),
         (false, _) => (c.floats_input(2)?, c.ints_input(3)?),
     };
-    let shape: Vec<usize> = match (sizes.filter(|s| !s.is_empty()), scales.filter(|s| !s.is_empty())) {
-        (Some(s), _) if s.len() == rank => s.iter().map(|&v| v.max(0) as usize).collect(),
-        (_, Some(s)) if s.len() == rank => {
-            x.shape.iter().zip(&s).map(|(&d, &f)| (d as f64 * f).floor().max(0.0) as usize).collect()
-        }
-        _ => return Err(Stop::Reason(format!("needs scales or sizes for each of the {rank} axes"))),
+    // Opset 18's `axes`: the scales or sizes given are those of these axes only.
+    let axes: Vec<usize> = match c.ints("axes") {
+        Some(a) => a.iter().map(|&v| axis(v, rank)).collect::<Result<_, _>>()?,
+        None => (0..rank).collect(),
     };
+    let mut shape = x.shape.clone();
+    match (sizes.filter(|s| !s.is_empty()), scales.filter(|s| !s.is_empty())) {
+        (Some(s), _) if s.len() == axes.len() => {
+            for (&a, &v) in axes.iter().zip(&s) {
+                shape[a] = v.max(0) as usize;
+            }
+        }
+        (_, Some(s)) if s.len() == axes.len() => {
+            for (&a, &f) in axes.iter().zip(&s) {
+                shape[a] = (x.shape[a] as f64 * f).floor().max(0.0) as usize;
+            }
+        }
+        _ => return Err(Stop::Reason(format!("needs scales or sizes for each of its {} axes", axes.len()))),
+    }
     Ok(vec![Fact::shaped(shape)])
 }
 
