@@ -14,7 +14,7 @@ use super::proto::{Node, Tensor};
 use std::collections::HashMap;
 
 /// Tensors with more elements than this keep their shape only, not their values.
-const MAX_DATA: usize = 4096;
+pub(crate) const MAX_DATA: usize = 4096;
 
 /// The constant contents of a small tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,14 +65,15 @@ impl Fact {
     pub(crate) fn shaped(shape: Vec<usize>) -> Self {
         Fact { shape, data: None }
     }
-    /// A tensor of this shape and these values (dropped when large).
-    pub(crate) fn with_data(shape: Vec<usize>, data: Data) -> Self {
-        let keep = data.len() <= MAX_DATA && Some(data.len()) == numel(&shape);
-        Fact { shape, data: keep.then_some(data) }
+    /// A tensor of this shape and, when known, these values (dropped when large or when they
+    /// do not fill the shape).
+    pub(crate) fn with_data(shape: Vec<usize>, data: Option<Data>) -> Self {
+        let data = data.filter(|d| d.len() <= MAX_DATA && Some(d.len()) == numel(&shape));
+        Fact { shape, data }
     }
     /// A 1-D integer tensor.
     pub(crate) fn ints(v: Vec<i64>) -> Self {
-        Fact::with_data(vec![v.len()], Data::Int(v))
+        Fact::with_data(vec![v.len()], Some(Data::Int(v)))
     }
     /// The element count, `None` on overflow.
     pub(crate) fn numel(&self) -> Option<usize> {
@@ -83,14 +84,11 @@ impl Fact {
         (self.shape.len() == 4).then(|| (self.shape[2], self.shape[3]))
     }
     /// A fact about an initializer: its shape, and its values when small.
-    fn of_tensor(t: &Tensor<'_>) -> Option<Self> {
+    pub(crate) fn of_tensor(t: &Tensor<'_>) -> Option<Self> {
         let shape: Vec<usize> = t.dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<_>>()?;
         let small = numel(&shape).is_some_and(|n| n <= MAX_DATA);
         let data = if small { tensor_data(t) } else { None };
-        Some(match data {
-            Some(d) => Fact::with_data(shape, d),
-            None => Fact::shaped(shape),
-        })
+        Some(Fact::with_data(shape, data))
     }
 }
 

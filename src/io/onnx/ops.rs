@@ -4,7 +4,7 @@
 //! in order (fewer than the node has leaves the rest unknown), or a [`Stop`]. Rules follow the
 //! ONNX operator specification, opset 7 to 21.
 
-use super::infer::{axis, broadcast, numel, tensor_data, Ctx, Data, Fact, Stop};
+use super::infer::{axis, broadcast, numel, Ctx, Data, Fact, Stop, MAX_DATA};
 use super::proto::{Node, Tensor};
 use super::shapes::{axis_output, same_padding};
 
@@ -168,10 +168,7 @@ fn arithmetic(c: &Ctx<'_, '_>) -> Out {
         }
         _ => None,
     };
-    Ok(vec![match data {
-        Some(d) => Fact::with_data(shape, d),
-        None => Fact::shaped(shape),
-    }])
+    Ok(vec![Fact::with_data(shape, data)])
 }
 
 /// `x op y` element by element (a length-1 side repeats), integer when both are.
@@ -337,10 +334,7 @@ fn concat(c: &Ctx<'_, '_>) -> Out {
         shape[a] += f.shape[a];
     }
     let data = if shape.len() == 1 { concat_data(&inputs) } else { None };
-    Ok(vec![match data {
-        Some(d) => Fact::with_data(shape, d),
-        None => Fact::shaped(shape),
-    }])
+    Ok(vec![Fact::with_data(shape, data)])
 }
 
 /// The values of 1-D inputs joined, when all are known.
@@ -409,10 +403,7 @@ fn slice(c: &Ctx<'_, '_>) -> Out {
         (Some(d), 1, None) => Some(d.clone()),
         _ => None,
     };
-    Ok(vec![match data {
-        Some(d) => Fact::with_data(shape, d),
-        None => Fact::shaped(shape),
-    }])
+    Ok(vec![Fact::with_data(shape, data)])
 }
 
 /// One Slice axis of length `dim` (ONNX clamping rules): the first index kept and how many.
@@ -465,7 +456,7 @@ fn reshape(c: &Ctx<'_, '_>) -> Out {
     } else if known != total {
         return Err(Stop::Reason(format!("cannot reshape {:?} to {target:?}", x.shape)));
     }
-    Ok(vec![with_same_data(x, shape)])
+    Ok(vec![Fact::with_data(shape, x.data.clone())])
 }
 
 fn transpose(c: &Ctx<'_, '_>) -> Out {
@@ -519,7 +510,7 @@ fn squeeze(c: &Ctx<'_, '_>) -> Out {
         return Err(Stop::Reason(format!("axis {a} of {:?} is not 1", x.shape)));
     }
     let shape = (0..rank).filter(|i| !axes.contains(i)).map(|i| x.shape[i]).collect();
-    Ok(vec![with_same_data(x, shape)])
+    Ok(vec![Fact::with_data(shape, x.data.clone())])
 }
 
 fn unsqueeze(c: &Ctx<'_, '_>) -> Out {
@@ -531,15 +522,7 @@ fn unsqueeze(c: &Ctx<'_, '_>) -> Out {
     let shape: Option<Vec<usize>> =
         (0..rank).map(|i| if axes.contains(&i) { Some(1) } else { rest.next().copied() }).collect();
     let shape = shape.ok_or_else(|| Stop::Reason(format!("axes {axes:?} repeat")))?;
-    Ok(vec![with_same_data(x, shape)])
-}
-
-/// `x`'s values (unchanged order) in a new shape.
-fn with_same_data(x: &Fact, shape: Vec<usize>) -> Fact {
-    match &x.data {
-        Some(d) => Fact::with_data(shape, d.clone()),
-        None => Fact::shaped(shape),
-    }
+    Ok(vec![Fact::with_data(shape, x.data.clone())])
 }
 
 fn resize(c: &Ctx<'_, '_>) -> Out {
@@ -589,10 +572,7 @@ fn gather(c: &Ctx<'_, '_>) -> Out {
         }
         _ => None,
     };
-    Ok(vec![match data {
-        Some(d) => Fact::with_data(shape, d),
-        None => Fact::shaped(shape),
-    }])
+    Ok(vec![Fact::with_data(shape, data)])
 }
 
 fn shape(c: &Ctx<'_, '_>) -> Out {
@@ -606,7 +586,7 @@ fn shape(c: &Ctx<'_, '_>) -> Out {
 
 fn size(c: &Ctx<'_, '_>) -> Out {
     let n = c.input(0)?.numel().ok_or_else(|| Stop::Reason("input is too large".into()))?;
-    Ok(vec![Fact::with_data(vec![], Data::Int(vec![n as i64]))])
+    Ok(vec![Fact::with_data(vec![], Some(Data::Int(vec![n as i64])))])
 }
 
 fn constant(c: &Ctx<'_, '_>) -> Out {
@@ -616,11 +596,11 @@ fn constant(c: &Ctx<'_, '_>) -> Out {
             let bytes = a.t.ok_or_else(|| Stop::Reason("`value` is not a tensor".into()))?;
             tensor_fact(bytes)?
         }
-        "value_int" => Fact::with_data(vec![], Data::Int(vec![a.i.unwrap_or(0)])),
+        "value_int" => Fact::with_data(vec![], Some(Data::Int(vec![a.i.unwrap_or(0)]))),
         "value_ints" => Fact::ints(a.ints.clone()),
-        "value_float" => Fact::with_data(vec![], Data::Float(vec![f64::from(a.f.unwrap_or(0.0))])),
+        "value_float" => Fact::with_data(vec![], Some(Data::Float(vec![f64::from(a.f.unwrap_or(0.0))]))),
         "value_floats" => {
-            Fact::with_data(vec![a.floats.len()], Data::Float(a.floats.iter().map(|&f| f64::from(f)).collect()))
+            Fact::with_data(vec![a.floats.len()], Some(Data::Float(a.floats.iter().map(|&f| f64::from(f)).collect())))
         }
         other => return Err(Stop::Reason(format!("attribute `{other}` is not supported"))),
     };
@@ -630,16 +610,7 @@ fn constant(c: &Ctx<'_, '_>) -> Out {
 /// A TensorProto's shape and small values.
 fn tensor_fact(bytes: &[u8]) -> Result<Fact, Stop> {
     let t = Tensor::parse(bytes, 0).map_err(|e| Stop::Reason(e.reason))?;
-    let shape: Vec<usize> = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).ok())
-        .collect::<Option<_>>()
-        .ok_or_else(|| Stop::Reason(format!("tensor dims {:?} are invalid", t.dims)))?;
-    Ok(match tensor_data(&t) {
-        Some(d) => Fact::with_data(shape, d),
-        None => Fact::shaped(shape),
-    })
+    Fact::of_tensor(&t).ok_or_else(|| Stop::Reason(format!("tensor dims {:?} are invalid", t.dims)))
 }
 
 fn constant_of_shape(c: &Ctx<'_, '_>) -> Out {
@@ -655,14 +626,11 @@ fn constant_of_shape(c: &Ctx<'_, '_>) -> Out {
     };
     let n = numel(&shape).unwrap_or(usize::MAX);
     let filled = match value {
-        Some(Data::Int(v)) if v.len() == 1 && n <= 4096 => Some(Data::Int(vec![v[0]; n])),
-        Some(Data::Float(v)) if v.len() == 1 && n <= 4096 => Some(Data::Float(vec![v[0]; n])),
+        Some(Data::Int(v)) if v.len() == 1 && n <= MAX_DATA => Some(Data::Int(vec![v[0]; n])),
+        Some(Data::Float(v)) if v.len() == 1 && n <= MAX_DATA => Some(Data::Float(vec![v[0]; n])),
         _ => None,
     };
-    Ok(vec![match filled {
-        Some(d) => Fact::with_data(shape, d),
-        None => Fact::shaped(shape),
-    }])
+    Ok(vec![Fact::with_data(shape, filled)])
 }
 
 fn reduce(c: &Ctx<'_, '_>) -> Out {
