@@ -229,6 +229,16 @@ pub enum Error {
         output: std::path::PathBuf,
     },
 
+    /// A time-model table ([`TimeModel::from_json`](crate::time::TimeModel::from_json)) is
+    /// malformed or lacks an entry the model needs.
+    #[error("time table `{table}`: {reason}")]
+    TimeTable {
+        /// The table's name (a path, or `onnxruntime-x86_64` for the shipped one).
+        table: String,
+        /// What is wrong, with the offending value.
+        reason: String,
+    },
+
     /// An ONNX model is malformed or holds something `dac` cannot rewrite.
     #[error("{}: {location}: {reason}", file.display())]
     Onnx {

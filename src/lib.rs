@@ -57,6 +57,7 @@ pub mod plan;
 pub mod rank;
 mod scalar;
 pub mod scheme;
+pub mod time;
 mod storage;
 pub mod svd;
 pub mod weights;

@@ -32,12 +32,15 @@
 //! # Ok::<(), dac::Error>(())
 //! ```
 
+use crate::convert::Layout;
 use crate::cost::{self, Cost};
 use crate::decompose::Spectrum;
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::scheme::{ErrorTable, Factored, SchemeKind};
+use crate::time::{self, TimeModel};
 use crate::weights::{ConvShape, Geometry};
+use std::time::Duration;
 
 /// One convolution as the planner sees it: for each scheme it may be factored with, its error
 /// at every rank; its geometry and input size.
@@ -200,6 +203,10 @@ pub enum Target {
     /// Whole-network MACs (convolutions plus [`PlanOptions::fixed`]) divided by at least this
     /// factor; finite and `> 1`.
     MacReduction(f64),
+    /// Whole-network modeled time (convolutions by [`PlanOptions::time`], plus
+    /// [`PlanOptions::fixed_time`]) divided by at least this factor; finite and `> 1`. A layer
+    /// whose factors are modeled no faster than the dense layer stays dense.
+    TimeReduction(f64),
     /// Whole-network parameters (weights and biases, plus [`PlanOptions::fixed`]) at most this.
     ParamBudget(u64),
 }
@@ -290,19 +297,53 @@ impl Proxy {
 }
 
 /// Options of [`plan`](fn@plan).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlanOptions {
     /// Cost of the layers the planner cannot change (linear layers, see [`cost::linear`]),
     /// counted in the whole-network totals.
     pub fixed: Cost,
+    /// Modeled time of what the planner cannot change, counted in the whole-network time.
+    pub fixed_time: Duration,
     /// The damage score to minimise.
     pub proxy: Proxy,
+    /// The time model of layers and their layouts (default
+    /// [`TimeModel::onnxruntime_x86_64`]).
+    pub time: TimeModel,
+    /// The layout of every factored layer; `None`: each candidate's fastest.
+    pub layout: Option<Layout>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            fixed: Cost::default(),
+            fixed_time: Duration::ZERO,
+            proxy: Proxy::default(),
+            time: TimeModel::onnxruntime_x86_64(),
+            layout: None,
+        }
+    }
 }
 
 impl PlanOptions {
     /// Sets the fixed cost.
     pub fn fixed(mut self, fixed: Cost) -> Self {
         self.fixed = fixed;
+        self
+    }
+    /// Sets the fixed modeled time.
+    pub fn fixed_time(mut self, time: Duration) -> Self {
+        self.fixed_time = time;
+        self
+    }
+    /// Sets the time model.
+    pub fn time_model(mut self, model: TimeModel) -> Self {
+        self.time = model;
+        self
+    }
+    /// Forces one layout for every factored layer.
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = Some(layout);
         self
     }
     /// Sets the proxy.
@@ -328,12 +369,19 @@ pub struct LayerPlan {
     /// The stride-1 break-even rank of the same scheme
     /// ([`SchemeKind::break_even_rank`]); the planner compares exact costs.
     pub break_even: f64,
+    /// The layout of the chosen scheme's nodes (`None` when dense or the scheme has one
+    /// layout, [`time::layouts_of`]).
+    pub layout: Option<Layout>,
     /// Output `(height, width)` the costs refer to.
     pub output_size: (usize, usize),
     /// Cost of the dense layer.
     pub before: Cost,
     /// Cost as planned (equal to `before` when dense).
     pub after: Cost,
+    /// Modeled time of the dense layer.
+    pub time_before: Duration,
+    /// Modeled time as planned.
+    pub time_after: Duration,
     /// Fraction of the chosen scheme's `s²` kept (1 when dense).
     pub retained_energy: f64,
     /// The proxy's score of this choice (0 when dense).
@@ -350,11 +398,17 @@ pub struct Plan {
     pub before: Cost,
     /// Whole-network cost as planned.
     pub after: Cost,
+    /// Whole-network modeled time before (all layers dense, plus the fixed time).
+    pub time_before: Duration,
+    /// Whole-network modeled time as planned.
+    pub time_after: Duration,
     /// Whether the target is reached. When it cannot be, the plan is the cheapest one possible
     /// (every layer at its cheapest beneficial rank) and this is `false`.
     pub met: bool,
     /// The largest MAC reduction any plan can reach (every layer at rank 1 where beneficial).
     pub max_reduction: f64,
+    /// The largest modeled speed-up any plan can reach (every layer at its fastest).
+    pub max_speedup: f64,
     /// The summed proxy score.
     pub score: f64,
     /// The target asked for.
@@ -365,6 +419,10 @@ impl Plan {
     /// Whole-network MAC reduction `before.macs / after.macs`.
     pub fn reduction(&self) -> f64 {
         ratio(self.before.macs, self.after.macs)
+    }
+    /// Whole-network modeled speed-up `time_before / time_after`.
+    pub fn speedup(&self) -> f64 {
+        ratio(self.time_before.as_nanos() as u64, self.time_after.as_nanos() as u64)
     }
     /// The layers left dense.
     pub fn dense_layers(&self) -> impl Iterator<Item = &LayerPlan> + '_ {
@@ -380,36 +438,79 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// One candidate for one layer: dense, or a (scheme option index, rank).
+/// One candidate for one layer: dense, or a (scheme option index, rank, layout).
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
-    choice: Option<(usize, usize)>,
+    choice: Option<(usize, usize, Option<Layout>)>,
     cost: Cost,
+    /// Modeled nanoseconds.
+    time: u64,
     score: f64,
 }
 
+/// A layer's dense cost, time and output size.
+struct Dense {
+    output: (usize, usize),
+    cost: Cost,
+    time: u64,
+}
+
 impl PlanLayer {
+    fn dense(&self, model: &TimeModel) -> Result<Dense> {
+        let (shape, name) = (&self.shape, &self.name);
+        let output = self.geometry.output_size(name, (shape.kh, shape.kw), self.input_size)?;
+        let cost = cost::dense(name, shape, self.has_bias, output)?;
+        let time = model.nodes(&time::dense_nodes(name, shape, &self.geometry, self.input_size)?);
+        Ok(Dense { output, cost, time: nanos(time) })
+    }
+
+    /// The fastest layout of `kind` at `rank` (`options.layout` when forced) and its time.
+    fn fastest(&self, kind: SchemeKind, rank: usize, options: &PlanOptions) -> Result<(Option<Layout>, u64)> {
+        let layouts = time::layouts_of(kind);
+        let allowed: Vec<Option<Layout>> = match options.layout {
+            _ if layouts.is_empty() => vec![None],
+            Some(l) if layouts.contains(&l) => vec![Some(l)],
+            Some(_) => vec![Some(layouts[0])],
+            None => layouts.iter().copied().map(Some).collect(),
+        };
+        let mut best: Option<(Option<Layout>, u64)> = None;
+        for layout in allowed {
+            let l = layout.unwrap_or(Layout::Multiplier1);
+            let nodes = time::layout_nodes(&self.name, kind, l, &self.shape, &self.geometry, rank, self.input_size)?;
+            let t = nanos(options.time.nodes(&nodes));
+            if best.is_none_or(|(_, b)| t < b) {
+                best = Some((layout, t));
+            }
+        }
+        Ok(best.expect("at least one layout"))
+    }
+
     /// Dense first, then every (scheme, rank) strictly cheaper than `dense` in MACs and
-    /// parameters, each scheme's ranks from the highest down.
-    fn candidates(&self, dense: Cost, proxy: Proxy) -> Result<Vec<Candidate>> {
-        let mut list = vec![Candidate { choice: None, cost: dense, score: 0.0 }];
+    /// parameters (and, for a time target, in modeled time), each scheme's ranks from the
+    /// highest down, each at its fastest layout.
+    fn candidates(&self, dense: &Dense, options: &PlanOptions, time_guard: bool) -> Result<Vec<Candidate>> {
+        let mut list = vec![Candidate { choice: None, cost: dense.cost, time: dense.time, score: 0.0 }];
         for (o, option) in self.options.iter().enumerate() {
             for r in (1..=option.kind.max_rank(&self.shape)).rev() {
-                let c = option.kind.cost(
-                    &self.name,
-                    &self.shape,
-                    &self.geometry,
-                    self.has_bias,
-                    r,
-                    Some(self.input_size),
-                )?;
-                if c.macs < dense.macs && c.params < dense.params {
-                    list.push(Candidate { choice: Some((o, r)), cost: c, score: option.score(proxy, &self.shape, r) });
+                let (name, shape, geometry) = (&self.name, &self.shape, &self.geometry);
+                let c = option.kind.cost(name, shape, geometry, self.has_bias, r, Some(self.input_size))?;
+                if c.macs >= dense.cost.macs || c.params >= dense.cost.params {
+                    continue;
                 }
+                let (layout, time) = self.fastest(option.kind, r, options)?;
+                if time_guard && time >= dense.time {
+                    continue;
+                }
+                let score = option.score(options.proxy, shape, r);
+                list.push(Candidate { choice: Some((o, r, layout)), cost: c, time, score });
             }
         }
         Ok(list)
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A target checked once: which resource, and the most of it the plan may use.
@@ -417,44 +518,49 @@ impl PlanLayer {
 enum Budget {
     Macs(u64),
     Params(u64),
+    Time(u64),
 }
 
 impl Budget {
-    fn check(target: &Target, before: Cost) -> Result<Self> {
+    fn check(target: &Target, before: &Candidate) -> Result<Self> {
         match *target {
-            Target::MacReduction(x) => {
-                if !(x.is_finite() && x > 1.0) {
-                    return Err(Error::InvalidParameter {
-                        context: "plan".to_string(),
-                        what: "MAC reduction",
-                        value: x,
-                        expected: "a finite factor > 1",
-                    });
-                }
-                // The largest whole number of MACs `a` with `a·x <= before`.
-                let mut allowed = (before.macs as f64 / x).floor() as u64;
-                while allowed > 0 && allowed as f64 * x > before.macs as f64 {
-                    allowed -= 1;
-                }
-                while (allowed + 1) as f64 * x <= before.macs as f64 {
-                    allowed += 1;
-                }
-                Ok(Budget::Macs(allowed))
-            }
+            Target::MacReduction(x) => Ok(Budget::Macs(within(before.cost.macs, x, "MAC reduction")?)),
+            Target::TimeReduction(x) => Ok(Budget::Time(within(before.time, x, "speed-up")?)),
             Target::ParamBudget(p) => Ok(Budget::Params(p)),
         }
     }
-    fn of(&self, c: Cost) -> u64 {
+    fn of(&self, c: &Candidate) -> u64 {
         match self {
-            Budget::Macs(_) => c.macs,
-            Budget::Params(_) => c.params,
+            Budget::Macs(_) => c.cost.macs,
+            Budget::Params(_) => c.cost.params,
+            Budget::Time(_) => c.time,
         }
     }
     fn limit(&self) -> u64 {
         match *self {
-            Budget::Macs(a) | Budget::Params(a) => a,
+            Budget::Macs(a) | Budget::Params(a) | Budget::Time(a) => a,
         }
     }
+}
+
+/// The largest whole number `a` with `a·x <= before`, for a finite factor `x > 1`.
+fn within(before: u64, x: f64, what: &'static str) -> Result<u64> {
+    if !(x.is_finite() && x > 1.0) {
+        return Err(Error::InvalidParameter {
+            context: "plan".to_string(),
+            what,
+            value: x,
+            expected: "a finite factor > 1",
+        });
+    }
+    let mut allowed = (before as f64 / x).floor() as u64;
+    while allowed > 0 && allowed as f64 * x > before as f64 {
+        allowed -= 1;
+    }
+    while (allowed + 1) as f64 * x <= before as f64 {
+        allowed += 1;
+    }
+    Ok(allowed)
 }
 
 /// Savings-axis resolution of the knapsack.
@@ -462,82 +568,96 @@ const BUCKETS: u64 = 4096;
 
 /// Plans every layer's rank for `target`, from spectra alone.
 ///
-/// Each layer is kept dense or decomposed at a rank below break-even; the summed
-/// [`Proxy`] score is minimised subject to the target. Deterministic: the same input gives the
-/// same plan.
+/// Each layer is kept dense or decomposed at a rank below break-even (for a
+/// [`Target::TimeReduction`], also modeled faster than dense); the summed [`Proxy`] score is
+/// minimised subject to the target. Deterministic: the same input gives the same plan.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for a MAC reduction that is not finite and `> 1`;
+/// [`Error::InvalidParameter`] for a reduction that is not finite and `> 1`;
 /// [`Error::Overflow`] when a cost does not fit in `u64`. An unreachable target is not an
 /// error: see [`Plan::met`].
 pub fn plan(layers: &[PlanLayer], target: &Target, options: &PlanOptions) -> Result<Plan> {
-    let count = layers.len();
-    let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(count);
-    let mut info = Vec::with_capacity(count);
+    let time_guard = matches!(target, Target::TimeReduction(_));
+    let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(layers.len());
+    let mut info = Vec::with_capacity(layers.len());
     for l in layers {
-        let shape = l.shape;
-        let out = l.geometry.output_size(&l.name, (shape.kh, shape.kw), l.input_size)?;
-        let dense = cost::dense(&l.name, &shape, l.has_bias, out)?;
-        candidates.push(l.candidates(dense, options.proxy)?);
-        info.push((out, dense));
+        let dense = l.dense(&options.time)?;
+        candidates.push(l.candidates(&dense, options, time_guard)?);
+        info.push(dense);
     }
-    let sum = |pick: &[usize]| -> Cost {
-        pick.iter().zip(&candidates).map(|(&k, c)| c[k].cost).sum::<Cost>() + options.fixed
+    let fixed = Candidate { choice: None, cost: options.fixed, time: nanos(options.fixed_time), score: 0.0 };
+    let sum = |pick: &[usize]| -> Candidate {
+        pick.iter().zip(&candidates).fold(fixed, |a, (&k, c)| Candidate {
+            cost: a.cost + c[k].cost,
+            time: a.time.saturating_add(c[k].time),
+            ..a
+        })
     };
-    let dense_pick = vec![0usize; count];
+    let dense_pick = vec![0usize; layers.len()];
     let before = sum(&dense_pick);
-    let budget = Budget::check(target, before)?;
-    // The cheapest choice of every layer (in the budgeted resource; the first on ties).
-    let cheapest: Vec<usize> = candidates
-        .iter()
-        .map(|c| (0..c.len()).fold(0, |best, k| if budget.of(c[k].cost) < budget.of(c[best].cost) { k } else { best }))
-        .collect();
-    let macs_cheapest: Vec<usize> = candidates
-        .iter()
-        .map(|c| (0..c.len()).fold(0, |best, k| if c[k].cost.macs < c[best].cost.macs { k } else { best }))
-        .collect();
-    let max_reduction = ratio(before.macs, sum(&macs_cheapest).macs);
+    let budget = Budget::check(target, &before)?;
+    let cheapest_by = |of: &dyn Fn(&Candidate) -> u64| -> Vec<usize> {
+        let first_min = |c: &Vec<Candidate>| (0..c.len()).fold(0, |b, k| if of(&c[k]) < of(&c[b]) { k } else { b });
+        candidates.iter().map(first_min).collect()
+    };
+    let cheapest = cheapest_by(&|c| budget.of(c));
+    let max_reduction = ratio(before.cost.macs, sum(&cheapest_by(&|c| c.cost.macs)).cost.macs);
+    let max_speedup = ratio(before.time, sum(&cheapest_by(&|c| c.time)).time);
 
-    let fits = |pick: &[usize]| budget.of(sum(pick)) <= budget.limit();
+    let fits = |pick: &[usize]| budget.of(&sum(pick)) <= budget.limit();
     let (pick, met) = if fits(&dense_pick) {
         (dense_pick, true)
     } else if !fits(&cheapest) {
         (cheapest, false)
     } else {
-        let pick = knapsack(&candidates, &budget, before).unwrap_or(cheapest);
+        let pick = knapsack(&candidates, &budget, &before).unwrap_or(cheapest);
         (refine(&candidates, pick, &fits), true)
     };
 
     let after = sum(&pick);
-    let layers_out: Vec<LayerPlan> = layers
-        .iter()
-        .zip(&candidates)
-        .zip(&pick)
-        .zip(info)
-        .map(|(((l, c), &k), (output_size, dense))| {
-            let option = &l.options[c[k].choice.map_or(0, |(o, _)| o)];
-            LayerPlan {
-                name: l.name.clone(),
-                scheme: c[k].choice.map(|_| option.kind),
-                rank: c[k].choice.map(|(_, r)| r),
-                max_rank: option.kind.max_rank(&l.shape),
-                break_even: option.kind.break_even_rank(&l.shape),
-                output_size,
-                before: dense,
-                after: c[k].cost,
-                retained_energy: c[k].choice.map_or(1.0, |(_, r)| option.errors.retained_energy(r)),
-                score: c[k].score,
-            }
-        })
-        .collect();
+    let layers_out: Vec<LayerPlan> =
+        layers.iter().zip(&candidates).zip(&pick).zip(info).map(|(((l, c), &k), d)| l.planned(&c[k], d)).collect();
     let score = layers_out.iter().map(|l| l.score).sum();
-    Ok(Plan { layers: layers_out, before, after, met, max_reduction, score, target: *target })
+    Ok(Plan {
+        layers: layers_out,
+        before: before.cost,
+        after: after.cost,
+        time_before: Duration::from_nanos(before.time),
+        time_after: Duration::from_nanos(after.time),
+        met,
+        max_reduction,
+        max_speedup,
+        score,
+        target: *target,
+    })
+}
+
+impl PlanLayer {
+    /// The plan entry of choosing `c` for this layer, whose dense form is `dense`.
+    fn planned(&self, c: &Candidate, dense: Dense) -> LayerPlan {
+        let option = &self.options[c.choice.map_or(0, |(o, _, _)| o)];
+        LayerPlan {
+            name: self.name.clone(),
+            scheme: c.choice.map(|_| option.kind),
+            rank: c.choice.map(|(_, r, _)| r),
+            max_rank: option.kind.max_rank(&self.shape),
+            break_even: option.kind.break_even_rank(&self.shape),
+            layout: c.choice.and_then(|(_, _, l)| l),
+            output_size: dense.output,
+            before: dense.cost,
+            after: c.cost,
+            time_before: Duration::from_nanos(dense.time),
+            time_after: Duration::from_nanos(c.time),
+            retained_energy: c.choice.map_or(1.0, |(_, r, _)| option.errors.retained_energy(r)),
+            score: c.score,
+        }
+    }
 }
 
 /// Minimum-score choice per layer whose savings reach `before - limit`, over a savings axis
 /// rounded down (so any solution found truly meets the budget). `None` when the rounding hides
 /// every solution.
-fn knapsack(candidates: &[Vec<Candidate>], budget: &Budget, before: Cost) -> Option<Vec<usize>> {
+fn knapsack(candidates: &[Vec<Candidate>], budget: &Budget, before: &Candidate) -> Option<Vec<usize>> {
     let need = budget.of(before).checked_sub(budget.limit())?;
     if need == 0 {
         return Some(vec![0; candidates.len()]);
@@ -545,7 +665,7 @@ fn knapsack(candidates: &[Vec<Candidate>], budget: &Budget, before: Cost) -> Opt
     let cap = BUCKETS.min(need) as usize;
     // Savings of a candidate in whole buckets, rounded down, capped.
     let units = |c: &Candidate, dense: &Candidate| -> usize {
-        let saved = budget.of(dense.cost).saturating_sub(budget.of(c.cost)) as u128;
+        let saved = budget.of(dense).saturating_sub(budget.of(c)) as u128;
         (saved * cap as u128 / need as u128).min(cap as u128) as usize
     };
     // best[t]: the lowest score whose (capped) savings total is t; back[i][t]: the candidate and

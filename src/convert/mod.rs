@@ -26,6 +26,7 @@
 mod glob;
 mod options;
 mod report;
+mod timing;
 
 pub use self::options::{
     ConvertOptions, FloatDtype, LayerGeometry, Layout, Precision, RankSource, SchemeChoice, Selection, SvdMethod,
@@ -41,8 +42,10 @@ use crate::rank::{Rank, RankChoice};
 use crate::scalar::Real;
 use crate::scheme::{Channel, Dac, Decoupled, ErrorTable, Factored, Scheme, SchemeKind, Spatial};
 use crate::svd::{GramSvd, NalgebraSvd, SvdBackend};
+use crate::time::TimeModel;
 use crate::weights::{ConvShape, Geometry};
 use std::path::Path;
+use std::time::Duration;
 
 /// A convolution as a format adapter found it.
 #[derive(Debug, Clone)]
@@ -148,8 +151,17 @@ impl Site {
 /// A layer's rank decision.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
-    Convert { scheme: SchemeKind, rank: usize },
+    /// `layout`: the nodes' layout, `None` for a scheme with one ([`crate::time::layouts_of`]).
+    Convert { scheme: SchemeKind, rank: usize, layout: Option<Layout> },
     Skip(SkipReason),
+}
+
+/// What no site covers, counted in the whole-network totals: MACs and parameters, and the
+/// modeled time of what the format could model.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Fixed {
+    pub cost: Cost,
+    pub time: Duration,
 }
 
 /// What ranks are chosen from: a factored layer's errors, and its planner view when planned.
@@ -396,12 +408,12 @@ pub(crate) fn analyse<T: Real>(
 }
 
 /// Phase 3: one decision per site, by the policy or the planner (`analyses` from [`analyse`]
-/// for the sites [`needs_analysis`] named; `linear` the cost of what no site covers).
+/// for the sites [`needs_analysis`] named; `fixed` what no site covers).
 pub(crate) fn decide(
     sites: &[Site],
     analyses: &[Option<Analysis>],
     options: &ConvertOptions,
-    linear: Cost,
+    fixed: Fixed,
 ) -> Result<(Vec<Decision>, Option<Plan>)> {
     // `None`: left to the planner.
     let mut decided: Vec<Option<Decision>> = Vec::with_capacity(sites.len());
@@ -414,7 +426,7 @@ pub(crate) fn decide(
         });
     }
     let plan = match options.ranks {
-        RankSource::Target(target) => Some(plan_rest(sites, analyses, &mut decided, &target, linear)?),
+        RankSource::Target(target) => Some(plan_rest(sites, analyses, &mut decided, &target, fixed, options)?),
         RankSource::Policy(_) => None,
     };
     let decisions = decided.into_iter().map(|d| d.expect("plan_rest decides every undecided site")).collect();
@@ -427,13 +439,16 @@ fn plan_rest(
     analyses: &[Option<Analysis>],
     decided: &mut [Option<Decision>],
     target: &plan::Target,
-    linear: Cost,
+    mut fixed: Fixed,
+    options: &ConvertOptions,
 ) -> Result<Plan> {
-    let mut fixed = linear;
     let (mut layers, mut indices) = (Vec::new(), Vec::new());
     for (i, (s, a)) in sites.iter().zip(analyses).enumerate() {
         match (&decided[i], a) {
-            (Some(d), _) => fixed = fixed + decided_cost(s, d)?.ok_or_else(|| s.unknown_size())?,
+            (Some(d), _) => {
+                fixed.cost = fixed.cost + decided_cost(s, d)?.ok_or_else(|| s.unknown_size())?;
+                fixed.time += s.decided_time(d, &options.time)?.ok_or_else(|| s.unknown_size())?;
+            }
             (None, Some(Analysis::Planned(l))) => {
                 layers.push(l.clone());
                 indices.push(i);
@@ -441,10 +456,13 @@ fn plan_rest(
             (None, _) => return Err(s.unknown_size()),
         }
     }
-    let result = plan::plan(&layers, target, &PlanOptions::default().fixed(fixed))?;
+    let mut plan_options = PlanOptions::default().fixed(fixed.cost).fixed_time(fixed.time);
+    plan_options.time = options.time.clone();
+    plan_options.layout = options.layout;
+    let result = plan::plan(&layers, target, &plan_options)?;
     for (&i, choice) in indices.iter().zip(&result.layers) {
         decided[i] = Some(match (choice.scheme, choice.rank) {
-            (Some(scheme), Some(rank)) => Decision::Convert { scheme, rank },
+            (Some(scheme), Some(rank)) => Decision::Convert { scheme, rank, layout: choice.layout },
             _ => Decision::Skip(SkipReason::PlannedDense),
         });
     }
@@ -465,7 +483,7 @@ fn by_policy(site: &Site, policy: Rank, analysis: Option<&Analysis>, options: &C
     }
     let errors = analysis.map(Analysis::errors);
     Ok(match policy.choose_from(site.name(), scheme, &shape, errors, options.allow_slower)? {
-        RankChoice::Decompose { rank } => Decision::Convert { scheme, rank },
+        RankChoice::Decompose { rank } => Decision::Convert { scheme, rank, layout: site.layout_for(scheme, rank, options)? },
         RankChoice::KeepDense { rank, reason } => Decision::Skip(SkipReason::KeptDense { rank, reason }),
     })
 }
@@ -474,23 +492,24 @@ fn by_policy(site: &Site, policy: Rank, analysis: Option<&Analysis>, options: &C
 fn decided_cost(site: &Site, decision: &Decision) -> Result<Option<Cost>> {
     match decision {
         Decision::Skip(_) => site.dense_cost(),
-        Decision::Convert { scheme, rank } => site.factored_cost(*scheme, *rank),
+        Decision::Convert { scheme, rank, .. } => site.factored_cost(*scheme, *rank),
     }
 }
 
 /// Phase 5: the report entry of a converted site (`errors`: its factorisation's retained energy
 /// and relative error at `rank`, [`Factored::error_at`]; the factors were written as `written`,
-/// in `dtype`).
+/// in `dtype`; times by `model`).
 pub(crate) fn converted(
     site: &Site,
-    scheme: SchemeKind,
-    rank: usize,
+    (scheme, rank, layout): (SchemeKind, usize, Option<Layout>),
     (retained_energy, relative_error): (f64, f64),
     dtype: String,
     written: Vec<String>,
+    model: &TimeModel,
 ) -> Result<ConvertedLayer> {
     let shape = site.shape();
     let after = site.factored_cost(scheme, rank)?;
+    let decision = Decision::Convert { scheme, rank, layout };
     Ok(ConvertedLayer {
         name: site.found.name.clone(),
         weight: site.found.weight.clone(),
@@ -499,6 +518,7 @@ pub(crate) fn converted(
         scheme,
         rank,
         max_rank: scheme.max_rank(&shape),
+        layout,
         retained_energy,
         relative_error,
         dtype,
@@ -506,12 +526,14 @@ pub(crate) fn converted(
         size: site.size,
         before: site.dense_cost()?,
         after,
+        time_before: site.dense_time(model)?,
+        time_after: site.decided_time(&decision, model)?,
         written,
     })
 }
 
 /// Phase 5: the report entry of a site left dense.
-pub(crate) fn skipped(site: &Site, reason: SkipReason) -> Result<SkippedLayer> {
+pub(crate) fn skipped(site: &Site, reason: SkipReason, model: &TimeModel) -> Result<SkippedLayer> {
     Ok(SkippedLayer {
         name: site.found.name.clone(),
         weight: site.found.weight.clone(),
@@ -521,5 +543,6 @@ pub(crate) fn skipped(site: &Site, reason: SkipReason) -> Result<SkippedLayer> {
         input_size: site.input,
         size: site.size,
         cost: site.dense_cost()?,
+        time: site.dense_time(model)?,
     })
 }

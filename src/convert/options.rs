@@ -7,6 +7,7 @@ use crate::plan::Target;
 use crate::rank::Rank;
 use crate::scheme::SchemeKind;
 use crate::weights::Padding;
+use crate::time::TimeModel;
 
 /// Which layers to convert, and what to assume about each, by glob patterns over layer names.
 ///
@@ -242,29 +243,45 @@ impl std::fmt::Display for FloatDtype {
     }
 }
 
-/// How a decomposed convolution is laid out in a rewritten ONNX graph (a checkpoint stores the
-/// pair's two weights whatever the layout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// How a factored convolution is laid out in a rewritten ONNX graph (a checkpoint stores the
+/// factors' weights whatever the layout). Layouts of one scheme compute the same thing; they
+/// differ in speed. By default each layer gets the layout its [time model](crate::time) says is
+/// fastest ([`ConvertOptions::layout`] forces one).
+///
+/// | scheme | layouts |
+/// |---|---|
+/// | DAC | [`Fused`](Self::Fused), [`Multiplier1`](Self::Multiplier1), [`Sum`](Self::Sum) |
+/// | Network Decoupling | [`Multiplier1`](Self::Multiplier1) (its depthwise stage has multiplier 1; also used when `Fused` is forced), [`Sum`](Self::Sum) |
+/// | spatial, channel SVD | one (a chain of dense convolutions) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Layout {
     /// One depthwise `Conv` with `group = C` and `C·r` outputs (channel multiplier `r`), then
     /// the 1x1 `Conv`. Fewest nodes, but onnxruntime and tract have no fast kernel for a
-    /// multiplier above 1: slower than [`Layout::Multiplier1`] (see BENCHMARKS.md).
+    /// multiplier above 1.
     Fused,
-    /// The default: `r` depthwise `Conv`s of multiplier 1 per group (after a `Split` into groups
-    /// when the layer is grouped) and a `Concat`, then the 1x1 `Conv` with its input channels
-    /// permuted to the concatenated order. Runtimes' fast depthwise kernels need multiplier 1;
-    /// measured faster in onnxruntime and tract on the reference network (BENCHMARKS.md).
-    #[default]
+    /// DAC: `r` depthwise `Conv`s of multiplier 1 per group (after a `Split` into groups when
+    /// the layer is grouped) and a `Concat`, then the 1x1 `Conv` with its input channels
+    /// permuted to the concatenated order. Network Decoupling: its three factors as they are
+    /// (1x1 to `N·T`, depthwise of multiplier 1, grouped 1x1 summing each output's `T`).
     Multiplier1,
+    /// No `Concat`: `r` branches, each a depthwise `Conv` of multiplier 1 on all `C` channels
+    /// and its own 1x1 `Conv` to the `N` outputs, added (`Add` nodes; the first branch carries
+    /// the bias). Network Decoupling's `T` branches are a 1x1 to `N` then a depthwise on `N`.
+    /// onnxruntime keeps its blocked layout and fuses each `Add` into the `Conv` before it.
+    Sum,
 }
 
 impl Layout {
-    /// `"fused"` or `"multiplier1"`.
+    /// Every layout.
+    pub const ALL: [Layout; 3] = [Layout::Fused, Layout::Multiplier1, Layout::Sum];
+
+    /// `"fused"`, `"multiplier1"` or `"sum"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Layout::Fused => "fused",
             Layout::Multiplier1 => "multiplier1",
+            Layout::Sum => "sum",
         }
     }
 }
@@ -275,7 +292,8 @@ impl std::str::FromStr for Layout {
         match s {
             "fused" => Ok(Layout::Fused),
             "multiplier1" | "split" => Ok(Layout::Multiplier1),
-            other => Err(format!("unknown layout `{other}` (fused | multiplier1)")),
+            "sum" => Ok(Layout::Sum),
+            other => Err(format!("unknown layout `{other}` (fused | multiplier1 | sum)")),
         }
     }
 }
@@ -301,7 +319,9 @@ pub struct ConvertOptions {
     pub(crate) force: bool,
     pub(crate) svd: SvdMethod,
     pub(crate) memory_budget: Option<usize>,
-    pub(crate) layout: Layout,
+    /// `None`: each layer's fastest by [`time_model`](Self::time_model).
+    pub(crate) layout: Option<Layout>,
+    pub(crate) time: TimeModel,
 }
 
 impl ConvertOptions {
@@ -317,8 +337,14 @@ impl ConvertOptions {
     pub fn planned(target: Target) -> Self {
         Self::with(RankSource::Target(target))
     }
-    /// [`planned`](Self::planned) for a whole-network MAC reduction of `factor`.
+    /// [`planned`](Self::planned) for a whole network `factor` times faster by the
+    /// [time model](Self::time_model) ([`Target::TimeReduction`]).
     pub fn speedup(factor: f64) -> Self {
+        Self::planned(Target::TimeReduction(factor))
+    }
+    /// [`planned`](Self::planned) for a whole-network MAC reduction of `factor`
+    /// ([`Target::MacReduction`]).
+    pub fn macs(factor: f64) -> Self {
         Self::planned(Target::MacReduction(factor))
     }
     fn with(ranks: RankSource) -> Self {
@@ -334,7 +360,8 @@ impl ConvertOptions {
             force: false,
             svd: SvdMethod::default(),
             memory_budget: None,
-            layout: Layout::default(),
+            layout: None,
+            time: TimeModel::onnxruntime_x86_64(),
         }
     }
     /// How ranks are chosen.
@@ -477,9 +504,17 @@ impl ConvertOptions {
         self.memory_budget = Some(bytes);
         self
     }
-    /// ONNX only: the layout of the new nodes (default [`Layout::Multiplier1`]).
+    /// ONNX only: the layout of every factored layer, instead of each layer's fastest by the
+    /// [time model](Self::time_model) (a scheme without that layout keeps its own, see
+    /// [`Layout`]).
     pub fn layout(mut self, layout: Layout) -> Self {
-        self.layout = layout;
+        self.layout = Some(layout);
+        self
+    }
+    /// The time model that [`speedup`](Self::speedup) targets, reports and layout choices use
+    /// (default: [`TimeModel::onnxruntime_x86_64`], one thread).
+    pub fn time_model(mut self, model: TimeModel) -> Self {
+        self.time = model;
         self
     }
 }

@@ -8,6 +8,7 @@ use crate::rank::KeepDenseReason;
 use crate::scheme::SchemeKind;
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why a convolution was left dense.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +122,9 @@ pub struct ConvertedLayer {
     pub rank: usize,
     /// The largest possible rank.
     pub max_rank: usize,
+    /// The layout of its nodes in a graph (`None` for a scheme with one layout; a checkpoint
+    /// stores the factors' weights, and the layout is what the time refers to).
+    pub layout: Option<Layout>,
     /// Kept `s²` over total `s²`.
     pub retained_energy: f64,
     /// `‖W − Ŵ‖ / ‖W‖` of the rank-`rank` approximation, from the singular values
@@ -138,6 +142,10 @@ pub struct ConvertedLayer {
     pub before: Option<Cost>,
     /// Cost of the factors (when the size is known).
     pub after: Option<Cost>,
+    /// Modeled time of the dense layer (when the size is known; [`Summary::time_model`]).
+    pub time_before: Option<Duration>,
+    /// Modeled time of the factors in [`layout`](Self::layout) (when the size is known).
+    pub time_after: Option<Duration>,
     /// What replaces it: the new tensors (checkpoint) or nodes (ONNX), in order.
     pub written: Vec<String>,
 }
@@ -162,6 +170,8 @@ pub struct SkippedLayer {
     pub size: SizeSource,
     /// Its cost (when its shape and size are known).
     pub cost: Option<Cost>,
+    /// Its modeled time (when its shape and size are known).
+    pub time: Option<Duration>,
 }
 
 /// Something with MACs the network totals cannot count because its size is unknown.
@@ -197,6 +207,11 @@ pub struct Summary {
     /// layers (2-D `<name>.weight`); in a graph every `Gemm`, `MatMul` and `ConvTranspose`, and
     /// the `Conv`s that cannot be rewritten, at their inferred shapes.
     pub linear: Cost,
+    /// Modeled time of what [`linear`](Self::linear) counts (`None`: a checkpoint without
+    /// input sizes).
+    pub linear_time: Option<Duration>,
+    /// The time model's runtime and thread count, as in its table.
+    pub time_model: String,
     /// Layers and nodes whose size is unknown: while any is listed, the totals are unknown.
     pub uncounted: Vec<Uncounted>,
     /// The whole-network plan, when ranks were planned.
@@ -205,7 +220,8 @@ pub struct Summary {
     pub svd: &'static str,
     /// The fit used.
     pub fit: Fit,
-    /// The ONNX layout used (`None` for checkpoints).
+    /// The layout forced for every layer ([`ConvertOptions::layout`](super::ConvertOptions::layout));
+    /// `None`: each layer's fastest ([`ConvertedLayer::layout`]).
     pub layout: Option<Layout>,
     /// What the costs assume beyond the file, when the file cannot say (a checkpoint's
     /// geometry).
@@ -235,6 +251,33 @@ impl Summary {
     /// The same after the conversion.
     pub fn macs_after(&self) -> Option<u64> {
         self.total(true)
+    }
+    fn time_total(&self, after: bool) -> Option<Duration> {
+        if !self.uncounted.is_empty() {
+            return None;
+        }
+        let mut sum = self.linear_time?;
+        for c in &self.converted {
+            sum += if after { c.time_after } else { c.time_before }?;
+        }
+        for s in self.skipped.iter().filter(|s| s.cost.is_some() || s.dims.is_some()) {
+            sum += s.time?;
+        }
+        Some(sum)
+    }
+    /// Modeled time of every convolution and linear layer (and, in a graph, of the other
+    /// nodes the model knows), before; `None` when a size is unknown.
+    pub fn time_before(&self) -> Option<Duration> {
+        self.time_total(false)
+    }
+    /// The same after the conversion.
+    pub fn time_after(&self) -> Option<Duration> {
+        self.time_total(true)
+    }
+    /// Modeled speed-up `time_before / time_after`.
+    pub fn speedup(&self) -> Option<f64> {
+        let (b, a) = (self.time_before()?, self.time_after()?);
+        Some(if a.is_zero() { 1.0 } else { b.as_secs_f64() / a.as_secs_f64() })
     }
     /// `macs_before / macs_after` (1 when nothing is counted).
     pub fn reduction(&self) -> Option<f64> {
@@ -269,9 +312,21 @@ impl Summary {
             "macs_before": self.macs_before(),
             "macs_after": self.macs_after(),
             "reduction": self.reduction(),
-            "total": {"macs_before": self.macs_before(), "macs_after": self.macs_after(), "reduction": self.reduction()},
+            "time_model": self.time_model,
+            "time_before_ms": ms(self.time_before()),
+            "time_after_ms": ms(self.time_after()),
+            "speedup": self.speedup(),
+            "total": {
+                "macs_before": self.macs_before(), "macs_after": self.macs_after(), "reduction": self.reduction(),
+                "time_before_ms": ms(self.time_before()), "time_after_ms": ms(self.time_after()),
+                "speedup": self.speedup(),
+            },
         })
     }
+}
+
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e3)
 }
 
 fn cost_json(c: Option<Cost>) -> Value {
@@ -288,6 +343,8 @@ fn converted_json(l: &ConvertedLayer) -> Value {
         "before": cost_json(l.before), "after": cost_json(l.after),
         "macs_before": l.before.map(|c| c.macs), "macs_after": l.after.map(|c| c.macs),
         "params_before": l.before.map(|c| c.params), "params_after": l.after.map(|c| c.params),
+        "layout": l.layout.map(|l| l.as_str()),
+        "time_before_ms": ms(l.time_before), "time_after_ms": ms(l.time_after),
         "written": l.written, "nodes": l.written,
     })
 }
@@ -297,21 +354,25 @@ fn skipped_json(l: &SkippedLayer) -> Value {
         "name": l.name, "node": l.name, "weight": l.weight, "shape": l.dims, "groups": l.groups,
         "reason": l.reason.to_string(), "input_size": l.input_size, "size": l.size.as_str(),
         "default_input": l.size == SizeSource::Default, "cost": cost_json(l.cost),
-        "macs": l.cost.map(|c| c.macs),
+        "macs": l.cost.map(|c| c.macs), "time_ms": ms(l.time),
     })
 }
 
 fn plan_json(p: &Plan) -> Value {
-    let target = match p.target {
-        Target::MacReduction(x) => Some(x),
-        _ => None,
+    let (macs, speedup) = match p.target {
+        Target::MacReduction(x) => (Some(x), None),
+        Target::TimeReduction(x) => (None, Some(x)),
+        _ => (None, None),
     };
     json!({
-        "target": target, "target_mac_reduction": target, "met": p.met, "max_reduction": p.max_reduction,
+        "target": macs.or(speedup), "target_mac_reduction": macs, "target_speedup": speedup,
+        "met": p.met, "max_reduction": p.max_reduction, "max_speedup": p.max_speedup,
         "reduction": p.reduction(), "macs_before": p.before.macs, "macs_after": p.after.macs,
+        "speedup": p.speedup(), "time_before_ms": ms(Some(p.time_before)), "time_after_ms": ms(Some(p.time_after)),
         "layers": p.layers.iter().map(|l| json!({
             "name": l.name, "scheme": l.scheme.map(SchemeKind::name), "rank": l.rank,
-            "retained_energy": l.retained_energy, "score": l.score,
+            "layout": l.layout.map(|l| l.as_str()), "retained_energy": l.retained_energy, "score": l.score,
+            "time_before_ms": ms(Some(l.time_before)), "time_after_ms": ms(Some(l.time_after)),
         })).collect::<Vec<_>>(),
     })
 }

@@ -6,9 +6,9 @@ use super::records::{FactorRecord, LayerRecord, FORMAT_VERSION};
 use super::safetensors::{format_error, header_block, write_all, write_values, Checkpoint, OutEntry};
 use super::{Phase, Progress};
 use crate::convert::{
-    self, Analysis, ConvertOptions, Decision, FloatDtype, Found, RankSource, Site, SkipReason, Summary,
+    self, Analysis, ConvertOptions, Decision, FloatDtype, Found, Layout, RankSource, Site, SkipReason, Summary,
 };
-use crate::cost::{self, Cost};
+use crate::cost;
 use crate::decompose::Split;
 use crate::error::{Error, Result};
 use crate::fit::Fit;
@@ -16,6 +16,7 @@ use crate::plan::Plan;
 use crate::scalar::Real;
 use crate::scheme::{FactorSpec, Factored, Scheme, SchemeKind, Workspace};
 use crate::storage::Storage;
+use crate::time::{self, TimeModel};
 use crate::weights::{Conv2dWeights, Geometry, Padding};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -175,17 +176,21 @@ pub(crate) fn done_with<T: Real>(ck: &Checkpoint, t: Tensors, layer: Conv2dWeigh
     ck.release(&ck.tensors[t.weight]);
 }
 
-/// Cost of every linear layer: a 2-D float `<name>.weight` `[out, in]` (with `<name>.bias`).
-fn linear_cost(ck: &Checkpoint) -> Cost {
-    ck.tensors
+/// Cost and modeled time of every linear layer: a 2-D float `<name>.weight` `[out, in]` (with
+/// `<name>.bias`).
+fn linear_cost(ck: &Checkpoint, model: &TimeModel) -> convert::Fixed {
+    let linear = ck
+        .tensors
         .iter()
         .filter(|t| t.shape.len() == 2 && t.float_dtype().is_some())
-        .filter_map(|t| t.name.strip_suffix(".weight").map(|name| (name, t)))
-        .map(|(name, t)| {
-            let bias = format!("{name}.bias");
-            cost::linear(t.shape[0], t.shape[1], ck.tensors.iter().any(|b| b.name == bias))
-        })
-        .sum()
+        .filter_map(|t| t.name.strip_suffix(".weight").map(|name| (name, t)));
+    let mut fixed = convert::Fixed::default();
+    for (name, t) in linear {
+        let bias = format!("{name}.bias");
+        fixed.cost = fixed.cost + cost::linear(t.shape[0], t.shape[1], ck.tensors.iter().any(|b| b.name == bias));
+        fixed.time += model.node(&time::linear_node(t.shape[0], t.shape[1]));
+    }
+    fixed
 }
 
 /// The default [`ConvertOptions::memory_budget`] for `data_len` bytes of tensor data.
@@ -237,7 +242,7 @@ pub(crate) fn convert<T: Real>(
     let kept = job.keep_within_budget(&needs)?;
     let mut factored: Vec<Vec<Box<dyn Factored<T> + '_>>> = (0..sites.len()).map(|_| Vec::new()).collect();
     let analyses = job.analyse(&needs, &kept, &mut factored, progress)?;
-    let linear = linear_cost(&ck);
+    let linear = linear_cost(&ck, &options.time);
     let (decisions, plan) = convert::decide(&sites, &analyses, options, linear).map_err(|e| in_file(&ck.path, e))?;
     let header = job.header(&decisions)?;
     let mut out = AtomicFile::create(output, options.force)?;
@@ -366,7 +371,7 @@ impl<'j, T: Real> Job<'j, T> {
         let moved = self.moved_biases(decisions);
         for (ti, t) in ck.tensors.iter().enumerate().filter(|(ti, _)| !moved.contains(ti)) {
             match by_weight.get(&ti).map(|&i| (i, &decisions[i])) {
-                Some((i, Decision::Convert { scheme, rank })) => {
+                Some((i, Decision::Convert { scheme, rank, .. })) => {
                     entries.extend(self.factor_entries(i, *scheme, *rank));
                     let site = &self.sites[i];
                     let record = self.record(site, *scheme, *rank).to_json();
@@ -510,10 +515,10 @@ impl<T: Real> Job<'_, T> {
                 continue;
             }
             match by_weight.get(&ti).map(|&i| (i, &decisions[i])) {
-                Some((i, Decision::Convert { scheme, rank })) => {
+                Some((i, Decision::Convert { scheme, rank, layout })) => {
                     w.flush_run(ck, out, output)?;
                     let kept = std::mem::take(&mut factored[i]).into_iter().find(|f| f.scheme() == *scheme);
-                    summary.converted.push(self.write_layer(i, (*scheme, *rank), kept, &mut w, out, output)?);
+                    summary.converted.push(self.write_layer(i, (*scheme, *rank, *layout), kept, &mut w, out, output)?);
                     summary.removed.push(t.name.clone());
                 }
                 other => {
@@ -521,7 +526,8 @@ impl<T: Real> Job<'_, T> {
                     summary.copied_tensors += 1;
                     if let Some((i, Decision::Skip(reason))) = other {
                         let entry =
-                            convert::skipped(&self.sites[i], reason.clone()).map_err(|e| in_file(&ck.path, e))?;
+                            convert::skipped(&self.sites[i], reason.clone(), &self.options.time)
+                                .map_err(|e| in_file(&ck.path, e))?;
                         summary.skipped.push(entry);
                     }
                 }
@@ -532,7 +538,14 @@ impl<T: Real> Job<'_, T> {
     }
 
     /// The summary before any layer is written.
-    fn summary(&self, input: &Path, output: &Path, linear: Cost, plan: Option<Plan>, svd: &'static str) -> Summary {
+    fn summary(
+        &self,
+        input: &Path,
+        output: &Path,
+        linear: convert::Fixed,
+        plan: Option<Plan>,
+        svd: &'static str,
+    ) -> Summary {
         Summary {
             input: input.to_path_buf(),
             output: output.to_path_buf(),
@@ -541,7 +554,9 @@ impl<T: Real> Job<'_, T> {
             skipped: Vec::new(),
             removed: Vec::new(),
             copied_tensors: 0,
-            linear,
+            linear: linear.cost,
+            linear_time: Some(linear.time),
+            time_model: self.options.time.describe(),
             uncounted: Vec::new(),
             plan,
             svd,
@@ -555,7 +570,7 @@ impl<T: Real> Job<'_, T> {
     fn write_layer(
         &self,
         i: usize,
-        (scheme, rank): (SchemeKind, usize),
+        (scheme, rank, layout): (SchemeKind, usize, Option<Layout>),
         kept: Option<Box<dyn Factored<T> + '_>>,
         w: &mut Writer<T>,
         out: &mut AtomicFile,
@@ -578,7 +593,8 @@ impl<T: Real> Job<'_, T> {
         // Kept or not, viewed in place or decoded: done with this layer's input pages.
         self.ck.release(&self.ck.tensors[self.tensors[i].weight]);
         let dtype = self.out_dtype(i).name().to_string();
-        convert::converted(site, scheme, rank, errors, dtype, written).map_err(|e| in_file(path, e))
+        convert::converted(site, (scheme, rank, layout), errors, dtype, written, &self.options.time)
+            .map_err(|e| in_file(path, e))
     }
 
     /// Writes layer `i`'s factors at `rank`; returns their tensor names and the error table.

@@ -3,12 +3,13 @@
 
 use clap::{Args, ValueEnum};
 use dac::convert::{ConvertOptions, LayerGeometry, Precision, SchemeChoice, SvdMethod};
+use dac::time::TimeModel;
 use dac::{Fit, Padding, Rank, Split};
 use std::path::PathBuf;
 
 /// The flags of a conversion, for every format.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("policy").required(true).args(["rank", "energy", "speedup"])))]
+#[command(group(clap::ArgGroup::new("policy").required(true).args(["rank", "energy", "speedup", "macs"])))]
 pub struct ConversionArgs {
     /// Where to write the result (never the input).
     #[arg(short, long, value_name = "OUT")]
@@ -20,10 +21,24 @@ pub struct ConversionArgs {
     /// Per layer, the smallest rank retaining this fraction of its energy, in (0, 1].
     #[arg(long, value_name = "F")]
     pub energy: Option<f64>,
-    /// Plan every layer's rank for this whole-network MAC reduction (convolutions and linear
-    /// layers), from the weights alone; needs every layer's input size.
+    /// Plan every layer (scheme, rank, layout) for a network X times faster by the time model
+    /// (onnxruntime on x86-64, one thread, unless --time-table/--threads say otherwise), from
+    /// the weights alone; a layer modeled no faster factored stays dense. Needs every layer's
+    /// input size.
     #[arg(long, value_name = "X")]
     pub speedup: Option<f64>,
+    /// Plan every layer's rank for this whole-network MAC reduction (convolutions and linear
+    /// layers) instead of a modeled time.
+    #[arg(long, value_name = "X")]
+    pub macs: Option<f64>,
+    /// The time-model table (JSON written by bench/calibrate.py) for --speedup, the layouts
+    /// and the modeled times in reports. Default: the shipped onnxruntime x86-64 table.
+    #[arg(long, value_name = "FILE")]
+    pub time_table: Option<PathBuf>,
+    /// Intra-op threads the runtime will use: the time model takes the table measured with
+    /// the most threads not above it.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
     /// Input size HxW (or N for NxN): an ONNX model's input (default: its static shape); for a
     /// checkpoint, every layer without --layer-input. Default: MACs per output position.
     #[arg(long = "input", value_name = "HxW", value_parser = parse_size)]
@@ -87,11 +102,12 @@ pub struct ConversionArgs {
 impl ConversionArgs {
     /// The options these flags ask for.
     pub fn options(&self) -> ConvertOptions {
-        let start = match (self.rank, self.energy, self.speedup) {
-            (Some(r), _, _) => ConvertOptions::new(Rank::Fixed(r)),
-            (None, Some(f), _) => ConvertOptions::new(Rank::Energy(f)),
-            (None, None, Some(x)) => ConvertOptions::speedup(x),
-            (None, None, None) => unreachable!("clap requires --rank, --energy or --speedup"),
+        let start = match (self.rank, self.energy, self.speedup, self.macs) {
+            (Some(r), ..) => ConvertOptions::new(Rank::Fixed(r)),
+            (None, Some(f), ..) => ConvertOptions::new(Rank::Energy(f)),
+            (None, None, Some(x), _) => ConvertOptions::speedup(x),
+            (None, None, None, Some(x)) => ConvertOptions::macs(x),
+            (None, None, None, None) => unreachable!("clap requires --rank, --energy, --speedup or --macs"),
         };
         let mut o = start
             .allow_slower(self.allow_slower)
@@ -131,7 +147,7 @@ impl ConversionArgs {
     /// [`options`](Self::options) with the geometry declarations (the sidecar first, then the
     /// flags, so that a flag overrides the file).
     pub fn options_with_geometry(&self) -> dac::Result<ConvertOptions> {
-        let mut o = self.options();
+        let mut o = self.options().time_model(self.time_model()?);
         let sidecar = self.geometry.sidecar()?;
         if let (Some((h, w)), None) = (sidecar.input, self.input_size) {
             o = o.input_size(h, w);
@@ -143,6 +159,20 @@ impl ConversionArgs {
             o = o.declare(&l);
         }
         Ok(o)
+    }
+}
+
+impl ConversionArgs {
+    /// The time model `--time-table` and `--threads` ask for.
+    fn time_model(&self) -> dac::Result<TimeModel> {
+        match &self.time_table {
+            None => TimeModel::shipped(self.threads),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| dac::Error::Io { path: path.clone(), action: "read", source })?;
+                TimeModel::from_json(&path.display().to_string(), &text, self.threads)
+            }
+        }
     }
 }
 

@@ -80,10 +80,11 @@ struct OnnxArgs {
     model: PathBuf,
     #[command(flatten)]
     conversion: ConversionArgs,
-    /// Node layout: `multiplier1` (r depthwise Convs of multiplier 1 and a Concat; faster in
-    /// onnxruntime and tract) or `fused` (one depthwise Conv with multiplier r).
-    #[arg(long, default_value = "multiplier1")]
-    layout: Layout,
+    /// Node layout of factored layers: `auto` (each layer's fastest by the time model),
+    /// `multiplier1` (r depthwise Convs of multiplier 1 and a Concat), `sum` (r depthwise + 1x1
+    /// branches added, no Concat) or `fused` (one depthwise Conv with multiplier r).
+    #[arg(long, value_enum, default_value = "auto")]
+    layout: LayoutArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -92,6 +93,27 @@ enum DtypeArg {
     F64,
     F16,
     Bf16,
+}
+
+/// `--layout`.
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    Auto,
+    Fused,
+    Multiplier1,
+    Sum,
+}
+
+impl LayoutArg {
+    /// The forced layout, `None` for `auto`.
+    fn layout(self) -> Option<Layout> {
+        match self {
+            Self::Auto => None,
+            Self::Fused => Some(Layout::Fused),
+            Self::Multiplier1 => Some(Layout::Multiplier1),
+            Self::Sum => Some(Layout::Sum),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -137,7 +159,7 @@ fn describe(e: &dac::Error) -> String {
              HxW, or --layer-input {layer}=HxW"
         ),
         dac::Error::SchemeNeedsPlanner { layer } => format!(
-            "layer `{layer}`: --scheme auto lets the planner choose the scheme; use it with --speedup (and no \
+            "layer `{layer}`: --scheme auto lets the planner choose the scheme; use it with --speedup or --macs (and no \
              --rank-for for this layer), or name one scheme (dac, spatial, channel, decoupled)"
         ),
         dac::Error::OutputExists { path } => {
@@ -167,7 +189,10 @@ fn convert(a: &ConvertArgs) -> dac::Result<()> {
 
 fn onnx(a: &OnnxArgs) -> dac::Result<()> {
     let c = &a.conversion;
-    let o = c.options_with_geometry()?.layout(a.layout);
+    let mut o = c.options_with_geometry()?;
+    if let Some(l) = a.layout.layout() {
+        o = o.layout(l);
+    }
     let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
     table::report(&summary, c.json, c.quiet);
     Ok(())

@@ -2,6 +2,7 @@
 
 use dac::convert::{SizeSource, Summary};
 use dac::plan::Target;
+use std::time::Duration;
 
 /// `1234567` -> `1.23M`.
 pub fn si(v: u64) -> String {
@@ -37,6 +38,19 @@ fn macs(v: Option<u64>) -> String {
     v.map_or("?".to_string(), si)
 }
 
+/// A modeled time in milliseconds, `?` when unknown.
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("?".to_string(), |d| format!("{:.3}", d.as_secs_f64() * 1e3))
+}
+
+/// `before/after` as `1.23x`, `?` when either is unknown.
+fn times(before: Option<f64>, after: Option<f64>) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if a > 0.0 => format!("{:.2}x", b / a),
+        _ => "?".to_string(),
+    }
+}
+
 /// Prints the summary: JSON, a table, or nothing.
 pub fn report(s: &Summary, json: bool, quiet: bool) {
     if json {
@@ -50,25 +64,32 @@ pub fn report(s: &Summary, json: bool, quiet: bool) {
 fn print_layers(s: &Summary) {
     // A scheme column only when some layer is not DAC's (DAC-only tables stay as they were).
     let schemes = s.converted.iter().any(|l| l.scheme != dac::scheme::SchemeKind::Dac);
-    let head = ["layer", "rank", "rel. error", "MACs before -> after", "reduction", "input"];
+    let layouts = s.converted.iter().any(|l| l.layout.is_some());
+    let head = ["layer", "rank", "rel. error", "MACs before -> after", "reduction", "ms (model)", "speed-up", "input"];
     let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    if layouts {
+        rows[0].insert(2, "layout".to_string());
+    }
     if schemes {
         rows[0].insert(1, "scheme".to_string());
     }
     for l in &s.converted {
         let (before, after) = (l.before.map(|c| c.macs), l.after.map(|c| c.macs));
-        let x = match (before, after) {
-            (Some(b), Some(a)) => format!("{:.2}x", b as f64 / a.max(1) as f64),
-            _ => "?".to_string(),
-        };
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
         rows.push(vec![
             l.name.clone(),
             format!("{}/{}", l.rank, l.max_rank),
             format!("{:.3e}", l.relative_error),
             format!("{} -> {}", macs(before), macs(after)),
-            x,
+            times(before.map(|b| b as f64), after.map(|a| a as f64)),
+            format!("{} -> {}", ms(l.time_before), ms(l.time_after)),
+            times(secs(l.time_before), secs(l.time_after)),
             input_label(l.input_size, l.size),
         ]);
+        if layouts {
+            let layout = l.layout.map_or("-", |l| l.as_str()).to_string();
+            rows.last_mut().expect("just pushed").insert(2, layout);
+        }
         if schemes {
             rows.last_mut().expect("just pushed").insert(1, l.scheme.name().to_string());
         }
@@ -108,15 +129,15 @@ fn print_uncounted(s: &Summary, layout: &str) {
 
 fn print_totals(s: &Summary) {
     if let Some(p) = &s.plan {
-        let target = match p.target {
-            Target::MacReduction(x) => format!("{x}x fewer MACs"),
-            Target::ParamBudget(b) => format!("at most {b} parameters"),
-            _ => "a target".to_string(),
+        let (target, got, max) = match p.target {
+            Target::MacReduction(x) => (format!("{x}x fewer MACs"), p.reduction(), p.max_reduction),
+            Target::TimeReduction(x) => (format!("{x}x faster (modeled)"), p.speedup(), p.max_speedup),
+            Target::ParamBudget(b) => (format!("at most {b} parameters"), p.reduction(), p.max_reduction),
+            _ => ("a target".to_string(), p.reduction(), p.max_reduction),
         };
         if p.met {
-            println!("plan: target {target} met: {:.2}x (data-free planner, weights only)", p.reduction());
+            println!("plan: target {target} met: {got:.2}x (data-free planner, weights only)");
         } else {
-            let (got, max) = (p.reduction(), p.max_reduction);
             println!(
                 "plan: target {target} NOT reachable; the cheapest plan reaches {got:.2}x (at most {max:.2}x possible)"
             );
@@ -142,6 +163,14 @@ fn print_totals(s: &Summary) {
             si(a)
         ),
         _ => print_uncounted(s, &layout),
+    }
+    if let (Some(b), Some(a), Some(x)) = (s.time_before(), s.time_after(), s.speedup()) {
+        println!(
+            "modeled time: {} -> {} ms ({x:.2}x) of convolutions, Concat/Add of the layouts and matrix products; {}",
+            ms(Some(b)),
+            ms(Some(a)),
+            s.time_model
+        );
     }
     println!("wrote {}", s.output.display());
 }

@@ -7,7 +7,9 @@ use super::ops::{gemm_dims, matmul_shape};
 use super::proto::{Node, Problem};
 use super::shapes::Window;
 use crate::convert::{self, ConvertOptions, Found, SizeSource, SkipReason, SkippedLayer, Uncounted};
+use crate::convert::Fixed;
 use crate::cost::Cost;
+use crate::time::{ConvNode, TimedNode};
 use crate::error::Result;
 use std::path::Path;
 
@@ -26,9 +28,9 @@ pub(crate) struct Discovered<'a> {
     pub found: Vec<Found>,
     /// `Conv`s the rewrite cannot touch whatever the options, with their node index.
     pub blocked: Vec<(usize, SkippedLayer)>,
-    /// The cost of every node with MACs that is not in `found`: `Gemm`, `MatMul`,
-    /// `ConvTranspose` and the blocked `Conv`s, at their inferred shapes.
-    pub fixed: Cost,
+    /// The cost and modeled time of every node with MACs that is not in `found`: `Gemm`,
+    /// `MatMul`, `ConvTranspose` and the blocked `Conv`s, at their inferred shapes.
+    pub fixed: Fixed,
     /// Those of them whose shapes are unknown.
     pub uncounted: Vec<Uncounted>,
 }
@@ -50,7 +52,7 @@ pub(crate) fn find<'a>(
         convs: Vec::new(),
         found: Vec::new(),
         blocked: Vec::new(),
-        fixed: Cost::default(),
+        fixed: Fixed::default(),
         uncounted: Vec::new(),
     };
     for (k, (_, node)) in g.nodes.iter().enumerate() {
@@ -67,7 +69,10 @@ pub(crate) fn find<'a>(
             continue;
         }
         match node_cost(g, node, shapes) {
-            Ok(c) => d.fixed = d.fixed + c,
+            Ok((c, t)) => {
+                d.fixed.cost = d.fixed.cost + c;
+                d.fixed.time += options.time.node(&t);
+            }
             Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
         }
     }
@@ -75,8 +80,8 @@ pub(crate) fn find<'a>(
 }
 
 /// MACs per image and constant parameters of a `Conv`, `ConvTranspose`, `Gemm` or `MatMul` at
-/// its inferred shapes; why not when they are unknown.
-fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Result<Cost, String> {
+/// its inferred shapes, and the node the time model sees; why not when they are unknown.
+fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Result<(Cost, TimedNode), String> {
     let fact = |i: usize| {
         let name = node.inputs.get(i).copied().unwrap_or("");
         shapes.facts.get(name).map(|f| f.shape.as_slice()).ok_or_else(|| shapes.why(name))
@@ -88,24 +93,48 @@ fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Re
     };
     let (a, b) = (fact(0)?, fact(1)?);
     let prod = |s: &[usize]| numel(s).map(|n| n as u64).unwrap_or(u64::MAX);
-    let macs = match node.op_type {
+    let batch = shapes.batch.max(1);
+    let (macs, timed) = match node.op_type {
         "Conv" => {
             let y = shapes.facts.get(out).map(|f| f.shape.as_slice()).ok_or_else(|| shapes.why(out))?;
-            prod(y.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[])))
+            let macs = prod(y.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[])));
+            (macs, conv_node(node, a, b, y, false))
         }
-        "ConvTranspose" => prod(a.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[]))),
+        "ConvTranspose" => {
+            let macs = prod(a.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[])));
+            (macs, conv_node(node, a, b, a, true))
+        }
         "Gemm" => {
             let (m, k, n) = gemm_dims(node, a, b).map_err(reason)?;
-            prod(&[m, k, n]) / shapes.batch.max(1) as u64
+            (prod(&[m, k, n]) / batch as u64, matrix_node(m / batch, k, n))
         }
         _ => {
             let (y, k) = matmul_shape(a, b).map_err(reason)?;
-            prod(&y).saturating_mul(k as u64) / shapes.batch.max(1) as u64
+            let n = y.last().copied().unwrap_or(1);
+            let m = numel(&y).unwrap_or(usize::MAX) / n.max(1) / batch;
+            (prod(&y).saturating_mul(k as u64) / batch as u64, matrix_node(m, k, n))
         }
     };
     let constant = |i: usize| node.inputs.get(i).and_then(|n| g.inits.get(n)).and_then(|(_, t)| t.numel());
     let params = (1..node.inputs.len()).filter_map(constant).map(|n| n as u64).sum();
-    Ok(Cost { macs, params })
+    Ok((Cost { macs, params }, timed))
+}
+
+/// A `[m, k] x [k, n]` product for one image, as the model sees it: a 1x1 convolution of `k`
+/// channels to `n` on `m` positions.
+fn matrix_node(m: usize, k: usize, n: usize) -> TimedNode {
+    TimedNode::Conv(ConvNode { dims: [n, k, 1, 1], groups: 1, input: (m.max(1), 1), output: (m.max(1), 1) })
+}
+
+/// A blocked `Conv` (or a `ConvTranspose`, modeled as the convolution of the same MACs on its
+/// input) from its input `x`, weight `w` and output `y` shapes.
+fn conv_node(node: &Node<'_>, x: &[usize], w: &[usize], y: &[usize], transposed: bool) -> TimedNode {
+    let hw = |s: &[usize]| (s.get(2).copied().unwrap_or(1), s.iter().skip(3).product::<usize>().max(1));
+    let dim = |i: usize| w.get(i).copied().unwrap_or(1);
+    let group = node.attr("group").and_then(|a| a.i).unwrap_or(1).max(1) as usize;
+    let kernel = w.iter().skip(2).product::<usize>().max(1);
+    let dims = if transposed { [dim(1) * group, dim(0) / group, kernel, 1] } else { [dim(0), dim(1), kernel, 1] };
+    TimedNode::Conv(ConvNode { dims, groups: group, input: hw(x), output: hw(y) })
 }
 
 /// A `Conv` node: a convolution for the pipeline, or the reason it cannot be rewritten.
@@ -137,6 +166,7 @@ fn conv<'a>(
         input_size: None,
         size: SizeSource::Unknown,
         cost: None,
+        time: None,
     };
     let Some((_, wt)) = g.inits.get(weight) else { return Ok(Err(blocked(SkipReason::WeightNotInitializer))) };
     if g.inputs.iter().any(|(n, _)| n == weight) {

@@ -52,8 +52,8 @@ impl Site<'_, '_> {
     /// Depthwise `Conv`s of the layout: one (fused) or `g·r` (multiplier 1).
     fn pieces(&self) -> usize {
         match self.layout {
-            Layout::Fused => 1,
             Layout::Multiplier1 => self.shape.groups * self.rank,
+            _ => 1,
         }
     }
 
@@ -74,7 +74,7 @@ impl Site<'_, '_> {
         let (r, cg, taps) = (self.rank, sh.in_per_group(), sh.taps());
         let pw_dims = [sh.out_channels, cg * r, 1, 1];
         match self.layout {
-            Layout::Fused => vec![
+            Layout::Fused | Layout::Sum => vec![
                 proto::encode_tensor(
                     &n.depthwise[0],
                     &[sh.in_channels * r, 1, sh.kh, sh.kw],
@@ -83,7 +83,7 @@ impl Site<'_, '_> {
                 ),
                 proto::encode_tensor(&n.pointwise, &pw_dims, data_type, pair.pointwise),
             ],
-            Layout::Multiplier1 => {
+            _ => {
                 let mut out = Vec::with_capacity(self.pieces() + 1);
                 for gi in 0..sh.groups {
                     for j in 0..r {
@@ -136,7 +136,7 @@ impl Site<'_, '_> {
         let base = if node.name.is_empty() { self.stem.to_string() } else { node.name.to_string() };
         let mid = names.fresh(&format!("{y}/dac_depthwise"));
         let mut nodes = match self.layout {
-            Layout::Fused => vec![self.conv(
+            Layout::Fused | Layout::Sum => vec![self.conv(
                 x.to_string(),
                 n.depthwise[0].clone(),
                 mid.clone(),
@@ -145,7 +145,7 @@ impl Site<'_, '_> {
                 "depthwise",
                 names,
             )],
-            Layout::Multiplier1 => self.multiplier1(n, &mid, &base, names),
+            _ => self.multiplier1(n, &mid, &base, names),
         };
         let mut attrs = vec![proto::attr_ints("kernel_shape", &[1, 1])];
         if self.shape.groups != 1 {
@@ -302,7 +302,7 @@ impl Chain<'_, '_> {
 }
 
 /// Explicit `Conv` attributes of a factor.
-fn conv_attrs(f: &FactorSpec) -> Vec<Vec<u8>> {
+pub(crate) fn conv_attrs(f: &FactorSpec) -> Vec<Vec<u8>> {
     let g = &f.geometry;
     let p = g.padding;
     let ints = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();

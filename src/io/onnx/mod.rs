@@ -67,6 +67,7 @@ mod ops;
 mod proto;
 mod rewrite;
 mod shapes;
+mod sum;
 mod wire;
 
 pub use crate::convert::Layout;

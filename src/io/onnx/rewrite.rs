@@ -3,8 +3,10 @@
 use super::discover::{self, stem, Conv, Discovered};
 use super::graph::{Graph, Patch};
 use super::layout::{self, Chain, Names, PairNames, PairValues};
+use super::sum::{self, Sum};
+use crate::scheme::FactorSpec;
 use super::{onnx_error, proto};
-use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Precision, Site, Summary};
+use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Layout, Precision, Site, Summary};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::scheme::SchemeKind;
@@ -99,11 +101,11 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         entries.push((
             conv.node,
             match decision {
-                Decision::Convert { scheme, rank } => {
+                Decision::Convert { scheme, rank, layout } => {
                     let kept = fact.iter().find(|f| f.scheme() == *scheme);
-                    Ok(rw.convert(site, conv, (*scheme, *rank), &schemes, kept)?)
+                    Ok(rw.convert(site, conv, (*scheme, *rank, *layout), &schemes, kept)?)
                 }
-                Decision::Skip(reason) => Err(convert::skipped(site, reason.clone())?),
+                Decision::Skip(reason) => Err(convert::skipped(site, reason.clone(), &options.time)?),
             },
         ));
     }
@@ -119,12 +121,14 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         skipped,
         removed,
         copied_tensors: 0,
-        linear: fixed,
+        linear: fixed.cost,
+        linear_time: Some(fixed.time),
+        time_model: options.time.describe(),
         uncounted,
         plan,
         svd: b32.name(),
         fit,
-        layout: Some(options.layout),
+        layout: options.layout,
         assumption: None,
     };
     Ok((out, summary))
@@ -213,6 +217,7 @@ fn pair_of<T: Real>(f: &dyn Factored<T>, rank: usize) -> Result<Pair> {
 enum InitNames {
     Pair(PairNames),
     Chain(Vec<String>),
+    Sum(Vec<Vec<FactorSpec>>, Vec<Vec<String>>),
 }
 
 /// Factors already written: their initializer names, and their retained energy and relative
@@ -226,9 +231,9 @@ struct Rewriter<'g, 'a> {
     options: &'g ConvertOptions,
     patch: Patch,
     names: Names,
-    /// Factors already written, by (weight, groups, scheme, rank): a shared weight is
-    /// decomposed once.
-    shared: HashMap<(String, usize, SchemeKind, usize), Written>,
+    /// Factors already written, by (weight, groups, scheme, rank, layout): a shared weight is
+    /// decomposed once per layout.
+    shared: HashMap<(String, usize, SchemeKind, usize, Option<Layout>), Written>,
 }
 
 impl Rewriter<'_, '_> {
@@ -237,7 +242,7 @@ impl Rewriter<'_, '_> {
         &mut self,
         site: &Site,
         conv: &Conv<'_>,
-        (scheme, rank): (SchemeKind, usize),
+        (scheme, rank, layout): (SchemeKind, usize, Option<Layout>),
         schemes: &Schemes<'_>,
         kept: Option<&Fact<'_>>,
     ) -> Result<ConvertedLayer> {
@@ -247,13 +252,13 @@ impl Rewriter<'_, '_> {
             node,
             shape,
             rank,
-            layout: self.options.layout,
+            layout: layout.unwrap_or(Layout::Multiplier1),
             opset: self.g.opset,
             stem: stem(conv.weight),
         };
         let chain =
             Chain { node, specs: scheme.factor_specs(&shape, &site.found.geometry, rank), stem: stem(conv.weight) };
-        let key = (conv.weight.to_string(), shape.groups, scheme, rank);
+        let key = (conv.weight.to_string(), shape.groups, scheme, rank, layout);
         let (init_names, errors) = match self.shared.get(&key) {
             Some(done) => done.clone(),
             None => {
@@ -265,7 +270,14 @@ impl Rewriter<'_, '_> {
                         pair
                     }
                 };
-                let (names, inits) = if scheme == SchemeKind::Dac {
+                let branches = match layout {
+                    Some(Layout::Sum) => sum::branches(scheme, &shape, &site.found.geometry, rank, &values),
+                    _ => None,
+                };
+                let (names, inits) = if let Some(b) = branches {
+                    let (specs, names, inits) = sum::initializers(&b, stem(conv.weight), &mut self.names, conv.data_type);
+                    (InitNames::Sum(specs, names), inits)
+                } else if scheme == SchemeKind::Dac {
                     let names = pair.pair_names(&mut self.names);
                     let values = PairValues { depthwise: &values[0], pointwise: &values[1] };
                     let inits = pair.initializers(&values, &names, conv.data_type);
@@ -284,11 +296,14 @@ impl Rewriter<'_, '_> {
         let nodes = match &init_names {
             InitNames::Pair(n) => pair.nodes(n, &mut self.names),
             InitNames::Chain(n) => chain.nodes(n, &mut self.names),
+            InitNames::Sum(specs, n) => {
+                Sum { node, specs: specs.clone(), stem: stem(conv.weight) }.nodes(n, &mut self.names)
+            }
         };
         self.patch.nodes.insert(*field, nodes.iter().map(proto::NewNode::encode).collect());
         let written = nodes.iter().map(|n| n.name.clone()).collect();
         let dtype = proto::data_type_name(conv.data_type).to_string();
-        convert::converted(site, scheme, rank, errors, dtype, written)
+        convert::converted(site, (scheme, rank, layout), errors, dtype, written, &self.options.time)
     }
 
     /// Removes the converted weights nothing else uses; returns their names.

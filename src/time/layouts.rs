@@ -1,0 +1,102 @@
+//! The nodes each scheme's factors become in each [`Layout`], at their sizes: what the ONNX
+//! writer emits (`io::onnx::layout`), for the time model to add up.
+
+use super::{ConvNode, TimedNode};
+use crate::convert::Layout;
+use crate::error::Result;
+use crate::scheme::SchemeKind;
+use crate::weights::{ConvShape, Geometry};
+
+/// The layouts a scheme can be written in, the default first; empty for the schemes written as
+/// one chain of dense convolutions (spatial and channel SVD).
+pub fn layouts_of(scheme: SchemeKind) -> &'static [Layout] {
+    match scheme {
+        SchemeKind::Dac => &[Layout::Multiplier1, Layout::Sum, Layout::Fused],
+        SchemeKind::Decoupled => &[Layout::Multiplier1, Layout::Sum],
+        _ => &[],
+    }
+}
+
+/// The dense layer as one node.
+///
+/// # Errors
+/// [`Error::EmptyOutput`](crate::Error::EmptyOutput) when the input is too small.
+pub fn dense_nodes(layer: &str, shape: &ConvShape, geometry: &Geometry, input: (usize, usize)) -> Result<Vec<TimedNode>> {
+    let dims = [shape.out_channels, shape.in_per_group(), shape.kh, shape.kw];
+    Ok(vec![TimedNode::Conv(ConvNode::new(layer, dims, geometry, input)?)])
+}
+
+/// The nodes replacing a layer factored by `scheme` at `rank` in `layout` (a layout the scheme
+/// lacks is read as its first, [`layouts_of`]), on an `input` feature map.
+///
+/// # Errors
+/// [`Error::EmptyOutput`](crate::Error::EmptyOutput) when the input is too small.
+pub fn layout_nodes(
+    layer: &str,
+    scheme: SchemeKind,
+    layout: Layout,
+    shape: &ConvShape,
+    geometry: &Geometry,
+    rank: usize,
+    input: (usize, usize),
+) -> Result<Vec<TimedNode>> {
+    let layout = if layouts_of(scheme).contains(&layout) { Some(layout) } else { layouts_of(scheme).first().copied() };
+    let output = geometry.output_size(layer, (shape.kh, shape.kw), input)?;
+    let at = |dims: [usize; 4], g: &Geometry, hw| ConvNode::new(layer, dims, g, hw).map(TimedNode::Conv);
+    let elements = |channels: usize, (h, w): (usize, usize)| (channels * h * w) as u64;
+    let (n, c, cg, k) = (shape.out_channels, shape.in_channels, shape.in_per_group(), (shape.kh, shape.kw));
+    let pointwise = Geometry { groups: shape.groups, ..Geometry::default() };
+    match (scheme, layout) {
+        (SchemeKind::Dac, Some(Layout::Multiplier1)) => {
+            let g = shape.groups;
+            let depthwise = Geometry { groups: cg, ..*geometry };
+            let mut nodes = Vec::new();
+            if g > 1 {
+                nodes.push(TimedNode::Concat { elements: elements(c, input) });
+            }
+            for _ in 0..g * rank {
+                nodes.push(at([cg, 1, k.0, k.1], &depthwise, input)?);
+            }
+            if g * rank > 1 {
+                nodes.push(TimedNode::Concat { elements: elements(c * rank, output) });
+            }
+            nodes.push(at([n, cg * rank, 1, 1], &pointwise, output)?);
+            Ok(nodes)
+        }
+        (SchemeKind::Dac, Some(Layout::Sum)) => {
+            let depthwise = Geometry { groups: c, ..*geometry };
+            let branch = [at([c, 1, k.0, k.1], &depthwise, input)?, at([n, cg, 1, 1], &pointwise, output)?];
+            Ok(branches(&branch, rank, elements(n, output)))
+        }
+        (SchemeKind::Decoupled, Some(Layout::Sum)) => {
+            let depthwise = Geometry { groups: n, ..*geometry };
+            let branch = [at([n, cg, 1, 1], &pointwise, input)?, at([n, 1, k.0, k.1], &depthwise, input)?];
+            Ok(branches(&branch, rank, elements(n, output)))
+        }
+        _ => chain(layer, &scheme.factor_specs(shape, geometry, rank), input),
+    }
+}
+
+/// `count` copies of `branch`, summed by `count - 1` `Add`s of `elements`.
+fn branches(branch: &[TimedNode], count: usize, elements: u64) -> Vec<TimedNode> {
+    let mut nodes = Vec::with_capacity(count * (branch.len() + 1));
+    for i in 0..count {
+        nodes.extend_from_slice(branch);
+        if i > 0 {
+            nodes.push(TimedNode::Add { elements });
+        }
+    }
+    nodes
+}
+
+/// Factors run one after another, each on the previous one's output.
+fn chain(layer: &str, specs: &[crate::scheme::FactorSpec], input: (usize, usize)) -> Result<Vec<TimedNode>> {
+    let mut hw = input;
+    let mut nodes = Vec::with_capacity(specs.len());
+    for f in specs {
+        let node = ConvNode::new(layer, f.dims, &f.geometry, hw)?;
+        hw = node.output;
+        nodes.push(TimedNode::Conv(node));
+    }
+    Ok(nodes)
+}

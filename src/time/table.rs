@@ -1,0 +1,83 @@
+//! Reading a time table (the JSON `bench/calibrate.py` writes).
+
+use super::{table_error, ConvClass, ConvEntry, Feature, Linear, TimeModel};
+use crate::error::Result;
+use serde_json::Value;
+
+/// Parses `text`, keeping the table measured with the most threads not above `threads`.
+pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel> {
+    let err = |reason: String| table_error(name, reason);
+    if threads == 0 {
+        return Err(err("thread count 0; give at least 1".to_string()));
+    }
+    let root: Value = serde_json::from_str(text).map_err(|e| err(format!("not JSON: {e}")))?;
+    let block = root.get("block").and_then(Value::as_u64).filter(|&b| b > 0);
+    let block = block.ok_or_else(|| err("`block` (channels per block) must be a positive integer".into()))?;
+    let runtime = root.get("runtime").and_then(Value::as_str).unwrap_or("unknown runtime").to_string();
+    let tables = root.get("tables").and_then(Value::as_array).ok_or_else(|| err("no `tables` array".into()))?;
+    let mut best: Option<(usize, &Value)> = None;
+    for t in tables {
+        let n = t.get("threads").and_then(Value::as_u64).filter(|&n| n > 0);
+        let n = n.ok_or_else(|| err("a table's `threads` must be a positive integer".into()))? as usize;
+        if n <= threads && best.is_none_or(|(b, _)| n > b) {
+            best = Some((n, t));
+        }
+    }
+    let (measured, table) = best.ok_or_else(|| err(format!("no table measured with at most {threads} thread(s)")))?;
+    let entries = table.get("entries").and_then(Value::as_array);
+    let entries = entries.ok_or_else(|| err(format!("the {measured}-thread table has no `entries` array")))?;
+    let mut model = TimeModel {
+        name: name.to_string(),
+        runtime,
+        threads: measured,
+        block: block as usize,
+        conv: Vec::new(),
+        concat: Linear { terms: Vec::new() },
+        add: Linear { terms: Vec::new() },
+    };
+    let (mut concat, mut add) = (false, false);
+    for (i, e) in entries.iter().enumerate() {
+        let fit = linear(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?;
+        match e.get("op").and_then(Value::as_str) {
+            Some("conv") => model.conv.push(conv_entry(e, fit).map_err(|r| err(format!("entry {i}: {r}")))?),
+            Some("concat") => (model.concat, concat) = (fit, true),
+            Some("add") => (model.add, add) = (fit, true),
+            other => return Err(err(format!("entry {i}: unknown op {other:?} (conv | concat | add)"))),
+        }
+    }
+    let missing = ConvClass::ALL.into_iter().find(|c| !model.conv.iter().any(|e| e.class == *c));
+    match (missing, concat, add) {
+        (Some(c), _, _) => Err(err(format!("no entry for conv class `{}`", c.name()))),
+        (_, false, _) => Err(err("no entry for `concat`".into())),
+        (_, _, false) => Err(err("no entry for `add`".into())),
+        _ => Ok(model),
+    }
+}
+
+fn conv_entry(e: &Value, fit: Linear) -> std::result::Result<ConvEntry, String> {
+    let class = e.get("class").and_then(Value::as_str).unwrap_or("");
+    let class = ConvClass::from_name(class).ok_or_else(|| format!("unknown conv class `{class}`"))?;
+    let aligned = match e.get("aligned") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => return Err(format!("`aligned` must be true, false or null, not {other}")),
+    };
+    Ok(ConvEntry { class, aligned, fit })
+}
+
+/// `features` and `coef` of an entry: as many, known names, finite non-negative values.
+fn linear(e: &Value) -> std::result::Result<Linear, String> {
+    let features = e.get("features").and_then(Value::as_array).ok_or("no `features` array")?;
+    let coef = e.get("coef").and_then(Value::as_array).ok_or("no `coef` array")?;
+    if features.len() != coef.len() {
+        return Err(format!("{} features but {} coefficients", features.len(), coef.len()));
+    }
+    let mut terms = Vec::with_capacity(coef.len());
+    for (f, c) in features.iter().zip(coef) {
+        let name = f.as_str().unwrap_or("");
+        let feature = Feature::parse(name).ok_or_else(|| format!("unknown feature `{name}`"))?;
+        let value = c.as_f64().filter(|v| v.is_finite() && *v >= 0.0);
+        terms.push((feature, value.ok_or_else(|| format!("coefficient {c} of `{name}` is not finite and >= 0"))?));
+    }
+    Ok(Linear { terms })
+}
