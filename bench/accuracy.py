@@ -3,6 +3,7 @@
 computed by an independent numpy forward pass (im2col + matmul; nothing from the crate is reused).
 
     bench/.venv/bin/python bench/accuracy.py --net vgg --speedup 2 --scheme auto [--fit correlated]
+                     (--speedup X here plans X times fewer MACs: `dac convert --macs X`)
     bench/.venv/bin/python bench/accuracy.py --net alt --energy 1 --allow-slower --scheme spatial
     bench/.venv/bin/python bench/accuracy.py --net vgg --dense            # the unconverted model
     bench/.venv/bin/python bench/accuracy.py --all                        # the whole grid, markdown
@@ -229,7 +230,7 @@ def main():
             for x in (1.5, 2, 3):
                 for name, extra in VARIANTS:
                     scheme = name.split("+")[0]
-                    red, c, info = run_cell(net, ["--speedup", str(x)], scheme, extra, data)
+                    red, c, info = run_cell(net, ["--macs", str(x)], scheme, extra, data)
                     rows.append((net, x, name, red, c, info))
         print("\n| net | target | variant | reduction | accuracy % | notes |\n|---|---|---|---|---|---|")
         for net, x, name, red, c, info in rows:
@@ -239,7 +240,7 @@ def main():
     elif not a.dense:
         if (a.speedup is None) == (a.energy is None):
             ap.error("give exactly one of --speedup, --energy (or --dense / --all / --eval)")
-        budget = ["--speedup", str(a.speedup)] if a.speedup else ["--energy", str(a.energy)]
+        budget = ["--macs", str(a.speedup)] if a.speedup else ["--energy", str(a.energy)]
         extra = (["--fit", a.fit] if a.fit else []) + (["--allow-slower"] if a.allow_slower else [])
         run_cell(a.net, budget, a.scheme, extra, data, a.no_geometry)
     print(f"total time {time.time() - t0:.1f} s", file=sys.stderr)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Check `dac onnx` across a zoo of full-size ONNX models: MAC counts, full-rank exactness,
-claimed against true MAC reduction, and onnxruntime speed of the `--speedup 2` rewrite.
+claimed against true MAC reduction, and onnxruntime speed of the `--macs 2` rewrite (the
+MAC-planned rewrite; `bench/zoo_time.py` measures `--speedup`, the modeled-time target).
 
     bench/.venv/bin/python bench/zoo.py DIR [--dac PATH] [--out results.json] [--threads 1]
                                             [--repeats N] [--only name,name] [--work TMPDIR]
@@ -11,13 +12,13 @@ DIR holds the models and a `macs.json`: {"<model>": {"file": "resnet18.onnx", "i
 1. Full rank: `dac onnx --energy 1 --allow-slower` (every eligible layer at its maximum rank,
    checked in the JSON report); original and rewrite run in onnxruntime on one seeded input,
    batch 1; reports max |diff| / max |orig| of the output.
-2. MACs: dac's `macs_before` (from `--speedup 2 --json`) against the PyTorch count; an
+2. MACs: dac's `macs_before` (from `--macs 2 --json`) against the PyTorch count; an
    independent count (onnx shape inference, batch fixed to 1; Conv, ConvTranspose, Gemm,
-   MatMul) of the original and of the written `--speedup 2` model, whose ratio is the true
+   MatMul) of the original and of the written `--macs 2` model, whose ratio is the true
    reduction, against dac's claimed `reduction`.
 3. Speed: onnxruntime CPU, `--threads` intra-op threads (default 1), sequential, ORT_ENABLE_ALL,
    batch 1; median of interleaved before/after runs after a warm-up.
-4. dac's wall time for the `--speedup 2` conversion.
+4. dac's wall time for the `--macs 2` conversion.
 
 Prints a markdown table; writes every number, the machine, onnxruntime version, date and
 command line to --out (JSON). A dac failure is recorded and the model skipped.
@@ -223,8 +224,8 @@ def bench_model(name, spec, d, args):
     r["count_original"] = c0
     r["count_original_vs_pytorch"] = c0["total"] / spec["macs"] - 1
 
-    # --speedup 2 rewrite.
-    rep, secs, err = run_dac(args.dac, src, fast, ["--speedup", "2"])
+    # --macs 2 rewrite.
+    rep, secs, err = run_dac(args.dac, src, fast, ["--macs", "2"])
     r["convert_s"] = secs
     sess0 = session(src, args.threads)
     y0 = run(sess0, x)
@@ -307,7 +308,7 @@ def row(r):
 
 
 HEADER = ("| model | MACs (PyTorch) | dac MACs before (diff %) | full-rank rel. error (ORT) "
-          "| claimed reduction @ --speedup 2 | true MAC reduction of written model "
+          "| claimed reduction @ --macs 2 | true MAC reduction of written model "
           "| ORT ms before | ORT ms after | realised speedup | conversion s |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
 

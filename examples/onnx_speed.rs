@@ -49,9 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut variants: Vec<(String, f64, Vec<u8>)> = vec![("original".to_string(), 1.0, original.clone())];
     for target in [1.5, 2.0, 3.0] {
-        let dac = ConvertOptions::speedup(target).scheme(SchemeChoice::Only(SchemeKind::Dac));
+        let dac = ConvertOptions::macs(target).scheme(SchemeChoice::Only(SchemeKind::Dac));
         let options = [
-            ("auto".to_string(), ConvertOptions::speedup(target)),
+            ("auto".to_string(), ConvertOptions::macs(target)),
             ("dac-fused".to_string(), dac.clone().layout(Layout::Fused)),
             ("dac-multiplier1".to_string(), dac.layout(Layout::Multiplier1)),
         ];

@@ -95,8 +95,8 @@ def main():
     failures = 0
     # Every scheme at least once: auto at 3x on vgg writes spatial, channel and DAC layers,
     # auto at 2x on alt spatial and DAC (grouped, strided, 5x5); decoupled explicitly.
-    cases = [("vgg", "auto", ["--speedup", "3"]), ("alt", "auto", ["--speedup", "2"]),
-             ("vgg", "decoupled", ["--speedup", "1.5"])]
+    cases = [("vgg", "auto", ["--macs", "3"]), ("alt", "auto", ["--macs", "2"]),
+             ("vgg", "decoupled", ["--macs", "1.5"])]
     for net, scheme, budget in cases:
         ops = json.load(open(os.path.join(ROOT, "models", f"fmnist_{net}.json")))["ops"]
         out, res = accuracy.convert(net, ops, budget, scheme, [], f"readme_{scheme}")

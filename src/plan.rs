@@ -464,8 +464,9 @@ impl PlanLayer {
         Ok(Dense { output, cost, time: nanos(time) })
     }
 
-    /// The fastest layout of `kind` at `rank` (`options.layout` when forced) and its time.
-    fn fastest(&self, kind: SchemeKind, rank: usize, options: &PlanOptions) -> Result<(Option<Layout>, u64)> {
+    /// The fastest layout of `kind` at `rank` (`options.layout` when forced), its time and its
+    /// cost.
+    fn fastest(&self, kind: SchemeKind, rank: usize, options: &PlanOptions) -> Result<(Option<Layout>, u64, Cost)> {
         let layouts = time::layouts_of(kind);
         let allowed: Vec<Option<Layout>> = match options.layout {
             _ if layouts.is_empty() => vec![None],
@@ -473,13 +474,14 @@ impl PlanLayer {
             Some(_) => vec![Some(layouts[0])],
             None => layouts.iter().copied().map(Some).collect(),
         };
-        let mut best: Option<(Option<Layout>, u64)> = None;
+        let bias = if self.has_bias { self.shape.out_channels } else { 0 };
+        let mut best: Option<(Option<Layout>, u64, Cost)> = None;
         for layout in allowed {
             let l = layout.unwrap_or(Layout::Multiplier1);
             let nodes = time::layout_nodes(&self.name, kind, l, &self.shape, &self.geometry, rank, self.input_size)?;
             let t = nanos(options.time.nodes(&nodes));
-            if best.is_none_or(|(_, b)| t < b) {
-                best = Some((layout, t));
+            if best.is_none_or(|(_, b, _)| t < b) {
+                best = Some((layout, t, time::nodes_cost(&self.name, &nodes, bias)?));
             }
         }
         Ok(best.expect("at least one layout"))
@@ -492,16 +494,11 @@ impl PlanLayer {
         let mut list = vec![Candidate { choice: None, cost: dense.cost, time: dense.time, score: 0.0 }];
         for (o, option) in self.options.iter().enumerate() {
             for r in (1..=option.kind.max_rank(&self.shape)).rev() {
-                let (name, shape, geometry) = (&self.name, &self.shape, &self.geometry);
-                let c = option.kind.cost(name, shape, geometry, self.has_bias, r, Some(self.input_size))?;
-                if c.macs >= dense.cost.macs || c.params >= dense.cost.params {
+                let (layout, time, c) = self.fastest(option.kind, r, options)?;
+                if c.macs >= dense.cost.macs || c.params >= dense.cost.params || (time_guard && time >= dense.time) {
                     continue;
                 }
-                let (layout, time) = self.fastest(option.kind, r, options)?;
-                if time_guard && time >= dense.time {
-                    continue;
-                }
-                let score = option.score(options.proxy, shape, r);
+                let score = option.score(options.proxy, &self.shape, r);
                 list.push(Candidate { choice: Some((o, r, layout)), cost: c, time, score });
             }
         }

@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let options = match pick % 4 {
         0 => ConvertOptions::new(Rank::Fixed(usize::from(pick / 4) % 4 + 1)),
         1 => ConvertOptions::new(Rank::Energy(0.9)).output_dtype(FloatDtype::F16),
-        2 => ConvertOptions::speedup(1.5).input_size(8, 8),
+        2 => ConvertOptions::macs(1.5).input_size(8, 8),
         _ => ConvertOptions::speedup(2.0),
     };
     if convert_file(&input, &output, &options).is_err() {

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let options = match pick % 4 {
         0 => ConvertOptions::new(Rank::Fixed(usize::from(pick / 4) % 5 + 1)),
         1 => ConvertOptions::new(Rank::Energy(0.9)).layout(Layout::Fused),
-        2 => ConvertOptions::speedup(1.5),
+        2 => ConvertOptions::macs(1.5),
         _ => ConvertOptions::speedup(3.0).input_size(16, 16),
     };
     let _ = dac::io::onnx::rewrite_model(data, &options);

@@ -113,20 +113,20 @@ impl Site {
             (_, None) => Ok(None),
         }
     }
-    /// The input size costs are counted at: `None` per output position.
-    fn cost_input(&self) -> Option<(usize, usize)> {
-        match self.size {
-            SizeSource::PerPosition => None,
-            _ => self.input,
-        }
-    }
-    /// The cost of the factors of `scheme` at `rank`, when the layer's size is known.
-    pub fn factored_cost(&self, scheme: SchemeKind, rank: usize) -> Result<Option<Cost>> {
-        if self.input.is_none() && self.size != SizeSource::PerPosition {
-            return Ok(None);
-        }
+    /// The cost of the factors of `scheme` at `rank` in `layout`, when the layer's size is
+    /// known (per output position: the scheme's chain).
+    pub fn factored_cost(&self, scheme: SchemeKind, rank: usize, layout: Option<Layout>) -> Result<Option<Cost>> {
         let f = &self.found;
-        scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, self.cost_input()).map(Some)
+        let bias = if f.has_bias { f.dims[0] } else { 0 };
+        match (self.size, self.input) {
+            (SizeSource::PerPosition, _) => scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, None).map(Some),
+            (_, None) => Ok(None),
+            (_, Some(hw)) => {
+                let layout = layout.unwrap_or(Layout::Multiplier1);
+                let nodes = crate::time::layout_nodes(&f.name, scheme, layout, &self.shape(), &f.geometry, rank, hw)?;
+                crate::time::nodes_cost(&f.name, &nodes, bias).map(Some)
+            }
+        }
     }
     /// Why the site's input size is unknown.
     fn size_reason(&self) -> String {
@@ -492,7 +492,7 @@ fn by_policy(site: &Site, policy: Rank, analysis: Option<&Analysis>, options: &C
 fn decided_cost(site: &Site, decision: &Decision) -> Result<Option<Cost>> {
     match decision {
         Decision::Skip(_) => site.dense_cost(),
-        Decision::Convert { scheme, rank, .. } => site.factored_cost(*scheme, *rank),
+        Decision::Convert { scheme, rank, layout } => site.factored_cost(*scheme, *rank, *layout),
     }
 }
 
@@ -508,7 +508,7 @@ pub(crate) fn converted(
     model: &TimeModel,
 ) -> Result<ConvertedLayer> {
     let shape = site.shape();
-    let after = site.factored_cost(scheme, rank)?;
+    let after = site.factored_cost(scheme, rank, layout)?;
     let decision = Decision::Convert { scheme, rank, layout };
     Ok(ConvertedLayer {
         name: site.found.name.clone(),

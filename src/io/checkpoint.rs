@@ -214,6 +214,10 @@ pub(crate) fn convert<T: Real>(
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> Result<Summary> {
     atomic::check_output(input, output, options.force)?;
+    // A checkpoint stores DAC's pair as one depthwise weight of multiplier r (what its records
+    // describe and the README's loader builds), Network Decoupling as its chain: times are
+    // modeled in those layouts.
+    let options = &options.clone().layout(Layout::Fused);
     if let RankSource::Policy(policy) = options.ranks {
         policy.validate("rank policy").map_err(|e| in_file(input, e))?;
     }

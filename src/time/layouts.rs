@@ -3,7 +3,8 @@
 
 use super::{ConvNode, TimedNode};
 use crate::convert::Layout;
-use crate::error::Result;
+use crate::cost::Cost;
+use crate::error::{Error, Result};
 use crate::scheme::SchemeKind;
 use crate::weights::{ConvShape, Geometry};
 
@@ -52,13 +53,13 @@ pub fn layout_nodes(
             let depthwise = Geometry { groups: cg, ..*geometry };
             let mut nodes = Vec::new();
             if g > 1 {
-                nodes.push(TimedNode::Concat { elements: elements(c, input) });
+                nodes.push(TimedNode::Concat { elements: elements(c, input), channels: cg });
             }
             for _ in 0..g * rank {
                 nodes.push(at([cg, 1, k.0, k.1], &depthwise, input)?);
             }
             if g * rank > 1 {
-                nodes.push(TimedNode::Concat { elements: elements(c * rank, output) });
+                nodes.push(TimedNode::Concat { elements: elements(c * rank, output), channels: cg });
             }
             nodes.push(at([n, cg * rank, 1, 1], &pointwise, output)?);
             Ok(nodes)
@@ -66,24 +67,45 @@ pub fn layout_nodes(
         (SchemeKind::Dac, Some(Layout::Sum)) => {
             let depthwise = Geometry { groups: c, ..*geometry };
             let branch = [at([c, 1, k.0, k.1], &depthwise, input)?, at([n, cg, 1, 1], &pointwise, output)?];
-            Ok(branches(&branch, rank, elements(n, output)))
+            Ok(branches(&branch, rank, TimedNode::Add { elements: elements(n, output), channels: n }))
         }
         (SchemeKind::Decoupled, Some(Layout::Sum)) => {
             let depthwise = Geometry { groups: n, ..*geometry };
             let branch = [at([n, cg, 1, 1], &pointwise, input)?, at([n, 1, k.0, k.1], &depthwise, input)?];
-            Ok(branches(&branch, rank, elements(n, output)))
+            Ok(branches(&branch, rank, TimedNode::Add { elements: elements(n, output), channels: n }))
         }
         _ => chain(layer, &scheme.factor_specs(shape, geometry, rank), input),
     }
 }
 
-/// `count` copies of `branch`, summed by `count - 1` `Add`s of `elements`.
-fn branches(branch: &[TimedNode], count: usize, elements: u64) -> Vec<TimedNode> {
+/// The MACs and parameters of `nodes` (their convolutions' weights) plus `bias` values: a
+/// layout's cost, which can differ from the scheme's chain (Network Decoupling's sum layout folds
+/// its summing 1x1 into the depthwise weights).
+///
+/// # Errors
+/// [`Error::Overflow`](crate::Error::Overflow) when a count does not fit in `u64`.
+pub fn nodes_cost(layer: &str, nodes: &[TimedNode], bias: usize) -> Result<Cost> {
+    let overflow = |what| Error::Overflow { layer: layer.to_string(), what, detail: format!("{} nodes", nodes.len()) };
+    let mut total = Cost { macs: 0, params: bias as u64 };
+    for n in nodes {
+        if let TimedNode::Conv(c) = n {
+            let weights = c.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or(overflow("weights"))?;
+            let area = (c.output.0 as u64).checked_mul(c.output.1 as u64).ok_or(overflow("output size"))?;
+            let macs = weights.checked_mul(area).ok_or(overflow("factor MACs"))?;
+            total.macs = total.macs.checked_add(macs).ok_or(overflow("factor MACs"))?;
+            total.params = total.params.checked_add(weights).ok_or(overflow("factor parameters"))?;
+        }
+    }
+    Ok(total)
+}
+
+/// `count` copies of `branch`, summed by `count - 1` `add`s.
+fn branches(branch: &[TimedNode], count: usize, add: TimedNode) -> Vec<TimedNode> {
     let mut nodes = Vec::with_capacity(count * (branch.len() + 1));
     for i in 0..count {
         nodes.extend_from_slice(branch);
         if i > 0 {
-            nodes.push(TimedNode::Add { elements });
+            nodes.push(add);
         }
     }
     nodes

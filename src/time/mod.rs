@@ -8,11 +8,12 @@
 //! (`bench/calibrate.py` sweeps a grid of shapes in onnxruntime, each node measured in context
 //! between two dense convolutions, and fits it):
 //!
-//! `t = a + b·MACs + c·input elements + d·output elements` (nanoseconds, non-negative
-//! coefficients), one `(a, b, c, d)` per convolution class ([`ConvClass`]) and per channel
-//! alignment (both channel counts multiples of the runtime's block of channels, 16 for
-//! onnxruntime with AVX-512: aligned convolutions keep the blocked layout), and
-//! `t = a + b·output elements` for `Concat` and `Add`.
+//! `t = a + b·x₁ + c·x₂ + ...` (nanoseconds, non-negative coefficients) over features of the node
+//! (MACs, MACs with channels padded to the runtime's block, MACs of a strided convolution, input
+//! and output elements), one fit per convolution class ([`ConvClass`]: the kernel onnxruntime
+//! picks) and per channel alignment (both channel counts multiples of the block of channels,
+//! 16 for onnxruntime with AVX-512), and `t = a + b·output elements` for `Concat` and `Add`
+//! (aligned when the pieces' channel counts are multiples of the block).
 //!
 //! The crate ships the table for onnxruntime on x86-64 ([`TimeModel::onnxruntime_x86_64`]);
 //! [`TimeModel::from_json`] reads another (for another machine or thread count) written by the
@@ -20,7 +21,7 @@
 
 mod layouts;
 
-pub use self::layouts::{dense_nodes, layout_nodes, layouts_of};
+pub use self::layouts::{dense_nodes, layout_nodes, layouts_of, nodes_cost};
 
 use crate::error::{Error, Result};
 use crate::weights::Geometry;
@@ -29,47 +30,97 @@ use std::time::Duration;
 /// The table shipped for onnxruntime 1.32 on x86-64 (AVX-512), 1 and 2 threads.
 const ONNXRUNTIME_X86_64: &str = include_str!("onnxruntime-x86_64.json");
 
-/// What kind of kernel a convolution runs with.
+/// What kind of kernel a convolution runs with: onnxruntime's choice (its NCHWc transformer),
+/// which decides its speed more than its MACs do.
+///
+/// With channel blocks of `b` (16 with AVX-512, 8 with AVX2): one group, or groups holding
+/// whole blocks of input and output channels, runs blocked (`Dense`, `Pointwise`; channel counts
+/// padded up to the block) unless it has fewer than `b` input channels (`*SmallInput`, read as
+/// plain NCHW) or a count not a multiple of 4 (`*Nchw`, left in NCHW with layout conversions
+/// around it). A depthwise convolution runs blocked when its channels are a multiple of 4
+/// (`Depthwise`), else `DepthwiseNchw`; a channel multiplier above 1 and any other grouped
+/// convolution run in NCHW, one group at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConvClass {
-    /// One group, a kernel larger than 1x1.
+    /// Blocked, a kernel larger than 1x1.
     Dense,
-    /// One group, a 1x1 kernel.
+    /// Blocked, 1x1.
     Pointwise,
-    /// `group` = input channels = output channels (channel multiplier 1).
+    /// One group, fewer input channels than a block, larger than 1x1.
+    DenseSmallInput,
+    /// One group, fewer input channels than a block, 1x1.
+    PointwiseSmallInput,
+    /// One group, input channels not a multiple of 4, larger than 1x1.
+    DenseNchw,
+    /// One group, input channels not a multiple of 4, 1x1.
+    PointwiseNchw,
+    /// `group` = input = output channels, a multiple of 4.
     Depthwise,
+    /// `group` = input = output channels, not a multiple of 4.
+    DepthwiseNchw,
     /// `group` = input channels, more output channels than input (multiplier above 1).
     DepthwiseMultiplier,
-    /// Any other grouped convolution.
+    /// Another grouped convolution, 1x1.
+    GroupedPointwise,
+    /// Another grouped convolution, larger than 1x1.
     Grouped,
 }
 
 impl ConvClass {
     /// Every class, in table order.
-    pub const ALL: [ConvClass; 5] =
-        [Self::Dense, Self::Pointwise, Self::Depthwise, Self::DepthwiseMultiplier, Self::Grouped];
+    pub const ALL: [ConvClass; 11] = [
+        Self::Dense,
+        Self::Pointwise,
+        Self::DenseSmallInput,
+        Self::PointwiseSmallInput,
+        Self::DenseNchw,
+        Self::PointwiseNchw,
+        Self::Depthwise,
+        Self::DepthwiseNchw,
+        Self::DepthwiseMultiplier,
+        Self::GroupedPointwise,
+        Self::Grouped,
+    ];
 
-    /// The class of a convolution with weight `dims = [N, C/g, kh, kw]` and `groups` groups.
-    pub fn of(dims: [usize; 4], groups: usize) -> Self {
-        let (n, c) = (dims[0], dims[1] * groups);
-        match (groups, dims[2] * dims[3]) {
-            (g, _) if g > 1 && g == c && n == c => Self::Depthwise,
-            (g, _) if g > 1 && g == c => Self::DepthwiseMultiplier,
-            (g, _) if g > 1 => Self::Grouped,
-            (_, 1) => Self::Pointwise,
-            _ => Self::Dense,
+    /// The class of a convolution with weight `dims = [N, C/g, kh, kw]` and `groups` groups,
+    /// for channel blocks of `block`.
+    pub fn of(dims: [usize; 4], groups: usize, block: usize) -> Self {
+        let (n, cg, pointwise) = (dims[0], dims[1], dims[2] * dims[3] == 1);
+        let c = cg * groups;
+        let pick = |one, many| if pointwise { one } else { many };
+        if groups > 1 && groups == c {
+            return match (n == c, c % 4) {
+                (true, 0) => Self::Depthwise,
+                (true, _) => Self::DepthwiseNchw,
+                (false, _) => Self::DepthwiseMultiplier,
+            };
+        }
+        let blocked_groups = cg.is_multiple_of(block) && (n / groups).is_multiple_of(block);
+        match (groups, c) {
+            (1, c) if c < block => pick(Self::PointwiseSmallInput, Self::DenseSmallInput),
+            (1, c) if c % 4 != 0 => pick(Self::PointwiseNchw, Self::DenseNchw),
+            (1, _) => pick(Self::Pointwise, Self::Dense),
+            _ if blocked_groups => pick(Self::Pointwise, Self::Dense),
+            _ => pick(Self::GroupedPointwise, Self::Grouped),
         }
     }
 
-    /// The class's name in tables (`"dense"`, `"pointwise"`, `"depthwise"`,
-    /// `"depthwise_multiplier"`, `"grouped"`).
+    /// The class's name in tables (`"dense"`, `"pointwise"`, `"dense_small_cin"`,
+    /// `"pointwise_small_cin"`, `"dense_nchw"`, `"pointwise_nchw"`, `"depthwise"`,
+    /// `"depthwise_nchw"`, `"depthwise_multiplier"`, `"grouped_pointwise"`, `"grouped"`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Dense => "dense",
             Self::Pointwise => "pointwise",
+            Self::DenseSmallInput => "dense_small_cin",
+            Self::PointwiseSmallInput => "pointwise_small_cin",
+            Self::DenseNchw => "dense_nchw",
+            Self::PointwiseNchw => "pointwise_nchw",
             Self::Depthwise => "depthwise",
+            Self::DepthwiseNchw => "depthwise_nchw",
             Self::DepthwiseMultiplier => "depthwise_multiplier",
+            Self::GroupedPointwise => "grouped_pointwise",
             Self::Grouped => "grouped",
         }
     }
@@ -86,6 +137,8 @@ pub struct ConvNode {
     pub dims: [usize; 4],
     /// Channel groups.
     pub groups: usize,
+    /// Step between output positions, `(h, w)`.
+    pub stride: (usize, usize),
     /// Input `(height, width)`.
     pub input: (usize, usize),
     /// Output `(height, width)`.
@@ -99,7 +152,7 @@ impl ConvNode {
     /// [`Error::EmptyOutput`] when the input is too small for the kernel.
     pub fn new(layer: &str, dims: [usize; 4], geometry: &Geometry, input: (usize, usize)) -> Result<Self> {
         let output = geometry.output_size(layer, (dims[2], dims[3]), input)?;
-        Ok(Self { dims, groups: geometry.groups, input, output })
+        Ok(Self { dims, groups: geometry.groups, stride: geometry.stride, input, output })
     }
 
     /// Multiply–accumulates.
@@ -112,10 +165,24 @@ impl ConvNode {
         self.dims[1] * self.groups
     }
 
-    fn features(&self) -> [f64; 4] {
+    /// The features a table's coefficients multiply, in [`Feature`] order.
+    fn features(&self, class: ConvClass, block: usize) -> [f64; 6] {
         let area = |(h, w): (usize, usize)| (h * w) as f64;
-        let input = self.in_channels() as f64 * area(self.input);
-        [1.0, self.macs(), input, self.dims[0] as f64 * area(self.output)]
+        let up = |x: usize| x.div_ceil(block) * block;
+        let (n, c, taps) = (self.dims[0], self.in_channels(), (self.dims[2] * self.dims[3]) as f64);
+        let per_output = taps * area(self.output);
+        let padded = match class {
+            ConvClass::Dense | ConvClass::Pointwise if self.groups == 1 => {
+                (up(n) * if c < block { c } else { up(c) }) as f64 * per_output
+            }
+            ConvClass::Dense | ConvClass::Pointwise | ConvClass::DenseSmallInput | ConvClass::PointwiseSmallInput => {
+                (up(n) * self.dims[1]) as f64 * per_output
+            }
+            ConvClass::Depthwise => up(c) as f64 * per_output,
+            _ => self.macs(),
+        };
+        let strided = if self.stride.0 > 1 || self.stride.1 > 1 { self.macs() } else { 0.0 };
+        [1.0, self.macs(), padded, strided, c as f64 * area(self.input), n as f64 * area(self.output)]
     }
 }
 
@@ -125,28 +192,37 @@ impl ConvNode {
 pub enum TimedNode {
     /// A convolution.
     Conv(ConvNode),
-    /// A `Concat` (or `Split`: the same copy) writing `elements` values.
+    /// A `Concat` (or `Split`: the same copy) writing `elements` values; its pieces' channel
+    /// counts are multiples of `channels` (their greatest common divisor).
     Concat {
         /// Output elements.
         elements: u64,
+        /// A divisor of every piece's channel count.
+        channels: usize,
     },
-    /// An `Add` writing `elements` values.
+    /// An `Add` writing `elements` values of `channels` channels.
     Add {
         /// Output elements.
         elements: u64,
+        /// Channels.
+        channels: usize,
     },
 }
 
 /// A linear layer `[out, in]` for one image, as the 1x1 convolution it is.
 pub fn linear_node(out: usize, input: usize) -> TimedNode {
-    TimedNode::Conv(ConvNode { dims: [out, input, 1, 1], groups: 1, input: (1, 1), output: (1, 1) })
+    TimedNode::Conv(ConvNode { dims: [out, input, 1, 1], groups: 1, stride: (1, 1), input: (1, 1), output: (1, 1) })
 }
 
-/// A feature a table's coefficient multiplies.
+/// A feature a table's coefficient multiplies (`macs_padded`: MACs with the channel counts a
+/// blocked kernel computes, rounded up to the block; `macs_strided`: the MACs of a strided
+/// convolution, 0 for stride 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Feature {
     One,
     Macs,
+    MacsPadded,
+    MacsStrided,
     InElems,
     OutElems,
 }
@@ -156,14 +232,12 @@ impl Feature {
         match name {
             "one" => Some(Self::One),
             "macs" => Some(Self::Macs),
+            "macs_padded" => Some(Self::MacsPadded),
+            "macs_strided" => Some(Self::MacsStrided),
             "in_elems" => Some(Self::InElems),
             "out_elems" => Some(Self::OutElems),
             _ => None,
         }
-    }
-    /// The feature's index in [`ConvNode::features`] (`Concat`/`Add` have one and out_elems).
-    fn index(self) -> usize {
-        self as usize
     }
 }
 
@@ -174,15 +248,23 @@ struct Linear {
 }
 
 impl Linear {
-    fn eval(&self, features: &[f64; 4]) -> f64 {
-        self.terms.iter().map(|&(f, c)| c * features[f.index()]).sum::<f64>().max(0.0)
+    fn eval(&self, features: &[f64; 6]) -> f64 {
+        self.terms.iter().map(|&(f, c)| c * features[f as usize]).sum::<f64>().max(0.0)
     }
 }
 
-/// One conversion table entry: a class, the alignment it applies to (`None`: both), its fit.
+/// What a table entry times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Conv(ConvClass),
+    Concat,
+    Add,
+}
+
+/// One table entry: an operator, the channel alignment it applies to (`None`: both), its fit.
 #[derive(Debug, Clone, PartialEq)]
-struct ConvEntry {
-    class: ConvClass,
+struct Entry {
+    op: Op,
     aligned: Option<bool>,
     fit: Linear,
 }
@@ -194,9 +276,7 @@ pub struct TimeModel {
     runtime: String,
     threads: usize,
     block: usize,
-    conv: Vec<ConvEntry>,
-    concat: Linear,
-    add: Linear,
+    entries: Vec<Entry>,
 }
 
 mod table;
@@ -242,26 +322,35 @@ impl TimeModel {
         self.threads
     }
 
+    /// The fit for `op` at this alignment: the entry of that alignment, else one for both,
+    /// else any of the op (every op has one, checked when read).
+    fn fit(&self, op: Op, aligned: bool) -> &Linear {
+        let of_op = || self.entries.iter().filter(|e| e.op == op);
+        let entry = of_op().find(|e| e.aligned == Some(aligned)).or_else(|| of_op().find(|e| e.aligned.is_none()));
+        &entry.or_else(|| of_op().next()).expect("a table has an entry for every op (checked when read)").fit
+    }
+
     /// The predicted time of a convolution.
     pub fn conv(&self, node: &ConvNode) -> Duration {
-        let class = ConvClass::of(node.dims, node.groups);
+        let class = ConvClass::of(node.dims, node.groups, self.block);
         let aligned = node.in_channels().is_multiple_of(self.block) && node.dims[0].is_multiple_of(self.block);
-        let of_class = || self.conv.iter().filter(|e| e.class == class);
-        let entry = of_class()
-            .find(|e| e.aligned == Some(aligned))
-            .or_else(|| of_class().find(|e| e.aligned.is_none()))
-            .or_else(|| of_class().next())
-            .expect("a table has an entry for every class (checked when read)");
-        nanos(entry.fit.eval(&node.features()))
+        nanos(self.fit(Op::Conv(class), aligned).eval(&node.features(class, self.block)))
+    }
+
+    /// The class of a convolution under this table's channel block.
+    pub fn class(&self, node: &ConvNode) -> ConvClass {
+        ConvClass::of(node.dims, node.groups, self.block)
     }
 
     /// The predicted time of a node.
     pub fn node(&self, node: &TimedNode) -> Duration {
-        let elementwise = |fit: &Linear, e: u64| nanos(fit.eval(&[1.0, 0.0, 0.0, e as f64]));
-        match node {
-            TimedNode::Conv(c) => self.conv(c),
-            TimedNode::Concat { elements } => elementwise(&self.concat, *elements),
-            TimedNode::Add { elements } => elementwise(&self.add, *elements),
+        let copy = |op, e: u64, c: usize| {
+            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e as f64]))
+        };
+        match *node {
+            TimedNode::Conv(ref c) => self.conv(c),
+            TimedNode::Concat { elements, channels } => copy(Op::Concat, elements, channels),
+            TimedNode::Add { elements, channels } => copy(Op::Add, elements, channels),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Reading a time table (the JSON `bench/calibrate.py` writes).
 
-use super::{table_error, ConvClass, ConvEntry, Feature, Linear, TimeModel};
+use super::{table_error, ConvClass, Entry, Feature, Linear, Op, TimeModel};
 use crate::error::Result;
 use serde_json::Value;
 
@@ -31,38 +31,38 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
         runtime,
         threads: measured,
         block: block as usize,
-        conv: Vec::new(),
-        concat: Linear { terms: Vec::new() },
-        add: Linear { terms: Vec::new() },
+        entries: Vec::new(),
     };
-    let (mut concat, mut add) = (false, false);
     for (i, e) in entries.iter().enumerate() {
-        let fit = linear(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?;
-        match e.get("op").and_then(Value::as_str) {
-            Some("conv") => model.conv.push(conv_entry(e, fit).map_err(|r| err(format!("entry {i}: {r}")))?),
-            Some("concat") => (model.concat, concat) = (fit, true),
-            Some("add") => (model.add, add) = (fit, true),
-            other => return Err(err(format!("entry {i}: unknown op {other:?} (conv | concat | add)"))),
-        }
+        model.entries.push(entry(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?);
     }
-    let missing = ConvClass::ALL.into_iter().find(|c| !model.conv.iter().any(|e| e.class == *c));
-    match (missing, concat, add) {
-        (Some(c), _, _) => Err(err(format!("no entry for conv class `{}`", c.name()))),
-        (_, false, _) => Err(err("no entry for `concat`".into())),
-        (_, _, false) => Err(err("no entry for `add`".into())),
-        _ => Ok(model),
+    let ops = ConvClass::ALL.into_iter().map(Op::Conv).chain([Op::Concat, Op::Add]);
+    match ops.into_iter().find(|op| !model.entries.iter().any(|e| e.op == *op)) {
+        Some(Op::Conv(c)) => Err(err(format!("no entry for conv class `{}`", c.name()))),
+        Some(Op::Concat) => Err(err("no entry for `concat`".into())),
+        Some(Op::Add) => Err(err("no entry for `add`".into())),
+        None => Ok(model),
     }
 }
 
-fn conv_entry(e: &Value, fit: Linear) -> std::result::Result<ConvEntry, String> {
-    let class = e.get("class").and_then(Value::as_str).unwrap_or("");
-    let class = ConvClass::from_name(class).ok_or_else(|| format!("unknown conv class `{class}`"))?;
+/// One entry: its op (and class), alignment and fit.
+fn entry(e: &Value) -> std::result::Result<Entry, String> {
+    let fit = linear(e)?;
+    let op = match e.get("op").and_then(Value::as_str) {
+        Some("conv") => {
+            let class = e.get("class").and_then(Value::as_str).unwrap_or("");
+            Op::Conv(ConvClass::from_name(class).ok_or_else(|| format!("unknown conv class `{class}`"))?)
+        }
+        Some("concat") => Op::Concat,
+        Some("add") => Op::Add,
+        other => return Err(format!("unknown op {other:?} (conv | concat | add)")),
+    };
     let aligned = match e.get("aligned") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(b)) => Some(*b),
         Some(other) => return Err(format!("`aligned` must be true, false or null, not {other}")),
     };
-    Ok(ConvEntry { class, aligned, fit })
+    Ok(Entry { op, aligned, fit })
 }
 
 /// `features` and `coef` of an entry: as many, known names, finite non-negative values.

@@ -36,7 +36,7 @@ fn rewrites_and_reports_json() {
         input.as_os_str(),
         "-o".as_ref(),
         output.as_os_str(),
-        "--speedup".as_ref(),
+        "--macs".as_ref(),
         "1.5".as_ref(),
         "--json".as_ref(),
     ]);
@@ -152,7 +152,7 @@ fn unknown_sizes_are_named_never_guessed() {
     };
     // A target needs every size: the error names the layer, the node that stopped inference and
     // the flags; nothing is written, even with --input (the model's size is no layer's size).
-    let out = dac(&args(&["--speedup", "1.5", "--input", "16x16"]));
+    let out = dac(&args(&["--macs", "1.5", "--input", "16x16"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("c2") && err.contains("/custom/Pad") && err.contains("--layer-input"), "{err}");
@@ -167,7 +167,7 @@ fn unknown_sizes_are_named_never_guessed() {
     assert_eq!(v["macs_before"], serde_json::Value::Null);
     assert_eq!(v["uncounted"][0]["name"], "c2");
     // Declaring the layer's size (14x14 after the custom op) makes every number known.
-    let out = dac(&args(&["--speedup", "1.5", "--layer-input", "c2=14x14", "--json"]));
+    let out = dac(&args(&["--macs", "1.5", "--layer-input", "c2=14x14", "--json"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["macs_before"], serde_json::json!(8 * 27 * 14 * 14 + 8 * 72 * 12 * 12));

@@ -11,7 +11,7 @@ fn binary_speedup_json_shows_the_plan() {
     let out = dir.path().join("o.safetensors");
     let o = Command::new(env!("CARGO_BIN_EXE_dac"))
         .args(["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
-        .args(["--speedup", "1.5", "--input", "16x16", "--layer-input", "c3=4x4", "--json"])
+        .args(["--macs", "1.5", "--input", "16x16", "--layer-input", "c3=4x4", "--json"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -34,7 +34,7 @@ fn binary_speedup_json_shows_the_plan() {
     // The table names the plan and the layers that used the default size.
     let o = Command::new(env!("CARGO_BIN_EXE_dac"))
         .args(["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--force"])
-        .args(["--speedup", "1.5", "--input", "16x16"])
+        .args(["--macs", "1.5", "--input", "16x16"])
         .output()
         .unwrap();
     let text = String::from_utf8(o.stdout).unwrap();
@@ -44,7 +44,7 @@ fn binary_speedup_json_shows_the_plan() {
     // --speedup conflicts with --rank.
     let o = Command::new(env!("CARGO_BIN_EXE_dac"))
         .args(["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--force"])
-        .args(["--speedup", "2", "--rank", "1", "--input", "8"])
+        .args(["--macs", "2", "--rank", "1", "--input", "8"])
         .output()
         .unwrap();
     assert!(!o.status.success());

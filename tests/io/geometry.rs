@@ -82,7 +82,7 @@ fn the_resnet18_sidecar_gives_every_layer_its_real_size() {
     let conv1 = &infos[0];
     assert_eq!((conv1.geometry.stride, conv1.geometry.padding), ((2, 2), Padding::uniform(3)));
     // The converter counts the same, and so plans on the real sizes.
-    let mut c = ConvertOptions::speedup(1.5).input_size(224, 224);
+    let mut c = ConvertOptions::macs(1.5).input_size(224, 224);
     for l in &layers {
         c = c.declare(l);
     }

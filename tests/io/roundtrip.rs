@@ -256,7 +256,7 @@ fn kept_and_refactored_layers_write_identical_files() {
     write(&input, &small_net("F32"), &[("format", "pt")]);
     let cases = [
         ConvertOptions::new(Rank::Energy(0.6)).groups("conv3", 2),
-        ConvertOptions::speedup(1.5).input_size(8, 8).groups("conv3", 2).rank_for("conv1", 2),
+        ConvertOptions::macs(1.5).input_size(8, 8).groups("conv3", 2).rank_for("conv1", 2),
         ConvertOptions::new(Rank::Energy(0.9)).groups("conv3", 2).precision(Precision::F64).allow_slower(true),
     ];
     for (i, options) in cases.iter().enumerate() {

@@ -10,7 +10,7 @@ fn library_plan_meets_the_target_and_counts_linear_layers() {
     let dir = tempfile::tempdir().unwrap();
     let input = stack(dir.path());
     let out = dir.path().join("out.safetensors");
-    let options = ConvertOptions::speedup(2.0).input_size(16, 16).layer_input("c3", 4, 4);
+    let options = ConvertOptions::macs(2.0).input_size(16, 16).layer_input("c3", 4, 4);
     let s = convert_file(&input, &out, &options).unwrap();
     let plan = s.plan.as_ref().expect("a plan");
     assert!(plan.met);
@@ -49,11 +49,11 @@ fn a_target_needs_input_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let input = stack(dir.path());
     let out = dir.path().join("out.safetensors");
-    let e = convert_file(&input, &out, &ConvertOptions::speedup(2.0)).unwrap_err();
+    let e = convert_file(&input, &out, &ConvertOptions::macs(2.0)).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("stack.safetensors") && msg.contains("input size") && msg.contains("c0"), "{msg}");
     assert!(!out.exists());
-    let e = convert_file(&input, &out, &ConvertOptions::speedup(0.5).input_size(8, 8)).unwrap_err();
+    let e = convert_file(&input, &out, &ConvertOptions::macs(0.5).input_size(8, 8)).unwrap_err();
     assert!(e.to_string().contains("MAC reduction = 0.5"), "{e}");
     assert!(!out.exists());
 }
@@ -64,7 +64,7 @@ fn unreachable_target_is_reported_not_hidden() {
     let input = dir.path().join("n.safetensors");
     write(&input, &small_net("F32"), &[]);
     let out = dir.path().join("o.safetensors");
-    let s = convert_file(&input, &out, &ConvertOptions::speedup(1000.0).input_size(8, 8).groups("conv3", 2)).unwrap();
+    let s = convert_file(&input, &out, &ConvertOptions::macs(1000.0).input_size(8, 8).groups("conv3", 2)).unwrap();
     let plan = s.plan.unwrap();
     assert!(!plan.met);
     assert!(plan.reduction() < 1000.0 && plan.reduction() > 1.0);

@@ -84,7 +84,7 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
         let (rewritten, report) = rewrite_model(
             &original,
-            &ConvertOptions::speedup(target).svd(dac::convert::SvdMethod::Nalgebra).scheme(dac_only),
+            &ConvertOptions::macs(target).svd(dac::convert::SvdMethod::Nalgebra).scheme(dac_only),
         )
         .unwrap();
         let p = report.plan.unwrap();
@@ -133,7 +133,7 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
         let options = PlanOptions::default().fixed(net.fixed_cost());
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
         let (rewritten, report) =
-            rewrite_model(&original, &ConvertOptions::speedup(target).svd(dac::convert::SvdMethod::Nalgebra)).unwrap();
+            rewrite_model(&original, &ConvertOptions::macs(target).svd(dac::convert::SvdMethod::Nalgebra)).unwrap();
         let p = report.plan.unwrap();
         assert_eq!(p.after.macs, plan.after.macs, "{target}x");
         let chains: Vec<Option<net::Chain>> = plan

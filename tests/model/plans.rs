@@ -27,12 +27,12 @@ fn converter_plan_is_the_library_plan_of_the_weights() {
             let t = Target::MacReduction(target);
             let options = PlanOptions::default().fixed(net.fixed_cost());
             let want = dac::plan(&layers, &t, &options).unwrap();
-            let spectrum_only = dac::plan(&layers, &t, &options.proxy(Proxy::Sensitivity)).unwrap();
+            let spectrum_only = dac::plan(&layers, &t, &options.clone().proxy(Proxy::Sensitivity)).unwrap();
             differs |= spectrum_only.layers.iter().zip(&want.layers).any(|(a, b)| a.rank != b.rank);
             let frobenius_plan = dac::plan(&frobenius, &t, &options).unwrap();
             fits_differ |= frobenius_plan.layers.iter().zip(&want.layers).any(|(a, b)| a.rank != b.rank);
             let out = dir.path().join(format!("out-{target}-{fit}.safetensors"));
-            let mut convert = ConvertOptions::speedup(target)
+            let mut convert = ConvertOptions::macs(target)
                 .input_size(32, 32)
                 .svd(SvdMethod::Nalgebra)
                 .fit(fit)
@@ -71,7 +71,7 @@ fn default_converter_plan_chooses_among_every_scheme() {
             let options = PlanOptions::default().fixed(net.fixed_cost());
             let want = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
             let out = dir.path().join(format!("{name}-{target}.safetensors"));
-            let mut convert = ConvertOptions::speedup(target).input_size(32, 32).svd(SvdMethod::Nalgebra);
+            let mut convert = ConvertOptions::macs(target).input_size(32, 32).svd(SvdMethod::Nalgebra);
             for (l, &(h, w)) in net.convs.iter().zip(&net.conv_inputs) {
                 let g = l.geometry();
                 convert = convert

@@ -113,7 +113,7 @@ fn reduced_ranks_equal_exec_on_decompose() {
         for rank in 1..layer.shape().max_rank() {
             let (dw, pw) = decompose(&layer, rank).unwrap();
             let want = reference::pair(&x, &dw, &pw).unwrap();
-            for layout in [Layout::Multiplier1, Layout::Fused] {
+            for layout in Layout::ALL {
                 let (out, report) =
                     rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(rank)).allow_slower(true).layout(layout))
                         .unwrap();

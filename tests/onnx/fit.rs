@@ -41,7 +41,7 @@ fn correlated_fit_full_rank_is_exact_and_low_rank_differs() {
     let fit = Fit::correlated(0.7).unwrap();
     let x = values(42, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
-    for layout in [Layout::Fused, Layout::Multiplier1] {
+    for layout in Layout::ALL {
         let options = ConvertOptions::new(Rank::Energy(1.0)).allow_slower(true).layout(layout).fit(fit);
         let (out, report) = rewrite_model(&m, &options).unwrap();
         assert_eq!(report.fit, fit);
@@ -67,7 +67,7 @@ fn correlated_fit_full_rank_is_exact_and_low_rank_differs() {
         assert_ne!(f.relative_error, c.relative_error, "{}", f.name);
     }
     // Planned with the fitted spectra.
-    let (out, report) = rewrite_model(&m, &ConvertOptions::speedup(1.5).fit(fit)).unwrap();
+    let (out, report) = rewrite_model(&m, &ConvertOptions::macs(1.5).fit(fit)).unwrap();
     assert!(report.plan.unwrap().met);
     assert_eq!(run_tract(&out, &SHAPE, &x).len(), 2 * 10 * 25);
 }

@@ -25,10 +25,10 @@ fn opaque_net() -> Vec<u8> {
 #[test]
 fn a_planned_layer_without_a_size_is_named_and_a_declared_size_is_used() {
     let m = opaque_net();
-    let err = rewrite_model(&m, &ConvertOptions::speedup(1.5)).unwrap_err();
+    let err = rewrite_model(&m, &ConvertOptions::macs(1.5)).unwrap_err();
     assert!(matches!(&err, Error::UnknownInputSize { layer, .. } if layer == "b"), "{err}");
     assert!(err.to_string().contains("input size"), "{err}");
-    let (_, report) = rewrite_model(&m, &ConvertOptions::speedup(1.5).layer_input("b", 16, 16)).unwrap();
+    let (_, report) = rewrite_model(&m, &ConvertOptions::macs(1.5).layer_input("b", 16, 16)).unwrap();
     let sizes: Vec<(String, SizeSource)> = report
         .converted
         .iter()

@@ -102,7 +102,7 @@ fn full_rank_matches_the_original_in_tract_in_both_layouts() {
     let m = net(false);
     let x = values(42, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
-    for layout in [Layout::Fused, Layout::Multiplier1] {
+    for layout in Layout::ALL {
         let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
         let names: Vec<&str> = report.converted.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["conv0", "conv1", "conv2", "conv4"], "{layout:?}");
@@ -218,7 +218,7 @@ fn new_names_never_collide_with_existing_ones() {
     let shape = [1, 2, 6, 6];
     let x = values(1, 12 * 6);
     let reference = run_tract(&m, &shape, &x);
-    for layout in [Layout::Fused, Layout::Multiplier1] {
+    for layout in Layout::ALL {
         let (out, report) = rewrite_model(&m, &full_rank().layout(layout)).unwrap();
         assert_eq!(report.converted.len(), 1);
         assert!(report.converted[0].written.iter().all(|n| n != "conv/depthwise" && n != "conv/pointwise"));
@@ -259,7 +259,7 @@ fn a_weight_shared_by_two_convs_is_kept_until_both_are_converted() {
 #[test]
 fn planned_rewrite_meets_the_target() {
     let m = net(false);
-    let (out, report) = rewrite_model(&m, &ConvertOptions::speedup(1.5)).unwrap();
+    let (out, report) = rewrite_model(&m, &ConvertOptions::macs(1.5)).unwrap();
     let plan = report.plan.clone().unwrap();
     assert!(plan.met, "{plan:?}");
     assert!(plan.reduction() >= 1.5);
@@ -346,7 +346,7 @@ fn auto_plans_every_scheme_and_meets_the_target() {
     let x = values(44, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
     for target in [1.3, 2.0] {
-        let (out, report) = rewrite_model(&m, &ConvertOptions::speedup(target).scheme(SchemeChoice::Auto)).unwrap();
+        let (out, report) = rewrite_model(&m, &ConvertOptions::macs(target).scheme(SchemeChoice::Auto)).unwrap();
         let plan = report.plan.clone().unwrap();
         assert!(plan.met && plan.reduction() >= target, "{plan:?}");
         for (c, l) in report.converted.iter().zip(plan.layers.iter().filter(|l| l.rank.is_some())) {

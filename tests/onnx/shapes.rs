@@ -250,7 +250,7 @@ fn where_inference_stops_the_totals_are_unknown_and_say_why() {
     let reason = &report.uncounted.iter().find(|u| u.name == "b").expect("b is uncounted").reason;
     assert!(reason.contains("Mystery"), "{reason}");
     // The model's input size does not stand in for a layer after the stop.
-    let err = rewrite_model(&m, &ConvertOptions::speedup(1.5).input_size(16, 16)).unwrap_err();
+    let err = rewrite_model(&m, &ConvertOptions::macs(1.5).input_size(16, 16)).unwrap_err();
     assert!(matches!(&err, Error::UnknownInputSize { layer, reason } if layer == "b" && reason.contains("Mystery")));
     // A pad computed from data (NonZero) stops inference too.
     let chain = vec![n("NonZero", &["ya"], &["nz"], &[]), n("Pad", &["ya", "nz"], &["z"], &[])];

@@ -1,16 +1,17 @@
 //! The zoo (`tests/data/zoo`): reduced-width torchvision architectures exported by PyTorch
 //! (`scripts/zoo.py`), with the MACs PyTorch counted by forward hooks stored beside them.
 //!
-//! For every model: the totals equal PyTorch's count; every scheme at full rank rewrites it
-//! exactly (tract); plans at 1.5x and 2x succeed, the rewritten models run, and the claimed
+//! For every model: the totals equal PyTorch's count; every scheme at full rank, in every layout
+//! it has, rewrites it exactly (tract); plans at 1.5x and 2x succeed, the rewritten models run, and the claimed
 //! reduction is the ratio of MACs of the written model, counted afresh from its graph.
 #![cfg(feature = "onnx")]
 
 use crate::support::onnx::{relative_diff, run_tract};
 use crate::support::values;
-use dac::convert::{ConvertOptions, SchemeChoice, Summary};
+use dac::convert::{ConvertOptions, Layout, SchemeChoice, Summary};
 use dac::io::onnx::rewrite_model;
 use dac::scheme::SchemeKind;
+use dac::time::layouts_of;
 use dac::Rank;
 use std::path::{Path, PathBuf};
 
@@ -65,12 +66,19 @@ fn every_scheme_at_full_rank_is_exact_in_tract() {
     for m in zoo() {
         let x = values(7, m.input.iter().product());
         let dense = run_tract(&m.bytes, &m.input, &x);
+        // Every scheme in every layout it has (one for spatial and channel SVD).
+        let layouts = |s| if layouts_of(s).is_empty() { &[Layout::Multiplier1][..] } else { layouts_of(s) };
         for scheme in SchemeKind::ALL {
-            let options = ConvertOptions::new(Rank::Energy(1.0)).allow_slower(true).scheme(SchemeChoice::Only(scheme));
-            let (out, report) = rewrite_model(&m.bytes, &options).unwrap_or_else(|e| panic!("{}: {e}", m.name));
-            assert!(!report.converted.is_empty(), "{}: nothing converted", m.name);
-            let diff = relative_diff(&dense, &run_tract(&out, &m.input, &x));
-            assert!(diff < 1e-4, "{} {}: full rank differs by {diff}", m.name, scheme.name());
+            for &layout in layouts(scheme) {
+                let options = ConvertOptions::new(Rank::Energy(1.0))
+                    .allow_slower(true)
+                    .scheme(SchemeChoice::Only(scheme))
+                    .layout(layout);
+                let (out, report) = rewrite_model(&m.bytes, &options).unwrap_or_else(|e| panic!("{}: {e}", m.name));
+                assert!(!report.converted.is_empty(), "{}: nothing converted", m.name);
+                let diff = relative_diff(&dense, &run_tract(&out, &m.input, &x));
+                assert!(diff < 1e-4, "{} {} {layout:?}: full rank differs by {diff}", m.name, scheme.name());
+            }
         }
     }
 }
@@ -89,7 +97,7 @@ fn plans_at_1_5x_and_2x_claim_what_they_write() {
         let dense = run_tract(&m.bytes, &m.input, &x);
         for target in [1.5, 2.0] {
             let (out, report) =
-                rewrite_model(&m.bytes, &ConvertOptions::speedup(target)).unwrap_or_else(|e| panic!("{}: {e}", m.name));
+                rewrite_model(&m.bytes, &ConvertOptions::macs(target)).unwrap_or_else(|e| panic!("{}: {e}", m.name));
             check_claims(&m.name, &m.bytes, &out, &report);
             let plan = report.plan.as_ref().expect("a plan");
             let reduction = report.reduction().unwrap();
@@ -101,6 +109,38 @@ fn plans_at_1_5x_and_2x_claim_what_they_write() {
             let y = run_tract(&out, &m.input, &x);
             assert_eq!(y.len(), dense.len(), "{}", m.name);
             assert!(y.iter().all(|v| v.is_finite()), "{}", m.name);
+        }
+    }
+}
+
+/// The modeled time of a model as the tool counts it: every layer left dense.
+fn modeled(bytes: &[u8]) -> std::time::Duration {
+    let (_, report) = rewrite_model(bytes, &ConvertOptions::new(Rank::Fixed(1)).exclude("*")).expect("counted");
+    report.time_before().expect("every size known")
+}
+
+#[test]
+fn speedup_plans_claim_the_modeled_time_of_what_they_write() {
+    for m in zoo() {
+        let x = values(9, m.input.iter().product());
+        for target in [1.5, 2.0] {
+            let (out, report) =
+                rewrite_model(&m.bytes, &ConvertOptions::speedup(target)).unwrap_or_else(|e| panic!("{}: {e}", m.name));
+            check_claims(&m.name, &m.bytes, &out, &report);
+            assert_eq!(report.time_before(), Some(modeled(&m.bytes)), "{}: time before", m.name);
+            assert_eq!(report.time_after(), Some(modeled(&out)), "{}: the written model's modeled time", m.name);
+            let plan = report.plan.as_ref().expect("a plan");
+            let speedup = report.speedup().unwrap();
+            if plan.met {
+                assert!(speedup >= target * 0.999, "{} at {target}x: met but {speedup}", m.name);
+            } else {
+                assert!(speedup < target && plan.max_speedup < target, "{} at {target}x", m.name);
+            }
+            // The break-even guard in time: no converted layer is modeled slower than dense.
+            for l in &report.converted {
+                assert!(l.time_after < l.time_before, "{} {}: {:?} >= {:?}", m.name, l.name, l.time_after, l.time_before);
+            }
+            assert!(run_tract(&out, &m.input, &x).iter().all(|v| v.is_finite()), "{}", m.name);
         }
     }
 }

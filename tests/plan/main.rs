@@ -3,6 +3,7 @@
 
 #[path = "../support/mod.rs"]
 mod support;
+mod time;
 
 use dac::cost::{self, Cost};
 use dac::plan::{Plan, PlanLayer, PlanOptions, Proxy, Target};

@@ -65,6 +65,12 @@ pub(crate) fn find<'a>(
                 }
                 Err(s) => d.blocked.push((k, s)),
             }
+        } else if let Some(copy) = copy_node(node, shapes) {
+            match copy {
+                Ok(t) => d.fixed.time += options.time.node(&t),
+                Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
+            }
+            continue;
         } else if !(node.is("Gemm") || node.is("MatMul") || node.is("ConvTranspose")) {
             continue;
         }
@@ -77,6 +83,38 @@ pub(crate) fn find<'a>(
         }
     }
     Ok(d)
+}
+
+/// The modeled node of an `Add`, `Sum`, `Concat` or `Split` (the nodes the layouts add, and
+/// the same nodes elsewhere in the graph: a model counts all of them alike), `None` for other
+/// operators; why not when its size is unknown.
+fn copy_node(node: &Node<'_>, shapes: &Shapes) -> Option<std::result::Result<TimedNode, String>> {
+    let (split, add) = (node.is("Split"), node.is("Add") || node.is("Sum"));
+    if !(split || add || node.is("Concat")) {
+        return None;
+    }
+    let tensor = if split { node.inputs.first() } else { node.outputs.first() }.copied().unwrap_or("");
+    if shapes.facts.get(tensor).is_some_and(|f| f.data.is_some()) {
+        return None; // values known while converting: shape arithmetic a runtime folds away
+    }
+    let per_image = |f: &super::infer::Fact| numel(&f.shape).map(|n| (n / shapes.batch.max(1)) as u64);
+    let elements = match shapes.facts.get(tensor).and_then(per_image) {
+        Some(e) => e,
+        None => return Some(Err(shapes.why(tensor))),
+    };
+    // The pieces' channels (dim 1): a Concat's inputs, a Split's outputs, an Add's output.
+    let pieces = if split || add { &node.outputs } else { &node.inputs };
+    let channel = |t: &&str| shapes.facts.get(*t).map_or(1, |f| f.shape.get(1).copied().unwrap_or(1));
+    let channels = pieces.iter().filter(|t| !t.is_empty()).map(channel).fold(0, gcd).max(1);
+    Some(Ok(if add { TimedNode::Add { elements, channels } } else { TimedNode::Concat { elements, channels } }))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// MACs per image and constant parameters of a `Conv`, `ConvTranspose`, `Gemm` or `MatMul` at
@@ -123,7 +161,7 @@ fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Re
 /// A `[m, k] x [k, n]` product for one image, as the model sees it: a 1x1 convolution of `k`
 /// channels to `n` on `m` positions.
 fn matrix_node(m: usize, k: usize, n: usize) -> TimedNode {
-    TimedNode::Conv(ConvNode { dims: [n, k, 1, 1], groups: 1, input: (m.max(1), 1), output: (m.max(1), 1) })
+    TimedNode::Conv(ConvNode { dims: [n, k, 1, 1], groups: 1, stride: (1, 1), input: (m.max(1), 1), output: (m.max(1), 1) })
 }
 
 /// A blocked `Conv` (or a `ConvTranspose`, modeled as the convolution of the same MACs on its
@@ -134,7 +172,9 @@ fn conv_node(node: &Node<'_>, x: &[usize], w: &[usize], y: &[usize], transposed:
     let group = node.attr("group").and_then(|a| a.i).unwrap_or(1).max(1) as usize;
     let kernel = w.iter().skip(2).product::<usize>().max(1);
     let dims = if transposed { [dim(1) * group, dim(0) / group, kernel, 1] } else { [dim(0), dim(1), kernel, 1] };
-    TimedNode::Conv(ConvNode { dims, groups: group, input: hw(x), output: hw(y) })
+    let strides = node.attr("strides").map_or(&[][..], |a| a.ints.as_slice());
+    let step = |i: usize| if transposed { 1 } else { strides.get(i).map_or(1, |&s| s.max(1) as usize) };
+    TimedNode::Conv(ConvNode { dims, groups: group, stride: (step(0), step(1)), input: hw(x), output: hw(y) })
 }
 
 /// A `Conv` node: a convolution for the pipeline, or the reason it cannot be rewritten.

@@ -14,6 +14,13 @@
 //! |---|---|
 //! | [`Layout::Fused`] | `Conv(X, Wd)` with `group` = C, `C·r` outputs, the original `strides`, `pads`, `dilations`, `auto_pad`, `kernel_shape`; then `Conv(·, Wp, B)` 1x1 with the original `group` |
 //! | [`Layout::Multiplier1`] | (`Split` of X into the `g` groups when `g > 1`), `g·r` depthwise `Conv`s of multiplier 1, one `Concat`, then the 1x1 `Conv` with its input channels permuted to match |
+//! | [`Layout::Sum`] | `r` branches, each a depthwise `Conv` of multiplier 1 on all `C` channels (the original geometry) and its 1x1 `Conv` (`C/g` inputs per group to `N`), chained by `Add`s; the first branch's 1x1 carries the bias |
+//!
+//! Each layer gets the layout the [time model](crate::time) says is fastest, unless
+//! [`ConvertOptions::layout`] forces one. The other schemes are chains of plain `Conv`s (spatial
+//! SVD `kh x 1` then `1 x kw`; channel SVD `kh x kw` then 1x1; Network Decoupling 1x1, depthwise,
+//! grouped 1x1), except Network Decoupling in [`Layout::Sum`]: `T` branches of a 1x1 `Conv` to
+//! `N` channels and a depthwise `Conv` (its summing weights folded in), chained by `Add`s.
 //!
 //! The 1x1 `Conv` produces the original output name and carries the original bias input and the
 //! original node's doc string and unknown fields; new tensors, nodes and initializers get fresh
