@@ -57,9 +57,9 @@ pub mod plan;
 pub mod rank;
 mod scalar;
 pub mod scheme;
-pub mod time;
 mod storage;
 pub mod svd;
+pub mod time;
 pub mod weights;
 
 /// The README's examples, compiled and run as doctests.

@@ -32,13 +32,12 @@
 //! # Ok::<(), dac::Error>(())
 //! ```
 
-use crate::convert::Layout;
 use crate::cost::{self, Cost};
 use crate::decompose::Spectrum;
 use crate::error::{Error, Result};
 use crate::scalar::Real;
 use crate::scheme::{ErrorTable, Factored, SchemeKind};
-use crate::time::{self, TimeModel};
+use crate::time::{self, Layout, TimeModel};
 use crate::weights::{ConvShape, Geometry};
 use std::time::Duration;
 

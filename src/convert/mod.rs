@@ -119,7 +119,9 @@ impl Site {
         let f = &self.found;
         let bias = if f.has_bias { f.dims[0] } else { 0 };
         match (self.size, self.input) {
-            (SizeSource::PerPosition, _) => scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, None).map(Some),
+            (SizeSource::PerPosition, _) => {
+                scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, None).map(Some)
+            }
             (_, None) => Ok(None),
             (_, Some(hw)) => {
                 let layout = layout.unwrap_or(Layout::Multiplier1);
@@ -152,7 +154,11 @@ impl Site {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decision {
     /// `layout`: the nodes' layout, `None` for a scheme with one ([`crate::time::layouts_of`]).
-    Convert { scheme: SchemeKind, rank: usize, layout: Option<Layout> },
+    Convert {
+        scheme: SchemeKind,
+        rank: usize,
+        layout: Option<Layout>,
+    },
     Skip(SkipReason),
 }
 
@@ -483,7 +489,9 @@ fn by_policy(site: &Site, policy: Rank, analysis: Option<&Analysis>, options: &C
     }
     let errors = analysis.map(Analysis::errors);
     Ok(match policy.choose_from(site.name(), scheme, &shape, errors, options.allow_slower)? {
-        RankChoice::Decompose { rank } => Decision::Convert { scheme, rank, layout: site.layout_for(scheme, rank, options)? },
+        RankChoice::Decompose { rank } => {
+            Decision::Convert { scheme, rank, layout: site.layout_for(scheme, rank, options)? }
+        }
         RankChoice::KeepDense { rank, reason } => Decision::Skip(SkipReason::KeptDense { rank, reason }),
     })
 }

@@ -6,8 +6,9 @@ use crate::fit::Fit;
 use crate::plan::Target;
 use crate::rank::Rank;
 use crate::scheme::SchemeKind;
-use crate::weights::Padding;
+pub use crate::time::Layout;
 use crate::time::TimeModel;
+use crate::weights::Padding;
 
 /// Which layers to convert, and what to assume about each, by glob patterns over layer names.
 ///
@@ -240,61 +241,6 @@ impl FloatDtype {
 impl std::fmt::Display for FloatDtype {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// How a factored convolution is laid out in a rewritten ONNX graph (a checkpoint stores the
-/// factors' weights whatever the layout). Layouts of one scheme compute the same thing; they
-/// differ in speed. By default each layer gets the layout its [time model](crate::time) says is
-/// fastest ([`ConvertOptions::layout`] forces one).
-///
-/// | scheme | layouts |
-/// |---|---|
-/// | DAC | [`Fused`](Self::Fused), [`Multiplier1`](Self::Multiplier1), [`Sum`](Self::Sum) |
-/// | Network Decoupling | [`Multiplier1`](Self::Multiplier1) (its depthwise stage has multiplier 1; also used when `Fused` is forced), [`Sum`](Self::Sum) |
-/// | spatial, channel SVD | one (a chain of dense convolutions) |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Layout {
-    /// One depthwise `Conv` with `group = C` and `C·r` outputs (channel multiplier `r`), then
-    /// the 1x1 `Conv`. Fewest nodes, but onnxruntime and tract have no fast kernel for a
-    /// multiplier above 1.
-    Fused,
-    /// DAC: `r` depthwise `Conv`s of multiplier 1 per group (after a `Split` into groups when
-    /// the layer is grouped) and a `Concat`, then the 1x1 `Conv` with its input channels
-    /// permuted to the concatenated order. Network Decoupling: its three factors as they are
-    /// (1x1 to `N·T`, depthwise of multiplier 1, grouped 1x1 summing each output's `T`).
-    Multiplier1,
-    /// No `Concat`: `r` branches, each a depthwise `Conv` of multiplier 1 on all `C` channels
-    /// and its own 1x1 `Conv` to the `N` outputs, added (`Add` nodes; the first branch carries
-    /// the bias). Network Decoupling's `T` branches are a 1x1 to `N` then a depthwise on `N`.
-    /// onnxruntime keeps its blocked layout and fuses each `Add` into the `Conv` before it.
-    Sum,
-}
-
-impl Layout {
-    /// Every layout.
-    pub const ALL: [Layout; 3] = [Layout::Fused, Layout::Multiplier1, Layout::Sum];
-
-    /// `"fused"`, `"multiplier1"` or `"sum"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Layout::Fused => "fused",
-            Layout::Multiplier1 => "multiplier1",
-            Layout::Sum => "sum",
-        }
-    }
-}
-
-impl std::str::FromStr for Layout {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "fused" => Ok(Layout::Fused),
-            "multiplier1" | "split" => Ok(Layout::Multiplier1),
-            "sum" => Ok(Layout::Sum),
-            other => Err(format!("unknown layout `{other}` (fused | multiplier1 | sum)")),
-        }
     }
 }
 

@@ -46,18 +46,18 @@ impl Site {
     /// the scheme's first; `None` for a scheme with one layout.
     pub fn layout_for(&self, scheme: SchemeKind, rank: usize, options: &ConvertOptions) -> Result<Option<Layout>> {
         let layouts = time::layouts_of(scheme);
-        if let Some(l) = options.layout.filter(|l| layouts.contains(l)) {
-            return Ok(Some(l));
+        let Some(&first) = layouts.first() else { return Ok(None) };
+        if let Some(forced) = options.layout {
+            return Ok(Some(if layouts.contains(&forced) { forced } else { first }));
         }
-        let (Some(first), None) = (layouts.first(), options.layout) else { return Ok(layouts.first().copied()) };
-        let mut best = (*first, Duration::MAX);
+        let mut best: Option<(Layout, Duration)> = None;
         for &l in layouts {
-            match self.nodes(Some((scheme, rank, l)))? {
-                Some(nodes) if options.time.nodes(&nodes) < best.1 => best = (l, options.time.nodes(&nodes)),
-                Some(_) => {}
-                None => return Ok(Some(*first)),
+            let Some(nodes) = self.nodes(Some((scheme, rank, l)))? else { return Ok(Some(first)) };
+            let t = options.time.nodes(&nodes);
+            if best.is_none_or(|(_, b)| t < b) {
+                best = Some((l, t));
             }
         }
-        Ok(Some(best.0))
+        Ok(best.map(|(l, _)| l))
     }
 }

@@ -522,16 +522,22 @@ impl<T: Real> Job<'_, T> {
                 Some((i, Decision::Convert { scheme, rank, layout })) => {
                     w.flush_run(ck, out, output)?;
                     let kept = std::mem::take(&mut factored[i]).into_iter().find(|f| f.scheme() == *scheme);
-                    summary.converted.push(self.write_layer(i, (*scheme, *rank, *layout), kept, &mut w, out, output)?);
+                    summary.converted.push(self.write_layer(
+                        i,
+                        (*scheme, *rank, *layout),
+                        kept,
+                        &mut w,
+                        out,
+                        output,
+                    )?);
                     summary.removed.push(t.name.clone());
                 }
                 other => {
                     w.copy(ck, (t.begin, t.end), out, output)?;
                     summary.copied_tensors += 1;
                     if let Some((i, Decision::Skip(reason))) = other {
-                        let entry =
-                            convert::skipped(&self.sites[i], reason.clone(), &self.options.time)
-                                .map_err(|e| in_file(&ck.path, e))?;
+                        let entry = convert::skipped(&self.sites[i], reason.clone(), &self.options.time)
+                            .map_err(|e| in_file(&ck.path, e))?;
                         summary.skipped.push(entry);
                     }
                 }

@@ -26,13 +26,8 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
     let (measured, table) = best.ok_or_else(|| err(format!("no table measured with at most {threads} thread(s)")))?;
     let entries = table.get("entries").and_then(Value::as_array);
     let entries = entries.ok_or_else(|| err(format!("the {measured}-thread table has no `entries` array")))?;
-    let mut model = TimeModel {
-        name: name.to_string(),
-        runtime,
-        threads: measured,
-        block: block as usize,
-        entries: Vec::new(),
-    };
+    let mut model =
+        TimeModel { name: name.to_string(), runtime, threads: measured, block: block as usize, entries: Vec::new() };
     for (i, e) in entries.iter().enumerate() {
         model.entries.push(entry(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?);
     }

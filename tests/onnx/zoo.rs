@@ -138,7 +138,14 @@ fn speedup_plans_claim_the_modeled_time_of_what_they_write() {
             }
             // The break-even guard in time: no converted layer is modeled slower than dense.
             for l in &report.converted {
-                assert!(l.time_after < l.time_before, "{} {}: {:?} >= {:?}", m.name, l.name, l.time_after, l.time_before);
+                assert!(
+                    l.time_after < l.time_before,
+                    "{} {}: {:?} >= {:?}",
+                    m.name,
+                    l.name,
+                    l.time_after,
+                    l.time_before
+                );
             }
             assert!(run_tract(&out, &m.input, &x).iter().all(|v| v.is_finite()), "{}", m.name);
         }

@@ -165,7 +165,8 @@ fn counts(nodes: &[TimedNode]) -> (usize, usize, usize) {
 #[test]
 fn a_nodes_time_is_its_tables_line() {
     let m = model([1000.0, 0.01, 0.5, 0.25], [2000.0, 0.5, 1.0, 1.0], [300.0, 0.125], [100.0, 0.0625]);
-    let node = ConvNode::new("l", [16, 8, 3, 3], &Geometry { padding: Padding::uniform(1), ..Geometry::default() }, (10, 10));
+    let node =
+        ConvNode::new("l", [16, 8, 3, 3], &Geometry { padding: Padding::uniform(1), ..Geometry::default() }, (10, 10));
     let node = node.unwrap();
     // 1000 + 0.01·(16·8·9·100) + 0.5·(8·100) + 0.25·(16·100) ns.
     let want = 1000.0 + 0.01 * 115_200.0 + 400.0 + 400.0;

@@ -168,8 +168,11 @@ impl ConversionArgs {
         match &self.time_table {
             None => TimeModel::shipped(self.threads),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| dac::Error::Io { path: path.clone(), action: "read", source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| dac::Error::Io {
+                    path: path.clone(),
+                    action: "read",
+                    source,
+                })?;
                 TimeModel::from_json(&path.display().to_string(), &text, self.threads)
             }
         }

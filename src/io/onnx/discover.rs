@@ -6,11 +6,11 @@ use super::onnx_error;
 use super::ops::{gemm_dims, matmul_shape};
 use super::proto::{Node, Problem};
 use super::shapes::Window;
-use crate::convert::{self, ConvertOptions, Found, SizeSource, SkipReason, SkippedLayer, Uncounted};
 use crate::convert::Fixed;
+use crate::convert::{self, ConvertOptions, Found, SizeSource, SkipReason, SkippedLayer, Uncounted};
 use crate::cost::Cost;
-use crate::time::{ConvNode, TimedNode};
 use crate::error::Result;
+use crate::time::{ConvNode, TimedNode};
 use std::path::Path;
 
 /// A 2-D `Conv` with a constant 4-D weight: where it is and how to read it.
@@ -161,7 +161,13 @@ fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Re
 /// A `[m, k] x [k, n]` product for one image, as the model sees it: a 1x1 convolution of `k`
 /// channels to `n` on `m` positions.
 fn matrix_node(m: usize, k: usize, n: usize) -> TimedNode {
-    TimedNode::Conv(ConvNode { dims: [n, k, 1, 1], groups: 1, stride: (1, 1), input: (m.max(1), 1), output: (m.max(1), 1) })
+    TimedNode::Conv(ConvNode {
+        dims: [n, k, 1, 1],
+        groups: 1,
+        stride: (1, 1),
+        input: (m.max(1), 1),
+        output: (m.max(1), 1),
+    })
 }
 
 /// A blocked `Conv` (or a `ConvTranspose`, modeled as the convolution of the same MACs on its

@@ -4,11 +4,11 @@ use super::discover::{self, stem, Conv, Discovered};
 use super::graph::{Graph, Patch};
 use super::layout::{self, Chain, Names, PairNames, PairValues};
 use super::sum::{self, Sum};
-use crate::scheme::FactorSpec;
 use super::{onnx_error, proto};
 use crate::convert::{self, Analysis, ConvertOptions, ConvertedLayer, Decision, Layout, Precision, Site, Summary};
 use crate::error::{Error, Result};
 use crate::scalar::Real;
+use crate::scheme::FactorSpec;
 use crate::scheme::SchemeKind;
 use crate::scheme::{Factored, Workspace};
 use crate::svd::SvdBackend;
@@ -275,7 +275,8 @@ impl Rewriter<'_, '_> {
                     _ => None,
                 };
                 let (names, inits) = if let Some(b) = branches {
-                    let (specs, names, inits) = sum::initializers(&b, stem(conv.weight), &mut self.names, conv.data_type);
+                    let (specs, names, inits) =
+                        sum::initializers(&b, stem(conv.weight), &mut self.names, conv.data_type);
                     (InitNames::Sum(specs, names), inits)
                 } else if scheme == SchemeKind::Dac {
                     let names = pair.pair_names(&mut self.names);

@@ -98,42 +98,93 @@ pub(crate) struct Sum<'n, 'a> {
 }
 
 impl<'n, 'a> Sum<'n, 'a> {
-    /// The nodes replacing the `Conv`, in graph order.
+    /// The nodes replacing the `Conv`, in graph order: each branch, then the `Add` summing it
+    /// into the branches before it. The node producing the original output (the last `Add`, or
+    /// the only branch's last `Conv`) carries the original node's extra fields.
     pub(crate) fn nodes(&self, n: &[Vec<String>], names: &mut Names) -> Vec<NewNode<'a>> {
-        let node = self.node;
-        let (x, y) = (node.inputs[0], node.outputs[0]);
-        let base = if node.name.is_empty() { self.stem.to_string() } else { node.name.to_string() };
-        let bias = node.inputs.get(2).filter(|b| !b.is_empty());
-        let domain = node.domain.to_string();
+        let y = self.node.outputs[0];
         let count = self.specs.len();
         let mut nodes = Vec::new();
         let mut total: Option<String> = None;
         for (k, (branch, weights)) in self.specs.iter().zip(n).enumerate() {
-            let mut input = x.to_string();
-            for (i, (f, w)) in branch.iter().zip(weights).enumerate() {
-                let last = i + 1 == branch.len();
-                let output = if last && count == 1 { y.to_string() } else { names.fresh(&format!("{y}/dac_{}.{k}", f.role)) };
-                let mut inputs = vec![std::mem::replace(&mut input, output.clone()), w.clone()];
-                if let Some(b) = bias.filter(|_| last && k == 0) {
-                    inputs.push(b.to_string());
-                }
-                let extra = if last && count == 1 { node.extra_fields().map(|f| f.raw).collect() } else { Vec::new() };
-                let name = names.fresh(&format!("{base}/{}.{k}", f.role));
-                let attrs = conv_attrs(f);
-                nodes.push(NewNode { inputs, outputs: vec![output], name, op_type: "Conv", attrs, extra, domain: domain.clone() });
-            }
+            let last = k + 1 == count;
+            let out = if count == 1 { y.to_string() } else { names.fresh(&format!("{y}/dac_branch.{k}")) };
+            nodes.extend(self.branch(k, branch, weights, &out, names));
             total = Some(match total {
-                None => input,
+                None => out,
                 Some(sum) => {
-                    let output = if k + 1 == count { y.to_string() } else { names.fresh(&format!("{y}/dac_sum.{k}")) };
-                    let extra = if k + 1 == count { node.extra_fields().map(|f| f.raw).collect() } else { Vec::new() };
-                    let name = names.fresh(&format!("{base}/add.{k}"));
-                    let inputs = vec![input, sum];
-                    nodes.push(NewNode { inputs, outputs: vec![output.clone()], name, op_type: "Add", attrs: Vec::new(), extra, domain: domain.clone() });
+                    let output = if last { y.to_string() } else { names.fresh(&format!("{y}/dac_sum.{k}")) };
+                    nodes.push(self.new_node(
+                        "Add",
+                        vec![out, sum],
+                        output.clone(),
+                        format!("add.{k}"),
+                        Vec::new(),
+                        last,
+                        names,
+                    ));
                     output
                 }
             });
         }
         nodes
+    }
+
+    /// Branch `k`'s `Conv`s on the layer's input, the last writing `out` (with the bias when
+    /// `k` is 0).
+    fn branch(
+        &self,
+        k: usize,
+        specs: &[FactorSpec],
+        weights: &[String],
+        out: &str,
+        names: &mut Names,
+    ) -> Vec<NewNode<'a>> {
+        let bias = self.node.inputs.get(2).filter(|b| !b.is_empty() && k == 0);
+        let mut input = self.node.inputs[0].to_string();
+        let mut nodes = Vec::with_capacity(specs.len());
+        for (i, (f, w)) in specs.iter().zip(weights).enumerate() {
+            let last = i + 1 == specs.len();
+            let y = self.node.outputs[0];
+            let output = if last { out.to_string() } else { names.fresh(&format!("{y}/dac_{}.{k}", f.role)) };
+            let mut inputs = vec![std::mem::replace(&mut input, output.clone()), w.clone()];
+            inputs.extend(bias.filter(|_| last).map(|b| b.to_string()));
+            let produces_y = last && out == y;
+            nodes.push(self.new_node(
+                "Conv",
+                inputs,
+                output,
+                format!("{}.{k}", f.role),
+                conv_attrs(f),
+                produces_y,
+                names,
+            ));
+        }
+        nodes
+    }
+
+    /// A node named `<base>/<what>`; `original` gives it the original node's extra fields.
+    #[allow(clippy::too_many_arguments)]
+    fn new_node(
+        &self,
+        op_type: &'static str,
+        inputs: Vec<String>,
+        output: String,
+        what: String,
+        attrs: Vec<Vec<u8>>,
+        original: bool,
+        names: &mut Names,
+    ) -> NewNode<'a> {
+        let node = self.node;
+        let base = if node.name.is_empty() { self.stem } else { node.name };
+        NewNode {
+            inputs,
+            outputs: vec![output],
+            name: names.fresh(&format!("{base}/{what}")),
+            op_type,
+            attrs,
+            extra: if original { node.extra_fields().map(|f| f.raw).collect() } else { Vec::new() },
+            domain: node.domain.to_string(),
+        }
     }
 }
