@@ -1,5 +1,5 @@
 //! Modeled run time: how long a runtime takes for a convolution, a `Concat` or an `Add`, and so
-//! for a layer dense or factored in each [`Layout`](crate::convert::Layout).
+//! for a layer dense or factored in each [`Layout`].
 //!
 //! MACs are not milliseconds: onnxruntime runs a dense convolution at about 80 GMAC/s on one
 //! core of the reference machine but a depthwise one on three channels at 2.8, and a depthwise

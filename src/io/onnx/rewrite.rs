@@ -275,9 +275,8 @@ impl Rewriter<'_, '_> {
                     _ => None,
                 };
                 let (names, inits) = if let Some(b) = branches {
-                    let (specs, names, inits) =
-                        sum::initializers(&b, stem(conv.weight), &mut self.names, conv.data_type);
-                    (InitNames::Sum(specs, names), inits)
+                    let e = sum::initializers(&b, stem(conv.weight), &mut self.names, conv.data_type);
+                    (InitNames::Sum(e.specs, e.names), e.initializers)
                 } else if scheme == SchemeKind::Dac {
                     let names = pair.pair_names(&mut self.names);
                     let values = PairValues { depthwise: &values[0], pointwise: &values[1] };

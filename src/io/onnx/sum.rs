@@ -70,22 +70,26 @@ fn decoupled(shape: &ConvShape, geometry: &Geometry, t: usize, values: &[Vec<f64
         .collect()
 }
 
+/// The branches' factors and initializer names, per branch, and the encoded initializers.
+pub(crate) struct Encoded {
+    pub specs: Vec<Vec<FactorSpec>>,
+    pub names: Vec<Vec<String>>,
+    pub initializers: Vec<Vec<u8>>,
+}
+
 /// Fresh names for the branches' initializers (`<stem>.<role>.<branch>.weight`), and the
 /// encoded initializers in `data_type`.
-pub(crate) fn initializers(
-    branches: &[Branch],
-    stem: &str,
-    names: &mut Names,
-    data_type: i64,
-) -> (Vec<Vec<FactorSpec>>, Vec<Vec<String>>, Vec<Vec<u8>>) {
-    let (mut specs, mut n, mut inits) = (Vec::new(), Vec::new(), Vec::new());
+pub(crate) fn initializers(branches: &[Branch], stem: &str, names: &mut Names, data_type: i64) -> Encoded {
+    let mut out = Encoded { specs: Vec::new(), names: Vec::new(), initializers: Vec::new() };
     for (k, b) in branches.iter().enumerate() {
-        let names: Vec<String> = b.iter().map(|(f, _)| names.fresh(&format!("{stem}.{}.{k}.weight", f.role))).collect();
-        inits.extend(b.iter().zip(&names).map(|((f, v), name)| proto::encode_tensor(name, &f.dims, data_type, v)));
-        specs.push(b.iter().map(|(f, _)| *f).collect());
-        n.push(names);
+        let n: Vec<String> = b.iter().map(|(f, _)| names.fresh(&format!("{stem}.{}.{k}.weight", f.role))).collect();
+        let encode =
+            |((f, v), name): (&(FactorSpec, Vec<f64>), &String)| proto::encode_tensor(name, &f.dims, data_type, v);
+        out.initializers.extend(b.iter().zip(&n).map(encode));
+        out.specs.push(b.iter().map(|(f, _)| *f).collect());
+        out.names.push(n);
     }
-    (specs, n, inits)
+    out
 }
 
 /// Branches replacing one `Conv` node.
