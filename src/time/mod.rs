@@ -27,6 +27,10 @@ use crate::error::{Error, Result};
 use crate::weights::Geometry;
 use std::time::Duration;
 
+/// Weight elements a product keeps in cache between runs (16 MiB of f32, half the reference
+/// machine's 32 MiB L3); beyond it, weights stream from memory (`weights_over_cache`).
+pub const CACHED_WEIGHTS: f64 = (1u64 << 22) as f64;
+
 /// The table shipped for onnxruntime 1.32 on x86-64 (AVX-512), 1 and 2 threads.
 const ONNXRUNTIME_X86_64: &str = include_str!("onnxruntime-x86_64.json");
 
@@ -166,7 +170,7 @@ impl ConvNode {
     }
 
     /// The features a table's coefficients multiply, in [`Feature`] order.
-    fn features(&self, class: ConvClass, block: usize) -> [f64; 6] {
+    fn features(&self, class: ConvClass, block: usize) -> [f64; 8] {
         let area = |(h, w): (usize, usize)| (h * w) as f64;
         let up = |x: usize| x.div_ceil(block) * block;
         let (n, c, taps) = (self.dims[0], self.in_channels(), (self.dims[2] * self.dims[3]) as f64);
@@ -182,7 +186,9 @@ impl ConvNode {
             _ => self.macs(),
         };
         let strided = if self.stride.0 > 1 || self.stride.1 > 1 { self.macs() } else { 0.0 };
-        [1.0, self.macs(), padded, strided, c as f64 * area(self.input), n as f64 * area(self.output)]
+        let weights = self.dims.iter().product::<usize>() as f64;
+        let over = (weights - CACHED_WEIGHTS).max(0.0);
+        [1.0, self.macs(), padded, strided, c as f64 * area(self.input), n as f64 * area(self.output), weights, over]
     }
 }
 
@@ -207,16 +213,27 @@ pub enum TimedNode {
         /// Channels.
         channels: usize,
     },
+    /// A matrix product `[m, k] x [k, n]` with a constant right side (`Gemm`, `MatMul`, a
+    /// linear layer), for one image.
+    MatMul {
+        /// Rows of the left side (1 for a linear layer on one image).
+        m: usize,
+        /// The shared dimension.
+        k: usize,
+        /// Columns of the right side.
+        n: usize,
+    },
 }
 
-/// A linear layer `[out, in]` for one image, as the 1x1 convolution it is.
+/// A linear layer `[out, in]` for one image.
 pub fn linear_node(out: usize, input: usize) -> TimedNode {
-    TimedNode::Conv(ConvNode { dims: [out, input, 1, 1], groups: 1, stride: (1, 1), input: (1, 1), output: (1, 1) })
+    TimedNode::MatMul { m: 1, k: input, n: out }
 }
 
 /// A feature a table's coefficient multiplies (`macs_padded`: MACs with the channel counts a
 /// blocked kernel computes, rounded up to the block; `macs_strided`: the MACs of a strided
-/// convolution, 0 for stride 1).
+/// convolution, 0 for stride 1; `weights`: weight elements; `weights_over_cache`: the weight
+/// elements beyond [`CACHED_WEIGHTS`], which a product streams from memory on every run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Feature {
     One,
@@ -225,6 +242,8 @@ enum Feature {
     MacsStrided,
     InElems,
     OutElems,
+    Weights,
+    WeightsOverCache,
 }
 
 impl Feature {
@@ -236,6 +255,8 @@ impl Feature {
             "macs_strided" => Some(Self::MacsStrided),
             "in_elems" => Some(Self::InElems),
             "out_elems" => Some(Self::OutElems),
+            "weights" => Some(Self::Weights),
+            "weights_over_cache" => Some(Self::WeightsOverCache),
             _ => None,
         }
     }
@@ -248,7 +269,7 @@ struct Linear {
 }
 
 impl Linear {
-    fn eval(&self, features: &[f64; 6]) -> f64 {
+    fn eval(&self, features: &[f64; 8]) -> f64 {
         self.terms.iter().map(|&(f, c)| c * features[f as usize]).sum::<f64>().max(0.0)
     }
 }
@@ -259,6 +280,9 @@ enum Op {
     Conv(ConvClass),
     Concat,
     Add,
+    /// A product of one row (a linear layer at batch 1).
+    Gemv,
+    MatMul,
 }
 
 /// One table entry: an operator, the channel alignment it applies to (`None`: both), its fit.
@@ -337,6 +361,19 @@ impl TimeModel {
         nanos(self.fit(Op::Conv(class), aligned).eval(&node.features(class, self.block)))
     }
 
+    /// A matrix product: the table's `gemv` entry (one row) or `matmul` entry, or (a table
+    /// without it) the 1x1 convolution of `k` channels to `n` on `m` positions.
+    fn matmul(&self, m: usize, k: usize, n: usize) -> Duration {
+        let op = if m == 1 { Op::Gemv } else { Op::MatMul };
+        if !self.entries.iter().any(|e| e.op == op) {
+            let as_conv = ConvNode { dims: [n, k, 1, 1], groups: 1, stride: (1, 1), input: (m, 1), output: (m, 1) };
+            return self.conv(&as_conv);
+        }
+        let (m, k, n) = (m as f64, k as f64, n as f64);
+        let over = (k * n - CACHED_WEIGHTS).max(0.0);
+        nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over]))
+    }
+
     /// The class of a convolution under this table's channel block.
     pub fn class(&self, node: &ConvNode) -> ConvClass {
         ConvClass::of(node.dims, node.groups, self.block)
@@ -345,12 +382,13 @@ impl TimeModel {
     /// The predicted time of a node.
     pub fn node(&self, node: &TimedNode) -> Duration {
         let copy = |op, e: u64, c: usize| {
-            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e as f64]))
+            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e as f64, 0.0, 0.0]))
         };
         match *node {
             TimedNode::Conv(ref c) => self.conv(c),
             TimedNode::Concat { elements, channels } => copy(Op::Concat, elements, channels),
             TimedNode::Add { elements, channels } => copy(Op::Add, elements, channels),
+            TimedNode::MatMul { m, k, n } => self.matmul(m, k, n),
         }
     }
 

@@ -31,11 +31,12 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
     for (i, e) in entries.iter().enumerate() {
         model.entries.push(entry(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?);
     }
+    // Every op needs an entry but `gemv` and `matmul` (a table without them times products as
+    // 1x1 convolutions).
     let ops = ConvClass::ALL.into_iter().map(Op::Conv).chain([Op::Concat, Op::Add]);
     match ops.into_iter().find(|op| !model.entries.iter().any(|e| e.op == *op)) {
         Some(Op::Conv(c)) => Err(err(format!("no entry for conv class `{}`", c.name()))),
-        Some(Op::Concat) => Err(err("no entry for `concat`".into())),
-        Some(Op::Add) => Err(err("no entry for `add`".into())),
+        Some(op) => Err(err(format!("no entry for `{}`", if op == Op::Concat { "concat" } else { "add" }))),
         None => Ok(model),
     }
 }
@@ -50,7 +51,9 @@ fn entry(e: &Value) -> std::result::Result<Entry, String> {
         }
         Some("concat") => Op::Concat,
         Some("add") => Op::Add,
-        other => return Err(format!("unknown op {other:?} (conv | concat | add)")),
+        Some("gemv") => Op::Gemv,
+        Some("matmul") => Op::MatMul,
+        other => return Err(format!("unknown op {other:?} (conv | concat | add | gemv | matmul)")),
     };
     let aligned = match e.get("aligned") {
         None | Some(Value::Null) => None,

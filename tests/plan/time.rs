@@ -249,3 +249,24 @@ fn the_layout_is_the_models_fastest() {
     let p = dac::plan(&layers, &Target::MacReduction(1.3), &forced).unwrap();
     assert!(p.layers.iter().filter(|l| l.rank.is_some()).all(|l| l.layout == Some(Layout::Fused)));
 }
+
+#[test]
+fn products_use_their_entries_or_else_time_as_1x1_convolutions() {
+    let dense = [100.0, 0.5, 0.0, 0.0];
+    let base = table(&classes(dense, dense, dense), [0.0, 0.0], [0.0, 0.0]);
+    let without = TimeModel::from_json("t", &base, 1).unwrap();
+    let linear = TimedNode::MatMul { m: 1, k: 64, n: 10 };
+    // As a 1x1 convolution of 64 channels to 10 at one position: 100 + 0.5·640 ns.
+    assert_eq!(without.node(&linear), Duration::from_nanos(420));
+    let gemv = r#"{"op":"gemv","features":["one","weights","weights_over_cache"],"coef":[50.0,0.25,1.0]},"#;
+    let with =
+        TimeModel::from_json("t", &base.replacen(r#"{"op":"concat""#, &format!("{gemv}{{\"op\":\"concat\""), 1), 1);
+    let with = with.unwrap();
+    assert_eq!(with.node(&linear), Duration::from_nanos(50 + 160));
+    // Weights beyond the cache cost their extra coefficient.
+    let big = TimedNode::MatMul { m: 1, k: 4096, n: 2048 };
+    let over = (4096 * 2048 - (1u64 << 22)) as f64;
+    assert_eq!(with.node(&big), Duration::from_nanos((50.0 + 0.25 * 8_388_608.0 + over) as u64));
+    // A product of several rows has no `matmul` entry here: a 1x1 convolution on 3 positions.
+    assert_eq!(with.node(&TimedNode::MatMul { m: 3, k: 64, n: 10 }), Duration::from_nanos(100 + 960));
+}

@@ -158,16 +158,9 @@ fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Re
     Ok((Cost { macs, params }, timed))
 }
 
-/// A `[m, k] x [k, n]` product for one image, as the model sees it: a 1x1 convolution of `k`
-/// channels to `n` on `m` positions.
+/// A `[m, k] x [k, n]` product for one image.
 fn matrix_node(m: usize, k: usize, n: usize) -> TimedNode {
-    TimedNode::Conv(ConvNode {
-        dims: [n, k, 1, 1],
-        groups: 1,
-        stride: (1, 1),
-        input: (m.max(1), 1),
-        output: (m.max(1), 1),
-    })
+    TimedNode::MatMul { m: m.max(1), k, n }
 }
 
 /// A blocked `Conv` (or a `ConvTranspose`, modeled as the convolution of the same MACs on its
