@@ -204,7 +204,8 @@ pub enum Target {
     MacReduction(f64),
     /// Whole-network modeled time (convolutions by [`PlanOptions::time`], plus
     /// [`PlanOptions::fixed_time`]) divided by at least this factor; finite and `> 1`. A layer
-    /// whose factors are modeled no faster than the dense layer stays dense.
+    /// whose factors are not modeled at least [`MIN_TIME_GAIN`] faster than the dense layer
+    /// stays dense.
     TimeReduction(f64),
     /// Whole-network parameters (weights and biases, plus [`PlanOptions::fixed`]) at most this.
     ParamBudget(u64),
@@ -494,7 +495,8 @@ impl PlanLayer {
         for (o, option) in self.options.iter().enumerate() {
             for r in (1..=option.kind.max_rank(&self.shape)).rev() {
                 let (layout, time, c) = self.fastest(option.kind, r, options)?;
-                if c.macs >= dense.cost.macs || c.params >= dense.cost.params || (time_guard && time >= dense.time) {
+                let too_slow = time_guard && time as f64 > dense.time as f64 * (1.0 - MIN_TIME_GAIN);
+                if c.macs >= dense.cost.macs || c.params >= dense.cost.params || too_slow {
                     continue;
                 }
                 let score = option.score(options.proxy, &self.shape, r);
@@ -558,6 +560,12 @@ fn within(before: u64, x: f64, what: &'static str) -> Result<u64> {
     }
     Ok(allowed)
 }
+
+/// The least fraction of a layer's modeled time its factors must save under a
+/// [`Target::TimeReduction`] (the break-even guard in time, with a margin): below it the gain is
+/// within the time model's typical error on a layer (BENCHMARKS.md), and a rewrite could run
+/// slower than the original.
+pub const MIN_TIME_GAIN: f64 = 0.1;
 
 /// Savings-axis resolution of the knapsack.
 const BUCKETS: u64 = 4096;

@@ -136,16 +136,12 @@ fn speedup_plans_claim_the_modeled_time_of_what_they_write() {
             } else {
                 assert!(speedup < target && plan.max_speedup < target, "{} at {target}x", m.name);
             }
-            // The break-even guard in time: no converted layer is modeled slower than dense.
+            // The break-even guard in time: every converted layer is modeled at least
+            // MIN_TIME_GAIN faster than dense.
             for l in &report.converted {
-                assert!(
-                    l.time_after < l.time_before,
-                    "{} {}: {:?} >= {:?}",
-                    m.name,
-                    l.name,
-                    l.time_after,
-                    l.time_before
-                );
+                let (after, before) = (l.time_after.unwrap(), l.time_before.unwrap());
+                let bound = before.as_secs_f64() * (1.0 - dac::plan::MIN_TIME_GAIN);
+                assert!(after.as_secs_f64() <= bound + 1e-9, "{} {}: {after:?} vs {before:?}", m.name, l.name);
             }
             assert!(run_tract(&out, &m.input, &x).iter().all(|v| v.is_finite()), "{}", m.name);
         }

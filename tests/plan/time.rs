@@ -210,7 +210,8 @@ fn a_time_target_is_met_in_modeled_time_and_guards_in_time() {
             assert!(p.max_speedup < target);
         }
         for l in p.layers.iter().filter(|l| l.rank.is_some()) {
-            assert!(l.time_after < l.time_before, "{}: factored but modeled slower", l.name);
+            let bound = l.time_before.as_secs_f64() * (1.0 - dac::plan::MIN_TIME_GAIN);
+            assert!(l.time_after.as_secs_f64() <= bound + 1e-9, "{}: factored but not 10 % faster", l.name);
         }
     }
     let e = dac::plan(&layers, &Target::TimeReduction(1.0), &options).unwrap_err();
