@@ -309,7 +309,8 @@ impl TimeModel {
     /// The shipped table: onnxruntime 1.32 on x86-64 with AVX-512, one intra-op thread
     /// (measured on the 2-core reference machine; BENCHMARKS.md).
     pub fn onnxruntime_x86_64() -> Self {
-        Self::shipped(1).expect("the shipped time table parses (tested)")
+        static ONE_THREAD: std::sync::OnceLock<TimeModel> = std::sync::OnceLock::new();
+        ONE_THREAD.get_or_init(|| Self::shipped(1).expect("the shipped time table parses (tested)")).clone()
     }
 
     /// The shipped table for `threads` intra-op threads: the table measured with the most
