@@ -138,7 +138,9 @@ impl Site {
     pub fn unknown_size(&self) -> Error {
         Error::UnknownInputSize { layer: self.found.name.clone(), reason: self.size_reason() }
     }
-    /// The report entry of a site whose costs are unknown, `None` when they are known.
+    /// The report entry of a site whose costs are unknown, `None` when they are known (ONNX:
+    /// checkpoints list unknown sizes as errors).
+    #[cfg(feature = "onnx")]
     pub fn uncounted(&self) -> Option<Uncounted> {
         (self.input.is_none() && self.size != SizeSource::PerPosition)
             .then(|| Uncounted { name: self.found.name.clone(), reason: self.size_reason() })

@@ -1,5 +1,5 @@
-//! The direct depthwise kernels: padded planes with one `axpy` per tap, direct row loops, or a
-//! table of valid taps on narrow outputs.
+//! The direct depthwise kernels: padded planes accumulated a block of positions at a time in
+//! registers (stride 1), direct row loops, or a table of valid taps on narrow outputs.
 
 use super::{valid_range, Job};
 use crate::scalar::Real;
@@ -23,10 +23,17 @@ pub(super) fn depthwise<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], p
         .then(|| tap_table(job));
     let (hp, wp) = (g.padding.top + h + g.padding.bottom, g.padding.left + w + g.padding.right);
     let weight = job.layer.weight();
+    // The wide kernel's tap offsets in the padded plane, in `(ky, kx)` order.
+    let (dh, dw) = g.dilation;
+    let offsets: Vec<usize> =
+        (0..job.shape.kh).flat_map(|ky| (0..job.shape.kw).map(move |kx| ky * dh * wp + kx * dw)).collect();
     let avx2 = crate::kernels::avx2_fma();
+
     let new_buffers = || {
         if wide {
-            (vec![T::zero(); hp * wp], vec![T::zero(); (oh - 1) * wp + ow])
+            // Room for the last block of lanes to read and write past the plane's end.
+            let len = ((oh - 1) * wp + ow).next_multiple_of(WIDE_LANES);
+            (vec![T::zero(); hp * wp + WIDE_LANES], vec![T::zero(); mult * len])
         } else {
             (Vec::new(), Vec::new())
         }
@@ -39,23 +46,25 @@ pub(super) fn depthwise<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], p
             for (y, row) in plane.chunks_exact(w).enumerate() {
                 padded[(g.padding.top + y) * wp + g.padding.left..][..w].copy_from_slice(row);
             }
+            let kernels = &weight[c * mult * taps..][..mult * taps];
+            let biases = job.layer.bias().map(|b| &b[c * mult..][..mult]);
+            let wide = Wide { job, wp, offsets: &offsets, kernels, biases };
+            if avx2 {
+                // SAFETY: the CPU supports AVX2 and FMA (checked at run time above).
+                #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+                unsafe {
+                    wide.run_avx2(padded, acc, outs)
+                }
+            } else {
+                wide.run(padded, acc, outs)
+            }
+            return;
         }
         for (j, plane_out) in outs.chunks_exact_mut(pixels).enumerate() {
             let o = c * mult + j;
             let kernel = &weight[o * taps..(o + 1) * taps];
             let bias = job.layer.bias().map_or(T::zero(), |b| b[o]);
             match &table {
-                _ if wide => {
-                    if avx2 {
-                        // SAFETY: the CPU supports AVX2 and FMA (checked at run time above).
-                        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-                        unsafe {
-                            depthwise_wide_avx2(job, wp, kernel, bias, padded, acc, plane_out)
-                        }
-                    } else {
-                        depthwise_wide(job, wp, kernel, bias, padded, acc, plane_out)
-                    }
-                }
                 Some(table) => depthwise_table(table, kernel, bias, plane, plane_out),
                 None if avx2 => {
                     // SAFETY: the CPU supports AVX2 and FMA (checked at run time above).
@@ -76,49 +85,132 @@ pub(super) fn depthwise<T: Real>(job: &Job<'_, T>, input: &[T], out: &mut [T], p
     }
 }
 
-/// [`depthwise_wide`] compiled for AVX2 + FMA.
+/// Lanes of one block of the wide kernel: a block's accumulators stay in registers while
+/// every tap is added (16 `f32` are two AVX2 registers).
+const WIDE_LANES: usize = 16;
+
+/// Output channels computed together by the wide kernel (independent accumulators that share
+/// each load of the input).
+const WIDE_OUTPUTS: usize = 4;
+
+/// The stride-1 kernel for the output planes of one input plane: the zero-padded input plane
+/// (`wp` wide, followed by [`WIDE_LANES`] zeros) is read a block of [`WIDE_LANES`] positions
+/// at a time, and every output is accumulated `wp` wide (the columns past `ow` are junk) in
+/// registers, then its valid columns are copied out.
 ///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_wide_avx2<T: Real>(
-    job: &Job<'_, T>,
+/// Each output is its bias, then `+ w·x` tap by tap in `(ky, kx)` order (a multiply, then an
+/// add): the reference's operations, plus exact zero terms for padded taps.
+struct Wide<'a, T> {
+    job: &'a Job<'a, T>,
+    /// Width of the padded plane.
     wp: usize,
-    kernel: &[T],
-    bias: T,
-    padded: &[T],
-    acc: &mut [T],
-    out: &mut [T],
-) {
-    depthwise_wide(job, wp, kernel, bias, padded, acc, out)
+    /// Each tap's offset in the padded plane, `(ky, kx)` order.
+    offsets: &'a [usize],
+    /// The plane's output channels' kernels, `mult x taps`.
+    kernels: &'a [T],
+    /// Their biases.
+    biases: Option<&'a [T]>,
 }
 
-/// One stride-1 output plane from the zero-padded input plane (`wp` wide): the output is
-/// accumulated `wp` wide in `acc` (the columns past `ow` are junk), so that every tap is a
-/// single long `axpy`, then its valid columns are copied to `out`.
-#[inline(always)]
-fn depthwise_wide<T: Real>(
-    job: &Job<'_, T>,
-    wp: usize,
-    kernel: &[T],
-    bias: T,
-    padded: &[T],
-    acc: &mut [T],
-    out: &mut [T],
-) {
-    let (dh, dw) = job.geo.dilation;
-    let ow = job.out_hw.1;
-    let len = acc.len();
-    acc.fill(bias);
-    for ky in 0..job.shape.kh {
-        for kx in 0..job.shape.kw {
-            let start = ky * dh * wp + kx * dw;
-            axpy(kernel[ky * job.shape.kw + kx], &padded[start..start + len], acc);
+impl<T: Real> Wide<'_, T> {
+    /// [`run`](Self::run) compiled for AVX2 + FMA.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(&self, padded: &[T], acc: &mut [T], outs: &mut [T]) {
+        self.run(padded, acc, outs)
+    }
+
+    /// Every output plane of the input plane in `padded` into `outs`; `acc` holds one
+    /// `wp`-wide plane per output, rounded up to whole blocks.
+    #[inline(always)]
+    fn run(&self, padded: &[T], acc: &mut [T], outs: &mut [T]) {
+        let taps = self.offsets.len();
+        let mult = self.kernels.len() / taps;
+        let lenr = acc.len() / mult;
+        let bias = |j: usize| self.biases.map_or(T::zero(), |b| b[j]);
+        if mult == 1 {
+            // One output: blocks four times wider, for independent accumulators.
+            let (k, b) = ([self.kernels], [bias(0)]);
+            let wide_end = lenr / (4 * WIDE_LANES) * (4 * WIDE_LANES);
+            let (head, tail) = acc.split_at_mut(wide_end);
+            blocks::<T, { 4 * WIDE_LANES }, 1>(self.offsets, k, b, padded, [head], 0);
+            blocks::<T, WIDE_LANES, 1>(self.offsets, k, b, padded, [tail], wide_end);
+        } else {
+            // Up to WIDE_OUTPUTS outputs at a time share each block's loads.
+            let mut j0 = 0;
+            for accs in acc.chunks_mut(WIDE_OUTPUTS * lenr) {
+                let k = |j: usize| &self.kernels[(j0 + j) * taps..][..taps];
+                let count = accs.len() / lenr;
+                let mut planes = accs.chunks_exact_mut(lenr);
+                let mut next = || planes.next().expect("an output plane");
+                match count {
+                    4 => blocks::<T, WIDE_LANES, 4>(
+                        self.offsets,
+                        [k(0), k(1), k(2), k(3)],
+                        [bias(j0), bias(j0 + 1), bias(j0 + 2), bias(j0 + 3)],
+                        padded,
+                        [next(), next(), next(), next()],
+                        0,
+                    ),
+                    3 => blocks::<T, WIDE_LANES, 3>(
+                        self.offsets,
+                        [k(0), k(1), k(2)],
+                        [bias(j0), bias(j0 + 1), bias(j0 + 2)],
+                        padded,
+                        [next(), next(), next()],
+                        0,
+                    ),
+                    2 => blocks::<T, WIDE_LANES, 2>(
+                        self.offsets,
+                        [k(0), k(1)],
+                        [bias(j0), bias(j0 + 1)],
+                        padded,
+                        [next(), next()],
+                        0,
+                    ),
+                    _ => blocks::<T, WIDE_LANES, 1>(self.offsets, [k(0)], [bias(j0)], padded, [next()], 0),
+                }
+                j0 += WIDE_OUTPUTS;
+            }
+        }
+        let (oh, ow) = self.job.out_hw;
+        for (plane, out) in acc.chunks_exact(lenr).zip(outs.chunks_exact_mut(oh * ow)) {
+            for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+                row.copy_from_slice(&plane[oy * self.wp..oy * self.wp + ow]);
+            }
         }
     }
-    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
-        row.copy_from_slice(&acc[oy * wp..oy * wp + ow]);
+}
+
+/// [`Wide`]'s blocks of `L` positions for `J` outputs at once: `accs[j]` (whole blocks)
+/// receives output `j` from position `start` of the padded plane on.
+#[inline(always)]
+fn blocks<T: Real, const L: usize, const J: usize>(
+    offsets: &[usize],
+    kernels: [&[T]; J],
+    biases: [T; J],
+    padded: &[T],
+    accs: [&mut [T]; J],
+    start: usize,
+) {
+    let n = accs[0].len() / L;
+    for s in 0..n {
+        let mut a = biases.map(|b| [b; L]);
+        for (t, &off) in offsets.iter().enumerate() {
+            let x: &[T; L] = padded[start + off + s * L..][..L].try_into().expect("one block");
+            for j in 0..J {
+                let wv = kernels[j][t];
+                for l in 0..L {
+                    a[j][l] += wv * x[l];
+                }
+            }
+        }
+        for j in 0..J {
+            accs[j][s * L..(s + 1) * L].copy_from_slice(&a[j]);
+        }
     }
 }
 

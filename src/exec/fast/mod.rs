@@ -5,10 +5,12 @@
 //! zero padding, dilation, groups and bias), property-tested against it. Three paths are chosen
 //! per layer:
 //! - **depthwise** (one input channel per group, e.g. [`DepthwiseR`]), no im2col: with stride 1
-//!   the input plane is copied once into a zero-padded buffer and each output plane is
-//!   accumulated at the padded width, one long vectorised `axpy` per tap (AVX2 when the CPU
-//!   has it); other strides run direct loops over each output row, or a precomputed table of
-//!   the valid taps on narrow outputs;
+//!   the input plane is copied once into a zero-padded buffer and its output planes are
+//!   accumulated at the padded width a block of 16 positions at a time, every tap added to
+//!   the block in registers (four output channels at a time on small planes, one block's loads
+//!   shared; AVX2 when the CPU has it); other strides run direct loops over each output row,
+//!   or a precomputed table of the valid taps on narrow outputs. Every depthwise kernel runs
+//!   the reference's operations in its order, so its outputs equal the reference's exactly;
 //! - **pointwise** (1x1, stride 1, no padding): the input planes are the GEMM's right operand
 //!   as they are, a cache-sized band of columns at a time;
 //! - anything else: each group's input is unfolded (im2col) into a `(C/g·kh·kw) x pixels`

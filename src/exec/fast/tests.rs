@@ -60,7 +60,8 @@ proptest! {
         depthwise in any::<bool>(),
         pointwise in any::<bool>(),
     ) {
-        let (cg, kh, kw) = if depthwise { (1, kh + 1, kw) } else { (cg, kh, kw) };
+        // Depthwise: multipliers 1, 3, 5, 7 (the wide kernel computes up to four outputs at once).
+        let (cg, ng, kh, kw) = if depthwise { (1, 2 * ng - 1, kh + 1, kw) } else { (cg, ng, kh, kw) };
         let (kh, kw, stride, padding) = if pointwise && !depthwise {
             (1, 1, (1, 1), Padding::default())
         } else {
@@ -86,6 +87,11 @@ proptest! {
                 prop_assert!(got.as_slice().iter().all(|v| v.is_finite()), "{tuning:?} {par:?}: unwritten output");
                 let diff = want.max_abs_diff(&got).unwrap();
                 prop_assert!(diff <= 1e-13 * (cg * kh * kw + 1) as f64, "{tuning:?} {par:?}: diff {diff}");
+                if depthwise {
+                    // The depthwise kernels run the reference's operations in its order (bias,
+                    // then each tap's product added): equal, not just close.
+                    prop_assert!(want.as_slice() == got.as_slice(), "{tuning:?} {par:?}: depthwise not exact");
+                }
             }
         }
     }
