@@ -111,11 +111,13 @@ fn run_model(stem: &Path, data: &Dataset, full: bool, out: &Path) -> Res<()> {
     let svg = out.join(format!("{name}_accuracy_vs_macs.svg"));
     plot(&svg, &name, dense, &curves)?;
     println!("plot: {}", svg.display());
+    let seconds = t0.elapsed().as_secs_f64();
+    let gmac = ev.macs_run() as f64 / 1e9;
     println!(
-        "[{name}: {} forward evaluations of {} images, {:.1} s]",
+        "[{name}: {} forward evaluations of {} images, {gmac:.0} GMAC run, {seconds:.1} s, {:.1} GMAC/s]",
         ev.evaluations,
         ev.n(),
-        t0.elapsed().as_secs_f64()
+        gmac / seconds
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ use dac::svd::NalgebraSvd;
 use dac::{cost, Factorization, Fit, Options, Spectrum};
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A rank per convolution, forward order; `None` = dense.
 pub type Ranks = Vec<Option<usize>>;
@@ -42,6 +43,9 @@ pub struct Evaluator {
     memo: HashMap<(usize, Ranks), usize>,
     /// Forward evaluations run so far (memo hits not counted).
     pub evaluations: usize,
+    /// Multiply-accumulates run so far over all images (convolutions and linear layers,
+    /// counted as `dac::cost` counts them; the dense pass included).
+    macs: AtomicU64,
 }
 
 impl Evaluator {
@@ -72,6 +76,7 @@ impl Evaluator {
             pairs.push(by_layer);
         }
         let dense_macs = net.cost(&[]).macs;
+        let macs = AtomicU64::new(dense_macs * data.len() as u64);
         let dense_correct = dense_preds.iter().zip(&data.labels).filter(|(p, l)| p == l).count();
         let dense = vec![None; net.convs.len()];
         let memo = (0..fits.len()).map(|f| ((f, dense.clone()), dense_correct)).collect();
@@ -87,6 +92,7 @@ impl Evaluator {
             dense_macs,
             memo,
             evaluations: 0,
+            macs,
         })
     }
 
@@ -120,6 +126,14 @@ impl Evaluator {
         let c = self.correct(ranks)?;
         Ok(self.pct(c))
     }
+    /// Multiply-accumulates run so far over all images (the dense pass included).
+    pub fn macs_run(&self) -> u64 {
+        self.macs.load(Ordering::Relaxed)
+    }
+    fn count(&self, per_image: u64) {
+        self.macs.fetch_add(per_image * self.n() as u64, Ordering::Relaxed);
+    }
+
     /// Whole-network MAC reduction of a rank assignment.
     pub fn reduction(&self, ranks: &[Option<usize>]) -> f64 {
         self.dense_macs as f64 / self.net.cost(ranks).macs as f64
@@ -138,6 +152,7 @@ impl Evaluator {
         let first = ranks.iter().position(Option::is_some).unwrap_or(0);
         let pairs = self.pairs_of(ranks);
         let (c, _) = crate::evaluate(&self.net, &self.cache[first], self.net.conv_ops[first], &pairs, &self.labels)?;
+        self.count(self.net.macs_from(ranks, first));
         self.evaluations += 1;
         self.memo.insert((self.fit, ranks.to_vec()), c);
         Ok(c)
@@ -148,6 +163,13 @@ impl Evaluator {
     pub fn correct_chains(&self, chains: &[Option<&crate::Chain>]) -> Res<usize> {
         let first = chains.iter().position(Option::is_some).unwrap_or(0);
         let (c, _) = crate::evaluate(&self.net, &self.cache[first], self.net.conv_ops[first], chains, &self.labels)?;
+        let convs: u64 = (first..self.layers())
+            .map(|i| match chains[i] {
+                Some(chain) => self.net.chain_macs(i, chain),
+                None => self.net.conv_macs(i, None),
+            })
+            .sum();
+        self.count(convs + self.net.fixed_cost().macs);
         Ok(c)
     }
 
@@ -201,6 +223,8 @@ impl Evaluator {
                     Ok((y, preds))
                 })
                 .collect::<Res<_>>()?;
+            let rest = if known { 0 } else { self.net.macs_from(&ranks, k) };
+            self.count(self.net.conv_macs(k - 1, ranks[k - 1]) + rest);
             if !known {
                 let preds = out.iter().flat_map(|(_, p)| p);
                 let correct = preds.zip(&self.labels).filter(|(p, l)| p == l).count();

@@ -373,6 +373,36 @@ impl Net {
         convs + self.fixed_cost()
     }
 
+    /// MACs of conv `i` per image: its pair at `rank`, or dense.
+    pub fn conv_macs(&self, i: usize, rank: Option<usize>) -> u64 {
+        let (l, (h, w)) = (&self.convs[i], self.conv_inputs[i]);
+        let out = l.output_size(h, w).expect("traced at load");
+        let cost = match rank {
+            Some(r) => dac::cost::pair(l.name(), &l.shape(), true, r, out),
+            None => dac::cost::dense(l.name(), &l.shape(), true, out),
+        };
+        cost.expect("small").macs
+    }
+
+    /// MACs per image of every layer a pass from conv `first` on runs (convolutions at `ranks`,
+    /// then the linear layers).
+    pub fn macs_from(&self, ranks: &[Option<usize>], first: usize) -> u64 {
+        let convs: u64 = (first..self.convs.len()).map(|i| self.conv_macs(i, ranks.get(i).copied().flatten())).sum();
+        convs + self.fixed_cost().macs
+    }
+
+    /// MACs per image of conv `i` replaced by `chain` (each factor at its own input size).
+    pub fn chain_macs(&self, i: usize, chain: &Chain) -> u64 {
+        let (mut h, mut w) = self.conv_inputs[i];
+        let mut macs = 0;
+        for f in &chain.0 {
+            let out = f.output_size(h, w).expect("the factors compose");
+            macs += dac::cost::dense(f.name(), &f.shape(), f.bias().is_some(), out).expect("small").macs;
+            (h, w) = out;
+        }
+        macs
+    }
+
     /// The planner's view of every convolution, factored by the paper's scheme with `fit`
     /// (nalgebra's SVD, as the recorded experiments): its errors at every rank (with the right
     /// singular vectors `Proxy::Spatial` reads), geometry and input size.
