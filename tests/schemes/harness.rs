@@ -93,3 +93,37 @@ fn the_papers_api_is_the_dac_plugin() {
         }
     }
 }
+
+/// A layer on which nalgebra's f32 iteration stopped short on one channel (the weighted 5x8
+/// matrix of channel 7: trailing singular values 0.675 and 0.252 for 0.624 and 0.233; found by
+/// `every_scheme_is_monotone_in_rank_f32`). The backend checks its f32 results and recomputes
+/// such a channel in f64: every channel's spectrum now equals the f64 computation's.
+#[test]
+fn nalgebra_f32_spectra_equal_f64_where_its_iteration_stops_short() {
+    use crate::support::gen::Case;
+    let case = Case {
+        batch: 1,
+        groups: 2,
+        in_per_group: 8,
+        out_per_group: 5,
+        kh: 4,
+        kw: 2,
+        stride: (1, 1),
+        dilation: (1, 2),
+        padding: Padding::default(),
+        extra: (0, 0),
+        bias: false,
+        seed: 10068507320314230779,
+    };
+    let (l32, _) = case.build::<f32>();
+    let (l64, _) = case.build::<f64>();
+    let fit = dac::Fit::correlated(0.7).unwrap();
+    let svd = dac::svd::NalgebraSvd::default();
+    let a = dac::Factorization::compute_fitted(&l32, &svd, fit).unwrap().spectrum();
+    let b = dac::Factorization::compute_fitted(&l64, &svd, fit).unwrap().spectrum();
+    for (c, (x, y)) in a.channels().zip(b.channels()).enumerate() {
+        for (j, (p, q)) in x.iter().zip(y).enumerate() {
+            assert!((p - q).abs() <= 1e-5 * y[0], "channel {c}, value {j}: f32 {p} against f64 {q}");
+        }
+    }
+}
