@@ -467,13 +467,9 @@ impl PlanLayer {
     /// The fastest layout of `kind` at `rank` (`options.layout` when forced), its time and its
     /// cost.
     fn fastest(&self, kind: SchemeKind, rank: usize, options: &PlanOptions) -> Result<(Option<Layout>, u64, Cost)> {
-        let layouts = time::layouts_of(kind);
-        let allowed: Vec<Option<Layout>> = match options.layout {
-            _ if layouts.is_empty() => vec![None],
-            Some(l) if layouts.contains(&l) => vec![Some(l)],
-            Some(_) => vec![Some(layouts[0])],
-            None => layouts.iter().copied().map(Some).collect(),
-        };
+        let choices = time::layout_choices(kind, options.layout);
+        let allowed: Vec<Option<Layout>> =
+            if choices.is_empty() { vec![None] } else { choices.into_iter().map(Some).collect() };
         let bias = if self.has_bias { self.shape.out_channels } else { 0 };
         let mut best: Option<(Option<Layout>, u64, Cost)> = None;
         for layout in allowed {

@@ -45,13 +45,13 @@ impl Site {
     /// when the scheme has it, else the fastest by the time model when the size is known, else
     /// the scheme's first; `None` for a scheme with one layout.
     pub fn layout_for(&self, scheme: SchemeKind, rank: usize, options: &ConvertOptions) -> Result<Option<Layout>> {
-        let layouts = time::layouts_of(scheme);
-        let Some(&first) = layouts.first() else { return Ok(None) };
-        if let Some(forced) = options.layout {
-            return Ok(Some(if layouts.contains(&forced) { forced } else { first }));
+        let choices = time::layout_choices(scheme, options.layout);
+        let Some(&first) = choices.first() else { return Ok(None) };
+        if choices.len() == 1 {
+            return Ok(Some(first));
         }
         let mut best: Option<(Layout, Duration)> = None;
-        for &l in layouts {
+        for &l in &choices {
             let Some(nodes) = self.nodes(Some((scheme, rank, l)))? else { return Ok(Some(first)) };
             let t = options.time.nodes(&nodes);
             if best.is_none_or(|(_, b)| t < b) {

@@ -72,6 +72,19 @@ pub fn layouts_of(scheme: SchemeKind) -> &'static [Layout] {
     }
 }
 
+/// The layouts a factored layer of `scheme` may be written in: `forced` when the scheme has it,
+/// the scheme's default when it has not, every layout of the scheme when nothing is forced (the
+/// caller picks the fastest); empty for a scheme with one way of writing it.
+pub fn layout_choices(scheme: SchemeKind, forced: Option<Layout>) -> Vec<Layout> {
+    let layouts = layouts_of(scheme);
+    match (forced, layouts.first()) {
+        (_, None) => Vec::new(),
+        (Some(l), Some(_)) if layouts.contains(&l) => vec![l],
+        (Some(_), Some(&first)) => vec![first],
+        (None, Some(_)) => layouts.to_vec(),
+    }
+}
+
 /// The dense layer as one node.
 ///
 /// # Errors

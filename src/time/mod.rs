@@ -21,7 +21,7 @@
 
 mod layouts;
 
-pub use self::layouts::{dense_nodes, layout_nodes, layouts_of, nodes_cost, Layout};
+pub use self::layouts::{dense_nodes, layout_choices, layout_nodes, layouts_of, nodes_cost, Layout};
 
 use crate::error::{Error, Result};
 use crate::weights::Geometry;

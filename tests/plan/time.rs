@@ -271,3 +271,16 @@ fn products_use_their_entries_or_else_time_as_1x1_convolutions() {
     // A product of several rows has no `matmul` entry here: a 1x1 convolution on 3 positions.
     assert_eq!(with.node(&TimedNode::MatMul { m: 3, k: 64, n: 10 }), Duration::from_nanos(100 + 960));
 }
+
+#[test]
+fn layout_choices_follow_the_forced_layout_where_the_scheme_has_it() {
+    use time::layout_choices;
+    assert_eq!(layout_choices(SchemeKind::Dac, None), vec![Layout::Multiplier1, Layout::Sum, Layout::Fused]);
+    assert_eq!(layout_choices(SchemeKind::Dac, Some(Layout::Fused)), vec![Layout::Fused]);
+    assert_eq!(layout_choices(SchemeKind::Decoupled, None), vec![Layout::Multiplier1, Layout::Sum]);
+    // Network Decoupling has no fused layout: its default, not an error.
+    assert_eq!(layout_choices(SchemeKind::Decoupled, Some(Layout::Fused)), vec![Layout::Multiplier1]);
+    for kind in [SchemeKind::Spatial, SchemeKind::Channel] {
+        assert!(layout_choices(kind, None).is_empty() && layout_choices(kind, Some(Layout::Sum)).is_empty());
+    }
+}
