@@ -82,9 +82,7 @@ import datetime
 import json
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -96,6 +94,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import ortutil  # noqa: E402
+from ortutil import grouped_median, session  # noqa: E402
 BLOCK = 16
 MIN_RUNS, MAX_RUNS, WARMUP, ROUNDS = 20, 1000, 5, 8
 CONV_CLASSES = ["dense", "pointwise", "depthwise", "dense_small_cin", "pointwise_small_cin", "dense_nchw",
@@ -119,16 +120,9 @@ CONTENDED_RATIO = 1.15
 
 
 def machine():
-    info = {"cpu": None, "cores": os.cpu_count(), "isa": None, "block": None,
-            "platform": platform.platform()}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            k, _, v = line.partition(":")
-            if k.strip() == "Model name":
-                info["cpu"] = v.strip()
-    except OSError:
-        pass
+    """`ortutil.machine()` and the instruction set and channel block onnxruntime's NCHWc
+    kernels use on this CPU."""
+    info = ortutil.machine()
     flags = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -378,36 +372,6 @@ def grid(quick, seed):
 # Measurement
 
 
-def session(model, threads, prefix, profile=True):
-    o = ort.SessionOptions()
-    o.enable_profiling = profile
-    if profile:
-        o.profile_file_prefix = prefix
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    o.log_severity_level = 3
-    return ort.InferenceSession(model, o, providers=["CPUExecutionProvider"])
-
-
-def grouped_median(values):
-    """Median of whole-microsecond values, interpolated within the median's 1 us class."""
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    if len(v) == 0:
-        return float("nan")
-    if not np.all(v == np.round(v)):
-        return float(np.median(v))
-    m = float(np.median(v))
-    if m != round(m):  # even count straddling two classes
-        return m
-    below = float(np.sum(v < m))
-    at = float(np.sum(v == m))
-    if at == 0:
-        return m
-    return m - 0.5 + (len(v) / 2.0 - below) / at
-
-
 def parse_profile(path, skip_runs):
     """Per run (after the first `skip_runs`): list of (name, op, dur_us) kernel events in order."""
     with open(path) as f:
@@ -448,7 +412,7 @@ class Unit:
     def __init__(self, spec, model, c_in, mode, threads, tmp, uid):
         self.spec, self.mode = spec, mode
         self.prefix = os.path.join(tmp, f"u{uid}")
-        self.sess = session(model, threads, self.prefix)
+        self.sess = session(model, threads, profile_prefix=self.prefix)
         self.x = {"x": np.random.default_rng(uid).standard_normal([1, c_in, spec["H"], spec["W"]]).astype(np.float32)}
         self.walls = []
         self.n = MIN_RUNS
@@ -553,8 +517,8 @@ def profiling_overhead_check(specs, threads, tmp):
     lines = []
     for k, s in enumerate(specs):
         model = conv_model(s)
-        a = session(model, threads, os.path.join(tmp, f"chk{k}"), profile=True)
-        b = session(model, threads, None, profile=False)
+        a = session(model, threads, profile_prefix=os.path.join(tmp, f"chk{k}"))
+        b = session(model, threads)
         x = {"x": np.random.default_rng(k).standard_normal([1, s["C_in"], s["H"], s["W"]]).astype(np.float32)}
         ta, tb = [], []
         for _ in range(WARMUP):

@@ -27,13 +27,13 @@ import sys
 import time
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from calibrate import nnls  # noqa: E402  (the same solver as the convolution fits)
+from ortutil import session  # noqa: E402
 
 FEATURES = ["one", "macs", "in_elems", "out_elems", "weights", "weights_over_cache"]
 # Weight elements kept in cache between runs: src/time/mod.rs CACHED_WEIGHTS (16 MiB of f32).
@@ -69,15 +69,6 @@ def identity(shape):
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
-
-
-def session(bytes_, threads):
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(bytes_, o, providers=["CPUExecutionProvider"])
 
 
 def measure(m, k, n, threads, budget, rng):

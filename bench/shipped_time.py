@@ -46,40 +46,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from accuracy import load_test  # noqa: E402
-from zoo import machine, run_dac  # noqa: E402
+from ortutil import machine, run, session, time_pair  # noqa: E402
+from zoo import run_dac  # noqa: E402
 
 MIN_REPEATS, MAX_REPEATS = 20, 20000
-
-
-def session(path, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-def run(sess, x):
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-def time_pair(s0, s1, x, budget):
-    """Interleaved before/after runs, about `budget` s in all; (median s before, after, runs)."""
-    for _ in range(5):  # warm-up
-        run(s0, x); run(s1, x)
-    t = time.perf_counter()
-    for _ in range(5):
-        run(s0, x); run(s1, x)
-    pair = (time.perf_counter() - t) / 5
-    repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, budget / max(pair, 1e-7))))
-    t0, t1 = [], []
-    for i in range(repeats):
-        order = ((s0, t0), (s1, t1)) if i % 2 == 0 else ((s1, t1), (s0, t0))
-        for s, ts in order:
-            t = time.perf_counter(); run(s, x); ts.append(time.perf_counter() - t)
-    return float(np.median(t0)), float(np.median(t1)), repeats
 
 
 def predict(sess, x, batch=500):
@@ -126,7 +96,8 @@ def bench_net(net, args, data):
                 v["correct"] = int((p1 == y).sum())
                 v["accuracy"] = float((p1 == y).mean())
                 v["agreement_with_original"] = float((p1 == p0).mean())
-                tb, ta, n = time_pair(sess0, s1, x1, args.budget)
+                tb, ta, n = time_pair(sess0, s1, x1, budget=args.budget, min_repeats=MIN_REPEATS,
+                                      max_repeats=MAX_REPEATS)
                 v.update(ort_ms_before=tb * 1e3, ort_ms_after=ta * 1e3, ort_runs=n, measured_speedup=tb / ta)
                 del s1
             except Exception as e:

@@ -39,26 +39,12 @@ from onnx import shape_inference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from ortutil import machine, run, session, time_pair  # noqa: E402,F401  (machine, run: also used by importers)
 
 # Seconds of timed runs (before + after together) per model when --repeats is not given.
 TIME_BUDGET = 6.0
 MIN_REPEATS, MAX_REPEATS = 5, 200
-
-
-def machine():
-    info = {"cpu": None, "cores": os.cpu_count()}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            k, _, v = line.partition(":")
-            if k.strip() == "Model name":
-                info["cpu"] = v.strip()
-            elif k.strip() == "CPU(s)":
-                info["cores"] = int(v.strip())
-    except OSError:
-        pass
-    info["loadavg_start"] = os.getloadavg()
-    return info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,40 +158,12 @@ def full_rank_check(report):
 # onnxruntime
 
 
-def session(path, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
 def seeded_input(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
-def run(sess, x):
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
 def rel_error(a, b):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(a)))
-
-
-def time_pair(s0, s1, x, repeats):
-    """Interleaved before/after runs; returns (median s before, median s after, runs each)."""
-    for s in (s0, s1):  # warm-up
-        run(s, x); run(s, x)
-    if repeats is None:
-        t = time.perf_counter(); run(s0, x); run(s1, x); pair = time.perf_counter() - t
-        repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, TIME_BUDGET / max(pair, 1e-6))))
-    t0, t1 = [], []
-    for i in range(repeats):
-        order = ((s0, t0), (s1, t1)) if i % 2 == 0 else ((s1, t1), (s0, t0))
-        for s, ts in order:
-            t = time.perf_counter(); run(s, x); ts.append(time.perf_counter() - t)
-    return float(np.median(t0)), float(np.median(t1)), repeats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +208,8 @@ def bench_model(name, spec, d, args):
         r["dac_after_vs_count"] = rep["macs_after"] / c1["total"] - 1
         sess1 = session(fast, args.threads)
         r["speedup2_rel_error"] = rel_error(y0, run(sess1, x))
-        tb, ta, n = time_pair(sess0, sess1, x, args.repeats_for(name))
+        tb, ta, n = time_pair(sess0, sess1, x, budget=TIME_BUDGET, repeats=args.repeats_for(name),
+                              min_repeats=MIN_REPEATS, max_repeats=MAX_REPEATS)
         r.update({"ms_before": tb * 1e3, "ms_after": ta * 1e3, "timed_runs": n, "realised_speedup": tb / ta})
         del sess1
 

@@ -67,7 +67,8 @@ import onnxruntime as ort
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from zoo import machine, rel_error, run, run_dac, seeded_input  # noqa: E402
+from ortutil import grouped_median, machine, run, session, time_pair  # noqa: E402
+from zoo import rel_error, run_dac, seeded_input  # noqa: E402
 
 MIN_REPEATS, MAX_REPEATS = 5, 1000
 COVERED = {"Conv", "Gemm", "MatMul", "Add", "Concat", "Split"}
@@ -77,50 +78,6 @@ BASE_OP = {"FusedConv": "Conv", "NhwcFusedConv": "Conv", "NhwcConv": "Conv", "Fu
 # Ops onnxruntime fuses into a preceding Conv/Gemm/MatMul (followed backwards when tracing).
 FUSIBLE = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh", "Add", "Sum",
            "Mul", "BatchNormalization", "Identity"}
-
-
-def session(path, threads, profile_prefix=None, optimized=None):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    if profile_prefix:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile_prefix
-    if optimized:
-        opts.optimized_model_filepath = optimized
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-def time_pair(s0, s1, x, budget):
-    """Interleaved before/after runs, about `budget` s in all; (median s before, after, runs)."""
-    for s in (s0, s1):  # warm-up
-        run(s, x); run(s, x)
-    t = time.perf_counter(); run(s0, x); run(s1, x); pair = time.perf_counter() - t
-    repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, budget / max(pair, 1e-6))))
-    t0, t1 = [], []
-    for i in range(repeats):
-        order = ((s0, t0), (s1, t1)) if i % 2 == 0 else ((s1, t1), (s0, t0))
-        for s, ts in order:
-            t = time.perf_counter(); run(s, x); ts.append(time.perf_counter() - t)
-    return float(np.median(t0)), float(np.median(t1)), repeats
-
-
-def grouped_median(values):
-    """Median of whole-microsecond values, interpolated within the median's 1 us class (as in
-    bench/calibrate.py)."""
-    v = np.sort(np.asarray(values, dtype=np.float64))
-    if len(v) == 0:
-        return float("nan")
-    if not np.all(v == np.round(v)):
-        return float(np.median(v))
-    m = float(np.median(v))
-    if m != round(m):
-        return m
-    below, at = float(np.sum(v < m)), float(np.sum(v == m))
-    return m if at == 0 else m - 0.5 + (len(v) / 2.0 - below) / at
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +412,7 @@ def bench_model(name, spec, args):
         try:
             sess1 = session(out, args.threads)
             v["rel_error"] = rel_error(y0, run(sess1, x))
-            tb, ta, n = time_pair(sess0, sess1, x, args.budget)
+            tb, ta, n = time_pair(sess0, sess1, x, budget=args.budget, max_repeats=MAX_REPEATS)
             v.update(ort_ms_before=tb * 1e3, ort_ms_after=ta * 1e3, ort_runs=n, ort_speedup=tb / ta)
             v["realised_over_claimed"] = v["ort_speedup"] / v["claimed_speedup"] if v["claimed_speedup"] else None
             v["path"] = out
