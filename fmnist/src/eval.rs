@@ -164,7 +164,7 @@ impl Evaluator {
         let first = chains.iter().position(Option::is_some).unwrap_or(0);
         let (c, _) = crate::evaluate(&self.net, &self.cache[first], self.net.conv_ops[first], chains, &self.labels)?;
         let convs: u64 = (first..self.layers())
-            .map(|i| match chains[i] {
+            .map(|i| match chains.get(i).copied().flatten() {
                 Some(chain) => self.net.chain_macs(i, chain),
                 None => self.net.conv_macs(i, None),
             })
