@@ -91,17 +91,32 @@ impl InspectOptions {
 }
 
 /// Lists every convolution of a checkpoint (4-D `<layer>.weight`) with its ranks, spectrum
-/// summary and cost, in file order.
+/// summary and cost, in file order. With the `onnx` feature, a path ending in `.onnx` is read
+/// as an ONNX model instead: every `Conv` the converters would consider, at its node's
+/// geometry and the input size shape inference gives (the declared groups are not used).
 ///
 /// # Errors
 /// As [`convert_file`](super::convert_file) for reading; [`Error::Format`](crate::Error::Format)
 /// for a convolution whose dtype is not a float type.
 pub fn inspect_file(path: impl AsRef<Path>, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
     let path = path.as_ref();
+    #[cfg(feature = "onnx")]
+    if is_onnx(path) {
+        return match options.precision {
+            Precision::F32 => inspect_onnx::<f32>(path, options),
+            Precision::F64 => inspect_onnx::<f64>(path, options),
+        };
+    }
     match options.precision {
         Precision::F32 => inspect::<f32>(path, options),
         Precision::F64 => inspect::<f64>(path, options),
     }
+}
+
+/// Whether `path` names an ONNX model (extension `.onnx`, any case).
+#[cfg(feature = "onnx")]
+fn is_onnx(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
 fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
@@ -119,22 +134,58 @@ fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerIn
         let layer = load::<T>(&ck, site, t, &mut scratch, deferred)?;
         let errors = factor_loaded(path, &layer, &scheme, deferred)?.errors();
         done_with(&ck, t, layer, &mut scratch);
-        let shape = site.shape();
-        let max_rank = scheme.max_rank(&shape);
-        infos.push(LayerInfo {
-            name: site.name().to_string(),
-            dims: site.found.dims,
-            dtype: ck.tensors[t.weight].dtype.clone(),
-            groups: shape.groups,
-            has_bias: site.found.has_bias,
-            max_rank,
-            break_even: scheme.break_even_rank(&shape),
-            retained_energy: (1..=max_rank.min(5)).map(|r| errors.retained_energy(r)).collect(),
-            geometry: site.found.geometry,
-            input_size: site.input,
-            size: site.size,
-            cost: site.dense_cost().map_err(|e| in_file(path, e))?.unwrap_or_default(),
-        });
+        infos.push(info(path, site, ck.tensors[t.weight].dtype.clone(), &scheme, &errors)?);
     }
     Ok(infos)
+}
+
+/// [`inspect`] of an ONNX model: the layers' geometry from their nodes, sizes from shape
+/// inference (or a declaration), groups from the graph (declared groups are not needed).
+#[cfg(feature = "onnx")]
+fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| crate::Error::Io { path: path.to_path_buf(), action: "read", source: e })?;
+    let mut convert_options = convert::ConvertOptions::new(crate::Rank::Fixed(1));
+    convert_options.selection = options.selection.clone();
+    convert_options.input_size = options.input_size;
+    let backend = convert::backend::<T>(options.svd);
+    let scheme = Dac::new(&*backend);
+    let mut infos = Vec::new();
+    for found in super::onnx::inspect::convolutions(&bytes, &convert_options, path)? {
+        let weight = found.values.iter().map(|&v| T::from_f64_lossy(v)).collect();
+        let layer = crate::Conv2dWeights::builder(weight, found.site.found.dims)
+            .name(found.site.name())
+            .geometry(found.site.found.geometry)
+            .build()
+            .map_err(|e| in_file(path, e))?;
+        let errors = scheme.factor(&layer).map_err(|e| in_file(path, e))?.errors();
+        infos.push(info(path, &found.site, found.dtype.to_string(), &scheme, &errors)?);
+    }
+    Ok(infos)
+}
+
+/// The report of one site from its DAC error table.
+fn info<T: Real>(
+    path: &Path,
+    site: &convert::Site,
+    dtype: String,
+    scheme: &Dac<'_, T>,
+    errors: &crate::scheme::ErrorTable,
+) -> Result<LayerInfo> {
+    let shape = site.shape();
+    let max_rank = scheme.max_rank(&shape);
+    Ok(LayerInfo {
+        name: site.name().to_string(),
+        dims: site.found.dims,
+        dtype,
+        groups: shape.groups,
+        has_bias: site.found.has_bias,
+        max_rank,
+        break_even: scheme.break_even_rank(&shape),
+        retained_energy: (1..=max_rank.min(5)).map(|r| errors.retained_energy(r)).collect(),
+        geometry: site.found.geometry,
+        input_size: site.input,
+        size: site.size,
+        cost: site.dense_cost().map_err(|e| in_file(path, e))?.unwrap_or_default(),
+    })
 }

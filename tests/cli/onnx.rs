@@ -172,3 +172,46 @@ fn unknown_sizes_are_named_never_guessed() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["macs_before"], serde_json::json!(8 * 27 * 14 * 14 + 8 * 72 * 12 * 12));
 }
+
+/// `dac inspect` on an ONNX model: geometry from the nodes, sizes from shape inference, MACs
+/// worked out by hand, and the energies equal to those of the same weights in a checkpoint.
+#[test]
+fn inspect_reads_an_onnx_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("net.onnx");
+    std::fs::write(&input, model_bytes()).unwrap();
+    let out = dac(&["inspect".as_ref(), input.as_os_str(), "--json".as_ref()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["shape"], serde_json::json!([16, 3, 3, 3]));
+    assert_eq!(layers[0]["padding"], serde_json::json!([1, 1, 1, 1]));
+    // 16 outputs x 27 taps x 16x16 positions; 16 x 144 x 256.
+    assert_eq!(layers[0]["macs"], 16 * 27 * 256);
+    assert_eq!(layers[1]["macs"], 16 * 144 * 256);
+    assert_eq!(v["total_macs"], 16 * 27 * 256 + 16 * 144 * 256);
+
+    // The same weights in a checkpoint, geometry declared: the same energies and MACs.
+    let st = dir.path().join("net.safetensors");
+    let tensor = |name: &str, shape: &[usize], seed: u64| crate::support::files::T {
+        name: name.to_string(),
+        dtype: "F32".to_string(),
+        shape: shape.to_vec(),
+        data: crate::support::files::encode(&values(seed, shape.iter().product()), "F32"),
+    };
+    let tensors = [tensor("features.0.weight", &[16, 3, 3, 3], 1), tensor("features.1.weight", &[16, 16, 3, 3], 3)];
+    crate::support::files::write(&st, &tensors, &[]);
+    let out = dac(&["inspect".as_ref(), st.as_os_str(), "--input".as_ref(), "16x16".as_ref(), "--json".as_ref()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (a, b) in layers.iter().zip(w["layers"].as_array().unwrap()) {
+        assert_eq!(a["macs"], b["macs"]);
+        assert_eq!(a["retained_energy"], b["retained_energy"]);
+    }
+
+    // The table says where the counts come from.
+    let out = dac(&["inspect".as_ref(), input.as_os_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("16x16 (inferred)") && text.contains("from the graph's nodes"), "{text}");
+}

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The checkpoint to read.
+    /// The checkpoint (safetensors) or ONNX model (`.onnx`: geometry and sizes from the graph)
+    /// to read.
     model: PathBuf,
     /// Input size HxW (or N for NxN) for MAC counts; default: MACs per output position.
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
@@ -31,6 +32,10 @@ pub struct InspectArgs {
     json: bool,
 }
 
+/// What an ONNX model's counts rest on (the checkpoint's is [`io::ASSUMPTION`]).
+const ONNX_NOTE: &str = "stride, padding, dilation and groups from the graph's nodes; input sizes by shape inference \
+     from the model's input (or --input / --layer-input); the total counts convolutions only";
+
 pub fn run(a: &InspectArgs) -> dac::Result<()> {
     let mut o =
         InspectOptions::new().precision(if a.f64 { Precision::F64 } else { Precision::F32 }).svd(a.svd.method());
@@ -45,7 +50,8 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
         o = o.declare(l);
     }
     let layers = io::inspect_file(&a.model, &o)?;
-    let note = io::ASSUMPTION;
+    let onnx = a.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let note = if onnx { ONNX_NOTE } else { io::ASSUMPTION };
     if a.json {
         let doc = json!({
             "file": a.model.display().to_string(),

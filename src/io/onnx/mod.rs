@@ -69,6 +69,7 @@
 mod discover;
 mod graph;
 mod infer;
+pub(crate) mod inspect;
 mod layout;
 mod ops;
 mod proto;
