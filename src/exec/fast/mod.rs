@@ -6,9 +6,9 @@
 //! per layer:
 //! - **depthwise** (one input channel per group, e.g. [`DepthwiseR`]), no im2col: with stride 1
 //!   the input plane is copied once into a zero-padded buffer and its output planes are
-//!   accumulated at the padded width a block of 16 positions at a time, every tap added to
-//!   the block in registers (four output channels at a time on small planes, one block's loads
-//!   shared; AVX2 when the CPU has it); other strides run direct loops over each output row,
+//!   accumulated at the padded width a block of positions at a time, every tap added to the
+//!   block in registers (64 positions of one output channel, or 16 of up to four channels that
+//!   share each load; AVX2 when the CPU has it); other strides run direct loops over each output row,
 //!   or a precomputed table of the valid taps on narrow outputs. Every depthwise kernel runs
 //!   the reference's operations in its order, so its outputs equal the reference's exactly;
 //! - **pointwise** (1x1, stride 1, no padding): the input planes are the GEMM's right operand
