@@ -143,6 +143,11 @@ fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerIn
 /// inference (or a declaration), groups from the graph (declared groups are not needed).
 #[cfg(feature = "onnx")]
 fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+    if !options.selection.groups.is_empty() {
+        let reason = "groups were declared (InspectOptions::groups, --groups), but an ONNX node declares its own: \
+                      leave them unset";
+        return Err(crate::Error::Onnx { file: path.to_path_buf(), location: "options".into(), reason: reason.into() });
+    }
     let bytes =
         std::fs::read(path).map_err(|e| crate::Error::Io { path: path.to_path_buf(), action: "read", source: e })?;
     let mut convert_options = convert::ConvertOptions::new(crate::Rank::Fixed(1));

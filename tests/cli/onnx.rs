@@ -210,6 +210,11 @@ fn inspect_reads_an_onnx_model() {
         assert_eq!(a["retained_energy"], b["retained_energy"]);
     }
 
+    // Groups come from the nodes: declaring them is an error, not silently ignored.
+    let out = dac(&["inspect".as_ref(), input.as_os_str(), "--groups".as_ref(), "*=2".as_ref()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("an ONNX node declares its own"));
+
     // The table says where the counts come from.
     let out = dac(&["inspect".as_ref(), input.as_os_str()]);
     let text = String::from_utf8_lossy(&out.stdout);
