@@ -34,7 +34,7 @@ pub struct InspectArgs {
 
 /// What an ONNX model's counts rest on (the checkpoint's is [`io::ASSUMPTION`]).
 const ONNX_NOTE: &str = "stride, padding, dilation and groups from the graph's nodes; input sizes by shape inference \
-     from the model's input (or --input / --layer-input); the total counts convolutions only";
+     from the model's input (or --input, or --geometry's sizes); the total counts convolutions only";
 
 pub fn run(a: &InspectArgs) -> dac::Result<()> {
     let mut o =
