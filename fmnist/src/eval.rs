@@ -163,13 +163,10 @@ impl Evaluator {
     pub fn correct_chains(&self, chains: &[Option<&crate::Chain>]) -> Res<usize> {
         let first = chains.iter().position(Option::is_some).unwrap_or(0);
         let (c, _) = crate::evaluate(&self.net, &self.cache[first], self.net.conv_ops[first], chains, &self.labels)?;
-        let convs: u64 = (first..self.layers())
-            .map(|i| match chains.get(i).copied().flatten() {
-                Some(chain) => self.net.chain_macs(i, chain),
-                None => self.net.conv_macs(i, None),
-            })
-            .sum();
-        self.count(convs + self.net.fixed_cost().macs);
+        self.count(self.net.macs_from_with(first, |i| match chains.get(i).copied().flatten() {
+            Some(chain) => self.net.chain_macs(i, chain),
+            None => self.net.conv_macs(i, None),
+        }));
         Ok(c)
     }
 

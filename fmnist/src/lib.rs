@@ -387,8 +387,13 @@ impl Net {
     /// MACs per image of every layer a pass from conv `first` on runs (convolutions at `ranks`,
     /// then the linear layers).
     pub fn macs_from(&self, ranks: &[Option<usize>], first: usize) -> u64 {
-        let convs: u64 = (first..self.convs.len()).map(|i| self.conv_macs(i, ranks.get(i).copied().flatten())).sum();
-        convs + self.fixed_cost().macs
+        self.macs_from_with(first, |i| self.conv_macs(i, ranks.get(i).copied().flatten()))
+    }
+
+    /// MACs per image of a pass from conv `first` on, conv `i` costing `conv(i)`, then the
+    /// linear layers.
+    pub fn macs_from_with(&self, first: usize, conv: impl Fn(usize) -> u64) -> u64 {
+        (first..self.convs.len()).map(conv).sum::<u64>() + self.fixed_cost().macs
     }
 
     /// MACs per image of conv `i` replaced by `chain` (each factor at its own input size).

@@ -146,10 +146,11 @@ fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<La
     if !options.selection.groups.is_empty() {
         let reason = "groups were declared (InspectOptions::groups, --groups), but an ONNX node declares its own: \
                       leave them unset";
-        return Err(crate::Error::Onnx { file: path.to_path_buf(), location: "options".into(), reason: reason.into() });
+        return Err(super::onnx::onnx_error(path, "options", reason));
     }
     let bytes =
         std::fs::read(path).map_err(|e| crate::Error::Io { path: path.to_path_buf(), action: "read", source: e })?;
+    // Discovery reads the declared sizes and the time model of the options; no rank is chosen.
     let mut convert_options = convert::ConvertOptions::new(crate::Rank::Fixed(1));
     convert_options.selection = options.selection.clone();
     convert_options.input_size = options.input_size;
@@ -157,12 +158,7 @@ fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<La
     let scheme = Dac::new(&*backend);
     let mut infos = Vec::new();
     for found in super::onnx::inspect::convolutions(&bytes, &convert_options, path)? {
-        let weight = found.values.iter().map(|&v| T::from_f64_lossy(v)).collect();
-        let layer = crate::Conv2dWeights::builder(weight, found.site.found.dims)
-            .name(found.site.name())
-            .geometry(found.site.found.geometry)
-            .build()
-            .map_err(|e| in_file(path, e))?;
+        let layer = found.layer::<T>().map_err(|e| in_file(path, e))?;
         let errors = scheme.factor(&layer).map_err(|e| in_file(path, e))?.errors();
         infos.push(info(path, &found.site, found.dtype.to_string(), &scheme, &errors)?);
     }

@@ -45,13 +45,35 @@ impl<T: Real> SvdBackend<T> for NalgebraSvd {
         singular_values: &mut [T],
         vt: &mut [T],
     ) -> Result<(), SvdFailure> {
-        self.factor(matrix, rows, cols, singular_values, vt)?;
+        let k = rows.min(cols);
+        debug_assert_eq!(matrix.len(), rows * cols);
+        debug_assert_eq!(singular_values.len(), k);
+        debug_assert_eq!(vt.len(), k * cols);
+        let m = DMatrix::from_row_slice(rows, cols, matrix);
+        let svd = nalgebra::linalg::SVD::try_new(m, false, true, T::default_epsilon(), self.max_iterations)
+            .ok_or_else(|| {
+                SvdFailure::new(format!(
+                    "nalgebra SVD of a {rows}x{cols} matrix did not converge in {} iterations",
+                    self.max_iterations
+                ))
+            })?;
+        let v_t = svd.v_t.as_ref().ok_or_else(|| SvdFailure::new("nalgebra returned no V"))?;
+        let s = &svd.singular_values;
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &b| s[b].partial_cmp(&s[a]).unwrap_or(std::cmp::Ordering::Equal));
+        for (dst, &src) in order.iter().enumerate() {
+            singular_values[dst] = num_traits::Float::abs(s[src]);
+            for c in 0..cols {
+                vt[dst * cols + c] = v_t[(src, c)];
+            }
+        }
         if T::NAME == "f64" || consistent(matrix, singular_values) {
             return Ok(());
         }
+        // Stopped short in f32: the same matrix in f64 (never checked again), rounded once.
         let m: Vec<f64> = matrix.iter().map(|v| v.to_f64_exact()).collect();
         let (mut s, mut v) = (vec![0.0; singular_values.len()], vec![0.0; vt.len()]);
-        self.factor(&m, rows, cols, &mut s, &mut v)?;
+        SvdBackend::<f64>::right_factors(self, &m, rows, cols, &mut s, &mut v)?;
         singular_values.iter_mut().zip(&s).for_each(|(d, &x)| *d = T::from_f64_lossy(x));
         vt.iter_mut().zip(&v).for_each(|(d, &x)| *d = T::from_f64_lossy(x));
         Ok(())
@@ -75,38 +97,4 @@ impl NalgebraSvd {
     /// [`NalgebraSvd`]): about a hundred `f32` roundings, far above a converged SVD's error
     /// (about 1e-7) and far below the failure it catches (3e-3).
     pub const F32_CHECK: f64 = 1e-5;
-
-    /// nalgebra's SVD of `matrix` in `T`, singular values sorted.
-    fn factor<T: Real>(
-        &self,
-        matrix: &[T],
-        rows: usize,
-        cols: usize,
-        singular_values: &mut [T],
-        vt: &mut [T],
-    ) -> Result<(), SvdFailure> {
-        let k = rows.min(cols);
-        debug_assert_eq!(matrix.len(), rows * cols);
-        debug_assert_eq!(singular_values.len(), k);
-        debug_assert_eq!(vt.len(), k * cols);
-        let m = DMatrix::from_row_slice(rows, cols, matrix);
-        let svd = nalgebra::linalg::SVD::try_new(m, false, true, T::default_epsilon(), self.max_iterations)
-            .ok_or_else(|| {
-                SvdFailure::new(format!(
-                    "nalgebra SVD of a {rows}x{cols} matrix did not converge in {} iterations",
-                    self.max_iterations
-                ))
-            })?;
-        let v_t = svd.v_t.as_ref().ok_or_else(|| SvdFailure::new("nalgebra returned no V"))?;
-        let s = &svd.singular_values;
-        let mut order: Vec<usize> = (0..k).collect();
-        order.sort_by(|&a, &b| s[b].partial_cmp(&s[a]).unwrap_or(std::cmp::Ordering::Equal));
-        for (dst, &src) in order.iter().enumerate() {
-            singular_values[dst] = num_traits::Float::abs(s[src]);
-            for c in 0..cols {
-                vt[dst * cols + c] = v_t[(src, c)];
-            }
-        }
-        Ok(())
-    }
 }

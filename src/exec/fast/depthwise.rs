@@ -140,40 +140,14 @@ impl<T: Real> Wide<'_, T> {
             blocks::<T, WIDE_LANES, 1>(self.offsets, k, b, padded, [tail], wide_end);
         } else {
             // Up to WIDE_OUTPUTS outputs at a time share each block's loads.
-            let mut j0 = 0;
-            for accs in acc.chunks_mut(WIDE_OUTPUTS * lenr) {
-                let k = |j: usize| &self.kernels[(j0 + j) * taps..][..taps];
-                let count = accs.len() / lenr;
-                let mut planes = accs.chunks_exact_mut(lenr);
-                let mut next = || planes.next().expect("an output plane");
-                match count {
-                    4 => blocks::<T, WIDE_LANES, 4>(
-                        self.offsets,
-                        [k(0), k(1), k(2), k(3)],
-                        [bias(j0), bias(j0 + 1), bias(j0 + 2), bias(j0 + 3)],
-                        padded,
-                        [next(), next(), next(), next()],
-                        0,
-                    ),
-                    3 => blocks::<T, WIDE_LANES, 3>(
-                        self.offsets,
-                        [k(0), k(1), k(2)],
-                        [bias(j0), bias(j0 + 1), bias(j0 + 2)],
-                        padded,
-                        [next(), next(), next()],
-                        0,
-                    ),
-                    2 => blocks::<T, WIDE_LANES, 2>(
-                        self.offsets,
-                        [k(0), k(1)],
-                        [bias(j0), bias(j0 + 1)],
-                        padded,
-                        [next(), next()],
-                        0,
-                    ),
-                    _ => blocks::<T, WIDE_LANES, 1>(self.offsets, [k(0)], [bias(j0)], padded, [next()], 0),
+            for (g, accs) in acc.chunks_mut(WIDE_OUTPUTS * lenr).enumerate() {
+                let j0 = g * WIDE_OUTPUTS;
+                match accs.len() / lenr {
+                    4 => self.outputs::<4>(padded, accs, j0),
+                    3 => self.outputs::<3>(padded, accs, j0),
+                    2 => self.outputs::<2>(padded, accs, j0),
+                    _ => self.outputs::<1>(padded, accs, j0),
                 }
-                j0 += WIDE_OUTPUTS;
             }
         }
         let (oh, ow) = self.job.out_hw;
@@ -182,6 +156,18 @@ impl<T: Real> Wide<'_, T> {
                 row.copy_from_slice(&plane[oy * self.wp..oy * self.wp + ow]);
             }
         }
+    }
+
+    /// Outputs `j0..j0 + J` together, into the `J` planes of `accs`.
+    #[inline(always)]
+    fn outputs<const J: usize>(&self, padded: &[T], accs: &mut [T], j0: usize) {
+        let taps = self.offsets.len();
+        let lenr = accs.len() / J;
+        let kernels = std::array::from_fn(|j| &self.kernels[(j0 + j) * taps..][..taps]);
+        let biases = std::array::from_fn(|j| self.biases.map_or(T::zero(), |b| b[j0 + j]));
+        let mut planes = accs.chunks_exact_mut(lenr);
+        let accs = std::array::from_fn(|_| planes.next().expect("J planes"));
+        blocks::<T, WIDE_LANES, J>(self.offsets, kernels, biases, padded, accs, 0);
     }
 }
 

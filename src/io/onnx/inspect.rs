@@ -6,6 +6,8 @@ use super::graph::Graph;
 use super::{onnx_error, proto};
 use crate::convert::{self, ConvertOptions, Site};
 use crate::error::Result;
+use crate::scalar::Real;
+use crate::weights::Conv2dWeights;
 use std::path::Path;
 
 /// One convolution of the model: its site, its weight values and the weight's data type name.
@@ -13,6 +15,13 @@ pub(crate) struct Found {
     pub site: Site,
     pub values: Vec<f64>,
     pub dtype: &'static str,
+}
+
+impl Found {
+    /// The layer in `T`, as the rewrite builds it.
+    pub fn layer<T: Real>(&self) -> Result<Conv2dWeights<T>> {
+        super::rewrite::build(&self.site, &self.values)
+    }
 }
 
 /// Every `Conv` of the model in `bytes` (named `file` in errors) the converters would consider,

@@ -170,7 +170,8 @@ impl Layer {
     }
 }
 
-fn build<T: Real>(site: &Site, values: &[f64]) -> Result<Conv2dWeights<T>> {
+/// The layer of `site` with the weight `values` (ONNX keeps them in f64 after decoding).
+pub(super) fn build<T: Real>(site: &Site, values: &[f64]) -> Result<Conv2dWeights<T>> {
     let weight = values.iter().map(|&v| T::from_f64_lossy(v)).collect();
     Conv2dWeights::builder(weight, site.found.dims).name(site.name()).geometry(site.found.geometry).build()
 }
