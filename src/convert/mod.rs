@@ -261,13 +261,15 @@ fn available(found: &[Found]) -> String {
 
 /// Phase 1: checks every pattern, settles groups and sizes (`input_size`: the network's, used
 /// where nothing else is known), and decides which layers are candidates. `per_position`: a
-/// format without sizes (a checkpoint) counts one output position when no size is given at all.
+/// format without sizes (a checkpoint) counts one output position when no size is given at all;
+/// `targeted`: ranks come from a planner target ([`RankSource::Target`]).
 pub(crate) fn select(
     found: Vec<Found>,
     selection: &Selection,
     input_size: Option<(usize, usize)>,
     file: &Path,
     per_position: bool,
+    targeted: bool,
 ) -> Result<Vec<Site>> {
     for (option, pattern) in selection.patterns() {
         if !found.iter().any(|f| matches_any(pattern, &f.keys)) {
@@ -279,8 +281,8 @@ pub(crate) fn select(
     for mut f in found {
         settle_geometry(&mut f, selection)?;
         let (input, size) = settle_size(&f, selection, input_size, per_position);
-        let fate = fate(&f, selection);
         let scheme = Selection::last_match(&selection.schemes, &f.keys).copied().or(selection.scheme);
+        let fate = fate(&f, selection, scheme, targeted);
         sites.push(Site { found: f, input, size, fate, scheme });
     }
     Ok(sites)
@@ -357,11 +359,13 @@ fn settle_size(
     }
 }
 
-/// Whether a layer is a candidate, by the format's reason, its kernel and the patterns.
-fn fate(f: &Found, selection: &Selection) -> Fate {
+/// Whether a layer is a candidate, by the format's reason, its kernel, its schemes (`scheme`
+/// as given; `targeted`: ranks are planned) and the patterns.
+fn fate(f: &Found, selection: &Selection, scheme: Option<SchemeChoice>, targeted: bool) -> Fate {
+    let rank = Selection::last_match(&selection.ranks, &f.keys).copied();
     let reason = if let Some(r) = &f.blocked {
         Some(r.clone())
-    } else if f.dims[2] * f.dims[3] == 1 {
+    } else if is_pointwise(f) && !channel_allowed(scheme, rank, targeted) {
         Some(SkipReason::PointwiseKernel)
     } else if !selection.included(&f.keys) {
         Some(SkipReason::NotIncluded)
@@ -372,8 +376,32 @@ fn fate(f: &Found, selection: &Selection) -> Fate {
     };
     match reason {
         Some(r) => Fate::Skip(r),
-        None => Fate::Candidate { rank: Selection::last_match(&selection.ranks, &f.keys).copied() },
+        None => Fate::Candidate { rank },
     }
+}
+
+fn is_pointwise(f: &Found) -> bool {
+    f.dims[2] * f.dims[3] == 1
+}
+
+/// Whether channel SVD, the one scheme that reduces a 1x1 kernel (a low-rank product of two
+/// 1x1 convolutions), may convert a layer: chosen, or `auto` (given, or the default of a
+/// planned rank: `targeted` and no per-layer rank).
+fn channel_allowed(scheme: Option<SchemeChoice>, rank: Option<usize>, targeted: bool) -> bool {
+    match scheme {
+        Some(SchemeChoice::Auto | SchemeChoice::Only(SchemeKind::Channel)) => true,
+        Some(SchemeChoice::Only(_)) => false,
+        None => targeted && rank.is_none(),
+    }
+}
+
+/// The schemes a site's layer is factored by: its [`choice`]'s, of which only channel SVD for
+/// a 1x1 kernel (the others cannot reduce it).
+pub(crate) fn kinds(site: &Site, options: &ConvertOptions) -> Vec<SchemeKind> {
+    if is_pointwise(&site.found) {
+        return vec![SchemeKind::Channel];
+    }
+    choice(site, options).kinds()
 }
 
 /// Whether a site's rank is planned by the whole-network planner.

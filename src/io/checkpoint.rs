@@ -223,7 +223,8 @@ pub(crate) fn convert<T: Real>(
     }
     let ck = Checkpoint::open(input)?;
     let (found, tensors) = discover(&ck)?;
-    let sites = convert::select(found, &options.selection, options.input_size, &ck.path, true)
+    let targeted = matches!(options.ranks, RankSource::Target(_));
+    let sites = convert::select(found, &options.selection, options.input_size, &ck.path, true, targeted)
         .map_err(|e| in_file(&ck.path, e))?;
     for (s, &t) in sites.iter().zip(&tensors) {
         if matches!(s.fate, convert::Fate::Candidate { .. }) {
@@ -355,7 +356,7 @@ impl<'j, T: Real> Job<'j, T> {
 
     /// `layer` factored by each scheme its site allows.
     fn factor_all<'a>(&self, site: &Site, layer: &'a Conv2dWeights<T>) -> Result<Vec<Box<dyn Factored<T> + 'a>>> {
-        let schemes = convert::choice(site, self.options).kinds().into_iter().map(|k| self.schemes.get(k));
+        let schemes = convert::kinds(site, self.options).into_iter().map(|k| self.schemes.get(k));
         schemes.map(|scheme| factor_loaded(&self.ck.path, layer, scheme, self.defer)).collect()
     }
 

@@ -122,8 +122,8 @@ fn is_onnx(path: &Path) -> bool {
 fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
     let ck = Checkpoint::open(path)?;
     let (found, tensors) = discover(&ck)?;
-    let sites =
-        convert::select(found, &options.selection, options.input_size, &ck.path, true).map_err(|e| in_file(path, e))?;
+    let sites = convert::select(found, &options.selection, options.input_size, &ck.path, true, false)
+        .map_err(|e| in_file(path, e))?;
     let backend = convert::backend::<T>(options.svd);
     let scheme = Dac::new(&*backend);
     let mut infos = Vec::with_capacity(sites.len());

@@ -34,7 +34,7 @@ pub(crate) fn convolutions(bytes: &[u8], options: &ConvertOptions, file: &Path) 
     let g = Graph::parse(bytes, file)?;
     let (shapes, _) = g.shapes(options.input_size);
     let Discovered { convs, found, .. } = discover::find(&g, &shapes, options, file)?;
-    let sites = convert::select(found, &options.selection, None, file, true)?;
+    let sites = convert::select(found, &options.selection, None, file, true, false)?;
     sites
         .into_iter()
         .zip(&convs)

@@ -24,12 +24,6 @@ struct Schemes<'b> {
     options: &'b ConvertOptions,
 }
 
-impl Schemes<'_> {
-    fn choice(&self, site: &Site) -> convert::SchemeChoice {
-        convert::choice(site, self.options)
-    }
-}
-
 /// A convolution's weights in the precision it is factored in: f64 for double weights or
 /// [`Precision::F64`], else f32.
 enum Layer {
@@ -56,7 +50,8 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     let (shapes, model_size) = g.shapes(options.input_size);
     let Discovered { convs, found, blocked, fixed, mut uncounted } = discover::find(&g, &shapes, options, file)?;
     // A graph's layers are counted at their inferred or declared sizes, never at the model's.
-    let sites = convert::select(found, &options.selection, None, file, false)?;
+    let targeted = matches!(options.ranks, convert::RankSource::Target(_));
+    let sites = convert::select(found, &options.selection, None, file, false, targeted)?;
     uncounted.extend(sites.iter().filter_map(Site::uncounted));
     if let (convert::RankSource::Target(_), Some(u)) = (options.ranks, uncounted.first()) {
         return Err(Error::UnknownInputSize { layer: u.name.clone(), reason: u.reason.clone() });
@@ -166,7 +161,7 @@ impl Layer {
     }
     /// Factored by every scheme the site allows, in that order.
     fn factor_all<'a>(&'a self, site: &Site, schemes: &Schemes<'_>) -> Result<Vec<Fact<'a>>> {
-        schemes.choice(site).kinds().into_iter().map(|k| self.factor(k, schemes)).collect()
+        convert::kinds(site, schemes.options).into_iter().map(|k| self.factor(k, schemes)).collect()
     }
 }
 
