@@ -214,6 +214,11 @@ pub struct Summary {
     pub time_model: String,
     /// Layers and nodes whose size is unknown: while any is listed, the totals are unknown.
     pub uncounted: Vec<Uncounted>,
+    /// A graph's operators that compute but that the time model does not cover (activations,
+    /// elementwise products, pools, normalisations), with their node counts, in first-seen
+    /// order: their time is in neither modeled total, so a network whose time they take a share
+    /// of runs faster by less than [`speedup`](Self::speedup) says. Empty for a checkpoint.
+    pub unmodeled: Vec<(String, usize)>,
     /// The whole-network plan, when ranks were planned.
     pub plan: Option<Plan>,
     /// The SVD backend's [name](crate::svd::SvdBackend::name).
@@ -307,6 +312,7 @@ impl Summary {
             "copied_tensors": self.copied_tensors,
             "linear_macs": self.linear.macs,
             "uncounted": self.uncounted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect::<Vec<_>>(),
+            "unmodeled": self.unmodeled.iter().map(|(op, n)| json!({"op": op, "nodes": n})).collect::<Vec<_>>(),
             "fixed": cost_json(Some(self.linear)),
             "plan": self.plan.as_ref().map(plan_json),
             "macs_before": self.macs_before(),

@@ -569,6 +569,7 @@ impl<T: Real> Job<'_, T> {
             linear_time: Some(linear.time),
             time_model: self.options.time.describe(),
             uncounted: Vec::new(),
+            unmodeled: Vec::new(),
             plan,
             svd,
             fit: self.fit,

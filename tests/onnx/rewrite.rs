@@ -400,3 +400,25 @@ fn planned_runs_factor_a_1x1_convolution_by_channel_svd() {
         assert_eq!(report.skipped[0].reason, SkipReason::PointwiseKernel);
     }
 }
+
+/// The operators outside the time model are listed with their node counts, in graph order;
+/// reshaping operators (no arithmetic) are not.
+#[test]
+fn operators_outside_the_time_model_are_listed() {
+    let mut g = Graph::default();
+    conv(&mut g, "c", "input", "a", [8, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 21);
+    g.nodes.push(node("Relu", "r", &["a"], &["b"], &[], &[]));
+    g.nodes.push(node("Sigmoid", "s", &["b"], &["s_out"], &[], &[]));
+    g.nodes.push(node("Mul", "m", &["b", "s_out"], &["m_out"], &[], &[]));
+    g.nodes.push(node("Relu", "r2", &["m_out"], &["r2_out"], &[], &[]));
+    g.nodes.push(node("Flatten", "f", &["r2_out"], &["y"], &[], &[]));
+    g.inputs.push(value_info("input", &[Some(1), Some(3), Some(8), Some(8)]));
+    g.outputs.push(value_info("y", &[Some(1), Some(512)]));
+    let m = model(&g, 13, &[]);
+    let (_, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
+    let want = [("Relu", 2), ("Sigmoid", 1), ("Mul", 1)].map(|(o, n)| (o.to_string(), n));
+    assert_eq!(report.unmodeled, want);
+    let json = report.to_json();
+    assert_eq!(json["unmodeled"][0]["op"], "Relu");
+    assert_eq!(json["unmodeled"][0]["nodes"], 2);
+}

@@ -171,6 +171,20 @@ fn print_totals(s: &Summary) {
             ms(Some(a)),
             s.time_model
         );
+        print_unmodeled(s);
     }
     println!("wrote {}", s.output.display());
+}
+
+/// The graph's operators outside the time model, when there are any.
+fn print_unmodeled(s: &Summary) {
+    if s.unmodeled.is_empty() {
+        return;
+    }
+    let list: Vec<String> = s.unmodeled.iter().map(|(op, n)| format!("{op} x{n}")).collect();
+    println!(
+        "not modeled: {} (outside both modeled times, unless the runtime fuses them into a \
+         convolution as onnxruntime does a Relu; where they take time the real speed-up is lower)",
+        list.join(", ")
+    );
 }

@@ -33,6 +33,10 @@ pub(crate) struct Discovered<'a> {
     pub fixed: Fixed,
     /// Those of them whose shapes are unknown.
     pub uncounted: Vec<Uncounted>,
+    /// The other operators that compute, with their node counts ([`Summary::unmodeled`]).
+    ///
+    /// [`Summary::unmodeled`]: crate::convert::Summary::unmodeled
+    pub unmodeled: Vec<(String, usize)>,
 }
 
 /// A weight's name without a trailing `.weight`.
@@ -54,6 +58,7 @@ pub(crate) fn find<'a>(
         blocked: Vec::new(),
         fixed: Fixed::default(),
         uncounted: Vec::new(),
+        unmodeled: Vec::new(),
     };
     for (k, (_, node)) in g.nodes.iter().enumerate() {
         if node.is("Conv") {
@@ -72,6 +77,9 @@ pub(crate) fn find<'a>(
             }
             continue;
         } else if !(node.is("Gemm") || node.is("MatMul") || node.is("ConvTranspose")) {
+            if computes(node, shapes) {
+                tally(&mut d.unmodeled, node.op_type);
+            }
             continue;
         }
         match node_cost(g, node, shapes) {
@@ -83,6 +91,25 @@ pub(crate) fn find<'a>(
         }
     }
     Ok(d)
+}
+
+/// Operators that only rename, reshape or drop values (a runtime does no arithmetic for them).
+const NO_ARITHMETIC: [&str; 9] =
+    ["Constant", "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size"];
+
+/// Whether a node outside the time model computes at run time: not a renaming or reshaping
+/// operator, and its output not known while converting (shape arithmetic a runtime folds away).
+fn computes(node: &Node<'_>, shapes: &Shapes) -> bool {
+    let out = node.outputs.first().copied().unwrap_or("");
+    !NO_ARITHMETIC.contains(&node.op_type) && !shapes.facts.get(out).is_some_and(|f| f.data.is_some())
+}
+
+/// Counts one more node of `op` (first-seen order).
+fn tally(counts: &mut Vec<(String, usize)>, op: &str) {
+    match counts.iter_mut().find(|(o, _)| o == op) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((op.to_string(), 1)),
+    }
 }
 
 /// The modeled node of an `Add`, `Sum`, `Concat` or `Split` (the nodes the layouts add, and

@@ -48,7 +48,8 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     }
     let g = Graph::parse(bytes, file)?;
     let (shapes, model_size) = g.shapes(options.input_size);
-    let Discovered { convs, found, blocked, fixed, mut uncounted } = discover::find(&g, &shapes, options, file)?;
+    let Discovered { convs, found, blocked, fixed, mut uncounted, unmodeled } =
+        discover::find(&g, &shapes, options, file)?;
     // A graph's layers are counted at their inferred or declared sizes, never at the model's.
     let targeted = matches!(options.ranks, convert::RankSource::Target(_));
     let sites = convert::select(found, &options.selection, None, file, false, targeted)?;
@@ -120,6 +121,7 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
         linear_time: Some(fixed.time),
         time_model: options.time.describe(),
         uncounted,
+        unmodeled,
         plan,
         svd: b32.name(),
         fit,
