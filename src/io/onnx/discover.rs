@@ -101,7 +101,7 @@ const NO_ARITHMETIC: [&str; 9] =
 /// operator, and its output not known while converting (shape arithmetic a runtime folds away).
 fn computes(node: &Node<'_>, shapes: &Shapes) -> bool {
     let out = node.outputs.first().copied().unwrap_or("");
-    !NO_ARITHMETIC.contains(&node.op_type) && !shapes.facts.get(out).is_some_and(|f| f.data.is_some())
+    !NO_ARITHMETIC.contains(&node.op_type) && shapes.facts.get(out).is_none_or(|f| f.data.is_none())
 }
 
 /// Counts one more node of `op` (first-seen order).
