@@ -14,7 +14,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SkipReason {
-    /// A 1x1 kernel has nothing to separate.
+    /// A 1x1 kernel, and the layer's schemes cannot reduce it: only channel SVD can, and it is
+    /// allowed in planned runs with `auto` schemes or when chosen for the layer.
     PointwiseKernel,
     /// Not matched by any include pattern.
     NotIncluded,

@@ -12,7 +12,7 @@ use nalgebra::DMatrix;
 ///
 /// nalgebra's iteration can stop with wrong trailing singular values on some matrices, in
 /// `f32` (one found by the tests: 0.675 for 0.624, the next 0.252 for 0.233; their squares then
-/// sum to 3e-3 more than the matrix's energy) and, more rarely, in `f64` (a 16x10 weighted
+/// sum to 3e-3 more than the matrix's energy) and, more rarely, in `f64` (an 8x10 weighted
 /// matrix whose energy came out 3e-4 high). Every result is therefore checked in `f64` against
 /// the energy identity `Σ s_j² = ‖M‖²`, to [`F32_CHECK`](Self::F32_CHECK) or
 /// [`F64_CHECK`](Self::F64_CHECK) of `‖M‖²`. An `f32` result that fails is recomputed from the
