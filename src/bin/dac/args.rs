@@ -70,9 +70,10 @@ pub struct ConversionArgs {
     /// The factorisation: `dac` (the paper's depthwise + pointwise pair), `spatial` (kh x 1 then
     /// 1 x kw), `channel` (kh x kw to r channels, then 1x1), `decoupled` (Network Decoupling:
     /// 1x1, depthwise, 1x1 sum) or `auto` (the planner picks a scheme and rank per layer; needs
-    /// --speedup). Default: auto for the layers --speedup plans, dac for --rank, --energy and
-    /// --rank-for. `NAME=SCHEME` sets it for layers matching NAME (a glob); repeatable, the last
-    /// match wins.
+    /// --speedup or --macs). Default: auto for the layers --speedup or --macs plans, dac for
+    /// --rank, --energy and --rank-for. `NAME=SCHEME` sets it for layers matching NAME (a glob); repeatable, the last
+    /// match wins. A 1x1 convolution is converted only where channel SVD is allowed (auto or
+    /// channel): no other scheme reduces it.
     #[arg(long, value_name = "[NAME=]SCHEME", value_parser = parse_scheme)]
     pub scheme: Vec<(Option<String>, SchemeChoice)>,
     /// Where DAC's singular values go.

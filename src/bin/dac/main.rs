@@ -54,7 +54,8 @@ enum Command {
         dac convert in.safetensors -o out.safetensors --rank 3 --fit correlated=0.7\n  \
         dac convert in.safetensors -o out.safetensors --speedup 2 --input 32x32 --layer-input 'features.1?'=2x2")]
     Convert(ConvertArgs),
-    /// Rewrites an ONNX model: each selected Conv becomes a depthwise Conv and a 1x1 Conv.
+    /// Rewrites an ONNX model: each selected Conv becomes the Convs of its scheme (DAC's: a
+    /// depthwise Conv and a 1x1 Conv).
     #[command(after_help = "Examples:\n  \
         dac onnx net.onnx -o net-dac.onnx --speedup 2\n  \
         dac onnx net.onnx -o net-dac.onnx --energy 0.95 --skip 'features.0' --json\n  \
