@@ -65,17 +65,14 @@ def probe_model(args):
     for _ in range(20 + args.runs):
         sess.run(None, {inp.name: x})
     path = sess.end_profiling()
-    with open(path) as f:
-        events = json.load(f)
+    runs, _ = calibrate.parse_profile(path, 20)
     os.remove(path)
     times = collections.OrderedDict()
-    for e in events:
-        name = e.get("name", "")
-        if e.get("cat") == "Node" and name.endswith("_kernel_time") and args.match in name:
-            times.setdefault((name[: -len("_kernel_time")], e["args"].get("op_name", "?")), []).append(e["dur"])
+    for name, op, dur, _ in (e for run in runs for e in run if args.match in e[0]):
+        times.setdefault((name, op), []).append(dur)
     print("| node | op | us |\n|---|---|---|")
     for (name, op), durs in times.items():
-        print(f"| {name} | {op} | {grouped_median(durs[20:]):.1f} |")
+        print(f"| {name} | {op} | {grouped_median(durs):.1f} |")
 
 
 def main():

@@ -137,7 +137,8 @@ fn jacobi_right_factors(m: &[f64], rows: usize, cols: usize, k: usize) -> Result
     let mut order: Vec<usize> = (0..cols).collect();
     order.sort_by(|&x, &y| norms[y].total_cmp(&norms[x]));
     let s = order[..k].iter().map(|&c| norms[c]).collect();
-    let vt = order[..k].iter().flat_map(|&c| v.column(c).iter().copied().collect::<Vec<_>>()).collect();
+    let v = &v;
+    let vt = order[..k].iter().flat_map(|&c| (0..cols).map(move |r| v[(r, c)])).collect();
     Ok((s, vt))
 }
 
