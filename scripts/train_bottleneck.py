@@ -5,6 +5,10 @@ accuracy at a measured speed-up. Not shipped (the crate's tests do not use it).
 
     /usr/bin/python3 scripts/train_bottleneck.py --out /tmp/fmnist_bottleneck.onnx [--epochs 3]
 
+Needs Debian's python3-torch and the training images of dataset-fashion-mnist
+(/usr/share/datasets/fashion-mnist; `apt-get install dataset-fashion-mnist`; the repository
+ships only the test images).
+
 Layout (input 1x32x32, pixel/255, 28x28 zero-padded by 2 as the shipped networks): stem 3x3
 1->32 stride 2 (16x16), then three stages of bottleneck blocks (1x1 reduce, 3x3, 1x1 expand,
 a 1x1 projection on the shortcut where the shape changes, ReLU after the add): 32->128 at
