@@ -208,17 +208,19 @@ pub struct Summary {
     /// layers (2-D `<name>.weight`); in a graph every `Gemm`, `MatMul` and `ConvTranspose`, and
     /// the `Conv`s that cannot be rewritten, at their inferred shapes.
     pub linear: Cost,
-    /// Modeled time of what [`linear`](Self::linear) counts (`None`: a checkpoint without
-    /// input sizes).
+    /// Modeled time of what [`linear`](Self::linear) counts and, in a graph, of the nodes
+    /// around the convolutions that the model times (Swish, per-channel scales, pooling:
+    /// [`ElementOp`](crate::time::ElementOp)) (`None`: a checkpoint without input sizes).
     pub linear_time: Option<Duration>,
     /// The time model's runtime and thread count, as in its table.
     pub time_model: String,
     /// Layers and nodes whose size is unknown: while any is listed, the totals are unknown.
     pub uncounted: Vec<Uncounted>,
-    /// A graph's operators that compute but that the time model does not cover (activations,
-    /// elementwise products, pools, normalisations), with their node counts, in first-seen
-    /// order: their time is in neither modeled total, so a network whose time they take a share
-    /// of runs faster by less than [`speedup`](Self::speedup) says. Empty for a checkpoint.
+    /// A graph's operators that compute but that the time model does not cover (activations
+    /// onnxruntime cannot fuse into a convolution, other elementwise arithmetic,
+    /// normalisations), with their node counts, in first-seen order: their time is in neither
+    /// modeled total, so a network whose time they take a share of runs faster by less than
+    /// [`speedup`](Self::speedup) says. Empty for a checkpoint.
     pub unmodeled: Vec<(String, usize)>,
     /// The whole-network plan, when ranks were planned.
     pub plan: Option<Plan>,

@@ -13,7 +13,10 @@
 //! and output elements), one fit per convolution class ([`ConvClass`]: the kernel onnxruntime
 //! picks) and per channel alignment (both channel counts multiples of the block of channels,
 //! 16 for onnxruntime with AVX-512), and `t = a + b·output elements` for `Concat` and `Add`
-//! (aligned when the pieces' channel counts are multiples of the block).
+//! (aligned when the pieces' channel counts are multiples of the block). The nodes around the
+//! convolutions that onnxruntime runs as kernels of their own ([`ElementOp`]: Swish,
+//! per-channel scales, pooling) are fitted on their element counts by
+//! `bench/calibrate_elementwise.py`, per alignment.
 //!
 //! The crate ships the table for onnxruntime on x86-64 ([`TimeModel::onnxruntime_x86_64`]);
 //! [`TimeModel::from_json`] reads another (for another machine or thread count) written by the
@@ -213,6 +216,20 @@ pub enum TimedNode {
         /// Channels.
         channels: usize,
     },
+    /// An operator that streams through its values once (an activation, a scale, a pooling),
+    /// timed by its element counts.
+    Elements {
+        /// Which operator.
+        op: ElementOp,
+        /// Channels (the fit differs off the runtime's channel block).
+        channels: usize,
+        /// Input elements (of the larger input).
+        input: u64,
+        /// Output elements.
+        output: u64,
+        /// Values read per output value (a pooling window's size; 1 for the others).
+        taps: u64,
+    },
     /// A matrix product `[m, k] x [k, n]` with a constant right side (`Gemm`, `MatMul`, a
     /// linear layer), for one image.
     MatMul {
@@ -223,6 +240,40 @@ pub enum TimedNode {
         /// Columns of the right side.
         n: usize,
     },
+}
+
+/// Operators around the convolutions, as onnxruntime runs them; each has a table entry of that
+/// name (`bench/calibrate_elementwise.py` measures them between two convolutions, the layout
+/// reorders they cause included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ElementOp {
+    /// `x·sigmoid(x)` (`Sigmoid` and `Mul`, which onnxruntime fuses into one `QuickGelu`):
+    /// `"swish"`.
+    Swish,
+    /// A feature map times a per-channel `[1, C, 1, 1]` tensor (a squeeze-and-excitation
+    /// block's `Mul`, with the reorders out of and back into the blocked layout): `"scale"`.
+    Scale,
+    /// `GlobalAveragePool`, `GlobalMaxPool`, or a mean or max over the spatial axes:
+    /// `"global_pool"`.
+    GlobalPool,
+    /// `MaxPool` or `AveragePool`: `"pool"`.
+    Pool,
+}
+
+impl ElementOp {
+    /// Every operator, in table order.
+    pub const ALL: [ElementOp; 4] = [Self::Swish, Self::Scale, Self::GlobalPool, Self::Pool];
+
+    /// The operator's name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Swish => "swish",
+            Self::Scale => "scale",
+            Self::GlobalPool => "global_pool",
+            Self::Pool => "pool",
+        }
+    }
 }
 
 /// A linear layer `[out, in]` for one image.
@@ -283,6 +334,7 @@ enum Op {
     /// A product of one row (a linear layer at batch 1).
     Gemv,
     MatMul,
+    Elements(ElementOp),
 }
 
 /// One table entry: an operator, the channel alignment it applies to (`None`: both), its fit.
@@ -375,12 +427,26 @@ impl TimeModel {
         nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over]))
     }
 
+    /// Whether the table times `op` (tables written before `bench/calibrate_elementwise.py`
+    /// existed do not; a network's nodes of that operator are then outside the model).
+    pub fn models(&self, op: ElementOp) -> bool {
+        self.entries.iter().any(|e| e.op == Op::Elements(op))
+    }
+
+    fn elements(&self, op: ElementOp, aligned: bool, [input, output, taps]: [f64; 3]) -> Duration {
+        if !self.models(op) {
+            return Duration::ZERO;
+        }
+        nanos(self.fit(Op::Elements(op), aligned).eval(&[1.0, output * taps, 0.0, 0.0, input, output, 0.0, 0.0]))
+    }
+
     /// The class of a convolution under this table's channel block.
     pub fn class(&self, node: &ConvNode) -> ConvClass {
         ConvClass::of(node.dims, node.groups, self.block)
     }
 
-    /// The predicted time of a node.
+    /// The predicted time of a node; zero for an [`ElementOp`] the table does not time
+    /// ([`TimeModel::models`]).
     pub fn node(&self, node: &TimedNode) -> Duration {
         let copy = |op, e: u64, c: usize| {
             nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e as f64, 0.0, 0.0]))
@@ -390,6 +456,10 @@ impl TimeModel {
             TimedNode::Concat { elements, channels } => copy(Op::Concat, elements, channels),
             TimedNode::Add { elements, channels } => copy(Op::Add, elements, channels),
             TimedNode::MatMul { m, k, n } => self.matmul(m, k, n),
+            TimedNode::Elements { op, channels, input, output, taps } => {
+                let aligned = channels.is_multiple_of(self.block);
+                self.elements(op, aligned, [input, output, taps].map(|v| v as f64))
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Reading a time table (the JSON `bench/calibrate.py` writes).
 
-use super::{table_error, ConvClass, Entry, Feature, Linear, Op, TimeModel};
+use super::{table_error, ConvClass, ElementOp, Entry, Feature, Linear, Op, TimeModel};
 use crate::error::Result;
 use serde_json::Value;
 
@@ -32,7 +32,7 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
         model.entries.push(entry(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?);
     }
     // Every op needs an entry but `gemv` and `matmul` (a table without them times products as
-    // 1x1 convolutions).
+    // 1x1 convolutions) and the element operators (left outside the model without one).
     let ops = ConvClass::ALL.into_iter().map(Op::Conv).chain([Op::Concat, Op::Add]);
     match ops.into_iter().find(|op| !model.entries.iter().any(|e| e.op == *op)) {
         Some(Op::Conv(c)) => Err(err(format!("no entry for conv class `{}`", c.name()))),
@@ -53,7 +53,13 @@ fn entry(e: &Value) -> std::result::Result<Entry, String> {
         Some("add") => Op::Add,
         Some("gemv") => Op::Gemv,
         Some("matmul") => Op::MatMul,
-        other => return Err(format!("unknown op {other:?} (conv | concat | add | gemv | matmul)")),
+        other => match ElementOp::ALL.into_iter().find(|o| Some(o.name()) == other) {
+            Some(op) => Op::Elements(op),
+            None => {
+                let ops = "conv | concat | add | gemv | matmul | swish | scale | global_pool | pool";
+                return Err(format!("unknown op {other:?} ({ops})"));
+            }
+        },
     };
     let aligned = match e.get("aligned") {
         None | Some(Value::Null) => None,

@@ -402,7 +402,8 @@ fn planned_runs_factor_a_1x1_convolution_by_channel_svd() {
 }
 
 /// The operators outside the time model are listed with their node counts, in graph order;
-/// reshaping operators (no arithmetic) are not.
+/// reshaping operators (no arithmetic) and activations onnxruntime fuses into the convolution
+/// before them are not.
 #[test]
 fn operators_outside_the_time_model_are_listed() {
     let mut g = Graph::default();
@@ -411,14 +412,53 @@ fn operators_outside_the_time_model_are_listed() {
     g.nodes.push(node("Sigmoid", "s", &["b"], &["s_out"], &[], &[]));
     g.nodes.push(node("Mul", "m", &["b", "s_out"], &["m_out"], &[], &[]));
     g.nodes.push(node("Relu", "r2", &["m_out"], &["r2_out"], &[], &[]));
-    g.nodes.push(node("Flatten", "f", &["r2_out"], &["y"], &[], &[]));
+    g.nodes.push(node("Tanh", "t", &["r2_out"], &["t_out"], &[], &[]));
+    g.nodes.push(node("Relu", "r3", &["t_out"], &["r3_out"], &[], &[]));
+    g.nodes.push(node("Flatten", "f", &["r3_out"], &["y"], &[], &[]));
     g.inputs.push(value_info("input", &[Some(1), Some(3), Some(8), Some(8)]));
     g.outputs.push(value_info("y", &[Some(1), Some(512)]));
     let m = model(&g, 13, &[]);
     let (_, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
-    let want = [("Relu", 2), ("Sigmoid", 1), ("Mul", 1)].map(|(o, n)| (o.to_string(), n));
+    // `r` is fused into `c`, `s` and `m` are a Swish (timed); `r2`, `t`, `r3` follow no kernel
+    // that takes them.
+    let want = [("Relu", 2), ("Tanh", 1)].map(|(o, n)| (o.to_string(), n));
     assert_eq!(report.unmodeled, want);
     let json = report.to_json();
     assert_eq!(json["unmodeled"][0]["op"], "Relu");
     assert_eq!(json["unmodeled"][0]["nodes"], 2);
+}
+
+/// The nodes around the convolutions that onnxruntime runs as kernels of their own are timed
+/// at their sizes, as the table says; those it fuses cost nothing.
+#[test]
+fn swish_scales_and_pools_are_timed_at_their_sizes() {
+    use dac::time::{ElementOp, TimeModel, TimedNode};
+    let mut g = Graph::default();
+    conv(&mut g, "c", "input", "a", [24, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 22);
+    g.nodes.push(node("Sigmoid", "s", &["a"], &["s_out"], &[], &[]));
+    g.nodes.push(node("Mul", "swish", &["s_out", "a"], &["b"], &[], &[]));
+    g.nodes.push(node("GlobalAveragePool", "gap", &["b"], &["g"], &[], &[]));
+    g.nodes.push(node("HardSigmoid", "gate", &["g"], &["h"], &[], &[]));
+    g.nodes.push(node("Mul", "scale", &["b", "h"], &["e"], &[], &[]));
+    let pool = [attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2])];
+    g.nodes.push(node("MaxPool", "pool", &["e"], &["p"], &pool, &[]));
+    g.nodes.push(node("Flatten", "f", &["p"], &["y"], &[], &[]));
+    g.inputs.push(value_info("input", &[Some(1), Some(3), Some(16), Some(16)]));
+    g.outputs.push(value_info("y", &[Some(1), Some(24 * 49)]));
+    let m = model(&g, 13, &[]);
+    let (_, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
+    // The HardSigmoid reads a pooled vector, not a convolution: it stays outside the model.
+    assert_eq!(report.unmodeled, vec![("HardSigmoid".to_string(), 1)]);
+    let t = TimeModel::onnxruntime_x86_64();
+    let node = |op, input, output, taps| TimedNode::Elements { op, channels: 24, input, output, taps };
+    let map = 24 * 16 * 16;
+    let want = [
+        node(ElementOp::Swish, map, map, 1),
+        node(ElementOp::GlobalPool, map, 24, 1),
+        node(ElementOp::Scale, map, map, 1),
+        node(ElementOp::Pool, map, 24 * 49, 9),
+    ];
+    assert!(ElementOp::ALL.iter().all(|&op| t.models(op)), "the shipped table times every element operator");
+    assert!(want.iter().all(|n| t.node(n) > std::time::Duration::ZERO));
+    assert_eq!(report.linear_time, Some(t.nodes(&want)));
 }

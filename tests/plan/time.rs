@@ -284,3 +284,32 @@ fn layout_choices_follow_the_forced_layout_where_the_scheme_has_it() {
         assert!(layout_choices(kind, None).is_empty() && layout_choices(kind, Some(Layout::Sum)).is_empty());
     }
 }
+
+#[test]
+fn element_operators_use_their_entry_of_the_alignment_or_stay_outside_the_model() {
+    use time::ElementOp;
+    let d = [0.0, 1.0, 0.0, 0.0];
+    let base = table(&classes(d, d, d), [0.0, 0.0], [0.0, 0.0]);
+    let without = TimeModel::from_json("t", &base, 1).unwrap();
+    let swish = |channels| TimedNode::Elements { op: ElementOp::Swish, channels, input: 1000, output: 1000, taps: 1 };
+    assert!(ElementOp::ALL.iter().all(|&op| !without.models(op)));
+    assert_eq!(without.node(&swish(16)), Duration::ZERO);
+    let entries = concat!(
+        r#"{"op":"swish","aligned":true,"features":["one","in_elems"],"coef":[100.0,0.5]},"#,
+        r#"{"op":"swish","aligned":false,"features":["one","in_elems"],"coef":[100.0,1.5]},"#,
+        r#"{"op":"pool","aligned":null,"features":["one","out_elems","macs"],"coef":[10.0,1.0,0.25]},"#
+    );
+    let with =
+        TimeModel::from_json("t", &base.replacen(r#"{"op":"concat""#, &format!("{entries}{{\"op\":\"concat\""), 1), 1);
+    let with = with.unwrap();
+    assert!(with.models(ElementOp::Swish) && with.models(ElementOp::Pool) && !with.models(ElementOp::Scale));
+    // The table's block is 8: 16 channels are aligned, 12 are not.
+    assert_eq!(with.node(&swish(16)), Duration::from_nanos(600));
+    assert_eq!(with.node(&swish(12)), Duration::from_nanos(1600));
+    // A pool's `macs` are its output elements times the window's taps.
+    let pool = TimedNode::Elements { op: ElementOp::Pool, channels: 8, input: 400, output: 100, taps: 9 };
+    assert_eq!(with.node(&pool), Duration::from_nanos(10 + 100 + 225));
+    let bad =
+        base.replacen(r#"{"op":"concat""#, r#"{"op":"softmax","features":["one"],"coef":[1.0]},{"op":"concat""#, 1);
+    assert!(matches!(TimeModel::from_json("t", &bad, 1), Err(Error::TimeTable { .. })));
+}

@@ -184,7 +184,7 @@ fn convert(a: &ConvertArgs) -> dac::Result<()> {
     let bar = Bar::new(!c.quiet && std::io::stderr().is_terminal());
     let result = io::convert_file_with(&a.input, &c.output, &o, &mut |p| bar.update(p));
     bar.finish();
-    table::report(&result?, c.json, c.quiet);
+    table::report(&result?, c.json, c.quiet, false);
     Ok(())
 }
 
@@ -195,7 +195,7 @@ fn onnx(a: &OnnxArgs) -> dac::Result<()> {
         o = o.layout(l);
     }
     let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
-    table::report(&summary, c.json, c.quiet);
+    table::report(&summary, c.json, c.quiet, true);
     Ok(())
 }
 

@@ -52,12 +52,14 @@ fn times(before: Option<f64>, after: Option<f64>) -> String {
 }
 
 /// Prints the summary: JSON, a table, or nothing.
-pub fn report(s: &Summary, json: bool, quiet: bool) {
+/// Prints a conversion's report; `graph`: an ONNX rewrite (whose modeled time covers more
+/// than a checkpoint's).
+pub fn report(s: &Summary, json: bool, quiet: bool, graph: bool) {
     if json {
         println!("{:#}", s.to_json());
     } else if !quiet {
         print_layers(s);
-        print_totals(s);
+        print_totals(s, graph);
     }
 }
 
@@ -127,7 +129,7 @@ fn print_uncounted(s: &Summary, layout: &str) {
     println!("  give the model's input size (--input HxW) or these layers' (--layer-input NAME=HxW)");
 }
 
-fn print_totals(s: &Summary) {
+fn print_totals(s: &Summary, graph: bool) {
     if let Some(p) = &s.plan {
         let (target, got, max) = match p.target {
             Target::MacReduction(x) => (format!("{x}x fewer MACs"), p.reduction(), p.max_reduction),
@@ -165,12 +167,13 @@ fn print_totals(s: &Summary) {
         _ => print_uncounted(s, &layout),
     }
     if let (Some(b), Some(a), Some(x)) = (s.time_before(), s.time_after(), s.speedup()) {
-        println!(
-            "modeled time: {} -> {} ms ({x:.2}x) of convolutions, Concat/Add of the layouts and matrix products; {}",
-            ms(Some(b)),
-            ms(Some(a)),
-            s.time_model
-        );
+        let covered = if graph {
+            "convolutions, matrix products, Concat/Add, Swish, scales and pooling"
+        } else {
+            "convolutions, linear layers and the layouts' Concat/Add; a checkpoint has no graph, so its pooling \
+             and activations are not counted"
+        };
+        println!("modeled time: {} -> {} ms ({x:.2}x) of {covered}; {}", ms(Some(b)), ms(Some(a)), s.time_model);
         print_unmodeled(s);
     }
     println!("wrote {}", s.output.display());
@@ -183,8 +186,7 @@ fn print_unmodeled(s: &Summary) {
     }
     let list: Vec<String> = s.unmodeled.iter().map(|(op, n)| format!("{op} x{n}")).collect();
     println!(
-        "not modeled: {} (outside both modeled times, unless the runtime fuses them into a \
-         convolution as onnxruntime does a Relu; where they take time the real speed-up is lower)",
+        "not modeled: {} (outside both modeled times; where they take time the real speed-up is lower)",
         list.join(", ")
     );
 }

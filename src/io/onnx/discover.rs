@@ -1,5 +1,6 @@
 //! The convolutions of an ONNX graph, as the conversion pipeline sees them.
 
+use super::elements::{self, Timing, Wiring};
 use super::graph::{dims4, Graph};
 use super::infer::{numel, Shapes, Stop};
 use super::onnx_error;
@@ -60,6 +61,7 @@ pub(crate) fn find<'a>(
         uncounted: Vec::new(),
         unmodeled: Vec::new(),
     };
+    let wiring = Wiring::new(g, shapes);
     for (k, (_, node)) in g.nodes.iter().enumerate() {
         if node.is("Conv") {
             match conv(g, k, node, shapes, options, file)? {
@@ -77,9 +79,7 @@ pub(crate) fn find<'a>(
             }
             continue;
         } else if !(node.is("Gemm") || node.is("MatMul") || node.is("ConvTranspose")) {
-            if computes(node, shapes) {
-                tally(&mut d.unmodeled, node.op_type);
-            }
+            around(&mut d, &wiring, k, node, shapes, options);
             continue;
         }
         match node_cost(g, node, shapes) {
@@ -91,6 +91,27 @@ pub(crate) fn find<'a>(
         }
     }
     Ok(d)
+}
+
+/// Adds the time of a node around the convolutions ([`elements`](super::elements)) to the fixed
+/// time, or the node to the unmodeled or uncounted ones.
+fn around(
+    d: &mut Discovered<'_>,
+    wiring: &Wiring<'_, '_>,
+    k: usize,
+    node: &Node<'_>,
+    shapes: &Shapes,
+    options: &ConvertOptions,
+) {
+    match elements::timing(wiring, node) {
+        Some(Timing::Fused) => {}
+        Some(Timing::Timed(op, sized)) if options.time.models(op) => match sized {
+            Ok(t) => d.fixed.time += options.time.node(&t),
+            Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
+        },
+        _ if computes(node, shapes) => tally(&mut d.unmodeled, node.op_type),
+        _ => {}
+    }
 }
 
 /// Operators that only rename, reshape or drop values (a runtime does no arithmetic for them).

@@ -67,6 +67,7 @@
 //! ```
 
 mod discover;
+mod elements;
 mod graph;
 mod infer;
 pub(crate) mod inspect;

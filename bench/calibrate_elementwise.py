@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""The time model's operators that are neither convolutions nor products: Swish (`x·sigmoid(x)`,
+which onnxruntime fuses into one `QuickGelu`), a per-channel scale (`Mul` of a feature map by a
+`[1, C, 1, 1]` tensor, as squeeze-and-excitation blocks export), global pooling and
+`MaxPool`/`AveragePool`, timed in context and fitted, then added to a time table as `swish`,
+`scale`, `global_pool` and `pool` entries.
+
+    taskset -c 1 bench/.venv/bin/python bench/calibrate_elementwise.py \\
+        --table src/time/onnxruntime-x86_64.json [--threads 1,all] [--budget 0.4] \\
+        [--raw bench/results-DATE-calibration-elementwise.json]
+
+Each shape is one model: `x -> Conv 1x1 (C->C) -> pattern -> Conv 1x1 (C->16)` (CPU,
+ORT_ENABLE_ALL, sequential, inter-op 1, intra-op threads 1 or every core). Its time is the median
+over runs (onnxruntime's profiler) of every kernel event between the two convolutions that is not
+itself a convolution, so it holds
+the layout reorders the pattern makes onnxruntime insert around it (its NCHWc convolutions hand
+over blocked tensors; `QuickGelu` and a broadcasting `Mul` read plain NCHW). Patterns:
+
+- `swish`: `Sigmoid(y)`, `Mul(y, ·)` on the first convolution's output `y`.
+- `se`: Swish, then a squeeze-and-excitation block as EfficientNet exports it (`GlobalAveragePool`,
+  1x1 Conv C->C/4, Swish, 1x1 Conv C/4->C, `Sigmoid`, `Mul` of the Swish output by it). Its
+  `GlobalAveragePool` events are `global_pool` rows; the rest less the `swish` fit's prediction
+  for its two Swishes is a `scale` row.
+- `gap`: `GlobalAveragePool` on the convolution's output (a classifier head): a `global_pool` row.
+- `pool`: `MaxPool` or `AveragePool` (kernel 2 or 3, stride 1 or 2, pads k//2 for stride 1).
+
+Fits are non-negative least squares minimising relative error (calibrate.py's `nnls`) on
+`one, in_elems, out_elems` (`pool` also `macs` = output elements x kernel taps), one per channel
+alignment (channels a multiple of the 16-channel block, or not: off the block every pattern runs
+up to 3x slower per value); the entries replace the table's entries of the same ops for that
+thread count. Maps are kept below MAX_ELEMENTS values: beyond about a million, a map stops
+fitting in cache and runs up to 3x slower per value than the fit says.
+"""
+import argparse
+import collections
+import datetime
+import json
+import os
+import shlex
+import sys
+import tempfile
+
+import numpy as np
+import onnxruntime as ort
+from onnx import helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from calibrate import conv_1x1, finish, machine, nnls, parse_profile, weight  # noqa: E402
+from ortutil import grouped_median, session  # noqa: E402
+
+CONV_OPS = {"Conv", "FusedConv"}
+# Multiples of the 16-channel block (AVX-512), then counts off it (a separate fit: up to 3x slower per value).
+CHANNELS = [16, 32, 64, 96, 144, 192, 240, 320, 480, 672, 1152, 1280, 12, 20, 24, 40, 56, 72, 88, 120, 200, 360, 600]
+SIZES = [7, 14, 28, 56, 112]
+# Beyond about a million values a map stops fitting in cache and every pattern runs up to 3x
+# slower per value than the linear fit says; the zoo's maps around convolutions stay below it.
+MAX_ELEMENTS = 1_300_000
+BLOCK = machine()["block"]  # channels per block of onnxruntime's NCHWc kernels on this CPU
+POOLS = [("MaxPool", 3, 2), ("MaxPool", 2, 2), ("MaxPool", 3, 1), ("AveragePool", 3, 1), ("AveragePool", 2, 2)]
+
+
+def head(c, nodes, inits):
+    """The first convolution (no activation, so nothing fuses into it)."""
+    inits += [weight("pre_w", [c, c, 1, 1]), weight("pre_b", [c])]
+    nodes.append(helper.make_node("Conv", ["x", "pre_w", "pre_b"], ["pre"], name="pre"))
+
+
+def swish(src, name, nodes):
+    nodes += [helper.make_node("Sigmoid", [src], [f"{name}_s"], name=f"{name}_sig"),
+              helper.make_node("Mul", [src, f"{name}_s"], [name], name=name)]
+
+
+def model(spec):
+    c, h = spec["C"], spec["H"]
+    nodes, inits = [], []
+    head(c, nodes, inits)
+    kind = spec["pattern"]
+    if kind == "swish":
+        swish("pre", "target", nodes)
+    elif kind == "se":
+        swish("pre", "y", nodes)
+        nodes.append(helper.make_node("GlobalAveragePool", ["y"], ["g"], name="gap"))
+        conv_1x1("se_a", "g", c, max(c // 4, 8), inits, nodes)
+        swish("se_a", "se_act", nodes)
+        conv_1x1("se_b", "se_act", max(c // 4, 8), c, inits, nodes)
+        nodes += [helper.make_node("Sigmoid", ["se_b"], ["se_s"], name="se_sig"),
+                  helper.make_node("Mul", ["y", "se_s"], ["target"], name="target")]
+    elif kind == "gap":
+        nodes.append(helper.make_node("GlobalAveragePool", ["pre"], ["target"], name="target"))
+    else:
+        k, s = spec["k"], spec["stride"]
+        p = k // 2 if s == 1 else 0
+        nodes.append(helper.make_node(spec["op"], ["pre"], ["target"], name="target", kernel_shape=[k, k],
+                                      strides=[s, s], pads=[p] * 4))
+    conv_1x1("post", "target", c, 16, inits, nodes)
+    return finish(nodes, inits, c, h, h, ["post"])
+
+
+def out_hw(spec):
+    if spec["pattern"] == "gap":
+        return 1
+    if spec["pattern"] != "pool":
+        return spec["H"]
+    k, s = spec["k"], spec["stride"]
+    p = k // 2 if s == 1 else 0
+    return (spec["H"] + 2 * p - k) // s + 1
+
+
+def measure(spec, threads, budget, tmp, uid):
+    """Median microseconds per run of the non-convolution events, split by operator."""
+    sess = session(model(spec), threads, profile_prefix=os.path.join(tmp, f"e{uid}"))
+    x = {"x": np.random.default_rng(uid).standard_normal([1, spec["C"], spec["H"], spec["H"]]).astype(np.float32)}
+    for _ in range(10):
+        sess.run(None, x)
+    start, n = datetime.datetime.now(), 0
+    while n < 30 or (datetime.datetime.now() - start).total_seconds() < budget:
+        sess.run(None, x)
+        n += 1
+    path = sess.end_profiling()
+    runs, _ = parse_profile(path, 10)
+    os.remove(path)
+    per_op = collections.defaultdict(list)
+    for run in runs:
+        totals = collections.Counter()
+        for _, op, dur, _ in between(run):
+            if op not in CONV_OPS:
+                totals[op] += dur
+        for op, us in totals.items():
+            per_op[op].append(us)
+    return {op: grouped_median(v) for op, v in per_op.items()}, n
+
+
+def between(events):
+    """The events after the first convolution's and before the last one's (the model's own
+    input and output reorders fall outside)."""
+    first = next(i for i, e in enumerate(events) if e[0].startswith("pre"))
+    last = max(i for i, e in enumerate(events) if e[0].startswith("post"))
+    return events[first + 1:last]
+
+
+def grid(rng):
+    specs = []
+    for c in CHANNELS:
+        for h in SIZES:
+            if 3000 <= c * h * h <= MAX_ELEMENTS:
+                specs += [{"pattern": p, "C": c, "H": h} for p in ("swish", "se", "gap")]
+    for c in [32, 64, 96, 128, 192, 256, 480, 512, 832, 24, 40, 88, 200, 360]:
+        for h in [14, 28, 56, 112]:
+            for i in rng.choice(len(POOLS), 2, replace=False) if c * h * h <= MAX_ELEMENTS else []:
+                op, k, s = POOLS[i]
+                specs.append({"pattern": "pool", "C": c, "H": h, "op": op, "k": k, "stride": s})
+    return specs
+
+
+def features(spec):
+    elems = spec["C"] * spec["H"] * spec["H"]
+    out = spec["C"] * out_hw(spec) ** 2
+    taps = spec.get("k", 1) ** 2
+    return {"one": 1.0, "in_elems": float(elems), "out_elems": float(out), "macs": float(out * taps)}
+
+
+def fit(rows, names):
+    X = np.array([[r["features"][f] for f in names] for r in rows])
+    t = np.array([r["ns"] for r in rows])
+    coef = nnls(X / t[:, None], np.ones(len(rows)))
+    rel = np.abs(X @ coef - t) / t
+    return coef, X @ coef, rel
+
+
+def entries(op, names, rows):
+    """One entry per alignment (channels a multiple of the block or not)."""
+    return [entry(op, names, [r for r in rows if (r["C"] % BLOCK == 0) == a], a) for a in (True, False)]
+
+
+def entry(op, names, rows, aligned):
+    coef, pred, rel = fit(rows, names)
+    print(f"{op}, aligned {aligned}: coef {[float(f'{c:.6g}') for c in coef]}, {len(rows)} rows, median rel err "
+          f"{np.median(rel):.3f}, max {rel.max():.3f}")
+    for r, p in zip(rows, pred):
+        print(f"  {r['label']:34} {r['ns'] / 1e3:9.1f} us, model {p / 1e3:9.1f} us")
+    return {"op": op, "aligned": aligned, "features": names, "coef": [float(f"{c:.6g}") for c in coef],
+            "rows": len(rows), "median_rel_err": round(float(np.median(rel)), 4),
+            "max_rel_err": round(float(rel.max()), 4)}, coef
+
+
+def label(spec):
+    extra = f" {spec['op']} k{spec['k']} s{spec['stride']}" if spec["pattern"] == "pool" else ""
+    return f"{spec['pattern']} C={spec['C']} H={spec['H']}{extra}"
+
+
+def sweep(threads, args, tmp):
+    """Measured rows of every pattern, then the four entries fitted from them."""
+    rows = []
+    for uid, spec in enumerate(grid(np.random.default_rng(args.seed))):
+        by_op, runs = measure(spec, threads, args.budget, tmp, uid)
+        rows.append(dict(spec, threads=threads, runs=runs, by_op_us=by_op, features=features(spec), label=label(spec)))
+    ns = lambda r, ops=None: 1e3 * sum(v for op, v in r["by_op_us"].items() if ops is None or op in ops)  # noqa: E731
+    sw = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "swish"]
+    swish = entries("swish", ["one", "in_elems"], sw)
+    gp = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "gap"]
+    gp += [dict(r, ns=ns(r, {"GlobalAveragePool"})) for r in rows if r["pattern"] == "se"]
+    sc = []
+    for r in (r for r in rows if r["pattern"] == "se"):
+        c4 = max(r["C"] // 4, 8)
+        coef = swish[0 if r["C"] % BLOCK == 0 else 1][1]
+        swishes = coef[0] * 2 + coef[1] * (r["features"]["in_elems"] + c4)
+        rest = ns(r) - ns(r, {"GlobalAveragePool"}) - swishes
+        sc.append(dict(r, ns=max(rest, 1.0)))
+    pool = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "pool"]
+    fitted = swish + entries("scale", ["one", "out_elems"], sc)
+    fitted += entries("global_pool", ["one", "in_elems"], [r for r in gp if r["ns"] > 0])
+    fitted += entries("pool", ["one", "in_elems", "out_elems", "macs"], pool)
+    return rows, [e for e, _ in fitted]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", required=True)
+    ap.add_argument("--threads", default="1,all")
+    ap.add_argument("--budget", type=float, default=0.4, help="seconds of timed runs per shape")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-elementwise.json"))
+    args = ap.parse_args()
+    table = json.load(open(args.table))
+    tmp = tempfile.mkdtemp()
+    all_rows = []
+    for t in args.threads.split(","):
+        threads = os.cpu_count() if t == "all" else int(t)
+        print(f"## {threads} thread(s)")
+        rows, fitted = sweep(threads, args, tmp)
+        all_rows += rows
+        ops = {e["op"] for e in fitted}
+        for tab in table["tables"]:
+            if tab["threads"] == threads:
+                tab["entries"] = [e for e in tab["entries"] if e.get("op") not in ops] + fitted
+    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
+    table["elementwise_command"] = command
+    with open(args.table, "w") as f:
+        json.dump(table, f, indent=1)
+    with open(args.raw, "w") as f:
+        json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "onnxruntime": ort.__version__,
+                   "command": command, "rows": all_rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
