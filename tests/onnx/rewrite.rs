@@ -462,3 +462,29 @@ fn swish_scales_and_pools_are_timed_at_their_sizes() {
     assert!(want.iter().all(|n| t.node(n) > std::time::Duration::ZERO));
     assert_eq!(report.linear_time, Some(t.nodes(&want)));
 }
+
+/// What onnxruntime runs inside another kernel costs nothing and is not listed: `x·hardsigmoid(x)`
+/// on a convolution's output, a `Relu` after a `Gemm`; a `ReduceMean` over the spatial axes is
+/// global pooling.
+#[test]
+fn fused_nodes_cost_nothing_and_a_spatial_mean_is_global_pooling() {
+    use dac::time::{ElementOp, TimeModel, TimedNode};
+    let mut g = Graph::default();
+    conv(&mut g, "c", "input", "a", [16, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 23);
+    g.nodes.push(node("HardSigmoid", "hs", &["a"], &["h"], &[], &[]));
+    g.nodes.push(node("Mul", "hswish", &["a", "h"], &["b"], &[], &[]));
+    let mean = [attr_ints("axes", &[-1, -2]), attr_int("keepdims", 0)];
+    g.nodes.push(node("ReduceMean", "mean", &["b"], &["m"], &mean, &[]));
+    g.inits.push(tensor("fc.weight", &[10, 16], &values(24, 160)));
+    g.nodes.push(node("Gemm", "fc", &["m", "fc.weight"], &["f"], &[attr_int("transB", 1)], &[]));
+    g.nodes.push(node("Relu", "r", &["f"], &["y"], &[], &[]));
+    g.inputs.push(value_info("input", &[Some(1), Some(3), Some(8), Some(8)]));
+    g.outputs.push(value_info("y", &[Some(1), Some(10)]));
+    let m = model(&g, 13, &[]);
+    let (_, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
+    assert!(report.unmodeled.is_empty(), "{:?}", report.unmodeled);
+    let t = TimeModel::onnxruntime_x86_64();
+    let pool = TimedNode::Elements { op: ElementOp::GlobalPool, channels: 16, input: 16 * 64, output: 16, taps: 1 };
+    let gemm = TimedNode::MatMul { m: 1, k: 16, n: 10 };
+    assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm])));
+}
