@@ -5,8 +5,8 @@
 //! The fusions are onnxruntime's (1.32, CPU, every graph optimisation), seen in its profiles of
 //! the zoo's networks: an activation right after a convolution, a residual `Add`, a
 //! `BatchNormalization` (which its blocked layout runs as a convolution) or a `Gemm` runs inside
-//! that kernel; so does `x·hardsigmoid(x)` on a convolution's output; `x·sigmoid(x)` becomes one
-//! `QuickGelu` node.
+//! that kernel; so does `x·hardsigmoid(x)` on a convolution's output, and a `Pad` that only a
+//! pooling reads (inception_v3's, densenet121's); `x·sigmoid(x)` becomes one `QuickGelu` node.
 
 use super::graph::Graph;
 use super::infer::{numel, Shapes};
@@ -86,7 +86,7 @@ impl<'g, 'a> Wiring<'g, 'a> {
 type Pattern = fn(&Wiring<'_, '_>, &Node<'_>) -> Option<Timing>;
 
 /// The patterns, in the order they are tried.
-const PATTERNS: [Pattern; 5] = [fused_activation, swish, scale, global_pool, pool];
+const PATTERNS: [Pattern; 6] = [fused_activation, fused_pad, swish, scale, global_pool, pool];
 
 /// How `node` runs, or `None` when no pattern knows its operator (outside the time model).
 pub(crate) fn timing(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
@@ -99,6 +99,13 @@ fn fused_activation(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     let x = *node.inputs.first()?;
     let absorbing = w.writer(x).is_some_and(|p| ABSORBING.iter().any(|op| p.is(op)));
     (ACTIVATIONS.iter().any(|op| node.is(op)) && absorbing && w.read_once(x)).then_some(Timing::Fused)
+}
+
+/// A `Pad` that only a pooling reads (onnxruntime pads inside the pooling kernel).
+fn fused_pad(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
+    let y = *node.outputs.first()?;
+    let pooled = w.readers(y).all(|r| r.is("AveragePool") || r.is("MaxPool"));
+    (node.is("Pad") && w.read_once(y) && pooled).then_some(Timing::Fused)
 }
 
 /// `x·sigmoid(x)` (timed at its `Mul`) and `x·hardsigmoid(x)` on a convolution's output (fused).
