@@ -491,4 +491,11 @@ fn fused_nodes_cost_nothing_and_a_spatial_mean_is_global_pooling() {
     let pool = TimedNode::Elements { op: ElementOp::GlobalPool, channels: 16, input: 16 * 64, output: 16, taps: 1 };
     let gemm = TimedNode::MatMul { m: 1, k: 16, n: 10 };
     assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm])));
+    // From opset 18 the axes are an input.
+    let i = g.nodes.iter().position(|n| contains(n, b"ReduceMean")).unwrap();
+    g.inits.push(int_tensor("axes", &[2], &[2, 3]));
+    g.nodes[i] = node("ReduceMean", "mean", &["b", "axes"], &["m"], &[attr_int("keepdims", 0)], &[]);
+    let (_, report) = rewrite_model(&model(&g, 18, &[]), &ConvertOptions::new(Rank::Fixed(2))).unwrap();
+    assert!(report.unmodeled.is_empty(), "{:?}", report.unmodeled);
+    assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm])));
 }

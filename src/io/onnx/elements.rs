@@ -72,6 +72,11 @@ impl<'g, 'a> Wiring<'g, 'a> {
         Ok((n / self.shapes.batch.max(1)) as u64)
     }
 
+    /// The values of `tensor` when known while converting and integral.
+    fn ints(&self, tensor: &str) -> Option<Vec<i64>> {
+        self.shapes.facts.get(tensor)?.data.as_ref()?.ints()
+    }
+
     /// Channels (dimension 1) of `tensor`, 1 when unknown.
     fn channels(&self, tensor: &str) -> usize {
         self.shape(tensor).and_then(|s| s.get(1).copied()).unwrap_or(1)
@@ -158,9 +163,11 @@ fn global_pool(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
         a.sort_unstable();
         a == [2, 3]
     };
+    // The axes: an attribute up to opset 17, a constant input from opset 18.
+    let axes = node.attr("axes").map(|a| a.ints.clone()).or_else(|| w.ints(node.inputs.get(1)?));
     let reduce = (node.is("ReduceMean") || node.is("ReduceMax"))
         && w.shape(x).is_some_and(|s| s.len() == 4)
-        && node.attr("axes").is_some_and(|a| spatial(&a.ints));
+        && axes.is_some_and(|a| spatial(&a));
     if !(global || reduce) {
         return None;
     }
