@@ -406,7 +406,7 @@ pub(crate) fn kinds(site: &Site, options: &ConvertOptions) -> Vec<SchemeKind> {
 
 /// Whether a site's rank is planned by the whole-network planner.
 fn planned(site: &Site, options: &ConvertOptions) -> bool {
-    matches!(options.ranks, RankSource::Target(_)) && site.fate == Fate::Candidate { rank: None }
+    options.ranks.is_target() && site.fate == Fate::Candidate { rank: None }
 }
 
 /// Phase 2: which sites must be factored before ranks are chosen.

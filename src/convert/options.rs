@@ -160,6 +160,13 @@ pub enum RankSource {
     Target(Target),
 }
 
+impl RankSource {
+    /// Whether ranks come from the whole-network planner.
+    pub(crate) fn is_target(&self) -> bool {
+        matches!(self, Self::Target(_))
+    }
+}
+
 /// The element type decompositions are computed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]

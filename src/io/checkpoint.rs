@@ -223,9 +223,9 @@ pub(crate) fn convert<T: Real>(
     }
     let ck = Checkpoint::open(input)?;
     let (found, tensors) = discover(&ck)?;
-    let targeted = matches!(options.ranks, RankSource::Target(_));
-    let sites = convert::select(found, &options.selection, options.input_size, &ck.path, true, targeted)
-        .map_err(|e| in_file(&ck.path, e))?;
+    let sites =
+        convert::select(found, &options.selection, options.input_size, &ck.path, true, options.ranks.is_target())
+            .map_err(|e| in_file(&ck.path, e))?;
     for (s, &t) in sites.iter().zip(&tensors) {
         if matches!(s.fate, convert::Fate::Candidate { .. }) {
             check_dtypes(&ck, t)?;

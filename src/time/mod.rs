@@ -435,11 +435,14 @@ impl TimeModel {
         self.entries.iter().any(|e| e.op == Op::Elements(op))
     }
 
-    fn elements(&self, op: ElementOp, aligned: bool, [input, output, taps]: [f64; 3]) -> Duration {
+    /// An [`ElementOp`] node: its table entry at its channels' alignment, zero without one.
+    fn elements(&self, op: ElementOp, channels: usize, input: u64, output: u64, taps: u64) -> Duration {
         if !self.models(op) {
             return Duration::ZERO;
         }
-        nanos(self.fit(Op::Elements(op), aligned).eval(&[1.0, output * taps, 0.0, 0.0, input, output, 0.0, 0.0]))
+        let (i, o) = (input as f64, output as f64);
+        let fit = self.fit(Op::Elements(op), channels.is_multiple_of(self.block));
+        nanos(fit.eval(&[1.0, o * taps as f64, 0.0, 0.0, i, o, 0.0, 0.0]))
     }
 
     /// The class of a convolution under this table's channel block.
@@ -459,8 +462,7 @@ impl TimeModel {
             TimedNode::Add { elements, channels } => copy(Op::Add, elements, channels),
             TimedNode::MatMul { m, k, n } => self.matmul(m, k, n),
             TimedNode::Elements { op, channels, input, output, taps } => {
-                let aligned = channels.is_multiple_of(self.block);
-                self.elements(op, aligned, [input, output, taps].map(|v| v as f64))
+                self.elements(op, channels, input, output, taps)
             }
         }
     }

@@ -56,8 +56,8 @@ fn entry(e: &Value) -> std::result::Result<Entry, String> {
         other => match ElementOp::ALL.into_iter().find(|o| Some(o.name()) == other) {
             Some(op) => Op::Elements(op),
             None => {
-                let ops = "conv | concat | add | gemv | matmul | swish | scale | global_pool | pool";
-                return Err(format!("unknown op {other:?} ({ops})"));
+                let elements = ElementOp::ALL.map(ElementOp::name).join(" | ");
+                return Err(format!("unknown op {other:?} (conv | concat | add | gemv | matmul | {elements})"));
             }
         },
     };

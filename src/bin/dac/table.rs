@@ -51,9 +51,8 @@ fn times(before: Option<f64>, after: Option<f64>) -> String {
     }
 }
 
-/// Prints the summary: JSON, a table, or nothing.
-/// Prints a conversion's report; `graph`: an ONNX rewrite (whose modeled time covers more
-/// than a checkpoint's).
+/// Prints the summary: JSON, a table, or nothing; `graph`: an ONNX rewrite (whose modeled time
+/// covers more than a checkpoint's).
 pub fn report(s: &Summary, json: bool, quiet: bool, graph: bool) {
     if json {
         println!("{:#}", s.to_json());

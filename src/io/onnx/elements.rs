@@ -65,6 +65,13 @@ impl<'g, 'a> Wiring<'g, 'a> {
         self.readers.get(tensor).is_some_and(|r| r.len() == 1) && !self.graph.outputs.contains(tensor)
     }
 
+    /// Elements per image of `node`'s first input and output, and `taps`, or why a shape is
+    /// unknown.
+    fn sizes(&self, node: &Node<'_>, taps: u64) -> std::result::Result<(u64, u64, u64), String> {
+        let input = self.elements(node.inputs.first().copied().unwrap_or(""))?;
+        Ok((input, self.elements(output(node))?, taps))
+    }
+
     /// Elements of `tensor` per image, or why its shape is unknown.
     fn elements(&self, tensor: &str) -> std::result::Result<u64, String> {
         let fact = self.shapes.facts.get(tensor).ok_or_else(|| self.shapes.why(tensor))?;
@@ -133,7 +140,7 @@ fn swish(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     if gate(node) {
         return Some(Timing::Fused); // the Sigmoid: timed with its Mul
     }
-    let y = node.outputs.first().copied().unwrap_or("");
+    let y = output(node);
     Some(timed(ElementOp::Swish, w.channels(y), w.elements(y).map(|e| (e, e, 1))))
 }
 
@@ -149,8 +156,7 @@ fn scale(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     if !(per_channel(a, b) || per_channel(b, a)) {
         return None;
     }
-    let out = w.elements(node.outputs.first().copied().unwrap_or(""));
-    Some(timed(ElementOp::Scale, a[1], out.map(|e| (e, e, 1))))
+    Some(timed(ElementOp::Scale, a[1], w.elements(output(node)).map(|e| (e, e, 1))))
 }
 
 /// Global pooling: `GlobalAveragePool`, `GlobalMaxPool`, or `ReduceMean`/`ReduceMax` over
@@ -171,8 +177,7 @@ fn global_pool(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     if !(global || reduce) {
         return None;
     }
-    let sizes = w.elements(x).and_then(|i| Ok((i, w.elements(node.outputs.first().copied().unwrap_or(""))?, 1)));
-    Some(timed(ElementOp::GlobalPool, w.channels(x), sizes))
+    Some(timed(ElementOp::GlobalPool, w.channels(x), w.sizes(node, 1)))
 }
 
 /// `MaxPool` or `AveragePool` over a 2-D window.
@@ -182,9 +187,12 @@ fn pool(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     }
     let kernel = node.attr("kernel_shape").map(|a| a.ints.as_slice()).filter(|k| k.len() == 2)?;
     let taps = kernel.iter().map(|&k| k.max(1) as u64).product();
-    let x = *node.inputs.first()?;
-    let sizes = w.elements(x).and_then(|i| Ok((i, w.elements(node.outputs.first().copied().unwrap_or(""))?, taps)));
-    Some(timed(ElementOp::Pool, w.channels(x), sizes))
+    Some(timed(ElementOp::Pool, w.channels(node.inputs.first()?), w.sizes(node, taps)))
+}
+
+/// A node's first output (`""` when it has none).
+fn output<'n>(node: &Node<'n>) -> &'n str {
+    node.outputs.first().copied().unwrap_or("")
 }
 
 fn timed(op: ElementOp, channels: usize, sizes: std::result::Result<(u64, u64, u64), String>) -> Timing {

@@ -51,10 +51,10 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     let Discovered { convs, found, blocked, fixed, mut uncounted, unmodeled } =
         discover::find(&g, &shapes, options, file)?;
     // A graph's layers are counted at their inferred or declared sizes, never at the model's.
-    let targeted = matches!(options.ranks, convert::RankSource::Target(_));
+    let targeted = options.ranks.is_target();
     let sites = convert::select(found, &options.selection, None, file, false, targeted)?;
     uncounted.extend(sites.iter().filter_map(Site::uncounted));
-    if let (convert::RankSource::Target(_), Some(u)) = (options.ranks, uncounted.first()) {
+    if let (true, Some(u)) = (targeted, uncounted.first()) {
         return Err(Error::UnknownInputSize { layer: u.name.clone(), reason: u.reason.clone() });
     }
     let (b32, b64): (Box<dyn SvdBackend<f32>>, Box<dyn SvdBackend<f64>>) =
