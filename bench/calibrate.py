@@ -3,7 +3,7 @@
 
     bench/.venv/bin/python bench/calibrate.py --out src/time/onnxruntime-x86_64.json
         [--threads 1,all] [--quick] [--raw bench/results-DATE-calibration.json]
-        [--pin 1] [--budget 1.0] [--group 8] [--seed 0]
+        [--pin 1] [--budget 1.0] [--group 8] [--seed 0] [--no-flush]
     bench/.venv/bin/python bench/calibrate.py --out TABLE.json --raw RAW.json --refit
 
 Run from the repository root. `--threads` is a comma list of intra-op thread counts ("all" =
@@ -36,7 +36,12 @@ which run NCHWc and are classed dense/pointwise.
 How. onnxruntime CPU, graph_optimization_level ORT_ENABLE_ALL, intra_op_num_threads = threads,
 inter_op 1, sequential, with profiling on. Models are measured in interleaved groups of
 --group: each session is warmed up, then the group runs in 8 round-robin rounds until each
-model has about --budget seconds of runs (between 20 and 1000 runs). The profile JSON is split
+model has about --budget seconds of runs (between 20 and 1000 runs); by default every run follows
+a cache flush (a product with 64 MiB of weights, as bench/calibrate_matmul.py does), and each
+model runs FLUSH_RUNS = 40 times: in a network the other layers evict a node's weights and its
+output buffer, and memory-bound nodes (depthwise, grouped, small maps of many channels) run up
+to 1.5x slower than warm in a loop (--no-flush measures warm, as tables before 2026-11-29 late
+were). The profile JSON is split
 into runs ("model_run" events) after dropping warm-up runs; the target's time in one run is the
 sum of the kernel events ("cat": "Node", "*_kernel_time") strictly between the pre Conv's event
 and the post Conv's event in execution order, leaving out the "src*" producer Convs: the target
@@ -66,12 +71,13 @@ with profiling against without.
 
 Fit (per threads, per class, per aligned = C_in % 16 == 0 and N % 16 == 0): non-negative least
 squares (Lawson-Hanson) minimising relative error (rows weighted by 1/t) of
-    conv:         t_ns = a + b*M + c*in_elems + d*out_elems
+    conv:         t_ns = a + b*M + c*in_elems + d*out_elems + e*weights
     concat, add:  t_ns = a + b*out_elems
-with in_elems = C_in*H*W, out_elems = N*Ho*Wo (concat: r*C*H*W; add: C*H*W) and M = macs =
+with in_elems = C_in*H*W, out_elems = N*Ho*Wo (concat: r*C*H*W; add: C*H*W), weights =
+N*(C_in/group)*kh*kw and M = macs =
 N*(C_in/group)*kh*kw*Ho*Wo, except for the NCHWc classes (dense, pointwise, depthwise,
 *_small_cin) where M = macs_padded (channels rounded up to 16 as NCHWc computes them; see
-macs_padded()), and depthwise_nchw, which has a fifth term e*macs_strided (macs if stride > 1,
+macs_padded()), and depthwise_nchw, which has a sixth term f*macs_strided (macs if stride > 1,
 else 0). Each table entry names its features. A cell of fewer than 6 rows is merged with
 the other alignment of its class ("aligned": null, also used for classes that are never
 aligned). Cells whose median relative error exceeds 15 % are also fitted with extra features
@@ -99,6 +105,9 @@ import ortutil  # noqa: E402
 from ortutil import grouped_median, session  # noqa: E402
 BLOCK = 16
 MIN_RUNS, MAX_RUNS, WARMUP, ROUNDS = 20, 1000, 5, 8
+# With --flush (the default): runs per model, each after a cache flush (a product with 64 MiB of
+# weights, calibrate_matmul.flusher), so the budget is not spent on flushes of tiny models.
+FLUSH_RUNS = 40
 CONV_CLASSES = ["dense", "pointwise", "depthwise", "dense_small_cin", "pointwise_small_cin", "dense_nchw",
                 "pointwise_nchw", "depthwise_nchw", "depthwise_multiplier", "grouped_pointwise", "grouped"]
 # Classes fitted on MACs with channel counts padded as NCHWc computes them (see macs_padded).
@@ -106,8 +115,11 @@ PADDED_CLASSES = {"dense", "pointwise", "depthwise", "dense_small_cin", "pointwi
 # Features per conv class (default: one, macs, in_elems, out_elems). depthwise_nchw gets an extra
 # MAC term for stride > 1: onnxruntime's NCHW depthwise runs about 3x slower per MAC when strided
 # (median relative error 29 % without it, 7 % with it, 1 thread).
-CLASS_FEATURES = {c: ["one", "macs_padded", "in_elems", "out_elems"] for c in PADDED_CLASSES}
-CLASS_FEATURES["depthwise_nchw"] = ["one", "macs", "in_elems", "out_elems", "macs_strided"]
+# Every class also has a term in its weight elements: after a flush they come from memory, as in a
+# network whose other layers evicted them.
+CLASS_FEATURES = {c: ["one", "macs_padded", "in_elems", "out_elems", "weights"] for c in PADDED_CLASSES}
+CLASS_FEATURES["depthwise_nchw"] = ["one", "macs", "in_elems", "out_elems", "macs_strided", "weights"]
+DEFAULT_CONV_FEATURES = ["one", "macs", "in_elems", "out_elems", "weights"]
 MIN_CELL = 6
 NEVER_ALIGNED = {"dense_small_cin", "pointwise_small_cin", "dense_nchw", "pointwise_nchw", "depthwise_nchw"}
 # A group whose sentinel ran slower than this times the sweep's fastest is "contended": its rows
@@ -345,6 +357,18 @@ def grid(quick, seed):
     pool = [conv_spec(ci, n, 32, 3, 3, st, h) for ci in (64, 128, 256, 512) for n in (64, 128, 256, 512)
             for st in (1, 2) for h in (7, 14, 28, 56)]
     specs += sample([s for s in pool if ok(s)], q(24), rng)
+    # Depthwise layers of mobile networks, many channels on small maps (the corner the stratified
+    # sample above visits least), and the kx1 / 1xk depthwise factors spatial SVD makes of them.
+    pool = [conv_spec(c, c, c, k, k, st, h) for k in (3, 5) for c in (144, 240, 384, 480, 576, 672, 960, 1152)
+            for st in (1, 2) for h in (7, 14, 28)]
+    specs += sample([s for s in pool if ok(s)], q(24), rng)
+    pool = [conv_spec(c, c, c, kh, kw, 1, h) for (kh, kw) in ((5, 1), (1, 5), (7, 1), (1, 7))
+            for c in (96, 192, 384, 768) for h in (7, 14, 28, 56)]
+    specs += sample([s for s in pool if ok(s)], q(16), rng)
+    # Narrow groups (8 or 16 channels per group, RegNet-like) and their 3x1 / 1x3 factors.
+    pool = [conv_spec(c, c, c // gw, kh, kw, st, h) for gw in (8, 16) for c in (64, 128, 240, 400, 512)
+            for (kh, kw) in ((3, 3), (3, 1), (1, 3)) for st in (1, 2) for h in (7, 14, 28, 56)]
+    specs += sample([s for s in pool if ok(s)], q(30), rng)
 
     cc = []
     for r in (2, 4, 8, 16):
@@ -435,12 +459,13 @@ def units_for(spec, threads, tmp, uid):
 SENTINEL = dict(conv_spec(64, 64, 1, 3, 3, 1, 28), sentinel=True)
 
 
-def measure_group(specs, threads, budget, tmp, uid0, filter_runs=False):
+def measure_group(specs, threads, budget, tmp, uid0, filter_runs=False, flush=None):
     """Measures `specs` interleaved, plus the fixed SENTINEL model (returned last) that tracks
     drift of the machine's speed across groups. With filter_runs (multi-thread sweeps), the median
     is taken over the runs whose context time (all kernel events not attributed to the target:
     pre, post, producers) is within RUN_FILTER of the model's fast runs, which drops runs slowed
-    down by other work on the machine (see select_runs)."""
+    down by other work on the machine (see select_runs). With `flush`, every timed run follows a
+    call of it (FLUSH_RUNS runs per model)."""
     specs = list(specs) + [SENTINEL]
     units = []
     for k, s in enumerate(specs):
@@ -449,12 +474,14 @@ def measure_group(specs, threads, budget, tmp, uid0, filter_runs=False):
         for i in range(WARMUP):
             u.run(timed=i >= WARMUP - 2)
         per = max(min(u.walls), 1e-6)
-        u.n = int(min(MAX_RUNS, max(MIN_RUNS, budget / per)))
+        u.n = FLUSH_RUNS if flush else int(min(MAX_RUNS, max(MIN_RUNS, budget / per)))
         u.walls = []
     for rnd in range(ROUNDS):
         order = units if rnd % 2 == 0 else units[::-1]
         for u in order:
             for _ in range(-(-u.n // ROUNDS)):
+                if flush:
+                    flush()
                 u.run()
     load = os.getloadavg()[0]
     res = []
@@ -481,7 +508,7 @@ def measure_group(specs, threads, budget, tmp, uid0, filter_runs=False):
     out = []
     i = 0
     for s in specs:
-        r = dict(s, threads=threads)
+        r = dict(s, threads=threads, flushed=flush is not None)
         a = res[i]
         i += 1
         r.update({"median_ns": a["target_us"] * 1e3, "runs": a["runs"], "events": a["events"]})
@@ -583,6 +610,7 @@ FEATURES = {
     "macs": lambda r: r["macs"],
     "in_elems": lambda r: r["in_elems"],
     "out_elems": lambda r: r["out_elems"],
+    "weights": lambda r: r["N"] * (r["C_in"] // r["group"]) * r["kh"] * r["kw"],
     # Experimental features, tried on badly fitted cells only:
     "macs_padded": lambda r: macs_padded(r),
     "out_elems_khkw": lambda r: r["out_elems"] * r["kh"] * r["kw"],
@@ -628,7 +656,7 @@ def fit_tables(rows):
             if not rs:
                 continue
             if cls in CONV_CLASSES:
-                feats = CLASS_FEATURES.get(cls, ["one", "macs", "in_elems", "out_elems"])
+                feats = CLASS_FEATURES.get(cls, DEFAULT_CONV_FEATURES)
             else:
                 feats = ["one", "out_elems"]
             # Add's cost is a difference of two timings and can be ~0 or negative on tiny tensors:
@@ -700,17 +728,26 @@ FEATURE_DOC = {
 }
 
 
+# The ops this script fits; a table's other entries (calibrate_matmul.py's products,
+# calibrate_elementwise.py's element operators) and head keys are kept when it is rewritten.
+OWN_OPS = {"conv", "concat", "add"}
+
+
 def write_table(path, meta, tables, extra=None):
-    old = {}
+    old, old_head = {}, {}
     if os.path.exists(path):
         try:
             with open(path) as f:
-                for t in json.load(f).get("tables", []):
-                    old[t["threads"]] = t
+                prev = json.load(f)
+            old_head = {k: v for k, v in prev.items() if k != "tables"}
+            for t in prev.get("tables", []):
+                old[t["threads"]] = t
         except (OSError, ValueError, KeyError):
-            old = {}
+            old, old_head = {}, {}
     for th, entries in tables.items():
-        old[th] = {"threads": th, "note": meta["notes"].get(th, "") + (extra or {}).get(th, ""), "entries": entries}
+        kept = [e for e in old.get(th, {}).get("entries", []) if e.get("op") not in OWN_OPS]
+        old[th] = {"threads": th, "note": meta["notes"].get(th, "") + (extra or {}).get(th, ""),
+                   "entries": entries + kept}
     head = {"runtime": f"onnxruntime {ort.__version__}", "cpu": meta["machine"]["cpu"], "isa": meta["machine"]["isa"],
             "block": meta["machine"]["block"], "date": meta["date"][:10], "command": meta["command"],
             "units": "ns", "context": "target between a 1x1 Conv+Relu (C_in->C_in) and a 1x1 Conv (N->16); "
@@ -718,6 +755,9 @@ def write_table(path, meta, tables, extra=None):
             "then": meta.get("followups", []),
             "raw": os.path.relpath(meta["raw"], ROOT),
             "classes": CLASS_DOC, "feature_definitions": FEATURE_DOC}
+    if meta.get("flush"):
+        head["context"] += "; caches flushed (a 64 MiB product) before every run"
+    head.update({k: v for k, v in old_head.items() if k not in head})
     lines = ["{"]
     for k, v in head.items():
         lines.append(f"  {json.dumps(k)}: {json.dumps(v)},")
@@ -785,7 +825,8 @@ def measure_groups(specs, threads, args, tmp, first_group):
         part = specs[g:g + args.group]
         gid = first_group + g // args.group
         try:
-            got = measure_group(part, threads, args.budget, tmp, 100 * gid, filter_runs=threads > 1)
+            got = measure_group(part, threads, args.budget, tmp, 100 * gid, filter_runs=threads > 1,
+                                flush=args.flusher)
             sn = got[-1]["median_ns"]
             for r in got[:-1]:
                 r["batch"], r["sentinel_ns"] = gid, sn
@@ -837,6 +878,8 @@ def main():
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per model")
     ap.add_argument("--group", type=int, default=8, help="models interleaved together")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-flush", dest="flush", action="store_false",
+                    help="no cache flush before each run (models measured warm, their weights cached)")
     ap.add_argument("--retries", type=int, default=2,
                     help="re-measure rows of groups whose sentinel shows a busy machine, up to this many times")
     ap.add_argument("--retry-only", type=int, default=None, metavar="THREADS",
@@ -860,6 +903,7 @@ def main():
             "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, os.getcwd())] + sys.argv),
             "machine": machine(), "onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
             "raw": raw, "quick": args.quick, "budget_s": args.budget, "group": args.group, "seed": args.seed,
+            "flush": args.flush,
             "sweeps": {}, "notes": {}}
     # Rows of other thread counts already in --raw are kept (e.g. re-running only "--threads all"
     # after a 1-thread sweep); the raw meta then records this command as a follow-up.
@@ -895,6 +939,9 @@ def main():
                     else f"{threads} threads, not pinned (CPUs {pinned}); other work on the machine may have "
                          f"shared the cores: per model, median over the runs whose context kernels ran at idle "
                          f"speed; groups with a slow sentinel re-measured")
+            args.flusher = flusher(threads) if args.flush else None
+            if args.flush:
+                note += f"; a 64 MiB product before every run (caches flushed), {FLUSH_RUNS} runs per model"
             meta["notes"][threads] = note + "; load average at start {:.2f}".format(os.getloadavg()[0])
             t0 = time.perf_counter()
             load0 = os.getloadavg()
@@ -983,6 +1030,12 @@ SPEC_KEYS = ["op", "class", "C_in", "N", "group", "kh", "kw", "stride", "dilatio
              "in_elems", "out_elems", "aligned", "r", "C"]
 
 
+def flusher(threads):
+    """calibrate_matmul's cache flush (a product with 64 MiB of weights) for `threads` threads."""
+    import calibrate_matmul
+    return calibrate_matmul.flusher(threads, np.random.default_rng(12345))
+
+
 def pin(threads, cpu):
     """Pins this process to `cpu` for 1 thread (cpu >= 0), else to every CPU; returns the CPU list."""
     if hasattr(os, "sched_setaffinity"):
@@ -1009,6 +1062,7 @@ def retry_only(args):
     rows = [d["rows"][i] for i in idx]
     specs = [{k: r[k] for k in SPEC_KEYS if k in r} for r in rows]
     pin(th, args.pin)
+    args.flusher = flusher(th) if any(r.get("flushed") for r in rows) else None
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dac-calib-") as tmp:
         retry_contended(rows, specs, sentinel, th, args, tmp)

@@ -7,14 +7,13 @@ which onnxruntime fuses into one `QuickGelu`), a per-channel scale (`Mul` of a f
 
     taskset -c 1 bench/.venv/bin/python bench/calibrate_elementwise.py \\
         --table src/time/onnxruntime-x86_64.json [--threads 1,all] [--budget 0.4] \\
-        [--raw bench/results-DATE-calibration-elementwise.json]
+        [--raw bench/results-DATE-calibration-elementwise.json] [--no-flush]
 
 Each shape is one model: `x -> Conv 1x1 (C->C) -> pattern -> Conv 1x1 (C->16)` (CPU,
 ORT_ENABLE_ALL, sequential, inter-op 1, intra-op threads 1 or every core). Its time is the median
-over runs (onnxruntime's profiler) of every kernel event between the two convolutions that is not
-itself a convolution, so it holds
-the layout reorders the pattern makes onnxruntime insert around it (its NCHWc convolutions hand
-over blocked tensors; `QuickGelu` and a broadcasting `Mul` read plain NCHW). Patterns:
+over runs (onnxruntime's profiler) of every kernel event between the two convolutions that is
+neither a convolution nor a layout reorder (its NCHWc convolutions hand over blocked tensors; a
+broadcasting `Mul` reads plain NCHW, so reorders surround it). Patterns:
 
 - `swish`: `Sigmoid(y)`, `Mul(y, ·)` on the first convolution's output `y`.
 - `se`: Swish, then a squeeze-and-excitation block as EfficientNet exports it (`GlobalAveragePool`,
@@ -23,6 +22,16 @@ over blocked tensors; `QuickGelu` and a broadcasting `Mul` read plain NCHW). Pat
   for its two Swishes is a `scale` row.
 - `gap`: `GlobalAveragePool` on the convolution's output (a classifier head): a `global_pool` row.
 - `pool`: `MaxPool` or `AveragePool` (kernel 2 or 3, stride 1 or 2, pads k//2 for stride 1).
+- `reorder`: `Neg` (which runs on plain NCHW tensors) between the two convolutions: its
+  `ReorderOutput` and `ReorderInput` events are the `reorder_output` and `reorder_input` rows.
+
+The layout reorders around a pattern are not part of its time: the time model counts them
+where they occur, from the graph (`src/io/onnx/reorders.rs`), as `reorder_input` and
+`reorder_output` nodes.
+
+By default every timed run follows a cache flush (calibrate.py's: a product with 64 MiB of
+weights) and each shape runs FLUSH_RUNS = 40 times, as in a network whose other layers evicted
+the caches; `--no-flush` measures warm (the tables before 2026-11-29 late).
 
 Fits are non-negative least squares minimising relative error (calibrate.py's `nnls`) on
 `one, in_elems, out_elems` (`pool` also `macs` = output elements x kernel taps), one per channel
@@ -46,7 +55,7 @@ from onnx import helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from calibrate import conv_1x1, finish, machine, nnls, parse_profile, weight  # noqa: E402
+from calibrate import FLUSH_RUNS, conv_1x1, finish, flusher, machine, nnls, parse_profile, weight  # noqa: E402
 from ortutil import grouped_median, session  # noqa: E402
 
 CONV_OPS = {"Conv", "FusedConv"}
@@ -88,6 +97,8 @@ def model(spec):
                   helper.make_node("Mul", ["y", "se_s"], ["target"], name="target")]
     elif kind == "gap":
         nodes.append(helper.make_node("GlobalAveragePool", ["pre"], ["target"], name="target"))
+    elif kind == "reorder":
+        nodes.append(helper.make_node("Neg", ["pre"], ["target"], name="target"))
     else:
         k, s = spec["k"], spec["stride"]
         p = k // 2 if s == 1 else 0
@@ -107,14 +118,17 @@ def out_hw(spec):
     return (spec["H"] + 2 * p - k) // s + 1
 
 
-def measure(spec, threads, budget, tmp, uid):
-    """Median microseconds per run of the non-convolution events, split by operator."""
+def measure(spec, threads, budget, tmp, uid, flush=None):
+    """Median microseconds per run of the non-convolution events, split by operator. With
+    `flush`, FLUSH_RUNS runs, each after a call of it."""
     sess = session(model(spec), threads, profile_prefix=os.path.join(tmp, f"e{uid}"))
     x = {"x": np.random.default_rng(uid).standard_normal([1, spec["C"], spec["H"], spec["H"]]).astype(np.float32)}
     for _ in range(10):
         sess.run(None, x)
     start, n = datetime.datetime.now(), 0
-    while n < 30 or (datetime.datetime.now() - start).total_seconds() < budget:
+    while n < (FLUSH_RUNS if flush else 30) or (not flush and (datetime.datetime.now() - start).total_seconds() < budget):
+        if flush:
+            flush()
         sess.run(None, x)
         n += 1
     path = sess.end_profiling()
@@ -144,7 +158,7 @@ def grid(rng):
     for c in CHANNELS:
         for h in SIZES:
             if 3000 <= c * h * h <= MAX_ELEMENTS:
-                specs += [{"pattern": p, "C": c, "H": h} for p in ("swish", "se", "gap")]
+                specs += [{"pattern": p, "C": c, "H": h} for p in ("swish", "se", "gap", "reorder")]
     for c in [32, 64, 96, 128, 192, 256, 480, 512, 832, 24, 40, 88, 200, 360]:
         for h in [14, 28, 56, 112]:
             for i in rng.choice(len(POOLS), 2, replace=False) if c * h * h <= MAX_ELEMENTS else []:
@@ -192,10 +206,15 @@ def label(spec):
 def sweep(threads, args, tmp):
     """Measured rows of every pattern, then the four entries fitted from them."""
     rows = []
+    flush = flusher(threads) if args.flush else None
     for uid, spec in enumerate(grid(np.random.default_rng(args.seed))):
-        by_op, runs = measure(spec, threads, args.budget, tmp, uid)
-        rows.append(dict(spec, threads=threads, runs=runs, by_op_us=by_op, features=features(spec), label=label(spec)))
-    ns = lambda r, ops=None: 1e3 * sum(v for op, v in r["by_op_us"].items() if ops is None or op in ops)  # noqa: E731
+        by_op, runs = measure(spec, threads, args.budget, tmp, uid, flush)
+        rows.append(dict(spec, threads=threads, runs=runs, flushed=args.flush, by_op_us=by_op, features=features(spec),
+                         label=label(spec)))
+    def ns(r, ops=None):
+        """Nanoseconds of the row's events of `ops` (default: all but the layout reorders)."""
+        return 1e3 * sum(v for op, v in r["by_op_us"].items()
+                         if (op in ops if ops else not op.startswith("Reorder")))
     sw = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "swish"]
     swish = entries("swish", ["one", "in_elems"], sw)
     gp = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "gap"]
@@ -211,6 +230,10 @@ def sweep(threads, args, tmp):
     fitted = swish + entries("scale", ["one", "out_elems"], sc)
     fitted += entries("global_pool", ["one", "in_elems"], [r for r in gp if r["ns"] > 0])
     fitted += entries("pool", ["one", "in_elems", "out_elems", "macs"], pool)
+    for op in ("ReorderInput", "ReorderOutput"):
+        ro = [dict(r, ns=ns(r, {op})) for r in rows if r["pattern"] == "reorder"]
+        name = "reorder_input" if op == "ReorderInput" else "reorder_output"
+        fitted += entries(name, ["one", "in_elems"], [r for r in ro if r["ns"] > 0])
     return rows, [e for e, _ in fitted]
 
 
@@ -220,6 +243,8 @@ def main():
     ap.add_argument("--threads", default="1,all")
     ap.add_argument("--budget", type=float, default=0.4, help="seconds of timed runs per shape")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-flush", dest="flush", action="store_false",
+                    help="no cache flush before each run (as calibrate.py's --no-flush)")
     ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-elementwise.json"))
     args = ap.parse_args()
     table = json.load(open(args.table))

@@ -12,7 +12,9 @@ Counted as the README says the model does: `Gemm` and `MatMul` with a constant r
 (`Sigmoid` + `Mul` of one tensor: `swish`, at the Mul), a `Mul` by a `[1, C, 1, 1]` tensor
 (`scale`), `GlobalAveragePool`/`GlobalMaxPool` and a `ReduceMean`/`ReduceMax` over the spatial
 axes (`global_pool`), `MaxPool`/`AveragePool` (`pool`); activations fused into the node before
-them count nothing. Prints both figures per model and their difference.
+them count nothing; and the layout reorders onnxruntime inserts that are not next to a
+convolution (`reorder_input`, `reorder_output`), found in onnxruntime's own optimised graph
+rather than by dac's rules. Prints both figures per model and their difference.
 """
 import argparse
 import json
@@ -91,6 +93,47 @@ def fixed_ns(path, table):
             e = entry(table, name, shape[x][1] % block == 0)
             total += evaluate(e, {"one": 1, "in_elems": numel(x), "out_elems": numel(out),
                                   "macs": numel(out) * math.prod(kernel)})
+    return total + reorders_ns(path, table, shape)
+
+
+def reorders_ns(path, table, shape):
+    """The layout reorders onnxruntime itself inserts (its optimised graph, 1 thread) that are
+    not next to a convolution: a ReorderInput whose reader, or a ReorderOutput whose writer, is
+    not an NCHWc Conv (those belong to the convolution's time). Sizes from onnx's inference."""
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        g = onnx.load(so.optimized_model_filepath, load_external_data=False).graph
+    writer = {o: n for n in g.node for o in n.output}
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    is_conv = lambda n: n is not None and n.op_type == "Conv" and n.domain == "com.microsoft.nchwc"  # noqa: E731
+    total = 0.0
+    for n in g.node:
+        if n.op_type == "ReorderInput":
+            plain, beside = n.input[0], readers.get(n.output[0], [])
+            if any(is_conv(r) for r in beside):
+                continue
+            op = "reorder_input"
+        elif n.op_type == "ReorderOutput":
+            plain, beside = n.output[0], writer.get(n.input[0])
+            if is_conv(beside):
+                continue
+            op = "reorder_output"
+        else:
+            continue
+        elems = math.prod(shape[plain][1:])
+        nhwc = any(a.name == "channels_last" and a.i == 1 for a in n.attribute)
+        channels = shape[plain][-1 if nhwc else 1]
+        total += evaluate(entry(table, op, channels % table["block"] == 0),
+                          {"one": 1, "in_elems": elems, "out_elems": elems})
     return total
 
 

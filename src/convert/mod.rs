@@ -42,7 +42,7 @@ use crate::rank::{Rank, RankChoice};
 use crate::scalar::Real;
 use crate::scheme::{Channel, Dac, Decoupled, ErrorTable, Factored, Scheme, SchemeKind, Spatial};
 use crate::svd::{GramSvd, NalgebraSvd, SvdBackend};
-use crate::time::TimeModel;
+use crate::time::{TimeModel, TimedNode};
 use crate::weights::{ConvShape, Geometry};
 use std::path::Path;
 use std::time::Duration;
@@ -72,6 +72,9 @@ pub(crate) struct Found {
     pub unknown_size: Option<String>,
     /// A reason the format gives for leaving the layer alone.
     pub blocked: Option<SkipReason>,
+    /// Nodes the runtime runs next to the layer whatever it becomes (the layout reorders
+    /// onnxruntime inserts between it and plain neighbours), timed with the layer.
+    pub context: Vec<TimedNode>,
 }
 
 /// What selection decided for a layer.
@@ -486,6 +489,8 @@ fn plan_rest(
                 fixed.time += s.decided_time(d, &options.time)?.ok_or_else(|| s.unknown_size())?;
             }
             (None, Some(Analysis::Planned(l))) => {
+                // The planner times the layer alone; what runs beside it is fixed.
+                fixed.time += s.context_time(&options.time);
                 layers.push(l.clone());
                 indices.push(i);
             }

@@ -17,12 +17,20 @@ impl Site {
     fn nodes(&self, factored: Option<(SchemeKind, usize, Layout)>) -> Result<Option<Vec<TimedNode>>> {
         let Some(input) = self.time_input() else { return Ok(None) };
         let (f, shape) = (&self.found, self.shape());
-        match factored {
-            None => time::dense_nodes(&f.name, &shape, &f.geometry, input).map(Some),
+        let mut nodes = match factored {
+            None => time::dense_nodes(&f.name, &shape, &f.geometry, input)?,
             Some((scheme, rank, layout)) => {
-                time::layout_nodes(&f.name, scheme, layout, &shape, &f.geometry, rank, input).map(Some)
+                time::layout_nodes(&f.name, scheme, layout, &shape, &f.geometry, rank, input)?
             }
-        }
+        };
+        nodes.extend_from_slice(&f.context);
+        Ok(Some(nodes))
+    }
+
+    /// The modeled time of the nodes that run next to the layer whatever it becomes
+    /// ([`Found::context`](super::Found)).
+    pub fn context_time(&self, model: &TimeModel) -> Duration {
+        model.nodes(&self.found.context)
     }
 
     /// The dense layer's modeled time, when its size is known.

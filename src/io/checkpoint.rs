@@ -83,6 +83,7 @@ pub(crate) fn discover(ck: &Checkpoint) -> Result<(Vec<Found>, Vec<Tensors>)> {
             inferred_size: None,
             unknown_size: None,
             blocked: already.then_some(SkipReason::AlreadyConverted),
+            context: Vec::new(),
         });
         tensors.push(Tensors { weight: i, bias });
     }

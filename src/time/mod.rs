@@ -6,7 +6,8 @@
 //! convolution of channel multiplier above 1 slower than the dense layer it replaces. A
 //! [`TimeModel`] predicts each node's time from a table fitted to measurements of the runtime
 //! (`bench/calibrate.py` sweeps a grid of shapes in onnxruntime, each node measured in context
-//! between two dense convolutions, and fits it):
+//! between two dense convolutions, after a cache flush as in a network whose other layers evict
+//! its weights, and fits it):
 //!
 //! `t = a + b·x₁ + c·x₂ + ...` (nanoseconds, non-negative coefficients) over features of the node
 //! (MACs, MACs with channels padded to the runtime's block, MACs of a strided convolution, input
@@ -15,8 +16,8 @@
 //! 16 for onnxruntime with AVX-512), and `t = a + b·output elements` for `Concat` and `Add`
 //! (aligned when the pieces' channel counts are multiples of the block). The nodes around the
 //! convolutions that onnxruntime runs as kernels of their own ([`ElementOp`]: Swish,
-//! per-channel scales, pooling) are fitted on their element counts by
-//! `bench/calibrate_elementwise.py`, per alignment.
+//! per-channel scales, pooling, and the reorders between its blocked and plain layouts) are
+//! fitted on their element counts by `bench/calibrate_elementwise.py`, per alignment.
 //!
 //! The crate ships the table for onnxruntime on x86-64 ([`TimeModel::onnxruntime_x86_64`]);
 //! [`TimeModel::from_json`] reads another (for another machine or thread count) written by the
@@ -32,7 +33,7 @@ use std::time::Duration;
 
 /// Weight elements a node timed alone keeps in cache between runs (16 MiB of f32, half the
 /// reference machine's 32 MiB L3); beyond it, weights stream from memory (`weights_over_cache`).
-/// The shipped table's products are measured with the caches flushed before every run, as a
+/// The shipped table's nodes are measured with the caches flushed before every run, as a
 /// network's other layers flush them, so their `weights` term already reads from memory.
 pub const CACHED_WEIGHTS: f64 = (1u64 << 22) as f64;
 
@@ -136,6 +137,20 @@ impl ConvClass {
 
     fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether onnxruntime runs the class in its blocked layout (its output is blocked).
+    pub fn blocked(self) -> bool {
+        matches!(
+            self,
+            Self::Dense | Self::Pointwise | Self::DenseSmallInput | Self::PointwiseSmallInput | Self::Depthwise
+        )
+    }
+
+    /// Whether the class reads a plain NCHW input as it is, so that no `ReorderInput` precedes
+    /// it: the plain classes, and the blocked ones of fewer input channels than a block.
+    pub fn reads_plain(self) -> bool {
+        !self.blocked() || matches!(self, Self::DenseSmallInput | Self::PointwiseSmallInput)
     }
 }
 
@@ -245,8 +260,9 @@ pub enum TimedNode {
 }
 
 /// Operators around the convolutions, as onnxruntime runs them; each has a table entry of that
-/// name (`bench/calibrate_elementwise.py` measures them between two convolutions, the layout
-/// reorders they cause included).
+/// name (`bench/calibrate_elementwise.py` measures them between two convolutions; the layout
+/// reorders around a node are entries of their own, [`ElementOp::ReorderInput`] and
+/// [`ElementOp::ReorderOutput`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ElementOp {
@@ -254,18 +270,25 @@ pub enum ElementOp {
     /// `"swish"`.
     Swish,
     /// A feature map times a per-channel `[1, C, 1, 1]` tensor (a squeeze-and-excitation
-    /// block's `Mul`, with the reorders out of and back into the blocked layout): `"scale"`.
+    /// block's `Mul`, which runs on plain NCHW tensors): `"scale"`.
     Scale,
     /// `GlobalAveragePool`, `GlobalMaxPool`, or a mean or max over the spatial axes:
     /// `"global_pool"`.
     GlobalPool,
     /// `MaxPool` or `AveragePool`: `"pool"`.
     Pool,
+    /// onnxruntime's `ReorderInput`: a plain NCHW tensor copied into the blocked layout for a
+    /// node that runs blocked: `"reorder_input"`.
+    ReorderInput,
+    /// onnxruntime's `ReorderOutput`: a blocked tensor copied back to plain NCHW (or NHWC, in
+    /// place of a `Transpose`) for a node that reads it plain: `"reorder_output"`.
+    ReorderOutput,
 }
 
 impl ElementOp {
     /// Every operator, in table order.
-    pub const ALL: [ElementOp; 4] = [Self::Swish, Self::Scale, Self::GlobalPool, Self::Pool];
+    pub const ALL: [ElementOp; 6] =
+        [Self::Swish, Self::Scale, Self::GlobalPool, Self::Pool, Self::ReorderInput, Self::ReorderOutput];
 
     /// The operator's name in tables.
     pub fn name(self) -> &'static str {
@@ -274,6 +297,8 @@ impl ElementOp {
             Self::Scale => "scale",
             Self::GlobalPool => "global_pool",
             Self::Pool => "pool",
+            Self::ReorderInput => "reorder_input",
+            Self::ReorderOutput => "reorder_output",
         }
     }
 }
@@ -448,6 +473,11 @@ impl TimeModel {
     /// The class of a convolution under this table's channel block.
     pub fn class(&self, node: &ConvNode) -> ConvClass {
         ConvClass::of(node.dims, node.groups, self.block)
+    }
+
+    /// Channels per block of the runtime's blocked layout (16 for onnxruntime with AVX-512).
+    pub fn block(&self) -> usize {
+        self.block
     }
 
     /// The predicted time of a node; zero for an [`ElementOp`] the table does not time

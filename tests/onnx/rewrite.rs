@@ -461,10 +461,62 @@ fn swish_scales_and_pools_are_timed_at_their_sizes() {
         node(ElementOp::GlobalPool, map, 24, 1),
         node(ElementOp::Scale, map, map, 1),
         node(ElementOp::Pool, 24 * 18 * 18, 24 * 64, 9),
+        // The Swish runs blocked; the pooling of 24 channels and the scaling `Mul` read plain.
+        node(ElementOp::ReorderOutput, map, map, 1),
     ];
     assert!(ElementOp::ALL.iter().all(|&op| t.models(op)), "the shipped table times every element operator");
     assert!(want.iter().all(|n| t.node(n) > std::time::Duration::ZERO));
     assert_eq!(report.linear_time, Some(t.nodes(&want)));
+}
+
+/// onnxruntime's layout reorders, counted by hand from its NCHWc rules: a blocked convolution
+/// on a plain input gets a `ReorderInput`, a blocked tensor read by a plain node (`Neg`, a
+/// broadcasting `Mul`) or by the graph output a `ReorderOutput`; they belong to the convolution
+/// next to them (through a fused `Relu`), the others are fixed time. A `MaxPool` of 32
+/// channels runs blocked; a convolution of 8 input channels reads its input as it is.
+#[test]
+fn layout_reorders_belong_to_the_convolution_beside_them() {
+    use dac::time::{ElementOp, TimeModel, TimedNode};
+    let mut g = Graph::default();
+    let pad = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+    conv(&mut g, "a", "input", "a_out", [32, 32, 3, 3], true, pad(), 31);
+    g.nodes.push(node("Relu", "relu", &["a_out"], &["r"], &[], &[]));
+    let pool = [attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])];
+    g.nodes.push(node("MaxPool", "pool", &["r"], &["p"], &pool, &[]));
+    g.nodes.push(node("Neg", "neg", &["p"], &["n"], &[], &[]));
+    conv(&mut g, "b", "n", "b_out", [8, 32, 3, 3], true, pad(), 32);
+    conv(&mut g, "c", "b_out", "c_out", [32, 8, 3, 3], true, pad(), 33);
+    g.inits.push(tensor("s", &[1, 32, 1, 1], &values(34, 32)));
+    g.nodes.push(node("Mul", "scale", &["c_out", "s"], &["y"], &[], &[]));
+    g.inputs.push(value_info("input", &[Some(1), Some(32), Some(16), Some(16)]));
+    g.outputs.push(value_info("y", &[Some(1), Some(32), Some(8), Some(8)]));
+    let m = model(&g, 13, &[]);
+    let options = ConvertOptions::new(Rank::Fixed(1)).exclude("*");
+    let (_, report) = rewrite_model(&m, &options).unwrap();
+    let t = TimeModel::onnxruntime_x86_64();
+    assert!(t.models(ElementOp::ReorderInput) && t.models(ElementOp::ReorderOutput));
+    let reorder = |op, channels: usize, hw: u64| {
+        let e = channels as u64 * hw * hw;
+        t.node(&TimedNode::Elements { op, channels, input: e, output: e, taps: 1 })
+    };
+    let dense = |name: &str| report.skipped.iter().find(|s| s.name == name).unwrap().time.unwrap();
+    let alone = |dims: [usize; 4], hw: usize| {
+        let geometry = dac::Geometry { padding: dac::Padding::symmetric(1, 1), ..dac::Geometry::default() };
+        t.node(&TimedNode::Conv(dac::time::ConvNode::new("x", dims, &geometry, (hw, hw)).unwrap()))
+    };
+    use ElementOp::{ReorderInput as In, ReorderOutput as Out};
+    // a: its plain input in; a 32-channel MaxPool reads its (Relu-fused) output blocked.
+    assert_eq!(dense("a"), alone([32, 32, 3, 3], 16) + reorder(In, 32, 16));
+    // The pool's output, read by Neg: fixed. b (32 -> 8): its input from Neg reordered in. c
+    // reads b's 8 channels plain (fewer than a block), the reorder inside its table entry.
+    assert_eq!(dense("b"), alone([8, 32, 3, 3], 8) + reorder(In, 32, 8));
+    // c's output, read by a broadcasting Mul, is reordered out.
+    assert_eq!(dense("c"), alone([32, 8, 3, 3], 8) + reorder(Out, 32, 8));
+    // Fixed: the pool itself, its output's reorder and the Mul (a per-channel scale).
+    let scale = TimedNode::Elements { op: ElementOp::Scale, channels: 32, input: 32 * 64, output: 32 * 64, taps: 1 };
+    let pooled = TimedNode::Elements { op: ElementOp::Pool, channels: 32, input: 32 * 256, output: 32 * 64, taps: 4 };
+    assert_eq!(report.linear_time, Some(t.node(&pooled) + reorder(Out, 32, 8) + t.node(&scale)));
+    assert_eq!(report.unmodeled, vec![("Neg".to_string(), 1)]);
 }
 
 /// What onnxruntime runs inside another kernel costs nothing and is not listed: `x·hardsigmoid(x)`

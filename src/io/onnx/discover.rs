@@ -6,12 +6,13 @@ use super::infer::{numel, Shapes, Stop};
 use super::onnx_error;
 use super::ops::{gemm_dims, matmul_shape};
 use super::proto::{Node, Problem};
+use super::reorders;
 use super::shapes::Window;
 use crate::convert::Fixed;
 use crate::convert::{self, ConvertOptions, Found, SizeSource, SkipReason, SkippedLayer, Uncounted};
 use crate::cost::Cost;
 use crate::error::Result;
-use crate::time::{ConvNode, TimedNode};
+use crate::time::{ConvNode, ElementOp, TimedNode};
 use std::path::Path;
 
 /// A 2-D `Conv` with a constant 4-D weight: where it is and how to read it.
@@ -90,7 +91,27 @@ pub(crate) fn find<'a>(
             Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
         }
     }
+    add_reorders(&mut d, g, &wiring, options);
     Ok(d)
+}
+
+/// Adds the layout reorders onnxruntime inserts ([`reorders`](super::reorders)) to the context of
+/// the convolution each belongs to, or to the fixed time; one of unknown size is listed as not
+/// modeled. Nothing without the time table's reorder entries.
+fn add_reorders(d: &mut Discovered<'_>, g: &Graph<'_>, wiring: &Wiring<'_, '_>, options: &ConvertOptions) {
+    if !(options.time.models(ElementOp::ReorderInput) && options.time.models(ElementOp::ReorderOutput)) {
+        return;
+    }
+    for r in reorders::reorders(wiring, g, options.time.block()) {
+        let Ok(node) = r.node else {
+            tally(&mut d.unmodeled, r.op_type);
+            continue;
+        };
+        match r.owner.and_then(|k| d.convs.iter().position(|c| c.node == k)) {
+            Some(i) => d.found[i].context.push(node),
+            None => d.fixed.time += options.time.node(&node),
+        }
+    }
 }
 
 /// Adds the time of a node around the convolutions ([`elements`](super::elements)) to the fixed
@@ -290,6 +311,7 @@ fn conv<'a>(
         inferred_size: inferred,
         unknown_size: inferred.is_none().then(|| shapes.why(node.inputs[0])),
         blocked: None,
+        context: Vec::new(),
     };
     Ok(Ok((Conv { node: k, weight, data_type: wt.data_type }, found)))
 }

@@ -55,8 +55,13 @@ impl<'g, 'a> Wiring<'g, 'a> {
         self.writer.get(tensor).map(|&k| self.node(k))
     }
 
+    /// The index of the node writing `tensor`, if a node does.
+    pub(super) fn writer_index(&self, tensor: &str) -> Option<usize> {
+        self.writer.get(tensor).copied()
+    }
+
     /// The nodes reading `tensor`.
-    fn readers(&self, tensor: &str) -> impl Iterator<Item = &'g Node<'a>> + '_ {
+    pub(super) fn readers(&self, tensor: &str) -> impl Iterator<Item = &'g Node<'a>> + '_ {
         self.readers.get(tensor).into_iter().flatten().map(|&k| self.node(k))
     }
 
@@ -73,7 +78,7 @@ impl<'g, 'a> Wiring<'g, 'a> {
     }
 
     /// Elements of `tensor` per image, or why its shape is unknown.
-    fn elements(&self, tensor: &str) -> std::result::Result<u64, String> {
+    pub(super) fn elements(&self, tensor: &str) -> std::result::Result<u64, String> {
         let fact = self.shapes.facts.get(tensor).ok_or_else(|| self.shapes.why(tensor))?;
         let n = numel(&fact.shape).ok_or_else(|| format!("`{tensor}` has more elements than fit in memory"))?;
         Ok((n / self.shapes.batch.max(1)) as u64)
@@ -85,11 +90,12 @@ impl<'g, 'a> Wiring<'g, 'a> {
     }
 
     /// Channels (dimension 1) of `tensor`, 1 when unknown.
-    fn channels(&self, tensor: &str) -> usize {
+    pub(super) fn channels(&self, tensor: &str) -> usize {
         self.shape(tensor).and_then(|s| s.get(1).copied()).unwrap_or(1)
     }
 
-    fn shape(&self, tensor: &str) -> Option<&'g [usize]> {
+    /// The shape of `tensor`, when known.
+    pub(super) fn shape(&self, tensor: &str) -> Option<&'g [usize]> {
         self.shapes.facts.get(tensor).map(|f| f.shape.as_slice())
     }
 }

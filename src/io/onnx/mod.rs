@@ -74,6 +74,7 @@ pub(crate) mod inspect;
 mod layout;
 mod ops;
 mod proto;
+mod reorders;
 mod rewrite;
 mod shapes;
 mod sum;
