@@ -3,7 +3,7 @@
 
     bench/.venv/bin/python bench/calibrate.py --out src/time/onnxruntime-x86_64.json
         [--threads 1,all] [--quick] [--raw bench/results-DATE-calibration.json]
-        [--pin 1] [--budget 1.0] [--group 8] [--seed 0] [--no-flush]
+        [--pin 1] [--budget 1.0] [--group 8] [--seed 0] [--flush]
     bench/.venv/bin/python bench/calibrate.py --out TABLE.json --raw RAW.json --refit
 
 Run from the repository root. `--threads` is a comma list of intra-op thread counts ("all" =
@@ -36,12 +36,13 @@ which run NCHWc and are classed dense/pointwise.
 How. onnxruntime CPU, graph_optimization_level ORT_ENABLE_ALL, intra_op_num_threads = threads,
 inter_op 1, sequential, with profiling on. Models are measured in interleaved groups of
 --group: each session is warmed up, then the group runs in 8 round-robin rounds until each
-model has about --budget seconds of runs (between 20 and 1000 runs); by default every run follows
-a cache flush (a product with 64 MiB of weights, as bench/calibrate_matmul.py does), and each
-model runs FLUSH_RUNS = 40 times: in a network the other layers evict a node's weights and its
-output buffer, and memory-bound nodes (depthwise, grouped, small maps of many channels) run up
-to 1.5x slower than warm in a loop (--no-flush measures warm, as tables before 2026-11-29 late
-were). The profile JSON is split
+model has about --budget seconds of runs (between 20 and 1000 runs). With --flush every run
+follows a cache flush (a product with 64 MiB of weights, as bench/calibrate_matmul.py does) and
+each model runs FLUSH_RUNS = 40 times; the conv fits then gain a term in the weight elements.
+Flushed, a node runs as in a network too large for the caches (in the zoo's large networks
+within a few % per layer, median); warm, as in one that fits in them (the shipped Fashion-MNIST
+networks). The shipped table is warm (BENCHMARKS.md: a flushed table made the small networks'
+plans 1.4x faster than claimed, and less accurate). The profile JSON is split
 into runs ("model_run" events) after dropping warm-up runs; the target's time in one run is the
 sum of the kernel events ("cat": "Node", "*_kernel_time") strictly between the pre Conv's event
 and the post Conv's event in execution order, leaving out the "src*" producer Convs: the target
@@ -71,13 +72,13 @@ with profiling against without.
 
 Fit (per threads, per class, per aligned = C_in % 16 == 0 and N % 16 == 0): non-negative least
 squares (Lawson-Hanson) minimising relative error (rows weighted by 1/t) of
-    conv:         t_ns = a + b*M + c*in_elems + d*out_elems + e*weights
+    conv:         t_ns = a + b*M + c*in_elems + d*out_elems (+ e*weights with --flush)
     concat, add:  t_ns = a + b*out_elems
 with in_elems = C_in*H*W, out_elems = N*Ho*Wo (concat: r*C*H*W; add: C*H*W), weights =
 N*(C_in/group)*kh*kw and M = macs =
 N*(C_in/group)*kh*kw*Ho*Wo, except for the NCHWc classes (dense, pointwise, depthwise,
 *_small_cin) where M = macs_padded (channels rounded up to 16 as NCHWc computes them; see
-macs_padded()), and depthwise_nchw, which has a sixth term f*macs_strided (macs if stride > 1,
+macs_padded()), and depthwise_nchw, which has another term f*macs_strided (macs if stride > 1,
 else 0). Each table entry names its features. A cell of fewer than 6 rows is merged with
 the other alignment of its class ("aligned": null, also used for classes that are never
 aligned). Cells whose median relative error exceeds 15 % are also fitted with extra features
@@ -115,11 +116,12 @@ PADDED_CLASSES = {"dense", "pointwise", "depthwise", "dense_small_cin", "pointwi
 # Features per conv class (default: one, macs, in_elems, out_elems). depthwise_nchw gets an extra
 # MAC term for stride > 1: onnxruntime's NCHW depthwise runs about 3x slower per MAC when strided
 # (median relative error 29 % without it, 7 % with it, 1 thread).
-# Every class also has a term in its weight elements: after a flush they come from memory, as in a
-# network whose other layers evicted them.
-CLASS_FEATURES = {c: ["one", "macs_padded", "in_elems", "out_elems", "weights"] for c in PADDED_CLASSES}
-CLASS_FEATURES["depthwise_nchw"] = ["one", "macs", "in_elems", "out_elems", "macs_strided", "weights"]
-DEFAULT_CONV_FEATURES = ["one", "macs", "in_elems", "out_elems", "weights"]
+CLASS_FEATURES = {c: ["one", "macs_padded", "in_elems", "out_elems"] for c in PADDED_CLASSES}
+CLASS_FEATURES["depthwise_nchw"] = ["one", "macs", "in_elems", "out_elems", "macs_strided"]
+DEFAULT_CONV_FEATURES = ["one", "macs", "in_elems", "out_elems"]
+# Rows measured after a cache flush (--flush) also fit a term in the weight elements, which then
+# come from memory.
+FLUSHED_EXTRA = ["weights"]
 MIN_CELL = 6
 NEVER_ALIGNED = {"dense_small_cin", "pointwise_small_cin", "dense_nchw", "pointwise_nchw", "depthwise_nchw"}
 # A group whose sentinel ran slower than this times the sweep's fastest is "contended": its rows
@@ -657,6 +659,8 @@ def fit_tables(rows):
                 continue
             if cls in CONV_CLASSES:
                 feats = CLASS_FEATURES.get(cls, DEFAULT_CONV_FEATURES)
+                if all(r.get("flushed") for r in rs):
+                    feats = feats + FLUSHED_EXTRA
             else:
                 feats = ["one", "out_elems"]
             # Add's cost is a difference of two timings and can be ~0 or negative on tiny tensors:
@@ -878,8 +882,8 @@ def main():
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per model")
     ap.add_argument("--group", type=int, default=8, help="models interleaved together")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-flush", dest="flush", action="store_false",
-                    help="no cache flush before each run (models measured warm, their weights cached)")
+    ap.add_argument("--flush", action="store_true",
+                    help="a cache flush before each run (FLUSH_RUNS runs per model; conv fits gain a weights term)")
     ap.add_argument("--retries", type=int, default=2,
                     help="re-measure rows of groups whose sentinel shows a busy machine, up to this many times")
     ap.add_argument("--retry-only", type=int, default=None, metavar="THREADS",

@@ -7,7 +7,7 @@ which onnxruntime fuses into one `QuickGelu`), a per-channel scale (`Mul` of a f
 
     taskset -c 1 bench/.venv/bin/python bench/calibrate_elementwise.py \\
         --table src/time/onnxruntime-x86_64.json [--threads 1,all] [--budget 0.4] \\
-        [--raw bench/results-DATE-calibration-elementwise.json] [--no-flush]
+        [--raw bench/results-DATE-calibration-elementwise.json] [--flush]
 
 Each shape is one model: `x -> Conv 1x1 (C->C) -> pattern -> Conv 1x1 (C->16)` (CPU,
 ORT_ENABLE_ALL, sequential, inter-op 1, intra-op threads 1 or every core). Its time is the median
@@ -29,9 +29,9 @@ The layout reorders around a pattern are not part of its time: the time model co
 where they occur, from the graph (`src/io/onnx/reorders.rs`), as `reorder_input` and
 `reorder_output` nodes.
 
-By default every timed run follows a cache flush (calibrate.py's: a product with 64 MiB of
-weights) and each shape runs FLUSH_RUNS = 40 times, as in a network whose other layers evicted
-the caches; `--no-flush` measures warm (the tables before 2026-11-29 late).
+With `--flush` every timed run follows a cache flush (calibrate.py's: a product with 64 MiB of
+weights) and each shape runs FLUSH_RUNS = 40 times, as in a network too large for the caches;
+the shipped table is measured warm (see calibrate.py).
 
 Fits are non-negative least squares minimising relative error (calibrate.py's `nnls`) on
 `one, in_elems, out_elems` (`pool` also `macs` = output elements x kernel taps), one per channel
@@ -243,8 +243,7 @@ def main():
     ap.add_argument("--threads", default="1,all")
     ap.add_argument("--budget", type=float, default=0.4, help="seconds of timed runs per shape")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-flush", dest="flush", action="store_false",
-                    help="no cache flush before each run (as calibrate.py's --no-flush)")
+    ap.add_argument("--flush", action="store_true", help="a cache flush before each run (as calibrate.py's --flush)")
     ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-elementwise.json"))
     args = ap.parse_args()
     table = json.load(open(args.table))

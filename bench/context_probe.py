@@ -8,8 +8,8 @@ a 1x1 Conv) against the same node's kernels inside a real network.
     bench/.venv/bin/python bench/context_probe.py --model OUT.onnx --match /layer4/layer4.2/ [--runs 200]
 
 --spec C_in,N,group,k,stride,H (k x k kernel, H x H input, pads k//2): measured as calibrate.py
-measures it (its Unit, attribution, grouped median, drift sentinel and cache flush before every
-run; --no-flush: warm) and printed beside the
+measures it (its Unit, attribution, grouped median and drift sentinel; --flush: a cache flush
+before every run) and printed beside the
 table's prediction for its class (the features of calibrate.py's fit). --model: every kernel
 event of onnxruntime's profiler whose node name contains --match (onnxruntime names an NCHWc
 node after its output tensor, so a factor's node is "<layer output>/dac_<factor>.<i>_nchwc" and
@@ -47,7 +47,7 @@ def probe_specs(args):
     for text in args.spec:
         c_in, n, group, k, stride, h = (int(v) for v in text.split(","))
         specs.append(calibrate.conv_spec(c_in, n, group, k, k, stride, h))
-    flush = None if args.no_flush else calibrate.flusher(args.threads)
+    flush = calibrate.flusher(args.threads) if args.flush else None
     rows = calibrate.measure_group(specs, args.threads, args.budget, tempfile.mkdtemp(), 0, flush=flush)
     print("| C_in | N | group | k | stride | H | class | calibration context us | table us | table error |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -86,7 +86,7 @@ def main():
     ap.add_argument("--table", default=os.path.join(ROOT, "src", "time", "onnxruntime-x86_64.json"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=1.0, help="seconds per spec (calibrate.py's --budget)")
-    ap.add_argument("--no-flush", action="store_true", help="calibrate.py's --no-flush: measure warm")
+    ap.add_argument("--flush", action="store_true", help="calibrate.py's --flush: a cache flush before each run")
     args = ap.parse_args()
     if not args.spec and not args.model:
         ap.error("give --spec (calibration context) or --model with --match (in a network)")
