@@ -209,8 +209,10 @@ pub struct Summary {
     /// the `Conv`s that cannot be rewritten, at their inferred shapes.
     pub linear: Cost,
     /// Modeled time of what [`linear`](Self::linear) counts and, in a graph, of the nodes
-    /// around the convolutions that the model times (Swish, per-channel scales, pooling:
-    /// [`ElementOp`](crate::time::ElementOp)) (`None`: a checkpoint without input sizes).
+    /// around the convolutions that the model times (Swish, per-channel scales, pooling, and
+    /// the layout reorders not next to a convolution: [`ElementOp`](crate::time::ElementOp))
+    /// (`None`: a checkpoint without input sizes). A reorder next to a convolution counts in
+    /// that layer's times.
     pub linear_time: Option<Duration>,
     /// The time model's runtime and thread count, as in its table.
     pub time_model: String,

@@ -6,8 +6,7 @@
 //! convolution of channel multiplier above 1 slower than the dense layer it replaces. A
 //! [`TimeModel`] predicts each node's time from a table fitted to measurements of the runtime
 //! (`bench/calibrate.py` sweeps a grid of shapes in onnxruntime, each node measured in context
-//! between two dense convolutions, after a cache flush as in a network whose other layers evict
-//! its weights, and fits it):
+//! between two dense convolutions, and fits it):
 //!
 //! `t = a + b·x₁ + c·x₂ + ...` (nanoseconds, non-negative coefficients) over features of the node
 //! (MACs, MACs with channels padded to the runtime's block, MACs of a strided convolution, input
@@ -33,7 +32,7 @@ use std::time::Duration;
 
 /// Weight elements a node timed alone keeps in cache between runs (16 MiB of f32, half the
 /// reference machine's 32 MiB L3); beyond it, weights stream from memory (`weights_over_cache`).
-/// The shipped table's nodes are measured with the caches flushed before every run, as a
+/// The shipped table's products are measured with the caches flushed before every run, as a
 /// network's other layers flush them, so their `weights` term already reads from memory.
 pub const CACHED_WEIGHTS: f64 = (1u64 << 22) as f64;
 
@@ -137,20 +136,6 @@ impl ConvClass {
 
     fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == name)
-    }
-
-    /// Whether onnxruntime runs the class in its blocked layout (its output is blocked).
-    pub fn blocked(self) -> bool {
-        matches!(
-            self,
-            Self::Dense | Self::Pointwise | Self::DenseSmallInput | Self::PointwiseSmallInput | Self::Depthwise
-        )
-    }
-
-    /// Whether the class reads a plain NCHW input as it is, so that no `ReorderInput` precedes
-    /// it: the plain classes, and the blocked ones of fewer input channels than a block.
-    pub fn reads_plain(self) -> bool {
-        !self.blocked() || matches!(self, Self::DenseSmallInput | Self::PointwiseSmallInput)
     }
 }
 

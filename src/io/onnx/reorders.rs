@@ -3,22 +3,27 @@
 //! `nchwc_transformer.cc`, checked against the optimised graphs of the zoo's networks).
 //!
 //! Walking the nodes in order, a tensor is blocked when it is written by
-//! - a convolution of a blocked [`ConvClass`] (its input is reordered in unless it is blocked
-//!   or the class reads plain input);
+//! - a convolution, a `Concat` or a `Split` (below: a convolution of at least a block of input
+//!   channels has a plain input reordered in);
 //! - a `MaxPool`/`AveragePool` of channels a multiple of the block (its input reordered in if
 //!   plain), a `GlobalAveragePool`/`GlobalMaxPool` of such channels on a blocked input;
-//! - an `Add`, `Sum` or `Mul` whose inputs are all blocked and of one shape, a channel `Concat`
-//!   of blocked inputs whose channels are multiples of the block;
+//! - an `Add`, `Sum` or `Mul` whose inputs are all blocked and of one shape;
 //! - `Relu`, `Sigmoid`, `Tanh`, `BatchNormalization` or an activation fused into the
 //!   convolution before it ([`elements`](super::elements)), on a blocked input.
 //!
 //! Every other reader needs the plain tensor: one `ReorderOutput` per blocked tensor read plain
 //! (a graph output included); a `Transpose` to NHWC of a blocked tensor becomes such a reorder.
 //!
-//! The time table's convolutions of plain classes (`*_nchw`, grouped, a channel multiplier) and
-//! of fewer input channels than a block were measured between blocked convolutions, with the
-//! reorders they cause: here they read any input as it is, and their output counts as blocked
-//! but is never reordered out.
+//! Two simplifications keep the count what the time table measured and the same for a layer
+//! whatever it becomes. The table's convolutions of plain classes (`*_nchw`, grouped, a channel
+//! multiplier) and of fewer input channels than a block, and its `Concat`s, were measured
+//! between blocked convolutions with the reorders they cause: here a convolution of at least a
+//! block of input channels has a plain input reordered in whatever its class (a factorisation
+//! keeps the input channels, so the first factor costs what the layer did), one of fewer reads
+//! it as it is (as onnxruntime does), `Concat` and `Split` read anything, and all of them write
+//! a blocked output (reordered out when a plain node reads it, whatever the class of the
+//! convolution that wrote it, so that a layer's last factor costs what the layer did).
+//!
 //! A reorder next to a convolution belongs to it (a `ReorderInput` to the convolution it feeds,
 //! a `ReorderOutput` to the one whose output, or fused activation's output, it copies): it runs
 //! whatever the layer becomes, and profiles count it with the layer. The others are fixed time.
@@ -26,7 +31,7 @@
 use super::elements::{self, Timing, Wiring};
 use super::graph::{dims4, Graph};
 use super::proto::Node;
-use crate::time::{ConvClass, ElementOp, TimedNode};
+use crate::time::{ElementOp, TimedNode};
 use std::collections::{HashMap, HashSet};
 
 /// A reorder, at its size (or why its size is unknown), and the node it belongs to: a `Conv`'s
@@ -45,23 +50,14 @@ struct Walk<'w, 'g, 'a> {
     graph: &'w Graph<'a>,
     block: usize,
     blocked: HashMap<&'a str, usize>,
-    /// Outputs of plain-class convolutions: blocked for their readers, never reordered out.
-    free: HashSet<&'a str>,
     reordered_in: HashSet<&'a str>,
     reorders: Vec<Reorder>,
 }
 
 /// The reorders onnxruntime inserts in `graph` for channel blocks of `block`.
 pub(crate) fn reorders(wiring: &Wiring<'_, '_>, graph: &Graph<'_>, block: usize) -> Vec<Reorder> {
-    let mut walk = Walk {
-        wiring,
-        graph,
-        block,
-        blocked: HashMap::new(),
-        free: HashSet::new(),
-        reordered_in: HashSet::new(),
-        reorders: Vec::new(),
-    };
+    let mut walk =
+        Walk { wiring, graph, block, blocked: HashMap::new(), reordered_in: HashSet::new(), reorders: Vec::new() };
     for (k, (_, node)) in graph.nodes.iter().enumerate() {
         walk.node(k, node);
     }
@@ -78,7 +74,10 @@ impl<'a> Walk<'_, '_, 'a> {
             "MaxPool" | "AveragePool" => self.pool(node, true),
             "GlobalAveragePool" | "GlobalMaxPool" => self.pool(node, false),
             "Add" | "Sum" | "Mul" => self.same_shapes(node),
-            "Concat" => self.concat(node),
+            "Concat" | "Split" => {
+                node.outputs.iter().filter(|o| !o.is_empty()).for_each(|&o| _ = self.blocked.insert(o, k));
+                return;
+            }
             "Relu" | "Sigmoid" | "Tanh" | "BatchNormalization" => self.is_blocked(node.inputs.first()),
             _ => {
                 matches!(elements::timing(self.wiring, node), Some(Timing::Fused))
@@ -94,24 +93,16 @@ impl<'a> Walk<'_, '_, 'a> {
         tensor.is_some_and(|t| self.blocked.contains_key(t))
     }
 
-    /// A `Conv`: a blocked class has its plain input reordered in unless it reads it plain; a
-    /// plain class's output is free (see the module).
+    /// A `Conv` of at least a block of input channels has a plain input reordered in (see the
+    /// module); its output counts as blocked.
     fn conv(&mut self, k: usize, node: &Node<'a>) -> bool {
-        let (Some(class), Some(&x), Some(&y)) = (self.class(node), node.inputs.first(), node.outputs.first()) else {
-            return false;
-        };
-        if !class.reads_plain() {
+        let (Some(&x), Some(w)) = (node.inputs.first(), node.inputs.get(1)) else { return false };
+        let Some(dims) = self.graph.inits.get(w).and_then(|(_, t)| dims4(t)) else { return false };
+        let groups = node.attr("group").and_then(|a| a.i).map_or(1, |g| g.max(1) as usize);
+        if dims[1] * groups >= self.block {
             self.reorder_in(x, Some(k));
-        } else if !class.blocked() {
-            self.free.insert(y);
         }
         true
-    }
-
-    fn class(&self, node: &Node<'a>) -> Option<ConvClass> {
-        let dims = dims4(&self.graph.inits.get(node.inputs.get(1)?)?.1)?;
-        let groups = node.attr("group").and_then(|a| a.i).map_or(1, |g| g.max(1) as usize);
-        Some(ConvClass::of(dims, groups, self.block))
     }
 
     /// A pooling over channels a multiple of the block: always blocked (`reorder` its plain
@@ -133,12 +124,6 @@ impl<'a> Walk<'_, '_, 'a> {
         node.inputs.iter().all(|t| self.blocked.contains_key(t) && first.is_some() && shape(t) == first)
     }
 
-    fn concat(&self, node: &Node<'a>) -> bool {
-        let axis = node.attr("axis").and_then(|a| a.i);
-        let aligned = |t: &str| self.wiring.channels(t).is_multiple_of(self.block);
-        axis == Some(1) && node.inputs.iter().all(|t| self.blocked.contains_key(t) && aligned(t))
-    }
-
     /// A `ReorderInput` of plain `x` (once per tensor), owned by `owner`.
     fn reorder_in(&mut self, x: &'a str, owner: Option<usize>) {
         if !self.blocked.contains_key(x) && self.reordered_in.insert(x) {
@@ -156,7 +141,7 @@ impl<'a> Walk<'_, '_, 'a> {
     fn finish(mut self) -> Vec<Reorder> {
         let mut out: Vec<(&'a str, usize)> = self.blocked.iter().map(|(&t, &k)| (t, k)).collect();
         out.sort_by_key(|&(_, k)| k);
-        for (t, k) in out.into_iter().filter(|(t, _)| !self.free.contains(t)) {
+        for (t, k) in out {
             let plain = self.wiring.readers(t).any(|r| !self.reads_blocked(r)) || self.graph.outputs.contains(t);
             if plain {
                 let owner = self.conv_behind(k);
@@ -167,10 +152,13 @@ impl<'a> Walk<'_, '_, 'a> {
         self.reorders
     }
 
-    /// Whether reader `r` takes a blocked input as it is: a convolution (see the module), or a
-    /// node that runs blocked.
+    /// Whether reader `r` takes a blocked input as it is: a convolution, `Concat` or `Split`
+    /// (see the module), or a node that runs blocked.
     fn reads_blocked(&self, r: &Node<'a>) -> bool {
-        r.is("Conv") || r.outputs.first().is_some_and(|y| self.blocked.contains_key(y))
+        r.is("Conv")
+            || r.is("Concat")
+            || r.is("Split")
+            || r.outputs.first().is_some_and(|y| self.blocked.contains_key(y))
     }
 
     /// The `Conv` behind node `k`: itself, or the convolution that activations fused into it
