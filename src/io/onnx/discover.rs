@@ -1,7 +1,7 @@
 //! The convolutions of an ONNX graph, as the conversion pipeline sees them.
 
 use super::elements::{self, Timing, Wiring};
-use super::graph::{dims4, Graph};
+use super::graph::{dims4, groups, Graph};
 use super::infer::{numel, Shapes, Stop};
 use super::onnx_error;
 use super::ops::{gemm_dims, matmul_shape};
@@ -237,7 +237,7 @@ fn matrix_node(m: usize, k: usize, n: usize) -> TimedNode {
 fn conv_node(node: &Node<'_>, x: &[usize], w: &[usize], y: &[usize], transposed: bool) -> TimedNode {
     let hw = |s: &[usize]| (s.get(2).copied().unwrap_or(1), s.iter().skip(3).product::<usize>().max(1));
     let dim = |i: usize| w.get(i).copied().unwrap_or(1);
-    let group = node.attr("group").and_then(|a| a.i).unwrap_or(1).max(1) as usize;
+    let group = groups(node);
     let kernel = w.iter().skip(2).product::<usize>().max(1);
     let dims = if transposed { [dim(1) * group, dim(0) / group, kernel, 1] } else { [dim(0), dim(1), kernel, 1] };
     let strides = node.attr("strides").map_or(&[][..], |a| a.ints.as_slice());

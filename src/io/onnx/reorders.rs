@@ -29,7 +29,7 @@
 //! whatever the layer becomes, and profiles count it with the layer. The others are fixed time.
 
 use super::elements::{self, Timing, Wiring};
-use super::graph::{dims4, Graph};
+use super::graph::{dims4, groups, Graph};
 use super::proto::Node;
 use crate::time::{ElementOp, TimedNode};
 use std::collections::{HashMap, HashSet};
@@ -98,8 +98,7 @@ impl<'a> Walk<'_, '_, 'a> {
     fn conv(&mut self, k: usize, node: &Node<'a>) -> bool {
         let (Some(&x), Some(w)) = (node.inputs.first(), node.inputs.get(1)) else { return false };
         let Some(dims) = self.graph.inits.get(w).and_then(|(_, t)| dims4(t)) else { return false };
-        let groups = node.attr("group").and_then(|a| a.i).map_or(1, |g| g.max(1) as usize);
-        if dims[1] * groups >= self.block {
+        if dims[1] * groups(node) >= self.block {
             self.reorder_in(x, Some(k));
         }
         true
