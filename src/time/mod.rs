@@ -268,12 +268,72 @@ pub enum ElementOp {
     /// onnxruntime's `ReorderOutput`: a blocked tensor copied back to plain NCHW (or NHWC, in
     /// place of a `Transpose`) for a node that reads it plain: `"reorder_output"`.
     ReorderOutput,
+    /// An activation onnxruntime runs inside the kernel before it (a convolution's, an
+    /// `Add`'s): its pass over that kernel's output, `"activation_<name>"`
+    /// (`bench/calibrate_activation.py`).
+    Activation(Activation),
+}
+
+/// An activation that onnxruntime fuses into the kernel before it. `Relu` is applied in the
+/// kernel's registers and costs almost nothing; the others are a pass over the output after it
+/// (in the zoo's mobile networks 15-45 % of a depthwise or expanding 1x1 convolution's time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Activation {
+    /// `Relu`: `"relu"`.
+    Relu,
+    /// `Clip` (ReLU6): `"clip"`.
+    Clip,
+    /// `LeakyRelu`: `"leaky_relu"`.
+    LeakyRelu,
+    /// `HardSigmoid`: `"hard_sigmoid"`.
+    HardSigmoid,
+    /// `x·hardsigmoid(x)` (`HardSigmoid` and `Mul`, or `HardSwish`): `"hard_swish"`.
+    HardSwish,
+    /// `Sigmoid`: `"sigmoid"`.
+    Sigmoid,
+    /// `Tanh`: `"tanh"`.
+    Tanh,
+}
+
+impl Activation {
+    /// Every activation.
+    pub const ALL: [Activation; 7] =
+        [Self::Relu, Self::Clip, Self::LeakyRelu, Self::HardSigmoid, Self::HardSwish, Self::Sigmoid, Self::Tanh];
+
+    /// The activation of an ONNX operator type, if onnxruntime fuses it (`Mul` is not one: an
+    /// `x·hardsigmoid(x)` is [`Activation::HardSwish`] by its pattern).
+    pub fn of_op(op_type: &str) -> Option<Self> {
+        Some(match op_type {
+            "Relu" => Self::Relu,
+            "Clip" => Self::Clip,
+            "LeakyRelu" => Self::LeakyRelu,
+            "HardSigmoid" => Self::HardSigmoid,
+            "HardSwish" => Self::HardSwish,
+            "Sigmoid" => Self::Sigmoid,
+            "Tanh" => Self::Tanh,
+            _ => return None,
+        })
+    }
 }
 
 impl ElementOp {
     /// Every operator, in table order.
-    pub const ALL: [ElementOp; 6] =
-        [Self::Swish, Self::Scale, Self::GlobalPool, Self::Pool, Self::ReorderInput, Self::ReorderOutput];
+    pub const ALL: [ElementOp; 13] = [
+        Self::Swish,
+        Self::Scale,
+        Self::GlobalPool,
+        Self::Pool,
+        Self::ReorderInput,
+        Self::ReorderOutput,
+        Self::Activation(Activation::Relu),
+        Self::Activation(Activation::Clip),
+        Self::Activation(Activation::LeakyRelu),
+        Self::Activation(Activation::HardSigmoid),
+        Self::Activation(Activation::HardSwish),
+        Self::Activation(Activation::Sigmoid),
+        Self::Activation(Activation::Tanh),
+    ];
 
     /// The operator's name in tables.
     pub fn name(self) -> &'static str {
@@ -284,6 +344,15 @@ impl ElementOp {
             Self::Pool => "pool",
             Self::ReorderInput => "reorder_input",
             Self::ReorderOutput => "reorder_output",
+            Self::Activation(a) => match a {
+                Activation::Relu => "activation_relu",
+                Activation::Clip => "activation_clip",
+                Activation::LeakyRelu => "activation_leaky_relu",
+                Activation::HardSigmoid => "activation_hard_sigmoid",
+                Activation::HardSwish => "activation_hard_swish",
+                Activation::Sigmoid => "activation_sigmoid",
+                Activation::Tanh => "activation_tanh",
+            },
         }
     }
 }

@@ -505,8 +505,16 @@ fn layout_reorders_belong_to_the_convolution_beside_them() {
         t.node(&TimedNode::Conv(dac::time::ConvNode::new("x", dims, &geometry, (hw, hw)).unwrap()))
     };
     use ElementOp::{ReorderInput as In, ReorderOutput as Out};
-    // a: its plain input in; a 32-channel MaxPool reads its (Relu-fused) output blocked.
-    assert_eq!(dense("a"), alone([32, 32, 3, 3], 16) + reorder(In, 32, 16));
+    // a: its plain input in; a 32-channel MaxPool reads its (Relu-fused) output blocked; the
+    // Relu's pass over that output counts with it.
+    let relu = TimedNode::Elements {
+        op: ElementOp::Activation(dac::time::Activation::Relu),
+        channels: 32,
+        input: 32 * 256,
+        output: 32 * 256,
+        taps: 1,
+    };
+    assert_eq!(dense("a"), alone([32, 32, 3, 3], 16) + reorder(In, 32, 16) + t.node(&relu));
     // The pool's output, read by Neg: fixed. b (32 -> 8): its input from Neg reordered in. c
     // reads b's 8 channels plain (fewer than a block), the reorder inside its table entry.
     assert_eq!(dense("b"), alone([8, 32, 3, 3], 8) + reorder(In, 32, 8));
@@ -519,12 +527,13 @@ fn layout_reorders_belong_to_the_convolution_beside_them() {
     assert_eq!(report.unmodeled, vec![("Neg".to_string(), 1)]);
 }
 
-/// What onnxruntime runs inside another kernel costs nothing and is not listed: `x·hardsigmoid(x)`
-/// on a convolution's output, a `Relu` after a `Gemm`; a `ReduceMean` over the spatial axes is
+/// What onnxruntime runs inside another kernel is not a node of its own: `x·hardsigmoid(x)` on a
+/// convolution's output is that convolution's pass over its output, counted with the layer; a
+/// `Relu` after a `Gemm` is a pass in the fixed time; a `ReduceMean` over the spatial axes is
 /// global pooling.
 #[test]
-fn fused_nodes_cost_nothing_and_a_spatial_mean_is_global_pooling() {
-    use dac::time::{ElementOp, TimeModel, TimedNode};
+fn fused_activations_count_with_their_producer_and_a_spatial_mean_is_global_pooling() {
+    use dac::time::{Activation, ElementOp, TimeModel, TimedNode};
     let mut g = Graph::default();
     conv(&mut g, "c", "input", "a", [16, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 23);
     g.nodes.push(node("HardSigmoid", "hs", &["a"], &["h"], &[], &[]));
@@ -542,12 +551,31 @@ fn fused_nodes_cost_nothing_and_a_spatial_mean_is_global_pooling() {
     let t = TimeModel::onnxruntime_x86_64();
     let pool = TimedNode::Elements { op: ElementOp::GlobalPool, channels: 16, input: 16 * 64, output: 16, taps: 1 };
     let gemm = TimedNode::MatMul { m: 1, k: 16, n: 10 };
-    assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm])));
+    let act = |a, channels: usize, output: u64| TimedNode::Elements {
+        op: ElementOp::Activation(a),
+        channels,
+        input: output,
+        output,
+        taps: 1,
+    };
+    let relu = act(Activation::Relu, 10, 10);
+    assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm, relu])));
+    // The layer's time, dense, is its convolution's, its hard swish's, and the reorder of its
+    // blocked output for the ReduceMean, which reads plain.
+    let options = ConvertOptions::new(Rank::Fixed(2)).exclude("*");
+    let (_, dense) = rewrite_model(&model(&g, 13, &[]), &options).unwrap();
+    let geometry = dac::Geometry { padding: dac::Padding::symmetric(1, 1), ..dac::Geometry::default() };
+    let conv = TimedNode::Conv(dac::time::ConvNode::new("c", [16, 3, 3, 3], &geometry, (8, 8)).unwrap());
+    let swish = act(Activation::HardSwish, 16, 16 * 64);
+    assert!(t.node(&swish) > std::time::Duration::ZERO);
+    let out =
+        TimedNode::Elements { op: ElementOp::ReorderOutput, channels: 16, input: 16 * 64, output: 16 * 64, taps: 1 };
+    assert_eq!(dense.skipped[0].time, Some(t.nodes(&[conv, swish, out])));
     // From opset 18 the axes are an input.
     let i = g.nodes.iter().position(|n| contains(n, b"ReduceMean")).unwrap();
     g.inits.push(int_tensor("axes", &[2], &[2, 3]));
     g.nodes[i] = node("ReduceMean", "mean", &["b", "axes"], &["m"], &[attr_int("keepdims", 0)], &[]);
     let (_, report) = rewrite_model(&model(&g, 18, &[]), &ConvertOptions::new(Rank::Fixed(2))).unwrap();
     assert!(report.unmodeled.is_empty(), "{:?}", report.unmodeled);
-    assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm])));
+    assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm, relu])));
 }

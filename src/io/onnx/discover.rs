@@ -107,15 +107,16 @@ fn add_reorders(d: &mut Discovered<'_>, g: &Graph<'_>, wiring: &Wiring<'_, '_>, 
             tally(&mut d.unmodeled, r.op_type);
             continue;
         };
-        match r.owner.and_then(|k| d.convs.iter().position(|c| c.node == k)) {
-            Some(i) => d.found[i].context.push(node),
+        match r.owner {
+            Some(k) => beside(d, k, node, options),
             None => d.fixed.time += options.time.node(&node),
         }
     }
 }
 
 /// Adds the time of a node around the convolutions ([`elements`](super::elements)) to the fixed
-/// time, or the node to the unmodeled or uncounted ones.
+/// time (an activation fused into a convolution: to that convolution's context), or the node
+/// to the unmodeled or uncounted ones.
 fn around(
     d: &mut Discovered<'_>,
     wiring: &Wiring<'_, '_>,
@@ -125,13 +126,29 @@ fn around(
     options: &ConvertOptions,
 ) {
     match elements::timing(wiring, node) {
-        Some(Timing::Fused) => {}
+        Some(Timing::Fused) => match elements::activation_pass(wiring, node) {
+            Some((producer, op, sized)) if options.time.models(op) => match sized {
+                Ok(t) => beside(d, producer, t, options),
+                Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
+            },
+            _ => {}
+        },
         Some(Timing::Timed(op, sized)) if options.time.models(op) => match sized {
             Ok(t) => d.fixed.time += options.time.node(&t),
             Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
         },
         _ if computes(node, shapes) => tally(&mut d.unmodeled, node.op_type),
         _ => {}
+    }
+}
+
+/// Adds `node`, which runs beside node `producer` whatever that becomes (a reorder next to it,
+/// an activation fused into it), to the context of the convolution `producer` is, or else to
+/// the fixed time.
+fn beside(d: &mut Discovered<'_>, producer: usize, node: TimedNode, options: &ConvertOptions) {
+    match d.convs.iter().position(|c| c.node == producer) {
+        Some(i) => d.found[i].context.push(node),
+        None => d.fixed.time += options.time.node(&node),
     }
 }
 

@@ -11,7 +11,7 @@
 use super::graph::Graph;
 use super::infer::{numel, Shapes};
 use super::proto::Node;
-use crate::time::{ElementOp, TimedNode};
+use crate::time::{Activation, ElementOp, TimedNode};
 use std::collections::HashMap;
 
 /// What a node costs at run time.
@@ -119,6 +119,25 @@ fn fused_activation(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     (ACTIVATIONS.iter().any(|op| node.is(op)) && absorbing && w.read_once(x)).then_some(Timing::Fused)
 }
 
+/// The pass over its producer's output of an activation onnxruntime fuses into that producer
+/// (every fused activation but a `Sigmoid` gate, which joins its `Mul`): the producer's node
+/// index, the activation's operator and its node at its sizes (or why they are unknown). An
+/// `x·hardsigmoid(x)` is timed once, at its `HardSigmoid`.
+pub(crate) fn activation_pass(
+    w: &Wiring<'_, '_>,
+    node: &Node<'_>,
+) -> Option<(usize, ElementOp, std::result::Result<TimedNode, String>)> {
+    let activation = if fused_activation(w, node).is_some() {
+        Activation::of_op(node.op_type)?
+    } else if node.is("HardSigmoid") && matches!(swish(w, node), Some(Timing::Fused)) {
+        Activation::HardSwish
+    } else {
+        return None;
+    };
+    let (producer, y, op) = (w.writer_index(node.inputs.first()?)?, output(node), ElementOp::Activation(activation));
+    Some((producer, op, sized(op, w.channels(y), w.elements(y).map(|e| (e, e, 1)))))
+}
+
 /// A `Pad` that only a pooling reads (onnxruntime pads inside the pooling kernel).
 fn fused_pad(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     let y = *node.outputs.first()?;
@@ -202,5 +221,14 @@ fn output<'n>(node: &Node<'n>) -> &'n str {
 }
 
 fn timed(op: ElementOp, channels: usize, sizes: std::result::Result<(u64, u64, u64), String>) -> Timing {
-    Timing::Timed(op, sizes.map(|(input, output, taps)| TimedNode::Elements { op, channels, input, output, taps }))
+    Timing::Timed(op, sized(op, channels, sizes))
+}
+
+/// The node of `op` at its `(input, output, taps)` sizes, or why they are unknown.
+fn sized(
+    op: ElementOp,
+    channels: usize,
+    sizes: std::result::Result<(u64, u64, u64), String>,
+) -> std::result::Result<TimedNode, String> {
+    sizes.map(|(input, output, taps)| TimedNode::Elements { op, channels, input, output, taps })
 }
