@@ -11,8 +11,9 @@ Counted as the README says the model does: `Gemm` and `MatMul` with a constant r
 (`gemv` at one row, else `matmul`), `Add`/`Sum`/`Concat` on feature maps (their entries, by the pieces' channel alignment), Swish
 (`Sigmoid` + `Mul` of one tensor: `swish`, at the Mul), a `Mul` by a `[1, C, 1, 1]` tensor
 (`scale`), `GlobalAveragePool`/`GlobalMaxPool` and a `ReduceMean`/`ReduceMax` over the spatial
-axes (`global_pool`), `MaxPool`/`AveragePool` (`pool`); activations fused into the node before
-them count nothing; and the layout reorders onnxruntime inserts that are not next to a
+axes (`global_pool`), `MaxPool`/`AveragePool` (`pool`); an activation fused into the `Add`,
+`BatchNormalization` or `Gemm` before it (`activation_<name>`: its pass over that output; one
+fused into a convolution counts with the convolution); and the layout reorders onnxruntime inserts that are not next to a
 convolution (`reorder_input`, `reorder_output`), found in onnxruntime's own optimised graph
 rather than by dac's rules. Prints both figures per model and their difference.
 """
@@ -28,6 +29,9 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Activations onnxruntime fuses into the kernel before them: table entry activation_<name>.
+ACTIVATIONS = {"Relu": "relu", "Clip": "clip", "LeakyRelu": "leaky_relu", "HardSigmoid": "hard_sigmoid",
+               "Sigmoid": "sigmoid", "Tanh": "tanh"}
 FEATURES = {"one", "macs", "macs_padded", "macs_strided", "in_elems", "out_elems", "weights", "weights_over_cache"}
 
 
@@ -82,6 +86,10 @@ def fixed_ns(path, table):
             elif len(shape[a]) == 4 and len(shape[b]) == 4 and (shape[a][2:] == [1, 1]) != (shape[b][2:] == [1, 1]):
                 e = entry(table, "scale", shape[out][1] % block == 0)
                 total += evaluate(e, {"one": 1, "in_elems": numel(out), "out_elems": numel(out), "macs": numel(out)})
+        elif op in ACTIVATIONS and writer.get(n.input[0]) is not None and len(readers[n.input[0]]) == 1 \
+                and writer[n.input[0]].op_type in ("Add", "BatchNormalization", "Gemm") \
+                and n.input[0] not in {o.name for o in g.output}:
+            total += evaluate(entry(table, "activation_" + ACTIVATIONS[op], None), {"one": 1, "out_elems": numel(out)})
         elif op in ("GlobalAveragePool", "GlobalMaxPool", "MaxPool", "AveragePool", "ReduceMean", "ReduceMax"):
             if op.startswith("Reduce"):
                 axes = next((list(x.ints) for x in n.attribute if x.name == "axes"), None)

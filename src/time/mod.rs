@@ -16,7 +16,9 @@
 //! (aligned when the pieces' channel counts are multiples of the block). The nodes around the
 //! convolutions that onnxruntime runs as kernels of their own ([`ElementOp`]: Swish,
 //! per-channel scales, pooling, and the reorders between its blocked and plain layouts) are
-//! fitted on their element counts by `bench/calibrate_elementwise.py`, per alignment.
+//! fitted on their element counts by `bench/calibrate_elementwise.py`, per alignment; an
+//! activation onnxruntime fuses into the kernel before it ([`Activation`]) is that kernel's pass
+//! over its output, fitted on the output elements by `bench/calibrate_activation.py`.
 //!
 //! The crate ships the table for onnxruntime on x86-64 ([`TimeModel::onnxruntime_x86_64`]);
 //! [`TimeModel::from_json`] reads another (for another machine or thread count) written by the
