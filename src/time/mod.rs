@@ -290,7 +290,7 @@ pub enum Activation {
     LeakyRelu,
     /// `HardSigmoid`: `"hard_sigmoid"`.
     HardSigmoid,
-    /// `x·hardsigmoid(x)` (`HardSigmoid` and `Mul`, or `HardSwish`): `"hard_swish"`.
+    /// `x·hardsigmoid(x)` (`HardSigmoid` and `Mul` on a convolution's output): `"hard_swish"`.
     HardSwish,
     /// `Sigmoid`: `"sigmoid"`.
     Sigmoid,
@@ -299,19 +299,14 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Every activation.
-    pub const ALL: [Activation; 7] =
-        [Self::Relu, Self::Clip, Self::LeakyRelu, Self::HardSigmoid, Self::HardSwish, Self::Sigmoid, Self::Tanh];
-
-    /// The activation of an ONNX operator type, if onnxruntime fuses it (`Mul` is not one: an
-    /// `x·hardsigmoid(x)` is [`Activation::HardSwish`] by its pattern).
-    pub fn of_op(op_type: &str) -> Option<Self> {
+    /// The activation of a single-node ONNX operator type (an `x·hardsigmoid(x)` is
+    /// [`Activation::HardSwish`] by its pattern of two nodes).
+    pub(crate) fn of_op(op_type: &str) -> Option<Self> {
         Some(match op_type {
             "Relu" => Self::Relu,
             "Clip" => Self::Clip,
             "LeakyRelu" => Self::LeakyRelu,
             "HardSigmoid" => Self::HardSigmoid,
-            "HardSwish" => Self::HardSwish,
             "Sigmoid" => Self::Sigmoid,
             "Tanh" => Self::Tanh,
             _ => return None,

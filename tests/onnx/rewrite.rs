@@ -579,3 +579,43 @@ fn fused_activations_count_with_their_producer_and_a_spatial_mean_is_global_pool
     assert!(report.unmodeled.is_empty(), "{:?}", report.unmodeled);
     assert_eq!(report.linear_time, Some(t.nodes(&[pool, gemm, relu])));
 }
+
+/// An activation fused into a convolution runs whatever the layer becomes: a `Clip` after a
+/// factored layer adds its pass to the layer's time before and after alike, and what a `Relu`
+/// adds instead differs by the two table entries, on both sides.
+#[test]
+fn a_fused_activation_counts_alike_before_and_after_factoring() {
+    use dac::time::{Activation, ElementOp, TimeModel, TimedNode};
+    let graph = |act: &str| {
+        let mut g = Graph::default();
+        let pad = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+        conv(&mut g, "a", "input", "a_out", [32, 32, 3, 3], true, pad(), 41);
+        let mut inputs = vec!["a_out"];
+        if act == "Clip" {
+            g.inits.push(tensor("lo", &[], &[0.0]));
+            g.inits.push(tensor("hi", &[], &[6.0]));
+            inputs.extend(["lo", "hi"]);
+        }
+        g.nodes.push(node(act, "act", &inputs, &["r"], &[], &[]));
+        conv(&mut g, "b", "r", "y", [32, 32, 3, 3], true, pad(), 42);
+        g.inputs.push(value_info("input", &[Some(1), Some(32), Some(16), Some(16)]));
+        g.outputs.push(value_info("y", &[Some(1), Some(32), Some(16), Some(16)]));
+        model(&g, 13, &[])
+    };
+    let options = ConvertOptions::new(Rank::Fixed(2)).include("a");
+    let layer = |act: &str| {
+        let (_, report) = rewrite_model(&graph(act), &options).unwrap();
+        let a = report.converted.iter().find(|c| c.name == "a").unwrap().clone();
+        (a.time_before.unwrap(), a.time_after.unwrap())
+    };
+    let ((clip_before, clip_after), (relu_before, relu_after)) = (layer("Clip"), layer("Relu"));
+    let t = TimeModel::onnxruntime_x86_64();
+    let pass = |a| {
+        let e = 32 * 16 * 16;
+        t.node(&TimedNode::Elements { op: ElementOp::Activation(a), channels: 32, input: e, output: e, taps: 1 })
+    };
+    let (clip, relu) = (pass(Activation::Clip), pass(Activation::Relu));
+    assert!(clip > relu, "a Clip's pass ({clip:?}) costs more than a Relu's ({relu:?})");
+    assert_eq!(clip_before - relu_before, clip - relu);
+    assert_eq!(clip_after - relu_after, clip - relu);
+}
