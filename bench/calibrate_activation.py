@@ -2,9 +2,13 @@
 """The time of an activation that onnxruntime fuses into the convolution before it, measured in
 context and fitted, then added to a time table as `activation_<name>` entries.
 
-    taskset -c 1 bench/.venv/bin/python bench/calibrate_activation.py \\
-        --table src/time/onnxruntime-x86_64.json [--threads 1] [--budget 0.3] \\
+    bench/.venv/bin/python bench/calibrate_activation.py \\
+        --table src/time/onnxruntime-x86_64.json [--threads 1,all] [--pin 1] [--budget 0.3] \\
         [--raw bench/results-DATE-calibration-activation.json]
+
+A 1-thread sweep pins this process to CPU `--pin` (as `taskset -c 1` would); a sweep of more
+threads unpins it to every CPU (calibrate.py's rule; other work on the machine is not
+controlled, and the runs it slows down are dropped as calibrate.py drops them).
 
 onnxruntime (1.32, CPU, every graph optimisation) runs `Relu`, `Clip`, `LeakyRelu`,
 `HardSigmoid`, `Sigmoid`, `Tanh` and `x·hardsigmoid(x)` after a convolution inside that
@@ -93,7 +97,8 @@ def sweep(threads, budget, tmp):
     for k, (c, n, g, kk, s, h) in enumerate(SHAPES):
         base = calibrate.conv_spec(c, n, g, kk, kk, s, h)
         specs = [base] + [dict(base, act=a) for a in ACTIVATIONS]
-        got = calibrate.measure_group(specs, threads, budget, tmp, 100 * k)
+        # At several threads, the runs slowed by other work on the machine are dropped (as calibrate.py does).
+        got = calibrate.measure_group(specs, threads, budget, tmp, 100 * k, filter_runs=threads > 1)
         alone = got[0]
         fused = all(len(r["events"]) == len(alone["events"]) for r in got[1:len(specs)])
         for r in got[1:len(specs)]:
@@ -126,6 +131,7 @@ def main():
     ap.add_argument("--table", required=True)
     ap.add_argument("--threads", default="1")
     ap.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per model")
+    ap.add_argument("--pin", type=int, default=1, help="CPU for 1-thread sweeps (-1: no pinning)")
     ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-activation.json"))
     args = ap.parse_args()
     table = json.load(open(args.table))
@@ -133,6 +139,7 @@ def main():
     all_rows = []
     for t in args.threads.split(","):
         threads = os.cpu_count() if t == "all" else int(t)
+        calibrate.pin(threads, args.pin)
         rows = sweep(threads, args.budget, tmp)
         all_rows += rows
         fitted = [entry(a, [r for r in rows if r["act"] == a]) for a in ACTIVATIONS]
