@@ -1012,6 +1012,23 @@ def command_line():
     return " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, os.getcwd())] + sys.argv)
 
 
+def thread_counts(spec):
+    """The intra-op thread counts of a `--threads` list ("1,all": "all" = every CPU)."""
+    return [os.cpu_count() if t == "all" else int(t) for t in spec.split(",")]
+
+
+def save_table_and_raw(table_path, table, command_key, raw_path, rows, **extra):
+    """For the scripts that add entries to a table: writes `table` (its `command_key` set to
+    this command line) and the raw rows with the date, onnxruntime's version and `extra`."""
+    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
+    table[command_key] = command
+    with open(table_path, "w") as f:
+        json.dump(table, f, indent=1)
+    with open(raw_path, "w") as f:
+        json.dump(dict({"date": datetime.datetime.now().isoformat(timespec="seconds"), "onnxruntime": ort.__version__,
+                        "command": command, "rows": rows}, **extra), f, indent=1)
+
+
 def refit(args):
     with open(args.raw) as f:
         d = json.load(f)

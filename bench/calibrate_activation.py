@@ -34,12 +34,10 @@ import argparse
 import datetime
 import json
 import os
-import shlex
 import sys
 import tempfile
 
 import numpy as np
-import onnxruntime as ort
 from onnx import TensorProto, helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -137,8 +135,7 @@ def main():
     table = json.load(open(args.table))
     tmp = tempfile.mkdtemp()
     all_rows = []
-    for t in args.threads.split(","):
-        threads = os.cpu_count() if t == "all" else int(t)
+    for threads in calibrate.thread_counts(args.threads):
         calibrate.pin(threads, args.pin)
         rows = sweep(threads, args.budget, tmp)
         all_rows += rows
@@ -146,13 +143,8 @@ def main():
         for tab in table["tables"]:
             if tab["threads"] == threads:
                 tab["entries"] = [e for e in tab["entries"] if not e.get("op", "").startswith("activation_")] + fitted
-    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
-    table["activation_command"] = command
-    with open(args.table, "w") as f:
-        json.dump(table, f, indent=1)
-    with open(args.raw, "w") as f:
-        json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "onnxruntime": ort.__version__,
-                   "machine": calibrate.machine(), "command": command, "rows": all_rows}, f, indent=1)
+    calibrate.save_table_and_raw(args.table, table, "activation_command", args.raw, all_rows,
+                                 machine=calibrate.machine())
 
 
 if __name__ == "__main__":

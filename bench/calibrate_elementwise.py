@@ -45,17 +45,16 @@ import collections
 import datetime
 import json
 import os
-import shlex
 import sys
 import tempfile
 
 import numpy as np
-import onnxruntime as ort
 from onnx import helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from calibrate import FLUSH_RUNS, conv_1x1, finish, flusher, machine, nnls, parse_profile, weight  # noqa: E402
+from calibrate import (FLUSH_RUNS, conv_1x1, finish, flusher, machine, nnls, parse_profile,  # noqa: E402
+                       save_table_and_raw, thread_counts, weight)
 from ortutil import grouped_median, session  # noqa: E402
 
 CONV_OPS = {"Conv", "FusedConv"}
@@ -249,8 +248,7 @@ def main():
     table = json.load(open(args.table))
     tmp = tempfile.mkdtemp()
     all_rows = []
-    for t in args.threads.split(","):
-        threads = os.cpu_count() if t == "all" else int(t)
+    for threads in thread_counts(args.threads):
         print(f"## {threads} thread(s)")
         rows, fitted = sweep(threads, args, tmp)
         all_rows += rows
@@ -258,13 +256,7 @@ def main():
         for tab in table["tables"]:
             if tab["threads"] == threads:
                 tab["entries"] = [e for e in tab["entries"] if e.get("op") not in ops] + fitted
-    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
-    table["elementwise_command"] = command
-    with open(args.table, "w") as f:
-        json.dump(table, f, indent=1)
-    with open(args.raw, "w") as f:
-        json.dump({"date": datetime.datetime.now().isoformat(timespec="seconds"), "onnxruntime": ort.__version__,
-                   "command": command, "rows": all_rows}, f, indent=1)
+    save_table_and_raw(args.table, table, "elementwise_command", args.raw, all_rows)
 
 
 if __name__ == "__main__":

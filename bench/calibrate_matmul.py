@@ -38,7 +38,7 @@ from onnx import TensorProto, helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from calibrate import nnls  # noqa: E402  (the same solver as the convolution fits)
+from calibrate import nnls, thread_counts  # noqa: E402  (the same solver as the convolution fits)
 from ortutil import session  # noqa: E402
 
 FEATURES = ["one", "macs", "in_elems", "out_elems", "weights", "weights_over_cache"]
@@ -126,8 +126,7 @@ def main():
     rng = np.random.default_rng(0)
     table = json.load(open(args.table))
     rows = []
-    for t in args.threads.split(","):
-        threads = os.cpu_count() if t == "all" else int(t)
+    for threads in thread_counts(args.threads):
         flush = None if args.warm else flusher(threads, rng)
         sweep = [measure(m, k, n, threads, args.budget, rng, flush) for (m, k, n) in SHAPES]
         rows += sweep
