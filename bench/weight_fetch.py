@@ -48,14 +48,16 @@ def main():
     ap.add_argument("--min-weights-bytes", type=float, default=200e3)
     ap.add_argument("--network-bytes", type=float, default=32e6)
     ap.add_argument("--below", action="store_true", help="the networks at or below --network-bytes instead")
+    ap.add_argument("--by-network", action="store_true", help="also per network: its weights and its layers' median")
     args = ap.parse_args()
-    by = collections.defaultdict(list)
+    by, sizes = collections.defaultdict(list), {}
     for r in json.load(open(args.results))["results"]:
         layers = ((r.get("profile") or {}).get("original") or {}).get("layers")
         if not layers:
             continue
         facts = conv_facts(os.path.join(args.zoo, r["file"]))
-        if (sum(b for b, _ in facts.values()) <= args.network_bytes) != args.below:
+        sizes[r["model"]] = sum(b for b, _ in facts.values())
+        if (sizes[r["model"]] <= args.network_bytes) != args.below:
             continue
         for lay in layers:
             wb, positions = facts.get(lay["layer"], (0, None))
@@ -74,6 +76,13 @@ def main():
             print(f"| {lo + 1}–{b if b != math.inf else ''} | {len(v)} | {nets} | {np.median([x[1] for x in v]):.3f} "
                   f"| {100 * np.median([x[2] for x in v]):+.0f} % |")
         lo = b
+    if args.by_network:
+        print("\n| network | weights | positions | layers | excess ns per weight, median |\n|---|---|---|---|---|")
+        for b in BUCKETS[:2]:
+            nets = sorted({x[0] for x in by.get(b, [])}, key=lambda n: sizes[n])
+            for n in nets:
+                v = [x[1] for x in by[b] if x[0] == n]
+                print(f"| {n} | {sizes[n] / 1e6:.1f} MB | up to {b} | {len(v)} | {np.median(v):.3f} |")
 
 
 if __name__ == "__main__":
