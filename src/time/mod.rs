@@ -298,22 +298,6 @@ pub enum Activation {
     Tanh,
 }
 
-impl Activation {
-    /// The activation of a single-node ONNX operator type (an `x·hardsigmoid(x)` is
-    /// [`Activation::HardSwish`] by its pattern of two nodes).
-    pub(crate) fn of_op(op_type: &str) -> Option<Self> {
-        Some(match op_type {
-            "Relu" => Self::Relu,
-            "Clip" => Self::Clip,
-            "LeakyRelu" => Self::LeakyRelu,
-            "HardSigmoid" => Self::HardSigmoid,
-            "Sigmoid" => Self::Sigmoid,
-            "Tanh" => Self::Tanh,
-            _ => return None,
-        })
-    }
-}
-
 impl ElementOp {
     /// Every operator, in table order.
     pub const ALL: [ElementOp; 13] = [

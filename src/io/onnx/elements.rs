@@ -128,7 +128,7 @@ pub(crate) fn activation_pass(
     node: &Node<'_>,
 ) -> Option<(usize, ElementOp, std::result::Result<TimedNode, String>)> {
     let activation = if fused_activation(w, node).is_some() {
-        Activation::of_op(node.op_type)?
+        activation_of(node.op_type)?
     } else if node.is("HardSigmoid") && matches!(swish(w, node), Some(Timing::Fused)) {
         Activation::HardSwish
     } else {
@@ -136,6 +136,20 @@ pub(crate) fn activation_pass(
     };
     let (producer, y, op) = (w.writer_index(node.inputs.first()?)?, output(node), ElementOp::Activation(activation));
     Some((producer, op, sized(op, w.channels(y), w.elements(y).map(|e| (e, e, 1)))))
+}
+
+/// The activation of a single-node operator type (an `x·hardsigmoid(x)` is
+/// [`Activation::HardSwish`] by its pattern of two nodes).
+fn activation_of(op_type: &str) -> Option<Activation> {
+    Some(match op_type {
+        "Relu" => Activation::Relu,
+        "Clip" => Activation::Clip,
+        "LeakyRelu" => Activation::LeakyRelu,
+        "HardSigmoid" => Activation::HardSigmoid,
+        "Sigmoid" => Activation::Sigmoid,
+        "Tanh" => Activation::Tanh,
+        _ => return None,
+    })
 }
 
 /// A `Pad` that only a pooling reads (onnxruntime pads inside the pooling kernel).
