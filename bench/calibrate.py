@@ -1020,7 +1020,7 @@ def thread_counts(spec):
 def save_table_and_raw(table_path, table, command_key, raw_path, rows, **extra):
     """For the scripts that add entries to a table: writes `table` (its `command_key` set to
     this command line) and the raw rows with the date, onnxruntime's version and `extra`."""
-    command = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
+    command = command_line()
     table[command_key] = command
     with open(table_path, "w") as f:
         json.dump(table, f, indent=1)

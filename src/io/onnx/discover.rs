@@ -126,13 +126,11 @@ fn around(
     options: &ConvertOptions,
 ) {
     match elements::timing(wiring, node) {
-        Some(Timing::Fused) => match elements::activation_pass(wiring, node) {
-            Some((producer, op, sized)) if options.time.models(op) => match sized {
-                Ok(t) => beside(d, producer, t, options),
-                Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
-            },
-            _ => {}
+        Some(Timing::Fused(Some(pass))) if options.time.models(pass.op) => match pass.node {
+            Ok(t) => beside(d, pass.producer, t, options),
+            Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
         },
+        Some(Timing::Fused(_)) => {}
         Some(Timing::Timed(op, sized)) if options.time.models(op) => match sized {
             Ok(t) => d.fixed.time += options.time.node(&t),
             Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),

@@ -16,14 +16,24 @@ use std::collections::HashMap;
 
 /// What a node costs at run time.
 pub(crate) enum Timing {
-    /// Nothing of its own: onnxruntime runs it inside a neighbour's kernel.
-    Fused,
+    /// No kernel of its own: onnxruntime runs it inside a neighbour's kernel, which for an
+    /// activation costs a pass over that kernel's output (every fused activation but a
+    /// `Sigmoid` gate, which joins its `Mul`; an `x·hardsigmoid(x)` has its pass at its
+    /// `HardSigmoid`).
+    Fused(Option<Pass>),
     /// A node of this operator, at its sizes (or why they are unknown).
     Timed(ElementOp, std::result::Result<TimedNode, String>),
 }
 
-/// Activations onnxruntime runs inside the kernel before them.
-const ACTIVATIONS: [&str; 6] = ["Relu", "Clip", "LeakyRelu", "Tanh", "Sigmoid", "HardSigmoid"];
+/// An activation's pass over the output of the kernel it is fused into.
+pub(crate) struct Pass {
+    /// The node index of that kernel's node.
+    pub(crate) producer: usize,
+    /// The activation's operator.
+    pub(crate) op: ElementOp,
+    /// The pass at its size, or why the size is unknown.
+    pub(crate) node: std::result::Result<TimedNode, String>,
+}
 
 /// Operators whose kernel takes the activation after them.
 const ABSORBING: [&str; 4] = ["Conv", "Add", "BatchNormalization", "Gemm"];
@@ -116,30 +126,18 @@ pub(crate) fn timing(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
 fn fused_activation(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     let x = *node.inputs.first()?;
     let absorbing = w.writer(x).is_some_and(|p| ABSORBING.iter().any(|op| p.is(op)));
-    (ACTIVATIONS.iter().any(|op| node.is(op)) && absorbing && w.read_once(x)).then_some(Timing::Fused)
+    let activation = activation_of(node.op_type)?;
+    (absorbing && w.read_once(x)).then(|| Timing::Fused(pass(w, node, activation)))
 }
 
-/// The pass over its producer's output of an activation onnxruntime fuses into that producer
-/// (every fused activation but a `Sigmoid` gate, which joins its `Mul`): the producer's node
-/// index, the activation's operator and its node at its sizes (or why they are unknown). An
-/// `x·hardsigmoid(x)` is timed once, at its `HardSigmoid`.
-pub(crate) fn activation_pass(
-    w: &Wiring<'_, '_>,
-    node: &Node<'_>,
-) -> Option<(usize, ElementOp, std::result::Result<TimedNode, String>)> {
-    let activation = if fused_activation(w, node).is_some() {
-        activation_of(node.op_type)?
-    } else if node.is("HardSigmoid") && matches!(swish(w, node), Some(Timing::Fused)) {
-        Activation::HardSwish
-    } else {
-        return None;
-    };
+/// The pass of `activation` (node `node`) over the output of the node writing its input.
+fn pass(w: &Wiring<'_, '_>, node: &Node<'_>, activation: Activation) -> Option<Pass> {
     let (producer, y, op) = (w.writer_index(node.inputs.first()?)?, output(node), ElementOp::Activation(activation));
-    Some((producer, op, sized(op, w.channels(y), w.elements(y).map(|e| (e, e, 1)))))
+    Some(Pass { producer, op, node: sized(op, w.channels(y), w.elements(y).map(|e| (e, e, 1))) })
 }
 
-/// The activation of a single-node operator type (an `x·hardsigmoid(x)` is
-/// [`Activation::HardSwish`] by its pattern of two nodes).
+/// The activation onnxruntime fuses into the kernel before it, of a single-node operator type
+/// (an `x·hardsigmoid(x)` is [`Activation::HardSwish`] by its pattern of two nodes).
 fn activation_of(op_type: &str) -> Option<Activation> {
     Some(match op_type {
         "Relu" => Activation::Relu,
@@ -156,7 +154,7 @@ fn activation_of(op_type: &str) -> Option<Activation> {
 fn fused_pad(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
     let y = *node.outputs.first()?;
     let pooled = w.readers(y).all(|r| r.is("AveragePool") || r.is("MaxPool"));
-    (node.is("Pad") && w.read_once(y) && pooled).then_some(Timing::Fused)
+    (node.is("Pad") && w.read_once(y) && pooled).then_some(Timing::Fused(None))
 }
 
 /// `x·sigmoid(x)` (timed at its `Mul`) and `x·hardsigmoid(x)` on a convolution's output (fused).
@@ -174,10 +172,12 @@ fn swish(w: &Wiring<'_, '_>, node: &Node<'_>) -> Option<Timing> {
         return None;
     };
     if gate_node.is("HardSigmoid") {
-        return w.writer(x).is_some_and(|p| p.is("Conv")).then_some(Timing::Fused);
+        // The pass at the HardSigmoid, none at the Mul.
+        let at_gate = gate(node).then(|| pass(w, node, Activation::HardSwish)).flatten();
+        return w.writer(x).is_some_and(|p| p.is("Conv")).then_some(Timing::Fused(at_gate));
     }
     if gate(node) {
-        return Some(Timing::Fused); // the Sigmoid: timed with its Mul
+        return Some(Timing::Fused(None)); // the Sigmoid: timed with its Mul
     }
     let y = output(node);
     Some(timed(ElementOp::Swish, w.channels(y), w.elements(y).map(|e| (e, e, 1))))

@@ -109,12 +109,12 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// A 4-D tensor's dims as sizes.
 /// A `Conv`'s or `ConvTranspose`'s `group` attribute (1 when absent or not positive).
 pub(crate) fn groups(node: &Node<'_>) -> usize {
     node.attr("group").and_then(|a| a.i).unwrap_or(1).max(1) as usize
 }
 
+/// A 4-D tensor's dims as sizes.
 pub(crate) fn dims4(t: &Tensor<'_>) -> Option<[usize; 4]> {
     if t.dims.len() != 4 {
         return None;

@@ -80,7 +80,7 @@ impl<'a> Walk<'_, '_, 'a> {
             }
             "Relu" | "Sigmoid" | "Tanh" | "BatchNormalization" => self.is_blocked(node.inputs.first()),
             _ => {
-                matches!(elements::timing(self.wiring, node), Some(Timing::Fused))
+                matches!(elements::timing(self.wiring, node), Some(Timing::Fused(_)))
                     && self.is_blocked(node.inputs.first())
             }
         };
@@ -171,7 +171,7 @@ impl<'a> Walk<'_, '_, 'a> {
         if node.is("Conv") {
             return Some(k);
         }
-        if depth == 0 || !matches!(elements::timing(self.wiring, node), Some(Timing::Fused)) {
+        if depth == 0 || !matches!(elements::timing(self.wiring, node), Some(Timing::Fused(_))) {
             return None;
         }
         let writers = node.inputs.iter().filter_map(|x| self.wiring.writer_index(x));
