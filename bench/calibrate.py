@@ -104,7 +104,6 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import ortutil  # noqa: E402
 from ortutil import grouped_median, session  # noqa: E402
-BLOCK = 16
 MIN_RUNS, MAX_RUNS, WARMUP, ROUNDS = 20, 1000, 5, 8
 # With --flush (the default): runs per model, each after a cache flush (a product with 64 MiB of
 # weights, calibrate_matmul.flusher), so the budget is not spent on flushes of tiny models.
@@ -153,6 +152,11 @@ def machine():
     else:
         info["isa"], info["block"] = "sse", 4
     return info
+
+
+# Channels per block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2):
+# the classes and the alignment of the table written here follow it, as its "block" says.
+BLOCK = machine()["block"]
 
 
 # ---------------------------------------------------------------------------------------------
