@@ -182,8 +182,12 @@ def fit(rows, names):
 
 
 def entries(op, names, rows):
-    """One entry per alignment (channels a multiple of the block or not)."""
-    return [entry(op, names, [r for r in rows if (r["C"] % BLOCK == 0) == a], a) for a in (True, False)]
+    """One entry per alignment (channels a multiple of the block or not); one entry for both
+    (`aligned` null) when the grid has rows of one alignment only, as with 8-channel blocks."""
+    split = [(a, [r for r in rows if (r["C"] % BLOCK == 0) == a]) for a in (True, False)]
+    if not all(part for _, part in split):
+        return [entry(op, names, rows, None)]
+    return [entry(op, names, part, a) for a, part in split]
 
 
 def entry(op, names, rows, aligned):
@@ -221,7 +225,7 @@ def sweep(threads, args, tmp):
     sc = []
     for r in (r for r in rows if r["pattern"] == "se"):
         c4 = max(r["C"] // 4, 8)
-        coef = swish[0 if r["C"] % BLOCK == 0 else 1][1]
+        coef = swish[0 if r["C"] % BLOCK == 0 or len(swish) == 1 else 1][1]
         swishes = coef[0] * 2 + coef[1] * (r["features"]["in_elems"] + c4)
         rest = ns(r) - ns(r, {"GlobalAveragePool"}) - swishes
         sc.append(dict(r, ns=max(rest, 1.0)))

@@ -412,6 +412,8 @@ struct Entry {
 pub struct TimeModel {
     name: String,
     runtime: String,
+    /// The instruction set the table says it was measured with (`"isa"`), when it says.
+    isa: Option<String>,
     threads: usize,
     block: usize,
     entries: Vec<Entry>,
@@ -451,9 +453,16 @@ impl TimeModel {
         &self.runtime
     }
 
-    /// `"<runtime>, <n> thread(s)"`, for reports.
+    /// `"<runtime> (<isa>), <n> thread(s)"`, for reports (without the instruction set when
+    /// the table does not name one).
     pub fn describe(&self) -> String {
-        format!("{}, {} thread{}", self.runtime, self.threads, if self.threads == 1 { "" } else { "s" })
+        let isa = self.isa.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
+        format!("{}{isa}, {} thread{}", self.runtime, self.threads, if self.threads == 1 { "" } else { "s" })
+    }
+
+    /// The instruction set the table was measured with, as it names it (`"avx512"`, `"avx2"`).
+    pub fn isa(&self) -> Option<&str> {
+        self.isa.as_deref()
     }
 
     /// The intra-op thread count the table was measured with.

@@ -14,6 +14,7 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
     let block = root.get("block").and_then(Value::as_u64).filter(|&b| b > 0);
     let block = block.ok_or_else(|| err("`block` (channels per block) must be a positive integer".into()))?;
     let runtime = root.get("runtime").and_then(Value::as_str).unwrap_or("unknown runtime").to_string();
+    let isa = root.get("isa").and_then(Value::as_str).map(str::to_string);
     let tables = root.get("tables").and_then(Value::as_array).ok_or_else(|| err("no `tables` array".into()))?;
     let mut best: Option<(usize, &Value)> = None;
     for t in tables {
@@ -26,8 +27,14 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
     let (measured, table) = best.ok_or_else(|| err(format!("no table measured with at most {threads} thread(s)")))?;
     let entries = table.get("entries").and_then(Value::as_array);
     let entries = entries.ok_or_else(|| err(format!("the {measured}-thread table has no `entries` array")))?;
-    let mut model =
-        TimeModel { name: name.to_string(), runtime, threads: measured, block: block as usize, entries: Vec::new() };
+    let mut model = TimeModel {
+        name: name.to_string(),
+        runtime,
+        isa,
+        threads: measured,
+        block: block as usize,
+        entries: Vec::new(),
+    };
     for (i, e) in entries.iter().enumerate() {
         model.entries.push(entry(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?);
     }
