@@ -132,31 +132,32 @@ CONTENDED_RATIO = 1.15
 # Machine
 
 
+def isa_block():
+    """The instruction set onnxruntime's NCHWc kernels use on this CPU and their channel block."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    if " avx512f" in flags:
+        return "avx512", 16
+    if " avx2" in flags:
+        return "avx2", 8
+    return "sse", 4
+
+
 def machine():
     """`ortutil.machine()` and the instruction set and channel block onnxruntime's NCHWc
     kernels use on this CPU."""
     info = ortutil.machine()
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line
-                    break
-    except OSError:
-        pass
-    if " avx512f" in flags:
-        info["isa"], info["block"] = "avx512", 16
-    elif " avx2" in flags:
-        info["isa"], info["block"] = "avx2", 8
-    else:
-        info["isa"], info["block"] = "sse", 4
+    info["isa"], info["block"] = isa_block()
     return info
 
 
 # Channels per block of onnxruntime's NCHWc kernels on this CPU (16 with AVX-512, 8 with AVX2):
 # the classes and the alignment of the table written here follow it, as its "block" says.
-BLOCK = machine()["block"]
+BLOCK = isa_block()[1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from onnx import helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from calibrate import (FLUSH_RUNS, conv_1x1, finish, flusher, machine, nnls, parse_profile,  # noqa: E402
+from calibrate import (BLOCK, FLUSH_RUNS, conv_1x1, finish, flusher, nnls, parse_profile,  # noqa: E402
                        save_table_and_raw, thread_counts, weight)
 from ortutil import grouped_median, session  # noqa: E402
 
@@ -64,7 +64,6 @@ SIZES = [7, 14, 28, 56, 112]
 # Beyond about a million values a map stops fitting in cache and every pattern runs up to 3x
 # slower per value than the linear fit says; the zoo's maps around convolutions stay below it.
 MAX_ELEMENTS = 1_300_000
-BLOCK = machine()["block"]  # channels per block of onnxruntime's NCHWc kernels on this CPU
 POOLS = [("MaxPool", 3, 2), ("MaxPool", 2, 2), ("MaxPool", 3, 1), ("AveragePool", 3, 1), ("AveragePool", 2, 2)]
 
 

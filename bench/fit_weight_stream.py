@@ -28,7 +28,7 @@ import itertools
 import json
 import os
 
-from weight_fetch import conv_facts
+from weight_fetch import conv_facts, original_layers
 
 E_GRID = [1.0]
 P0_GRID = [100, 200, 300, 400, 600, 800, 1200, 1600, 2400]
@@ -37,16 +37,14 @@ S1_GRID = [1, 4e6, 6e6, 8e6, 10e6, 12e6, 16e6, 24e6, 32e6]
 
 def rows_of(results, zoo):
     """(network, S, weights, P, measured ms, modeled ms) of every original convolution."""
-    out = []
-    for r in results:
-        layers = ((r.get("profile") or {}).get("original") or {}).get("layers") or []
-        facts = conv_facts(os.path.join(zoo, r["file"]))
-        s = sum(b for b, _ in facts.values())
-        for lay in layers:
-            wb, p = facts.get(lay["layer"], (0, None))
-            if lay["kind"] == "dense_original" and p:
-                out.append((r["model"], s, wb / 4, p, lay["measured_ms"], lay["modeled_ms"]))
-    return out
+    return [(model, size, wb / 4, p, lay["measured_ms"], lay["modeled_ms"])
+            for model, size, lay, wb, p in original_layers(results, zoo) if lay["kind"] == "dense_original" and p]
+
+
+def term_ms(g, weights, positions, size, params):
+    """The term's milliseconds for a convolution at `params` (E, P0, S1)."""
+    e, p0, s1 = params
+    return g * weights * e * max(0.0, 1 - positions / p0) * min(1.0, size / s1) / 1e6
 
 
 def within(rows, g, params):
@@ -54,8 +52,7 @@ def within(rows, g, params):
     ok = 0
     for _, s, w, p, meas, mod in rows:
         if params:
-            e, p0, s1 = params
-            mod += g * w * e * max(0.0, 1 - p / p0) * min(1.0, s / s1) / 1e6
+            mod += term_ms(g, w, p, s, params)
         ok += abs(mod - meas) <= 0.25 * meas
     return ok
 
@@ -99,8 +96,8 @@ def main():
     for path in args.check:
         facts = conv_facts(path)
         s = sum(b for b, _ in facts.values())
-        add = sum(g * b / 4 * q[0] * max(0.0, 1 - p / q[1]) * min(1.0, s / q[2]) for b, p in facts.values() if p)
-        print(f"{path}: {s / 1e6:.2f} MB of convolution weights; the term adds {add / 1e3:.1f} us")
+        add_ms = sum(term_ms(g, b / 4, p, s, q) for b, p in facts.values() if p)
+        print(f"{path}: {s / 1e6:.2f} MB of convolution weights; the term adds {add_ms * 1e3:.1f} us")
 
 if __name__ == "__main__":
     main()

@@ -41,6 +41,20 @@ def conv_facts(path):
     return out
 
 
+def original_layers(results, zoo):
+    """(network, its convolution weight bytes, profiled layer, weight bytes, output positions)
+    of every layer of the original networks of a `zoo_time.py --profile` run's `results`."""
+    for r in results:
+        layers = ((r.get("profile") or {}).get("original") or {}).get("layers")
+        if not layers:
+            continue
+        facts = conv_facts(os.path.join(zoo, r["file"]))
+        size = sum(b for b, _ in facts.values())
+        for lay in layers:
+            wb, positions = facts.get(lay["layer"], (0, None))
+            yield r["model"], size, lay, wb, positions
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results")
@@ -51,21 +65,13 @@ def main():
     ap.add_argument("--by-network", action="store_true", help="also per network: its weights and its layers' median")
     args = ap.parse_args()
     by, sizes = collections.defaultdict(list), {}
-    for r in json.load(open(args.results))["results"]:
-        layers = ((r.get("profile") or {}).get("original") or {}).get("layers")
-        if not layers:
+    for model, size, lay, wb, positions in original_layers(json.load(open(args.results))["results"], args.zoo):
+        sizes[model] = size
+        if (size <= args.network_bytes) != args.below or wb < args.min_weights_bytes or positions is None:
             continue
-        facts = conv_facts(os.path.join(args.zoo, r["file"]))
-        sizes[r["model"]] = sum(b for b, _ in facts.values())
-        if (sizes[r["model"]] <= args.network_bytes) != args.below:
-            continue
-        for lay in layers:
-            wb, positions = facts.get(lay["layer"], (0, None))
-            if wb < args.min_weights_bytes or positions is None:
-                continue
-            bucket = next(b for b in BUCKETS if positions <= b)
-            excess_ns = (lay["measured_ms"] - lay["modeled_ms"]) * 1e6
-            by[bucket].append((r["model"], excess_ns / (wb / 4), lay["rel_error"]))
+        bucket = next(b for b in BUCKETS if positions <= b)
+        excess_ns = (lay["measured_ms"] - lay["modeled_ms"]) * 1e6
+        by[bucket].append((model, excess_ns / (wb / 4), lay["rel_error"]))
     print("| output positions | layers | networks | excess ns per weight, median | model error, median |")
     print("|---|---|---|---|---|")
     lo = 0
