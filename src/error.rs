@@ -203,8 +203,9 @@ pub enum Error {
     /// A whole-network target needs a layer's input size, and it is neither inferred from the
     /// file nor given.
     #[error(
-        "layer `{layer}`: input size unknown ({reason}); a whole-network target counts every layer at its real \
-         size: give the network's input size (ConvertOptions::input_size) or this layer's (layer_input)"
+        "{}: input size unknown ({reason}); a whole-network target counts every layer at its real \
+         size: give the network's input size (ConvertOptions::input_size) or this layer's (layer_input)",
+        site_label(layer)
     )]
     UnknownInputSize {
         /// The layer (or node) name.
@@ -249,6 +250,15 @@ pub enum Error {
         /// What is wrong, with the offending value.
         reason: String,
     },
+}
+
+/// `layer `name``, or a graph node's own label (`node `name``, `node #i (op)`) as it is.
+fn site_label(layer: &str) -> String {
+    if layer.starts_with("node ") {
+        layer.to_string()
+    } else {
+        format!("layer `{layer}`")
+    }
 }
 
 /// `tensor `name`` or `header`, for [`Error::Format`] messages.

@@ -275,6 +275,7 @@ pub struct ConvertOptions {
     /// `None`: each layer's fastest by [`time_model`](Self::time_model).
     pub(crate) layout: Option<Layout>,
     pub(crate) time: TimeModel,
+    pub(crate) freeze_input_weights: bool,
 }
 
 impl ConvertOptions {
@@ -315,6 +316,7 @@ impl ConvertOptions {
             memory_budget: None,
             layout: None,
             time: TimeModel::onnxruntime_x86_64(),
+            freeze_input_weights: false,
         }
     }
     /// How ranks are chosen.
@@ -468,6 +470,17 @@ impl ConvertOptions {
     /// (default: [`TimeModel::onnxruntime_x86_64`], one thread).
     pub fn time_model(mut self, model: TimeModel) -> Self {
         self.time = model;
+        self
+    }
+    /// ONNX only: convert `Conv` weights that the graph also lists as inputs. ONNX lets a
+    /// caller replace such an initializer at run time, so by default those layers stay dense
+    /// ([`SkipReason::WeightIsGraphInput`](crate::convert::SkipReason::WeightIsGraphInput));
+    /// old exporters (and every model of IR version 3 or below) list all initializers as
+    /// inputs without meaning that. With `true` they are converted as constants and the
+    /// replaced weights leave the graph's inputs with their initializers. In an IR version 3
+    /// model, which must list every initializer as an input, the new factors are listed too.
+    pub fn freeze_input_weights(mut self, freeze: bool) -> Self {
+        self.freeze_input_weights = freeze;
         self
     }
 }

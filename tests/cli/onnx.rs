@@ -6,6 +6,11 @@ use crate::support::onnx::*;
 use crate::support::values;
 
 fn model_bytes() -> Vec<u8> {
+    model_bytes_with_input(&[None, Some(3), Some(16), Some(16)])
+}
+
+/// Two 3x3 convolutions with a `Relu` between them; `input` declares `dims`.
+fn model_bytes_with_input(dims: &[Option<usize>]) -> Vec<u8> {
     let mut g = Graph::default();
     g.inits.push(tensor("features.0.weight", &[16, 3, 3, 3], &values(1, 16 * 27)));
     g.inits.push(tensor("features.0.bias", &[16], &values(2, 16)));
@@ -21,7 +26,7 @@ fn model_bytes() -> Vec<u8> {
     ));
     g.nodes.push(node("Relu", "/relu", &["a"], &["b"], &[], &[]));
     g.nodes.push(node("Conv", "/features.1/Conv", &["b", "features.1.weight"], &["y"], &pads(), &[]));
-    g.inputs.push(value_info("input", &[None, Some(3), Some(16), Some(16)]));
+    g.inputs.push(value_info("input", dims));
     g.outputs.push(value_info("y", &[None, Some(16), Some(16), Some(16)]));
     model(&g, 13, &[])
 }
@@ -171,6 +176,31 @@ fn unknown_sizes_are_named_never_guessed() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["macs_before"], serde_json::json!(8 * 27 * 14 * 14 + 8 * 72 * 12 * 12));
+}
+
+/// A model input of symbolic height and width: `--speedup` needs the sizes of the convolutions
+/// and of the nodes between them; the error names a convolution (not the `Relu` between them)
+/// and the flag that gives every size, and `--input` makes the plan.
+#[test]
+fn a_symbolic_input_size_names_a_layer_and_the_input_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    let symbolic = model_bytes_with_input(&[None, Some(3), None, None]);
+    std::fs::write(&input, symbolic).unwrap();
+    let run = |extra: &[&str]| {
+        let mut a: Vec<std::ffi::OsString> =
+            vec!["onnx".into(), input.clone().into(), "-o".into(), output.clone().into()];
+        a.extend(extra.iter().map(|s| s.into()));
+        dac(&a)
+    };
+    let out = run(&["--speedup", "1.5"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("layer `/features.0/Conv`") && err.contains("symbolic or missing dimension 2"), "{err}");
+    assert!(err.contains("--input HxW") && !err.contains("node `") && !err.contains("(`--input"), "{err}");
+    assert!(!output.exists());
+    let out = run(&["--speedup", "1.5", "--input", "16x16"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `dac inspect` on an ONNX model: geometry from the nodes, sizes from shape inference, MACs

@@ -39,6 +39,11 @@ fn conv(g: &mut Graph, name: &str, x: &str, y: &str, dims: [usize; 4], bias: boo
 /// Five convolutions: padded + bias, grouped + strided + asymmetric pads, dilated with
 /// auto_pad and kernel_shape, 1x1, 5x3. Input `[N, 3, 12, 12]`, output `y`.
 fn net(with_unknown: bool) -> Vec<u8> {
+    let g = net_graph(with_unknown);
+    model(&g, 13, &if with_unknown { unknown(MODEL_UNKNOWN) } else { Vec::new() })
+}
+
+fn net_graph(with_unknown: bool) -> Graph {
     let mut g = Graph::default();
     conv(&mut g, "conv0", "input", "c0", [16, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 1);
     g.nodes.push(node("Relu", "relu0", &["c0"], &["r0"], &[], &[]));
@@ -71,7 +76,7 @@ fn net(with_unknown: bool) -> Vec<u8> {
     if with_unknown {
         g.extra = unknown(GRAPH_UNKNOWN);
     }
-    model(&g, 13, &if with_unknown { unknown(MODEL_UNKNOWN) } else { Vec::new() })
+    g
 }
 
 const SHAPE: [usize; 4] = [2, 3, 12, 12];
@@ -618,4 +623,47 @@ fn a_fused_activation_counts_alike_before_and_after_factoring() {
     assert!(clip > relu, "a Clip's pass ({clip:?}) costs more than a Relu's ({relu:?})");
     assert_eq!(clip_before - relu_before, clip - relu);
     assert_eq!(clip_after - relu_after, clip - relu);
+}
+
+/// The names of a model's graph inputs and initializers.
+fn inputs_and_initializers(model: &[u8]) -> (Vec<String>, Vec<String>) {
+    let g = graph_fields(model);
+    let names = |n: u32, name_field: u32| -> Vec<String> {
+        g.iter().filter(|f| f.number == n).map(|f| string_field(f.bytes, name_field)).collect()
+    };
+    (names(11, 1), names(5, 8))
+}
+
+/// Old exporters list every initializer as a graph input, which ONNX lets a caller replace at
+/// run time: by default those layers stay dense (and the file is unchanged); with
+/// `freeze_input_weights` they are converted, equal the original at full rank in tract, and the
+/// replaced weights leave the inputs. At IR version 3, which requires every initializer to be
+/// an input, the new factors are listed too; at IR 8 they are not.
+#[test]
+fn weights_listed_as_graph_inputs_convert_only_when_frozen() {
+    let x = values(9, SHAPE.iter().product());
+    for ir in [3, 8] {
+        let mut g = net_graph(false);
+        g.list_initializers_as_inputs();
+        let m = model_ir(&g, 13, ir, &[]);
+        let (out, report) = rewrite_model(&m, &full_rank()).unwrap();
+        assert_eq!(out, m, "IR {ir}: nothing converted by default");
+        assert!(report.converted.is_empty());
+        assert!(report.skipped.iter().any(|s| s.name == "conv0" && s.reason == SkipReason::WeightIsGraphInput));
+        let (out, report) = rewrite_model(&m, &full_rank().freeze_input_weights(true)).unwrap();
+        let names: Vec<&str> = report.converted.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["conv0", "conv1", "conv2", "conv4"], "IR {ir}");
+        let (inputs, inits) = inputs_and_initializers(&out);
+        for c in &report.converted {
+            assert!(!inputs.contains(&c.weight) && !inits.contains(&c.weight), "IR {ir}: {} is gone", c.weight);
+        }
+        // Biases and the 1x1 layer's weight stay inputs; new factors are inputs only at IR 3.
+        assert!(inputs.iter().any(|i| i == "conv0.bias") && inputs.iter().any(|i| i == "conv3.weight"));
+        let new: Vec<&String> = inits.iter().filter(|n| !n.ends_with(".bias") && *n != "conv3.weight").collect();
+        assert!(!new.is_empty());
+        assert_eq!(new.iter().all(|n| inputs.contains(n)), ir == 3, "IR {ir}: {inputs:?}");
+        assert!(new.iter().all(|n| !inputs.contains(n)) || ir == 3, "IR {ir}: {inputs:?}");
+        let d = relative_diff(&run_tract(&m, &SHAPE, &x), &run_tract(&out, &SHAPE, &x));
+        assert!(d < 1e-4, "IR {ir}: {d}");
+    }
 }

@@ -198,6 +198,16 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Lists every initializer as a graph input too (as old exporters do), with its dims.
+    pub fn list_initializers_as_inputs(&mut self) {
+        for t in &self.inits {
+            let f = fields(t);
+            let name = f.iter().find(|f| f.number == 8).map(|f| String::from_utf8_lossy(f.bytes).into_owned());
+            let dims: Vec<Option<usize>> = f.iter().filter(|f| f.number == 1).map(|f| Some(f.value as usize)).collect();
+            self.inputs.push(value_info(&name.expect("a named initializer"), &dims));
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
         for n in &self.nodes {
@@ -224,8 +234,13 @@ impl Graph {
 
 /// ModelProto: IR 8, producer, opset `opset`, the graph, a metadata entry and `extra` raw bytes.
 pub fn model(graph: &Graph, opset: u64, extra: &[u8]) -> Vec<u8> {
+    model_ir(graph, opset, 8, extra)
+}
+
+/// [`model`] of IR version `ir`.
+pub fn model_ir(graph: &Graph, opset: u64, ir: u64, extra: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
-    uint_field(&mut b, 1, 8);
+    uint_field(&mut b, 1, ir);
     bytes_field(&mut b, 2, b"dac-tests");
     bytes_field(&mut b, 3, b"0.0");
     bytes_field(&mut b, 6, b"model doc string");

@@ -86,6 +86,11 @@ struct OnnxArgs {
     /// branches added, no Concat) or `fused` (one depthwise Conv with multiplier r).
     #[arg(long, value_enum, default_value = "auto")]
     layout: LayoutArg,
+    /// Convert Conv weights that the model also lists as graph inputs (replaceable at run
+    /// time, so left dense by default; old exporters list every initializer as an input):
+    /// treat them as constants; the replaced weights leave the output's inputs.
+    #[arg(long)]
+    freeze_input_weights: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -155,6 +160,9 @@ fn describe(e: &dac::Error) -> String {
             flag(option)
         ),
         dac::Error::InFile { file, source } => format!("{}: {}", file.display(), describe(source)),
+        dac::Error::UnknownInputSize { layer, reason } if layer.starts_with("node ") => format!(
+            "{layer}: input size unknown ({reason}); every layer is counted at its real size: give --input HxW"
+        ),
         dac::Error::UnknownInputSize { layer, reason } => format!(
             "layer `{layer}`: input size unknown ({reason}); every layer is counted at its real size: give --input \
              HxW, or --layer-input {layer}=HxW"
@@ -194,6 +202,7 @@ fn onnx(a: &OnnxArgs) -> dac::Result<()> {
     if let Some(l) = a.layout.layout() {
         o = o.layout(l);
     }
+    o = o.freeze_input_weights(a.freeze_input_weights);
     let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
     table::report(&summary, c.json, c.quiet, true);
     Ok(())

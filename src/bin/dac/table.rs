@@ -1,6 +1,6 @@
 //! Tables and JSON for a conversion's [`Summary`].
 
-use dac::convert::{SizeSource, Summary};
+use dac::convert::{SizeSource, SkipReason, Summary};
 use dac::plan::Target;
 use std::time::Duration;
 
@@ -112,6 +112,13 @@ fn print_layers(s: &Summary) {
             })
             .collect();
         print_table(&rows);
+        let inputs = s.skipped.iter().filter(|l| l.reason == SkipReason::WeightIsGraphInput).count();
+        if inputs > 0 {
+            println!(
+                "  ({inputs} weight(s) are also graph inputs; --freeze-input-weights converts them as constants \
+                 and drops the replaced ones from the inputs)"
+            );
+        }
     }
     println!();
 }

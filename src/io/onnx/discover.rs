@@ -292,7 +292,7 @@ fn conv<'a>(
         time: None,
     };
     let Some((_, wt)) = g.inits.get(weight) else { return Ok(Err(blocked(SkipReason::WeightNotInitializer))) };
-    if g.inputs.iter().any(|(n, _)| n == weight) {
+    if !options.freeze_input_weights && g.input_fields.contains_key(weight) {
         return Ok(Err(blocked(SkipReason::WeightIsGraphInput)));
     }
     if wt.dims.len() != 4 {

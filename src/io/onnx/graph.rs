@@ -21,6 +21,10 @@ pub(crate) struct Graph<'a> {
     pub inits: HashMap<&'a str, (usize, Tensor<'a>)>,
     /// Graph inputs with their shapes, when given.
     pub inputs: Vec<(String, Option<Vec<Option<i64>>>)>,
+    /// Each graph input's field index.
+    pub input_fields: HashMap<String, usize>,
+    /// The model's IR version (ModelProto field 1; 0 when absent).
+    pub ir_version: u64,
     pub outputs: HashSet<String>,
     /// Every name in use (subgraphs included).
     pub names: HashSet<String>,
@@ -43,6 +47,8 @@ impl<'a> Graph<'a> {
             .bytes()
             .ok_or_else(|| onnx_error(file, "model", "not an ONNX model: field 7 (graph) is not a message"))?;
         let opset = proto::default_opset(&model).map_err(p)?;
+        let ir_version =
+            model.iter().find(|f| f.number == proto::MODEL_IR_VERSION).and_then(|f| f.varint()).unwrap_or(0);
         let fields = wire::parse(graph_bytes).map_err(|e| onnx_error(file, "graph", e.to_string()))?;
         let mut g = Graph {
             model,
@@ -52,6 +58,8 @@ impl<'a> Graph<'a> {
             nodes: Vec::new(),
             inits: HashMap::new(),
             inputs: Vec::new(),
+            input_fields: HashMap::new(),
+            ir_version,
             outputs: HashSet::new(),
             names: HashSet::new(),
             node_uses: Vec::new(),
@@ -89,7 +97,11 @@ impl<'a> Graph<'a> {
                     }
                     self.inits.insert(t.name, (i, t));
                 }
-                proto::GRAPH_INPUT => self.inputs.push(proto::value_info(bytes_of("input")?, "input").map_err(p)?),
+                proto::GRAPH_INPUT => {
+                    let input = proto::value_info(bytes_of("input")?, "input").map_err(p)?;
+                    self.input_fields.insert(input.0.clone(), i);
+                    self.inputs.push(input);
+                }
                 proto::GRAPH_OUTPUT => {
                     self.outputs.insert(proto::value_info(bytes_of("output")?, "output").map_err(p)?.0);
                 }
@@ -133,12 +145,15 @@ pub(crate) struct Patch {
     pub nodes: HashMap<usize, Vec<Vec<u8>>>,
     pub initializers: HashMap<usize, Vec<Vec<u8>>>,
     pub removed: HashSet<usize>,
+    /// List every new initializer as a graph input too (IR version 3 and below require it).
+    pub new_as_inputs: bool,
 }
 
 impl Graph<'_> {
     /// The model with `patch` applied; every field it does not touch is copied byte for byte.
     pub(crate) fn encode(&self, patch: &Patch, size_hint: usize) -> Vec<u8> {
         let mut graph = Vec::with_capacity(self.graph_bytes.len());
+        let mut listed = Vec::new();
         for (i, f) in self.fields.iter().enumerate() {
             if let Some(nodes) = patch.nodes.get(&i) {
                 for n in nodes {
@@ -149,7 +164,14 @@ impl Graph<'_> {
             }
             for t in patch.initializers.get(&i).into_iter().flatten() {
                 wire::put_bytes(&mut graph, proto::GRAPH_INITIALIZER, t);
+                // New tensors are encoded by this crate: they parse.
+                if let Some(t) = patch.new_as_inputs.then(|| Tensor::parse(t, 0).ok()).flatten() {
+                    listed.push(proto::encode_value_info(t.name, t.data_type, &t.dims));
+                }
             }
+        }
+        for v in &listed {
+            wire::put_bytes(&mut graph, proto::GRAPH_INPUT, v);
         }
         let mut out = Vec::with_capacity(size_hint + graph.len().saturating_sub(self.graph_bytes.len()));
         for f in &self.model {

@@ -281,7 +281,7 @@ fn record(s: &mut Shapes, node: &Node<'_>, k: usize, outcome: Result<Vec<Fact>, 
 /// `input_size` for the spatial dims of a 4-D input.
 fn model_input(name: &str, shape: Option<&[Option<i64>]>, input_size: Option<(usize, usize)>) -> Result<Fact, String> {
     let Some(shape) = shape else {
-        return Err(format!("model input `{name}` declares no shape; give the input size (`--input HxW`)"));
+        return Err(format!("model input `{name}` declares no shape"));
     };
     let mut dims = Vec::with_capacity(shape.len());
     for (i, d) in shape.iter().enumerate() {
@@ -293,11 +293,7 @@ fn model_input(name: &str, shape: Option<&[Option<i64>]>, input_size: Option<(us
         };
         match given {
             Some(v) => dims.push(v),
-            None => {
-                return Err(format!(
-                    "model input `{name}` has a symbolic or missing dimension {i}; give the input size (`--input HxW`)"
-                ))
-            }
+            None => return Err(format!("model input `{name}` has a symbolic or missing dimension {i}")),
         }
     }
     Ok(Fact::shaped(dims))

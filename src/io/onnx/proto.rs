@@ -8,6 +8,7 @@ use super::wire::{self, Field, Value, WireError};
 
 // ModelProto
 pub(crate) const MODEL_OPSET_IMPORT: u32 = 8;
+pub(crate) const MODEL_IR_VERSION: u32 = 1;
 pub(crate) const MODEL_GRAPH: u32 = 7;
 // OperatorSetIdProto
 const OPSET_DOMAIN: u32 = 1;
@@ -54,6 +55,7 @@ const TENSOR_DATA_LOCATION: u32 = 14;
 const VALUE_INFO_NAME: u32 = 1;
 const VALUE_INFO_TYPE: u32 = 2;
 const TYPE_TENSOR: u32 = 1;
+const TENSOR_TYPE_ELEM: u32 = 1;
 const TENSOR_TYPE_SHAPE: u32 = 2;
 const SHAPE_DIM: u32 = 1;
 const DIM_VALUE: u32 = 1;
@@ -558,6 +560,25 @@ pub(crate) fn value_info(b: &[u8], what: &str) -> PResult<(String, Option<Vec<Op
         }
     }
     Ok((name, shape))
+}
+
+/// A `ValueInfoProto` declaring tensor `name` of element type `data_type` and static `dims`.
+pub(crate) fn encode_value_info(name: &str, data_type: i64, dims: &[i64]) -> Vec<u8> {
+    let mut shape = Vec::new();
+    for &d in dims {
+        let mut dim = Vec::new();
+        wire::put_uint(&mut dim, DIM_VALUE, d as u64);
+        wire::put_bytes(&mut shape, SHAPE_DIM, &dim);
+    }
+    let mut tensor = Vec::new();
+    wire::put_uint(&mut tensor, TENSOR_TYPE_ELEM, data_type as u64);
+    wire::put_bytes(&mut tensor, TENSOR_TYPE_SHAPE, &shape);
+    let mut ty = Vec::new();
+    wire::put_bytes(&mut ty, TYPE_TENSOR, &tensor);
+    let mut out = Vec::new();
+    wire::put_bytes(&mut out, VALUE_INFO_NAME, name.as_bytes());
+    wire::put_bytes(&mut out, VALUE_INFO_TYPE, &ty);
+    out
 }
 
 fn sub(b: &[u8], number: u32) -> Option<&[u8]> {

@@ -54,7 +54,9 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     let targeted = options.ranks.is_target();
     let sites = convert::select(found, &options.selection, None, file, false, targeted)?;
     uncounted.extend(sites.iter().filter_map(Site::uncounted));
-    if let (true, Some(u)) = (targeted, uncounted.first()) {
+    // A convolution's name when one is unknown (the size a user can declare), else the node's.
+    let unknown_conv = uncounted.iter().find(|u| sites.iter().any(|s| s.found.name == u.name));
+    if let (true, Some(u)) = (targeted, unknown_conv.or(uncounted.first())) {
         return Err(Error::UnknownInputSize { layer: u.name.clone(), reason: u.reason.clone() });
     }
     let (b32, b64): (Box<dyn SvdBackend<f32>>, Box<dyn SvdBackend<f64>>) =
@@ -108,6 +110,8 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     entries.sort_by_key(|(k, _)| *k);
     let (converted, skipped) = split(entries);
     let removed = rw.remove_unused(&converted);
+    // IR version 3 and below: every initializer is also a graph input.
+    rw.patch.new_as_inputs = (1..=3).contains(&g.ir_version);
     let out = g.encode(&rw.patch, bytes.len());
     let summary = Summary {
         input: file.to_path_buf(),
@@ -316,6 +320,8 @@ impl Rewriter<'_, '_> {
             let field = self.g.inits[w].0;
             if !still_used && seen.insert(field) {
                 self.patch.removed.insert(field);
+                // A weight listed as a graph input too (`freeze_input_weights`) leaves both.
+                self.patch.removed.extend(self.g.input_fields.get(w));
                 removed.push(w.to_string());
             }
         }

@@ -274,22 +274,53 @@ fn slice(c: &Ctx<'_, '_>) -> Out {
         return Err(Stop::Reason("starts, ends, axes and steps differ in length".into()));
     }
     let mut shape = x.shape.clone();
-    let mut first = None;
+    let mut walk: Vec<(i64, i64)> = vec![(0, 1); rank];
     for j in 0..starts.len() {
         let a = axis(axes[j], rank)?;
         let (begin, len) = slice_axis(x.shape[a] as i64, starts[j], ends[j], steps[j])?;
         shape[a] = len;
-        first = Some((begin, steps[j]));
+        walk[a] = (begin, steps[j]);
     }
-    // The values of a sliced 1-D tensor (shape arithmetic).
-    let data = match (&x.data, rank, first) {
-        (Some(d), 1, Some((begin, step))) => {
-            Some(d.pick(&(0..shape[0]).map(|i| (begin + i as i64 * step) as usize).collect::<Vec<_>>()))
-        }
-        (Some(d), 1, None) => Some(d.clone()),
-        _ => None,
-    };
+    // The values of a small sliced tensor (shape arithmetic; torch's pads reversed by a
+    // negative step on a 2-D view).
+    let from = strides(&x.shape);
+    let data = x.data.as_ref().and_then(|d| {
+        rearrange(d, &shape, |i| {
+            i.iter().zip(&walk).zip(&from).try_fold(0usize, |acc, ((&o, &(b, s)), &st)| {
+                let v = (o as i64).checked_mul(s)?.checked_add(b)?;
+                usize::try_from(v).ok()?.checked_mul(st)?.checked_add(acc)
+            })
+        })
+    });
     Ok(vec![Fact::with_data(shape, data)])
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut st = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        st[a] = st[a + 1].saturating_mul(shape[a + 1]);
+    }
+    st
+}
+
+/// The values of a small tensor rearranged into shape `out`: the element at multi-index `i`
+/// is input element `source(i)` (flat). `None` when any source is missing or out of range.
+fn rearrange(d: &Data, out: &[usize], source: impl Fn(&[usize]) -> Option<usize>) -> Option<Data> {
+    let n = numel(out).filter(|&n| n <= MAX_DATA)?;
+    let mut at = vec![0usize; out.len()];
+    let mut picks = Vec::with_capacity(n);
+    for _ in 0..n {
+        picks.push(source(&at).filter(|&s| s < d.len())?);
+        for a in (0..out.len()).rev() {
+            at[a] += 1;
+            if at[a] < out[a] {
+                break;
+            }
+            at[a] = 0;
+        }
+    }
+    Some(d.pick(&picks))
 }
 
 /// One Slice axis of length `dim` (ONNX clamping rules): the first index kept and how many.
@@ -350,18 +381,24 @@ fn transpose(c: &Ctx<'_, '_>) -> Out {
     let rank = x.shape.len();
     let perm = c.ints("perm").unwrap_or_else(|| (0..rank as i64).rev().collect());
     let mut seen = vec![false; rank];
-    let mut shape = Vec::with_capacity(rank);
+    let (mut shape, mut order) = (Vec::with_capacity(rank), Vec::with_capacity(rank));
     for &p in &perm {
         let a = axis(p, rank)?;
         if std::mem::replace(&mut seen[a], true) {
             return Err(Stop::Reason(format!("perm {perm:?} repeats an axis")));
         }
         shape.push(x.shape[a]);
+        order.push(a);
     }
     if shape.len() != rank {
         return Err(Stop::Reason(format!("perm {perm:?} does not fit rank {rank}")));
     }
-    Ok(vec![Fact::shaped(shape)])
+    let from = strides(&x.shape);
+    let data = x
+        .data
+        .as_ref()
+        .and_then(|d| rearrange(d, &shape, |i| Some(i.iter().zip(&order).map(|(&o, &a)| o * from[a]).sum())));
+    Ok(vec![Fact::with_data(shape, data)])
 }
 
 fn flatten(c: &Ctx<'_, '_>) -> Out {
@@ -415,17 +452,21 @@ fn gather(c: &Ctx<'_, '_>) -> Out {
     let (x, idx) = (c.input(0)?, c.input(1)?);
     let a = axis(c.int("axis", 0), x.shape.len())?;
     let shape = [&x.shape[..a], &idx.shape, &x.shape[a + 1..]].concat();
-    let data = match (&x.data, idx.data.as_ref().and_then(Data::ints), x.shape.len()) {
-        (Some(d), Some(ix), 1) => {
-            let dim = x.shape[0] as i64;
-            let picks: Option<Vec<usize>> = ix
-                .iter()
-                .map(|&i| usize::try_from(if i < 0 { i + dim } else { i }).ok().filter(|&u| u < x.shape[0]))
-                .collect();
-            picks.map(|p| d.pick(&p))
-        }
-        _ => None,
-    };
+    // The values of a small tensor gathered along any axis (shape arithmetic).
+    let dim = x.shape[a] as i64;
+    let picks: Option<Vec<usize>> = idx.data.as_ref().and_then(Data::ints).and_then(|ix| {
+        ix.iter().map(|&i| usize::try_from(if i < 0 { i + dim } else { i }).ok().filter(|&u| u < x.shape[a])).collect()
+    });
+    let (from, within) = (strides(&x.shape), strides(&idx.shape));
+    let q = idx.shape.len();
+    let data = x.data.as_ref().zip(picks).and_then(|(d, picks)| {
+        rearrange(d, &shape, |i| {
+            let at = i[a..a + q].iter().zip(&within).map(|(&o, &s)| o * s).sum::<usize>();
+            let outer = i[..a].iter().zip(&from).map(|(&o, &s)| o * s).sum::<usize>();
+            let inner = i[a + q..].iter().zip(&from[a + 1..]).map(|(&o, &s)| o * s).sum::<usize>();
+            Some(outer + picks.get(at)? * from[a] + inner)
+        })
+    });
     Ok(vec![Fact::with_data(shape, data)])
 }
 
