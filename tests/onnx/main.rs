@@ -5,6 +5,7 @@ mod support;
 
 mod dtypes;
 mod errors;
+mod external;
 mod fit;
 mod pipeline;
 mod reference;

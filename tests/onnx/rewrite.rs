@@ -43,7 +43,7 @@ fn net(with_unknown: bool) -> Vec<u8> {
     model(&g, 13, &if with_unknown { unknown(MODEL_UNKNOWN) } else { Vec::new() })
 }
 
-fn net_graph(with_unknown: bool) -> Graph {
+pub(crate) fn net_graph(with_unknown: bool) -> Graph {
     let mut g = Graph::default();
     conv(&mut g, "conv0", "input", "c0", [16, 3, 3, 3], true, vec![attr_ints("pads", &[1, 1, 1, 1])], 1);
     g.nodes.push(node("Relu", "relu0", &["c0"], &["r0"], &[], &[]));
@@ -79,7 +79,7 @@ fn net_graph(with_unknown: bool) -> Graph {
     g
 }
 
-const SHAPE: [usize; 4] = [2, 3, 12, 12];
+pub(crate) const SHAPE: [usize; 4] = [2, 3, 12, 12];
 
 fn full_rank() -> ConvertOptions {
     ConvertOptions::new(Rank::Energy(1.0)).allow_slower(true)

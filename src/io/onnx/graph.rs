@@ -1,6 +1,7 @@
 //! A decoded ONNX model: the fields the rewrite reads, with every original byte kept for
 //! re-encoding ([`Patch`]).
 
+use super::external::{self, External};
 use super::infer::{self, Shapes};
 use super::onnx_error;
 use super::proto::{self, Node, Problem, Tensor};
@@ -19,6 +20,8 @@ pub(crate) struct Graph<'a> {
     pub nodes: Vec<(usize, Node<'a>)>,
     /// Initializers by name, with their field index.
     pub inits: HashMap<&'a str, (usize, Tensor<'a>)>,
+    /// The fields of initializers whose data was read from an external file (written inline).
+    pub external_fields: HashMap<usize, &'a [u8]>,
     /// Graph inputs with their shapes, when given.
     pub inputs: Vec<(String, Option<Vec<Option<i64>>>)>,
     /// Each graph input's field index.
@@ -33,8 +36,8 @@ pub(crate) struct Graph<'a> {
 }
 
 impl<'a> Graph<'a> {
-    /// Decodes `bytes`; `file` names the model in errors.
-    pub(crate) fn parse(bytes: &'a [u8], file: &Path) -> Result<Self> {
+    /// Decodes `bytes`, external data from `ext`; `file` names the model in errors.
+    pub(crate) fn parse(bytes: &'a [u8], file: &Path, ext: &'a External) -> Result<Self> {
         let p = |e: Problem| onnx_error(file, e.location, e.reason);
         let model = wire::parse(bytes).map_err(|e| onnx_error(file, "model", format!("not an ONNX model: {e}")))?;
         let graphs: Vec<&Field<'_>> = model.iter().filter(|f| f.number == proto::MODEL_GRAPH).collect();
@@ -57,6 +60,7 @@ impl<'a> Graph<'a> {
             opset,
             nodes: Vec::new(),
             inits: HashMap::new(),
+            external_fields: HashMap::new(),
             inputs: Vec::new(),
             input_fields: HashMap::new(),
             ir_version,
@@ -64,7 +68,7 @@ impl<'a> Graph<'a> {
             names: HashSet::new(),
             node_uses: Vec::new(),
         };
-        g.read_fields(&fields, file)?;
+        g.read_fields(&fields, file, ext)?;
         g.fields = fields;
         proto::collect_names(graph_bytes, &mut g.names, 0).map_err(p)?;
         for (_, n) in &g.nodes {
@@ -76,7 +80,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Nodes, initializers, inputs and outputs of the graph's fields.
-    fn read_fields(&mut self, fields: &[Field<'a>], file: &Path) -> Result<()> {
+    fn read_fields(&mut self, fields: &[Field<'a>], file: &Path, ext: &'a External) -> Result<()> {
         let p = |e: Problem| onnx_error(file, e.location, e.reason);
         for (i, f) in fields.iter().enumerate() {
             let bytes_of = |what: &str| {
@@ -86,14 +90,14 @@ impl<'a> Graph<'a> {
             match f.number {
                 proto::GRAPH_NODE => self.nodes.push((i, Node::parse(bytes_of("node")?, self.nodes.len()).map_err(p)?)),
                 proto::GRAPH_INITIALIZER => {
-                    let t = Tensor::parse(bytes_of("initializer")?, self.inits.len()).map_err(p)?;
-                    if t.external {
-                        return Err(onnx_error(
-                            file,
-                            format!("initializer `{}`", t.name),
-                            "data is stored in an external file (external data is not supported; \
-                             save the model with all tensors inside it)",
-                        ));
+                    let mut t = Tensor::parse(bytes_of("initializer")?, self.inits.len()).map_err(p)?;
+                    if let Some(r) = t.external_ref().map_err(p)? {
+                        let loc = format!("initializer `{}`", t.name);
+                        let data = ext.slice(&r, &loc).map_err(p)?;
+                        t.raw_data = Some(data);
+                        t.typed_data.clear();
+                        t.external = false;
+                        self.external_fields.insert(i, data);
                     }
                     self.inits.insert(t.name, (i, t));
                 }
@@ -160,7 +164,13 @@ impl Graph<'_> {
                     wire::put_bytes(&mut graph, proto::GRAPH_NODE, n);
                 }
             } else if !patch.removed.contains(&i) {
-                graph.extend_from_slice(f.raw);
+                match self.external_fields.get(&i) {
+                    Some(data) => {
+                        let inline = external::inline(f.bytes().unwrap_or(&[]), data);
+                        wire::put_bytes(&mut graph, proto::GRAPH_INITIALIZER, &inline);
+                    }
+                    None => graph.extend_from_slice(f.raw),
+                }
             }
             for t in patch.initializers.get(&i).into_iter().flatten() {
                 wire::put_bytes(&mut graph, proto::GRAPH_INITIALIZER, t);

@@ -2,6 +2,7 @@
 //! the geometry its node declares and the input size shape inference (or a declaration) gives.
 
 use super::discover::{self, Discovered};
+use super::external::External;
 use super::graph::Graph;
 use super::{onnx_error, proto};
 use crate::convert::{self, ConvertOptions, Site};
@@ -31,7 +32,8 @@ impl Found {
 /// # Errors
 /// As [`rewrite_model`](super::rewrite_model) for reading the graph and its weights.
 pub(crate) fn convolutions(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Result<Vec<Found>> {
-    let g = Graph::parse(bytes, file)?;
+    let ext = External::load(bytes, file)?;
+    let g = Graph::parse(bytes, file, &ext)?;
     let (shapes, _) = g.shapes(options.input_size);
     let Discovered { convs, found, .. } = discover::find(&g, &shapes, options, file)?;
     let sites = convert::select(found, &options.selection, None, file, true, false)?;

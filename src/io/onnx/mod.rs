@@ -32,8 +32,14 @@
 //! computed in f32 (f64 for double weights, or with [`Precision::F64`](crate::convert::Precision::F64)).
 //!
 //! Left alone and listed in [`Summary::skipped`] with the reason: convolutions whose weight
-//! is not an initializer (or is also a graph input, so it can be replaced at run time), 1-D and
-//! 3-D convolutions, 1x1 kernels, layers not selected, and layers whose rank saves nothing.
+//! is not an initializer (or is also a graph input, so it can be replaced at run time, unless
+//! [`ConvertOptions::freeze_input_weights`]), 1-D and 3-D convolutions, 1x1 kernels, layers not
+//! selected, and layers whose rank saves nothing.
+//!
+//! External data: [`rewrite_file`] reads initializers stored in files beside the model
+//! (`data_location` EXTERNAL; the `location` must be a relative path inside the model's
+//! directory) and writes them inline, so the output is one file; [`rewrite_model`], which has
+//! no directory, reports them as an error.
 //!
 //! Layer names for `include`/`exclude` patterns (globs, `*` and `?`): a pattern selects a `Conv`
 //! when it matches the node's name, its weight initializer's name, or that name without a
@@ -68,6 +74,7 @@
 
 mod discover;
 mod elements;
+mod external;
 mod graph;
 mod infer;
 pub(crate) mod inspect;
@@ -90,19 +97,22 @@ use std::path::{Path, PathBuf};
 ///
 /// # Errors
 /// [`Error::Onnx`] naming the node or tensor for a file that is not an ONNX model, truncated or
-/// malformed protobuf, initializers stored in external files, a `Conv` whose weight shape
+/// malformed protobuf, initializers stored in external files (use [`rewrite_file`]), a rewritten
+/// model above protobuf's 2 GiB limit, a `Conv` whose weight shape
 /// disagrees with its attributes or bias, or unsupported weight data types;
 /// [`Error::NoMatch`] for a pattern matching no convolution; errors from the decomposition
 /// ([`Error::InvalidRank`], ...) name the layer.
 pub fn rewrite_model(bytes: &[u8], options: &ConvertOptions) -> Result<(Vec<u8>, Summary)> {
-    rewrite::rewrite(bytes, options, Path::new("<memory>"))
+    rewrite::rewrite(bytes, options, Path::new("<memory>"), &external::External::none())
 }
 
 /// Reads `input`, rewrites it and writes `output` atomically (a temporary file in the target
 /// directory, renamed into place only on success). Never writes over the input.
 ///
 /// # Errors
-/// As [`rewrite_model`], plus [`Error::Io`] for file system failures,
+/// As [`rewrite_model`] (external data is read from the files it names), plus [`Error::Onnx`]
+/// for external data that cannot be read or lies outside the model's directory,
+/// [`Error::Io`] for file system failures,
 /// [`Error::OutputIsInput`] when `output` names the input file and [`Error::OutputExists`] when
 /// it exists and [`ConvertOptions::force`] is not set. Nothing is written on error.
 pub fn rewrite_file(input: impl AsRef<Path>, output: impl AsRef<Path>, options: &ConvertOptions) -> Result<Summary> {
@@ -110,7 +120,8 @@ pub fn rewrite_file(input: impl AsRef<Path>, output: impl AsRef<Path>, options: 
     let (input, output) = (input.as_ref(), output.as_ref());
     super::atomic::check_output(input, output, options.force)?;
     let bytes = std::fs::read(input).map_err(|e| Error::Io { path: input.to_path_buf(), action: "read", source: e })?;
-    let (out, mut summary) = rewrite::rewrite(&bytes, options, input).map_err(|e| match e {
+    let ext = external::External::load(&bytes, input)?;
+    let (out, mut summary) = rewrite::rewrite(&bytes, options, input, &ext).map_err(|e| match e {
         Error::Onnx { .. } | Error::Io { .. } | Error::InFile { .. } | Error::NoMatch { .. } => e,
         other => Error::InFile { file: input.to_path_buf(), source: Box::new(other) },
     })?;
@@ -138,13 +149,14 @@ pub(crate) fn fuzz_wire(bytes: &[u8], depth: usize) -> usize {
 /// The fuzz target of the model parser.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_model(bytes: &[u8]) -> Result<usize> {
-    Ok(graph::Graph::parse(bytes, Path::new("<fuzz>"))?.nodes.len())
+    Ok(graph::Graph::parse(bytes, Path::new("<fuzz>"), &external::External::none())?.nodes.len())
 }
 
 /// The fuzz target of shape inference and MAC counting.
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_shapes(bytes: &[u8], input_size: Option<(usize, usize)>) -> Result<usize> {
-    let g = graph::Graph::parse(bytes, Path::new("<fuzz>"))?;
+    let ext = external::External::none();
+    let g = graph::Graph::parse(bytes, Path::new("<fuzz>"), &ext)?;
     let (shapes, _) = g.shapes(input_size);
     let options = ConvertOptions::speedup(2.0);
     let found = discover::find(&g, &shapes, &options, Path::new("<fuzz>"))?;

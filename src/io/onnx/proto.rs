@@ -4,6 +4,7 @@
 //! Everything a view does not decode stays available as raw fields, so that re-encoding a
 //! message it did not change reproduces its bytes.
 
+use super::external::ExternalRef;
 use super::wire::{self, Field, Value, WireError};
 
 // ModelProto
@@ -47,10 +48,10 @@ const TENSOR_FLOAT_DATA: u32 = 4;
 const TENSOR_INT32_DATA: u32 = 5;
 const TENSOR_INT64_DATA: u32 = 7;
 const TENSOR_NAME: u32 = 8;
-const TENSOR_RAW_DATA: u32 = 9;
+pub(crate) const TENSOR_RAW_DATA: u32 = 9;
 const TENSOR_DOUBLE_DATA: u32 = 10;
-const TENSOR_EXTERNAL_DATA: u32 = 13;
-const TENSOR_DATA_LOCATION: u32 = 14;
+pub(crate) const TENSOR_EXTERNAL_DATA: u32 = 13;
+pub(crate) const TENSOR_DATA_LOCATION: u32 = 14;
 // ValueInfoProto / TypeProto / TypeProto.Tensor / TensorShapeProto / Dimension
 const VALUE_INFO_NAME: u32 = 1;
 const VALUE_INFO_TYPE: u32 = 2;
@@ -350,7 +351,11 @@ pub(crate) struct Tensor<'a> {
     pub raw_data: Option<&'a [u8]>,
     /// Packed or unpacked `float_data` / `double_data` / `int32_data` fields.
     pub typed_data: Vec<Field<'a>>,
+    /// Whether the data is in an external file (`data_location` EXTERNAL or `external_data`
+    /// entries); [`Tensor::external_ref`] says where.
     pub external: bool,
+    /// The `external_data` key/value entries.
+    external_data: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Tensor<'a> {
@@ -364,6 +369,7 @@ impl<'a> Tensor<'a> {
             raw_data: None,
             typed_data: Vec::new(),
             external: false,
+            external_data: Vec::new(),
         };
         for f in &fields {
             if f.number == TENSOR_NAME {
@@ -377,12 +383,36 @@ impl<'a> Tensor<'a> {
                 TENSOR_DATA_TYPE => t.data_type = expect_varint(f, &loc, "data_type")? as i64,
                 TENSOR_RAW_DATA => t.raw_data = Some(expect_bytes(f, &loc, "raw_data")?),
                 TENSOR_FLOAT_DATA | TENSOR_DOUBLE_DATA | TENSOR_INT32_DATA | TENSOR_INT64_DATA => t.typed_data.push(*f),
-                TENSOR_EXTERNAL_DATA => t.external = true,
+                TENSOR_EXTERNAL_DATA => {
+                    t.external = true;
+                    t.external_data.push(string_entry(expect_bytes(f, &loc, "external_data")?, &loc)?);
+                }
                 TENSOR_DATA_LOCATION => t.external |= expect_varint(f, &loc, "data_location")? == 1,
                 _ => {}
             }
         }
         Ok(t)
+    }
+
+    /// Where the data is when it is external: the `location` entry (required), `offset` and
+    /// `length` (decimal byte counts).
+    pub(crate) fn external_ref(&self) -> PResult<Option<ExternalRef<'a>>> {
+        if !self.external {
+            return Ok(None);
+        }
+        let loc = format!("initializer `{}`", self.name);
+        let entry = |key: &str| self.external_data.iter().rev().find(|(k, _)| *k == key).map(|&(_, v)| v);
+        let bytes = |key: &str| {
+            entry(key)
+                .map(|v| {
+                    v.parse::<usize>()
+                        .map_err(|_| Problem::new(&loc, format!("external data {key} `{v}` is not a byte count")))
+                })
+                .transpose()
+        };
+        let location =
+            entry("location").ok_or_else(|| Problem::new(&loc, "external data without a `location` entry"))?;
+        Ok(Some(ExternalRef { location, offset: bytes("offset")?.unwrap_or(0), length: bytes("length")? }))
     }
 
     /// The element count its dims declare.
@@ -560,6 +590,20 @@ pub(crate) fn value_info(b: &[u8], what: &str) -> PResult<(String, Option<Vec<Op
         }
     }
     Ok((name, shape))
+}
+
+/// A `StringStringEntryProto`'s key (field 1) and value (field 2).
+fn string_entry<'a>(b: &'a [u8], loc: &str) -> PResult<(&'a str, &'a str)> {
+    let fields = wire::parse(b).map_err(|e| Problem::wire(loc, e))?;
+    let (mut key, mut value) = ("", "");
+    for f in &fields {
+        match f.number {
+            1 => key = utf8(expect_bytes(f, loc, "external_data key")?, loc, "external_data key")?,
+            2 => value = utf8(expect_bytes(f, loc, "external_data value")?, loc, "external_data value")?,
+            _ => {}
+        }
+    }
+    Ok((key, value))
 }
 
 /// A `ValueInfoProto` declaring tensor `name` of element type `data_type` and static `dims`.

@@ -1,6 +1,7 @@
 //! The ONNX adapter: decode the graph, let the pipeline decide, factor, patch, re-encode.
 
 use super::discover::{self, stem, Conv, Discovered};
+use super::external::External;
 use super::graph::{Graph, Patch};
 use super::layout::{self, Chain, Names, PairNames, PairValues};
 use super::sum::{self, Sum};
@@ -41,12 +42,17 @@ enum Fact<'a> {
 type Pair = (Vec<Vec<f64>>, (f64, f64));
 
 /// Rewrites `bytes`; `file` is used in error messages only.
-pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Result<(Vec<u8>, Summary)> {
+pub(crate) fn rewrite(
+    bytes: &[u8],
+    options: &ConvertOptions,
+    file: &Path,
+    ext: &External,
+) -> Result<(Vec<u8>, Summary)> {
     if let Some(dt) = options.output_dtype {
         let reason = format!("output_dtype {dt}: an ONNX graph keeps its tensors' data types; leave it unset");
         return Err(onnx_error(file, "options", reason));
     }
-    let g = Graph::parse(bytes, file)?;
+    let g = Graph::parse(bytes, file, ext)?;
     let (shapes, model_size) = g.shapes(options.input_size);
     let Discovered { convs, found, blocked, fixed, mut uncounted, unmodeled } =
         discover::find(&g, &shapes, options, file)?;
@@ -113,6 +119,14 @@ pub(crate) fn rewrite(bytes: &[u8], options: &ConvertOptions, file: &Path) -> Re
     // IR version 3 and below: every initializer is also a graph input.
     rw.patch.new_as_inputs = (1..=3).contains(&g.ir_version);
     let out = g.encode(&rw.patch, bytes.len());
+    if out.len() > i32::MAX as usize {
+        let reason = format!(
+            "the rewritten model is {} bytes, above protobuf's 2 GiB limit for one message (dac writes \
+             every tensor inline, external data included)",
+            out.len()
+        );
+        return Err(onnx_error(file, "model", reason));
+    }
     let summary = Summary {
         input: file.to_path_buf(),
         output: Path::new("<memory>").to_path_buf(),
