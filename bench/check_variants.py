@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Robustness sweep: `dac onnx` over every model of a directory (scripts/export_variants.py)
+with several option sets. For each run: no panic; an error leaves no output behind; a written
+model loads and runs in onnxruntime with finite outputs (printed: the relative difference to the
+original on one random input, and the report's totals); the input file is unchanged.
+
+    DAC=target/release/dac bench/.venv/bin/python bench/check_variants.py DIR
+"""
+import glob
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+DAC = os.environ.get("DAC", "/work/main/target/release/dac")
+MODES = {
+    "full": ["--energy", "1", "--allow-slower"],
+    "rank9": ["--rank", "9"],
+    "speedup2": ["--speedup", "2"],
+    "macs2": ["--macs", "2"],
+    "energy": ["--energy", "0.9"],
+    "auto_macs": ["--macs", "1.5", "--scheme", "auto"],
+}
+
+
+def digest(p):
+    return hashlib.sha256(open(p, "rb").read()).hexdigest()
+
+
+def feeds(sess):
+    out = {}
+    rng = np.random.default_rng(0)
+    for i in sess.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in i.shape]
+        if len(shape) == 4 and not all(isinstance(d, int) for d in i.shape):
+            shape = [1, shape[1], 64, 64]
+        out[i.name] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+def run(path, f):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return s.run(None, {k: v for k, v in f.items() if k in {i.name for i in s.get_inputs()}})
+
+
+def main(d):
+    outdir = os.path.join(d, "out")
+    os.makedirs(outdir, exist_ok=True)
+    for model in sorted(glob.glob(os.path.join(d, "*.onnx"))):
+        name = os.path.basename(model)[:-5]
+        before = digest(model)
+        try:
+            s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+            f = feeds(s)
+            ref = run(model, f)
+        except Exception as e:  # noqa: BLE001
+            print(f"{name}: original does not run in onnxruntime: {str(e)[:100]}")
+            ref, f = None, None
+        modes = dict(MODES)
+        if "initsinputs" in name:
+            modes["frozen"] = ["--speedup", "2", "--freeze-input-weights"]
+        for mode, args in modes.items():
+            out = os.path.join(outdir, f"{name}.{mode}.onnx")
+            for p in glob.glob(out + "*"):
+                os.remove(p)
+            r = subprocess.run([DAC, "onnx", model, "-o", out, "--force", *args], capture_output=True, text=True)
+            tail = (r.stderr.strip().splitlines() or [""])[-1][:150]
+            if "panicked" in r.stderr:
+                print(f"{name} {mode}: PANIC {tail}")
+                continue
+            left = [p for p in os.listdir(outdir) if p.startswith(f"{name}.{mode}")]
+            if r.returncode != 0:
+                print(f"{name} {mode}: error ({tail}){' LEFT ' + str(left) if left else ''}")
+                continue
+            summary = [l for l in r.stdout.splitlines() if "MAC" in l or "time" in l.lower()][-2:]
+            msg = ""
+            if ref is not None:
+                try:
+                    got = run(out, f)
+                    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(ref, got))
+                    scale = max(float(np.max(np.abs(a))) for a in ref)
+                    fin = all(np.isfinite(g).all() for g in got)
+                    msg = f"rel diff {diff / scale:.2e} finite={fin}"
+                except Exception as e:  # noqa: BLE001
+                    msg = f"ORT FAILS: {str(e)[:200]}"
+            print(f"{name} {mode}: ok {msg} | {' / '.join(s.strip()[:90] for s in summary)}")
+        if digest(model) != before:
+            print(f"{name}: INPUT MODIFIED")
+
+
+main(sys.argv[1])
