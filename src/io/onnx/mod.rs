@@ -6,7 +6,8 @@
 //! metadata, functions, fields this crate does not know — is copied byte for byte; inside the
 //! graph every node, initializer, input, output and value_info that the rewrite does not touch is
 //! copied byte for byte too, in its original order. A rewrite that converts nothing therefore
-//! returns the input bytes.
+//! returns the input bytes (unless the model keeps tensors in external files: those are
+//! written inline).
 //!
 //! A `Conv` (default domain, 2-D) whose weight is an initializer becomes, at rank `r`:
 //!
