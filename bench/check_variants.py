@@ -4,7 +4,10 @@ with several option sets. For each run: no panic; an error leaves no output behi
 model loads and runs in onnxruntime with finite outputs (printed: the relative difference to the
 original on one random input, and the report's totals); the input file is unchanged.
 
-    DAC=target/release/dac bench/.venv/bin/python bench/check_variants.py DIR
+    DAC=target/release/dac bench/.venv/bin/python bench/check_variants.py DIR [--to-opsets 18,19,20,21]
+
+`--to-opsets` first writes copies of `mixed.onnx` and `r18_opset17.onnx` converted to those
+opsets by onnx's version converter (torch 1.13 exports up to opset 17).
 """
 import glob
 import hashlib
@@ -93,4 +96,17 @@ def main(d):
             print(f"{name}: INPUT MODIFIED")
 
 
+def upgrade(d, opsets):
+    import onnx
+    from onnx import version_converter
+    for name in ("mixed", "r18_opset17"):
+        m = onnx.load(os.path.join(d, name + ".onnx"))
+        for v in opsets:
+            c = version_converter.convert_version(m, v)
+            onnx.checker.check_model(c)
+            onnx.save(c, os.path.join(d, f"{name}_to{v}.onnx"))
+
+
+if "--to-opsets" in sys.argv:
+    upgrade(sys.argv[1], [int(v) for v in sys.argv[sys.argv.index("--to-opsets") + 1].split(",")])
 main(sys.argv[1])
