@@ -4,10 +4,12 @@ with several option sets. For each run: no panic; an error leaves no output behi
 model loads and runs in onnxruntime with finite outputs (printed: the relative difference to the
 original on one random input, and the report's totals); the input file is unchanged.
 
-    DAC=target/release/dac bench/.venv/bin/python bench/check_variants.py DIR [--to-opsets 18,19,20,21]
+    DAC=target/release/dac bench/.venv/bin/python bench/check_variants.py DIR [--to-opsets 18,19,20,21] [--fp16]
 
 `--to-opsets` first writes copies of `mixed.onnx` and `r18_opset17.onnx` converted to those
-opsets by onnx's version converter (torch 1.13 exports up to opset 17).
+opsets by onnx's version converter (torch 1.13 exports up to opset 17); `--fp16` copies of
+`mixed.onnx` and `r18_opset13.onnx` with float16 weights and activations (float32 inputs and
+outputs) by onnxconverter-common's converter (`bench/.venv/bin/pip install onnxconverter-common`).
 """
 import glob
 import hashlib
@@ -107,6 +109,18 @@ def upgrade(d, opsets):
             onnx.save(c, os.path.join(d, f"{name}_to{v}.onnx"))
 
 
+def to_fp16(d):
+    import warnings
+    import onnx
+    from onnxconverter_common import float16
+    warnings.filterwarnings("ignore", module="onnxconverter_common")  # tiny weights rounded
+    for name in ("mixed", "r18_opset13"):
+        m = float16.convert_float_to_float16(onnx.load(os.path.join(d, name + ".onnx")), keep_io_types=True)
+        onnx.save(m, os.path.join(d, f"{name}_fp16.onnx"))
+
+
+if "--fp16" in sys.argv:
+    to_fp16(sys.argv[1])
 if "--to-opsets" in sys.argv:
     upgrade(sys.argv[1], [int(v) for v in sys.argv[sys.argv.index("--to-opsets") + 1].split(",")])
 main(sys.argv[1])
