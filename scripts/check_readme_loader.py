@@ -73,8 +73,8 @@ class JsonNet(nn.Module):
         return x
 
 
-def torch_predictions(ops, path, images, replacement):
-    model = JsonNet(ops)
+def apply_records(model, path, replacement):
+    """Replaces every module the checkpoint's `dac.layer.*` records name by `replacement`."""
     with safe_open(path, "pt") as f:
         meta = f.metadata() or {}
     for key, value in meta.items():
@@ -83,6 +83,11 @@ def torch_predictions(ops, path, images, replacement):
             parent, _, attr = name.rpartition(".")
             owner = model.get_submodule(parent) if parent else model
             setattr(owner, attr, replacement(json.loads(value), getattr(owner, attr)))
+
+
+def torch_predictions(ops, path, images, replacement):
+    model = JsonNet(ops)
+    apply_records(model, path, replacement)
     model.load_state_dict(load_file(path))  # strict: every tensor has its module
     model.eval()
     with torch.no_grad():

@@ -10,7 +10,6 @@ runs must load and give finite outputs. Geometry and input sizes from docs/geome
 Converts with `$DAC` (default target/release/dac) into a temporary directory.
 """
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -23,9 +22,8 @@ DAC = os.environ.get("DAC", os.path.join(ROOT, "target", "release", "dac"))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-from check_readme_loader import readme_loader  # noqa: E402
+from check_readme_loader import apply_records, readme_loader  # noqa: E402
 
 GEOMETRY = os.path.join(ROOT, "docs", "geometry-resnet18.json")
 RUNS = {
@@ -36,16 +34,9 @@ RUNS = {
 }
 
 
-def load(path, replacement, dtype):
+def load(path, replacement):
     model = torchvision.models.resnet18()
-    with safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
-    for key, value in meta.items():
-        if key.startswith("dac.layer."):
-            name = key[len("dac.layer."):]
-            parent, _, attr = name.rpartition(".")
-            owner = model.get_submodule(parent) if parent else model
-            setattr(owner, attr, replacement(json.loads(value), getattr(owner, attr)))
+    apply_records(model, path, replacement)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
     model.load_state_dict(state)  # strict: every tensor has its module
     return model.eval()
@@ -67,7 +58,7 @@ def main():
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in net.state_dict().items()}
             src = os.path.join(tmp, f"r18_{str(dtype)[6:]}.safetensors")
             save_file(state, src)
-            original = load(src, replacement, dtype)
+            original = load(src, replacement)
             with torch.no_grad():
                 want = original(x)
             for run, args in RUNS.items():
@@ -80,7 +71,7 @@ def main():
                     continue
                 total = next((line for line in r.stdout.splitlines() if line.startswith("total")), "")
                 with torch.no_grad():
-                    got = load(out, replacement, dtype)(x)
+                    got = load(out, replacement)(x)
                 rel = float((got - want).abs().max() / want.abs().max())
                 tol = 1e-4 if dtype == torch.float32 else 4 * torch.finfo(dtype).eps
                 ok = bool(torch.isfinite(got).all()) and (run != "full" or rel < tol)
