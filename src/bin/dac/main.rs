@@ -160,13 +160,18 @@ fn describe(e: &dac::Error) -> String {
             flag(option)
         ),
         dac::Error::InFile { file, source } => format!("{}: {}", file.display(), describe(source)),
-        dac::Error::UnknownInputSize { layer, reason } if layer.starts_with("node ") => format!(
-            "{layer}: input size unknown ({reason}); every layer is counted at its real size: give --input HxW"
-        ),
-        dac::Error::UnknownInputSize { layer, reason } => format!(
-            "layer `{layer}`: input size unknown ({reason}); every layer is counted at its real size: give --input \
-             HxW, or --layer-input {layer}=HxW"
-        ),
+        dac::Error::UnknownInputSize { layer, reason } => {
+            // A graph node (not a convolution) has no size to declare: only the input's helps.
+            let (what, or_layer) = if layer.starts_with("node ") {
+                (layer.clone(), String::new())
+            } else {
+                (format!("layer `{layer}`"), format!(", or --layer-input {layer}=HxW"))
+            };
+            format!(
+                "{what}: input size unknown ({reason}); every layer is counted at its real size: give --input \
+                 HxW{or_layer}"
+            )
+        }
         dac::Error::SchemeNeedsPlanner { layer } => format!(
             "layer `{layer}`: --scheme auto lets the planner choose the scheme; use it with --speedup or --macs (and no \
              --rank-for for this layer), or name one scheme (dac, spatial, channel, decoupled)"

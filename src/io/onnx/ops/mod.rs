@@ -304,6 +304,11 @@ fn strides(shape: &[usize]) -> Vec<usize> {
     st
 }
 
+/// The flat offset of multi-index `index` under `strides`.
+fn dot(index: &[usize], strides: &[usize]) -> usize {
+    index.iter().zip(strides).map(|(&i, &s)| i * s).sum()
+}
+
 /// The values of a small tensor rearranged into shape `out`: the element at multi-index `i`
 /// is input element `source(i)` (flat). `None` when any source is missing or out of range.
 fn rearrange(d: &Data, out: &[usize], source: impl Fn(&[usize]) -> Option<usize>) -> Option<Data> {
@@ -394,10 +399,8 @@ fn transpose(c: &Ctx<'_, '_>) -> Out {
         return Err(Stop::Reason(format!("perm {perm:?} does not fit rank {rank}")));
     }
     let from = strides(&x.shape);
-    let data = x
-        .data
-        .as_ref()
-        .and_then(|d| rearrange(d, &shape, |i| Some(i.iter().zip(&order).map(|(&o, &a)| o * from[a]).sum())));
+    let permuted: Vec<usize> = order.iter().map(|&a| from[a]).collect();
+    let data = x.data.as_ref().and_then(|d| rearrange(d, &shape, |i| Some(dot(i, &permuted))));
     Ok(vec![Fact::with_data(shape, data)])
 }
 
@@ -461,10 +464,8 @@ fn gather(c: &Ctx<'_, '_>) -> Out {
     let q = idx.shape.len();
     let data = x.data.as_ref().zip(picks).and_then(|(d, picks)| {
         rearrange(d, &shape, |i| {
-            let at = i[a..a + q].iter().zip(&within).map(|(&o, &s)| o * s).sum::<usize>();
-            let outer = i[..a].iter().zip(&from).map(|(&o, &s)| o * s).sum::<usize>();
-            let inner = i[a + q..].iter().zip(&from[a + 1..]).map(|(&o, &s)| o * s).sum::<usize>();
-            Some(outer + picks.get(at)? * from[a] + inner)
+            let picked = picks.get(dot(&i[a..a + q], &within))?;
+            Some(dot(&i[..a], &from) + picked * from[a] + dot(&i[a + q..], &from[a + 1..]))
         })
     });
     Ok(vec![Fact::with_data(shape, data)])
