@@ -176,12 +176,13 @@ pub enum Error {
     },
 
     /// A layer-name pattern given by the user matches no layer of the file.
-    #[error("{}: {option} pattern `{pattern}` matches no convolution layer (layers: {available})", file.display())]
+    #[error("{}: {option} pattern `{pattern}` matches no {} layer (layers: {available})", file.display(), layer_kind(option))]
     NoMatch {
         /// The file.
         file: std::path::PathBuf,
         /// The [`ConvertOptions`](crate::convert::ConvertOptions) setter the pattern came from
-        /// (`"include"`, `"exclude"`, `"rank_for"`, `"groups"`, `"layer_input"`).
+        /// (`"include"`, `"exclude"`, `"rank_for"`, `"groups"`, `"layer_input"`, ...;
+        /// `"linear_positions"` names linear layers).
         option: &'static str,
         /// The pattern.
         pattern: String,
@@ -266,5 +267,15 @@ fn tensor_label(tensor: &Option<String>) -> String {
     match tensor {
         Some(name) => format!("tensor `{name}`"),
         None => "header".to_string(),
+    }
+}
+
+/// The kind of layer the patterns of `option` name: linear layers for
+/// [`linear_positions`](crate::convert::ConvertOptions::linear_positions), else convolutions.
+fn layer_kind(option: &str) -> &'static str {
+    if option == "linear_positions" {
+        "linear"
+    } else {
+        "convolution"
     }
 }

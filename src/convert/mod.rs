@@ -33,7 +33,7 @@ pub use self::options::{
 };
 pub use self::report::{ConvertedLayer, SizeSource, SkipReason, SkippedLayer, Summary, Uncounted};
 
-use self::options::matches_any;
+pub(crate) use self::options::matches_any;
 use crate::cost::{self, Cost};
 use crate::error::{Error, Result};
 use crate::fit::Fit;

@@ -29,6 +29,8 @@ pub struct Selection {
     pub(crate) strides: Vec<(String, (usize, usize))>,
     pub(crate) paddings: Vec<(String, Padding)>,
     pub(crate) dilations: Vec<(String, (usize, usize))>,
+    /// Applications per image of the linear layers matching the pattern.
+    pub(crate) positions: Vec<(String, usize)>,
     /// `None`: the default (see [`ConvertOptions::scheme`]).
     pub(crate) scheme: Option<SchemeChoice>,
     pub(crate) schemes: Vec<(String, SchemeChoice)>,
@@ -56,6 +58,9 @@ impl Selection {
         }
         if let Some(hw) = layer.input {
             self.inputs.push((name(), hw));
+        }
+        if let Some(n) = layer.positions {
+            self.positions.push((name(), n));
         }
     }
     /// Whether `keys` are selected by the include patterns (all are when there are none).
@@ -104,6 +109,9 @@ pub struct LayerGeometry {
     pub dilation: Option<(usize, usize)>,
     /// Input `(height, width)`.
     pub input: Option<(usize, usize)>,
+    /// A linear layer's (2-D weight's) applications per image: the positions of a
+    /// channels-last MLP (ConvNeXt's blocks) or the tokens it runs on. Default 1.
+    pub positions: Option<usize>,
 }
 
 impl LayerGeometry {
@@ -393,6 +401,14 @@ impl ConvertOptions {
     /// feature maps; in an ONNX graph a size inferred from the graph comes first.
     pub fn layer_input(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
         self.selection.inputs.push((pattern.into(), (height, width)));
+        self
+    }
+    /// A checkpoint's linear layers (2-D `<name>.weight`) matching `pattern` run at `positions`
+    /// positions per image (a channels-last MLP at every pixel, or tokens); default 1, the
+    /// classifier head's. Their MACs and modeled time count every application. (An ONNX graph
+    /// has their shapes.)
+    pub fn linear_positions(mut self, pattern: impl Into<String>, positions: usize) -> Self {
+        self.selection.positions.push((pattern.into(), positions));
         self
     }
     /// The network's input `(height, width)`.

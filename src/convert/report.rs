@@ -25,6 +25,9 @@ pub enum SkipReason {
     AlreadyConverted,
     /// The weight is not an initializer: computed, or a `Constant` node's output (ONNX).
     WeightNotInitializer,
+    /// The weight is quantized: a `DequantizeLinear` node's output (ONNX). Factoring it would
+    /// turn integer weights into float ones.
+    QuantizedWeight,
     /// The weight initializer is also a graph input, so it can be replaced at run time (ONNX).
     WeightIsGraphInput,
     /// Not a 2-D convolution: the weight has this many dimensions (ONNX).
@@ -60,6 +63,9 @@ impl std::fmt::Display for SkipReason {
             Self::Excluded => f.write_str("matched by an exclude pattern"),
             Self::AlreadyConverted => f.write_str("already a dac depthwise layer"),
             Self::WeightNotInitializer => f.write_str("weight is not an initializer"),
+            Self::QuantizedWeight => {
+                f.write_str("weight is quantized (a DequantizeLinear output); dac factors float weights")
+            }
             Self::WeightIsGraphInput => {
                 f.write_str("weight initializer is also a graph input (replaceable at run time)")
             }
@@ -224,6 +230,9 @@ pub struct Summary {
     /// modeled total, so a network whose time they take a share of runs faster by less than
     /// [`speedup`](Self::speedup) says. Empty for a checkpoint.
     pub unmodeled: Vec<(String, usize)>,
+    /// A graph's nodes with subgraphs (`If`, `Loop`, `Scan`), which dac does not read: the
+    /// convolutions inside them are neither converted nor in the totals. Empty for a checkpoint.
+    pub subgraph_nodes: Vec<String>,
     /// The whole-network plan, when ranks were planned.
     pub plan: Option<Plan>,
     /// The SVD backend's [name](crate::svd::SvdBackend::name).
@@ -318,6 +327,7 @@ impl Summary {
             "linear_macs": self.linear.macs,
             "uncounted": self.uncounted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect::<Vec<_>>(),
             "unmodeled": self.unmodeled.iter().map(|(op, n)| json!({"op": op, "nodes": n})).collect::<Vec<_>>(),
+            "subgraph_nodes": self.subgraph_nodes,
             "fixed": cost_json(Some(self.linear)),
             "plan": self.plan.as_ref().map(plan_json),
             "macs_before": self.macs_before(),

@@ -6,7 +6,8 @@ use super::records::{FactorRecord, LayerRecord, FORMAT_VERSION};
 use super::safetensors::{format_error, header_block, write_all, write_values, Checkpoint, OutEntry};
 use super::{Phase, Progress};
 use crate::convert::{
-    self, Analysis, ConvertOptions, Decision, FloatDtype, Found, Layout, RankSource, Site, SkipReason, Summary,
+    self, Analysis, ConvertOptions, Decision, FloatDtype, Found, Layout, RankSource, Selection, Site, SkipReason,
+    Summary,
 };
 use crate::cost;
 use crate::decompose::Split;
@@ -16,7 +17,7 @@ use crate::plan::Plan;
 use crate::scalar::Real;
 use crate::scheme::{FactorSpec, Factored, Scheme, SchemeKind, Workspace};
 use crate::storage::Storage;
-use crate::time::{self, TimeModel};
+use crate::time::{TimeModel, TimedNode};
 use crate::weights::{Conv2dWeights, Geometry, Padding};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -24,7 +25,8 @@ use std::path::Path;
 
 /// What MAC counts assume for a checkpoint, which has no geometry.
 pub const ASSUMPTION: &str =
-    "MACs assume stride 1 and \"same\" padding where no geometry is declared (a checkpoint has none)";
+    "MACs assume stride 1 and \"same\" padding where no geometry is declared (a checkpoint has \
+     none), and one application per image of a linear layer whose positions are not declared";
 
 /// A found convolution's tensors (indices into the checkpoint's tensors).
 #[derive(Debug, Clone, Copy)]
@@ -178,20 +180,35 @@ pub(crate) fn done_with<T: Real>(ck: &Checkpoint, t: Tensors, layer: Conv2dWeigh
 }
 
 /// Cost and modeled time of every linear layer: a 2-D float `<name>.weight` `[out, in]` (with
-/// `<name>.bias`).
-fn linear_cost(ck: &Checkpoint, model: &TimeModel) -> convert::Fixed {
-    let linear = ck
+/// `<name>.bias`), at its declared positions per image (default 1).
+///
+/// # Errors
+/// [`Error::NoMatch`] for a positions pattern that matches no linear layer.
+fn linear_cost(ck: &Checkpoint, model: &TimeModel, selection: &Selection) -> Result<convert::Fixed> {
+    let linear: Vec<(&str, _)> = ck
         .tensors
         .iter()
         .filter(|t| t.shape.len() == 2 && t.float_dtype().is_some())
-        .filter_map(|t| t.name.strip_suffix(".weight").map(|name| (name, t)));
+        .filter_map(|t| t.name.strip_suffix(".weight").map(|name| (name, t)))
+        .collect();
+    for (pattern, _) in &selection.positions {
+        if !linear.iter().any(|(name, _)| convert::matches_any(pattern, &[name.to_string()])) {
+            let names: Vec<&str> = linear.iter().map(|(n, _)| *n).collect();
+            let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+            let (file, pattern) = (ck.path.clone(), pattern.clone());
+            return Err(Error::NoMatch { file, option: "linear_positions", pattern, available });
+        }
+    }
     let mut fixed = convert::Fixed::default();
     for (name, t) in linear {
         let bias = format!("{name}.bias");
-        fixed.cost = fixed.cost + cost::linear(t.shape[0], t.shape[1], ck.tensors.iter().any(|b| b.name == bias));
-        fixed.time += model.node(&time::linear_node(t.shape[0], t.shape[1]));
+        let mut c = cost::linear(t.shape[0], t.shape[1], ck.tensors.iter().any(|b| b.name == bias));
+        let positions = Selection::last_match(&selection.positions, &[name.to_string()]).copied().unwrap_or(1);
+        c.macs = c.macs.saturating_mul(positions as u64);
+        fixed.cost = fixed.cost + c;
+        fixed.time += model.node(&TimedNode::MatMul { m: positions, k: t.shape[1], n: t.shape[0] });
     }
-    fixed
+    Ok(fixed)
 }
 
 /// The default [`ConvertOptions::memory_budget`] for `data_len` bytes of tensor data.
@@ -227,6 +244,7 @@ pub(crate) fn convert<T: Real>(
     let sites =
         convert::select(found, &options.selection, options.input_size, &ck.path, true, options.ranks.is_target())
             .map_err(|e| in_file(&ck.path, e))?;
+    let linear = linear_cost(&ck, &options.time, &options.selection)?;
     for (s, &t) in sites.iter().zip(&tensors) {
         if matches!(s.fate, convert::Fate::Candidate { .. }) {
             check_dtypes(&ck, t)?;
@@ -248,7 +266,6 @@ pub(crate) fn convert<T: Real>(
     let kept = job.keep_within_budget(&needs)?;
     let mut factored: Vec<Vec<Box<dyn Factored<T> + '_>>> = (0..sites.len()).map(|_| Vec::new()).collect();
     let analyses = job.analyse(&needs, &kept, &mut factored, progress)?;
-    let linear = linear_cost(&ck, &options.time);
     let (decisions, plan) = convert::decide(&sites, &analyses, options, linear).map_err(|e| in_file(&ck.path, e))?;
     let header = job.header(&decisions)?;
     let mut out = AtomicFile::create(output, options.force)?;
@@ -571,6 +588,7 @@ impl<T: Real> Job<'_, T> {
             time_model: self.options.time.describe(),
             uncounted: Vec::new(),
             unmodeled: Vec::new(),
+            subgraph_nodes: Vec::new(),
             plan,
             svd,
             fit: self.fit,

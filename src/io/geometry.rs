@@ -11,14 +11,17 @@
 //!     "conv1":          {"stride": 2, "padding": 3, "input": [224, 224]},
 //!     "layer1.0.conv1": {"input": [56, 56]},
 //!     "layer2.0.conv1": {"stride": [2, 2], "padding": [1, 1, 1, 1], "input": [56, 56]},
-//!     "features.3":     {"groups": 32, "dilation": 2}
+//!     "features.3":     {"groups": 32, "dilation": 2},
+//!     "stages.1.0.mlp.fc1": {"positions": 784}
 //!   }
 //! }
 //! ```
 //!
 //! `stride` and `dilation` are `S` or `[SH, SW]`; `padding` is `P` or `[top, bottom, left,
-//! right]`; `groups` a count; `input` the layer's input `[H, W]`. `docs/geometry-resnet18.json`
-//! is the whole of a torchvision ResNet-18 at 224x224.
+//! right]`; `groups` a count; `input` the layer's input `[H, W]`. A linear layer (2-D weight)
+//! may give `positions`, how many times it runs per image (a channels-last MLP at every pixel,
+//! tokens; default 1). `docs/geometry-resnet18.json` is the whole of a torchvision ResNet-18 at
+//! 224x224; `scripts/torch_geometry.py` writes the file of any PyTorch model.
 
 use crate::convert::LayerGeometry;
 use crate::error::{Error, Result};
@@ -76,7 +79,10 @@ fn layer(name: &str, v: &Value) -> std::result::Result<LayerGeometry, String> {
             "padding" => g.padding = Some(padding(x).ok_or_else(wrong)?),
             "groups" => g.groups = Some(positive(x).ok_or_else(wrong)?),
             "input" => g.input = Some(pair(x).ok_or_else(wrong)?),
-            other => return Err(format!("unknown field \"{other}\" (stride, padding, dilation, groups, input)")),
+            "positions" => g.positions = Some(positive(x).ok_or_else(wrong)?),
+            other => {
+                return Err(format!("unknown field \"{other}\" (stride, padding, dilation, groups, input, positions)"))
+            }
         }
     }
     Ok(g)

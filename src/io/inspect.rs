@@ -41,6 +41,50 @@ pub struct LayerInfo {
     pub cost: Cost,
 }
 
+/// A convolution the converters cannot touch (ONNX): a `Conv` whose weight is computed,
+/// quantized, 1-D or 3-D, or replaceable at run time, or another convolution operator
+/// (`ConvTranspose`, `ConvInteger`, `QLinearConv`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OtherConv {
+    /// The node's name (`#k` for the k-th node when it has none).
+    pub name: String,
+    /// The operator.
+    pub op: String,
+    /// Why it is not converted.
+    pub reason: String,
+    /// MACs at its inferred shapes, or why they are unknown.
+    pub macs: std::result::Result<u64, String>,
+}
+
+/// What [`inspect_model`] reads from a file.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Inspection {
+    /// Every convolution the converters consider, in file order.
+    pub layers: Vec<LayerInfo>,
+    /// The other convolutions (ONNX; empty for a checkpoint), in graph order.
+    pub others: Vec<OtherConv>,
+    /// An ONNX graph's nodes with subgraphs (`If`, `Loop`, `Scan`), which dac does not read:
+    /// convolutions inside them are in neither list.
+    pub subgraph_nodes: Vec<String>,
+}
+
+impl Inspection {
+    /// MACs of every convolution listed, when each one's input size is known; `None` when one
+    /// is unknown. (A checkpoint's layers when none has a size count one output position each,
+    /// [`SizeSource::PerPosition`], and add up as such.)
+    pub fn total_macs(&self) -> Option<u64> {
+        let per_position = self.layers.iter().filter(|l| l.size == SizeSource::PerPosition).count();
+        let mixed = per_position > 0 && per_position < self.layers.len();
+        if mixed || self.layers.iter().any(|l| l.size == SizeSource::Unknown) {
+            return None; // per-position counts do not add to whole-layer ones
+        }
+        let others: Option<u64> = self.others.iter().map(|o| o.macs.as_ref().ok().copied()).sum();
+        Some(self.layers.iter().map(|l| l.cost.macs).sum::<u64>() + others?)
+    }
+}
+
 /// What [`inspect_file`] should assume.
 #[derive(Debug, Clone, Default)]
 #[must_use]
@@ -99,6 +143,15 @@ impl InspectOptions {
 /// As [`convert_file`](super::convert_file) for reading; [`Error::Format`](crate::Error::Format)
 /// for a convolution whose dtype is not a float type.
 pub fn inspect_file(path: impl AsRef<Path>, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+    inspect_model(path, options).map(|i| i.layers)
+}
+
+/// [`inspect_file`], and for an ONNX model also the convolutions the converters cannot touch
+/// and the nodes whose subgraphs are not read.
+///
+/// # Errors
+/// As [`inspect_file`].
+pub fn inspect_model(path: impl AsRef<Path>, options: &InspectOptions) -> Result<Inspection> {
     let path = path.as_ref();
     #[cfg(feature = "onnx")]
     if is_onnx(path) {
@@ -107,10 +160,11 @@ pub fn inspect_file(path: impl AsRef<Path>, options: &InspectOptions) -> Result<
             Precision::F64 => inspect_onnx::<f64>(path, options),
         };
     }
-    match options.precision {
+    let layers = match options.precision {
         Precision::F32 => inspect::<f32>(path, options),
         Precision::F64 => inspect::<f64>(path, options),
-    }
+    }?;
+    Ok(Inspection { layers, others: Vec::new(), subgraph_nodes: Vec::new() })
 }
 
 /// Whether `path` names an ONNX model (extension `.onnx`, any case).
@@ -142,7 +196,7 @@ fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerIn
 /// [`inspect`] of an ONNX model: the layers' geometry from their nodes, sizes from shape
 /// inference (or a declaration), groups from the graph (declared groups are not needed).
 #[cfg(feature = "onnx")]
-fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Inspection> {
     if !options.selection.groups.is_empty() {
         let reason = "groups were declared (InspectOptions::groups, --groups), but an ONNX node declares its own: \
                       leave them unset";
@@ -156,13 +210,19 @@ fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<La
     convert_options.input_size = options.input_size;
     let backend = convert::backend::<T>(options.svd);
     let scheme = Dac::new(&*backend);
-    let mut infos = Vec::new();
-    for found in super::onnx::inspect::convolutions(&bytes, &convert_options, path)? {
+    let listing = super::onnx::inspect::convolutions(&bytes, &convert_options, path)?;
+    let mut layers = Vec::new();
+    for found in listing.found {
         let layer = found.layer::<T>().map_err(|e| in_file(path, e))?;
         let errors = scheme.factor(&layer).map_err(|e| in_file(path, e))?.errors();
-        infos.push(info(path, &found.site, found.dtype.to_string(), &scheme, &errors)?);
+        let mut layer = info(path, &found.site, found.dtype.to_string(), &scheme, &errors)?;
+        // Counted per output position, but a graph has sizes: this one's inference stopped.
+        if layer.size == SizeSource::PerPosition {
+            layer.size = SizeSource::Unknown;
+        }
+        layers.push(layer);
     }
-    Ok(infos)
+    Ok(Inspection { layers, others: listing.others, subgraph_nodes: listing.subgraph_nodes })
 }
 
 /// The report of one site from its DAC error table.

@@ -19,6 +19,27 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
+fn inspect_never_adds_per_position_counts_to_sized_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    // One layer sized, the others not: their counts are per output position.
+    let o = dac(&["inspect", s(&input), "--layer-input", "conv1=8x8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("total MACs unknown: no input size for 3 of them"), "{out}");
+    assert!(out.contains("/position"), "{out}");
+    let o = dac(&["inspect", s(&input), "--layer-input", "conv1=8x8", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["total_macs"].is_null(), "{v}");
+    // With every size known the total is their sum.
+    let o = dac(&["inspect", s(&input), "--input", "8x8", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let sum: u64 = v["layers"].as_array().unwrap().iter().map(|l| l["macs"].as_u64().unwrap()).sum();
+    assert_eq!(v["total_macs"], sum);
+}
+
+#[test]
 fn inspect_json_lists_every_convolution() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("n.safetensors");

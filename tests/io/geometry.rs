@@ -129,11 +129,12 @@ fn declared_strides_shrink_the_counted_output() {
 #[test]
 fn bad_sidecars_name_the_file_and_the_layer() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[&str]); 4] = [
+    let cases: [(&str, &[&str]); 5] = [
         ("not json", &["not a geometry file"]),
         (r#"{"input": [224]}"#, &["\"input\""]),
         (r#"{"layers": {"conv1": {"stride": 0}}}"#, &["conv1", "stride"]),
-        (r#"{"layers": {"conv1": {"strides": 2}}}"#, &["conv1", "unknown field"]),
+        (r#"{"layers": {"conv1": {"strides": 2}}}"#, &["conv1", "unknown field", "positions"]),
+        (r#"{"layers": {"fc": {"positions": 0}}}"#, &["fc", "positions"]),
     ];
     for (i, (text, expect)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("g{i}.json"));
@@ -146,4 +147,32 @@ fn bad_sidecars_name_the_file_and_the_layer() {
     }
     let e = read_geometry(dir.path().join("missing.json")).unwrap_err().to_string();
     assert!(e.contains("missing.json"), "{e}");
+}
+
+#[test]
+fn linear_layers_count_their_declared_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = resnet18_eighth(dir.path());
+    let out = dir.path().join("o.safetensors");
+    let base = ConvertOptions::new(Rank::Fixed(2)).input_size(224, 224);
+    // `fc` is [10, 64]: one application per image by default (a classifier head).
+    let once = convert_file(&input, &out, &base.clone().force(true)).unwrap();
+    assert_eq!(once.linear.macs, 10 * 64);
+    // A channels-last MLP runs at every position of its 7x7 map.
+    let sidecar = dir.path().join("g.json");
+    std::fs::write(&sidecar, r#"{"layers": {"fc": {"positions": 49}}}"#).unwrap();
+    let mut options = base.clone().force(true);
+    for l in read_geometry(&sidecar).unwrap().layers {
+        options = options.declare(&l);
+    }
+    let spread = convert_file(&input, &out, &options).unwrap();
+    assert_eq!(spread.linear.macs, 10 * 64 * 49);
+    assert_eq!(spread.macs_before().unwrap() - once.macs_before().unwrap(), 10 * 64 * 48);
+    assert!(spread.time_before().unwrap() > once.time_before().unwrap());
+    // A positions pattern must name a linear layer; nothing is written.
+    std::fs::remove_file(&out).unwrap();
+    let e = convert_file(&input, &out, &base.linear_positions("conv1", 4)).unwrap_err();
+    assert!(matches!(&e, Error::NoMatch { option: "linear_positions", available, .. } if available == "fc"), "{e}");
+    assert!(e.to_string().contains("matches no linear layer"), "{e}");
+    assert!(!out.exists());
 }

@@ -7,6 +7,7 @@ mod dtypes;
 mod errors;
 mod external;
 mod fit;
+mod inspect;
 mod pipeline;
 mod reference;
 mod rewrite;

@@ -294,7 +294,7 @@ pub fn parse_fit(s: &str) -> Result<Fit, String> {
 }
 
 /// `NAME=HxW`.
-fn parse_layer_input(s: &str) -> Result<(String, (usize, usize)), String> {
+pub fn parse_layer_input(s: &str) -> Result<(String, (usize, usize)), String> {
     let (name, size) = split_assignment(s, "NAME=HxW")?;
     Ok((name, parse_size(size)?))
 }

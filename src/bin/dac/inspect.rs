@@ -1,10 +1,10 @@
 //! `dac inspect`.
 
-use super::args::{parse_assignment, parse_size, GeometryArgs, SvdArg};
+use super::args::{parse_assignment, parse_layer_input, parse_size, GeometryArgs, SvdArg};
 use super::table::{print_table, si};
 use clap::Args;
 use dac::convert::Precision;
-use dac::io::{self, InspectOptions, LayerInfo};
+use dac::io::{self, InspectOptions, Inspection, LayerInfo, OtherConv};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -16,6 +16,9 @@ pub struct InspectArgs {
     /// Input size HxW (or N for NxN) for MAC counts; default: MACs per output position.
     #[arg(long, value_name = "HxW", value_parser = parse_size)]
     input: Option<(usize, usize)>,
+    /// Input size of the layers matching NAME (a glob), for MAC counts; repeatable.
+    #[arg(long = "layer-input", value_name = "NAME=HxW", value_parser = parse_layer_input)]
+    layer_input: Vec<(String, (usize, usize))>,
     /// Declares groups for layers matching NAME (a glob); repeatable. Default 1.
     #[arg(long = "groups", value_name = "NAME=G", value_parser = parse_assignment)]
     groups: Vec<(String, usize)>,
@@ -32,9 +35,13 @@ pub struct InspectArgs {
     json: bool,
 }
 
-/// What an ONNX model's counts rest on (the checkpoint's is [`io::ASSUMPTION`]).
+/// What a checkpoint's counts rest on.
+const CHECKPOINT_NOTE: &str =
+    "MACs assume stride 1 and \"same\" padding where no geometry is declared (a checkpoint has none)";
+
+/// What an ONNX model's counts rest on.
 const ONNX_NOTE: &str = "stride, padding, dilation and groups from the graph's nodes; input sizes by shape inference \
-     from the model's input (or --input, or --geometry's sizes); the total counts convolutions only";
+     from the model's input (or --input, --layer-input, or --geometry's sizes); the total counts convolutions only";
 
 pub fn run(a: &InspectArgs) -> dac::Result<()> {
     let mut o =
@@ -49,25 +56,43 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
     for l in sidecar.layers.iter().chain(&a.geometry.declarations()) {
         o = o.declare(l);
     }
-    let layers = io::inspect_file(&a.model, &o)?;
+    for (p, (h, w)) in &a.layer_input {
+        o = o.layer_input(p.clone(), *h, *w);
+    }
+    let found = io::inspect_model(&a.model, &o)?;
     let onnx = a.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    let note = if onnx { ONNX_NOTE } else { io::ASSUMPTION };
+    let note = if onnx { ONNX_NOTE } else { CHECKPOINT_NOTE };
     if a.json {
         let doc = json!({
             "file": a.model.display().to_string(),
             "input_size": a.input.map(|(h, w)| [h, w]),
             "assumptions": note,
-            "layers": layers.iter().map(layer_json).collect::<Vec<_>>(),
-            "total_macs": layers.iter().map(|l| l.cost.macs).sum::<u64>(),
+            "layers": found.layers.iter().map(layer_json).collect::<Vec<_>>(),
+            "others": found.others.iter().map(other_json).collect::<Vec<_>>(),
+            "subgraph_nodes": found.subgraph_nodes,
+            "total_macs": found.total_macs(),
         });
         println!("{doc:#}");
         return Ok(());
     }
-    let size = if layers.iter().any(|l| l.input_size.is_some()) { "MACs" } else { "MACs/position" };
+    print_layers(&found.layers);
+    print_others(&found.others);
+    print_total(&found, note);
+    Ok(())
+}
+
+/// The convertible layers' table. Where only some layers have a size, the others' counts are
+/// per output position and say so.
+fn print_layers(layers: &[LayerInfo]) {
+    if layers.is_empty() {
+        return;
+    }
+    let sized = layers.iter().any(|l| l.input_size.is_some());
+    let size = if sized { "MACs" } else { "MACs/position" };
     let head = ["layer", "shape", "groups", "max rank", "break-even", "energy r=1", "r=2", "r=3", "r=4", "r=5"];
     let assumed = ["stride", "padding", "dilation", "input"];
     let mut rows = vec![head.iter().chain([&size]).chain(&assumed).map(|s| s.to_string()).collect::<Vec<_>>()];
-    for l in &layers {
+    for l in layers {
         let mut row = vec![
             l.name.clone(),
             format!("{:?}", l.dims),
@@ -76,14 +101,54 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
             format!("{:.2}", l.break_even),
         ];
         row.extend((0..5).map(|r| l.retained_energy.get(r).map_or("-".to_string(), |e| format!("{e:.4}"))));
-        row.push(si(l.cost.macs));
+        let per_position = if sized && l.input_size.is_none() { "/position" } else { "" };
+        row.push(format!("{}{per_position}", si(l.cost.macs)));
         row.extend(assumed_geometry(l));
         rows.push(row);
     }
     print_table(&rows);
-    let total = si(layers.iter().map(|l| l.cost.macs).sum::<u64>());
-    println!("{} convolution(s), {total} MACs in total; {note}", layers.len());
-    Ok(())
+}
+
+/// The convolutions the converters cannot touch, when there are any.
+fn print_others(others: &[OtherConv]) {
+    if others.is_empty() {
+        return;
+    }
+    println!("not convertible:");
+    let mut rows = vec![["node", "op", "MACs", "why"].map(String::from).to_vec()];
+    for o in others {
+        let macs = o.macs.as_ref().map_or("unknown".to_string(), |m| si(*m));
+        rows.push(vec![o.name.clone(), o.op.clone(), macs, o.reason.clone()]);
+    }
+    print_table(&rows);
+}
+
+/// The count and total line, or why the total is unknown; the nodes whose subgraphs are not read.
+fn print_total(found: &Inspection, note: &str) {
+    let (layers, others) = (&found.layers, &found.others);
+    let n = layers.len() + others.len();
+    let of_them = if others.is_empty() { String::new() } else { format!(" ({} not convertible)", others.len()) };
+    match found.total_macs() {
+        Some(t) => println!("{n} convolution(s){of_them}, {} MACs in total; {note}", si(t)),
+        None => {
+            let unsized_layers = layers.iter().filter(|l| l.input_size.is_none()).map(|l| l.name.as_str());
+            let unsized_others = others.iter().filter(|o| o.macs.is_err()).map(|o| o.name.as_str());
+            let unknown: Vec<&str> = unsized_layers.chain(unsized_others).collect();
+            let more = if unknown.len() > 3 { format!(" and {} more", unknown.len() - 3) } else { String::new() };
+            println!(
+                "{n} convolution(s){of_them}; total MACs unknown: no input size for {} of them ({}{more}); give \
+                 the model's input size (--input HxW) or these layers' (--layer-input NAME=HxW); {note}",
+                unknown.len(),
+                unknown[..unknown.len().min(3)].join(", ")
+            );
+        }
+    }
+    if !found.subgraph_nodes.is_empty() {
+        println!(
+            "not read: the subgraphs of {} (convolutions inside them are neither listed nor counted)",
+            found.subgraph_nodes.join(", ")
+        );
+    }
 }
 
 /// What the cost of `l` assumes: stride, padding (t,b,l,r), dilation, and its input size with
@@ -101,6 +166,16 @@ fn assumed_geometry(l: &LayerInfo) -> [String; 4] {
         format!("{}x{}", g.dilation.0, g.dilation.1),
         input,
     ]
+}
+
+fn other_json(o: &OtherConv) -> serde_json::Value {
+    json!({
+        "name": o.name,
+        "op": o.op,
+        "reason": o.reason,
+        "macs": o.macs.as_ref().ok(),
+        "unknown_size": o.macs.as_ref().err(),
+    })
 }
 
 fn layer_json(l: &LayerInfo) -> serde_json::Value {

@@ -147,6 +147,7 @@ fn flag(option: &str) -> &str {
         "scheme_for" => "--scheme",
         "groups" => "--groups",
         "layer_input" => "--layer-input",
+        "linear_positions" => "--geometry `positions`",
         other => other,
     }
 }
@@ -155,9 +156,10 @@ fn flag(option: &str) -> &str {
 fn describe(e: &dac::Error) -> String {
     match e {
         dac::Error::NoMatch { file, option, pattern, available } => format!(
-            "{}: {} pattern `{pattern}` matches no convolution layer (layers: {available})",
+            "{}: {} pattern `{pattern}` matches no {} layer (layers: {available})",
             file.display(),
-            flag(option)
+            flag(option),
+            if *option == "linear_positions" { "linear" } else { "convolution" }
         ),
         dac::Error::InFile { file, source } => format!("{}: {}", file.display(), describe(source)),
         dac::Error::UnknownInputSize { layer, reason } => {

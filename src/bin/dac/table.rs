@@ -163,7 +163,10 @@ fn print_totals(s: &Summary, graph: bool) {
         ),
     }
     let layout = s.layout.map(|l| format!(", {} layout", l.as_str())).unwrap_or_default();
-    let note = s.assumption.map(|a| format!("; {a}")).unwrap_or_default();
+    let mut note = s.assumption.map(|a| format!("; {a}")).unwrap_or_default();
+    if !s.subgraph_nodes.is_empty() {
+        note.push_str("; the main graph only (see `not read` below)");
+    }
     match (s.macs_before(), s.macs_after(), s.reduction()) {
         (Some(b), Some(a), Some(x)) => println!(
             "total: {} -> {} MACs over all convolutions and linear layers ({x:.2}x){layout}{note}",
@@ -181,6 +184,12 @@ fn print_totals(s: &Summary, graph: bool) {
         };
         println!("modeled time: {} -> {} ms ({x:.2}x) of {covered}; {}", ms(Some(b)), ms(Some(a)), s.time_model);
         print_unmodeled(s);
+    }
+    if !s.subgraph_nodes.is_empty() {
+        println!(
+            "not read: the subgraphs of {} (convolutions inside them are neither converted nor counted)",
+            s.subgraph_nodes.join(", ")
+        );
     }
     println!("wrote {}", s.output.display());
 }

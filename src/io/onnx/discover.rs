@@ -4,7 +4,7 @@ use super::elements::{self, Timing, Wiring};
 use super::graph::{dims4, groups, Graph};
 use super::infer::{numel, Shapes, Stop};
 use super::onnx_error;
-use super::ops::{gemm_dims, matmul_shape};
+use super::ops::{gemm_dims, is_contrib, matmul_shape};
 use super::proto::{Node, Problem};
 use super::reorders;
 use super::shapes::Window;
@@ -39,6 +39,10 @@ pub(crate) struct Discovered<'a> {
     ///
     /// [`Summary::unmodeled`]: crate::convert::Summary::unmodeled
     pub unmodeled: Vec<(String, usize)>,
+    /// The nodes with subgraphs, which are not read ([`Summary::subgraph_nodes`]).
+    ///
+    /// [`Summary::subgraph_nodes`]: crate::convert::Summary::subgraph_nodes
+    pub subgraph_nodes: Vec<String>,
 }
 
 /// A weight's name without a trailing `.weight`.
@@ -61,9 +65,14 @@ pub(crate) fn find<'a>(
         fixed: Fixed::default(),
         uncounted: Vec::new(),
         unmodeled: Vec::new(),
+        subgraph_nodes: Vec::new(),
     };
     let wiring = Wiring::new(g, shapes);
     for (k, (_, node)) in g.nodes.iter().enumerate() {
+        if node.attrs.iter().any(|a| !a.graphs.is_empty()) {
+            let name = if node.name.is_empty() { format!("#{k}") } else { format!("`{}`", node.name) };
+            d.subgraph_nodes.push(format!("{} node {name}", node.op_type));
+        }
         if node.is("Conv") {
             match conv(g, k, node, shapes, options, file)? {
                 Ok((c, f)) => {
@@ -79,14 +88,18 @@ pub(crate) fn find<'a>(
                 Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
             }
             continue;
-        } else if !(node.is("Gemm") || node.is("MatMul") || node.is("ConvTranspose")) {
+        } else if !has_macs(node) {
             around(&mut d, &wiring, k, node, shapes, options);
             continue;
         }
         match node_cost(g, node, shapes) {
             Ok((c, t)) => {
                 d.fixed.cost = d.fixed.cost + c;
-                d.fixed.time += options.time.node(&t);
+                // Integer kernels are outside the float time table.
+                match quantized(node) {
+                    true => tally(&mut d.unmodeled, node.op_type),
+                    false => d.fixed.time += options.time.node(&t),
+                }
             }
             Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
         }
@@ -150,6 +163,19 @@ fn beside(d: &mut Discovered<'_>, producer: usize, node: TimedNode, options: &Co
     }
 }
 
+/// The integer (quantized) operators with MACs: counted, not timed.
+const QUANTIZED: [&str; 4] = ["ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul"];
+
+fn quantized(node: &Node<'_>) -> bool {
+    QUANTIZED.iter().any(|op| node.is(op)) || is_contrib(node, "QGemm")
+}
+
+/// Whether a node other than a `Conv` has MACs [`node_cost`] counts.
+fn has_macs(node: &Node<'_>) -> bool {
+    let float = ["Gemm", "MatMul", "ConvTranspose"].iter().any(|op| node.is(op));
+    float || quantized(node) || is_contrib(node, "FusedConv") || is_contrib(node, "FusedGemm")
+}
+
 /// Operators that only rename, reshape or drop values (a runtime does no arithmetic for them).
 const NO_ARITHMETIC: [&str; 9] =
     ["Constant", "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Shape", "Size"];
@@ -201,9 +227,14 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-/// MACs per image and constant parameters of a `Conv`, `ConvTranspose`, `Gemm` or `MatMul` at
-/// its inferred shapes, and the node the time model sees; why not when they are unknown.
-fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Result<(Cost, TimedNode), String> {
+/// MACs per image and constant parameters of a `Conv`, `ConvTranspose`, `Gemm` or `MatMul` (or
+/// a [`QUANTIZED`] one) at its inferred shapes, and the node the time model sees; why not when
+/// they are unknown.
+pub(crate) fn node_cost(
+    g: &Graph<'_>,
+    node: &Node<'_>,
+    shapes: &Shapes,
+) -> std::result::Result<(Cost, TimedNode), String> {
     let fact = |i: usize| {
         let name = node.inputs.get(i).copied().unwrap_or("");
         shapes.facts.get(name).map(|f| f.shape.as_slice()).ok_or_else(|| shapes.why(name))
@@ -213,11 +244,13 @@ fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Re
         Stop::Missing(t) => shapes.why(&t),
         Stop::Reason(r) => r,
     };
-    let (a, b) = (fact(0)?, fact(1)?);
+    // QLinearConv and QLinearMatMul give each operand its scale and zero point.
+    let b_index = if ["QLinearConv", "QLinearMatMul", "QGemm"].contains(&node.op_type) { 3 } else { 1 };
+    let (a, b) = (fact(0)?, fact(b_index)?);
     let prod = |s: &[usize]| numel(s).map(|n| n as u64).unwrap_or(u64::MAX);
     let batch = shapes.batch.max(1);
     let (macs, timed) = match node.op_type {
-        "Conv" => {
+        "Conv" | "ConvInteger" | "QLinearConv" | "FusedConv" => {
             let y = shapes.facts.get(out).map(|f| f.shape.as_slice()).ok_or_else(|| shapes.why(out))?;
             let macs = prod(y.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[])));
             (macs, conv_node(node, a, b, y, false))
@@ -226,7 +259,7 @@ fn node_cost(g: &Graph<'_>, node: &Node<'_>, shapes: &Shapes) -> std::result::Re
             let macs = prod(a.get(1..).unwrap_or(&[])).saturating_mul(prod(b.get(1..).unwrap_or(&[])));
             (macs, conv_node(node, a, b, a, true))
         }
-        "Gemm" => {
+        "Gemm" | "FusedGemm" | "QGemm" => {
             let (m, k, n) = gemm_dims(node, a, b).map_err(reason)?;
             (prod(&[m, k, n]) / batch as u64, matrix_node(m / batch, k, n))
         }
@@ -291,7 +324,11 @@ fn conv<'a>(
         cost: None,
         time: None,
     };
-    let Some((_, wt)) = g.inits.get(weight) else { return Ok(Err(blocked(SkipReason::WeightNotInitializer))) };
+    let Some((_, wt)) = g.inits.get(weight) else {
+        let dequantized = g.nodes.iter().any(|(_, n)| n.is("DequantizeLinear") && n.outputs.contains(&weight));
+        let reason = if dequantized { SkipReason::QuantizedWeight } else { SkipReason::WeightNotInitializer };
+        return Ok(Err(blocked(reason)));
+    };
     if !options.freeze_input_weights && g.input_fields.contains_key(weight) {
         return Ok(Err(blocked(SkipReason::WeightIsGraphInput)));
     }

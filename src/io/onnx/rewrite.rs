@@ -54,7 +54,7 @@ pub(crate) fn rewrite(
     }
     let g = Graph::parse(bytes, file, ext)?;
     let (shapes, model_size) = g.shapes(options.input_size);
-    let Discovered { convs, found, blocked, fixed, mut uncounted, unmodeled } =
+    let Discovered { convs, found, blocked, fixed, mut uncounted, unmodeled, subgraph_nodes } =
         discover::find(&g, &shapes, options, file)?;
     // A graph's layers are counted at their inferred or declared sizes, never at the model's.
     let targeted = options.ranks.is_target();
@@ -140,6 +140,7 @@ pub(crate) fn rewrite(
         time_model: options.time.describe(),
         uncounted,
         unmodeled,
+        subgraph_nodes,
         plan,
         svd: b32.name(),
         fit,

@@ -7,22 +7,31 @@
 use super::infer::{axis, broadcast, numel, Ctx, Data, Fact, Stop, MAX_DATA};
 use super::proto::{Node, Tensor};
 
+mod contrib;
 mod spatial;
-use self::spatial::{conv, conv_transpose, depth_to_space, global_pool, pad, pool, resize, space_to_depth};
+pub(crate) use self::contrib::is as is_contrib;
+use self::spatial::{
+    conv, conv_transpose, depth_to_space, global_pool, pad, pool, qlinear_conv, resize, space_to_depth,
+};
 
 /// The opset assumed when a model imports none.
 pub(crate) const DEFAULT_OPSET: i64 = 13;
 
-type Rule = fn(&Ctx<'_, '_>) -> Result<Vec<Fact>, Stop>;
-type Out = Result<Vec<Fact>, Stop>;
+pub(super) type Rule = fn(&Ctx<'_, '_>) -> Result<Vec<Fact>, Stop>;
+pub(super) type Out = Result<Vec<Fact>, Stop>;
 
-/// The rule of a node's operator (default domain only).
+/// The rule of a node's operator (the default domain, and the `com.microsoft` operators of
+/// [`contrib`]).
 pub(crate) fn rule(node: &Node<'_>) -> Option<Rule> {
+    if node.domain == "com.microsoft" {
+        return contrib::rule(node);
+    }
     if !(node.domain.is_empty() || node.domain == "ai.onnx") {
         return None;
     }
     Some(match node.op_type {
-        "Conv" => conv,
+        "Conv" | "ConvInteger" => conv,
+        "QLinearConv" => qlinear_conv,
         "ConvTranspose" => conv_transpose,
         "MaxPool" | "AveragePool" | "LpPool" => pool,
         "GlobalAveragePool" | "GlobalMaxPool" | "GlobalLpPool" => global_pool,
@@ -44,7 +53,9 @@ pub(crate) fn rule(node: &Node<'_>) -> Option<Rule> {
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
         | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => reduce,
         "ArgMax" | "ArgMin" => arg_reduce,
-        "MatMul" => matmul,
+        "MatMul" | "MatMulInteger" => matmul,
+        "QLinearMatMul" => qlinear_matmul,
+        "DynamicQuantizeLinear" => dynamic_quantize,
         "Gemm" => gemm,
         "Expand" => expand,
         "Tile" => tile,
@@ -98,6 +109,8 @@ const SAME_SHAPE: &[&str] = &[
     "CumSum",
     "Shrink",
     "ThresholdedRelu",
+    "QuantizeLinear",
+    "DequantizeLinear",
 ];
 
 fn same_shape(c: &Ctx<'_, '_>) -> Out {
@@ -587,6 +600,18 @@ fn matmul(c: &Ctx<'_, '_>) -> Out {
     Ok(vec![Fact::shaped(matmul_shape(&a.shape, &b.shape)?.0)])
 }
 
+/// `QLinearMatMul`: a `MatMul` of inputs 0 and 3 (each followed by its scale and zero point).
+fn qlinear_matmul(c: &Ctx<'_, '_>) -> Out {
+    let (a, b) = (c.input(0)?, c.input(3)?);
+    Ok(vec![Fact::shaped(matmul_shape(&a.shape, &b.shape)?.0)])
+}
+
+/// `DynamicQuantizeLinear`: the quantized input, and a scalar scale and zero point.
+fn dynamic_quantize(c: &Ctx<'_, '_>) -> Out {
+    let x = c.input(0)?;
+    Ok(vec![Fact::shaped(x.shape.clone()), Fact::shaped(Vec::new()), Fact::shaped(Vec::new())])
+}
+
 /// Gemm's `(M, K, N)`.
 pub(crate) fn gemm_dims(node: &Node<'_>, a: &[usize], b: &[usize]) -> Result<(usize, usize, usize), Stop> {
     if a.len() != 2 || b.len() != 2 {
@@ -601,7 +626,7 @@ pub(crate) fn gemm_dims(node: &Node<'_>, a: &[usize], b: &[usize]) -> Result<(us
     Ok((m, k, n))
 }
 
-fn gemm(c: &Ctx<'_, '_>) -> Out {
+pub(super) fn gemm(c: &Ctx<'_, '_>) -> Out {
     let (m, _, n) = gemm_dims(c.node, &c.input(0)?.shape, &c.input(1)?.shape)?;
     Ok(vec![Fact::shaped(vec![m, n])])
 }

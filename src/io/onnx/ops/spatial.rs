@@ -42,7 +42,18 @@ fn image(f: &Fact) -> Result<(&[usize], &[usize]), Stop> {
 }
 
 pub(super) fn conv(c: &Ctx<'_, '_>) -> Out {
-    let (x, w) = (c.input(0)?, c.input(1)?);
+    conv_of(c, 0, 1)
+}
+
+/// `QLinearConv`: a `Conv` whose input is input 0 and whose weight is input 3 (each followed
+/// by its scale and zero point).
+pub(super) fn qlinear_conv(c: &Ctx<'_, '_>) -> Out {
+    conv_of(c, 0, 3)
+}
+
+/// A convolution's output from its input `x` and weight `w` (input indices).
+fn conv_of(c: &Ctx<'_, '_>, x: usize, w: usize) -> Out {
+    let (x, w) = (c.input(x)?, c.input(w)?);
     let (nc, spatial) = image(x)?;
     if w.shape.len() != x.shape.len() {
         return Err(Stop::Reason(format!("weight of shape {:?} does not fit input {:?}", w.shape, x.shape)));
