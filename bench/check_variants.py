@@ -39,10 +39,10 @@ def feeds(sess):
     out = {}
     rng = np.random.default_rng(0)
     for i in sess.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        if len(shape) == 4 and not all(isinstance(d, int) for d in i.shape):
-            shape = [1, shape[1], 64, 64]
-        out[i.name] = rng.standard_normal(shape).astype(np.float32)
+        # A symbolic batch is 1, symbolic spatial dimensions 64.
+        shape = [d if isinstance(d, int) else (1 if k < 2 else 64) for k, d in enumerate(i.shape)]
+        dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(i.type, np.float32)
+        out[i.name] = rng.standard_normal(shape).astype(dtype)
     return out
 
 
