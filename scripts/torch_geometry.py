@@ -9,10 +9,13 @@ the format `dac::io::read_geometry` parses (docs/geometry-resnet18.json is an ex
     {"input": [H, W],
      "layers": {"<module name>": {"stride": S | [SH, SW], "padding": P | [top, bottom, left, right],
                                   "dilation": D | [DH, DW], "groups": G, "input": [H, W]}, ...,
-                "<linear module>": {"positions": N}}}
+                "<linear module>": {"positions": N},
+                "<transposed convolution>": {"transposed": true, "groups": G, "input": [H, W]}}}
 
 An `nn.Linear` the forward pass applies at more than one position per image (a channels-last
-MLP at every pixel, as in ConvNeXt, or tokens) gets `positions`, so that dac counts all of them.
+MLP at every pixel, as in ConvNeXt, or tokens) gets `positions`, so that dac counts all of them;
+an `nn.ConvTranspose2d` is marked `transposed` (its 4-D weight looks like a convolution's), so
+that dac leaves it dense and counts it as what it is.
 
 Keys are module names, i.e. the state_dict prefixes `dac convert` names layers by
 (`layer1.0.conv1` for `layer1.0.conv1.weight`). String padding is resolved as PyTorch applies it
@@ -132,7 +135,7 @@ def trace(model, input_size, channels=3):
     def hook(m, inputs, output):
         calls.setdefault(id(m), []).append((tuple(inputs[0].shape), tuple(output.shape)))
 
-    watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
     handles = [m.register_forward_hook(hook) for m in watched]
     try:
         with torch.no_grad():
@@ -169,6 +172,13 @@ def geometry(model, input_size, channels=3):
         for name in names[id(conv)]:
             layers[name] = entry
     for m in model.modules():
+        # A transposed convolution's 4-D weight looks like a convolution's: say what it is.
+        if isinstance(m, nn.ConvTranspose2d):
+            entry = {"transposed": True, "groups": m.groups}
+            if calls.get(id(m)):
+                entry["input"] = list(calls[id(m)][0][0][-2:])
+            for name in names[id(m)]:
+                layers[name] = entry
         # A linear layer on a channels-last map or on tokens runs once per position: dac
         # counts one application unless told ("positions").
         if isinstance(m, nn.Linear) and calls.get(id(m)):
@@ -182,7 +192,8 @@ def geometry(model, input_size, channels=3):
 def stray_weights(model):
     """State-dict `.weight` entries with 4 dimensions that are not an `nn.Conv2d`'s: dac would
     take them for OIHW convolutions."""
-    conv_names = {n for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, nn.Conv2d)}
+    described = (nn.Conv2d, nn.ConvTranspose2d)
+    conv_names = {n for n, m in model.named_modules(remove_duplicate=False) if isinstance(m, described)}
     return [k for k, v in model.state_dict().items()
             if k.endswith(".weight") and v.dim() == 4 and k[:-len(".weight")] not in conv_names]
 

@@ -34,6 +34,12 @@ impl Padding {
     pub const fn symmetric(h: usize, w: usize) -> Self {
         Self { top: h, bottom: h, left: w, right: w }
     }
+
+    /// "Same" padding of a `kh x kw` kernel at stride 1, dilation 1 (the odd row and column at
+    /// the bottom and right, as PyTorch pads).
+    pub(crate) const fn same(kh: usize, kw: usize) -> Self {
+        Self { top: kh.saturating_sub(1) / 2, bottom: kh / 2, left: kw.saturating_sub(1) / 2, right: kw / 2 }
+    }
 }
 
 /// Stride, dilation, padding and groups of a 2-D convolution.

@@ -43,7 +43,7 @@ use crate::scalar::Real;
 use crate::scheme::{Channel, Dac, Decoupled, ErrorTable, Factored, Scheme, SchemeKind, Spatial};
 use crate::svd::{GramSvd, NalgebraSvd, SvdBackend};
 use crate::time::{TimeModel, TimedNode};
-use crate::weights::{ConvShape, Geometry};
+use crate::weights::{ConvShape, Geometry, Padding};
 use std::path::Path;
 use std::time::Duration;
 
@@ -65,6 +65,9 @@ pub(crate) struct Found {
     pub groups_known: bool,
     /// Whether the layer has a bias.
     pub has_bias: bool,
+    /// The bias's length, when there is one (checked against the weight by [`select`]: a
+    /// transposed convolution's is `out / groups · groups`, not `N`).
+    pub bias_len: Option<usize>,
     /// The input size inferred from the file, if any.
     pub inferred_size: Option<(usize, usize)>,
     /// Why the file does not give the input size, when it could (a graph where inference
@@ -150,8 +153,14 @@ impl Site {
     }
     /// The dense layer's cost, when its size is known.
     pub fn dense_cost(&self) -> Result<Option<Cost>> {
-        let shape = self.shape();
-        self.output()?.map(|o| cost::dense(&self.found.name, &shape, self.found.has_bias, o)).transpose()
+        let (f, shape) = (&self.found, self.shape());
+        if f.blocked == Some(SkipReason::Transposed) {
+            // Its MACs per input position, as counted at stride 1 "same"; its own bias length.
+            let bias = f.bias_len.unwrap_or(0) as u64;
+            let cost = self.output()?.map(|o| cost::dense(&f.name, &shape, false, o)).transpose()?;
+            return Ok(cost.map(|c| Cost { params: c.params.saturating_add(bias), ..c }));
+        }
+        self.output()?.map(|o| cost::dense(&f.name, &shape, f.has_bias, o)).transpose()
     }
 }
 
@@ -282,13 +291,59 @@ pub(crate) fn select(
     }
     let mut sites = Vec::with_capacity(found.len());
     for mut f in found {
+        if selection.transposed.iter().any(|p| matches_any(p, &f.keys)) {
+            transposed(&mut f)?;
+        }
         settle_geometry(&mut f, selection)?;
+        check_bias(&f, file)?;
+        if f.blocked == Some(SkipReason::Transposed) {
+            // Counted per input position: stride 1, "same" padding, whatever was declared.
+            let padding = Padding::same(f.dims[2], f.dims[3]);
+            f.geometry = Geometry { groups: f.geometry.groups, padding, ..Geometry::default() };
+        }
         let (input, size) = settle_size(&f, selection, input_size, per_position);
         let scheme = Selection::last_match(&selection.schemes, &f.keys).copied().or(selection.scheme);
         let fate = fate(&f, selection, scheme, targeted);
         sites.push(Site { found: f, input, size, fate, scheme });
     }
     Ok(sites)
+}
+
+/// The bias has the layer's output channels: the weight's first dimension, or a declared
+/// transposed convolution's second times its groups.
+fn check_bias(f: &Found, file: &Path) -> Result<()> {
+    let Some(len) = f.bias_len else { return Ok(()) };
+    let [n, c, _, _] = f.dims;
+    let transposed_len = c.saturating_mul(f.geometry.groups);
+    let transposed = f.blocked == Some(SkipReason::Transposed);
+    let want = if transposed { transposed_len } else { n };
+    if len == want {
+        return Ok(());
+    }
+    let mut reason =
+        format!("shape [{len}] does not match `{}` of shape {:?}: a bias needs [{want}]", f.weight, f.dims);
+    if !transposed && len == transposed_len {
+        reason.push_str(
+            "; a transposed convolution's (ConvTranspose2d) would match: declare it (\"transposed\": true in the \
+             geometry sidecar, ConvertOptions::transposed)",
+        );
+    }
+    let tensor = Some(format!("{}.bias", f.name));
+    Err(Error::Format { file: file.to_path_buf(), tensor, reason })
+}
+
+/// Marks a checkpoint's layer declared transposed; a graph's `Conv` node is never one.
+fn transposed(f: &mut Found) -> Result<()> {
+    if f.groups_known {
+        return Err(Error::InvalidParameter {
+            context: format!("layer `{}`", f.name),
+            what: "transposed",
+            value: 1.0,
+            expected: "a checkpoint's layer (a graph's Conv node is a convolution; its ConvTranspose nodes are never converted)",
+        });
+    }
+    f.blocked = Some(SkipReason::Transposed);
+    Ok(())
 }
 
 /// Applies a checkpoint's geometry declarations (groups, stride, padding, dilation; a graph's

@@ -31,6 +31,8 @@ pub struct Selection {
     pub(crate) dilations: Vec<(String, (usize, usize))>,
     /// Applications per image of the linear layers matching the pattern.
     pub(crate) positions: Vec<(String, usize)>,
+    /// Patterns of the layers whose weights are transposed convolutions'.
+    pub(crate) transposed: Vec<String>,
     /// `None`: the default (see [`ConvertOptions::scheme`]).
     pub(crate) scheme: Option<SchemeChoice>,
     pub(crate) schemes: Vec<(String, SchemeChoice)>,
@@ -62,6 +64,9 @@ impl Selection {
         if let Some(n) = layer.positions {
             self.positions.push((name(), n));
         }
+        if layer.transposed {
+            self.transposed.push(name());
+        }
     }
     /// Whether `keys` are selected by the include patterns (all are when there are none).
     pub(crate) fn included(&self, keys: &[String]) -> bool {
@@ -84,6 +89,7 @@ impl Selection {
             .chain(self.paddings.iter().map(|(p, _)| ("padding", p.as_str())))
             .chain(self.dilations.iter().map(|(p, _)| ("dilation", p.as_str())))
             .chain(self.schemes.iter().map(|(p, _)| ("scheme_for", p.as_str())))
+            .chain(self.transposed.iter().map(|p| ("transposed", p.as_str())))
     }
 }
 
@@ -112,6 +118,11 @@ pub struct LayerGeometry {
     /// A linear layer's (2-D weight's) applications per image: the positions of a
     /// channels-last MLP (ConvNeXt's blocks) or the tokens it runs on. Default 1.
     pub positions: Option<usize>,
+    /// The 4-D weight is a transposed convolution's (`[in, out / groups, kh, kw]`, PyTorch's
+    /// `ConvTranspose2d`), which a checkpoint cannot tell from a convolution's: the layer is
+    /// left dense ([`SkipReason::Transposed`](crate::convert::SkipReason::Transposed)) and
+    /// counted as one (MACs `in · out / groups · kh · kw` per input position).
+    pub transposed: bool,
 }
 
 impl LayerGeometry {
@@ -401,6 +412,12 @@ impl ConvertOptions {
     /// feature maps; in an ONNX graph a size inferred from the graph comes first.
     pub fn layer_input(mut self, pattern: impl Into<String>, height: usize, width: usize) -> Self {
         self.selection.inputs.push((pattern.into(), (height, width)));
+        self
+    }
+    /// The layers matching `pattern` are transposed convolutions (a checkpoint's 4-D weight
+    /// does not say): left dense and counted as such; see [`LayerGeometry::transposed`].
+    pub fn transposed(mut self, pattern: impl Into<String>) -> Self {
+        self.selection.transposed.push(pattern.into());
         self
     }
     /// A checkpoint's linear layers (2-D `<name>.weight`) matching `pattern` run at `positions`

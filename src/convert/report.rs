@@ -25,6 +25,9 @@ pub enum SkipReason {
     AlreadyConverted,
     /// The weight is not an initializer: computed, or a `Constant` node's output (ONNX).
     WeightNotInitializer,
+    /// Declared a transposed convolution ([`ConvertOptions::transposed`](super::ConvertOptions::transposed)):
+    /// its weight is `[in, out / groups, kh, kw]`, not a convolution's.
+    Transposed,
     /// The weight is quantized: a `DequantizeLinear` node's output (ONNX). Factoring it would
     /// turn integer weights into float ones.
     QuantizedWeight,
@@ -63,6 +66,7 @@ impl std::fmt::Display for SkipReason {
             Self::Excluded => f.write_str("matched by an exclude pattern"),
             Self::AlreadyConverted => f.write_str("already a dac depthwise layer"),
             Self::WeightNotInitializer => f.write_str("weight is not an initializer"),
+            Self::Transposed => f.write_str("a transposed convolution (declared): not converted"),
             Self::QuantizedWeight => {
                 f.write_str("weight is quantized (a DequantizeLinear output); dac factors float weights")
             }
@@ -233,6 +237,10 @@ pub struct Summary {
     /// A graph's nodes with subgraphs (`If`, `Loop`, `Scan`), which dac does not read: the
     /// convolutions inside them are neither converted nor in the totals. Empty for a checkpoint.
     pub subgraph_nodes: Vec<String>,
+    /// A checkpoint's float `.weight` tensors of 3 or 5 dimensions (a `Conv1d`'s or `Conv3d`'s,
+    /// as `"name [shape]"`): neither converted nor in the totals. Empty for a graph, whose 1-D
+    /// and 3-D convolutions are counted.
+    pub other_weights: Vec<String>,
     /// The whole-network plan, when ranks were planned.
     pub plan: Option<Plan>,
     /// The SVD backend's [name](crate::svd::SvdBackend::name).
@@ -328,6 +336,7 @@ impl Summary {
             "uncounted": self.uncounted.iter().map(|u| json!({"name": u.name, "reason": u.reason})).collect::<Vec<_>>(),
             "unmodeled": self.unmodeled.iter().map(|(op, n)| json!({"op": op, "nodes": n})).collect::<Vec<_>>(),
             "subgraph_nodes": self.subgraph_nodes,
+            "other_weights": self.other_weights,
             "fixed": cost_json(Some(self.linear)),
             "plan": self.plan.as_ref().map(plan_json),
             "macs_before": self.macs_before(),

@@ -43,11 +43,6 @@ pub(crate) fn in_file(path: &Path, e: Error) -> Error {
     }
 }
 
-/// "Same" padding for a `kh x kw` kernel (the extra row/column of even kernels at the end).
-fn same_padding(kh: usize, kw: usize) -> Padding {
-    Padding { top: (kh - 1) / 2, bottom: kh / 2, left: (kw - 1) / 2, right: kw / 2 }
-}
-
 /// Every 4-D `<layer>.weight` with its bias, validated; groups are left to the user's
 /// declarations, geometry is stride 1 and "same" padding.
 pub(crate) fn discover(ck: &Checkpoint) -> Result<(Vec<Found>, Vec<Tensors>)> {
@@ -65,11 +60,9 @@ pub(crate) fn discover(ck: &Checkpoint) -> Result<(Vec<Found>, Vec<Tensors>)> {
         let bias_name = format!("{name}.bias");
         let bias = ck.tensors.iter().position(|b| b.name == bias_name);
         if let Some(b) = bias.map(|b| &ck.tensors[b]) {
-            if b.shape.len() != 1 || b.shape[0] != dims[0] {
-                let reason = format!(
-                    "shape {:?} does not match `{}` of shape {dims:?}: a bias needs [{}]",
-                    b.shape, t.name, dims[0]
-                );
+            // Its length is checked once the layer's groups and kind are known.
+            if b.shape.len() != 1 {
+                let reason = format!("shape {:?}: a bias of `{}` is one-dimensional", b.shape, t.name);
                 return Err(format_error(&ck.path, Some(&b.name), reason));
             }
         }
@@ -79,9 +72,10 @@ pub(crate) fn discover(ck: &Checkpoint) -> Result<(Vec<Found>, Vec<Tensors>)> {
             keys: vec![name.to_string()],
             weight: t.name.clone(),
             dims,
-            geometry: Geometry { padding: same_padding(dims[2], dims[3]), ..Geometry::default() },
+            geometry: Geometry { padding: Padding::same(dims[2], dims[3]), ..Geometry::default() },
             groups_known: false,
             has_bias: bias.is_some(),
+            bias_len: bias.map(|b| ck.tensors[b].shape[0]),
             inferred_size: None,
             unknown_size: None,
             blocked: already.then_some(SkipReason::AlreadyConverted),
@@ -90,6 +84,16 @@ pub(crate) fn discover(ck: &Checkpoint) -> Result<(Vec<Found>, Vec<Tensors>)> {
         tensors.push(Tensors { weight: i, bias });
     }
     Ok((found, tensors))
+}
+
+/// The float `<name>.weight` tensors of 3 or 5 dimensions (1-D and 3-D convolutions'), as
+/// `"name [shape]"`: a checkpoint cannot size them, so they are neither converted nor counted.
+pub(crate) fn other_weights(ck: &Checkpoint) -> Vec<String> {
+    ck.tensors
+        .iter()
+        .filter(|t| t.name.ends_with(".weight") && matches!(t.shape.len(), 3 | 5) && t.float_dtype().is_some())
+        .map(|t| format!("{} {:?}", t.name, t.shape))
+        .collect()
 }
 
 /// Checks that a layer to be converted has float tensors.
@@ -589,6 +593,7 @@ impl<T: Real> Job<'_, T> {
             uncounted: Vec::new(),
             unmodeled: Vec::new(),
             subgraph_nodes: Vec::new(),
+            other_weights: other_weights(self.ck),
             plan,
             svd,
             fit: self.fit,

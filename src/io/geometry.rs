@@ -12,7 +12,8 @@
 //!     "layer1.0.conv1": {"input": [56, 56]},
 //!     "layer2.0.conv1": {"stride": [2, 2], "padding": [1, 1, 1, 1], "input": [56, 56]},
 //!     "features.3":     {"groups": 32, "dilation": 2},
-//!     "stages.1.0.mlp.fc1": {"positions": 784}
+//!     "stages.1.0.mlp.fc1": {"positions": 784},
+//!     "decoder.up":     {"transposed": true, "input": [28, 28]}
 //!   }
 //! }
 //! ```
@@ -20,7 +21,9 @@
 //! `stride` and `dilation` are `S` or `[SH, SW]`; `padding` is `P` or `[top, bottom, left,
 //! right]`; `groups` a count; `input` the layer's input `[H, W]`. A linear layer (2-D weight)
 //! may give `positions`, how many times it runs per image (a channels-last MLP at every pixel,
-//! tokens; default 1). `docs/geometry-resnet18.json` is the whole of a torchvision ResNet-18 at
+//! tokens; default 1). `"transposed": true` marks a 4-D weight as a transposed convolution's
+//! (PyTorch's `ConvTranspose2d`, `[in, out / groups, kh, kw]`), which is then left dense and
+//! counted as one. `docs/geometry-resnet18.json` is the whole of a torchvision ResNet-18 at
 //! 224x224; `scripts/torch_geometry.py` writes the file of any PyTorch model.
 
 use crate::convert::LayerGeometry;
@@ -80,8 +83,10 @@ fn layer(name: &str, v: &Value) -> std::result::Result<LayerGeometry, String> {
             "groups" => g.groups = Some(positive(x).ok_or_else(wrong)?),
             "input" => g.input = Some(pair(x).ok_or_else(wrong)?),
             "positions" => g.positions = Some(positive(x).ok_or_else(wrong)?),
+            "transposed" => g.transposed = x.as_bool().ok_or_else(wrong)?,
             other => {
-                return Err(format!("unknown field \"{other}\" (stride, padding, dilation, groups, input, positions)"))
+                let known = "stride, padding, dilation, groups, input, positions, transposed";
+                return Err(format!("unknown field \"{other}\" ({known})"));
             }
         }
     }

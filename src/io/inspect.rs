@@ -1,8 +1,8 @@
 //! `dac inspect`: every convolution of a checkpoint with its ranks, spectrum summary and cost.
 
-use super::checkpoint::{check_dtypes, discover, done_with, factor_loaded, in_file, load};
+use super::checkpoint::{check_dtypes, discover, done_with, factor_loaded, in_file, load, other_weights};
 use super::safetensors::Checkpoint;
-use crate::convert::{self, LayerGeometry, Precision, Selection, SizeSource, SvdMethod};
+use crate::convert::{self, LayerGeometry, Precision, Selection, SizeSource, SkipReason, SvdMethod};
 use crate::cost::Cost;
 use crate::error::Result;
 use crate::scalar::Real;
@@ -68,6 +68,11 @@ pub struct Inspection {
     /// An ONNX graph's nodes with subgraphs (`If`, `Loop`, `Scan`), which dac does not read:
     /// convolutions inside them are in neither list.
     pub subgraph_nodes: Vec<String>,
+    /// A checkpoint's float `.weight` tensors of 3 or 5 dimensions (1-D and 3-D convolutions'),
+    /// as `"name [shape]"`: not listed in `layers` nor counted ([`Summary::other_weights`]).
+    ///
+    /// [`Summary::other_weights`]: crate::convert::Summary::other_weights
+    pub other_weights: Vec<String>,
 }
 
 impl Inspection {
@@ -160,11 +165,10 @@ pub fn inspect_model(path: impl AsRef<Path>, options: &InspectOptions) -> Result
             Precision::F64 => inspect_onnx::<f64>(path, options),
         };
     }
-    let layers = match options.precision {
+    match options.precision {
         Precision::F32 => inspect::<f32>(path, options),
         Precision::F64 => inspect::<f64>(path, options),
-    }?;
-    Ok(Inspection { layers, others: Vec::new(), subgraph_nodes: Vec::new() })
+    }
 }
 
 /// Whether `path` names an ONNX model (extension `.onnx`, any case).
@@ -173,16 +177,22 @@ fn is_onnx(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
 }
 
-fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerInfo>> {
+fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Inspection> {
     let ck = Checkpoint::open(path)?;
     let (found, tensors) = discover(&ck)?;
     let sites = convert::select(found, &options.selection, options.input_size, &ck.path, true, false)
         .map_err(|e| in_file(path, e))?;
     let backend = convert::backend::<T>(options.svd);
     let scheme = Dac::new(&*backend);
-    let mut infos = Vec::with_capacity(sites.len());
+    let (mut infos, mut others) = (Vec::with_capacity(sites.len()), Vec::new());
     let mut scratch = Vec::new();
     for (site, &t) in sites.iter().zip(&tensors) {
+        if site.found.blocked == Some(SkipReason::Transposed) {
+            let macs = site.dense_cost().map_err(|e| in_file(path, e))?.unwrap_or_default().macs;
+            let (name, op) = (site.name().to_string(), "transposed (declared)".to_string());
+            others.push(OtherConv { name, op, reason: SkipReason::Transposed.to_string(), macs: Ok(macs) });
+            continue;
+        }
         check_dtypes(&ck, t)?;
         let deferred = backend.rejects_non_finite();
         let layer = load::<T>(&ck, site, t, &mut scratch, deferred)?;
@@ -190,7 +200,7 @@ fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Vec<LayerIn
         done_with(&ck, t, layer, &mut scratch);
         infos.push(info(path, site, ck.tensors[t.weight].dtype.clone(), &scheme, &errors)?);
     }
-    Ok(infos)
+    Ok(Inspection { layers: infos, others, subgraph_nodes: Vec::new(), other_weights: other_weights(&ck) })
 }
 
 /// [`inspect`] of an ONNX model: the layers' geometry from their nodes, sizes from shape
@@ -222,7 +232,8 @@ fn inspect_onnx<T: Real>(path: &Path, options: &InspectOptions) -> Result<Inspec
         }
         layers.push(layer);
     }
-    Ok(Inspection { layers, others: listing.others, subgraph_nodes: listing.subgraph_nodes })
+    let (others, subgraph_nodes) = (listing.others, listing.subgraph_nodes);
+    Ok(Inspection { layers, others, subgraph_nodes, other_weights: Vec::new() })
 }
 
 /// The report of one site from its DAC error table.

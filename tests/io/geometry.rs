@@ -176,3 +176,60 @@ fn linear_layers_count_their_declared_positions() {
     assert!(e.to_string().contains("matches no linear layer"), "{e}");
     assert!(!out.exists());
 }
+
+/// A convolution `enc` 3 -> 16, a transposed convolution `up` 16 -> 8 (2x2, PyTorch's
+/// `[in, out, kh, kw]`, bias of 8), a 1-D convolution's 3-D weight `c1d`.
+fn decoder(dir: &Path) -> PathBuf {
+    let p = dir.join("decoder.safetensors");
+    let t = vec![
+        float("enc.weight", "F32", &[16, 3, 3, 3], 1),
+        float("up.weight", "F32", &[16, 8, 2, 2], 2),
+        float("up.bias", "F32", &[8], 3),
+        float("c1d.weight", "F32", &[4, 8, 3], 4),
+    ];
+    write(&p, &t, &[]);
+    p
+}
+
+#[test]
+fn transposed_convolutions_are_declared_left_dense_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = decoder(dir.path());
+    let out = dir.path().join("o.safetensors");
+    let base = ConvertOptions::new(Rank::Fixed(2)).input_size(8, 8);
+    // Undeclared, its bias cannot be a convolution's; the error says what to declare.
+    let e = convert_file(&input, &out, &base).unwrap_err().to_string();
+    assert!(e.contains("up.bias") && e.contains("a bias needs [16]") && e.contains("transposed"), "{e}");
+    assert!(!out.exists());
+    let s = convert_file(&input, &out, &base.clone().transposed("up")).unwrap();
+    let up = s.skipped.iter().find(|l| l.name == "up").expect("up is left dense");
+    assert_eq!(up.reason, dac::convert::SkipReason::Transposed);
+    // in · out · kh · kw per input position, on 8x8; parameters with its own bias of 8.
+    let cost = up.cost.unwrap();
+    assert_eq!((cost.macs, cost.params), (16 * 8 * 4 * 64, 16 * 8 * 4 + 8));
+    assert_eq!(s.converted.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["enc"]);
+    // The 1-D convolution's weight is named as neither converted nor counted.
+    assert_eq!(s.other_weights, ["c1d.weight [4, 8, 3]"]);
+    assert_eq!(s.macs_before(), Some(16 * 27 * 64 + 16 * 8 * 4 * 64));
+    // The sidecar says the same.
+    let sidecar = dir.path().join("g.json");
+    std::fs::write(&sidecar, r#"{"layers": {"up": {"transposed": true}}}"#).unwrap();
+    let mut options = base.force(true);
+    for l in read_geometry(&sidecar).unwrap().layers {
+        options = options.declare(&l);
+    }
+    let again = convert_file(&input, &out, &options).unwrap();
+    assert_eq!(again.macs_before(), s.macs_before());
+    let found = dac::io::inspect_model(
+        &input,
+        &InspectOptions::new().input_size(8, 8).declare(&{
+            let mut g = dac::convert::LayerGeometry::named("up");
+            g.transposed = true;
+            g
+        }),
+    )
+    .unwrap();
+    assert_eq!(found.others.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["up"]);
+    assert_eq!(found.total_macs(), s.macs_before());
+    assert_eq!(found.other_weights, ["c1d.weight [4, 8, 3]"]);
+}

@@ -112,3 +112,10 @@ fn nodes_with_subgraphs_are_named_as_not_read() {
     let found = inspect_model(write(&dir, "m.onnx", &m), &InspectOptions::new()).unwrap();
     assert_eq!(found.subgraph_nodes, ["If node `choose`"]);
 }
+
+#[test]
+fn a_graph_conv_cannot_be_declared_transposed() {
+    let m = model(&graph(vec![node("Relu", "r", &["ya"], &["y"], &[], &[])], vec![]), 13, &[]);
+    let e = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(1)).transposed("a")).unwrap_err();
+    assert!(matches!(&e, dac::Error::InvalidParameter { what: "transposed", .. }), "{e}");
+}

@@ -70,6 +70,7 @@ pub fn run(a: &InspectArgs) -> dac::Result<()> {
             "layers": found.layers.iter().map(layer_json).collect::<Vec<_>>(),
             "others": found.others.iter().map(other_json).collect::<Vec<_>>(),
             "subgraph_nodes": found.subgraph_nodes,
+            "other_weights": found.other_weights,
             "total_macs": found.total_macs(),
         });
         println!("{doc:#}");
@@ -115,7 +116,7 @@ fn print_others(others: &[OtherConv]) {
         return;
     }
     println!("not convertible:");
-    let mut rows = vec![["node", "op", "MACs", "why"].map(String::from).to_vec()];
+    let mut rows = vec![["layer", "op", "MACs", "why"].map(String::from).to_vec()];
     for o in others {
         let macs = o.macs.as_ref().map_or("unknown".to_string(), |m| si(*m));
         rows.push(vec![o.name.clone(), o.op.clone(), macs, o.reason.clone()]);
@@ -149,6 +150,7 @@ fn print_total(found: &Inspection, note: &str) {
             found.subgraph_nodes.join(", ")
         );
     }
+    super::table::print_other_weights(&found.other_weights);
 }
 
 /// What the cost of `l` assumes: stride, padding (t,b,l,r), dilation, and its input size with

@@ -167,6 +167,9 @@ fn print_totals(s: &Summary, graph: bool) {
     if !s.subgraph_nodes.is_empty() {
         note.push_str("; the main graph only (see `not read` below)");
     }
+    if !s.other_weights.is_empty() {
+        note.push_str("; 2-D convolutions and linear layers only (see `not counted` below)");
+    }
     match (s.macs_before(), s.macs_after(), s.reduction()) {
         (Some(b), Some(a), Some(x)) => println!(
             "total: {} -> {} MACs over all convolutions and linear layers ({x:.2}x){layout}{note}",
@@ -191,6 +194,7 @@ fn print_totals(s: &Summary, graph: bool) {
             s.subgraph_nodes.join(", ")
         );
     }
+    print_other_weights(&s.other_weights);
     println!("wrote {}", s.output.display());
 }
 
@@ -204,4 +208,15 @@ fn print_unmodeled(s: &Summary) {
         "not modeled: {} (outside both modeled times; where they take time the real speed-up is lower)",
         list.join(", ")
     );
+}
+
+/// A checkpoint's 3-D and 5-D weights, when there are any.
+pub fn print_other_weights(weights: &[String]) {
+    if !weights.is_empty() {
+        println!(
+            "not counted: {} (weights of 3 or 5 dimensions, 1-D or 3-D convolutions: neither converted nor in \
+             the totals)",
+            weights.join(", ")
+        );
+    }
 }

@@ -141,6 +141,7 @@ pub(crate) fn rewrite(
         uncounted,
         unmodeled,
         subgraph_nodes,
+        other_weights: Vec::new(),
         plan,
         svd: b32.name(),
         fit,
