@@ -187,7 +187,8 @@ pub(crate) fn done_with<T: Real>(ck: &Checkpoint, t: Tensors, layer: Conv2dWeigh
 /// `<name>.bias`), at its declared positions per image (default 1).
 ///
 /// # Errors
-/// [`Error::NoMatch`] for a positions pattern that matches no linear layer.
+/// [`Error::NoMatch`] for a positions pattern that matches no linear layer;
+/// [`Error::InvalidParameter`] for zero positions.
 fn linear_cost(ck: &Checkpoint, model: &TimeModel, selection: &Selection) -> Result<convert::Fixed> {
     let linear: Vec<(&str, _)> = ck
         .tensors
@@ -195,7 +196,11 @@ fn linear_cost(ck: &Checkpoint, model: &TimeModel, selection: &Selection) -> Res
         .filter(|t| t.shape.len() == 2 && t.float_dtype().is_some())
         .filter_map(|t| t.name.strip_suffix(".weight").map(|name| (name, t)))
         .collect();
-    for (pattern, _) in &selection.positions {
+    for (pattern, positions) in &selection.positions {
+        if *positions == 0 {
+            let context = format!("linear layers `{pattern}`");
+            return Err(Error::InvalidParameter { context, what: "positions", value: 0.0, expected: "at least 1" });
+        }
         if !linear.iter().any(|(name, _)| convert::matches_any(pattern, &[name.to_string()])) {
             let names: Vec<&str> = linear.iter().map(|(n, _)| *n).collect();
             let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };

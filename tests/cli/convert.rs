@@ -40,6 +40,38 @@ fn inspect_never_adds_per_position_counts_to_sized_ones() {
 }
 
 #[test]
+fn what_is_not_counted_is_named() {
+    use crate::support::files::float;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    let t = [
+        float("enc.weight", "F32", &[16, 3, 3, 3], 1),
+        float("up.weight", "F32", &[16, 8, 2, 2], 2),
+        float("up.bias", "F32", &[8], 3),
+        float("c1d.weight", "F32", &[4, 8, 3], 4),
+    ];
+    write(&input, &t, &[]);
+    let sidecar = dir.path().join("g.json");
+    std::fs::write(&sidecar, r#"{"layers": {"up": {"transposed": true}}}"#).unwrap();
+    let output = dir.path().join("o.safetensors");
+    let o = dac(&["convert", s(&input), "-o", s(&output), "--rank", "2", "--input", "8x8", "--geometry", s(&sidecar)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("not counted: c1d.weight [4, 8, 3]"), "{out}");
+    assert!(out.contains("2-D convolutions and linear layers only"), "{out}");
+    assert!(out.contains("a transposed convolution (declared)"), "{out}");
+    let o = dac(&["inspect", s(&input), "--input", "8x8", "--geometry", s(&sidecar)]);
+    let out = stdout(&o);
+    assert!(out.contains("not convertible:") && out.contains("transposed (declared)"), "{out}");
+    assert!(out.contains("2 convolution(s) (1 not convertible)"), "{out}");
+    assert!(out.contains("not counted: c1d.weight"), "{out}");
+    // Undeclared, the transposed layer's bias is an error that says what to declare.
+    let o = dac(&["inspect", s(&input), "--input", "8x8"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("\"transposed\": true"), "{}", stderr(&o));
+}
+
+#[test]
 fn inspect_json_lists_every_convolution() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("n.safetensors");

@@ -171,9 +171,11 @@ fn linear_layers_count_their_declared_positions() {
     assert!(spread.time_before().unwrap() > once.time_before().unwrap());
     // A positions pattern must name a linear layer; nothing is written.
     std::fs::remove_file(&out).unwrap();
-    let e = convert_file(&input, &out, &base.linear_positions("conv1", 4)).unwrap_err();
+    let e = convert_file(&input, &out, &base.clone().linear_positions("conv1", 4)).unwrap_err();
     assert!(matches!(&e, Error::NoMatch { option: "linear_positions", available, .. } if available == "fc"), "{e}");
     assert!(e.to_string().contains("matches no linear layer"), "{e}");
+    let e = convert_file(&input, &out, &base.clone().linear_positions("fc", 0)).unwrap_err();
+    assert!(matches!(&e, Error::InvalidParameter { what: "positions", .. }), "{e}");
     assert!(!out.exists());
 }
 
