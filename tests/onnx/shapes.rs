@@ -378,3 +378,25 @@ fn quantized_matrix_products_count_as_linear_layers() {
         assert!(ops.contains(&op), "{op} in {ops:?}");
     }
 }
+
+#[test]
+fn elementwise_scatter_gather_elements_top_k_and_grid_sample() {
+    let chain = vec![
+        n("Tan", &["ya"], &["t1"], &[]),
+        n("Trilu", &["t1"], &["t2"], &[]),
+        n("MeanVarianceNormalization", &["t2"], &["t3"], &[]),
+        n("ScatterElements", &["t3", "si", "su"], &["t4"], &[]),
+        n("GatherElements", &["t4", "gi"], &["g"], &[attr_int("axis", 2)]),
+        n("TopK", &["g", "k"], &["z", "zi"], &[attr_int("axis", -1)]),
+    ];
+    let inits = vec![
+        int_tensor("si", &[1, 1, 1, 1], &[0]),
+        tensor("su", &[1, 1, 1, 1], &[0.0]),
+        int_tensor("gi", &[1, 8, 12, 12], &[0; 1152]),
+        ints("k", &[10]),
+    ];
+    // GatherElements takes its indices' 12x12, TopK keeps 10 along the last axis.
+    check(&net(chain, inits, 8, 3, 13), (12, 10), 8, 3);
+    let chain = vec![n("GridSample", &["ya", "grid"], &["z"], &[])];
+    check(&net(chain, vec![tensor("grid", &[1, 7, 9, 2], &[0.0; 126])], 8, 3, 16), (7, 9), 8, 3);
+}

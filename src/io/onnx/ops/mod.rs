@@ -8,10 +8,12 @@ use super::infer::{axis, broadcast, numel, Ctx, Data, Fact, Stop, MAX_DATA};
 use super::proto::{Node, Tensor};
 
 mod contrib;
+mod indexing;
 mod spatial;
 pub(crate) use self::contrib::is as is_contrib;
+use self::indexing::{gather_elements, top_k};
 use self::spatial::{
-    conv, conv_transpose, depth_to_space, global_pool, pad, pool, qlinear_conv, resize, space_to_depth,
+    conv, conv_transpose, depth_to_space, global_pool, grid_sample, pad, pool, qlinear_conv, resize, space_to_depth,
 };
 
 /// The opset assumed when a model imports none.
@@ -46,6 +48,9 @@ pub(crate) fn rule(node: &Node<'_>) -> Option<Rule> {
         "Unsqueeze" => unsqueeze,
         "Resize" | "Upsample" => resize,
         "Gather" => gather,
+        "GatherElements" => gather_elements,
+        "TopK" => top_k,
+        "GridSample" => grid_sample,
         "Shape" => shape,
         "Size" => size,
         "Constant" => constant,
@@ -66,7 +71,8 @@ pub(crate) fn rule(node: &Node<'_>) -> Option<Rule> {
         "Identity" | "Neg" | "Floor" | "Ceil" | "Round" | "Abs" | "Sqrt" | "Reciprocal" | "CastLike" => same_with_data,
         "Add" | "Sub" | "Mul" | "Div" => arithmetic,
         "Pow" | "Mod" | "Max" | "Min" | "Sum" | "Mean" | "Where" | "Equal" | "Less" | "Greater" | "LessOrEqual"
-        | "GreaterOrEqual" | "And" | "Or" | "Xor" | "BitShift" | "PRelu" => elementwise,
+        | "GreaterOrEqual" | "And" | "Or" | "Xor" | "BitShift" | "PRelu" | "BitwiseAnd" | "BitwiseOr"
+        | "BitwiseXor" => elementwise,
         op if SAME_SHAPE.contains(&op) => same_shape,
         _ => return None,
     })
@@ -111,6 +117,26 @@ const SAME_SHAPE: &[&str] = &[
     "ThresholdedRelu",
     "QuantizeLinear",
     "DequantizeLinear",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Asinh",
+    "Acosh",
+    "Atanh",
+    "BitwiseNot",
+    "Trilu",
+    "MeanVarianceNormalization",
+    "LpNormalization",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "EyeLike",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Bernoulli",
 ];
 
 fn same_shape(c: &Ctx<'_, '_>) -> Out {

@@ -187,3 +187,14 @@ fn rearrange(c: &Ctx<'_, '_>, to_space: bool) -> Out {
     };
     Ok(vec![Fact::shaped(shape)])
 }
+
+/// `GridSample`: `[N, C]` of the input, the output positions of the grid `[N, H_out, W_out, 2]`
+/// (or `[N, D, H, W, 3]`).
+pub(super) fn grid_sample(c: &Ctx<'_, '_>) -> Out {
+    let (nc, _) = image(c.input(0)?)?;
+    let grid = &c.input(1)?.shape;
+    match grid.split_last() {
+        Some((_, [_, positions @ ..])) if !positions.is_empty() => Ok(vec![Fact::shaped([nc, positions].concat())]),
+        _ => Err(Stop::Reason(format!("grid of shape {grid:?} is not [N, ..., coordinates]"))),
+    }
+}
