@@ -188,9 +188,11 @@ fn inspect<T: Real>(path: &Path, options: &InspectOptions) -> Result<Inspection>
     let mut scratch = Vec::new();
     for (site, &t) in sites.iter().zip(&tensors) {
         if site.found.blocked == Some(SkipReason::Transposed) {
-            let macs = site.dense_cost().map_err(|e| in_file(path, e))?.unwrap_or_default().macs;
+            // Without a size its count would be per position: not added to whole-layer counts.
+            let cost = site.dense_cost().map_err(|e| in_file(path, e))?.filter(|_| site.input.is_some());
+            let macs = cost.map(|c| c.macs).ok_or_else(|| "no input size".to_string());
             let (name, op) = (site.name().to_string(), "transposed (declared)".to_string());
-            others.push(OtherConv { name, op, reason: SkipReason::Transposed.to_string(), macs: Ok(macs) });
+            others.push(OtherConv { name, op, reason: SkipReason::Transposed.to_string(), macs });
             continue;
         }
         check_dtypes(&ck, t)?;
