@@ -96,9 +96,10 @@ pub(crate) fn find<'a>(
             Ok((c, t)) => {
                 d.fixed.cost = d.fixed.cost + c;
                 // Integer kernels are outside the float time table.
-                match quantized(node) {
-                    true => tally(&mut d.unmodeled, node.op_type),
-                    false => d.fixed.time += options.time.node(&t),
+                if quantized(node) {
+                    tally(&mut d.unmodeled, node.op_type);
+                } else {
+                    d.fixed.time += options.time.node(&t);
                 }
             }
             Err(reason) => d.uncounted.push(Uncounted { name: node.label(k), reason }),
