@@ -125,7 +125,7 @@ def quantized(out):
 def main(out):
     os.makedirs(out, exist_ok=True)
     for name, spec in models().items():
-        nodes, inits, inputs, outputs, opset, ir = (*spec, 13, 8)[:6] if len(spec) == 4 else spec
+        nodes, inits, inputs, outputs, opset, ir = (*spec, 13, 8)[:6]  # default opset 13, IR 8
         model = h.make_model(h.make_graph(nodes, name, inputs, outputs, initializer=inits),
                              opset_imports=[h.make_opsetid("", opset)])
         model.ir_version = ir

@@ -172,20 +172,23 @@ def geometry(model, input_size, channels=3):
         for name in names[id(conv)]:
             layers[name] = entry
     for m in model.modules():
-        # A transposed convolution's 4-D weight looks like a convolution's: say what it is.
+        seen = calls.get(id(m))
         if isinstance(m, nn.ConvTranspose2d):
+            # Its 4-D weight looks like a convolution's: say what it is.
             entry = {"transposed": True, "groups": m.groups}
-            if calls.get(id(m)):
-                entry["input"] = list(calls[id(m)][0][0][-2:])
-            for name in names[id(m)]:
-                layers[name] = entry
-        # A linear layer on a channels-last map or on tokens runs once per position: dac
-        # counts one application unless told ("positions").
-        if isinstance(m, nn.Linear) and calls.get(id(m)):
-            positions = sum(math.prod(i[:-1]) for i, _ in calls[id(m)])
-            if positions != 1:
-                for name in names[id(m)]:
-                    layers[name] = {"positions": positions}
+            if seen:
+                entry["input"] = list(seen[0][0][-2:])
+        elif isinstance(m, nn.Linear) and seen:
+            # On a channels-last map or on tokens it runs once per position; dac counts one
+            # application unless told.
+            positions = sum(math.prod(i[:-1]) for i, _ in seen)
+            if positions == 1:
+                continue
+            entry = {"positions": positions}
+        else:
+            continue
+        for name in names[id(m)]:
+            layers[name] = entry
     return {"input": list(input_size), "layers": layers}, problems
 
 

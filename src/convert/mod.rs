@@ -296,11 +296,6 @@ pub(crate) fn select(
         }
         settle_geometry(&mut f, selection)?;
         check_bias(&f, file)?;
-        if f.blocked == Some(SkipReason::Transposed) {
-            // Counted per input position: stride 1, "same" padding, whatever was declared.
-            let padding = Padding::same(f.dims[2], f.dims[3]);
-            f.geometry = Geometry { groups: f.geometry.groups, padding, ..Geometry::default() };
-        }
         let (input, size) = settle_size(&f, selection, input_size, per_position);
         let scheme = Selection::last_match(&selection.schemes, &f.keys).copied().or(selection.scheme);
         let fate = fate(&f, selection, scheme, targeted);
@@ -384,6 +379,11 @@ fn settle_geometry(f: &mut Found, selection: &Selection) -> Result<()> {
         }
     }
     f.geometry = declared;
+    if f.blocked == Some(SkipReason::Transposed) {
+        // Counted per input position: stride 1, "same" padding, whatever was declared.
+        let padding = Padding::same(f.dims[2], f.dims[3]);
+        f.geometry = Geometry { groups: declared.groups, padding, ..Geometry::default() };
+    }
     let g = f.geometry.groups;
     if g == 0 || !f.dims[0].is_multiple_of(g) {
         let [n, cg, _, _] = f.dims;

@@ -190,29 +190,30 @@ pub(crate) fn done_with<T: Real>(ck: &Checkpoint, t: Tensors, layer: Conv2dWeigh
 /// [`Error::NoMatch`] for a positions pattern that matches no linear layer;
 /// [`Error::InvalidParameter`] for zero positions.
 fn linear_cost(ck: &Checkpoint, model: &TimeModel, selection: &Selection) -> Result<convert::Fixed> {
-    let linear: Vec<(&str, _)> = ck
+    // Each layer's name, as the one key its patterns match.
+    let linear: Vec<([String; 1], _)> = ck
         .tensors
         .iter()
         .filter(|t| t.shape.len() == 2 && t.float_dtype().is_some())
-        .filter_map(|t| t.name.strip_suffix(".weight").map(|name| (name, t)))
+        .filter_map(|t| t.name.strip_suffix(".weight").map(|name| ([name.to_string()], t)))
         .collect();
     for (pattern, positions) in &selection.positions {
         if *positions == 0 {
             let context = format!("linear layers `{pattern}`");
             return Err(Error::InvalidParameter { context, what: "positions", value: 0.0, expected: "at least 1" });
         }
-        if !linear.iter().any(|(name, _)| convert::matches_any(pattern, &[name.to_string()])) {
-            let names: Vec<&str> = linear.iter().map(|(n, _)| *n).collect();
+        if !linear.iter().any(|(keys, _)| convert::matches_any(pattern, keys)) {
+            let names: Vec<&str> = linear.iter().map(|([n], _)| n.as_str()).collect();
             let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
             let (file, pattern) = (ck.path.clone(), pattern.clone());
             return Err(Error::NoMatch { file, option: "linear_positions", pattern, available });
         }
     }
     let mut fixed = convert::Fixed::default();
-    for (name, t) in linear {
-        let bias = format!("{name}.bias");
+    for (keys, t) in &linear {
+        let bias = format!("{}.bias", keys[0]);
         let mut c = cost::linear(t.shape[0], t.shape[1], ck.tensors.iter().any(|b| b.name == bias));
-        let positions = Selection::last_match(&selection.positions, &[name.to_string()]).copied().unwrap_or(1);
+        let positions = Selection::last_match(&selection.positions, keys).copied().unwrap_or(1);
         c.macs = c.macs.saturating_mul(positions as u64);
         fixed.cost = fixed.cost + c;
         fixed.time += model.node(&TimedNode::MatMul { m: positions, k: t.shape[1], n: t.shape[0] });

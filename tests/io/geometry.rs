@@ -149,6 +149,16 @@ fn bad_sidecars_name_the_file_and_the_layer() {
     assert!(e.contains("missing.json"), "{e}");
 }
 
+/// `options` with every declaration of the sidecar `json` (written to `dir/g.json`).
+fn with_sidecar(mut options: ConvertOptions, dir: &Path, json: &str) -> ConvertOptions {
+    let sidecar = dir.join("g.json");
+    std::fs::write(&sidecar, json).unwrap();
+    for l in read_geometry(&sidecar).unwrap().layers {
+        options = options.declare(&l);
+    }
+    options
+}
+
 #[test]
 fn linear_layers_count_their_declared_positions() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,12 +169,7 @@ fn linear_layers_count_their_declared_positions() {
     let once = convert_file(&input, &out, &base.clone().force(true)).unwrap();
     assert_eq!(once.linear.macs, 10 * 64);
     // A channels-last MLP runs at every position of its 7x7 map.
-    let sidecar = dir.path().join("g.json");
-    std::fs::write(&sidecar, r#"{"layers": {"fc": {"positions": 49}}}"#).unwrap();
-    let mut options = base.clone().force(true);
-    for l in read_geometry(&sidecar).unwrap().layers {
-        options = options.declare(&l);
-    }
+    let options = with_sidecar(base.clone().force(true), dir.path(), r#"{"layers": {"fc": {"positions": 49}}}"#);
     let spread = convert_file(&input, &out, &options).unwrap();
     assert_eq!(spread.linear.macs, 10 * 64 * 49);
     assert_eq!(spread.macs_before().unwrap() - once.macs_before().unwrap(), 10 * 64 * 48);
@@ -214,12 +219,7 @@ fn transposed_convolutions_are_declared_left_dense_and_counted() {
     assert_eq!(s.other_weights, ["c1d.weight [4, 8, 3]"]);
     assert_eq!(s.macs_before(), Some(16 * 27 * 64 + 16 * 8 * 4 * 64));
     // The sidecar says the same.
-    let sidecar = dir.path().join("g.json");
-    std::fs::write(&sidecar, r#"{"layers": {"up": {"transposed": true}}}"#).unwrap();
-    let mut options = base.force(true);
-    for l in read_geometry(&sidecar).unwrap().layers {
-        options = options.declare(&l);
-    }
+    let options = with_sidecar(base.force(true), dir.path(), r#"{"layers": {"up": {"transposed": true}}}"#);
     let again = convert_file(&input, &out, &options).unwrap();
     assert_eq!(again.macs_before(), s.macs_before());
     let found = dac::io::inspect_model(

@@ -70,8 +70,7 @@ pub(crate) fn find<'a>(
     let wiring = Wiring::new(g, shapes);
     for (k, (_, node)) in g.nodes.iter().enumerate() {
         if node.attrs.iter().any(|a| !a.graphs.is_empty()) {
-            let name = if node.name.is_empty() { format!("#{k}") } else { format!("`{}`", node.name) };
-            d.subgraph_nodes.push(format!("{} node {name}", node.op_type));
+            d.subgraph_nodes.push(format!("{} {}", node.op_type, node.label(k)));
         }
         if node.is("Conv") {
             match conv(g, k, node, shapes, options, file)? {
