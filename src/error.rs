@@ -215,6 +215,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// No plan reaches the planner's target and
+    /// [`ConvertOptions::require_target`](crate::convert::ConvertOptions::require_target) asks for
+    /// it: nothing is written.
+    #[error(
+        "plan: target {target} cannot be reached; the cheapest plan reaches {reached:.2}x (at most {max:.2}x \
+         possible); nothing was written (without ConvertOptions::require_target the cheapest plan is written)"
+    )]
+    TargetNotMet {
+        /// The target asked for.
+        target: crate::plan::Target,
+        /// What the cheapest plan reaches, in the target's measure (the modeled speed-up for a
+        /// time target, else the MAC reduction).
+        reached: f64,
+        /// The most any plan can reach, in the same measure.
+        max: f64,
+    },
+
     /// The output file exists and replacing it was not allowed.
     #[error("{}: output file already exists; set ConvertOptions::force to replace it", path.display())]
     OutputExists {

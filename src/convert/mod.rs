@@ -523,6 +523,10 @@ pub(crate) fn decide(
         RankSource::Target(target) => Some(plan_rest(sites, analyses, &mut decided, &target, fixed, options)?),
         RankSource::Policy(_) => None,
     };
+    if let Some(p) = plan.as_ref().filter(|p| options.require_target && !p.met) {
+        let (reached, max) = p.achieved();
+        return Err(Error::TargetNotMet { target: p.target, reached, max });
+    }
     let decisions = decided.into_iter().map(|d| d.expect("plan_rest decides every undecided site")).collect();
     Ok((decisions, plan))
 }

@@ -295,6 +295,7 @@ pub struct ConvertOptions {
     pub(crate) layout: Option<Layout>,
     pub(crate) time: TimeModel,
     pub(crate) freeze_input_weights: bool,
+    pub(crate) require_target: bool,
 }
 
 impl ConvertOptions {
@@ -336,6 +337,7 @@ impl ConvertOptions {
             layout: None,
             time: TimeModel::onnxruntime_x86_64(),
             freeze_input_weights: false,
+            require_target: false,
         }
     }
     /// How ranks are chosen.
@@ -514,6 +516,14 @@ impl ConvertOptions {
     /// model, which must list every initializer as an input, the new factors are listed too.
     pub fn freeze_input_weights(mut self, freeze: bool) -> Self {
         self.freeze_input_weights = freeze;
+        self
+    }
+    /// With a planner target ([`planned`](Self::planned)): a target no plan reaches is
+    /// [`Error::TargetNotMet`](crate::Error::TargetNotMet) and nothing is written. By default the
+    /// cheapest plan is written and its summary says the target was not met
+    /// ([`Plan::met`](crate::plan::Plan::met) is `false`). No effect on rank policies.
+    pub fn require_target(mut self, require: bool) -> Self {
+        self.require_target = require;
         self
     }
 }

@@ -214,6 +214,17 @@ pub enum Target {
     ParamBudget(u64),
 }
 
+impl std::fmt::Display for Target {
+    /// `2x fewer MACs`, `2x faster (modeled)` or `at most 1000 parameters`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MacReduction(x) => write!(f, "{x}x fewer MACs"),
+            Self::TimeReduction(x) => write!(f, "{x}x faster (modeled)"),
+            Self::ParamBudget(b) => write!(f, "at most {b} parameters"),
+        }
+    }
+}
+
 /// The data-free damage score of decomposing one layer at one rank.
 ///
 /// All proxies start from the discarded energy `e(r) = 1 − retained_energy(r)`, the squared
@@ -426,6 +437,14 @@ impl Plan {
     /// Whole-network modeled speed-up `time_before / time_after`.
     pub fn speedup(&self) -> f64 {
         ratio(self.time_before.as_nanos() as u64, self.time_after.as_nanos() as u64)
+    }
+    /// What the plan reaches and the most any plan can, in its target's measure: the modeled
+    /// speed-up for [`Target::TimeReduction`], else the MAC reduction.
+    pub fn achieved(&self) -> (f64, f64) {
+        match self.target {
+            Target::TimeReduction(_) => (self.speedup(), self.max_speedup),
+            _ => (self.reduction(), self.max_reduction),
+        }
     }
     /// The layers left dense.
     pub fn dense_layers(&self) -> impl Iterator<Item = &LayerPlan> + '_ {

@@ -130,6 +130,35 @@ fn option_errors_name_the_flags() {
     }
 }
 
+/// `--require-target`: an unreachable target exits 1 naming the flag and writes nothing; without
+/// it the cheapest plan is written and reported NOT reachable.
+#[test]
+fn require_target_fails_an_unreachable_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, model_bytes()).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["onnx".as_ref(), input.as_os_str(), "-o".as_ref(), output.as_os_str()];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        dac(&args)
+    };
+    for target in ["--macs", "--speedup"] {
+        let out = run(&[target, "1000", "--require-target"]);
+        assert_eq!(out.status.code(), Some(1), "{target}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot be reached") && err.contains("--require-target"), "{target}: {err}");
+        assert!(!output.exists(), "{target}");
+        let out = run(&[target, "1000", "--force"]);
+        assert!(out.status.success(), "{target}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("NOT reachable"));
+        std::fs::remove_file(&output).unwrap();
+    }
+    let out = run(&["--macs", "1.2", "--require-target"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(output.exists());
+}
+
 /// `model_bytes` with an operator shape inference cannot follow between the two convolutions.
 fn opaque_model() -> Vec<u8> {
     let mut g = Graph::default();

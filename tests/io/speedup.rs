@@ -69,3 +69,29 @@ fn unreachable_target_is_reported_not_hidden() {
     assert!(!plan.met);
     assert!(plan.reduction() < 1000.0 && plan.reduction() > 1.0);
 }
+
+#[test]
+fn require_target_turns_an_unreachable_target_into_an_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("n.safetensors");
+    write(&input, &small_net("F32"), &[]);
+    let out = dir.path().join("o.safetensors");
+    let base = ConvertOptions::macs(1000.0).input_size(8, 8).groups("conv3", 2);
+    let e = convert_file(&input, &out, &base.clone().require_target(true)).unwrap_err();
+    let max = convert_file(&input, &out, &base).unwrap().plan.unwrap().max_reduction;
+    std::fs::remove_file(&out).unwrap();
+    let dac::Error::InFile { file, source } = e else { panic!("expected the file named, got {e}") };
+    assert_eq!(file, input);
+    match *source {
+        dac::Error::TargetNotMet { target, reached, max: m } => {
+            assert_eq!(target, dac::plan::Target::MacReduction(1000.0));
+            assert!(reached > 1.0 && reached < 1000.0, "{reached}");
+            assert_eq!(m, max);
+        }
+        other => panic!("expected TargetNotMet, got {other}"),
+    }
+    assert!(!out.exists());
+    // A target that is met is written as without the option.
+    let s = convert_file(&input, &out, &ConvertOptions::macs(1.2).input_size(8, 8).require_target(true)).unwrap();
+    assert!(s.plan.unwrap().met && out.exists());
+}

@@ -67,6 +67,10 @@ pub struct ConversionArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
+    /// Fail (nothing written) when no plan reaches the --speedup or --macs target; by default
+    /// the cheapest plan is written and the report says the target is NOT reachable.
+    #[arg(long)]
+    pub require_target: bool,
     /// The factorisation: `dac` (the paper's depthwise + pointwise pair), `spatial` (kh x 1 then
     /// 1 x kw), `channel` (kh x kw to r channels, then 1x1), `decoupled` (Network Decoupling:
     /// 1x1, depthwise, 1x1 sum) or `auto` (the planner picks a scheme and rank per layer; needs
@@ -113,6 +117,7 @@ impl ConversionArgs {
         let mut o = start
             .allow_slower(self.allow_slower)
             .force(self.force)
+            .require_target(self.require_target)
             .svd(self.svd.method())
             .precision(if self.f64 { Precision::F64 } else { Precision::F32 })
             .split(self.split.split());

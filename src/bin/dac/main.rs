@@ -178,6 +178,10 @@ fn describe(e: &dac::Error) -> String {
             "layer `{layer}`: --scheme auto lets the planner choose the scheme; use it with --speedup or --macs (and no \
              --rank-for for this layer), or name one scheme (dac, spatial, channel, decoupled)"
         ),
+        dac::Error::TargetNotMet { target, reached, max } => format!(
+            "plan: target {target} cannot be reached; the cheapest plan reaches {reached:.2}x (at most {max:.2}x \
+             possible); nothing was written (without --require-target the cheapest plan is written)"
+        ),
         dac::Error::OutputExists { path } => {
             format!("{}: output file already exists; use --force to replace it", path.display())
         }

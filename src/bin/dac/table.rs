@@ -1,7 +1,6 @@
 //! Tables and JSON for a conversion's [`Summary`].
 
 use dac::convert::{SizeSource, SkipReason, Summary};
-use dac::plan::Target;
 use std::time::Duration;
 
 /// `1234567` -> `1.23M`.
@@ -137,12 +136,7 @@ fn print_uncounted(s: &Summary, layout: &str) {
 
 fn print_totals(s: &Summary, graph: bool) {
     if let Some(p) = &s.plan {
-        let (target, got, max) = match p.target {
-            Target::MacReduction(x) => (format!("{x}x fewer MACs"), p.reduction(), p.max_reduction),
-            Target::TimeReduction(x) => (format!("{x}x faster (modeled)"), p.speedup(), p.max_speedup),
-            Target::ParamBudget(b) => (format!("at most {b} parameters"), p.reduction(), p.max_reduction),
-            _ => ("a target".to_string(), p.reduction(), p.max_reduction),
-        };
+        let (target, (got, max)) = (p.target, p.achieved());
         if p.met {
             println!("plan: target {target} met: {got:.2}x (data-free planner, weights only)");
         } else {
