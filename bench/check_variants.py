@@ -2,7 +2,10 @@
 """Robustness sweep: `dac onnx` over every model of a directory (scripts/export_variants.py)
 with several option sets. For each run: no panic; an error leaves no output behind; a written
 model loads and runs in onnxruntime with finite outputs (printed: the relative difference to the
-original on one random input, and the report's totals); the input file is unchanged.
+original on one random input, and the report's totals); the written model passes onnx's checker
+(`full_check`) and strict shape inference wherever the input does (an input that fails them, such
+as a hand-built model whose outputs declare no shape, must fail with the same message, no other);
+the input file is unchanged.
 
     DAC=target/release/dac bench/.venv/bin/python bench/check_variants.py DIR [--to-opsets 18,19,20,21] [--fp16]
 
@@ -18,6 +21,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 DAC = os.environ.get("DAC", "/work/main/target/release/dac")
@@ -46,6 +50,16 @@ def feeds(sess):
     return out
 
 
+def conformance(path):
+    """onnx's checker (full_check) and strict shape inference: None, or the first failure."""
+    try:
+        onnx.checker.check_model(path, full_check=True)
+        onnx.shape_inference.infer_shapes(onnx.load(path), check_type=True, strict_mode=True, data_prop=True)
+        return None
+    except Exception as e:  # noqa: BLE001
+        return str(e).strip().splitlines()[0][:150]
+
+
 def run(path, f):
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -58,7 +72,7 @@ def main(d):
     os.makedirs(outdir, exist_ok=True)
     for model in sorted(glob.glob(os.path.join(d, "*.onnx"))):
         name = os.path.basename(model)[:-5]
-        before = digest(model)
+        before, checked = digest(model), conformance(model)
         try:
             s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
             f = feeds(s)
@@ -93,6 +107,9 @@ def main(d):
                     msg = f"rel diff {diff / scale:.2e} finite={fin}"
                 except Exception as e:  # noqa: BLE001
                     msg = f"ORT FAILS: {str(e)[:200]}"
+            c = conformance(out)
+            if c != checked:
+                msg += f" ONNX CHECK FAILS: {c} (input: {checked or 'passes'})"
             print(f"{name} {mode}: ok {msg} | {' / '.join(s.strip()[:90] for s in summary)}")
         if digest(model) != before:
             print(f"{name}: INPUT MODIFIED")
