@@ -21,8 +21,10 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import onnxruntime as ort
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_conformance import conformance  # noqa: E402  (onnx's checker + strict shape inference)
 
 DAC = os.environ.get("DAC", "/work/main/target/release/dac")
 MODES = {
@@ -48,16 +50,6 @@ def feeds(sess):
         dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(i.type, np.float32)
         out[i.name] = rng.standard_normal(shape).astype(dtype)
     return out
-
-
-def conformance(path):
-    """onnx's checker (full_check) and strict shape inference: None, or the first failure."""
-    try:
-        onnx.checker.check_model(path, full_check=True)
-        onnx.shape_inference.infer_shapes(onnx.load(path), check_type=True, strict_mode=True, data_prop=True)
-        return None
-    except Exception as e:  # noqa: BLE001
-        return str(e).strip().splitlines()[0][:150]
 
 
 def run(path, f):
