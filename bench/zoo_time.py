@@ -4,7 +4,7 @@ ONNX models, in onnxruntime and in tract, with `--macs X` (the MAC-planned basel
 and optionally a per-layer check of the time model against onnxruntime's profiler.
 
     bench/.venv/bin/python bench/zoo_time.py DIR [--dac PATH] [--targets 1.5,2,3]
-        [--macs-targets 2] [--threads 1] [--dac-args "--cpu avx2"] [--only a,b] [--out bench/results-DATE-zoo-time.json]
+        [--macs-targets 2] [--threads 1] [--dac-threads T] [--dac-args "--cpu avx2"] [--only a,b] [--out bench/results-DATE-zoo-time.json]
         [--budget SECONDS] [--no-tract] [--tract PATH] [--profile] [--profile-runs N]
         [--work TMPDIR] [--keep]
 
@@ -389,7 +389,7 @@ def bench_model(name, spec, args):
         v = {"mode": mode, "target": target}
         r["variants"].append(v)
         out = os.path.join(args.work, f"{name}-{mode}{target:g}.onnx")
-        rep, secs, err = run_dac(args.dac, src, out, [f"--{mode}", f"{target:g}", "--threads", str(args.threads),
+        rep, secs, err = run_dac(args.dac, src, out, [f"--{mode}", f"{target:g}", "--threads", str(args.dac_threads or args.threads),
                                                       *args.dac_args.split()])
         v["convert_s"] = secs
         if err:
@@ -547,6 +547,8 @@ def main():
     ap.add_argument("--targets", type=floats, default=[1.5, 2.0, 3.0])
     ap.add_argument("--macs-targets", type=floats, default=[2.0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dac-threads", type=int, default=None,
+                    help="`dac onnx --threads` (which time-model table plans); default: --threads")
     ap.add_argument("--dac-args", default="", help="more options for every `dac onnx` call, e.g. \"--cpu avx2\"")
     ap.add_argument("--only", default=None, help="comma-separated model names")
     ap.add_argument("--out", default=None)
@@ -579,7 +581,8 @@ def main():
         "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
         "cwd": os.getcwd(), "machine": machine(), "affinity": sorted(os.sched_getaffinity(0)),
         "onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
-        "threads": args.threads, "targets": args.targets, "macs_targets": args.macs_targets,
+        "threads": args.threads, "dac_threads": args.dac_threads or args.threads,
+        "targets": args.targets, "macs_targets": args.macs_targets,
         "budget_s": args.budget, "profile": args.profile, "tract": None if args.no_tract else os.path.realpath(args.tract),
         "dac": os.path.realpath(args.dac),
         "dac_version": subprocess.run([args.dac, "--version"], capture_output=True, text=True).stdout.strip(),
