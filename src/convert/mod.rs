@@ -63,8 +63,6 @@ pub(crate) struct Found {
     /// Whether the file states the groups (a graph) or the user must declare them (a
     /// checkpoint, [`ConvertOptions::groups`]).
     pub groups_known: bool,
-    /// Whether the layer has a bias.
-    pub has_bias: bool,
     /// The bias's length, when there is one (checked against the weight by [`select`]: a
     /// transposed convolution's is `out / groups · groups`, not `N`).
     pub bias_len: Option<usize>,
@@ -78,6 +76,13 @@ pub(crate) struct Found {
     /// Nodes the runtime runs next to the layer whatever it becomes (the layout reorders
     /// onnxruntime inserts between it and plain neighbours), timed with the layer.
     pub context: Vec<TimedNode>,
+}
+
+impl Found {
+    /// Whether the layer has a bias.
+    pub fn has_bias(&self) -> bool {
+        self.bias_len.is_some()
+    }
 }
 
 /// What selection decided for a layer.
@@ -123,10 +128,10 @@ impl Site {
     /// known (per output position: the scheme's chain).
     pub fn factored_cost(&self, scheme: SchemeKind, rank: usize, layout: Option<Layout>) -> Result<Option<Cost>> {
         let f = &self.found;
-        let bias = if f.has_bias { f.dims[0] } else { 0 };
+        let bias = if f.has_bias() { f.dims[0] } else { 0 };
         match (self.size, self.input) {
             (SizeSource::PerPosition, _) => {
-                scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias, rank, None).map(Some)
+                scheme.cost(&f.name, &self.shape(), &f.geometry, f.has_bias(), rank, None).map(Some)
             }
             (_, None) => Ok(None),
             (_, Some(hw)) => {
@@ -160,7 +165,7 @@ impl Site {
             let cost = self.output()?.map(|o| cost::dense(&f.name, &shape, false, o)).transpose()?;
             return Ok(cost.map(|c| Cost { params: c.params.saturating_add(bias), ..c }));
         }
-        self.output()?.map(|o| cost::dense(&f.name, &shape, f.has_bias, o)).transpose()
+        self.output()?.map(|o| cost::dense(&f.name, &shape, f.has_bias(), o)).transpose()
     }
 }
 
@@ -495,7 +500,7 @@ pub(crate) fn analyse<T: Real>(
 ) -> Result<Analysis> {
     match (planned(site, options), site.input) {
         (true, Some(hw)) => {
-            Ok(Analysis::Planned(PlanLayer::with_schemes(factored, hw)?.with_bias(site.found.has_bias)))
+            Ok(Analysis::Planned(PlanLayer::with_schemes(factored, hw)?.with_bias(site.found.has_bias())))
         }
         _ => Ok(Analysis::Errors(factored[0].errors())),
     }

@@ -74,7 +74,6 @@ pub(crate) fn discover(ck: &Checkpoint) -> Result<(Vec<Found>, Vec<Tensors>)> {
             dims,
             geometry: Geometry { padding: Padding::same(dims[2], dims[3]), ..Geometry::default() },
             groups_known: false,
-            has_bias: bias.is_some(),
             bias_len: bias.map(|b| ck.tensors[b].shape[0]),
             inferred_size: None,
             unknown_size: None,
@@ -447,7 +446,7 @@ impl<'j, T: Real> Job<'j, T> {
                 entries.push(OutEntry { name, dtype: dt.name().to_string(), shape, nbytes });
             };
             push("weight", d.to_vec());
-            if k == last && site.found.has_bias {
+            if k == last && site.found.has_bias() {
                 push("bias", vec![site.found.dims[0]]);
             }
         }
@@ -468,7 +467,7 @@ impl<'j, T: Real> Job<'j, T> {
             in_channels: shape.in_channels,
             out_channels: shape.out_channels,
             kernel: [shape.kh, shape.kw],
-            bias: site.found.has_bias,
+            bias: site.found.has_bias(),
             fit: self.fit.to_string(),
         }
     }

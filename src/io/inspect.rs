@@ -253,7 +253,7 @@ fn info<T: Real>(
         dims: site.found.dims,
         dtype,
         groups: shape.groups,
-        has_bias: site.found.has_bias,
+        has_bias: site.found.has_bias(),
         max_rank,
         break_even: scheme.break_even_rank(&shape),
         retained_energy: (1..=max_rank.min(5)).map(|r| errors.retained_energy(r)).collect(),

@@ -359,7 +359,6 @@ fn conv<'a>(
         dims,
         geometry: window.geometry((dims[2], dims[3]), size),
         groups_known: true,
-        has_bias: node.inputs.get(2).is_some_and(|b| !b.is_empty()),
         bias_len: node.inputs.get(2).is_some_and(|b| !b.is_empty()).then_some(dims[0]),
         inferred_size: inferred,
         unknown_size: inferred.is_none().then(|| shapes.why(node.inputs[0])),
