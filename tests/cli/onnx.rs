@@ -9,6 +9,13 @@ fn model_bytes() -> Vec<u8> {
     model_bytes_with_input(&[None, Some(3), Some(16), Some(16)])
 }
 
+/// `dac onnx INPUT -o OUTPUT` followed by `extra`.
+fn onnx_to(input: &std::path::Path, output: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["onnx".as_ref(), input.as_os_str(), "-o".as_ref(), output.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    dac(&args)
+}
+
 /// Two 3x3 convolutions with a `Relu` between them; `input` declares `dims`.
 fn model_bytes_with_input(dims: &[Option<usize>]) -> Vec<u8> {
     let mut g = Graph::default();
@@ -104,18 +111,7 @@ fn option_errors_name_the_flags() {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
     std::fs::write(&input, model_bytes()).unwrap();
-    let run = |extra: &[&str]| {
-        let mut args: Vec<&std::ffi::OsStr> = vec![
-            "onnx".as_ref(),
-            input.as_os_str(),
-            "-o".as_ref(),
-            output.as_os_str(),
-            "--rank".as_ref(),
-            "2".as_ref(),
-        ];
-        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-        dac(&args)
-    };
+    let run = |extra: &[&str]| onnx_to(&input, &output, &[&["--rank", "2"], extra].concat());
     for (extra, flag) in [
         (&["--layers", "nope*"][..], "--layers"),
         (&["--skip", "x"][..], "--skip"),
@@ -137,12 +133,7 @@ fn require_target_fails_an_unreachable_target() {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
     std::fs::write(&input, model_bytes()).unwrap();
-    let run = |extra: &[&str]| {
-        let mut args: Vec<&std::ffi::OsStr> =
-            vec!["onnx".as_ref(), input.as_os_str(), "-o".as_ref(), output.as_os_str()];
-        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
-        dac(&args)
-    };
+    let run = |extra: &[&str]| onnx_to(&input, &output, extra);
     for (target, measure) in [("--macs", "1000x fewer MACs"), ("--speedup", "1000x faster (modeled)")] {
         let out = run(&[target, "1000", "--require-target"]);
         assert_eq!(out.status.code(), Some(1), "{target}");
@@ -217,12 +208,7 @@ fn a_symbolic_input_size_names_a_layer_and_the_input_flag() {
     let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
     let symbolic = model_bytes_with_input(&[None, Some(3), None, None]);
     std::fs::write(&input, symbolic).unwrap();
-    let run = |extra: &[&str]| {
-        let mut a: Vec<std::ffi::OsString> =
-            vec!["onnx".into(), input.clone().into(), "-o".into(), output.clone().into()];
-        a.extend(extra.iter().map(|s| s.into()));
-        dac(&a)
-    };
+    let run = |extra: &[&str]| onnx_to(&input, &output, extra);
     let out = run(&["--speedup", "1.5"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
