@@ -110,7 +110,7 @@ impl Replace for Chain {
 }
 
 /// The scheme of `kind` with `fit` (DAC through `svd`).
-fn scheme_of<'b>(
+pub fn scheme_of<'b>(
     kind: dac::scheme::SchemeKind,
     fit: dac::Fit,
     svd: &'b dac::svd::NalgebraSvd,
@@ -182,21 +182,28 @@ pub fn read_idx_gz(path: &Path) -> Res<(Vec<usize>, Vec<u8>)> {
     Ok((dims, data))
 }
 
-/// The Fashion-MNIST test set, as the networks see it: `pixel / 255`, zero-padded to 32x32.
+/// Fashion-MNIST images (the test set unless loaded by [`Dataset::load_split`]), as the networks
+/// see them: `pixel / 255`, zero-padded to 32x32.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     /// `count x 1 x 32 x 32`, NCHW.
     pub images: Vec<f32>,
     pub labels: Vec<u8>,
-    /// Index of each image in the test file.
+    /// Index of each image in its file.
     pub index: Vec<usize>,
 }
 
 impl Dataset {
     /// Loads `data/fashion-mnist/t10k-*`.
     pub fn load_test(dir: &Path) -> Res<Self> {
-        let (idims, pixels) = read_idx_gz(&dir.join("t10k-images-idx3-ubyte.gz"))?;
-        let (ldims, labels) = read_idx_gz(&dir.join("t10k-labels-idx1-ubyte.gz"))?;
+        Self::load_split(dir, "t10k")
+    }
+
+    /// Loads `<dir>/<split>-images-idx3-ubyte.gz` and its labels (`split`: `t10k` or `train`;
+    /// the training images are not shipped, see `/usr/share/datasets/fashion-mnist/`).
+    pub fn load_split(dir: &Path, split: &str) -> Res<Self> {
+        let (idims, pixels) = read_idx_gz(&dir.join(format!("{split}-images-idx3-ubyte.gz")))?;
+        let (ldims, labels) = read_idx_gz(&dir.join(format!("{split}-labels-idx1-ubyte.gz")))?;
         if idims.len() != 3 || idims[1] != 28 || idims[2] != 28 || ldims != [idims[0]] {
             return err(format!("unexpected idx dims {idims:?} / {ldims:?}"));
         }
