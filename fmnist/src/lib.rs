@@ -124,6 +124,18 @@ pub fn scheme_of<'b>(
     }
 }
 
+/// A scheme's letter in the research harness's plan summaries: `d` DAC, `s` spatial SVD, `c`
+/// channel SVD, `n` Network Decoupling.
+pub fn scheme_letter(kind: dac::scheme::SchemeKind) -> &'static str {
+    use dac::scheme::SchemeKind;
+    match kind {
+        SchemeKind::Spatial => "s",
+        SchemeKind::Channel => "c",
+        SchemeKind::Decoupled => "n",
+        _ => "d",
+    }
+}
+
 /// No replacement at all (for the dense network's passes).
 pub const DENSE: &[Option<&Pair>] = &[];
 

@@ -86,7 +86,7 @@ fn study(net: Net, data: &Dataset) -> Res<()> {
                 .layers
                 .iter()
                 .map(|l| match (l.scheme, l.rank) {
-                    (Some(k), Some(r)) => format!("{}{r}", &k.name()[..1]),
+                    (Some(k), Some(r)) => format!("{}{r}", dac_fmnist::scheme_letter(k)),
                     _ => "-".to_string(),
                 })
                 .collect();

@@ -96,7 +96,7 @@ fn run(net: &Net, ev: &Evaluator, objective: Objective, x: f64) -> Res<(f64, f64
             (Some(k), Some(r)) => {
                 let s = SchemeKind::ALL.iter().position(|&a| a == k).expect("a planned scheme");
                 let factors = factored[i][s].factors(r, &mut Workspace::new())?;
-                summary.push(format!("{}{r}", letter(k)));
+                summary.push(format!("{}{r}", dac_fmnist::scheme_letter(k)));
                 Some(Chain(factors.into_iter().map(|f| f.conv).collect()))
             }
             _ => {
@@ -108,14 +108,4 @@ fn run(net: &Net, ev: &Evaluator, objective: Objective, x: f64) -> Res<(f64, f64
     }
     let refs: Vec<Option<&Chain>> = chains.iter().map(Option::as_ref).collect();
     Ok((ev.pct(ev.correct_chains(&refs)?), plan.reduction(), summary.join(" ")))
-}
-
-/// d = DAC, s = spatial, c = channel, n = Network Decoupling.
-fn letter(kind: SchemeKind) -> &'static str {
-    match kind {
-        SchemeKind::Spatial => "s",
-        SchemeKind::Channel => "c",
-        SchemeKind::Decoupled => "n",
-        _ => "d",
-    }
 }

@@ -406,19 +406,11 @@ fn against_planner(ev: &Evaluator, cand: &Candidates, x: f64, plan: &[Choice]) -
 
 /// A plan as the schemes study prints it (`-` dense, else the scheme's letter and the rank).
 fn summary(plan: &[Choice]) -> String {
-    let each: Vec<String> =
-        plan.iter().map(|c| c.map_or("-".to_string(), |(s, r)| format!("{}{r}", letter(SchemeKind::ALL[s])))).collect();
+    let each: Vec<String> = plan
+        .iter()
+        .map(|c| c.map_or("-".to_string(), |(s, r)| format!("{}{r}", dac_fmnist::scheme_letter(SchemeKind::ALL[s]))))
+        .collect();
     each.join(" ")
-}
-
-/// The plan summaries' letters: d = DAC, s = spatial, c = channel, n = Network Decoupling.
-fn letter(kind: SchemeKind) -> &'static str {
-    match kind {
-        SchemeKind::Spatial => "s",
-        SchemeKind::Channel => "c",
-        SchemeKind::Decoupled => "n",
-        _ => "d",
-    }
 }
 
 /// Prints each convolution's input's measured neighbour correlation on the search set (the
