@@ -36,7 +36,8 @@ pub struct ConversionArgs {
     #[arg(long, value_name = "FILE")]
     pub time_table: Option<PathBuf>,
     /// Intra-op threads the runtime will use: the time model takes the table measured with
-    /// the most threads not above it.
+    /// the most threads not above it. The shipped 2-thread table assumes threads scale as
+    /// where it was measured; where they do not, calibrate this machine's (--time-table).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
     /// Input size HxW (or N for NxN): an ONNX model's input (default: its static shape); for a
