@@ -284,7 +284,8 @@ impl Search {
         Ok(())
     }
 
-    /// (mean cross-entropy, accuracy %) with `chains`, run from conv `i`'s current input.
+    /// (mean loss, accuracy or agreement %) against the reference (see [`Reference`]) with
+    /// `chains`, run from conv `i`'s current input.
     fn eval(&self, net: &Net, i: usize, chains: &[Option<&Chain>]) -> Res<(f64, f64)> {
         let logits: Vec<_> =
             self.inputs[i].par_iter().map(|x| net.run_from_ref(x, net.conv_ops[i], chains)).collect::<Res<_>>()?;
