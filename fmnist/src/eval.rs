@@ -182,6 +182,13 @@ impl Evaluator {
         let layers = self.net.plan_layers_with(schemes)?;
         let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy);
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options)?;
+        let accuracy = self.plan_accuracy(&plan, schemes)?;
+        Ok((plan, accuracy))
+    }
+
+    /// The accuracy (%) of `plan`, every chosen layer run as its chain of factors (each scheme
+    /// with its fit in `schemes`).
+    pub fn plan_accuracy(&self, plan: &Plan, schemes: &[(dac::scheme::SchemeKind, Fit)]) -> Res<f64> {
         let fit_of = |k| schemes.iter().find(|(s, _)| *s == k).map(|(_, f)| *f).expect("a planned scheme");
         let chains: Vec<Option<crate::Chain>> = plan
             .layers
@@ -193,8 +200,7 @@ impl Evaluator {
             })
             .collect::<dac::Result<_>>()?;
         let refs: Vec<Option<&crate::Chain>> = chains.iter().map(Option::as_ref).collect();
-        let accuracy = self.pct(self.correct_chains(&refs)?);
-        Ok((plan, accuracy))
+        Ok(self.pct(self.correct_chains(&refs)?))
     }
 
     /// Evaluates the "first k layers at `rank`" assignments ([`masked`] over `0..k`) for

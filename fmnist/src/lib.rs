@@ -136,6 +136,20 @@ pub fn scheme_letter(kind: dac::scheme::SchemeKind) -> &'static str {
     }
 }
 
+/// A plan as the research harness prints it: per layer `-` (dense) or the scheme's
+/// [`scheme_letter`] and the rank.
+pub fn plan_summary(plan: &dac::plan::Plan) -> String {
+    let each: Vec<String> = plan
+        .layers
+        .iter()
+        .map(|l| match (l.scheme, l.rank) {
+            (Some(k), Some(r)) => format!("{}{r}", scheme_letter(k)),
+            _ => "-".to_string(),
+        })
+        .collect();
+    each.join(" ")
+}
+
 /// No replacement at all (for the dense network's passes).
 pub const DENSE: &[Option<&Pair>] = &[];
 

@@ -82,15 +82,12 @@ fn study(net: Net, data: &Dataset) -> Res<()> {
     for v in variants()? {
         for target in TARGETS {
             let (plan, acc) = ev.plan_schemes(target, v.proxy, &v.schemes)?;
-            let summary: Vec<String> = plan
-                .layers
-                .iter()
-                .map(|l| match (l.scheme, l.rank) {
-                    (Some(k), Some(r)) => format!("{}{r}", dac_fmnist::scheme_letter(k)),
-                    _ => "-".to_string(),
-                })
-                .collect();
-            println!("{:<20} {target:>6} {:>7.2}x {acc:>8.2}%  {}", v.label, plan.reduction(), summary.join(" "));
+            println!(
+                "{:<20} {target:>6} {:>7.2}x {acc:>8.2}%  {}",
+                v.label,
+                plan.reduction(),
+                dac_fmnist::plan_summary(&plan)
+            );
         }
     }
     Ok(())

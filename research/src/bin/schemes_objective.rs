@@ -18,7 +18,7 @@
 use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
 use dac::scheme::{ErrorTable, Factor, Factored, SchemeKind, Workspace};
 use dac::{Conv2dWeights, Fit};
-use dac_fmnist::{Chain, Dataset, Evaluator, Net, Res};
+use dac_fmnist::{Dataset, Evaluator, Net, Res};
 
 const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
 
@@ -29,10 +29,10 @@ type Objective = fn(f64) -> f64;
 const OBJECTIVES: [(&str, Objective); 3] =
     [("nsr", |e| e / (1.0 - e).max(1e-9)), ("log", |e| -(1.0 - e).max(1e-300).ln()), ("linear", |e| e)];
 
-/// A factored layer whose `correlated_loss` is remapped so that the planner's `e/(1-e)` of it
-/// is `objective(e)`.
+/// A view of a factored layer whose `correlated_loss` is remapped so that the planner's
+/// `e/(1-e)` of it is `objective(e)`.
 struct Rescored<'a> {
-    inner: Box<dyn Factored<f32> + 'a>,
+    inner: &'a dyn Factored<f32>,
     objective: Objective,
 }
 
@@ -58,54 +58,43 @@ impl Factored<f32> for Rescored<'_> {
 fn main() -> Res<()> {
     let root = dac_fmnist::repo_root();
     let test = Dataset::load_test(&root.join("data/fashion-mnist"))?;
+    let fit = Fit::correlated(Fit::AUTO_RHO)?;
+    let auto: Vec<(SchemeKind, Fit)> = SchemeKind::ALL.iter().map(|&k| (k, fit)).collect();
+    let svd = dac::svd::NalgebraSvd::default();
     for stem in ["fmnist_vgg", "fmnist_alt"] {
         let net = Net::load(&root.join("models").join(stem))?;
         let ev = Evaluator::build(net.clone(), &test, &[Fit::frobenius()])?;
         println!("\n== {stem} (dense {:.2} %)", ev.pct(ev.correct_chains(&[])?));
+        // Every layer factored once by every scheme; each objective only rescores them.
+        let factored = net
+            .convs
+            .iter()
+            .map(|l| auto.iter().map(|&(k, fit)| dac_fmnist::scheme_of(k, fit, &svd).factor(l)).collect())
+            .collect::<dac::Result<Vec<Factorings>>>()?;
+        let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial);
         for (name, objective) in OBJECTIVES {
+            let layers = plan_layers(&net, &factored, objective)?;
             for x in TARGETS {
-                let (acc, reached, plan) = run(&net, &ev, objective, x)?;
-                println!("{name:<7} {x:>4} {reached:>6.2}x {acc:>6.2}%  {plan}");
+                let plan = dac::plan(&layers, &Target::MacReduction(x), &options)?;
+                let acc = ev.plan_accuracy(&plan, &auto)?;
+                let summary = dac_fmnist::plan_summary(&plan);
+                println!("{name:<7} {x:>4} {:>6.2}x {acc:>6.2}%  {summary}", plan.reduction());
             }
         }
     }
     Ok(())
 }
 
-/// The plan for `x` times fewer MACs under `objective`: its test accuracy, reduction and summary.
-fn run(net: &Net, ev: &Evaluator, objective: Objective, x: f64) -> Res<(f64, f64, String)> {
-    let svd = dac::svd::NalgebraSvd::default();
-    let fit = Fit::correlated(Fit::AUTO_RHO)?;
+/// One layer factored by every scheme.
+type Factorings<'a> = Vec<Box<dyn Factored<f32> + 'a>>;
+
+/// The planner's view of every layer, each scheme's `factored` rescored by `objective`.
+fn plan_layers(net: &Net, factored: &[Factorings], objective: Objective) -> Res<Vec<PlanLayer>> {
     let mut layers = Vec::new();
-    let mut factored = Vec::new();
-    for (l, &hw) in net.convs.iter().zip(&net.conv_inputs) {
-        let each: Vec<Rescored> = SchemeKind::ALL
-            .iter()
-            .map(|&k| Ok(Rescored { inner: dac_fmnist::scheme_of(k, fit, &svd).factor(l)?, objective }))
-            .collect::<dac::Result<_>>()?;
-        let refs: Vec<&dyn Factored<f32>> = each.iter().map(|f| f as &dyn Factored<f32>).collect();
+    for (each, &hw) in factored.iter().zip(&net.conv_inputs) {
+        let views: Vec<Rescored> = each.iter().map(|f| Rescored { inner: &**f, objective }).collect();
+        let refs: Vec<&dyn Factored<f32>> = views.iter().map(|v| v as &dyn Factored<f32>).collect();
         layers.push(PlanLayer::with_schemes(&refs, hw)?);
-        factored.push(each);
     }
-    let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial);
-    let plan = dac::plan(&layers, &Target::MacReduction(x), &options)?;
-    let mut chains = Vec::new();
-    let mut summary = Vec::new();
-    for (i, l) in plan.layers.iter().enumerate() {
-        let chain = match (l.scheme, l.rank) {
-            (Some(k), Some(r)) => {
-                let s = SchemeKind::ALL.iter().position(|&a| a == k).expect("a planned scheme");
-                let factors = factored[i][s].factors(r, &mut Workspace::new())?;
-                summary.push(format!("{}{r}", dac_fmnist::scheme_letter(k)));
-                Some(Chain(factors.into_iter().map(|f| f.conv).collect()))
-            }
-            _ => {
-                summary.push("-".to_string());
-                None
-            }
-        };
-        chains.push(chain);
-    }
-    let refs: Vec<Option<&Chain>> = chains.iter().map(Option::as_ref).collect();
-    Ok((ev.pct(ev.correct_chains(&refs)?), plan.reduction(), summary.join(" ")))
+    Ok(layers)
 }

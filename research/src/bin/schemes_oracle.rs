@@ -150,12 +150,13 @@ impl<'a> Candidates<'a> {
             .collect()
     }
 
-    fn chain(&mut self, i: usize, s: usize, r: usize) -> Res<&Chain> {
-        if !self.chains.contains_key(&(i, s, r)) {
+    /// Computes layer `i`'s chain of scheme `s` at rank `r` unless it is held already.
+    fn prepare(&mut self, i: usize, s: usize, r: usize) -> Res<()> {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.chains.entry((i, s, r)) {
             let factors = self.factored[i][s].factors(r, &mut Workspace::new())?;
-            self.chains.insert((i, s, r), Chain(factors.into_iter().map(|f| f.conv).collect()));
+            e.insert(Chain(factors.into_iter().map(|f| f.conv).collect()));
         }
-        Ok(&self.chains[&(i, s, r)])
+        Ok(())
     }
 }
 
@@ -170,9 +171,17 @@ struct Search {
 enum Reference {
     /// The true labels: mean cross-entropy, accuracy.
     Labels(Vec<u8>),
-    /// The dense network's logits (generated images have no labels): mean KL divergence from
-    /// the dense network's softmax, agreement with its predictions.
-    Dense(Vec<dac::exec::Tensor4<f32>>),
+    /// The dense network's outputs (generated images have no labels): mean KL divergence from
+    /// its softmax, agreement with its predictions. Per image, in order.
+    Dense { log_probs: Vec<Vec<f64>>, preds: Vec<u8> },
+}
+
+impl Reference {
+    /// The dense network's `logits` batches as a reference.
+    fn dense(logits: &[dac::exec::Tensor4<f32>]) -> Self {
+        let log_probs = logits.iter().flat_map(|l| l.as_slice().chunks(l.dims()[1]).map(log_softmax)).collect();
+        Self::Dense { log_probs, preds: logits.iter().flat_map(argmax).collect() }
+    }
 }
 
 /// `log softmax` of one row of logits.
@@ -184,33 +193,21 @@ fn log_softmax(row: &[f32]) -> Vec<f64> {
 
 /// Mean loss and accuracy (or agreement, %) of `logits` batches against `reference`.
 fn score(logits: &[dac::exec::Tensor4<f32>], reference: &Reference) -> (f64, f64) {
-    let (mut loss, mut correct, mut k) = (0.0, 0, 0);
-    for (b, l) in logits.iter().enumerate() {
-        let dense = match reference {
-            Reference::Dense(d) => Some(d[b].as_slice().chunks(10).collect::<Vec<_>>()),
-            Reference::Labels(_) => None,
+    let (mut loss, mut correct, mut n) = (0.0, 0, 0);
+    let rows = logits.iter().flat_map(|l| l.as_slice().chunks(l.dims()[1]).zip(argmax(l)));
+    for (k, (row, p)) in rows.enumerate() {
+        let lp = log_softmax(row);
+        let (term, truth) = match reference {
+            Reference::Labels(labels) => (-lp[labels[k] as usize], labels[k]),
+            Reference::Dense { log_probs, preds } => {
+                (log_probs[k].iter().zip(&lp).map(|(a, b)| a.exp() * (a - b)).sum::<f64>(), preds[k])
+            }
         };
-        for (j, (row, p)) in l.as_slice().chunks(10).zip(argmax(l)).enumerate() {
-            let lp = log_softmax(row);
-            let (term, truth) = match (reference, &dense) {
-                (Reference::Dense(_), Some(d)) => {
-                    let ld = log_softmax(d[j]);
-                    let kl = ld.iter().zip(&lp).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
-                    (kl, argmax_row(d[j]))
-                }
-                (Reference::Labels(labels), _) => (-lp[labels[k] as usize], labels[k]),
-                _ => unreachable!("dense rows exist for a dense reference"),
-            };
-            loss += term;
-            correct += usize::from(p == truth);
-            k += 1;
-        }
+        loss += term;
+        correct += usize::from(p == truth);
+        n += 1;
     }
-    (loss / k as f64, 100.0 * correct as f64 / k as f64)
-}
-
-fn argmax_row(row: &[f32]) -> u8 {
-    (0..row.len()).fold(0, |best, k| if row[k] > row[best] { k } else { best }) as u8
+    (loss / n as f64, 100.0 * correct as f64 / n as f64)
 }
 
 /// `n` generated 28x28 images, zero-padded to 32x32 as the networks' inputs are: a Gaussian
@@ -266,10 +263,11 @@ impl Search {
         s.inputs.resize(net.convs.len(), Vec::new());
         s.refresh(net, 0, &[])?;
         if synthetic {
-            let dense: Vec<Option<&Chain>> = Vec::new();
-            let logits =
-                s.inputs[0].par_iter().map(|x| net.run_from_ref(x, net.conv_ops[0], &dense)).collect::<Res<_>>()?;
-            s.reference = Reference::Dense(logits);
+            let logits: Vec<_> = s.inputs[0]
+                .par_iter()
+                .map(|x| net.run_from_ref(x, net.conv_ops[0], dac_fmnist::DENSE))
+                .collect::<Res<_>>()?;
+            s.reference = Reference::dense(&logits);
         }
         Ok(s)
     }
@@ -324,7 +322,7 @@ fn greedy(
         let mut best: Option<Step> = None;
         for i in 0..plan.len() {
             for (s, r) in cand.steps(i, plan[i], step) {
-                cand.chain(i, s, r)?;
+                cand.prepare(i, s, r)?;
                 let mut trial = plan.clone();
                 trial[i] = Some((s, r));
                 let saved = cand.layer_macs(i, plan[i]) - cand.layer_macs(i, trial[i]);
@@ -421,28 +419,25 @@ fn summary(plan: &[Choice]) -> String {
 fn print_correlations(net: &Net, dense: &Search) {
     println!("\n{} inputs, measured neighbour correlation (horizontal, vertical):", net.name);
     for (i, batches) in dense.inputs.iter().enumerate() {
-        let (mut xx, mut right, mut down) = (0.0f64, 0.0f64, 0.0f64);
-        let (mut n_right, mut n_down, mut n) = (0usize, 0usize, 0usize);
-        for b in batches {
-            let [_, _, h, w] = b.dims();
-            for plane in b.as_slice().chunks(h * w) {
-                for y in 0..h {
-                    for x in 0..w {
-                        let v = plane[y * w + x] as f64;
-                        (xx, n) = (xx + v * v, n + 1);
-                        if x + 1 < w {
-                            (right, n_right) = (right + v * plane[y * w + x + 1] as f64, n_right + 1);
-                        }
-                        if y + 1 < h {
-                            (down, n_down) = (down + v * plane[(y + 1) * w + x] as f64, n_down + 1);
-                        }
-                    }
-                }
-            }
-        }
-        let m = xx / n as f64;
-        let (rh, rv) = (right / n_right.max(1) as f64 / m, down / n_down.max(1) as f64 / m);
         let [_, c, h, w] = batches[0].dims();
+        let planes = batches.iter().flat_map(|b| b.as_slice().chunks(h * w));
+        let [xx, right, down] = planes.fold([0.0; 3], |acc, p| {
+            let s = neighbour_sums(p, w);
+            [acc[0] + s[0], acc[1] + s[1], acc[2] + s[2]]
+        });
+        let planes = batches.iter().map(|b| b.dims()[0] * c).sum::<usize>() as f64;
+        let m = xx / (planes * (h * w) as f64);
+        let rh = right / (planes * (h * (w - 1)).max(1) as f64) / m;
+        let rv = down / (planes * ((h - 1) * w).max(1) as f64) / m;
         println!("  {:<10} {c:>4} x {h:>2}x{w:<2}  {rh:.3}  {rv:.3}", net.convs[i].name());
     }
+}
+
+/// Over one `? x w` plane: the sums of `x²`, of `x(h,w)·x(h,w+1)` and of `x(h,w)·x(h+1,w)`.
+fn neighbour_sums(plane: &[f32], w: usize) -> [f64; 3] {
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>();
+    let rows: Vec<&[f32]> = plane.chunks(w).collect();
+    let right = rows.iter().map(|r| dot(r, &r[1..])).sum();
+    let down = rows.windows(2).map(|p| dot(p[0], p[1])).sum();
+    [dot(plane, plane), right, down]
 }
