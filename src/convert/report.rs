@@ -23,7 +23,8 @@ pub enum SkipReason {
     Excluded,
     /// The depthwise half of a layer `dac` already converted (checkpoints).
     AlreadyConverted,
-    /// The weight is not an initializer: computed, or a `Constant` node's output (ONNX).
+    /// The weight is not an initializer: computed at run time (ONNX; a top-level `Constant`
+    /// node's tensor counts as an initializer).
     WeightNotInitializer,
     /// Declared a transposed convolution ([`ConvertOptions::transposed`](super::ConvertOptions::transposed)):
     /// its weight is `[in, out / groups, kh, kw]`, not a convolution's.

@@ -667,3 +667,37 @@ fn weights_listed_as_graph_inputs_convert_only_when_frozen() {
         assert!(d < 1e-4, "IR {ir}: {d}");
     }
 }
+
+/// Exporters that emit weights as `Constant` nodes instead of initializers: those layers
+/// convert like any other, equal the original at full rank in tract, and a `Constant` whose
+/// output nothing else reads leaves the graph; one another node still reads stays.
+#[test]
+fn weights_from_constant_nodes_convert_and_their_nodes_go_when_unused() {
+    let mut g = net_graph(false);
+    // conv0's weight and bias, and conv4's weight, become Constant nodes (in the same order).
+    let mut constants = Vec::new();
+    for name in ["conv0.weight", "conv0.bias", "conv4.weight"] {
+        let at = g.inits.iter().position(|t| string_field(t, 8) == name).expect("initializer");
+        let t = g.inits.remove(at);
+        constants.push(node("Constant", &format!("const {name}"), &[], &[name], &[attr_tensor("value", &t)], &[]));
+    }
+    g.nodes.splice(0..0, constants);
+    // conv4's weight is also a graph output: it must stay.
+    g.outputs.push(value_info("conv4.weight", &[Some(10), Some(8), Some(5), Some(3)]));
+    let m = model(&g, 13, &[]);
+    let x = values(11, SHAPE.iter().product());
+    let reference = run_tract(&m, &SHAPE, &x);
+    let (out, report) = rewrite_model(&m, &full_rank()).unwrap();
+    let names: Vec<&str> = report.converted.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["conv0", "conv1", "conv2", "conv4"]);
+    assert!(report.converted.iter().all(|c| c.relative_error < 1e-5));
+    assert!(relative_diff(&reference, &run_tract(&out, &SHAPE, &x)[..reference.len()]) < 1e-4);
+    let constants: Vec<String> = graph_fields(&out)
+        .iter()
+        .filter(|f| f.number == 1 && string_field(f.bytes, 4) == "Constant")
+        .map(|f| string_field(f.bytes, 3))
+        .collect();
+    // conv0's bias is read by its factors, conv4's weight is an output: both stay.
+    assert_eq!(constants, ["const conv0.bias", "const conv4.weight"]);
+    assert!(report.removed.contains(&"conv0.weight".to_string()), "{:?}", report.removed);
+}

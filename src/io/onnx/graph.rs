@@ -18,7 +18,9 @@ pub(crate) struct Graph<'a> {
     pub opset: Option<i64>,
     /// Nodes in graph order, with their field index in the graph.
     pub nodes: Vec<(usize, Node<'a>)>,
-    /// Initializers by name, with their field index.
+    /// Initializers by name, with their field index. A `Constant` node's `value` tensor counts
+    /// as one, named by the node's output, with the node's field index: removing that field
+    /// removes the node.
     pub inits: HashMap<&'a str, (usize, Tensor<'a>)>,
     /// The fields of initializers whose data was read from an external file (written inline).
     pub external_fields: HashMap<usize, &'a [u8]>,
@@ -69,6 +71,7 @@ impl<'a> Graph<'a> {
             node_uses: Vec::new(),
         };
         g.read_fields(&fields, file, ext)?;
+        g.read_constants().map_err(p)?;
         g.fields = fields;
         proto::collect_names(graph_bytes, &mut g.names, 0).map_err(p)?;
         for (_, n) in &g.nodes {
@@ -110,6 +113,24 @@ impl<'a> Graph<'a> {
                     self.outputs.insert(proto::value_info(bytes_of("output")?, "output").map_err(p)?.0);
                 }
                 _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds every top-level `Constant` node whose `value` is an inline tensor to
+    /// [`inits`](Self::inits), under the node's output name (a name an initializer already has
+    /// is left to the initializer; an external tensor is left alone).
+    fn read_constants(&mut self) -> std::result::Result<(), Problem> {
+        for (field, node) in &self.nodes {
+            let (Some(t), [out]) = (node.attr("value").and_then(|a| a.t), node.outputs.as_slice()) else { continue };
+            if !node.is("Constant") || self.inits.contains_key(out) {
+                continue;
+            }
+            let mut tensor = Tensor::parse(t, self.inits.len())?;
+            if !tensor.external {
+                tensor.name = out;
+                self.inits.insert(out, (*field, tensor));
             }
         }
         Ok(())
