@@ -171,8 +171,9 @@ impl Evaluator {
     }
 
     /// The planner choosing a (scheme, rank) or dense per layer among `schemes` (each with its
-    /// fit) for a `target` whole-network MAC reduction with `proxy` (weights only), and the
-    /// accuracy (%) of its plan, every chosen layer run as its chain of factors.
+    /// fit) for a `target` whole-network MAC reduction with `proxy` (weights only) and the
+    /// converter's default depth weight (`dac::plan::default_depth_weight`), and the accuracy
+    /// (%) of its plan, every chosen layer run as its chain of factors.
     pub fn plan_schemes(
         &self,
         target: f64,
@@ -180,7 +181,8 @@ impl Evaluator {
         schemes: &[(dac::scheme::SchemeKind, Fit)],
     ) -> Res<(Plan, f64)> {
         let layers = self.net.plan_layers_with(schemes)?;
-        let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy);
+        let depth = dac::plan::default_depth_weight(&layers);
+        let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy).depth_weight(depth);
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options)?;
         let accuracy = self.plan_accuracy(&plan, schemes)?;
         Ok((plan, accuracy))

@@ -561,7 +561,8 @@ fn plan_rest(
             (None, _) => return Err(s.unknown_size()),
         }
     }
-    let mut plan_options = PlanOptions::default().fixed(fixed.cost).fixed_time(fixed.time);
+    let depth = options.depth_weight.unwrap_or_else(|| plan::default_depth_weight(&layers));
+    let mut plan_options = PlanOptions::default().fixed(fixed.cost).fixed_time(fixed.time).depth_weight(depth);
     plan_options.time = options.time.clone();
     plan_options.layout = options.layout;
     let result = plan::plan(&layers, target, &plan_options)?;

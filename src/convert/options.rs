@@ -296,6 +296,8 @@ pub struct ConvertOptions {
     pub(crate) time: TimeModel,
     pub(crate) freeze_input_weights: bool,
     pub(crate) require_target: bool,
+    /// `None`: the default (see [`ConvertOptions::depth_weight`]).
+    pub(crate) depth_weight: Option<f64>,
 }
 
 impl ConvertOptions {
@@ -338,6 +340,7 @@ impl ConvertOptions {
             time: TimeModel::onnxruntime_x86_64(),
             freeze_input_weights: false,
             require_target: false,
+            depth_weight: None,
         }
     }
     /// How ranks are chosen.
@@ -524,6 +527,16 @@ impl ConvertOptions {
     /// ([`Plan::met`](crate::plan::Plan::met) is `false`). No effect on rank policies.
     pub fn require_target(mut self, require: bool) -> Self {
         self.require_target = require;
+        self
+    }
+    /// The planner's [depth weight](crate::plan::PlanOptions::depth_weight): how much more an
+    /// early layer's error counts than a late one's. By default
+    /// [`AUTO_DEPTH_WEIGHT`](crate::plan::AUTO_DEPTH_WEIGHT) when a planned layer may take a
+    /// scheme other than DAC, and 0 when every planned layer is DAC's (the score DAC's recorded
+    /// plans come from). A finite `alpha >= 0`; any other is
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) when the plan is made.
+    pub fn depth_weight(mut self, alpha: f64) -> Self {
+        self.depth_weight = Some(alpha);
         self
     }
 }

@@ -397,7 +397,7 @@ fn plan_json(p: &Plan) -> Value {
     };
     json!({
         "target": macs.or(speedup), "target_mac_reduction": macs, "target_speedup": speedup,
-        "met": p.met, "max_reduction": p.max_reduction, "max_speedup": p.max_speedup,
+        "met": p.met, "max_reduction": p.max_reduction, "max_speedup": p.max_speedup, "depth_weight": p.depth_weight,
         "reduction": p.reduction(), "macs_before": p.before.macs, "macs_after": p.after.macs,
         "speedup": p.speedup(), "time_before_ms": ms(Some(p.time_before)), "time_after_ms": ms(Some(p.time_after)),
         "layers": p.layers.iter().map(|l| json!({

@@ -161,7 +161,8 @@ impl PlanLayer {
     }
 
     /// The score `proxy` gives this layer (index `index` of `count`, forward order) at `rank`
-    /// with its first scheme: what [`plan`](fn@plan) minimises. Equal to [`Proxy::score`] on
+    /// with its first scheme: what [`plan`](fn@plan) minimises with
+    /// [`PlanOptions::depth_weight`] 0. Equal to [`Proxy::score`] on
     /// the layer's spectrum except for [`Proxy::Spatial`], which reads the factorisation's
     /// singular vectors.
     pub fn score(&self, proxy: Proxy, rank: usize, index: usize, count: usize) -> f64 {
@@ -241,10 +242,12 @@ pub enum Proxy {
     /// its outputs per group cannot reproduce them: the first layer of an image network at low
     /// rank).
     ///
-    /// It has no depth term. An earlier version multiplied by `1 + (L−1−i)/(L−1)`, favouring
-    /// late layers as the paper's CIFAR-VGG experiment suggests; on the shipped Fashion-MNIST VGG
-    /// the 4x4 block is the most sensitive instead, and without the factor the planner beat every
-    /// uniform and last-k choice in more of the six comparisons of EXPERIMENTS.md.
+    /// It has no depth term of its own; [`PlanOptions::depth_weight`] adds one. An earlier
+    /// version multiplied by `1 + (L−1−i)/(L−1)` (depth weight 1), favouring cuts in late layers
+    /// as the paper's CIFAR-VGG experiment suggests; for plans of DAC alone, without the factor
+    /// the planner beat every uniform and last-k choice in more of the six comparisons of
+    /// EXPERIMENTS.md, so DAC's plans keep weight 0. Plans among every scheme gain from one
+    /// ([`AUTO_DEPTH_WEIGHT`]).
     Sensitivity,
     /// The default: [`Sensitivity`](Self::Sensitivity) measured on the layer's output for
     /// inputs whose neighbouring pixels are correlated, instead of on the weights (white
@@ -325,6 +328,9 @@ pub struct PlanOptions {
     pub time: TimeModel,
     /// The layout of every factored layer; `None`: each candidate's fastest.
     pub layout: Option<Layout>,
+    /// The weight of a layer's position ([`PlanOptions::depth_weight`]); 0 scores every layer
+    /// alike.
+    pub depth_weight: f64,
 }
 
 impl Default for PlanOptions {
@@ -335,6 +341,7 @@ impl Default for PlanOptions {
             proxy: Proxy::default(),
             time: TimeModel::onnxruntime_x86_64(),
             layout: None,
+            depth_weight: 0.0,
         }
     }
 }
@@ -364,6 +371,42 @@ impl PlanOptions {
     pub fn proxy(mut self, proxy: Proxy) -> Self {
         self.proxy = proxy;
         self
+    }
+    /// Weighs each layer's score by its position: layer `i` of `L` (forward order) has its
+    /// score multiplied by `1 + α·(L−1−i)/(L−1)`, from `1 + α` for the first layer down to 1 for
+    /// the last. An error made early passes through every later layer, so it costs more than
+    /// the same relative error made late. `α = 0` (the default here) scores every layer alike;
+    /// the converter uses [`AUTO_DEPTH_WEIGHT`] when it plans among several schemes.
+    /// A finite `α >= 0`; [`plan`](fn@plan) rejects any other.
+    pub fn depth_weight(mut self, alpha: f64) -> Self {
+        self.depth_weight = alpha;
+        self
+    }
+    /// The factor [`depth_weight`](Self::depth_weight) gives layer `index` of `count`.
+    pub fn depth_factor(&self, index: usize, count: usize) -> f64 {
+        if count < 2 {
+            return 1.0;
+        }
+        let remaining = (count - 1 - index.min(count - 1)) as f64;
+        1.0 + self.depth_weight * remaining / (count - 1) as f64
+    }
+}
+
+/// The converter's [`PlanOptions::depth_weight`] when the planner may choose schemes other than
+/// DAC (`--scheme auto`, the default of `--macs` and `--speedup`): the first layer's score
+/// counts four times the last's. Chosen from a scan of α ∈ {0, 1, 1.5, 2, 3, 4} on both
+/// shipped networks together, scored on 10,000 *training* images (EXPERIMENTS.md, "The depth
+/// weight"). Plans of DAC alone keep 0, the score their recorded results come from.
+pub const AUTO_DEPTH_WEIGHT: f64 = 3.0;
+
+/// The converter's default depth weight for `layers`: [`AUTO_DEPTH_WEIGHT`] when one of them may
+/// take a scheme other than DAC, else 0.
+pub fn default_depth_weight(layers: &[PlanLayer]) -> f64 {
+    let dac_only = layers.iter().all(|l| l.schemes().all(|k| k == SchemeKind::Dac));
+    if dac_only {
+        0.0
+    } else {
+        AUTO_DEPTH_WEIGHT
     }
 }
 
@@ -398,7 +441,8 @@ pub struct LayerPlan {
     pub time_after: Duration,
     /// Fraction of the chosen scheme's `s²` kept (1 when dense).
     pub retained_energy: f64,
-    /// The proxy's score of this choice (0 when dense).
+    /// The proxy's score of this choice times the layer's
+    /// [`PlanOptions::depth_factor`] (0 when dense).
     pub score: f64,
 }
 
@@ -427,6 +471,8 @@ pub struct Plan {
     pub score: f64,
     /// The target asked for.
     pub target: Target,
+    /// The [depth weight](PlanOptions::depth_weight) the scores were weighted with.
+    pub depth_weight: f64,
 }
 
 impl Plan {
@@ -579,6 +625,19 @@ fn within(before: u64, x: f64, what: &'static str) -> Result<u64> {
     Ok(allowed)
 }
 
+/// A depth weight is finite and not negative.
+fn check_depth_weight(alpha: f64) -> Result<()> {
+    if alpha.is_finite() && alpha >= 0.0 {
+        return Ok(());
+    }
+    Err(Error::InvalidParameter {
+        context: "plan".to_string(),
+        what: "depth weight",
+        value: alpha,
+        expected: "a finite weight >= 0",
+    })
+}
+
 /// The least fraction of a layer's modeled time its factors must save under a
 /// [`Target::TimeReduction`] (the break-even guard in time, with a margin): below it the gain is
 /// within the time model's typical error on a layer (BENCHMARKS.md), and a rewrite could run
@@ -588,20 +647,26 @@ pub const MIN_TIME_GAIN: f64 = 0.1;
 /// Plans every layer's rank for `target`, from spectra alone.
 ///
 /// Each layer is kept dense or decomposed at a rank below break-even (for a
-/// [`Target::TimeReduction`], also modeled faster than dense); the summed [`Proxy`] score is
-/// minimised subject to the target. Deterministic: the same input gives the same plan.
+/// [`Target::TimeReduction`], also modeled faster than dense); the summed [`Proxy`] score (each
+/// layer's times its [`PlanOptions::depth_factor`]) is minimised subject to the target.
+/// Deterministic: the same input gives the same plan.
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for a reduction that is not finite and `> 1`;
+/// [`Error::InvalidParameter`] for a reduction that is not finite and `> 1`, or a depth weight
+/// that is not finite and `>= 0`;
 /// [`Error::Overflow`] when a cost does not fit in `u64`. An unreachable target is not an
 /// error: see [`Plan::met`].
 pub fn plan(layers: &[PlanLayer], target: &Target, options: &PlanOptions) -> Result<Plan> {
     let time_guard = matches!(target, Target::TimeReduction(_));
+    check_depth_weight(options.depth_weight)?;
     let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(layers.len());
     let mut info = Vec::with_capacity(layers.len());
-    for l in layers {
+    for (i, l) in layers.iter().enumerate() {
         let dense = l.dense(&options.time)?;
-        candidates.push(l.candidates(&dense, options, time_guard)?);
+        let mut list = l.candidates(&dense, options, time_guard)?;
+        let factor = options.depth_factor(i, layers.len());
+        list.iter_mut().for_each(|c| c.score *= factor);
+        candidates.push(list);
         info.push(dense);
     }
     let fixed = Candidate { choice: None, cost: options.fixed, time: nanos(options.fixed_time), score: 0.0 };
@@ -648,6 +713,7 @@ pub fn plan(layers: &[PlanLayer], target: &Target, options: &PlanOptions) -> Res
         max_speedup,
         score,
         target: *target,
+        depth_weight: options.depth_weight,
     })
 }
 

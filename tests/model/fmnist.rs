@@ -15,7 +15,7 @@
 use crate::support::net;
 use dac::convert::ConvertOptions;
 use dac::io::onnx::rewrite_model;
-use dac::plan::{PlanOptions, Target};
+use dac::plan::{PlanOptions, Target, AUTO_DEPTH_WEIGHT};
 use dac::svd::NalgebraSvd;
 use dac::{Factorization, Options};
 use tract_onnx::prelude::*;
@@ -130,7 +130,7 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     let schemes: Vec<_> = dac::scheme::SchemeKind::ALL.iter().map(|&k| (k, auto)).collect();
     let layers = net.plan_layers_with(&schemes).unwrap();
     for target in [1.5, 3.0] {
-        let options = PlanOptions::default().fixed(net.fixed_cost());
+        let options = PlanOptions::default().fixed(net.fixed_cost()).depth_weight(AUTO_DEPTH_WEIGHT);
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
         let (rewritten, report) =
             rewrite_model(&original, &ConvertOptions::macs(target).svd(dac::convert::SvdMethod::Nalgebra)).unwrap();

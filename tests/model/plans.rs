@@ -5,7 +5,7 @@
 use crate::support::net;
 use dac::convert::SchemeChoice;
 use dac::io::{convert_file, ConvertOptions, SvdMethod};
-use dac::plan::{PlanOptions, Proxy, Target};
+use dac::plan::{PlanOptions, Proxy, Target, AUTO_DEPTH_WEIGHT};
 use dac::scheme::SchemeKind;
 use dac::Fit;
 
@@ -68,7 +68,7 @@ fn default_converter_plan_chooses_among_every_scheme() {
         let net = net::Net::load(&stem).unwrap();
         let layers = net.plan_layers_with(&schemes).unwrap();
         for target in [1.5, 3.0] {
-            let options = PlanOptions::default().fixed(net.fixed_cost());
+            let options = PlanOptions::default().fixed(net.fixed_cost()).depth_weight(AUTO_DEPTH_WEIGHT);
             let want = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
             let out = dir.path().join(format!("{name}-{target}.safetensors"));
             let mut convert = ConvertOptions::macs(target).input_size(32, 32).svd(SvdMethod::Nalgebra);

@@ -411,3 +411,43 @@ fn correlated_loss_matches_an_independent_computation() {
         }
     }
 }
+
+/// The depth weight: layer `i` of `L` scores `1 + α·(L−1−i)/(L−1)` times its own; with α > 0 of
+/// two identical layers the first keeps at least the second's rank and, at some target, more;
+/// α = 0 is the unweighted plan; a negative or non-finite α is an error.
+#[test]
+fn depth_weight_spares_early_layers() {
+    let shape = ConvShape { out_channels: 16, in_channels: 16, kh: 3, kw: 3, groups: 1 };
+    let values: Vec<f64> = (0..16).flat_map(|_| [9.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25]).collect();
+    let s = Spectrum::new("l", shape, values).unwrap();
+    let g = Geometry { padding: Padding::uniform(1), ..Geometry::default() };
+    let layers: Vec<PlanLayer> =
+        ["a", "b", "c"].iter().map(|n| from_spectrum(n, &s, g, false, (8, 8)).unwrap()).collect();
+    let weighted = PlanOptions::default().depth_weight(3.0);
+    assert_eq!(weighted.depth_factor(0, 3), 4.0);
+    assert_eq!(weighted.depth_factor(1, 3), 2.5);
+    assert_eq!(weighted.depth_factor(2, 3), 1.0);
+    assert_eq!(weighted.depth_factor(0, 1), 1.0);
+    let mut spared = false;
+    for x in [1.2, 1.5, 2.0, 3.0] {
+        let t = Target::MacReduction(x);
+        let flat = plan(&layers, &t, &PlanOptions::default()).unwrap();
+        assert_eq!(flat, plan(&layers, &t, &PlanOptions::default().depth_weight(0.0)).unwrap());
+        let p = plan(&layers, &t, &weighted).unwrap();
+        assert!(p.met && p.reduction() >= x, "{x}");
+        assert_eq!(p.depth_weight, 3.0);
+        let rank = |l: &dac::plan::LayerPlan| l.rank.unwrap_or(usize::MAX);
+        assert!(rank(&p.layers[0]) >= rank(&p.layers[1]) && rank(&p.layers[1]) >= rank(&p.layers[2]), "{x}");
+        spared |= rank(&p.layers[0]) > rank(&p.layers[2]);
+        let weights: Vec<f64> = (0..3).map(|i| weighted.depth_factor(i, 3)).collect();
+        for (i, (lp, w)) in p.layers.iter().zip(weights).enumerate() {
+            let unweighted = lp.rank.map_or(0.0, |r| layers[i].score(Proxy::Spatial, r, i, 3));
+            assert!((lp.score - w * unweighted).abs() <= 1e-12 * lp.score.max(1.0), "{x} {}", lp.name);
+        }
+    }
+    assert!(spared, "the weight should change some plan");
+    for alpha in [-1.0, f64::NAN, f64::INFINITY] {
+        let e = plan(&layers, &Target::MacReduction(2.0), &PlanOptions::default().depth_weight(alpha)).unwrap_err();
+        assert!(matches!(e, Error::InvalidParameter { .. }) && e.to_string().contains("depth weight"), "{e}");
+    }
+}

@@ -72,6 +72,12 @@ pub struct ConversionArgs {
     /// the cheapest plan is written and the report says the target is NOT reachable.
     #[arg(long)]
     pub require_target: bool,
+    /// How much more an early layer's error counts than a late one's when --speedup or --macs
+    /// plans: layer i of L scores 1 + A·(L−1−i)/(L−1) times its own. Default: 2 when a layer may
+    /// take a scheme other than DAC (--scheme auto, the default), 0 when every planned layer is
+    /// DAC's. 0 scores every layer alike.
+    #[arg(long, value_name = "A")]
+    pub depth_weight: Option<f64>,
     /// The factorisation: `dac` (the paper's depthwise + pointwise pair), `spatial` (kh x 1 then
     /// 1 x kw), `channel` (kh x kw to r channels, then 1x1), `decoupled` (Network Decoupling:
     /// 1x1, depthwise, 1x1 sum) or `auto` (the planner picks a scheme and rank per layer; needs
@@ -124,6 +130,9 @@ impl ConversionArgs {
             .split(self.split.split());
         if let Some(fit) = self.fit {
             o = o.fit(fit);
+        }
+        if let Some(a) = self.depth_weight {
+            o = o.depth_weight(a);
         }
         for (p, r) in &self.rank_for {
             o = o.rank_for(p.clone(), *r);

@@ -138,7 +138,8 @@ fn print_totals(s: &Summary, graph: bool) {
     if let Some(p) = &s.plan {
         let (target, (got, max)) = (p.target, p.achieved());
         if p.met {
-            println!("plan: target {target} met: {got:.2}x (data-free planner, weights only)");
+            let depth = p.depth_weight;
+            println!("plan: target {target} met: {got:.2}x (data-free planner, weights only, depth weight {depth})");
         } else {
             println!(
                 "plan: target {target} NOT reachable; the cheapest plan reaches {got:.2}x (at most {max:.2}x possible)"
