@@ -94,10 +94,11 @@ def accuracy(ops, net, data):
     return 100.0 * float((pred == y).mean())
 
 
-def cell(name, x, data, xt):
+def cell(name, x, data, xt, depth):
     spec = json.load(open(os.path.join(A.ROOT, "models", f"fmnist_{name}.json")))
     ops = spec["ops"]
-    out, res = A.convert(name, ops, ["--macs", str(x)], "auto", [], f"bias_bound_{x}")
+    extra = [] if depth is None else ["--depth-weight", str(depth)]
+    out, res = A.convert(name, ops, ["--macs", str(x)], "auto", extra, f"bias_bound_{x}")
     if out is None:
         raise SystemExit(f"dac convert failed: {res}")
     dense = A.Checkpoint(os.path.join(A.ROOT, "models", f"fmnist_{name}.safetensors"))
@@ -120,13 +121,15 @@ def main():
     ap.add_argument("--net", choices=["vgg", "alt", "both"], default="both")
     ap.add_argument("--targets", default="1.5,2,3")
     ap.add_argument("--train", type=int, default=2000, help="training images for E[x] (default 2000)")
+    ap.add_argument("--depth-weight", type=float, default=None,
+                    help="passed to dac convert (default: the converter's; 0 for the recorded run)")
     a = ap.parse_args()
     data, xt = A.load_test(np.float32), train_images(a.train)
     print("| network | --macs | as written | equivalent dense kernels | + bias correction (orig) | "
           "+ bias correction (sequential) |\n|---|---|---|---|---|---|")
     for name in (["vgg", "alt"] if a.net == "both" else [a.net]):
         for x in a.targets.split(","):
-            kernels, written, orig, seq = cell(name, float(x), data, xt)
+            kernels, written, orig, seq = cell(name, float(x), data, xt, a.depth_weight)
             print(f"| fmnist_{name} | {x} | {written:.2f} | {kernels:.2f} | {orig:.2f} | {seq:.2f} |", flush=True)
 
 

@@ -269,36 +269,29 @@ fn planner_comparison(ev: &mut Evaluator, dense: f64) -> Res<Curves> {
     Ok(Curves { uniform, last_k: last_k_curves, planner, auto: Vec::new() })
 }
 
-/// The planner choosing a (scheme, rank) per layer among every scheme with its default fit
-/// (`--scheme auto`, `Fit::AUTO_RHO`) beside DAC-only plans with either fit, at each target.
+/// The planner choosing a (scheme, rank) per layer among every scheme with its default fit and
+/// depth weight (`--scheme auto`, `Fit::AUTO_RHO`, `AUTO_DEPTH_WEIGHT`) beside DAC-only plans
+/// with either fit (depth weight 0, as the converter plans them), at each target.
 fn schemes_comparison(ev: &Evaluator, dense: f64) -> Res<Vec<Point>> {
     let all = |fit: Fit| SchemeKind::ALL.iter().map(|&k| (k, fit)).collect::<Vec<_>>();
     let (frob, corr, auto) = (Fit::frobenius(), Fit::correlated(Fit::DEFAULT_RHO)?, Fit::correlated(Fit::AUTO_RHO)?);
     println!(
-        "\nSchemes: the planner among every scheme (--scheme auto, fit correlated={}) beside DAC-only plans",
-        Fit::AUTO_RHO
+        "\nSchemes: the planner among every scheme (--scheme auto, fit correlated={}, depth weight {}) beside DAC-only plans",
+        Fit::AUTO_RHO,
+        dac::plan::AUTO_DEPTH_WEIGHT
     );
     println!("(accuracy %, dense {dense:.2}%; per layer s = spatial, c = channel, n = decoupled, d = dac, - = dense):");
     println!("{:>7} | {:>15} | {:>17} | {:>15} | auto plan", "target", "dac (frobenius)", "dac (correlated)", "auto");
     let mut points = Vec::new();
     for x in TARGETS {
-        let (_, a) = ev.plan_schemes(x, Proxy::Spatial, &[(SchemeKind::Dac, frob)])?;
-        let (_, b) = ev.plan_schemes(x, Proxy::Spatial, &[(SchemeKind::Dac, corr)])?;
-        let (plan, c) = ev.plan_schemes(x, Proxy::Spatial, &all(auto))?;
-        let layers: Vec<String> = plan
-            .layers
-            .iter()
-            .map(|l| match (l.scheme, l.rank) {
-                (Some(SchemeKind::Decoupled), Some(r)) => format!("n{r}"),
-                (Some(k), Some(r)) => format!("{}{r}", &k.name()[..1]),
-                _ => "-".to_string(),
-            })
-            .collect();
+        let (_, a) = ev.plan_schemes(x, Proxy::Spatial, &[(SchemeKind::Dac, frob)], None)?;
+        let (_, b) = ev.plan_schemes(x, Proxy::Spatial, &[(SchemeKind::Dac, corr)], None)?;
+        let (plan, c) = ev.plan_schemes(x, Proxy::Spatial, &all(auto), None)?;
         let verdict = if c >= a.max(b) { "auto wins" } else { "auto LOSES" };
         println!(
             "{x:>7.2} | {a:>15.2} | {b:>17.2} | {c:>8.2} ({:.2}x) | {} ({verdict})",
             plan.reduction(),
-            layers.join(" ")
+            dac_fmnist::plan_summary(&plan)
         );
         points.push(Point { label: format!("{x}x"), reduction: plan.reduction(), accuracy: c });
     }

@@ -171,17 +171,18 @@ impl Evaluator {
     }
 
     /// The planner choosing a (scheme, rank) or dense per layer among `schemes` (each with its
-    /// fit) for a `target` whole-network MAC reduction with `proxy` (weights only) and the
-    /// converter's default depth weight (`dac::plan::default_depth_weight`), and the accuracy
-    /// (%) of its plan, every chosen layer run as its chain of factors.
+    /// fit) for a `target` whole-network MAC reduction with `proxy` (weights only) and `depth`
+    /// weight (`None`: the converter's default, `dac::plan::default_depth_weight`), and the
+    /// accuracy (%) of its plan, every chosen layer run as its chain of factors.
     pub fn plan_schemes(
         &self,
         target: f64,
         proxy: Proxy,
         schemes: &[(dac::scheme::SchemeKind, Fit)],
+        depth: Option<f64>,
     ) -> Res<(Plan, f64)> {
         let layers = self.net.plan_layers_with(schemes)?;
-        let depth = dac::plan::default_depth_weight(&layers);
+        let depth = depth.unwrap_or_else(|| dac::plan::default_depth_weight(&layers));
         let options = PlanOptions::default().fixed(self.net.fixed_cost()).proxy(proxy).depth_weight(depth);
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options)?;
         let accuracy = self.plan_accuracy(&plan, schemes)?;

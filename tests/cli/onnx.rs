@@ -266,3 +266,27 @@ fn inspect_reads_an_onnx_model() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("16x16 (inferred)") && text.contains("from the graph's nodes"), "{text}");
 }
+
+/// `--depth-weight`: the report carries the weight the plan used (3 by default among every
+/// scheme, 0 for DAC alone, the flag's value when given); a negative one exits 1 naming it and
+/// writes nothing.
+#[test]
+fn depth_weight_is_reported_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, model_bytes()).unwrap();
+    let weight = |extra: &[&str]| -> f64 {
+        let out = onnx_to(&input, &output, &[&["--macs", "1.5", "--json", "--force"], extra].concat());
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["plan"]["depth_weight"].as_f64().expect("plan.depth_weight")
+    };
+    assert_eq!(weight(&[]), dac::plan::AUTO_DEPTH_WEIGHT);
+    assert_eq!(weight(&["--scheme", "dac"]), 0.0);
+    assert_eq!(weight(&["--depth-weight", "1.5"]), 1.5);
+    std::fs::remove_file(&output).unwrap();
+    let out = onnx_to(&input, &output, &["--macs", "1.5", "--depth-weight=-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("depth weight = -1"));
+    assert!(!output.exists());
+}

@@ -5,7 +5,11 @@
 //! ```text
 //! cargo run --release -p dac-research --bin schemes                 # both networks
 //! cargo run --release -p dac-research --bin schemes -- --images 2000
+//! cargo run --release -p dac-research --bin schemes -- --depth 3
 //! ```
+//!
+//! Every plan uses depth weight `--depth` (`PlanOptions::depth_weight`, default 0: this study
+//! chose the fit and proxy before the depth weight existed).
 
 use dac::plan::Proxy;
 use dac::scheme::SchemeKind;
@@ -16,11 +20,12 @@ use std::time::Instant;
 const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
 
 fn main() -> Res<()> {
-    let mut images = None;
+    let (mut images, mut depth) = (None, 0.0);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--images" => images = Some(it.next().ok_or("--images needs a count")?.parse()?),
+            "--depth" => depth = it.next().ok_or("--depth needs a weight")?.parse()?,
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
@@ -30,7 +35,7 @@ fn main() -> Res<()> {
     let start = Instant::now();
     println!("schemes study: {} test images", data.len());
     for stem in ["models/fmnist_vgg", "models/fmnist_alt"] {
-        study(Net::load(&root.join(stem))?, &data)?;
+        study(Net::load(&root.join(stem))?, &data, depth)?;
     }
     println!("\ntotal time {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
@@ -74,14 +79,14 @@ fn parse_variant(label: &str) -> Res<Variant> {
     Ok(Variant { label: label.to_string(), schemes: kinds.into_iter().map(|k| (k, fit)).collect(), proxy })
 }
 
-fn study(net: Net, data: &Dataset) -> Res<()> {
+fn study(net: Net, data: &Dataset, depth: f64) -> Res<()> {
     let ev = Evaluator::build(net, data, &[Fit::frobenius()])?;
     let dense = ev.pct(ev.correct_chains(&[])?);
     println!("\n== {} (dense {dense:.2} %)", ev.net.name);
     println!("{:<20} {:>6} {:>8} {:>9}  plan", "variant", "target", "reached", "accuracy");
     for v in variants()? {
         for target in TARGETS {
-            let (plan, acc) = ev.plan_schemes(target, v.proxy, &v.schemes)?;
+            let (plan, acc) = ev.plan_schemes(target, v.proxy, &v.schemes, Some(depth))?;
             println!(
                 "{:<20} {target:>6} {:>7.2}x {acc:>8.2}%  {}",
                 v.label,

@@ -377,12 +377,13 @@ fn study(net: Net, search: &Dataset, test: &Dataset, step: f64, synthetic: bool)
     Ok(())
 }
 
-/// Prints the data-free planner's plan for `x` beside the search's `plan`, with each layer's
-/// lost output energy `e` (the planner's measure, `correlated_loss`) under both.
+/// Prints the data-free planner's plan for `x` (depth weight 0, the planner the search was
+/// compared with before `AUTO_DEPTH_WEIGHT`) beside the search's `plan`, with each layer's lost
+/// output energy `e` (the planner's measure, `correlated_loss`) under both.
 fn against_planner(ev: &Evaluator, cand: &Candidates, x: f64, plan: &[Choice]) -> Res<()> {
     let fit = Fit::correlated(Fit::AUTO_RHO)?;
     let auto: Vec<(SchemeKind, Fit)> = SchemeKind::ALL.iter().map(|&k| (k, fit)).collect();
-    let (planned, acc) = ev.plan_schemes(x, Proxy::Spatial, &auto)?;
+    let (planned, acc) = ev.plan_schemes(x, Proxy::Spatial, &auto, Some(0.0))?;
     let index = |k: SchemeKind| SchemeKind::ALL.iter().position(|&a| a == k).expect("a scheme");
     let data_free: Vec<Choice> = planned
         .layers

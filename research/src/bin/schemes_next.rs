@@ -1,0 +1,307 @@
+//! The error a layer's factors make, seen by the layer that reads it: the default plans
+//! (`--scheme auto`, every scheme fitted with `Fit::correlated(Fit::AUTO_RHO)`) with each
+//! candidate's lost output energy `e` measured in the metric of the next layer's weights, all
+//! data-free, on both shipped networks, all 10,000 test images.
+//!
+//! ```text
+//! cargo run --release -p dac-research --bin schemes_next
+//! ```
+//!
+//! For a candidate (scheme, rank) of layer `i`, `ΔW = W − Ŵ` is the difference between the dense
+//! kernel and the composed kernel of the candidate's factor chain. With input channels
+//! independent and the taps of one channel correlated as `R[a][b] = ρ^(|Δy|·dh + |Δx|·dw)`
+//! (ρ = `Fit::AUTO_RHO`, the correlated-input model), the output error's channel covariance is
+//! `ΔW R ΔWᵀ` and the signal's `W R Wᵀ`. The rows score `e` as
+//!
+//! - `white`: `tr(ΔW R ΔWᵀ) / tr(W R Wᵀ)`, every output channel alike (a check: its plans
+//!   should be the planner's, whose `correlated_loss` is this quantity);
+//! - `next`: `tr(G ΔW R ΔWᵀ) / tr(G W R Wᵀ)`, `G` the Gram matrix of the weights that read
+//!   layer `i`'s output: the next convolution's `Σ_{n', taps} W'[n', a, t]·W'[n', b, t]`, or,
+//!   for the last convolution, the first linear layer's `Σ_{o, position} L[o, (a, p)]·L[o, (b, p)]`.
+//!   An error in a direction the next weights do not read is not counted (exact where no ReLU or
+//!   pooling intervenes, which is nowhere here: a model of it).
+//! - `head`: `white` for every layer but the last convolution, which is scored as in `next`.
+//!
+//! Each `e` then goes through the planner unchanged (`e/(1−e)`, DAC's bottleneck factor).
+
+use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
+use dac::scheme::{ErrorTable, Factor, Factored, SchemeKind, Workspace};
+use dac::{Conv2dWeights, Fit};
+use dac_fmnist::{Dataset, Evaluator, Net, Op, Res};
+use rayon::prelude::*;
+
+const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
+
+/// A kernel as a dense `[out][in][kh][kw]` array (groups expanded with zeros), in f64.
+#[derive(Clone)]
+struct Full {
+    n: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    w: Vec<f64>,
+}
+
+impl Full {
+    fn of(conv: &Conv2dWeights<f32>) -> Self {
+        let s = conv.shape();
+        let (ng, cg, t) = (s.out_per_group(), s.in_per_group(), s.kh * s.kw);
+        let mut w = vec![0.0; s.out_channels * s.in_channels * t];
+        for n in 0..s.out_channels {
+            let g = n / ng;
+            for ci in 0..cg {
+                let c = g * cg + ci;
+                for k in 0..t {
+                    w[(n * s.in_channels + c) * t + k] = conv.weight()[(n * cg + ci) * t + k] as f64;
+                }
+            }
+        }
+        Self { n: s.out_channels, c: s.in_channels, kh: s.kh, kw: s.kw, w }
+    }
+
+    fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+
+    /// `self` applied after `first`: each axis's extent comes from the one factor that has it.
+    fn after(&self, first: &Full) -> Full {
+        assert!(self.kh == 1 || first.kh == 1, "two factors with height");
+        assert!(self.kw == 1 || first.kw == 1, "two factors with width");
+        let (kh, kw) = (self.kh.max(first.kh), self.kw.max(first.kw));
+        let mut out = Full { n: self.n, c: first.c, kh, kw, w: vec![0.0; self.n * first.c * kh * kw] };
+        let tap = |i: usize, j: usize| i * kw + j;
+        for n in 0..self.n {
+            for m in 0..self.c {
+                for a in 0..self.kh {
+                    for b in 0..self.kw {
+                        let f = self.w[(n * self.c + m) * self.taps() + a * self.kw + b];
+                        if f == 0.0 {
+                            continue;
+                        }
+                        for c in 0..first.c {
+                            for i in 0..first.kh {
+                                for j in 0..first.kw {
+                                    let v = first.w[(m * first.c + c) * first.taps() + i * first.kw + j];
+                                    let (ii, jj) = (if self.kh > 1 { a } else { i }, if self.kw > 1 { b } else { j });
+                                    out.w[(n * first.c + c) * kh * kw + tap(ii, jj)] += f * v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The composed kernel of a chain of factor convolutions.
+fn compose(factors: &[Factor<f32>]) -> Full {
+    let mut acc = Full::of(&factors[0].conv);
+    for f in &factors[1..] {
+        acc = Full::of(&f.conv).after(&acc);
+    }
+    acc
+}
+
+/// The taps' correlation `ρ^(|Δy|·dh + |Δx|·dw)`.
+fn tap_correlation(layer: &Conv2dWeights<f32>, rho: f64) -> Vec<f64> {
+    let s = layer.shape();
+    let (dh, dw) = layer.geometry().dilation;
+    let t = s.kh * s.kw;
+    let mut r = vec![0.0; t * t];
+    for a in 0..t {
+        for b in 0..t {
+            let dy = (a / s.kw).abs_diff(b / s.kw) * dh;
+            let dx = (a % s.kw).abs_diff(b % s.kw) * dw;
+            r[a * t + b] = rho.powi((dy + dx) as i32);
+        }
+    }
+    r
+}
+
+/// `tr(G D R Dᵀ)` for `D` a `[n][c][t]` kernel (`G = None`: the identity).
+fn seen(d: &Full, r: &[f64], g: Option<&[f64]>) -> f64 {
+    let (n, c, t) = (d.n, d.c, d.taps());
+    let row = c * t;
+    // A = D (I ⊗ R), row by row.
+    let mut a = vec![0.0; n * row];
+    for (dst, src) in a.chunks_mut(t).zip(d.w.chunks(t)) {
+        for (k, v) in dst.iter_mut().enumerate() {
+            *v = (0..t).map(|l| src[l] * r[l * t + k]).sum();
+        }
+    }
+    let dot = |x: usize, y: usize| -> f64 {
+        d.w[x * row..][..row].iter().zip(&a[y * row..][..row]).map(|(p, q)| p * q).sum()
+    };
+    match g {
+        None => (0..n).map(|x| dot(x, x)).sum(),
+        Some(g) => (0..n)
+            .into_par_iter()
+            .map(|x| (0..n).filter(|&y| g[x * n + y] != 0.0).map(|y| g[x * n + y] * dot(x, y)).sum::<f64>())
+            .sum(),
+    }
+}
+
+/// The Gram matrix (over its outputs and positions) of the weights that read conv `i`'s output.
+fn reader_gram(net: &Net, i: usize) -> Vec<f64> {
+    let n = net.convs[i].shape().out_channels;
+    let mut g = vec![0.0; n * n];
+    let next = net.ops[net.conv_ops[i] + 1..].iter().find(|op| matches!(op, Op::Conv(_) | Op::Linear(_)));
+    match next {
+        Some(&Op::Conv(j)) => {
+            let f = Full::of(&net.convs[j]);
+            for o in 0..f.n {
+                let w = &f.w[o * f.c * f.taps()..][..f.c * f.taps()];
+                for a in 0..n {
+                    for b in 0..n {
+                        g[a * n + b] += (0..f.taps()).map(|t| w[a * f.taps() + t] * w[b * f.taps() + t]).sum::<f64>();
+                    }
+                }
+            }
+        }
+        Some(&Op::Linear(j)) => {
+            let l = &net.linears[j];
+            let p = l.in_features / n;
+            for o in 0..l.out_features {
+                let w = &l.weight[o * l.in_features..][..l.in_features];
+                for a in 0..n {
+                    for b in 0..n {
+                        g[a * n + b] += (0..p).map(|q| w[a * p + q] as f64 * w[b * p + q] as f64).sum::<f64>();
+                    }
+                }
+            }
+        }
+        _ => (0..n).for_each(|a| g[a * n + a] = 1.0),
+    }
+    g
+}
+
+/// A factored layer whose `correlated_loss` is replaced.
+struct Rescored<'a> {
+    inner: &'a dyn Factored<f32>,
+    loss: Vec<f64>,
+}
+
+impl Factored<f32> for Rescored<'_> {
+    fn scheme(&self) -> SchemeKind {
+        self.inner.scheme()
+    }
+    fn layer(&self) -> &Conv2dWeights<f32> {
+        self.inner.layer()
+    }
+    fn errors(&self) -> ErrorTable {
+        self.inner.errors()
+    }
+    fn correlated_loss(&self) -> Vec<f64> {
+        self.loss.clone()
+    }
+    fn factors(&self, rank: usize, workspace: &mut Workspace<f32>) -> dac::Result<Vec<Factor<f32>>> {
+        self.inner.factors(rank, workspace)
+    }
+}
+
+/// `e(rank)` of `f` in the metric `g` (ranks up to break-even; above it the planner never
+/// looks, they repeat the last value).
+fn loss_in(f: &dyn Factored<f32>, g: Option<&[f64]>) -> Res<Vec<f64>> {
+    let layer = f.layer();
+    let r = tap_correlation(layer, Fit::AUTO_RHO);
+    let dense = Full::of(layer);
+    let signal = seen(&dense, &r, g);
+    let max = f.max_rank();
+    let top = (f.scheme().break_even_rank(&layer.shape()).ceil() as usize).clamp(1, max);
+    let mut loss: Vec<f64> = (0..=top)
+        .into_par_iter()
+        .map(|rank| -> Res<f64> {
+            if rank == 0 {
+                return Ok(1.0);
+            }
+            let mut d = compose(&f.factors(rank, &mut Workspace::new())?);
+            d.w.iter_mut().zip(&dense.w).for_each(|(x, w)| *x = w - *x);
+            Ok((seen(&d, &r, g) / signal).clamp(0.0, 1.0))
+        })
+        .collect::<Res<_>>()?;
+    let last = *loss.last().unwrap_or(&0.0);
+    loss.resize(max + 1, last);
+    Ok(loss)
+}
+
+fn main() -> Res<()> {
+    let root = dac_fmnist::repo_root();
+    let test = Dataset::load_test(&root.join("data/fashion-mnist"))?;
+    let fit = Fit::correlated(Fit::AUTO_RHO)?;
+    let auto: Vec<(SchemeKind, Fit)> = SchemeKind::ALL.iter().map(|&k| (k, fit)).collect();
+    let svd = dac::svd::NalgebraSvd::default();
+    for stem in ["fmnist_vgg", "fmnist_alt"] {
+        let net = Net::load(&root.join("models").join(stem))?;
+        let ev = Evaluator::build(net.clone(), &test, &[Fit::frobenius()])?;
+        println!("\n== {stem} (dense {:.2} %)", ev.pct(ev.correct_chains(&[])?));
+        let factored = net
+            .convs
+            .iter()
+            .map(|l| auto.iter().map(|&(k, fit)| dac_fmnist::scheme_of(k, fit, &svd).factor(l)).collect())
+            .collect::<dac::Result<Vec<Factorings>>>()?;
+        let grams: Vec<Vec<f64>> = (0..net.convs.len()).map(|i| reader_gram(&net, i)).collect();
+        let last = net.convs.len() - 1;
+        let white = losses(&factored, |_| None)?;
+        let next = losses(&factored, |i| Some(&grams[i]))?;
+        let head = losses(&factored, |i| (i == last).then(|| &grams[i][..]))?;
+        print_layers(&factored, &white, &next);
+        let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial);
+        for (name, table) in [("planner", None), ("white", Some(&white)), ("next", Some(&next)), ("head", Some(&head))]
+        {
+            let layers = plan_layers(&net, &factored, table)?;
+            for x in TARGETS {
+                let plan = dac::plan(&layers, &Target::MacReduction(x), &options)?;
+                let acc = ev.plan_accuracy(&plan, &auto)?;
+                let summary = dac_fmnist::plan_summary(&plan);
+                println!("{name:<8} {x:>4} {:>6.2}x {acc:>6.2}%  {summary}", plan.reduction());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One layer factored by every scheme.
+type Factorings<'a> = Vec<Box<dyn Factored<f32> + 'a>>;
+/// Per layer, per scheme, `e` at every rank.
+type Losses = Vec<Vec<Vec<f64>>>;
+
+fn losses<'g>(factored: &[Factorings], gram: impl Fn(usize) -> Option<&'g [f64]>) -> Res<Losses> {
+    factored.iter().enumerate().map(|(i, each)| each.iter().map(|f| loss_in(&**f, gram(i))).collect()).collect()
+}
+
+/// Per layer and scheme: the planner's `e` against `white` (should agree) and `next` at a few
+/// ranks.
+fn print_layers(factored: &[Factorings], white: &Losses, next: &Losses) {
+    for (i, each) in factored.iter().enumerate() {
+        for (k, f) in each.iter().enumerate() {
+            let planner = f.correlated_loss();
+            let top = white[i][k].iter().position(|&e| e == *white[i][k].last().unwrap_or(&0.0)).unwrap_or(1);
+            let ranks = [top / 4, top / 2, 3 * top / 4].map(|r| r.max(1));
+            let cells: Vec<String> = ranks
+                .iter()
+                .map(|&r| format!("r{r} {:.3}/{:.3}/{:.3}", planner[r], white[i][k][r], next[i][k][r]))
+                .collect();
+            println!("  {} {:<10} planner/white/next: {}", f.layer().name(), f.scheme().name(), cells.join("  "));
+        }
+    }
+}
+
+/// The planner's view of every layer, each scheme's `e` from `table` (`None`: the planner's own).
+fn plan_layers(net: &Net, factored: &[Factorings], table: Option<&Losses>) -> Res<Vec<PlanLayer>> {
+    let mut layers = Vec::new();
+    for (i, (each, &hw)) in factored.iter().zip(&net.conv_inputs).enumerate() {
+        let views: Vec<Rescored> = each
+            .iter()
+            .enumerate()
+            .map(|(k, f)| Rescored {
+                inner: &**f,
+                loss: table.map_or_else(|| f.correlated_loss(), |t| t[i][k].clone()),
+            })
+            .collect();
+        let refs: Vec<&dyn Factored<f32>> = views.iter().map(|v| v as &dyn Factored<f32>).collect();
+        layers.push(PlanLayer::with_schemes(&refs, hw)?);
+    }
+    Ok(layers)
+}
