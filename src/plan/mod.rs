@@ -247,7 +247,7 @@ pub enum Proxy {
     /// as the paper's CIFAR-VGG experiment suggests; for plans of DAC alone, without the factor
     /// the planner beat every uniform and last-k choice in more of the six comparisons of
     /// EXPERIMENTS.md, so DAC's plans keep weight 0. Plans among every scheme gain from one
-    /// ([`AUTO_DEPTH_WEIGHT`]).
+    /// ([`AUTO_DEPTH_WEIGHT`], chosen for them).
     Sensitivity,
     /// The default: [`Sensitivity`](Self::Sensitivity) measured on the layer's output for
     /// inputs whose neighbouring pixels are correlated, instead of on the weights (white
@@ -376,7 +376,7 @@ impl PlanOptions {
     /// score multiplied by `1 + α·(L−1−i)/(L−1)`, from `1 + α` for the first layer down to 1 for
     /// the last. An error made early passes through every later layer, so it costs more than
     /// the same relative error made late. `α = 0` (the default here) scores every layer alike;
-    /// the converter uses [`AUTO_DEPTH_WEIGHT`] when it plans among several schemes.
+    /// the converter uses [`default_depth_weight`].
     /// A finite `α >= 0`; [`plan`](fn@plan) rejects any other.
     pub fn depth_weight(mut self, alpha: f64) -> Self {
         self.depth_weight = alpha;
@@ -392,8 +392,9 @@ impl PlanOptions {
     }
 }
 
-/// The converter's [`PlanOptions::depth_weight`] when the planner may choose schemes other than
-/// DAC (`--scheme auto`, the default of `--macs` and `--speedup`): the first layer's score
+/// The converter's [`PlanOptions::depth_weight`] when a planned layer may take a scheme other
+/// than DAC (`--scheme auto`, the default of `--macs` and `--speedup`, or `spatial`, `channel`,
+/// `decoupled`): the first layer's score
 /// counts four times the last's. Chosen from a scan of α ∈ {0, 1, 1.5, 2, 3, 4} on both
 /// shipped networks together, scored on 10,000 *training* images (EXPERIMENTS.md, "The depth
 /// weight"). Plans of DAC alone keep 0, the score their recorded results come from.

@@ -73,9 +73,9 @@ pub struct ConversionArgs {
     #[arg(long)]
     pub require_target: bool,
     /// How much more an early layer's error counts than a late one's when --speedup or --macs
-    /// plans: layer i of L scores 1 + A·(L−1−i)/(L−1) times its own. Default: 2 when a layer may
-    /// take a scheme other than DAC (--scheme auto, the default), 0 when every planned layer is
-    /// DAC's. 0 scores every layer alike.
+    /// plans: layer i of L scores 1 + A·(L−1−i)/(L−1) times its own. Default: 3 when a layer may
+    /// take a scheme other than DAC (--scheme auto, the default, or spatial, channel,
+    /// decoupled), 0 when every planned layer is DAC's. 0 scores every layer alike.
     #[arg(long, value_name = "A")]
     pub depth_weight: Option<f64>,
     /// The factorisation: `dac` (the paper's depthwise + pointwise pair), `spatial` (kh x 1 then

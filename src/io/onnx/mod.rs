@@ -30,14 +30,14 @@
 //! are placed where the original weight was. The original weight initializer is removed when no
 //! other node (including subgraphs) and no graph output uses it. A weight given by a top-level
 //! `Constant` node (its `value` tensor) is read and replaced the same way, and the `Constant`
-//! node removed under the same condition. Weights are written as
-//! `raw_data` in the original data type (float, double, float16 or bfloat16); decompositions are
+//! node removed under the same condition. Weights are written as `raw_data` in the original
+//! data type (float, double, float16 or bfloat16); decompositions are
 //! computed in f32 (f64 for double weights, or with [`Precision::F64`](crate::convert::Precision::F64)).
 //!
 //! Left alone and listed in [`Summary::skipped`] with the reason: convolutions whose weight
-//! is neither an initializer nor a `Constant` node's tensor (or is also a graph input, so it can be replaced at run time, unless
-//! [`ConvertOptions::freeze_input_weights`]), 1-D and 3-D convolutions, 1x1 kernels, layers not
-//! selected, and layers whose rank saves nothing.
+//! is neither an initializer nor a `Constant` node's tensor (or is also a graph input, so it
+//! can be replaced at run time, unless [`ConvertOptions::freeze_input_weights`]), 1-D and 3-D
+//! convolutions, 1x1 kernels, layers not selected, and layers whose rank saves nothing.
 //!
 //! External data: [`rewrite_file`] reads initializers stored in files beside the model
 //! (`data_location` EXTERNAL; the `location` must be a relative path inside the model's
