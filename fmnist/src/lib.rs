@@ -9,6 +9,7 @@
 //! the shipped networks.
 
 mod eval;
+pub mod rescore;
 
 pub use eval::{masked, Evaluator, Ranks};
 

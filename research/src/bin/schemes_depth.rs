@@ -13,13 +13,10 @@
 //! `dataset-fashion-mnist`, `--train-dir DIR`, default `/usr/share/datasets/fashion-mnist`), the
 //! set `AUTO_DEPTH_WEIGHT` was chosen on, so that the choice does not read the test set.
 
-use dac::plan::{PlanOptions, Proxy, Target};
-use dac::scheme::SchemeKind;
-use dac::Fit;
-use dac_fmnist::{Dataset, Evaluator, Net, Res};
+use dac::plan::{PlanOptions, Proxy};
+use dac_fmnist::rescore::{auto_schemes, each_shipped, print_targets, TARGETS};
+use dac_fmnist::{Dataset, Res};
 use std::path::PathBuf;
-
-const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
 
 struct Args {
     alphas: Vec<f64>,
@@ -52,25 +49,18 @@ fn main() -> Res<()> {
         None => Dataset::load_test(&root.join("data/fashion-mnist"))?,
     };
     let what = if args.train.is_some() { "10,000 training images" } else { "all 10,000 test images" };
-    let fit = Fit::correlated(Fit::AUTO_RHO)?;
-    let auto: Vec<(SchemeKind, Fit)> = SchemeKind::ALL.iter().map(|&k| (k, fit)).collect();
+    println!("schemes_depth: plans scored on {what}");
+    let auto = auto_schemes();
     let mut sums = vec![0.0; args.alphas.len()];
-    for stem in ["fmnist_vgg", "fmnist_alt"] {
-        let net = Net::load(&root.join("models").join(stem))?;
-        let ev = Evaluator::build(net.clone(), &images, &[Fit::frobenius()])?;
-        println!("\n== {stem} on {what} (dense {:.2} %)", ev.pct(ev.correct_chains(&[])?));
+    each_shipped(&images, |net, ev| {
         let layers = net.plan_layers_with(&auto)?;
         for (k, &alpha) in args.alphas.iter().enumerate() {
             let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial).depth_weight(alpha);
-            for x in TARGETS {
-                let plan = dac::plan(&layers, &Target::MacReduction(x), &options)?;
-                let acc = ev.plan_accuracy(&plan, &auto)?;
-                sums[k] += acc;
-                let summary = dac_fmnist::plan_summary(&plan);
-                println!("alpha {alpha:<4} {x:>4} {:>6.2}x {acc:>6.2}%  {summary}", plan.reduction());
-            }
+            let accuracies = print_targets(ev, &layers, &options, &auto, &format!("alpha {alpha}"))?;
+            sums[k] += accuracies.iter().sum::<f64>();
         }
-    }
+        Ok(())
+    })?;
     println!("\nmean over both networks and the three targets:");
     for (alpha, sum) in args.alphas.iter().zip(&sums) {
         println!("alpha {alpha:<4} {:.3} %", sum / (2 * TARGETS.len()) as f64);

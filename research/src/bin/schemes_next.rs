@@ -24,13 +24,12 @@
 //!
 //! Each `e` then goes through the planner unchanged (`e/(1−e)`, DAC's bottleneck factor).
 
-use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
-use dac::scheme::{ErrorTable, Factor, Factored, SchemeKind, Workspace};
+use dac::plan::{PlanLayer, PlanOptions, Proxy};
+use dac::scheme::{Factor, Factored, Workspace};
 use dac::{Conv2dWeights, Fit};
-use dac_fmnist::{Dataset, Evaluator, Net, Op, Res};
+use dac_fmnist::rescore::{auto_schemes, each_shipped, factor_all, print_targets, rescored_layers, Factorings};
+use dac_fmnist::{Dataset, Net, Op, Res};
 use rayon::prelude::*;
-
-const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
 
 /// A kernel as a dense `[out][in][kh][kw]` array (groups expanded with zeros), in f64.
 #[derive(Clone)]
@@ -177,30 +176,6 @@ fn reader_gram(net: &Net, i: usize) -> Vec<f64> {
     g
 }
 
-/// A factored layer whose `correlated_loss` is replaced.
-struct Rescored<'a> {
-    inner: &'a dyn Factored<f32>,
-    loss: Vec<f64>,
-}
-
-impl Factored<f32> for Rescored<'_> {
-    fn scheme(&self) -> SchemeKind {
-        self.inner.scheme()
-    }
-    fn layer(&self) -> &Conv2dWeights<f32> {
-        self.inner.layer()
-    }
-    fn errors(&self) -> ErrorTable {
-        self.inner.errors()
-    }
-    fn correlated_loss(&self) -> Vec<f64> {
-        self.loss.clone()
-    }
-    fn factors(&self, rank: usize, workspace: &mut Workspace<f32>) -> dac::Result<Vec<Factor<f32>>> {
-        self.inner.factors(rank, workspace)
-    }
-}
-
 /// `e(rank)` of `f` in the metric `g` (ranks up to break-even; above it the planner never
 /// looks, they repeat the last value).
 fn loss_in(f: &dyn Factored<f32>, g: Option<&[f64]>) -> Res<Vec<f64>> {
@@ -227,43 +202,26 @@ fn loss_in(f: &dyn Factored<f32>, g: Option<&[f64]>) -> Res<Vec<f64>> {
 }
 
 fn main() -> Res<()> {
-    let root = dac_fmnist::repo_root();
-    let test = Dataset::load_test(&root.join("data/fashion-mnist"))?;
-    let fit = Fit::correlated(Fit::AUTO_RHO)?;
-    let auto: Vec<(SchemeKind, Fit)> = SchemeKind::ALL.iter().map(|&k| (k, fit)).collect();
+    let test = Dataset::load_test(&dac_fmnist::repo_root().join("data/fashion-mnist"))?;
+    let auto = auto_schemes();
     let svd = dac::svd::NalgebraSvd::default();
-    for stem in ["fmnist_vgg", "fmnist_alt"] {
-        let net = Net::load(&root.join("models").join(stem))?;
-        let ev = Evaluator::build(net.clone(), &test, &[Fit::frobenius()])?;
-        println!("\n== {stem} (dense {:.2} %)", ev.pct(ev.correct_chains(&[])?));
-        let factored = net
-            .convs
-            .iter()
-            .map(|l| auto.iter().map(|&(k, fit)| dac_fmnist::scheme_of(k, fit, &svd).factor(l)).collect())
-            .collect::<dac::Result<Vec<Factorings>>>()?;
-        let grams: Vec<Vec<f64>> = (0..net.convs.len()).map(|i| reader_gram(&net, i)).collect();
+    each_shipped(&test, |net, ev| {
+        let factored = factor_all(net, &auto, &svd)?;
+        let grams: Vec<Vec<f64>> = (0..net.convs.len()).map(|i| reader_gram(net, i)).collect();
         let last = net.convs.len() - 1;
         let white = losses(&factored, |_| None)?;
         let next = losses(&factored, |i| Some(&grams[i]))?;
         let head = losses(&factored, |i| (i == last).then(|| &grams[i][..]))?;
         print_layers(&factored, &white, &next);
         let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial);
-        for (name, table) in [("planner", None), ("white", Some(&white)), ("next", Some(&next)), ("head", Some(&head))]
-        {
-            let layers = plan_layers(&net, &factored, table)?;
-            for x in TARGETS {
-                let plan = dac::plan(&layers, &Target::MacReduction(x), &options)?;
-                let acc = ev.plan_accuracy(&plan, &auto)?;
-                let summary = dac_fmnist::plan_summary(&plan);
-                println!("{name:<8} {x:>4} {:>6.2}x {acc:>6.2}%  {summary}", plan.reduction());
-            }
+        let tables = [("planner", None), ("white", Some(&white)), ("next", Some(&next)), ("head", Some(&head))];
+        for (name, table) in tables {
+            print_targets(ev, &plan_layers(net, &factored, table)?, &options, &auto, name)?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// One layer factored by every scheme.
-type Factorings<'a> = Vec<Box<dyn Factored<f32> + 'a>>;
 /// Per layer, per scheme, `e` at every rank.
 type Losses = Vec<Vec<Vec<f64>>>;
 
@@ -290,18 +248,5 @@ fn print_layers(factored: &[Factorings], white: &Losses, next: &Losses) {
 
 /// The planner's view of every layer, each scheme's `e` from `table` (`None`: the planner's own).
 fn plan_layers(net: &Net, factored: &[Factorings], table: Option<&Losses>) -> Res<Vec<PlanLayer>> {
-    let mut layers = Vec::new();
-    for (i, (each, &hw)) in factored.iter().zip(&net.conv_inputs).enumerate() {
-        let views: Vec<Rescored> = each
-            .iter()
-            .enumerate()
-            .map(|(k, f)| Rescored {
-                inner: &**f,
-                loss: table.map_or_else(|| f.correlated_loss(), |t| t[i][k].clone()),
-            })
-            .collect();
-        let refs: Vec<&dyn Factored<f32>> = views.iter().map(|v| v as &dyn Factored<f32>).collect();
-        layers.push(PlanLayer::with_schemes(&refs, hw)?);
-    }
-    Ok(layers)
+    rescored_layers(net, factored, |i, k, f| table.map_or_else(|| f.correlated_loss(), |t| t[i][k].clone()))
 }

@@ -1,0 +1,108 @@
+//! Studies of the planner's score: every layer factored once by every scheme, then planned with
+//! each scheme's lost output energy `e` (its `correlated_loss`) replaced.
+
+use crate::{Net, Res};
+use dac::plan::PlanLayer;
+use dac::scheme::{ErrorTable, Factor, Factored, SchemeKind, Workspace};
+use dac::{Conv2dWeights, Fit};
+
+/// One layer factored by every scheme.
+pub type Factorings<'a> = Vec<Box<dyn Factored<f32> + 'a>>;
+
+/// Every convolution of `net` factored by each of `schemes` (each with its fit; DAC through
+/// `svd`).
+pub fn factor_all<'a>(
+    net: &'a Net,
+    schemes: &[(SchemeKind, Fit)],
+    svd: &'a dac::svd::NalgebraSvd,
+) -> dac::Result<Vec<Factorings<'a>>> {
+    net.convs
+        .iter()
+        .map(|l| schemes.iter().map(|&(k, fit)| crate::scheme_of(k, fit, svd).factor(l)).collect())
+        .collect()
+}
+
+/// A factored layer whose `correlated_loss` (the `e` the planner scores) is `loss`.
+pub struct Rescored<'a> {
+    /// The factorisation.
+    pub inner: &'a dyn Factored<f32>,
+    /// `e` at every rank, 0 to the maximum.
+    pub loss: Vec<f64>,
+}
+
+impl Factored<f32> for Rescored<'_> {
+    fn scheme(&self) -> SchemeKind {
+        self.inner.scheme()
+    }
+    fn layer(&self) -> &Conv2dWeights<f32> {
+        self.inner.layer()
+    }
+    fn errors(&self) -> ErrorTable {
+        self.inner.errors()
+    }
+    fn correlated_loss(&self) -> Vec<f64> {
+        self.loss.clone()
+    }
+    fn factors(&self, rank: usize, workspace: &mut Workspace<f32>) -> dac::Result<Vec<Factor<f32>>> {
+        self.inner.factors(rank, workspace)
+    }
+}
+
+/// The planner's view of every layer, scheme `k` of layer `i` scored with `loss(i, k, f)`.
+pub fn rescored_layers(
+    net: &Net,
+    factored: &[Factorings],
+    loss: impl Fn(usize, usize, &dyn Factored<f32>) -> Vec<f64>,
+) -> Res<Vec<PlanLayer>> {
+    let mut layers = Vec::new();
+    for (i, (each, &hw)) in factored.iter().zip(&net.conv_inputs).enumerate() {
+        let views: Vec<Rescored> =
+            each.iter().enumerate().map(|(k, f)| Rescored { inner: &**f, loss: loss(i, k, &**f) }).collect();
+        let refs: Vec<&dyn Factored<f32>> = views.iter().map(|v| v as &dyn Factored<f32>).collect();
+        layers.push(PlanLayer::with_schemes(&refs, hw)?);
+    }
+    Ok(layers)
+}
+
+/// Every scheme with the fit `--scheme auto` gives it (`Fit::correlated(Fit::AUTO_RHO)`).
+pub fn auto_schemes() -> Vec<(SchemeKind, Fit)> {
+    let fit = Fit::correlated(Fit::AUTO_RHO).expect("AUTO_RHO is a valid correlation");
+    SchemeKind::ALL.iter().map(|&k| (k, fit)).collect()
+}
+
+/// Runs `study` on each shipped network (`fmnist_vgg`, then `fmnist_alt`) with an evaluator on
+/// `data`, after a `== <stem> (dense <accuracy> %)` line.
+pub fn each_shipped(data: &crate::Dataset, mut study: impl FnMut(&Net, &crate::Evaluator) -> Res<()>) -> Res<()> {
+    let root = crate::repo_root();
+    for stem in ["fmnist_vgg", "fmnist_alt"] {
+        let net = Net::load(&root.join("models").join(stem))?;
+        let ev = crate::Evaluator::build(net.clone(), data, &[Fit::frobenius()])?;
+        println!("\n== {stem} (dense {:.2} %)", ev.pct(ev.correct_chains(&[])?));
+        study(&net, &ev)?;
+    }
+    Ok(())
+}
+
+/// The targets the studies plan for: 1.5x, 2x and 3x fewer MACs.
+pub const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
+
+/// Plans `layers` for each of [`TARGETS`] with `options`, scores each plan with `ev` (every
+/// chosen layer run as its chain, `schemes` giving each scheme's fit), prints one line per
+/// target (`label`, target, reduction, accuracy, plan) and returns the accuracies.
+pub fn print_targets(
+    ev: &crate::Evaluator,
+    layers: &[PlanLayer],
+    options: &dac::plan::PlanOptions,
+    schemes: &[(SchemeKind, Fit)],
+    label: &str,
+) -> Res<Vec<f64>> {
+    let mut accuracies = Vec::new();
+    for x in TARGETS {
+        let plan = dac::plan(layers, &dac::plan::Target::MacReduction(x), options)?;
+        let acc = ev.plan_accuracy(&plan, schemes)?;
+        let summary = crate::plan_summary(&plan);
+        println!("{label:<10} {x:>4} {:>6.2}x {acc:>6.2}%  {summary}", plan.reduction());
+        accuracies.push(acc);
+    }
+    Ok(accuracies)
+}
