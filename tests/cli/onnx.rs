@@ -290,3 +290,23 @@ fn depth_weight_is_reported_and_checked() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("depth weight = -1"));
     assert!(!output.exists());
 }
+
+#[test]
+fn a_mac_plan_modeled_slower_than_the_original_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, model_bytes()).unwrap();
+    let warning = "warning: the result is modeled slower than the original";
+    for args in [&["--macs", "1.5", "--scheme", "dac"][..], &["--macs", "1.2"], &["--speedup", "1.2"]] {
+        let json = onnx_to(&input, &output, &[args, &["--json", "--force"]].concat());
+        assert!(json.status.success(), "{args:?}: {}", String::from_utf8_lossy(&json.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let slower = report["speedup"].as_f64().expect("speedup") < 1.0;
+        let text = onnx_to(&input, &output, &[args, &["--force"]].concat());
+        let warned = String::from_utf8_lossy(&text.stdout).contains(warning);
+        assert_eq!(warned, slower && args[0] == "--macs", "{args:?}: modeled speed-up {}", report["speedup"]);
+        if args[2..] == ["--scheme", "dac"] {
+            assert!(warned, "DAC at 1.5x fewer MACs on 16x16 is modeled slower: {}", report["speedup"]);
+        }
+    }
+}

@@ -182,6 +182,12 @@ fn print_totals(s: &Summary, graph: bool) {
         };
         println!("modeled time: {} -> {} ms ({x:.2}x) of {covered}; {}", ms(Some(b)), ms(Some(a)), s.time_model);
         print_unmodeled(s);
+        let time_target = s.plan.as_ref().is_some_and(|p| matches!(p.target, dac::plan::Target::TimeReduction(_)));
+        if x < 1.0 && !time_target {
+            println!(
+                "warning: the result is modeled slower than the original ({x:.2}x); only --speedup plans for time"
+            );
+        }
     }
     if !s.subgraph_nodes.is_empty() {
         println!(
