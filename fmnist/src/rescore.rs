@@ -2,7 +2,7 @@
 //! each scheme's lost output energy `e` (its `correlated_loss`) replaced.
 
 use crate::{Net, Res};
-use dac::plan::PlanLayer;
+use dac::plan::{PlanLayer, PlanOptions, Proxy};
 use dac::scheme::{ErrorTable, Factor, Factored, SchemeKind, Workspace};
 use dac::{Conv2dWeights, Fit};
 
@@ -83,6 +83,22 @@ pub fn each_shipped(data: &crate::Dataset, mut study: impl FnMut(&Net, &crate::E
     Ok(())
 }
 
+/// Runs `study` on each shipped network, scored on all 10,000 test images, with every
+/// convolution factored once by every scheme of [`auto_schemes`] ([`factor_all`]) and the
+/// planner's default options for the network (`Proxy::Spatial`, its fixed cost, depth weight 0).
+pub fn each_factored(
+    mut study: impl FnMut(&Net, &crate::Evaluator, &[Factorings<'_>], &PlanOptions) -> Res<()>,
+) -> Res<()> {
+    let test = crate::Dataset::load_test(&crate::repo_root().join("data/fashion-mnist"))?;
+    let auto = auto_schemes();
+    let svd = dac::svd::NalgebraSvd::default();
+    each_shipped(&test, |net, ev| {
+        let factored = factor_all(net, &auto, &svd)?;
+        let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial);
+        study(net, ev, &factored, &options)
+    })
+}
+
 /// The targets the studies plan for: 1.5x, 2x and 3x fewer MACs.
 pub const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
 
@@ -92,7 +108,7 @@ pub const TARGETS: [f64; 3] = [1.5, 2.0, 3.0];
 pub fn print_targets(
     ev: &crate::Evaluator,
     layers: &[PlanLayer],
-    options: &dac::plan::PlanOptions,
+    options: &PlanOptions,
     schemes: &[(SchemeKind, Fit)],
     label: &str,
 ) -> Res<Vec<f64>> {

@@ -24,11 +24,11 @@
 //!
 //! Each `e` then goes through the planner unchanged (`e/(1−e)`, DAC's bottleneck factor).
 
-use dac::plan::{PlanLayer, PlanOptions, Proxy};
+use dac::plan::PlanLayer;
 use dac::scheme::{Factor, Factored, Workspace};
 use dac::{Conv2dWeights, Fit};
-use dac_fmnist::rescore::{auto_schemes, each_shipped, factor_all, print_targets, rescored_layers, Factorings};
-use dac_fmnist::{Dataset, Net, Op, Res};
+use dac_fmnist::rescore::{auto_schemes, each_factored, print_targets, rescored_layers, Factorings};
+use dac_fmnist::{Net, Op, Res};
 use rayon::prelude::*;
 
 /// A kernel as a dense `[out][in][kh][kw]` array (groups expanded with zeros), in f64.
@@ -202,21 +202,17 @@ fn loss_in(f: &dyn Factored<f32>, g: Option<&[f64]>) -> Res<Vec<f64>> {
 }
 
 fn main() -> Res<()> {
-    let test = Dataset::load_test(&dac_fmnist::repo_root().join("data/fashion-mnist"))?;
     let auto = auto_schemes();
-    let svd = dac::svd::NalgebraSvd::default();
-    each_shipped(&test, |net, ev| {
-        let factored = factor_all(net, &auto, &svd)?;
+    each_factored(|net, ev, factored, options| {
         let grams: Vec<Vec<f64>> = (0..net.convs.len()).map(|i| reader_gram(net, i)).collect();
         let last = net.convs.len() - 1;
-        let white = losses(&factored, |_| None)?;
-        let next = losses(&factored, |i| Some(&grams[i]))?;
-        let head = losses(&factored, |i| (i == last).then(|| &grams[i][..]))?;
-        print_layers(&factored, &white, &next);
-        let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial);
+        let white = losses(factored, |_| None)?;
+        let next = losses(factored, |i| Some(&grams[i]))?;
+        let head = losses(factored, |i| (i == last).then(|| &grams[i][..]))?;
+        print_layers(factored, &white, &next);
         let tables = [("planner", None), ("white", Some(&white)), ("next", Some(&next)), ("head", Some(&head))];
         for (name, table) in tables {
-            print_targets(ev, &plan_layers(net, &factored, table)?, &options, &auto, name)?;
+            print_targets(ev, &plan_layers(net, factored, table)?, options, &auto, name)?;
         }
         Ok(())
     })

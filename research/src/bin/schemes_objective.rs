@@ -15,9 +15,8 @@
 //! to the `e'` whose `e' / (1 - e')` equals the objective (DAC's bottleneck factor still
 //! multiplies it).
 
-use dac::plan::{PlanOptions, Proxy};
-use dac_fmnist::rescore::{auto_schemes, each_shipped, factor_all, print_targets, rescored_layers};
-use dac_fmnist::{Dataset, Res};
+use dac_fmnist::rescore::{auto_schemes, each_factored, print_targets, rescored_layers};
+use dac_fmnist::Res;
 
 /// What an objective gives a lost fraction `e`.
 type Objective = fn(f64) -> f64;
@@ -33,16 +32,11 @@ fn remapped(loss: Vec<f64>, objective: Objective) -> Vec<f64> {
 }
 
 fn main() -> Res<()> {
-    let test = Dataset::load_test(&dac_fmnist::repo_root().join("data/fashion-mnist"))?;
     let auto = auto_schemes();
-    let svd = dac::svd::NalgebraSvd::default();
-    each_shipped(&test, |net, ev| {
-        // Every layer factored once by every scheme; each objective only rescores them.
-        let factored = factor_all(net, &auto, &svd)?;
-        let options = PlanOptions::default().fixed(net.fixed_cost()).proxy(Proxy::Spatial);
+    each_factored(|net, ev, factored, options| {
         for (name, objective) in OBJECTIVES {
-            let layers = rescored_layers(net, &factored, |_, _, f| remapped(f.correlated_loss(), objective))?;
-            print_targets(ev, &layers, &options, &auto, name)?;
+            let layers = rescored_layers(net, factored, |_, _, f| remapped(f.correlated_loss(), objective))?;
+            print_targets(ev, &layers, options, &auto, name)?;
         }
         Ok(())
     })
