@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Accuracy against measured speed-up on the shipped Fashion-MNIST networks: `dac onnx --speedup X`
-(time-planned, scheme auto) against MAC-planned DAC (`dac onnx --macs X --scheme dac`).
+(time-planned, scheme auto) against MAC-planned DAC (`dac onnx --macs X --scheme dac --allow-slower`).
 
     bench/.venv/bin/python bench/shipped_time.py [--nets vgg,alt] [--targets 1.25,1.5,1.75,2,2.5,3]
         [--dac PATH] [--threads 1] [--budget SECONDS] [--out bench/results-DATE-shipped-time.json]
@@ -11,7 +11,9 @@ least that of MAC-planned DAC at the same measured speed-up.
 
 For each network models/fmnist_<net>.onnx (fmnist_alt.onnx: scripts/export_onnx.py alt) and each
 target X, two rewrites: "speedup" = `dac onnx NET.onnx --speedup X`, "macs-dac" =
-`dac onnx NET.onnx --macs X --scheme dac` (both `--json --force --threads T`). For each, and for
+`dac onnx NET.onnx --macs X --scheme dac --allow-slower` (MACs only, as issue #13 planned them:
+without --allow-slower, layers modeled slower than dense would stay dense) (both `--json
+--force --threads T`). For each, and for
 the original:
 - claimed: the report's modeled "speedup", plan met, MAC "reduction";
 - measured speed-up: onnxruntime CPU, intra-op threads --threads (default 1), inter-op 1,
@@ -25,13 +27,15 @@ the original:
 
 Comparison: for every macs-dac point, the best accuracy among "speedup" points whose measured
 speed-up is at least its measured speed-up (the goal holds at that point if it is >= the macs-dac
-accuracy; "no point" if no speedup point is that fast), and the same the other way round
-(for information). Prints markdown tables; writes every number, machine, onnxruntime version,
+accuracy; "no point" if no speedup point is that fast), with the test images only one of the
+two classifies correctly and the exact two-sided McNemar p-value that both are equally accurate
+(is a miss more than chance?), and the same the other way round (for information). Prints markdown tables; writes every number, machine, onnxruntime version,
 date and command line to --out (JSON). A failing rewrite is recorded and skipped.
 """
 import argparse
 import datetime
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -71,7 +75,7 @@ def bench_net(net, args, data):
                      "differs_from_preds": np.nonzero(p0 != ref)[0].tolist()}
     for target in args.targets:
         for variant, flags in (("speedup", ["--speedup", f"{target:g}"]),
-                               ("macs-dac", ["--macs", f"{target:g}", "--scheme", "dac"])):
+                               ("macs-dac", ["--macs", f"{target:g}", "--scheme", "dac", "--allow-slower"])):
             v = {"variant": variant, "target": target}
             r["points"].append(v)
             out = os.path.join(args.work, f"{net}-{variant}{target:g}.onnx")
@@ -93,6 +97,7 @@ def bench_net(net, args, data):
             try:
                 s1 = session(out, args.threads)
                 p1 = predict(s1, x)
+                RIGHT[id(v)] = p1 == y
                 v["correct"] = int((p1 == y).sum())
                 v["accuracy"] = float((p1 == y).mean())
                 v["agreement_with_original"] = float((p1 == p0).mean())
@@ -111,6 +116,19 @@ def bench_net(net, args, data):
     return r
 
 
+# Per point (keyed by id), which test images it classifies correctly; kept out of the JSON.
+RIGHT = {}
+
+
+def mcnemar(mine, other):
+    """Images only `mine` gets right, only `other` gets right, and the exact two-sided McNemar
+    p-value (binomial on the discordant images) that both are equally accurate."""
+    a, b = int((mine & ~other).sum()), int((other & ~mine).sum())
+    n = a + b
+    tail = sum(math.comb(n, k) for k in range(min(a, b) + 1)) / 2 ** n if n else 1.0
+    return {"only_this": a, "only_other": b, "p_value": min(1.0, 2 * tail)}
+
+
 def compare(points):
     """For each point of one variant, the best accuracy of the other variant at a measured
     speed-up at least as high."""
@@ -127,6 +145,8 @@ def compare(points):
                 "best_other_target": best["target"] if best else None,
                 "best_other_measured_speedup": best["measured_speedup"] if best else None,
                 "other_at_least_as_accurate": (best["accuracy"] >= p["accuracy"]) if best else None,
+                "mcnemar": mcnemar(RIGHT[id(p)], RIGHT[id(best)]) if best and id(p) in RIGHT and id(best) in RIGHT
+                else None,
             })
         out[f"{mine}_vs_{other}"] = rows
     g = out["macs-dac_vs_speedup"]
@@ -170,12 +190,16 @@ def print_net(r):
                                  pct(p["accuracy"]), layers]) + " |")
     c = r["comparison"]
     print("\nMAC-planned DAC point → best `--speedup` accuracy at a measured speed-up at least as high:\n")
-    print("| macs-dac target | measured | accuracy | best --speedup accuracy (target, measured) | goal |\n|---|---|---|---|---|")
+    print("| macs-dac target | measured | accuracy | best --speedup accuracy (target, measured) | goal "
+          "| images only DAC / only --speedup gets right, McNemar p |\n|---|---|---|---|---|---|")
     for row in c["macs-dac_vs_speedup"]:
         best = ("no --speedup point as fast" if row["best_other_accuracy"] is None else
                 f"{pct(row['best_other_accuracy'])} ({row['best_other_target']:g}, {x_(row['best_other_measured_speedup'])})")
         verdict = {True: "holds", False: "FAILS", None: "—"}[row["other_at_least_as_accurate"]]
-        print(f"| {row['target']:g} | {x_(row['measured_speedup'])} | {pct(row['accuracy'])} | {best} | {verdict} |")
+        m = row.get("mcnemar")
+        test = "—" if m is None else f"{m['only_this']} / {m['only_other']}, p = {m['p_value']:.2g}"
+        print(f"| {row['target']:g} | {x_(row['measured_speedup'])} | {pct(row['accuracy'])} | {best} | {verdict} "
+              f"| {test} |")
     print("\n`--speedup` point → best MAC-planned DAC accuracy at a measured speed-up at least as high:\n")
     print("| speedup target | measured | accuracy | best macs-dac accuracy (target, measured) | --speedup at least as accurate |\n"
           "|---|---|---|---|---|")

@@ -562,7 +562,11 @@ fn plan_rest(
         }
     }
     let depth = options.depth_weight.unwrap_or_else(|| plan::default_depth_weight(&layers));
-    let mut plan_options = PlanOptions::default().fixed(fixed.cost).fixed_time(fixed.time).depth_weight(depth);
+    let mut plan_options = PlanOptions::default()
+        .fixed(fixed.cost)
+        .fixed_time(fixed.time)
+        .depth_weight(depth)
+        .time_guard(!options.allow_slower);
     plan_options.time = options.time.clone();
     plan_options.layout = options.layout;
     let result = plan::plan(&layers, target, &plan_options)?;

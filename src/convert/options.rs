@@ -444,8 +444,14 @@ impl ConvertOptions {
         self.input_size = Some((height, width));
         self
     }
-    /// Converts layers even when their rank saves nothing (rank policies only; default: they
-    /// stay dense).
+    /// Converts layers even when they save nothing (default: they stay dense). Rank policies:
+    /// a rank that saves no MACs. [`macs`](Self::macs) and other non-time targets: the planner
+    /// may factor a layer whose factors are not modeled [`MIN_TIME_GAIN`] faster than dense
+    /// ([`PlanOptions::time_guard`] off), so a plan for fewer MACs may run slower than the
+    /// original. [`speedup`](Self::speedup) plans never factor such a layer.
+    ///
+    /// [`MIN_TIME_GAIN`]: crate::plan::MIN_TIME_GAIN
+    /// [`PlanOptions::time_guard`]: crate::plan::PlanOptions::time_guard
     pub fn allow_slower(mut self, allow: bool) -> Self {
         self.allow_slower = allow;
         self

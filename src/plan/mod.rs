@@ -331,6 +331,12 @@ pub struct PlanOptions {
     /// The weight of a layer's position ([`PlanOptions::depth_weight`]); 0 scores every layer
     /// alike.
     pub depth_weight: f64,
+    /// Keeps dense every layer whose factors are not modeled at least [`MIN_TIME_GAIN`] faster
+    /// than dense (the break-even guard in time), whatever the target. A
+    /// [`Target::TimeReduction`] always has it; for the other targets it is off by default here
+    /// (the MAC plans of the recorded experiments) and on in the converter unless
+    /// [`ConvertOptions::allow_slower`](crate::ConvertOptions::allow_slower).
+    pub time_guard: bool,
 }
 
 impl Default for PlanOptions {
@@ -342,6 +348,7 @@ impl Default for PlanOptions {
             time: TimeModel::onnxruntime_x86_64(),
             layout: None,
             depth_weight: 0.0,
+            time_guard: false,
         }
     }
 }
@@ -365,6 +372,12 @@ impl PlanOptions {
     /// Forces one layout for every factored layer.
     pub fn layout(mut self, layout: Layout) -> Self {
         self.layout = Some(layout);
+        self
+    }
+    /// Sets [`time_guard`](Self::time_guard): whether a layer whose factors are modeled slower
+    /// than it stays dense under every target.
+    pub fn time_guard(mut self, guard: bool) -> Self {
+        self.time_guard = guard;
         self
     }
     /// Sets the proxy.
@@ -553,7 +566,7 @@ impl PlanLayer {
     }
 
     /// Dense first, then every (scheme, rank) strictly cheaper than `dense` in MACs and
-    /// parameters (and, for a time target, in modeled time), each scheme's ranks from the
+    /// parameters (and, with the time guard, in modeled time), each scheme's ranks from the
     /// highest down, each at its fastest layout.
     fn candidates(&self, dense: &Dense, options: &PlanOptions, time_guard: bool) -> Result<Vec<Candidate>> {
         let mut list = vec![Candidate { choice: None, cost: dense.cost, time: dense.time, score: 0.0 }];
@@ -640,15 +653,16 @@ fn check_depth_weight(alpha: f64) -> Result<()> {
 }
 
 /// The least fraction of a layer's modeled time its factors must save under a
-/// [`Target::TimeReduction`] (the break-even guard in time, with a margin): below it the gain is
-/// within the time model's typical error on a layer (BENCHMARKS.md), and a rewrite could run
-/// slower than the original.
+/// [`Target::TimeReduction`], or any target with [`PlanOptions::time_guard`] (the break-even
+/// guard in time, with a margin): below it the gain is within the time model's typical error on
+/// a layer (BENCHMARKS.md), and a rewrite could run slower than the original.
 pub const MIN_TIME_GAIN: f64 = 0.1;
 
 /// Plans every layer's rank for `target`, from spectra alone.
 ///
 /// Each layer is kept dense or decomposed at a rank below break-even (for a
-/// [`Target::TimeReduction`], also modeled faster than dense); the summed [`Proxy`] score (each
+/// [`Target::TimeReduction`] or with [`PlanOptions::time_guard`], also modeled faster than
+/// dense by [`MIN_TIME_GAIN`]); the summed [`Proxy`] score (each
 /// layer's times its [`PlanOptions::depth_factor`]) is minimised subject to the target.
 /// Deterministic: the same input gives the same plan.
 ///
@@ -658,7 +672,7 @@ pub const MIN_TIME_GAIN: f64 = 0.1;
 /// [`Error::Overflow`] when a cost does not fit in `u64`. An unreachable target is not an
 /// error: see [`Plan::met`].
 pub fn plan(layers: &[PlanLayer], target: &Target, options: &PlanOptions) -> Result<Plan> {
-    let time_guard = matches!(target, Target::TimeReduction(_));
+    let time_guard = options.time_guard || matches!(target, Target::TimeReduction(_));
     check_depth_weight(options.depth_weight)?;
     let mut candidates: Vec<Vec<Candidate>> = Vec::with_capacity(layers.len());
     let mut info = Vec::with_capacity(layers.len());

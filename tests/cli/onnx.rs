@@ -297,7 +297,8 @@ fn a_mac_plan_modeled_slower_than_the_original_is_warned_about() {
     let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
     std::fs::write(&input, model_bytes()).unwrap();
     let warning = "warning: the result is modeled slower than the original";
-    for args in [&["--macs", "1.5", "--scheme", "dac"][..], &["--macs", "1.2"], &["--speedup", "1.2"]] {
+    let dac = ["--macs", "1.5", "--scheme", "dac", "--allow-slower"];
+    for args in [&dac[..], &["--macs", "1.2"], &["--speedup", "1.2"]] {
         let json = onnx_to(&input, &output, &[args, &["--json", "--force"]].concat());
         assert!(json.status.success(), "{args:?}: {}", String::from_utf8_lossy(&json.stderr));
         let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -305,8 +306,30 @@ fn a_mac_plan_modeled_slower_than_the_original_is_warned_about() {
         let text = onnx_to(&input, &output, &[args, &["--force"]].concat());
         let warned = String::from_utf8_lossy(&text.stdout).contains(warning);
         assert_eq!(warned, slower && args[0] == "--macs", "{args:?}: modeled speed-up {}", report["speedup"]);
-        if args[2..] == ["--scheme", "dac"] {
+        if args == dac {
             assert!(warned, "DAC at 1.5x fewer MACs on 16x16 is modeled slower: {}", report["speedup"]);
         }
     }
+}
+
+/// `--macs` keeps dense every layer whose factors are not modeled 10 % faster than it (the
+/// break-even guard in time), unless `--allow-slower`.
+#[test]
+fn a_mac_plan_keeps_layers_modeled_slower_dense_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
+    std::fs::write(&input, model_bytes()).unwrap();
+    let slow_layers = |extra: &[&str]| -> usize {
+        let args = [&["--macs", "1.5", "--scheme", "dac", "--json", "--force"][..], extra].concat();
+        let out = onnx_to(&input, &output, &args);
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let layers = report["plan"]["layers"].as_array().expect("plan.layers");
+        let time = |l: &serde_json::Value, key: &str| l[key].as_f64().expect(key);
+        let bound = |l: &serde_json::Value| time(l, "time_before_ms") * (1.0 - dac::plan::MIN_TIME_GAIN);
+        let factored = layers.iter().filter(|l| !l["rank"].is_null());
+        factored.filter(|l| time(l, "time_after_ms") > bound(l) + 1e-9).count()
+    };
+    assert!(slow_layers(&["--allow-slower"]) > 0, "DAC on 16x16 is modeled slower (else this proves nothing)");
+    assert_eq!(slow_layers(&[]), 0);
 }

@@ -91,7 +91,9 @@ fn require_target_turns_an_unreachable_target_into_an_error_and_writes_nothing()
         other => panic!("expected TargetNotMet, got {other}"),
     }
     assert!(!out.exists());
-    // A target that is met is written as without the option.
-    let s = convert_file(&input, &out, &ConvertOptions::macs(1.2).input_size(8, 8).require_target(true)).unwrap();
+    // A target that is met is written as without the option (MACs only: on 8x8 maps this
+    // network's factors are modeled slower than its dense layers).
+    let met = ConvertOptions::macs(1.2).input_size(8, 8).allow_slower(true);
+    let s = convert_file(&input, &out, &met.require_target(true)).unwrap();
     assert!(s.plan.unwrap().met && out.exists());
 }

@@ -74,7 +74,7 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     eprintln!("dense: {}/{images} correct", count(&dense));
 
     // The example's planner: spectra from NalgebraSvd, the default proxy (Spatial: the layers
-    // carry their weights), linear layers fixed.
+    // carry their weights), linear layers fixed; the converter with `allow_slower` (MACs only).
     let svd = NalgebraSvd::default();
     let facts: Vec<_> = net.convs.iter().map(|l| Factorization::compute(l, &svd).unwrap()).collect();
     let layers = net.plan_layers(dac::Fit::frobenius()).unwrap();
@@ -84,7 +84,7 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
         let (rewritten, report) = rewrite_model(
             &original,
-            &ConvertOptions::macs(target).svd(dac::convert::SvdMethod::Nalgebra).scheme(dac_only),
+            &ConvertOptions::macs(target).svd(dac::convert::SvdMethod::Nalgebra).scheme(dac_only).allow_slower(true),
         )
         .unwrap();
         let p = report.plan.unwrap();
@@ -124,13 +124,13 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     }
 
     // The default, every scheme (`--scheme auto`, fit correlated=AUTO_RHO): the rewrite plans as
-    // `dac::plan` on the same factorisations, and tract on the rewritten graph predicts what the
+    // `dac::plan` with its time guard on the same factorisations, and tract on the rewritten graph predicts what the
     // Rust forward pass with each chosen layer's chain of factors predicts.
     let auto = dac::Fit::correlated(dac::Fit::AUTO_RHO).unwrap();
     let schemes: Vec<_> = dac::scheme::SchemeKind::ALL.iter().map(|&k| (k, auto)).collect();
     let layers = net.plan_layers_with(&schemes).unwrap();
     for target in [1.5, 3.0] {
-        let options = PlanOptions::default().fixed(net.fixed_cost()).depth_weight(AUTO_DEPTH_WEIGHT);
+        let options = PlanOptions::default().fixed(net.fixed_cost()).depth_weight(AUTO_DEPTH_WEIGHT).time_guard(true);
         let plan = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
         let (rewritten, report) =
             rewrite_model(&original, &ConvertOptions::macs(target).svd(dac::convert::SvdMethod::Nalgebra)).unwrap();

@@ -1,5 +1,7 @@
-//! Whole-network plans on the shipped network: the safetensors converter's `--speedup` plans
-//! exactly as `dac::plan` does on the same layers, with the Frobenius and the correlated fit.
+//! Whole-network plans on the shipped network: the safetensors converter's `--macs` plans
+//! exactly as `dac::plan` does on the same layers, with the Frobenius and the correlated fit
+//! (with `allow_slower`, as `dac::plan` without a time guard; by default, as `dac::plan` with
+//! it).
 #![cfg(feature = "safetensors")]
 
 use crate::support::net;
@@ -7,6 +9,7 @@ use dac::convert::SchemeChoice;
 use dac::io::{convert_file, ConvertOptions, SvdMethod};
 use dac::plan::{PlanOptions, Proxy, Target, AUTO_DEPTH_WEIGHT};
 use dac::scheme::SchemeKind;
+use dac::time::Layout;
 use dac::Fit;
 
 /// The converter plans exactly as `dac::plan` with the default proxy on `PlanLayer::new` layers
@@ -36,7 +39,8 @@ fn converter_plan_is_the_library_plan_of_the_weights() {
                 .input_size(32, 32)
                 .svd(SvdMethod::Nalgebra)
                 .fit(fit)
-                .scheme(SchemeChoice::Only(SchemeKind::Dac));
+                .scheme(SchemeChoice::Only(SchemeKind::Dac))
+                .allow_slower(true);
             for (l, &(h, w)) in net.convs.iter().zip(&net.conv_inputs) {
                 convert = convert.layer_input(l.name(), h, w);
             }
@@ -53,9 +57,11 @@ fn converter_plan_is_the_library_plan_of_the_weights() {
     assert!(fits_differ, "the correlated fit should plan differently somewhere");
 }
 
-/// By default `--speedup` lets the planner choose a scheme per layer, with every scheme fitted
-/// for `Fit::AUTO_RHO`: the converter's plan is `dac::plan` on `PlanLayer::with_schemes` of the
-/// same factorisations, scheme and rank layer by layer, on both shipped networks.
+/// By default `--macs` lets the planner choose a scheme per layer, with every scheme fitted
+/// for `Fit::AUTO_RHO`, and keeps dense the layers modeled slower than dense: the converter's
+/// plan is `dac::plan` (with its time guard, DAC timed as the fused depthwise weight a checkpoint
+/// stores) on `PlanLayer::with_schemes` of the same
+/// factorisations, scheme and rank layer by layer, on both shipped networks.
 #[test]
 fn default_converter_plan_chooses_among_every_scheme() {
     let root = net::repo_root();
@@ -68,7 +74,12 @@ fn default_converter_plan_chooses_among_every_scheme() {
         let net = net::Net::load(&stem).unwrap();
         let layers = net.plan_layers_with(&schemes).unwrap();
         for target in [1.5, 3.0] {
-            let options = PlanOptions::default().fixed(net.fixed_cost()).depth_weight(AUTO_DEPTH_WEIGHT);
+            // A checkpoint's DAC pair is one depthwise weight of multiplier r: timed fused.
+            let options = PlanOptions::default()
+                .fixed(net.fixed_cost())
+                .depth_weight(AUTO_DEPTH_WEIGHT)
+                .time_guard(true)
+                .layout(Layout::Fused);
             let want = dac::plan(&layers, &Target::MacReduction(target), &options).unwrap();
             let out = dir.path().join(format!("{name}-{target}.safetensors"));
             let mut convert = ConvertOptions::macs(target).input_size(32, 32).svd(SvdMethod::Nalgebra);

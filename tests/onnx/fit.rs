@@ -66,8 +66,9 @@ fn correlated_fit_full_rank_is_exact_and_low_rank_differs() {
     for (f, c) in fr.converted.iter().zip(&cr.converted) {
         assert_ne!(f.relative_error, c.relative_error, "{}", f.name);
     }
-    // Planned with the fitted spectra.
-    let (out, report) = rewrite_model(&m, &ConvertOptions::macs(1.5).fit(fit)).unwrap();
+    // Planned with the fitted spectra (MACs only: this small network's factors are modeled
+    // slower than dense).
+    let (out, report) = rewrite_model(&m, &ConvertOptions::macs(1.5).fit(fit).allow_slower(true)).unwrap();
     assert!(report.plan.unwrap().met);
     assert_eq!(run_tract(&out, &SHAPE, &x).len(), 2 * 10 * 25);
 }

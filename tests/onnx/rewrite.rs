@@ -264,7 +264,8 @@ fn a_weight_shared_by_two_convs_is_kept_until_both_are_converted() {
 #[test]
 fn planned_rewrite_meets_the_target() {
     let m = net(false);
-    let (out, report) = rewrite_model(&m, &ConvertOptions::macs(1.5)).unwrap();
+    // MACs only: on 12x12 maps most factors are modeled slower than dense.
+    let (out, report) = rewrite_model(&m, &ConvertOptions::macs(1.5).allow_slower(true)).unwrap();
     let plan = report.plan.clone().unwrap();
     assert!(plan.met, "{plan:?}");
     assert!(plan.reduction() >= 1.5);
@@ -356,7 +357,8 @@ fn auto_plans_every_scheme_and_meets_the_target() {
     let x = values(44, SHAPE.iter().product());
     let reference = run_tract(&m, &SHAPE, &x);
     for target in [1.3, 2.0] {
-        let (out, report) = rewrite_model(&m, &ConvertOptions::macs(target).scheme(SchemeChoice::Auto)).unwrap();
+        let options = ConvertOptions::macs(target).scheme(SchemeChoice::Auto).allow_slower(true);
+        let (out, report) = rewrite_model(&m, &options).unwrap();
         let plan = report.plan.clone().unwrap();
         assert!(plan.met && plan.reduction() >= target, "{plan:?}");
         for (c, l) in report.converted.iter().zip(plan.layers.iter().filter(|l| l.rank.is_some())) {

@@ -226,6 +226,30 @@ fn a_time_target_is_met_in_modeled_time_and_guards_in_time() {
     assert!(matches!(e, Error::InvalidParameter { .. }));
 }
 
+/// With `time_guard`, a MAC target keeps dense every layer whose factors are not modeled 10 %
+/// faster (what the converter does unless `allow_slower`), and still meets the target with the
+/// other layers where it can.
+#[test]
+fn a_time_guard_keeps_slower_layers_dense_under_a_mac_target() {
+    let layers = stack();
+    let m = model([500.0, 0.0125, 0.0, 0.0], [500.0, 0.5, 0.0, 0.0], [200.0, 0.05], [100.0, 0.02]);
+    let options = PlanOptions::default().time_model(m);
+    let target = Target::MacReduction(1.2);
+    let free = dac::plan(&layers, &target, &options).unwrap();
+    let slow = |p: &dac::plan::Plan| {
+        let bound = |l: &dac::plan::LayerPlan| l.time_before.as_secs_f64() * (1.0 - dac::plan::MIN_TIME_GAIN);
+        p.layers.iter().filter(|l| l.rank.is_some() && l.time_after.as_secs_f64() > bound(l) + 1e-9).count()
+    };
+    assert!(slow(&free) > 0, "without the guard some factored layer is not 10 % faster (else this proves nothing)");
+    let guarded = dac::plan(&layers, &target, &options.clone().time_guard(true)).unwrap();
+    assert_eq!(slow(&guarded), 0, "{:?}", guarded.layers);
+    assert!(guarded.met && guarded.reduction() >= 1.2, "{}", guarded.reduction());
+    assert!(guarded.time_after < free.time_after, "the guarded plan is modeled faster");
+    // A time target guards with or without the option.
+    let t = Target::TimeReduction(1.1);
+    assert_eq!(dac::plan(&layers, &t, &options).unwrap(), dac::plan(&layers, &t, &options.time_guard(true)).unwrap());
+}
+
 #[test]
 fn the_layout_is_the_models_fastest() {
     let layers = stack();

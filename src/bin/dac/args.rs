@@ -62,7 +62,9 @@ pub struct ConversionArgs {
     pub groups: Vec<(String, usize)>,
     #[command(flatten)]
     pub geometry: GeometryArgs,
-    /// Convert layers even when their rank saves nothing.
+    /// Convert layers even when they save nothing: with --rank/--energy, a rank that saves no
+    /// MACs; with --macs, a layer whose factors are modeled slower than dense (by default such a
+    /// layer stays dense, as --speedup always keeps it).
     #[arg(long)]
     pub allow_slower: bool,
     /// Replace an existing output file.
