@@ -124,8 +124,9 @@ fn check(pick: impl Fn(&net::Dataset) -> net::Dataset) {
     }
 
     // The default, every scheme (`--scheme auto`, fit correlated=AUTO_RHO): the rewrite plans as
-    // `dac::plan` with its time guard on the same factorisations, and tract on the rewritten graph predicts what the
-    // Rust forward pass with each chosen layer's chain of factors predicts.
+    // `dac::plan` with its time guard on the same factorisations, and tract on the rewritten
+    // graph predicts what the Rust forward pass with each chosen layer's chain of factors
+    // predicts.
     let auto = dac::Fit::correlated(dac::Fit::AUTO_RHO).unwrap();
     let schemes: Vec<_> = dac::scheme::SchemeKind::ALL.iter().map(|&k| (k, auto)).collect();
     let layers = net.plan_layers_with(&schemes).unwrap();

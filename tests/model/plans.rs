@@ -59,9 +59,9 @@ fn converter_plan_is_the_library_plan_of_the_weights() {
 
 /// By default `--macs` lets the planner choose a scheme per layer, with every scheme fitted
 /// for `Fit::AUTO_RHO`, and keeps dense the layers modeled slower than dense: the converter's
-/// plan is `dac::plan` (with its time guard, DAC timed as the fused depthwise weight a checkpoint
-/// stores) on `PlanLayer::with_schemes` of the same
-/// factorisations, scheme and rank layer by layer, on both shipped networks.
+/// plan is `dac::plan` (with its time guard, DAC timed as the fused depthwise weight a
+/// checkpoint stores) on `PlanLayer::with_schemes` of the same factorisations, scheme and rank
+/// layer by layer, on both shipped networks.
 #[test]
 fn default_converter_plan_chooses_among_every_scheme() {
     let root = net::repo_root();
