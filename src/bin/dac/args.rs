@@ -28,7 +28,8 @@ pub struct ConversionArgs {
     #[arg(long, value_name = "X")]
     pub speedup: Option<f64>,
     /// Plan every layer's rank for this whole-network MAC reduction (convolutions and linear
-    /// layers) instead of a modeled time.
+    /// layers) instead of a modeled time; a layer whose factors are modeled no faster than it
+    /// stays dense unless --allow-slower.
     #[arg(long, value_name = "X")]
     pub macs: Option<f64>,
     /// The time-model table (JSON written by bench/calibrate.py) for --speedup, the layouts
