@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ortutil import session  # noqa: E402
+from ortutil import predict, session  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,10 +46,7 @@ def load_train(directory, per_class=1000):
 
 
 def accuracy(path, x, y):
-    s = session(path, 1)
-    name = s.get_inputs()[0].name
-    p = np.concatenate([s.run(None, {name: x[i:i + 500]})[0].argmax(1) for i in range(0, len(x), 500)])
-    return 100.0 * float((p == y).mean())
+    return 100.0 * float((predict(session(path, 1), x) == y).mean())
 
 
 def floats(s):

@@ -22,16 +22,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from accuracy import load_test  # noqa: E402
-from ortutil import session  # noqa: E402
+from ortutil import predict, session  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def accuracy(path, x, y):
-    s = session(path, 1)
-    name = s.get_inputs()[0].name
-    p = np.concatenate([s.run(None, {name: x[i:i + 500]})[0].argmax(1) for i in range(0, len(x), 500)])
-    return 100.0 * float((p == y).mean())
+    return 100.0 * float((predict(session(path, 1), x) == y).mean())
 
 
 def main():

@@ -37,6 +37,12 @@ def run(sess, x):
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
+def predict(sess, x, batch=500):
+    """Top-1 class of every row of `x` (argmax of the first output, lowest index on ties), in
+    batches of `batch`."""
+    return np.concatenate([run(sess, x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+
+
 def time_pair(s0, s1, x, budget=None, repeats=None, min_repeats=5, max_repeats=1000):
     """Interleaved runs of two sessions on `x` (the order alternating every round), after two
     warm-up runs each: `repeats` rounds, or as many as fit in about `budget` seconds (clamped to

@@ -50,14 +50,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from accuracy import load_test  # noqa: E402
-from ortutil import machine, run, session, time_pair  # noqa: E402
+from ortutil import machine, predict, session, time_pair  # noqa: E402
 from zoo import run_dac  # noqa: E402
 
 MIN_REPEATS, MAX_REPEATS = 20, 20000
-
-
-def predict(sess, x, batch=500):
-    return np.concatenate([run(sess, x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
 
 
 def bench_net(net, args, data):
