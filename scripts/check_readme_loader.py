@@ -99,9 +99,11 @@ def main():
     images, labels = accuracy.load_test(np.float32)
     failures = 0
     # Every scheme at least once: auto at 3x on vgg writes spatial layers, auto at 2x on alt
-    # spatial and DAC (grouped, strided, 5x5); channel SVD and decoupled explicitly.
-    cases = [("vgg", "auto", ["--macs", "3"]), ("alt", "auto", ["--macs", "2"]),
-             ("vgg", "channel", ["--macs", "1.5"]), ("vgg", "decoupled", ["--macs", "1.5"])]
+    # spatial and DAC (grouped, strided, 5x5); channel SVD and decoupled explicitly. MAC-only
+    # plans (--allow-slower), so that layers modeled slower than dense are written too.
+    slow = "--allow-slower"
+    cases = [("vgg", "auto", ["--macs", "3", slow]), ("alt", "auto", ["--macs", "2", slow]),
+             ("vgg", "channel", ["--macs", "1.5", slow]), ("vgg", "decoupled", ["--macs", "1.5", slow])]
     for net, scheme, budget in cases:
         ops = json.load(open(os.path.join(ROOT, "models", f"fmnist_{net}.json")))["ops"]
         out, res = accuracy.convert(net, ops, budget, scheme, [], f"readme_{scheme}")
