@@ -16,6 +16,13 @@ fn onnx_to(input: &std::path::Path, output: &std::path::Path, extra: &[&str]) ->
     dac(&args)
 }
 
+/// `dac onnx input -o output ARGS --json --force`, which must succeed, as parsed JSON.
+fn onnx_report(input: &std::path::Path, output: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = onnx_to(input, output, &[args, &["--json", "--force"]].concat());
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Two 3x3 convolutions with a `Relu` between them; `input` declares `dims`.
 fn model_bytes_with_input(dims: &[Option<usize>]) -> Vec<u8> {
     let mut g = Graph::default();
@@ -276,9 +283,7 @@ fn depth_weight_is_reported_and_checked() {
     let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
     std::fs::write(&input, model_bytes()).unwrap();
     let weight = |extra: &[&str]| -> f64 {
-        let out = onnx_to(&input, &output, &[&["--macs", "1.5", "--json", "--force"], extra].concat());
-        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let json = onnx_report(&input, &output, &[&["--macs", "1.5"], extra].concat());
         json["plan"]["depth_weight"].as_f64().expect("plan.depth_weight")
     };
     assert_eq!(weight(&[]), dac::plan::AUTO_DEPTH_WEIGHT);
@@ -299,9 +304,7 @@ fn a_mac_plan_modeled_slower_than_the_original_is_warned_about() {
     let warning = "warning: the result is modeled slower than the original";
     let dac = ["--macs", "1.5", "--scheme", "dac", "--allow-slower"];
     for args in [&dac[..], &["--macs", "1.2"], &["--speedup", "1.2"]] {
-        let json = onnx_to(&input, &output, &[args, &["--json", "--force"]].concat());
-        assert!(json.status.success(), "{args:?}: {}", String::from_utf8_lossy(&json.stderr));
-        let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let report = onnx_report(&input, &output, args);
         let slower = report["speedup"].as_f64().expect("speedup") < 1.0;
         let text = onnx_to(&input, &output, &[args, &["--force"]].concat());
         let warned = String::from_utf8_lossy(&text.stdout).contains(warning);
@@ -320,10 +323,7 @@ fn a_mac_plan_keeps_layers_modeled_slower_dense_unless_allowed() {
     let (input, output) = (dir.path().join("in.onnx"), dir.path().join("out.onnx"));
     std::fs::write(&input, model_bytes()).unwrap();
     let slow_layers = |extra: &[&str]| -> usize {
-        let args = [&["--macs", "1.5", "--scheme", "dac", "--json", "--force"][..], extra].concat();
-        let out = onnx_to(&input, &output, &args);
-        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = onnx_report(&input, &output, &[&["--macs", "1.5", "--scheme", "dac"][..], extra].concat());
         let layers = report["plan"]["layers"].as_array().expect("plan.layers");
         let time = |l: &serde_json::Value, key: &str| l[key].as_f64().expect(key);
         let bound = |l: &serde_json::Value| time(l, "time_before_ms") * (1.0 - dac::plan::MIN_TIME_GAIN);
