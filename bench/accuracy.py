@@ -28,14 +28,22 @@ VARIANTS = [("dac", []), ("dac+correlated", ["--fit", "correlated"]), ("auto", [
             ("auto+correlated", ["--fit", "correlated"]), ("spatial", [])]
 
 
-def load_test(dtype):
-    with gzip.open(os.path.join(DATA, "t10k-images-idx3-ubyte.gz")) as f:
+def load_idx(directory, prefix, dtype, pick=None):
+    """Images and labels of `directory/prefix-*-idx*-ubyte.gz` (rows `pick`, default all):
+    pixel/255 zero-padded to 32x32, as the networks were trained."""
+    with gzip.open(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz")) as f:
         img = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz")) as f:
+    with gzip.open(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz")) as f:
         lab = np.frombuffer(f.read(), np.uint8, offset=8)
+    if pick is not None:
+        img, lab = img[pick], lab[pick]
     x = np.zeros((len(img), 1, 32, 32), dtype)
     x[:, 0, 2:30, 2:30] = img.astype(np.float32) / np.float32(255.0)  # pixel/255 in f32, as torch
     return x, lab.astype(np.int64)
+
+
+def load_test(dtype):
+    return load_idx(DATA, "t10k", dtype)
 
 
 def conv2d(x, w, b=None, stride=(1, 1), pad=(0, 0, 0, 0), dil=(1, 1), groups=1):

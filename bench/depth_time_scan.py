@@ -25,14 +25,14 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from accuracy import load_idx  # noqa: E402
 from ortutil import predict, session  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_train(directory, per_class=1000):
-    with gzip.open(os.path.join(directory, "train-images-idx3-ubyte.gz")) as f:
-        img = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    """The first `per_class` training images of each class, in file order."""
     with gzip.open(os.path.join(directory, "train-labels-idx1-ubyte.gz")) as f:
         lab = np.frombuffer(f.read(), np.uint8, offset=8)
     seen, picks = np.zeros(256, int), []
@@ -40,9 +40,7 @@ def load_train(directory, per_class=1000):
         seen[c] += 1
         if seen[c] <= per_class:
             picks.append(i)
-    x = np.zeros((len(picks), 1, 32, 32), np.float32)
-    x[:, 0, 2:30, 2:30] = img[picks].astype(np.float32) / np.float32(255.0)
-    return x, lab[picks].astype(np.int64)
+    return load_idx(directory, "train", np.float32, picks)
 
 
 def accuracy(path, x, y):
