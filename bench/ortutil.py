@@ -90,3 +90,11 @@ def machine():
         pass
     info["loadavg_start"] = os.getloadavg()
     return info
+
+
+def ort_library():
+    """The shared library of the onnxruntime package this script imports (for `dac onnx
+    --measure`, ORT_DYLIB_PATH), or "" when it has none."""
+    capi = os.path.join(os.path.dirname(ort.__file__), "capi")
+    libs = sorted(f for f in os.listdir(capi) if f.startswith("libonnxruntime.so"))
+    return os.path.join(capi, libs[0]) if libs else ""

@@ -3,7 +3,8 @@
 (time-planned, scheme auto) against MAC-planned DAC (`dac onnx --macs X --scheme dac --allow-slower`).
 
     bench/.venv/bin/python bench/shipped_time.py [--nets vgg,alt] [--targets 1.25,1.5,1.75,2,2.5,3]
-        [--dac PATH] [--threads 1] [--budget SECONDS] [--out bench/results-DATE-shipped-time.json]
+        [--dac PATH] [--threads 1] [--budget SECONDS] [--speedup-args=--measure]
+        [--out bench/results-DATE-shipped-time.json]
         [--work TMPDIR] [--keep]
 
 Goal checked (issue #16): on the shipped networks the accuracy at a given measured speed-up is at
@@ -15,7 +16,9 @@ target X, two rewrites: "speedup" = `dac onnx NET.onnx --speedup X`, "macs-dac" 
 without --allow-slower, layers modeled slower than dense would stay dense) (both `--json
 --force --threads T`). For each, and for
 the original:
-- claimed: the report's modeled "speedup", plan met, MAC "reduction";
+- claimed: the report's modeled "speedup", plan met, MAC "reduction" (with --speedup-args=--measure,
+  the speedup variant's claim is the speed-up dac measured in onnxruntime, and "met" its
+  verdict; ORT_DYLIB_PATH defaults to this script's onnxruntime library);
 - measured speed-up: onnxruntime CPU, intra-op threads --threads (default 1), inter-op 1,
   sequential, ORT_ENABLE_ALL, batch 1, one test image; one session of the original shared by all
   rewrites; per rewrite, interleaved original/rewrite runs after a warm-up, about --budget
@@ -50,7 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from accuracy import load_test  # noqa: E402
-from ortutil import machine, predict, session, time_pair  # noqa: E402
+from ortutil import machine, ort_library, predict, session, time_pair  # noqa: E402
 from zoo import run_dac  # noqa: E402
 
 MIN_REPEATS, MAX_REPEATS = 20, 20000
@@ -70,7 +73,7 @@ def bench_net(net, args, data):
     r["original"] = {"correct": int((p0 == y).sum()), "accuracy": float((p0 == y).mean()),
                      "differs_from_preds": np.nonzero(p0 != ref)[0].tolist()}
     for target in args.targets:
-        for variant, flags in (("speedup", ["--speedup", f"{target:g}"]),
+        for variant, flags in (("speedup", ["--speedup", f"{target:g}", *args.speedup_args.split()]),
                                ("macs-dac", ["--macs", f"{target:g}", "--scheme", "dac", "--allow-slower"])):
             v = {"variant": variant, "target": target}
             r["points"].append(v)
@@ -90,6 +93,9 @@ def bench_net(net, args, data):
                            for c in rep.get("converted") or []],
                 "dense": [s["name"] for s in rep.get("skipped") or []],
             })
+            if rep.get("measured"):  # --speedup-args=--measure: the claim dac measured
+                v.update(modeled_speedup=v["claimed_speedup"], claimed_speedup=rep["measured"]["speedup"],
+                         met=rep["measured"]["met"], measured_by_dac=rep["measured"])
             try:
                 s1 = session(out, args.threads)
                 p1 = predict(s1, x)
@@ -223,10 +229,13 @@ def main():
     ap.add_argument("--dac", default=os.path.join(ROOT, "target", "release", "dac"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=4.0, help="seconds of timed runs per original/rewrite pair")
+    ap.add_argument("--speedup-args", default="",
+                    help="more options for the --speedup rewrites, e.g. --speedup-args=--measure")
     ap.add_argument("--out", default=None)
     ap.add_argument("--work", default="/tmp/dac-shipped-time")
     ap.add_argument("--keep", action="store_true", help="keep the rewritten models")
     args = ap.parse_args()
+    os.environ.setdefault("ORT_DYLIB_PATH", ort_library())
     os.makedirs(args.work, exist_ok=True)
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

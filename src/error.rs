@@ -258,6 +258,32 @@ pub enum Error {
         reason: String,
     },
 
+    /// A runtime ([`dac::runtime`](crate::runtime)) could not be loaded, or could not load or
+    /// run a model.
+    #[error("runtime {runtime}: {reason}")]
+    Runtime {
+        /// The runtime (its library's path while loading it, else its version).
+        runtime: String,
+        /// What failed, with the offending value.
+        reason: String,
+    },
+
+    /// A `--speedup` target was not reached in the runtime it was measured in, and
+    /// [`ConvertOptions::require_target`](crate::ConvertOptions::require_target) asked for it:
+    /// nothing is written.
+    #[error(
+        "measured in {runtime}: target {target}x not reached; the fastest plan measured runs {reached:.2}x faster; \
+         nothing was written"
+    )]
+    MeasuredTargetNotMet {
+        /// The runtime measured in.
+        runtime: String,
+        /// The speed-up asked for.
+        target: f64,
+        /// The fastest measured speed-up of the plans timed.
+        reached: f64,
+    },
+
     /// An ONNX model is malformed or holds something `dac` cannot rewrite.
     #[error("{}: {location}: {reason}", file.display())]
     Onnx {

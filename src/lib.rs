@@ -55,6 +55,8 @@ pub mod io;
 mod kernels;
 pub mod plan;
 pub mod rank;
+#[cfg(feature = "onnx")]
+pub mod runtime;
 mod scalar;
 pub mod scheme;
 mod storage;

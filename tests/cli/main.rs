@@ -5,5 +5,6 @@ mod support;
 
 mod convert;
 mod fit;
+mod measure;
 mod onnx;
 mod speedup;

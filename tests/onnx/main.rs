@@ -8,6 +8,7 @@ mod errors;
 mod external;
 mod fit;
 mod inspect;
+mod measure;
 mod pipeline;
 mod reference;
 mod rewrite;

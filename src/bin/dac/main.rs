@@ -91,6 +91,16 @@ struct OnnxArgs {
     /// treat them as constants; the replaced weights leave the output's inputs.
     #[arg(long)]
     freeze_input_weights: bool,
+    /// Time the original and the rewrite in onnxruntime on this machine (--threads threads,
+    /// batch 1) and report the measured speed-up; with --speedup X, re-plan (up to 5 plans)
+    /// until the measured speed-up reaches X and write the plan that does with the least
+    /// reduction. Needs onnxruntime's shared library: --ort-library or ORT_DYLIB_PATH.
+    #[arg(long)]
+    measure: bool,
+    /// onnxruntime's shared library for --measure, e.g. the Python wheel's
+    /// `onnxruntime/capi/libonnxruntime.so.1.32.0`. Default: the ORT_DYLIB_PATH variable.
+    #[arg(long, value_name = "FILE", requires = "measure")]
+    ort_library: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -214,8 +224,23 @@ fn onnx(a: &OnnxArgs) -> dac::Result<()> {
         o = o.layout(l);
     }
     o = o.freeze_input_weights(a.freeze_input_weights);
-    let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
-    table::report(&summary, c.json, c.quiet, true);
+    if !a.measure {
+        let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
+        table::report(&summary, c.json, c.quiet, true);
+        return Ok(());
+    }
+    let library = a.ort_library.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+    let Some(library) = library else {
+        return Err(dac::Error::Runtime {
+            runtime: "onnxruntime".into(),
+            reason: "--measure needs onnxruntime's shared library: give --ort-library FILE or set ORT_DYLIB_PATH \
+                     (pip's onnxruntime wheel has it: onnxruntime/capi/libonnxruntime.so.*)"
+                .into(),
+        });
+    };
+    let mut runtime = dac::runtime::OnnxRuntime::load(&library, c.threads, c.input_size)?;
+    let (summary, measured) = io::onnx::rewrite_file_measured(&a.model, &c.output, &o, &mut runtime)?;
+    table::report_measured(&summary, Some(&measured), c.json, c.quiet, true);
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Tables and JSON for a conversion's [`Summary`].
 
 use dac::convert::{SizeSource, SkipReason, Summary};
+use dac::runtime::Measured;
 use std::time::Duration;
 
 /// `1234567` -> `1.23M`.
@@ -53,11 +54,49 @@ fn times(before: Option<f64>, after: Option<f64>) -> String {
 /// Prints the summary: JSON, a table, or nothing; `graph`: an ONNX rewrite (whose modeled time
 /// covers more than a checkpoint's).
 pub fn report(s: &Summary, json: bool, quiet: bool, graph: bool) {
+    report_measured(s, None, json, quiet, graph);
+}
+
+/// [`report`], with what `dac onnx --measure` measured.
+pub fn report_measured(s: &Summary, measured: Option<&Measured>, json: bool, quiet: bool, graph: bool) {
     if json {
-        println!("{:#}", s.to_json());
+        let mut doc = s.to_json();
+        if let (Some(m), Some(obj)) = (measured, doc.as_object_mut()) {
+            obj.insert("measured".into(), m.to_json());
+        }
+        println!("{doc:#}");
     } else if !quiet {
         print_layers(s);
         print_totals(s, graph);
+        if let Some(m) = measured {
+            print_measured(m);
+        }
+        println!("wrote {}", s.output.display());
+    }
+}
+
+/// The measured times and each plan timed.
+fn print_measured(m: &Measured) {
+    let c = m.chosen();
+    let (b, a, x) = (ms(Some(c.before)), ms(Some(c.after)), m.speedup());
+    let verdict = match (m.target, m.met()) {
+        (Some(t), Some(true)) => format!(": target {t}x met"),
+        (Some(t), _) => format!(": target {t}x NOT met in the runtime (the fastest plan measured is written)"),
+        _ => String::new(),
+    };
+    println!("measured in {}: {b} -> {a} ms ({x:.2}x){verdict}", m.runtime);
+    if m.target.is_some() {
+        for (i, t) in m.tries.iter().enumerate() {
+            let goal = t.modeled_target.map_or("-".into(), |g| format!("{g:.2}x"));
+            let modeled = t.modeled.map_or("?".into(), |g| format!("{g:.2}x"));
+            let kept = if i == m.chosen { " (written)" } else { "" };
+            let reach = if t.reachable { "" } else { ", not reachable" };
+            println!(
+                "  try {}: planned for {goal} modeled{reach} ({modeled}), measured {:.2}x{kept}",
+                i + 1,
+                t.speedup()
+            );
+        }
     }
 }
 
@@ -196,7 +235,6 @@ fn print_totals(s: &Summary, graph: bool) {
         );
     }
     print_other_weights(&s.other_weights);
-    println!("wrote {}", s.output.display());
 }
 
 /// The graph's operators outside the time model, when there are any.

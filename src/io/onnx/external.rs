@@ -38,6 +38,11 @@ impl External {
         Self::default()
     }
 
+    /// Whether the model refers to no external file.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     /// Reads every file the top-level initializers of the model in `bytes` (read from `file`)
     /// refer to.
     pub(crate) fn load(bytes: &[u8], file: &Path) -> Result<Self> {

@@ -119,17 +119,80 @@ pub fn rewrite_model(bytes: &[u8], options: &ConvertOptions) -> Result<(Vec<u8>,
 /// [`Error::OutputIsInput`] when `output` names the input file and [`Error::OutputExists`] when
 /// it exists and [`ConvertOptions::force`] is not set. Nothing is written on error.
 pub fn rewrite_file(input: impl AsRef<Path>, output: impl AsRef<Path>, options: &ConvertOptions) -> Result<Summary> {
-    use std::io::Write;
     let (input, output) = (input.as_ref(), output.as_ref());
     super::atomic::check_output(input, output, options.force)?;
+    let (bytes, ext) = read_model(input)?;
+    let (out, summary) = rewrite::rewrite(&bytes, options, input, &ext).map_err(|e| in_file(input, e))?;
+    write_model(input, output, &out, summary, options.force)
+}
+
+/// As [`rewrite_file`], timing the result in `runtime` (see [`crate::runtime`]). For a
+/// [`Target::TimeReduction`](crate::plan::Target::TimeReduction) of `X`, plans until the
+/// *measured* speed-up reaches `X` ([`runtime::search`](crate::runtime::search)) and writes the
+/// plan kept; for any other policy or target, writes the one plan and reports its measured
+/// speed-up. The summary is the written plan's.
+///
+/// # Errors
+/// As [`rewrite_file`], plus [`Error::Runtime`] when the runtime cannot load or run a model (a
+/// model with external data cannot be timed: the original is passed to the runtime from
+/// memory), and [`Error::MeasuredTargetNotMet`] when
+/// [`ConvertOptions::require_target`] is set and no plan measured reaches the target. Nothing
+/// is written on error.
+pub fn rewrite_file_measured(
+    input: impl AsRef<Path>,
+    output: impl AsRef<Path>,
+    options: &ConvertOptions,
+    runtime: &mut dyn crate::runtime::Runtime,
+) -> Result<(Summary, crate::runtime::Measured)> {
+    let (input, output) = (input.as_ref(), output.as_ref());
+    super::atomic::check_output(input, output, options.force)?;
+    let (bytes, ext) = read_model(input)?;
+    if !ext.is_empty() {
+        return Err(Error::Runtime {
+            runtime: runtime.describe(),
+            reason: format!("{}: the model keeps tensors in external files; it cannot be timed", input.display()),
+        });
+    }
+    let target = match options.ranks {
+        crate::convert::RankSource::Target(crate::plan::Target::TimeReduction(x)) => Some(x),
+        _ => None,
+    };
+    let plan = |goal: Option<f64>| {
+        let mut o = options.clone().require_target(false);
+        if let Some(x) = goal {
+            o.ranks = crate::convert::RankSource::Target(crate::plan::Target::TimeReduction(x));
+        }
+        let (bytes, summary) = rewrite::rewrite(&bytes, &o, input, &ext).map_err(|e| in_file(input, e))?;
+        Ok(crate::runtime::Rewrite { bytes, summary })
+    };
+    let (r, measured) = crate::runtime::search(target, &bytes, runtime, plan)?;
+    if let (Some(target), Some(false), true) = (target, measured.met(), options.require_target) {
+        let reached = measured.tries.iter().map(|t| t.speedup()).fold(0.0, f64::max);
+        return Err(Error::MeasuredTargetNotMet { runtime: measured.runtime, target, reached });
+    }
+    let summary = write_model(input, output, &r.bytes, r.summary, options.force)?;
+    Ok((summary, measured))
+}
+
+fn read_model(input: &Path) -> Result<(Vec<u8>, external::External)> {
     let bytes = std::fs::read(input).map_err(|e| Error::Io { path: input.to_path_buf(), action: "read", source: e })?;
     let ext = external::External::load(&bytes, input)?;
-    let (out, mut summary) = rewrite::rewrite(&bytes, options, input, &ext).map_err(|e| match e {
+    Ok((bytes, ext))
+}
+
+/// A conversion error of `input`'s layers, naming the file.
+fn in_file(input: &Path, e: Error) -> Error {
+    match e {
         Error::Onnx { .. } | Error::Io { .. } | Error::InFile { .. } | Error::NoMatch { .. } => e,
         other => Error::InFile { file: input.to_path_buf(), source: Box::new(other) },
-    })?;
-    let mut file = super::atomic::AtomicFile::create(output, options.force)?;
-    file.writer().write_all(&out).map_err(|e| Error::Io { path: output.to_path_buf(), action: "write", source: e })?;
+    }
+}
+
+/// Writes `out` atomically with the input's permissions; the summary with its output path.
+fn write_model(input: &Path, output: &Path, out: &[u8], mut summary: Summary, force: bool) -> Result<Summary> {
+    use std::io::Write;
+    let mut file = super::atomic::AtomicFile::create(output, force)?;
+    file.writer().write_all(out).map_err(|e| Error::Io { path: output.to_path_buf(), action: "write", source: e })?;
     let permissions = std::fs::metadata(input).ok().map(|m| m.permissions());
     file.commit(permissions)?;
     summary.output = output.to_path_buf();

@@ -1,0 +1,194 @@
+//! The measured search: plan for a modeled target, time it, correct the modeled target.
+
+use super::Runtime;
+use crate::convert::Summary;
+use crate::error::Result;
+use std::time::Duration;
+
+/// The most plans [`search`] times for one target.
+pub const MAX_TRIES: usize = 5;
+
+/// A measured speed-up within this factor above the target ends the search.
+const CLOSE: f64 = 1.03;
+
+/// One rewrite of a model: its bytes and its report.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// The rewritten ONNX model.
+    pub bytes: Vec<u8>,
+    /// What the conversion did.
+    pub summary: Summary,
+}
+
+/// One plan [`search`] timed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeasuredTry {
+    /// The modeled speed-up the plan was asked for (`None`: the options' own policy or target).
+    pub modeled_target: Option<f64>,
+    /// The plan's modeled speed-up (`None` where a size is unknown).
+    pub modeled: Option<f64>,
+    /// Whether the planner reached the modeled target.
+    pub reachable: bool,
+    /// Median time of the original, measured alongside this rewrite.
+    pub before: Duration,
+    /// Median time of this rewrite.
+    pub after: Duration,
+}
+
+impl MeasuredTry {
+    /// Measured speed-up `before / after`.
+    pub fn speedup(&self) -> f64 {
+        self.before.as_secs_f64() / self.after.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// What [`search`] measured, and which plan it kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// [`Runtime::describe`].
+    pub runtime: String,
+    /// The measured speed-up asked for (`None`: not a `--speedup` target; the one plan made is
+    /// only timed).
+    pub target: Option<f64>,
+    /// Every plan timed, in order.
+    pub tries: Vec<MeasuredTry>,
+    /// The index in `tries` of the plan returned.
+    pub chosen: usize,
+}
+
+impl Measured {
+    /// The plan returned.
+    pub fn chosen(&self) -> &MeasuredTry {
+        &self.tries[self.chosen]
+    }
+    /// Its measured speed-up.
+    pub fn speedup(&self) -> f64 {
+        self.chosen().speedup()
+    }
+    /// Whether the measured speed-up reaches the target (`None` without one).
+    pub fn met(&self) -> Option<bool> {
+        self.target.map(|t| self.speedup() >= t)
+    }
+    /// As one JSON object (the `measured` member of `dac onnx --measure --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let c = self.chosen();
+        serde_json::json!({
+            "runtime": self.runtime, "target": self.target, "met": self.met(),
+            "time_before_ms": ms(c.before), "time_after_ms": ms(c.after), "speedup": self.speedup(),
+            "chosen": self.chosen,
+            "tries": self.tries.iter().map(|t| serde_json::json!({
+                "modeled_target": t.modeled_target, "modeled_speedup": t.modeled, "reachable": t.reachable,
+                "time_before_ms": ms(t.before), "time_after_ms": ms(t.after), "speedup": t.speedup(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Plans until the measured speed-up reaches `target`.
+///
+/// `rewrite(Some(x))` plans for a modeled speed-up `x` (`rewrite(None)`: the caller's own
+/// policy, timed once: `target` is then `None`). The first plan asks for `target` itself; after
+/// each, the next modeled target is the last one times `target / measured` (kept between the
+/// largest modeled target measured too slow and the smallest measured fast enough, else their
+/// geometric mean). The search ends when a plan measures within 3 % above `target`, when the
+/// planner cannot reach a modeled target that measured too slow, when the bracket is narrower
+/// than 3 %, or after [`MAX_TRIES`] plans. It returns the plan with the smallest modeled target
+/// that measured fast enough (the least reduction, so the least error), else the fastest one
+/// measured, and the measurements.
+///
+/// # Errors
+/// What `rewrite` or [`Runtime::time_pair`] return.
+pub fn search(
+    target: Option<f64>,
+    original: &[u8],
+    runtime: &mut dyn Runtime,
+    mut rewrite: impl FnMut(Option<f64>) -> Result<Rewrite>,
+) -> Result<(Rewrite, Measured)> {
+    let mut measured = Measured { runtime: runtime.describe(), target, tries: Vec::new(), chosen: 0 };
+    let Some(target) = target else {
+        let r = rewrite(None)?;
+        measured.tries.push(time(runtime, original, &r, None)?);
+        return Ok((r, measured));
+    };
+    let mut bracket = Bracket::default();
+    let (mut met, mut fastest): (Option<Rewrite>, Option<Rewrite>) = (None, None);
+    let mut goal = target;
+    for i in 0..MAX_TRIES {
+        let r = rewrite(Some(goal))?;
+        let t = time(runtime, original, &r, Some(goal))?;
+        measured.tries.push(t);
+        let s = t.speedup();
+        if s >= target {
+            if bracket.hi.is_none_or(|(h, _)| goal < h) {
+                bracket.hi = Some((goal, i));
+                met = Some(r);
+            }
+        } else {
+            bracket.lo = Some(bracket.lo.map_or(goal, |l| l.max(goal)));
+            let best = bracket.fastest.map(|j| measured.tries[j].speedup());
+            if best.is_none_or(|b| s > b) {
+                bracket.fastest = Some(i);
+                fastest = Some(r);
+            }
+        }
+        match next_goal(target, goal, s, t.reachable, &bracket) {
+            Some(next) => goal = next,
+            None => break,
+        }
+    }
+    let (chosen, r) = match (bracket.hi, met, bracket.fastest, fastest) {
+        (Some((_, i)), Some(r), ..) => (i, r),
+        (_, _, Some(i), Some(r)) => (i, r),
+        _ => unreachable!("every try is either fast enough or the fastest so far"),
+    };
+    measured.chosen = chosen;
+    Ok((r, measured))
+}
+
+/// The modeled targets measured so far.
+#[derive(Default)]
+struct Bracket {
+    /// The largest modeled target whose plan measured below the target.
+    lo: Option<f64>,
+    /// The smallest modeled target whose plan measured at or above it, and its try.
+    hi: Option<(f64, usize)>,
+    /// The try measured fastest among those below the target.
+    fastest: Option<usize>,
+}
+
+/// The modeled target to try next, `None` to stop.
+fn next_goal(target: f64, goal: f64, measured: f64, reachable: bool, b: &Bracket) -> Option<f64> {
+    if measured >= target && measured <= target * CLOSE {
+        return None;
+    }
+    if measured < target && !reachable {
+        return None;
+    }
+    let mut next = goal * target / measured;
+    match (b.lo, b.hi) {
+        (Some(l), Some((h, _))) => {
+            if h / l < CLOSE {
+                return None;
+            }
+            if !(next > l && next < h) {
+                next = (l * h).sqrt();
+            }
+        }
+        (Some(l), None) => next = next.max(l * 1.02),
+        _ => {}
+    }
+    let next = (next * 1000.0).round() / 1000.0;
+    (next > 1.0 && (next / goal - 1.0).abs() > 1e-3).then_some(next)
+}
+
+fn time(runtime: &mut dyn Runtime, original: &[u8], r: &Rewrite, goal: Option<f64>) -> Result<MeasuredTry> {
+    let (before, after) = runtime.time_pair(original, &r.bytes)?;
+    Ok(MeasuredTry {
+        modeled_target: goal,
+        modeled: r.summary.speedup(),
+        reachable: r.summary.plan.as_ref().is_none_or(|p| p.met),
+        before,
+        after,
+    })
+}

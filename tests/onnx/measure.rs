@@ -1,0 +1,146 @@
+//! The measured search (`dac::runtime::search`) against runtimes whose speed-ups are known
+//! functions of the modeled target asked for: it stops at a measured target, keeps the plan
+//! with the least modeled reduction that measured fast enough, and says when none did.
+#![cfg(feature = "onnx")]
+
+use crate::support::onnx::*;
+use crate::support::values;
+use dac::convert::{ConvertOptions, Summary};
+use dac::io::onnx::rewrite_model;
+use dac::runtime::{search, Measured, Rewrite, Runtime, MAX_TRIES};
+use proptest::prelude::*;
+use std::time::Duration;
+
+/// A runtime whose rewrite of modeled target `g` (the 8 bytes of the fake model) runs
+/// `realize(g)` times faster than the original's 10 ms.
+struct Fake<F: Fn(f64) -> f64> {
+    realize: F,
+    calls: usize,
+}
+
+impl<F: Fn(f64) -> f64> Runtime for Fake<F> {
+    fn describe(&self) -> String {
+        "fake".into()
+    }
+    fn time_pair(&mut self, before: &[u8], after: &[u8]) -> dac::Result<(Duration, Duration)> {
+        assert_eq!(before, b"original");
+        self.calls += 1;
+        let goal = f64::from_le_bytes(after.try_into().unwrap());
+        let base = Duration::from_millis(10);
+        Ok((base, base.div_f64((self.realize)(goal))))
+    }
+}
+
+/// Two 3x3 convolutions of 16 channels on 16x16.
+fn net() -> Vec<u8> {
+    let mut g = Graph::default();
+    g.inits.push(tensor("a.weight", &[16, 3, 3, 3], &values(1, 16 * 27)));
+    g.inits.push(tensor("b.weight", &[16, 16, 3, 3], &values(2, 16 * 16 * 9)));
+    let pads = || vec![attr_ints("pads", &[1, 1, 1, 1])];
+    g.nodes.push(node("Conv", "a", &["input", "a.weight"], &["ya"], &pads(), &[]));
+    g.nodes.push(node("Conv", "b", &["ya", "b.weight"], &["y"], &pads(), &[]));
+    g.inputs.push(value_info("input", &[Some(1), Some(3), Some(16), Some(16)]));
+    g.outputs.push(value_info("y", &[Some(1), Some(16), Some(16), Some(16)]));
+    model(&g, 13, &[])
+}
+
+/// A real report whose plan met its target (`true`) or could not (`false`).
+fn summary(reachable: bool) -> Summary {
+    let options =
+        if reachable { ConvertOptions::macs(1.2).allow_slower(true) } else { ConvertOptions::speedup(1000.0) };
+    let (_, s) = rewrite_model(&net(), &options).unwrap();
+    assert_eq!(s.plan.as_ref().unwrap().met, reachable);
+    s
+}
+
+/// Runs the search with `realize`; every rewrite reports `reachable`.
+fn run(target: Option<f64>, reachable: bool, realize: impl Fn(f64) -> f64) -> (Rewrite, Measured, Vec<Option<f64>>) {
+    let s = summary(reachable);
+    let mut fake = Fake { realize, calls: 0 };
+    let mut asked = Vec::new();
+    let (r, m) = search(target, b"original", &mut fake, |goal| {
+        asked.push(goal);
+        Ok(Rewrite { bytes: goal.unwrap_or(1.0).to_le_bytes().to_vec(), summary: s.clone() })
+    })
+    .unwrap();
+    assert_eq!(fake.calls, m.tries.len());
+    assert_eq!(asked.len(), m.tries.len());
+    (r, m, asked)
+}
+
+fn goal_of(r: &Rewrite) -> f64 {
+    f64::from_le_bytes(r.bytes.as_slice().try_into().unwrap())
+}
+
+#[test]
+fn an_optimistic_model_is_corrected_upwards() {
+    // The runtime realises 85 % of every modeled speed-up: 2x needs a modeled 2/0.85.
+    let (r, m, asked) = run(Some(2.0), true, |g| 0.85 * g);
+    assert_eq!(asked[0], Some(2.0));
+    assert!((m.tries[0].speedup() - 1.7).abs() < 1e-6);
+    assert_eq!(m.met(), Some(true));
+    assert!(m.speedup() >= 2.0 && m.speedup() < 2.0 * 1.03, "{}", m.speedup());
+    assert!((goal_of(&r) - 2.0 / 0.85).abs() < 2e-3, "{}", goal_of(&r));
+    assert_eq!(m.chosen().modeled_target, Some(goal_of(&r)));
+}
+
+#[test]
+fn a_pessimistic_model_is_corrected_downwards_to_the_least_reduction() {
+    // The runtime realises 125 %: the first plan over-shoots, a plan for a modeled 1.6x suffices.
+    let (r, m, _) = run(Some(2.0), true, |g| 1.25 * g);
+    assert_eq!(m.tries.len(), 2);
+    assert_eq!(m.met(), Some(true));
+    assert!((goal_of(&r) - 1.6).abs() < 1e-9, "{}", goal_of(&r));
+    assert_eq!(m.chosen, 1);
+}
+
+#[test]
+fn a_target_the_runtime_cannot_reach_is_reported_with_the_fastest_plan() {
+    // No plan runs more than 1.5x faster, however much the model promises.
+    let (r, m, asked) = run(Some(2.0), true, |g| (0.85 * g).min(1.5) - 1e-3 * g);
+    assert_eq!(m.met(), Some(false));
+    assert_eq!(m.tries.len(), MAX_TRIES);
+    let fastest = m.tries.iter().map(|t| t.speedup()).fold(0.0, f64::max);
+    assert_eq!(m.speedup(), fastest);
+    assert_eq!(Some(goal_of(&r)), asked[m.chosen]);
+    // Each retry asks for more than every plan that measured too slow.
+    assert!(asked.windows(2).all(|w| w[1] > w[0]), "{asked:?}");
+}
+
+#[test]
+fn a_plan_the_planner_cannot_reach_ends_the_search() {
+    let (_, m, _) = run(Some(2.0), false, |g| 0.5 * g);
+    assert_eq!(m.tries.len(), 1);
+    assert_eq!(m.met(), Some(false));
+    assert!(!m.tries[0].reachable);
+}
+
+#[test]
+fn without_a_time_target_the_one_plan_is_only_timed() {
+    let (_, m, asked) = run(None, true, |_| 1.3);
+    assert_eq!(asked, vec![None]);
+    assert_eq!(m.met(), None);
+    assert!((m.speedup() - 1.3).abs() < 1e-6);
+    assert_eq!(m.to_json()["tries"].as_array().unwrap().len(), 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// For runtimes realising `a·g^b` of a modeled `g`: a plan kept as met measured at least
+    /// the target; it is the met try with the smallest modeled target; a met try exists
+    /// whenever the kept plan is not met only if none measured fast enough.
+    #[test]
+    fn the_kept_plan_is_the_least_reduction_that_measured_fast_enough(
+        a in 0.5f64..1.5, b in 0.5f64..1.5, target in 1.1f64..4.0
+    ) {
+        let (r, m, _) = run(Some(target), true, |g| a * g.powf(b));
+        prop_assert!(m.tries.len() <= MAX_TRIES);
+        let met: Vec<f64> =
+            m.tries.iter().filter(|t| t.speedup() >= target).map(|t| t.modeled_target.unwrap()).collect();
+        prop_assert_eq!(m.met(), Some(!met.is_empty()));
+        if m.met() == Some(true) {
+            prop_assert!(m.speedup() >= target);
+            prop_assert_eq!(goal_of(&r), met.iter().copied().fold(f64::INFINITY, f64::min));
+        }
+    }
+}
