@@ -3,7 +3,7 @@
 (time-planned, scheme auto) against MAC-planned DAC (`dac onnx --macs X --scheme dac --allow-slower`).
 
     bench/.venv/bin/python bench/shipped_time.py [--nets vgg,alt] [--targets 1.25,1.5,1.75,2,2.5,3]
-        [--dac PATH] [--threads 1] [--budget SECONDS] [--speedup-args=--measure]
+        [--dac PATH] [--threads 1] [--budget SECONDS] [--speedup-args=--measure] [--matched]
         [--out bench/results-DATE-shipped-time.json]
         [--work TMPDIR] [--keep]
 
@@ -27,6 +27,10 @@ the original:
   bench/accuracy.py's load_test: pixel/255 zero-padded to 32x32), onnxruntime, batches of 500,
   argmax (lowest index on ties). The original's predictions are also compared with
   models/fmnist_<net>.preds.
+
+--matched: after the targets, one more "speedup" point per macs-dac point, `--speedup S` where S
+is that point's measured speed-up rounded up to 0.01 (the goal compares accuracies at the same
+measured speed-up; the fixed grid of targets may have no --speedup point near a macs-dac one).
 
 Comparison: for every macs-dac point, the best accuracy among "speedup" points whose measured
 speed-up is at least its measured speed-up (the goal holds at that point if it is >= the macs-dac
@@ -72,50 +76,63 @@ def bench_net(net, args, data):
     ref = np.frombuffer(open(os.path.join(ROOT, "models", f"fmnist_{net}.preds"), "rb").read(), np.uint8)
     r["original"] = {"correct": int((p0 == y).sum()), "accuracy": float((p0 == y).mean()),
                      "differs_from_preds": np.nonzero(p0 != ref)[0].tolist()}
+    ctx = (src, x, x1, y, sess0, p0)
     for target in args.targets:
         for variant, flags in (("speedup", ["--speedup", f"{target:g}", *args.speedup_args.split()]),
                                ("macs-dac", ["--macs", f"{target:g}", "--scheme", "dac", "--allow-slower"])):
-            v = {"variant": variant, "target": target}
+            r["points"].append(bench_point(args, net, variant, target, flags, ctx))
+    if args.matched:
+        for p in [p for p in r["points"] if p["variant"] == "macs-dac" and p.get("measured_speedup", 0) > 1.005]:
+            target = math.ceil(100 * p["measured_speedup"]) / 100
+            v = bench_point(args, net, "speedup", target, ["--speedup", f"{target:g}", *args.speedup_args.split()], ctx)
+            v["matched_to_macs"] = p["target"]
             r["points"].append(v)
-            out = os.path.join(args.work, f"{net}-{variant}{target:g}.onnx")
-            rep, secs, err = run_dac(args.dac, src, out, flags + ["--threads", str(args.threads)])
-            v["convert_s"] = secs
-            if err:
-                v["error"] = err
-                print(f"  {net} {variant} {target:g}: dac failed: {err[:300]}", file=sys.stderr)
-                continue
-            plan = rep.get("plan") or {}
-            v.update({
-                "claimed_speedup": rep.get("speedup"), "met": plan.get("met"), "max_speedup": plan.get("max_speedup"),
-                "mac_reduction": rep.get("reduction"), "time_before_ms": rep.get("time_before_ms"),
-                "time_after_ms": rep.get("time_after_ms"),
-                "layers": [{"name": c["name"], "scheme": c["scheme"], "rank": c["rank"], "layout": c.get("layout")}
-                           for c in rep.get("converted") or []],
-                "dense": [s["name"] for s in rep.get("skipped") or []],
-            })
-            if rep.get("measured"):  # --speedup-args=--measure: the claim dac measured
-                v.update(modeled_speedup=v["claimed_speedup"], claimed_speedup=rep["measured"]["speedup"],
-                         met=rep["measured"]["met"], measured_by_dac=rep["measured"])
-            try:
-                s1 = session(out, args.threads)
-                p1 = predict(s1, x)
-                RIGHT[id(v)] = p1 == y
-                v["correct"] = int((p1 == y).sum())
-                v["accuracy"] = float((p1 == y).mean())
-                v["agreement_with_original"] = float((p1 == p0).mean())
-                tb, ta, n = time_pair(sess0, s1, x1, budget=args.budget, min_repeats=MIN_REPEATS,
-                                      max_repeats=MAX_REPEATS)
-                v.update(ort_ms_before=tb * 1e3, ort_ms_after=ta * 1e3, ort_runs=n, measured_speedup=tb / ta)
-                del s1
-            except Exception as e:
-                v["error"] = f"onnxruntime: {type(e).__name__}: {e}"
-            if not args.keep and os.path.exists(out):
-                os.remove(out)
-            print(f"  {net} {variant} {target:g}: claimed {v.get('claimed_speedup', float('nan')):.3f}, measured "
-                  f"{v.get('measured_speedup', float('nan')):.3f}, accuracy {100 * v.get('accuracy', float('nan')):.2f} %",
-                  file=sys.stderr, flush=True)
     r["comparison"] = compare(r["points"])
     return r
+
+
+def bench_point(args, net, variant, target, flags, ctx):
+    """One rewrite: dac's report, onnxruntime's accuracy and measured speed-up."""
+    src, x, x1, y, sess0, p0 = ctx
+    v = {"variant": variant, "target": target}
+    out = os.path.join(args.work, f"{net}-{variant}{target:g}.onnx")
+    rep, secs, err = run_dac(args.dac, src, out, flags + ["--threads", str(args.threads)])
+    v["convert_s"] = secs
+    if err:
+        v["error"] = err
+        print(f"  {net} {variant} {target:g}: dac failed: {err[:300]}", file=sys.stderr)
+        return v
+    plan = rep.get("plan") or {}
+    v.update({
+        "claimed_speedup": rep.get("speedup"), "met": plan.get("met"), "max_speedup": plan.get("max_speedup"),
+        "mac_reduction": rep.get("reduction"), "time_before_ms": rep.get("time_before_ms"),
+        "time_after_ms": rep.get("time_after_ms"),
+        "layers": [{"name": c["name"], "scheme": c["scheme"], "rank": c["rank"], "layout": c.get("layout")}
+                   for c in rep.get("converted") or []],
+        "dense": [s["name"] for s in rep.get("skipped") or []],
+    })
+    if rep.get("measured"):  # --speedup-args=--measure: the claim dac measured
+        v.update(modeled_speedup=v["claimed_speedup"], claimed_speedup=rep["measured"]["speedup"],
+                 met=rep["measured"]["met"], measured_by_dac=rep["measured"])
+    try:
+        s1 = session(out, args.threads)
+        p1 = predict(s1, x)
+        RIGHT[id(v)] = p1 == y
+        v["correct"] = int((p1 == y).sum())
+        v["accuracy"] = float((p1 == y).mean())
+        v["agreement_with_original"] = float((p1 == p0).mean())
+        tb, ta, n = time_pair(sess0, s1, x1, budget=args.budget, min_repeats=MIN_REPEATS,
+                              max_repeats=MAX_REPEATS)
+        v.update(ort_ms_before=tb * 1e3, ort_ms_after=ta * 1e3, ort_runs=n, measured_speedup=tb / ta)
+        del s1
+    except Exception as e:
+        v["error"] = f"onnxruntime: {type(e).__name__}: {e}"
+    if not args.keep and os.path.exists(out):
+        os.remove(out)
+    print(f"  {net} {variant} {target:g}: claimed {v.get('claimed_speedup', float('nan')):.3f}, measured "
+          f"{v.get('measured_speedup', float('nan')):.3f}, accuracy {100 * v.get('accuracy', float('nan')):.2f} %",
+          file=sys.stderr, flush=True)
+    return v
 
 
 # Per point (keyed by id), which test images it classifies correctly; kept out of the JSON.
@@ -231,6 +248,8 @@ def main():
     ap.add_argument("--budget", type=float, default=4.0, help="seconds of timed runs per original/rewrite pair")
     ap.add_argument("--speedup-args", default="",
                     help="more options for the --speedup rewrites, e.g. --speedup-args=--measure")
+    ap.add_argument("--matched", action="store_true",
+                    help="also plan --speedup S at each MAC-planned point's measured speed-up S (rounded up to 0.01)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--work", default="/tmp/dac-shipped-time")
     ap.add_argument("--keep", action="store_true", help="keep the rewritten models")

@@ -89,9 +89,10 @@ impl Measured {
 ///
 /// `rewrite(Some(x))` plans for a modeled speed-up `x` (`rewrite(None)`: the caller's own
 /// policy, timed once: `target` is then `None`). The first plan asks for `target` itself; after
-/// each, the next modeled target is the last one times `target / measured` (kept between the
-/// largest modeled target measured too slow and the smallest measured fast enough, else their
-/// geometric mean). The search ends when a plan measures within 3 % above `target`, when the
+/// it, the last one times `target / measured`, then the secant through the last two plans'
+/// (modeled target, measured speed-up), stepping up at least that proportional step and at most
+/// its cube, and kept between the largest modeled target measured too slow and the smallest
+/// measured fast enough (else their geometric mean). The search ends when a plan measures within 3 % above `target`, when the
 /// planner cannot reach a modeled target that measured too slow, when the bracket is narrower
 /// than 3 %, or after [`MAX_TRIES`] plans. It returns the plan with the smallest modeled target
 /// that measured fast enough (the least reduction, so the least error), else the fastest one
@@ -113,7 +114,7 @@ pub fn search(
     };
     let mut bracket = Bracket::default();
     let (mut met, mut fastest): (Option<Rewrite>, Option<Rewrite>) = (None, None);
-    let mut goal = target;
+    let (mut goal, mut prev) = (target, None);
     for i in 0..MAX_TRIES {
         let r = rewrite(Some(goal))?;
         let t = time(runtime, original, &r, Some(goal))?;
@@ -132,8 +133,8 @@ pub fn search(
                 fastest = Some(r);
             }
         }
-        match next_goal(target, goal, s, t.reachable, &bracket) {
-            Some(next) => goal = next,
+        match next_goal(target, (goal, s), prev, t.reachable, &bracket) {
+            Some(next) => (prev, goal) = (Some((goal, s)), next),
             None => break,
         }
     }
@@ -157,27 +158,41 @@ struct Bracket {
     fastest: Option<usize>,
 }
 
-/// The modeled target to try next, `None` to stop.
-fn next_goal(target: f64, goal: f64, measured: f64, reachable: bool, b: &Bracket) -> Option<f64> {
+/// The modeled target to try next after `last` (modeled target asked, measured speed-up),
+/// `None` to stop. The step is the secant through `last` and the try before it (`prev`) where
+/// the two measured differently, else proportional (`goal · target / measured`); a step up
+/// from below the target goes at least the proportional step and at most its cube (realised
+/// speed-ups grow slower than modeled ones near a network's limit, and one noisy pair must
+/// not throw the search far).
+fn next_goal(target: f64, last: (f64, f64), prev: Option<(f64, f64)>, reachable: bool, b: &Bracket) -> Option<f64> {
+    let (goal, measured) = last;
+    if !(measured.is_finite() && measured > 0.0) {
+        return None;
+    }
     if measured >= target && measured <= target * CLOSE {
         return None;
     }
     if measured < target && !reachable {
         return None;
     }
-    let mut next = goal * target / measured;
-    match (b.lo, b.hi) {
+    let proportional = goal * target / measured;
+    let secant = prev
+        .map(|(g0, s0)| (measured - s0) / (goal - g0))
+        .filter(|slope| slope.is_finite() && *slope > 0.0)
+        .map(|slope| goal + (target - measured) / slope);
+    let next = match (b.lo, b.hi) {
         (Some(l), Some((h, _))) => {
             if h / l < CLOSE {
                 return None;
             }
-            if !(next > l && next < h) {
-                next = (l * h).sqrt();
-            }
+            secant.or(Some(proportional)).filter(|n| *n > l && *n < h).unwrap_or((l * h).sqrt())
         }
-        (Some(l), None) => next = next.max(l * 1.02),
-        _ => {}
-    }
+        (Some(l), None) => {
+            let step = target / measured;
+            secant.unwrap_or(proportional).clamp(proportional, goal * step.powi(3)).max(l * 1.02)
+        }
+        _ => proportional,
+    };
     let next = (next * 1000.0).round() / 1000.0;
     (next > 1.0 && (next / goal - 1.0).abs() > 1e-3).then_some(next)
 }
