@@ -89,4 +89,15 @@ fn a_measured_plan_is_the_file_written_and_its_report_is_consistent() {
     let out = dac_onnx(&planned, &["--speedup", &goal.to_string(), "--json"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(std::fs::read(&measured).unwrap() == std::fs::read(&planned).unwrap());
+
+    // --require-target keeps its meaning for a MAC target out of reach: an error, nothing written.
+    let unreachable = dir.path().join("unreachable.onnx");
+    let out = dac_onnx(&unreachable, &["--macs", "1000", "--require-target", "--measure"], Some(&lib));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be reached"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!unreachable.exists());
 }

@@ -158,8 +158,10 @@ pub fn rewrite_file_measured(
         _ => None,
     };
     let plan = |goal: Option<f64>| {
-        let mut o = options.clone().require_target(false);
+        // A modeled target the search tries may be out of reach; only the measured one counts.
+        let mut o = options.clone();
         if let Some(x) = goal {
+            o = o.require_target(false);
             o.ranks = crate::convert::RankSource::Target(crate::plan::Target::TimeReduction(x));
         }
         let (bytes, summary) = rewrite::rewrite(&bytes, &o, input, &ext).map_err(|e| in_file(input, e))?;
