@@ -113,7 +113,7 @@ pub fn search(
         return Ok((r, measured));
     };
     let mut bracket = Bracket::default();
-    let (mut met, mut fastest): (Option<Rewrite>, Option<Rewrite>) = (None, None);
+    let mut kept: Option<(usize, Rewrite)> = None;
     let (mut goal, mut prev) = (target, None);
     for i in 0..MAX_TRIES {
         let r = rewrite(Some(goal))?;
@@ -121,30 +121,32 @@ pub fn search(
         measured.tries.push(t);
         let s = t.speedup();
         if s >= target {
-            if bracket.hi.is_none_or(|(h, _)| goal < h) {
-                bracket.hi = Some((goal, i));
-                met = Some(r);
-            }
+            bracket.hi = Some(bracket.hi.map_or(goal, |h| h.min(goal)));
         } else {
             bracket.lo = Some(bracket.lo.map_or(goal, |l| l.max(goal)));
-            let best = bracket.fastest.map(|j| measured.tries[j].speedup());
-            if best.is_none_or(|b| s > b) {
-                bracket.fastest = Some(i);
-                fastest = Some(r);
-            }
+        }
+        if kept.as_ref().is_none_or(|(j, _)| better(&measured.tries[i], &measured.tries[*j], target)) {
+            kept = Some((i, r));
         }
         match next_goal(target, (goal, s), prev, t.reachable, &bracket) {
             Some(next) => (prev, goal) = (Some((goal, s)), next),
             None => break,
         }
     }
-    let (chosen, r) = match (bracket.hi, met, bracket.fastest, fastest) {
-        (Some((_, i)), Some(r), ..) => (i, r),
-        (_, _, Some(i), Some(r)) => (i, r),
-        _ => unreachable!("every try is either fast enough or the fastest so far"),
-    };
+    let (chosen, r) = kept.expect("MAX_TRIES > 0, so at least one plan was timed");
     measured.chosen = chosen;
     Ok((r, measured))
+}
+
+/// Whether try `a` is to be kept over `b`: a plan fast enough over one that is not; of two
+/// fast enough, the smaller modeled target (the least reduction); of two too slow, the faster.
+fn better(a: &MeasuredTry, b: &MeasuredTry, target: f64) -> bool {
+    match (a.speedup() >= target, b.speedup() >= target) {
+        (true, false) => true,
+        (true, true) => a.modeled_target < b.modeled_target,
+        (false, false) => a.speedup() > b.speedup(),
+        (false, true) => false,
+    }
 }
 
 /// The modeled targets measured so far.
@@ -152,10 +154,8 @@ pub fn search(
 struct Bracket {
     /// The largest modeled target whose plan measured below the target.
     lo: Option<f64>,
-    /// The smallest modeled target whose plan measured at or above it, and its try.
-    hi: Option<(f64, usize)>,
-    /// The try measured fastest among those below the target.
-    fastest: Option<usize>,
+    /// The smallest modeled target whose plan measured at or above it.
+    hi: Option<f64>,
 }
 
 /// The modeled target to try next after `last` (modeled target asked, measured speed-up),
@@ -181,7 +181,7 @@ fn next_goal(target: f64, last: (f64, f64), prev: Option<(f64, f64)>, reachable:
         .filter(|slope| slope.is_finite() && *slope > 0.0)
         .map(|slope| goal + (target - measured) / slope);
     let next = match (b.lo, b.hi) {
-        (Some(l), Some((h, _))) => {
+        (Some(l), Some(h)) => {
             if h / l < CLOSE {
                 return None;
             }
