@@ -17,7 +17,7 @@ mod search;
 
 #[cfg(feature = "onnxruntime")]
 pub use self::onnxruntime::OnnxRuntime;
-pub use self::search::{search, Measured, MeasuredTry, Rewrite, MAX_TRIES};
+pub use self::search::{search, Measured, MeasuredTry, Rewrite, AIM, MAX_TRIES};
 
 use crate::error::Result;
 use std::time::Duration;

@@ -93,8 +93,9 @@ struct OnnxArgs {
     freeze_input_weights: bool,
     /// Time the original and the rewrite in onnxruntime on this machine (--threads threads,
     /// batch 1) and report the measured speed-up; with --speedup X, re-plan (up to 5 plans)
-    /// until the measured speed-up reaches X and write the plan that does with the least
-    /// reduction. Needs onnxruntime's shared library: --ort-library or ORT_DYLIB_PATH.
+    /// until the measured speed-up reaches 2 % above X, write the plan that does with the least
+    /// reduction, and claim its speed-up timed again in a fresh pair. Needs onnxruntime's
+    /// shared library: --ort-library or ORT_DYLIB_PATH.
     #[arg(long)]
     measure: bool,
     /// onnxruntime's shared library for --measure, e.g. the Python wheel's
