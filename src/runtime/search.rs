@@ -39,13 +39,25 @@ pub struct MeasuredTry {
     pub before: Duration,
     /// Median time of this rewrite.
     pub after: Duration,
+    /// With a target, for a plan [`search`] kept: `(before, after)` timed again in a fresh
+    /// pair. The search kept the plan on its first timing, which that choice biases upwards;
+    /// this second timing is what it claims.
+    pub again: Option<(Duration, Duration)>,
 }
 
 impl MeasuredTry {
-    /// Measured speed-up `before / after`.
+    /// Measured speed-up `before / after` (the first timing).
     pub fn speedup(&self) -> f64 {
-        self.before.as_secs_f64() / self.after.as_secs_f64().max(f64::MIN_POSITIVE)
+        ratio(self.before, self.after)
     }
+    /// The speed-up of the second timing, if the plan was timed again.
+    pub fn speedup_again(&self) -> Option<f64> {
+        self.again.map(|(b, a)| ratio(b, a))
+    }
+}
+
+fn ratio(before: Duration, after: Duration) -> f64 {
+    before.as_secs_f64() / after.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 
 /// What [`search`] measured, and which plan it kept.
@@ -60,10 +72,6 @@ pub struct Measured {
     pub tries: Vec<MeasuredTry>,
     /// The index in `tries` of the plan returned.
     pub chosen: usize,
-    /// With a target: the plan returned, timed again in a fresh pair after the search. The
-    /// search chose it on its first timing, which selection biases upwards; this second timing
-    /// is the claim.
-    pub confirmation: Option<MeasuredTry>,
 }
 
 impl Measured {
@@ -71,14 +79,16 @@ impl Measured {
     pub fn chosen(&self) -> &MeasuredTry {
         &self.tries[self.chosen]
     }
-    /// The timing the claim rests on: the [`confirmation`](Self::confirmation) if there is
-    /// one, else the chosen try.
-    pub fn claim(&self) -> &MeasuredTry {
-        self.confirmation.as_ref().unwrap_or(self.chosen())
+    /// The times `(before, after)` the claim rests on: the chosen plan's second timing where
+    /// it has one ([`MeasuredTry::again`]), else its only one.
+    pub fn claim(&self) -> (Duration, Duration) {
+        let c = self.chosen();
+        c.again.unwrap_or((c.before, c.after))
     }
     /// The claimed measured speed-up (of [`claim`](Self::claim)).
     pub fn speedup(&self) -> f64 {
-        self.claim().speedup()
+        let (b, a) = self.claim();
+        ratio(b, a)
     }
     /// Whether the measured speed-up reaches the target (`None` without one).
     pub fn met(&self) -> Option<bool> {
@@ -91,14 +101,16 @@ impl Measured {
             serde_json::json!({
                 "modeled_target": t.modeled_target, "modeled_speedup": t.modeled, "reachable": t.reachable,
                 "time_before_ms": ms(t.before), "time_after_ms": ms(t.after), "speedup": t.speedup(),
+                "again": t.again.map(|(b, a)| serde_json::json!({
+                    "time_before_ms": ms(b), "time_after_ms": ms(a), "speedup": ratio(b, a),
+                })),
             })
         };
-        let c = self.claim();
+        let (b, a) = self.claim();
         serde_json::json!({
             "runtime": self.runtime, "target": self.target, "met": self.met(),
-            "time_before_ms": ms(c.before), "time_after_ms": ms(c.after), "speedup": self.speedup(),
-            "chosen": self.chosen, "confirmation": self.confirmation.as_ref().map(one),
-            "tries": self.tries.iter().map(one).collect::<Vec<_>>(),
+            "time_before_ms": ms(b), "time_after_ms": ms(a), "speedup": self.speedup(),
+            "chosen": self.chosen, "tries": self.tries.iter().map(one).collect::<Vec<_>>(),
         })
     }
 }
@@ -111,13 +123,13 @@ impl Measured {
 /// then the secant through the last two plans' (modeled target, measured speed-up), stepping
 /// up at least that proportional step and at most its cube, and kept between the largest
 /// modeled target measured too slow and the smallest measured fast enough (else their
-/// geometric mean). The search ends when a plan measures within 3 % above the aim, when the
+/// geometric mean). It stops planning when a plan measures within 3 % above the aim, when the
 /// planner cannot reach a modeled target that measured too slow, when the bracket is narrower
 /// than 3 %, or after [`MAX_TRIES`] plans. It keeps the plan with the smallest modeled target
 /// that measured at least the aim (the least reduction, so the least error), else the fastest
-/// one measured, times it once more in a fresh pair (the
-/// [`confirmation`](Measured::confirmation), which the claim and [`Measured::met`] rest on),
-/// and returns it with the measurements.
+/// one measured, and times it again in a fresh pair ([`MeasuredTry::again`], which the claim
+/// and [`Measured::met`] rest on). Where that second timing falls below the target, the plan
+/// counts as too slow at that speed and the search goes on from it while plans remain.
 ///
 /// # Errors
 /// What `rewrite` or [`Runtime::time_pair`] return.
@@ -127,60 +139,76 @@ pub fn search(
     runtime: &mut dyn Runtime,
     mut rewrite: impl FnMut(Option<f64>) -> Result<Rewrite>,
 ) -> Result<(Rewrite, Measured)> {
-    let mut measured =
-        Measured { runtime: runtime.describe(), target, tries: Vec::new(), chosen: 0, confirmation: None };
+    let mut measured = Measured { runtime: runtime.describe(), target, tries: Vec::new(), chosen: 0 };
     let Some(target) = target else {
         let r = rewrite(None)?;
         measured.tries.push(time(runtime, original, &r, None)?);
         return Ok((r, measured));
     };
     let aim = target * AIM;
-    let mut bracket = Bracket::default();
+    // Each plan's (modeled target, speed-up): its first timing, or its second once timed again.
+    let mut seen: Vec<(f64, f64)> = Vec::new();
     let mut kept: Option<(usize, Rewrite)> = None;
-    let (mut goal, mut prev) = (aim, None);
-    for i in 0..MAX_TRIES {
-        let r = rewrite(Some(goal))?;
-        let t = time(runtime, original, &r, Some(goal))?;
-        measured.tries.push(t);
-        let s = t.speedup();
-        if s >= aim {
-            bracket.hi = Some(bracket.hi.map_or(goal, |h| h.min(goal)));
+    let (mut next, mut prev) = (Some(aim), None);
+    loop {
+        while let Some(goal) = next.filter(|_| seen.len() < MAX_TRIES) {
+            let r = rewrite(Some(goal))?;
+            let t = time(runtime, original, &r, Some(goal))?;
+            measured.tries.push(t);
+            seen.push((goal, t.speedup()));
+            let i = seen.len() - 1;
+            if kept.as_ref().is_none_or(|(j, _)| better(seen[i], seen[*j], aim)) {
+                kept = Some((i, r));
+            }
+            (next, prev) = (next_goal(aim, seen[i], prev, t.reachable, &Bracket::of(&seen, aim)), Some(seen[i]));
+        }
+        let (i, r) = kept.take().expect("MAX_TRIES > 0, so at least one plan was timed");
+        if measured.tries[i].again.is_none() {
+            measured.tries[i].again = Some(runtime.time_pair(original, &r.bytes)?);
+        }
+        let again = measured.tries[i].speedup_again().unwrap_or(seen[i].1);
+        let refuted = seen[i].1 >= aim && again < target;
+        seen[i].1 = again;
+        next = if refuted && seen.len() < MAX_TRIES {
+            next_goal(aim, seen[i], prev, measured.tries[i].reachable, &Bracket::of(&seen, aim))
         } else {
-            bracket.lo = Some(bracket.lo.map_or(goal, |l| l.max(goal)));
+            None
+        };
+        if next.is_none() {
+            measured.chosen = i;
+            return Ok((r, measured));
         }
-        if kept.as_ref().is_none_or(|(j, _)| better(&measured.tries[i], &measured.tries[*j], aim)) {
-            kept = Some((i, r));
-        }
-        match next_goal(aim, (goal, s), prev, t.reachable, &bracket) {
-            Some(next) => (prev, goal) = (Some((goal, s)), next),
-            None => break,
-        }
+        prev = Some(seen[i]);
+        kept = Some((i, r));
     }
-    let (chosen, r) = kept.expect("MAX_TRIES > 0, so at least one plan was timed");
-    measured.chosen = chosen;
-    measured.confirmation = Some(time(runtime, original, &r, measured.tries[chosen].modeled_target)?);
-    Ok((r, measured))
 }
 
-/// Whether try `a` is to be kept over `b`: a plan fast enough (measured at least `aim`) over one
-/// that is not; of two fast enough, the smaller modeled target (the least reduction); of two
-/// too slow, the faster.
-fn better(a: &MeasuredTry, b: &MeasuredTry, aim: f64) -> bool {
-    match (a.speedup() >= aim, b.speedup() >= aim) {
+/// Whether plan `a` (modeled target, speed-up) is to be kept over `b`: a plan fast enough
+/// (measured at least `aim`) over one that is not; of two fast enough, the smaller modeled
+/// target (the least reduction); of two too slow, the faster.
+fn better(a: (f64, f64), b: (f64, f64), aim: f64) -> bool {
+    match (a.1 >= aim, b.1 >= aim) {
         (true, false) => true,
-        (true, true) => a.modeled_target < b.modeled_target,
-        (false, false) => a.speedup() > b.speedup(),
+        (true, true) => a.0 < b.0,
+        (false, false) => a.1 > b.1,
         (false, true) => false,
     }
 }
 
 /// The modeled targets measured so far.
-#[derive(Default)]
 struct Bracket {
     /// The largest modeled target whose plan measured below the aim.
     lo: Option<f64>,
     /// The smallest modeled target whose plan measured at or above it.
     hi: Option<f64>,
+}
+
+impl Bracket {
+    /// Of plans' (modeled target, speed-up).
+    fn of(seen: &[(f64, f64)], aim: f64) -> Self {
+        let goals = |fast: bool| seen.iter().filter(move |(_, s)| (*s >= aim) == fast).map(|(g, _)| *g);
+        Self { lo: goals(false).reduce(f64::max), hi: goals(true).reduce(f64::min) }
+    }
 }
 
 /// The modeled target to try next after `last` (modeled target asked, measured speed-up),
@@ -230,5 +258,6 @@ fn time(runtime: &mut dyn Runtime, original: &[u8], r: &Rewrite, goal: Option<f6
         reachable: r.summary.plan.as_ref().is_none_or(|p| p.met),
         before,
         after,
+        again: None,
     })
 }

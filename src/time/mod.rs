@@ -25,8 +25,10 @@
 //! same script. Accuracy against layers of real networks: BENCHMARKS.md.
 
 mod layouts;
+mod machine;
 
 pub use self::layouts::{dense_nodes, layout_choices, layout_nodes, layouts_of, nodes_cost, Layout};
+pub use self::machine::Cpu;
 
 use crate::error::{Error, Result};
 use crate::weights::Geometry;
@@ -414,6 +416,8 @@ pub struct TimeModel {
     runtime: String,
     /// The instruction set the table says it was measured with (`"isa"`), when it says.
     isa: Option<String>,
+    /// The CPU model the table says it was measured on (`"cpu"`), when it says.
+    cpu: Option<String>,
     threads: usize,
     block: usize,
     entries: Vec<Entry>,

@@ -15,6 +15,7 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
     let block = block.ok_or_else(|| err("`block` (channels per block) must be a positive integer".into()))?;
     let runtime = root.get("runtime").and_then(Value::as_str).unwrap_or("unknown runtime").to_string();
     let isa = root.get("isa").and_then(Value::as_str).map(str::to_string);
+    let cpu = root.get("cpu").and_then(Value::as_str).map(str::to_string);
     let tables = root.get("tables").and_then(Value::as_array).ok_or_else(|| err("no `tables` array".into()))?;
     let mut best: Option<(usize, &Value)> = None;
     for t in tables {
@@ -31,6 +32,7 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
         name: name.to_string(),
         runtime,
         isa,
+        cpu,
         threads: measured,
         block: block as usize,
         entries: Vec::new(),

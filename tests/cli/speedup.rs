@@ -49,3 +49,44 @@ fn binary_speedup_json_shows_the_plan() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+/// `--speedup` plans with a table measured on another kind of CPU say so on stderr (and what
+/// to do); a table of this CPU's kind, `--macs` and `--quiet` do not.
+#[test]
+fn a_table_of_another_cpu_is_named_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = stack(dir.path());
+    let shipped = include_str!("../../src/time/onnxruntime-x86_64.json");
+    let this = dac::time::Cpu::this();
+    let table = |file: &str, cpu: &str, isa: &str| {
+        let text = shipped
+            .replacen("\"cpu\": \"AMD EPYC\"", &format!("\"cpu\": {}", serde_json::json!(cpu)), 1)
+            .replacen("\"isa\": \"avx512\"", &format!("\"isa\": {}", serde_json::json!(isa)), 1);
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |table: &std::path::Path, target: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dac"))
+            .args(["convert", input.to_str().unwrap(), "-o"])
+            .arg(dir.path().join("o.safetensors"))
+            .args(["--force", "--input", "16x16", "--time-table", table.to_str().unwrap()])
+            .args(target)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stderr).unwrap()
+    };
+    let other = table("other.json", "Imaginary Vector Engine 9000", &this.isa);
+    let stderr = run(&other, &["--speedup", "1.2"]);
+    assert!(stderr.contains("note: the time table was measured on Imaginary Vector Engine 9000"), "{stderr}");
+    assert!(stderr.contains(&format!("this CPU is {this}")), "{stderr}");
+    assert!(stderr.contains("--measure"), "{stderr}");
+    assert!(!run(&other, &["--speedup", "1.2", "--quiet"]).contains("note:"));
+    assert!(!run(&other, &["--macs", "1.2"]).contains("note:"));
+    let other_isa = table("isa.json", this.name.as_deref().unwrap_or("x"), "an-isa-no-cpu-has");
+    assert!(run(&other_isa, &["--speedup", "1.2"]).contains("(an-isa-no-cpu-has); this CPU is"));
+    if let Some(name) = &this.name {
+        assert!(!run(&table("this.json", name, &this.isa), &["--speedup", "1.2"]).contains("note:"));
+    }
+}

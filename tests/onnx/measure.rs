@@ -64,13 +64,13 @@ fn run(target: Option<f64>, reachable: bool, realize: impl FnMut(f64) -> f64) ->
         Ok(Rewrite { bytes: goal.unwrap_or(1.0).to_le_bytes().to_vec(), summary: s.clone() })
     })
     .unwrap();
-    // With a target, the kept plan is timed once more (and not planned again).
-    assert_eq!(m.confirmation.is_some(), target.is_some());
-    assert_eq!(fake.calls, m.tries.len() + usize::from(target.is_some()));
+    // With a target, the kept plan is timed once more (and not planned again); so is each plan
+    // kept before it whose second timing fell short.
+    assert_eq!(m.chosen().again.is_some(), target.is_some());
+    let again = m.tries.iter().filter(|t| t.again.is_some()).count();
+    assert_eq!(fake.calls, m.tries.len() + again);
     assert_eq!(asked.len(), m.tries.len());
-    if let Some(c) = &m.confirmation {
-        assert_eq!(c.modeled_target, m.chosen().modeled_target);
-    }
+    assert_eq!(goal_of(&r), m.chosen().modeled_target.unwrap_or(1.0));
     (r, m, asked)
 }
 
@@ -145,11 +145,30 @@ fn without_a_time_target_the_one_plan_is_only_timed() {
 }
 
 #[test]
-fn the_claim_is_the_kept_plans_second_timing() {
-    // The first timing of the first plan is lucky (2.08x, within 3 % above the aim of 2.04x, so
-    // the search stops); timed again it runs 1.95x: that is the claim, and 2x is not met.
+fn a_lucky_first_timing_is_caught_by_the_second_and_the_search_goes_on() {
+    // The runtime realises 98 % of the modeled speed-up, but times the first pair 5 % fast:
+    // the first plan (2.04x modeled) measures 2.10x, within 3 % above the aim of 2.04x. Timed
+    // again it runs 2.00x minus a hair, below 2x: the search goes on from there and keeps the
+    // next plan, whose second timing holds.
     let mut n = 0;
-    let (_, m, _) = run(Some(2.0), true, move |_| {
+    let (_, m, asked) = run(Some(2.0), true, move |g| {
+        n += 1;
+        0.98 * g * if n == 1 { 1.05 } else { 1.0 }
+    });
+    assert_eq!(asked.len(), 2, "{:?}", m.tries);
+    assert!(m.tries[0].speedup() >= 2.04 && m.tries[0].speedup_again().unwrap() < 2.0, "{:?}", m.tries);
+    assert_eq!(m.chosen, 1);
+    assert_eq!(m.met(), Some(true));
+    assert_eq!(Some(m.speedup()), m.tries[1].speedup_again());
+}
+
+#[test]
+fn the_claim_is_the_kept_plans_second_timing() {
+    // The first timing is lucky (2.08x, within 3 % above the aim: the search stops); timed again
+    // the plan runs 1.95x, and the planner cannot reach a higher modeled target: 1.95x is the
+    // claim and 2x is not met.
+    let mut n = 0;
+    let (_, m, _) = run(Some(2.0), false, move |_| {
         n += 1;
         if n == 1 {
             2.08
@@ -163,7 +182,7 @@ fn the_claim_is_the_kept_plans_second_timing() {
     assert_eq!(m.met(), Some(false));
     let json = m.to_json();
     assert!((json["speedup"].as_f64().unwrap() - 1.95).abs() < 1e-6);
-    assert!((json["confirmation"]["speedup"].as_f64().unwrap() - 1.95).abs() < 1e-6);
+    assert!((json["tries"][0]["again"]["speedup"].as_f64().unwrap() - 1.95).abs() < 1e-6);
     assert_eq!(json["met"], false);
 }
 
@@ -187,5 +206,25 @@ proptest! {
         } else {
             prop_assert_eq!(m.chosen().speedup(), fastest);
         }
+    }
+
+    /// For runtimes realising `a·g^b` with each timing off by up to ±`noise` (a fixed
+    /// pseudo-random sequence): at most [`MAX_TRIES`] plans; the file is the plan reported
+    /// (`run` checks), the claim is its second timing, and "met" says whether that reaches the
+    /// target.
+    #[test]
+    fn with_noisy_timings_the_claim_is_the_second_timing(
+        a in 0.7f64..1.3, b in 0.7f64..1.3, target in 1.1f64..3.0, noise in 0.0f64..0.08, seed in 0u64..1000
+    ) {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let (_, m, _) = run(Some(target), true, move |g| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            a * g.powf(b) * (1.0 + noise * (2.0 * u - 1.0))
+        });
+        prop_assert!(m.tries.len() <= MAX_TRIES);
+        let again = m.chosen().speedup_again().unwrap();
+        prop_assert_eq!(m.speedup(), again);
+        prop_assert_eq!(m.met(), Some(again >= target));
     }
 }

@@ -94,8 +94,9 @@ struct OnnxArgs {
     /// Time the original and the rewrite in onnxruntime on this machine (--threads threads,
     /// batch 1) and report the measured speed-up; with --speedup X, re-plan (up to 5 plans)
     /// until the measured speed-up reaches 2 % above X, write the plan that does with the least
-    /// reduction, and claim its speed-up timed again in a fresh pair. Needs onnxruntime's
-    /// shared library: --ort-library or ORT_DYLIB_PATH.
+    /// reduction, and claim its speed-up timed again in a fresh pair (going on from it while
+    /// plans remain if that falls below X). Needs onnxruntime's shared library: --ort-library
+    /// or ORT_DYLIB_PATH.
     #[arg(long)]
     measure: bool,
     /// onnxruntime's shared library for --measure, e.g. the Python wheel's
@@ -214,8 +215,9 @@ fn convert(a: &ConvertArgs) -> dac::Result<()> {
     let bar = Bar::new(!c.quiet && std::io::stderr().is_terminal());
     let result = io::convert_file_with(&a.input, &c.output, &o, &mut |p| bar.update(p));
     bar.finish();
-    table::report(&result?, c.json, c.quiet, false);
-    Ok(())
+    let summary = result?;
+    table::report(&summary, c.json, c.quiet, false);
+    c.note_other_cpu(&summary)
 }
 
 fn onnx(a: &OnnxArgs) -> dac::Result<()> {
@@ -228,7 +230,7 @@ fn onnx(a: &OnnxArgs) -> dac::Result<()> {
     if !a.measure {
         let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
         table::report(&summary, c.json, c.quiet, true);
-        return Ok(());
+        return c.note_other_cpu(&summary);
     }
     let library = a.ort_library.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
     let Some(library) = library else {

@@ -75,30 +75,30 @@ pub fn report_measured(s: &Summary, measured: Option<&Measured>, json: bool, qui
     }
 }
 
-/// The measured times, each plan timed, and the written plan's second timing (the claim).
+/// The measured times, each plan timed, and the second timings (the claim rests on the written
+/// plan's).
 fn print_measured(m: &Measured) {
-    let c = m.claim();
-    let (b, a, x) = (ms(Some(c.before)), ms(Some(c.after)), m.speedup());
+    let (before, after) = m.claim();
+    let (b, a, x) = (ms(Some(before)), ms(Some(after)), m.speedup());
     let verdict = match (m.target, m.met()) {
         (Some(t), Some(true)) => format!(": target {t}x met"),
         (Some(t), _) => format!(": target {t}x NOT met in the runtime (the fastest plan measured is written)"),
         _ => String::new(),
     };
-    println!("measured in {}: {b} -> {a} ms ({x:.2}x){verdict}", m.runtime);
+    let again = if m.chosen().again.is_some() { ", the written plan timed again" } else { "" };
+    println!("measured in {}{again}: {b} -> {a} ms ({x:.2}x){verdict}", m.runtime);
     if m.target.is_some() {
         for (i, t) in m.tries.iter().enumerate() {
             let goal = t.modeled_target.map_or("-".into(), |g| format!("{g:.2}x"));
             let modeled = t.modeled.map_or("?".into(), |g| format!("{g:.2}x"));
+            let again = t.speedup_again().map(|s| format!(", again {s:.2}x")).unwrap_or_default();
             let kept = if i == m.chosen { " (written)" } else { "" };
             let reach = if t.reachable { "" } else { ", not reachable" };
             println!(
-                "  try {}: planned for {goal} modeled{reach} ({modeled}), measured {:.2}x{kept}",
+                "  try {}: planned for {goal} modeled{reach} ({modeled}), measured {:.2}x{again}{kept}",
                 i + 1,
                 t.speedup()
             );
-        }
-        if let Some(t) = &m.confirmation {
-            println!("  the written plan timed again in a fresh pair: {:.2}x (the claim above)", t.speedup());
         }
     }
 }

@@ -1,0 +1,144 @@
+//! The CPU a table was measured on against the CPU converting: a table describes one machine,
+//! and on a CPU of another kind the modeled speed-ups can miss (BENCHMARKS.md: the shipped
+//! table's met targets ran 0.91–1.06 of the claim on the AMD EPYC it was measured on, 0.71–1.01
+//! on an Intel Xeon).
+
+use super::TimeModel;
+
+/// A CPU as the time tables name it: its model name (`"AMD EPYC 9B14"`; `None` where it cannot
+/// be read) and its widest vector instruction set (`"avx512"`, `"avx2"`, or another
+/// architecture's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cpu {
+    /// The model name (on x86-64, the CPUID brand string, which `lscpu` shows as "Model name").
+    pub name: Option<String>,
+    /// `"avx512"` (AVX-512F), `"avx2"`, `"x86_64"` (neither), else the architecture.
+    pub isa: String,
+}
+
+impl Cpu {
+    /// The CPU this process runs on.
+    pub fn this() -> Self {
+        Self { name: brand(), isa: isa().to_string() }
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name.as_deref().unwrap_or("an unknown CPU"), self.isa)
+    }
+}
+
+impl TimeModel {
+    /// The CPU the table says it was measured on (`"cpu"` and `"isa"`), when it says.
+    pub fn cpu(&self) -> Option<Cpu> {
+        let isa = self.isa.clone()?;
+        Some(Cpu { name: self.cpu.clone(), isa })
+    }
+
+    /// `Some("measured on AMD EPYC (avx512); this CPU is ...")` when `cpu` is not of the kind
+    /// the table was measured on: its model name does not contain the table's (`"AMD EPYC"`
+    /// names a family), or its instruction set differs. `None` when they match or the table
+    /// does not name its CPU.
+    pub fn unlike(&self, cpu: &Cpu) -> Option<String> {
+        let table = self.cpu()?;
+        let words = |s: &str| s.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
+        let same_name = match (&table.name, &cpu.name) {
+            (Some(t), Some(c)) => words(c).contains(&words(t)),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        (!same_name || table.isa != cpu.isa).then(|| format!("measured on {table}; this CPU is {cpu}"))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn isa() -> &'static str {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        "avx512"
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        "avx2"
+    } else {
+        "x86_64"
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn isa() -> &'static str {
+    std::env::consts::ARCH
+}
+
+/// The CPUID brand string (leaves 0x80000002–4), trimmed.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn brand() -> Option<String> {
+    use std::arch::x86_64::__cpuid;
+    // SAFETY: every x86-64 CPU has the CPUID instruction; leaf 0x80000000 gives the highest
+    // extended leaf, checked before the brand leaves are read.
+    let max = unsafe { __cpuid(0x8000_0000) }.eax;
+    if max < 0x8000_0004 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(48);
+    for leaf in 0x8000_0002u32..=0x8000_0004 {
+        // SAFETY: as above; the leaf exists (checked against `max`).
+        let r = unsafe { __cpuid(leaf) };
+        for word in [r.eax, r.ebx, r.ecx, r.edx] {
+            bytes.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+    let name = String::from_utf8_lossy(&bytes).trim_matches(char::from(0)).trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn brand() -> Option<String> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu(name: Option<&str>, isa: &str) -> Cpu {
+        Cpu { name: name.map(str::to_string), isa: isa.to_string() }
+    }
+
+    #[test]
+    fn the_shipped_table_names_its_cpu_and_knows_its_own_kind() {
+        let t = TimeModel::onnxruntime_x86_64();
+        assert_eq!(t.cpu(), Some(cpu(Some("AMD EPYC"), "avx512")));
+        assert_eq!(t.unlike(&cpu(Some("AMD EPYC 9B14 96-Core Processor"), "avx512")), None);
+        assert_eq!(t.unlike(&cpu(Some("amd  epyc 7B13"), "avx512")), None);
+    }
+
+    #[test]
+    fn another_vendor_or_instruction_set_is_named() {
+        let t = TimeModel::onnxruntime_x86_64();
+        let intel = t.unlike(&cpu(Some("Intel(R) Xeon(R) Processor"), "avx512")).unwrap();
+        assert_eq!(intel, "measured on AMD EPYC (avx512); this CPU is Intel(R) Xeon(R) Processor (avx512)");
+        let avx2 = t.unlike(&cpu(Some("AMD EPYC 7B13"), "avx2")).unwrap();
+        assert!(avx2.ends_with("this CPU is AMD EPYC 7B13 (avx2)"), "{avx2}");
+        let unknown = t.unlike(&cpu(None, "aarch64")).unwrap();
+        assert!(unknown.ends_with("this CPU is an unknown CPU (aarch64)"), "{unknown}");
+    }
+
+    #[test]
+    fn a_table_without_its_cpu_compares_nothing() {
+        let text = include_str!("onnxruntime-x86_64.json").replacen("\"cpu\": \"AMD EPYC\",", "", 1);
+        let t = TimeModel::from_json("t", &text, 1).unwrap();
+        assert_eq!(t.unlike(&cpu(Some("Intel(R) Xeon(R) Processor"), "avx512")), None);
+        let text = text.replacen("\"isa\": \"avx512\",", "", 1);
+        let t = TimeModel::from_json("t", &text, 1).unwrap();
+        assert_eq!(t.cpu(), None);
+        assert_eq!(t.unlike(&cpu(Some("Intel(R) Xeon(R) Processor"), "avx2")), None);
+    }
+
+    #[test]
+    fn this_cpu_is_readable() {
+        let c = Cpu::this();
+        assert!(!c.isa.is_empty());
+        #[cfg(target_arch = "x86_64")]
+        assert!(c.name.as_deref().is_some_and(|n| !n.is_empty() && !n.contains('\0')), "{c:?}");
+    }
+}
