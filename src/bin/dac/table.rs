@@ -87,6 +87,9 @@ fn print_measured(m: &Measured) {
     };
     let again = if m.chosen().again.is_some() { ", the written plan timed again" } else { "" };
     println!("measured in {}{again}: {b} -> {a} ms ({x:.2}x){verdict}", m.runtime);
+    if x < 1.0 {
+        println!("warning: the written model measured slower than the original ({x:.2}x); keep the original here");
+    }
     if m.target.is_some() {
         for (i, t) in m.tries.iter().enumerate() {
             let goal = t.modeled_target.map_or("-".into(), |g| format!("{g:.2}x"));
