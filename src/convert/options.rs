@@ -351,6 +351,11 @@ impl ConvertOptions {
     pub fn selection(&self) -> &Selection {
         &self.selection
     }
+    /// The time model plans, reports and layout choices use (set by
+    /// [`time_model`](Self::time_model)).
+    pub fn time(&self) -> &TimeModel {
+        &self.time
+    }
     /// Converts only layers matching one of the include patterns (default: all).
     pub fn include(mut self, pattern: impl Into<String>) -> Self {
         self.selection.include.push(pattern.into());

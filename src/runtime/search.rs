@@ -146,31 +146,28 @@ pub fn search(
         return Ok((r, measured));
     };
     let aim = target * AIM;
-    // Each plan's (modeled target, speed-up): its first timing, or its second once timed again.
-    let mut seen: Vec<(f64, f64)> = Vec::new();
     let mut kept: Option<(usize, Rewrite)> = None;
     let (mut next, mut prev) = (Some(aim), None);
     loop {
-        while let Some(goal) = next.filter(|_| seen.len() < MAX_TRIES) {
+        while let Some(goal) = next.filter(|_| measured.tries.len() < MAX_TRIES) {
             let r = rewrite(Some(goal))?;
-            let t = time(runtime, original, &r, Some(goal))?;
-            measured.tries.push(t);
-            seen.push((goal, t.speedup()));
-            let i = seen.len() - 1;
-            if kept.as_ref().is_none_or(|(j, _)| better(seen[i], seen[*j], aim)) {
+            measured.tries.push(time(runtime, original, &r, Some(goal))?);
+            let (tries, i) = (&measured.tries, measured.tries.len() - 1);
+            if kept.as_ref().is_none_or(|(j, _)| better(latest(&tries[i]), latest(&tries[*j]), aim)) {
                 kept = Some((i, r));
             }
-            (next, prev) = (next_goal(aim, seen[i], prev, t.reachable, &Bracket::of(&seen, aim)), Some(seen[i]));
+            next = next_goal(aim, latest(&tries[i]), prev, tries[i].reachable, &Bracket::of(tries, aim));
+            prev = Some(latest(&tries[i]));
         }
         let (i, r) = kept.take().expect("MAX_TRIES > 0, so at least one plan was timed");
+        let first = latest(&measured.tries[i]).1;
         if measured.tries[i].again.is_none() {
             measured.tries[i].again = Some(runtime.time_pair(original, &r.bytes)?);
         }
-        let again = measured.tries[i].speedup_again().unwrap_or(seen[i].1);
-        let refuted = seen[i].1 >= aim && again < target;
-        seen[i].1 = again;
-        next = if refuted && seen.len() < MAX_TRIES {
-            next_goal(aim, seen[i], prev, measured.tries[i].reachable, &Bracket::of(&seen, aim))
+        let tries = &measured.tries;
+        let refuted = first >= aim && latest(&tries[i]).1 < target;
+        next = if refuted && tries.len() < MAX_TRIES {
+            next_goal(aim, latest(&tries[i]), prev, tries[i].reachable, &Bracket::of(tries, aim))
         } else {
             None
         };
@@ -178,9 +175,14 @@ pub fn search(
             measured.chosen = i;
             return Ok((r, measured));
         }
-        prev = Some(seen[i]);
+        prev = Some(latest(&tries[i]));
         kept = Some((i, r));
     }
+}
+
+/// A timed plan's (modeled target, speed-up): its second timing once it has one, else its first.
+fn latest(t: &MeasuredTry) -> (f64, f64) {
+    (t.modeled_target.unwrap_or(1.0), t.speedup_again().unwrap_or(t.speedup()))
 }
 
 /// Whether plan `a` (modeled target, speed-up) is to be kept over `b`: a plan fast enough
@@ -204,9 +206,9 @@ struct Bracket {
 }
 
 impl Bracket {
-    /// Of plans' (modeled target, speed-up).
-    fn of(seen: &[(f64, f64)], aim: f64) -> Self {
-        let goals = |fast: bool| seen.iter().filter(move |(_, s)| (*s >= aim) == fast).map(|(g, _)| *g);
+    /// Of the plans timed, by their [`latest`] timings.
+    fn of(tries: &[MeasuredTry], aim: f64) -> Self {
+        let goals = |fast: bool| tries.iter().map(latest).filter(move |(_, s)| (*s >= aim) == fast).map(|(g, _)| g);
         Self { lo: goals(false).reduce(f64::max), hi: goals(true).reduce(f64::min) }
     }
 }

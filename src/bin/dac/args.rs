@@ -183,25 +183,24 @@ impl ConversionArgs {
 
 impl ConversionArgs {
     /// On stderr (unless --quiet): a note when a `--speedup` claim rests on a table measured
-    /// on another kind of CPU than this one.
-    pub fn note_other_cpu(&self, summary: &dac::convert::Summary) -> dac::Result<()> {
+    /// on another kind of CPU than this one (`model`, the table the conversion used).
+    pub fn note_other_cpu(&self, summary: &dac::convert::Summary, model: &TimeModel) {
         let time_target =
             summary.plan.as_ref().is_some_and(|p| matches!(p.target, dac::plan::Target::TimeReduction(_)));
         if self.quiet || !time_target {
-            return Ok(());
+            return;
         }
-        if let Some(why) = self.time_model()?.unlike(&dac::time::Cpu::this()) {
+        if let Some(why) = model.unlike(&dac::time::Cpu::this()) {
             eprintln!(
                 "note: the time table was {why}: the modeled speed-up may not be what this machine runs; \
                  `dac onnx --measure` times the plans in onnxruntime here, or calibrate a table of this CPU \
                  (bench/calibrate.py, --time-table)"
             );
         }
-        Ok(())
     }
 
     /// The time model `--time-table` and `--threads` ask for.
-    pub fn time_model(&self) -> dac::Result<TimeModel> {
+    fn time_model(&self) -> dac::Result<TimeModel> {
         match &self.time_table {
             None => TimeModel::shipped(self.threads),
             Some(path) => {
