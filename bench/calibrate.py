@@ -757,7 +757,13 @@ def write_table(path, meta, tables, extra=None):
         kept = [e for e in old.get(th, {}).get("entries", []) if e.get("op") not in OWN_OPS]
         old[th] = {"threads": th, "note": meta["notes"].get(th, "") + (extra or {}).get(th, ""),
                    "entries": entries + kept}
-    head = {"runtime": f"onnxruntime {ort.__version__}", "cpu": meta["machine"]["cpu"], "isa": meta["machine"]["isa"],
+    # "cpu" is what the crate matches this machine's CPU name against: a table already named for
+    # a family this CPU belongs to ("AMD EPYC", "Intel(R) Xeon(R)") keeps that name on a refit or
+    # follow-up sweep; "cpu_model" is the model name measured on.
+    model = meta["machine"]["cpu"]
+    family = old_head.get("cpu")
+    cpu = family if family and " ".join(family.lower().split()) in " ".join(model.lower().split()) else model
+    head = {"runtime": f"onnxruntime {ort.__version__}", "cpu": cpu, "cpu_model": model, "isa": meta["machine"]["isa"],
             "block": meta["machine"]["block"], "date": meta["date"][:10], "command": meta["command"],
             "units": "ns", "context": "target between a 1x1 Conv+Relu (C_in->C_in) and a 1x1 Conv (N->16); "
             "time = target kernel + layout reorders it causes (onnxruntime profiling, median over runs)",
@@ -1032,6 +1038,28 @@ def save_table_and_raw(table_path, table, command_key, raw_path, rows, **extra):
     with open(raw_path, "w") as f:
         json.dump(dict({"date": datetime.datetime.now().isoformat(timespec="seconds"), "onnxruntime": ort.__version__,
                         "command": command, "rows": rows}, **extra), f, indent=1)
+
+
+def replace_entries(table, threads, fitted):
+    """Replaces the entries of `table`'s `threads` table whose op is among `fitted`'s."""
+    tabs = [t for t in table["tables"] if t["threads"] == threads]
+    if not tabs:
+        sys.exit(f"the table has no {threads}-thread entries to add to: run calibrate.py --threads {threads} first")
+    ops = {e["op"] for e in fitted}
+    tabs[0]["entries"] = [e for e in tabs[0]["entries"] if e.get("op") not in ops] + fitted
+
+
+def refit_into(table, args, command_key, fit):
+    """`--refit` of the scripts that add entries to a table: `fit` (rows of one thread count ->
+    entries) over the rows of --raw, per thread count, replacing those entries in --table,
+    which records the command that measured the rows and this one. Nothing is measured."""
+    with open(args.raw) as f:
+        raw = json.load(f)
+    for threads in sorted({r["threads"] for r in raw["rows"]}):
+        replace_entries(table, threads, fit([r for r in raw["rows"] if r["threads"] == threads]))
+    table[command_key] = f"{raw['command']}; refitted: {command_line()}"
+    with open(args.table, "w") as f:
+        json.dump(table, f, indent=1)
 
 
 def refit(args):

@@ -124,6 +124,11 @@ def entry(act, rows):
             "max_rel_conv_err": round(float(np.abs(resid).max()), 4)}
 
 
+def entries(rows):
+    """One entry per activation, from the rows of one thread count."""
+    return [entry(a, [r for r in rows if r["act"] == a]) for a in ACTIVATIONS]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", required=True)
@@ -131,18 +136,19 @@ def main():
     ap.add_argument("--budget", type=float, default=0.3, help="seconds of timed runs per model")
     ap.add_argument("--pin", type=int, default=1, help="CPU for 1-thread sweeps (-1: no pinning)")
     ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-activation.json"))
+    ap.add_argument("--refit", action="store_true",
+                    help="no measuring: fit the rows of --raw and replace those entries in --table")
     args = ap.parse_args()
     table = json.load(open(args.table))
+    if args.refit:
+        return calibrate.refit_into(table, args, "activation_command", entries)
     tmp = tempfile.mkdtemp()
     all_rows = []
     for threads in calibrate.thread_counts(args.threads):
         calibrate.pin(threads, args.pin)
         rows = sweep(threads, args.budget, tmp)
         all_rows += rows
-        fitted = [entry(a, [r for r in rows if r["act"] == a]) for a in ACTIVATIONS]
-        for tab in table["tables"]:
-            if tab["threads"] == threads:
-                tab["entries"] = [e for e in tab["entries"] if not e.get("op", "").startswith("activation_")] + fitted
+        calibrate.replace_entries(table, threads, entries(rows))
     calibrate.save_table_and_raw(args.table, table, "activation_command", args.raw, all_rows,
                                  machine=calibrate.machine())
 

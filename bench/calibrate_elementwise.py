@@ -53,7 +53,7 @@ from onnx import helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from calibrate import (BLOCK, FLUSH_RUNS, conv_1x1, finish, flusher, nnls, parse_profile,  # noqa: E402
+from calibrate import (BLOCK, FLUSH_RUNS, conv_1x1, finish, flusher, nnls, parse_profile, refit_into, replace_entries,  # noqa: E402
                        save_table_and_raw, thread_counts, weight)
 from ortutil import grouped_median, session  # noqa: E402
 
@@ -206,13 +206,18 @@ def label(spec):
 
 
 def sweep(threads, args, tmp):
-    """Measured rows of every pattern, then the four entries fitted from them."""
+    """Measured rows of every pattern, then the entries fitted from them."""
     rows = []
     flush = flusher(threads) if args.flush else None
     for uid, spec in enumerate(grid(np.random.default_rng(args.seed))):
         by_op, runs = measure(spec, threads, args.budget, tmp, uid, flush)
         rows.append(dict(spec, threads=threads, runs=runs, flushed=args.flush, by_op_us=by_op, features=features(spec),
                          label=label(spec)))
+    return rows, fit_rows(rows)
+
+
+def fit_rows(rows):
+    """The entries fitted from the measured rows of one thread count."""
     def ns(r, ops=None):
         """Nanoseconds of the row's events of `ops` (default: all but the layout reorders)."""
         return 1e3 * sum(v for op, v in r["by_op_us"].items()
@@ -236,7 +241,7 @@ def sweep(threads, args, tmp):
         ro = [dict(r, ns=ns(r, {op})) for r in rows if r["pattern"] == "reorder"]
         name = "reorder_input" if op == "ReorderInput" else "reorder_output"
         fitted += entries(name, ["one", "in_elems"], [r for r in ro if r["ns"] > 0])
-    return rows, [e for e, _ in fitted]
+    return [e for e, _ in fitted]
 
 
 def main():
@@ -247,18 +252,19 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flush", action="store_true", help="a cache flush before each run (as calibrate.py's --flush)")
     ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-elementwise.json"))
+    ap.add_argument("--refit", action="store_true",
+                    help="no measuring: fit the rows of --raw and replace those entries in --table")
     args = ap.parse_args()
     table = json.load(open(args.table))
+    if args.refit:
+        return refit_into(table, args, "elementwise_command", fit_rows)
     tmp = tempfile.mkdtemp()
     all_rows = []
     for threads in thread_counts(args.threads):
         print(f"## {threads} thread(s)")
         rows, fitted = sweep(threads, args, tmp)
         all_rows += rows
-        ops = {e["op"] for e in fitted}
-        for tab in table["tables"]:
-            if tab["threads"] == threads:
-                tab["entries"] = [e for e in tab["entries"] if e.get("op") not in ops] + fitted
+        replace_entries(table, threads, fitted)
     save_table_and_raw(args.table, table, "elementwise_command", args.raw, all_rows)
 
 

@@ -38,7 +38,7 @@ from onnx import TensorProto, helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from calibrate import nnls, thread_counts  # noqa: E402  (the same solver as the convolution fits)
+from calibrate import nnls, refit_into, replace_entries, thread_counts  # noqa: E402  (the same solver as the convolution fits)
 from ortutil import session  # noqa: E402
 
 FEATURES = ["one", "macs", "in_elems", "out_elems", "weights", "weights_over_cache"]
@@ -115,6 +115,21 @@ def fit(rows):
     return coef, float(np.median(rel)), float(rel.max())
 
 
+def entries(sweep):
+    """The `gemv` (m = 1) and `matmul` entries fitted from the rows of one thread count."""
+    out = []
+    for op, part in (("gemv", [r for r in sweep if r["m"] == 1]), ("matmul", [r for r in sweep if r["m"] > 1])):
+        coef, med, mx = fit(part)
+        out.append({"op": op, "aligned": None, "features": FEATURES, "coef": [float(f"{c:.6g}") for c in coef],
+                    "rows": len(part), "median_rel_err": round(med, 4), "max_rel_err": round(mx, 4)})
+        print(f"{op}, {part[0]['threads']} thread(s): coef {out[-1]['coef']}, median rel err {med:.3f}, max {mx:.3f}")
+        for r in part:
+            pred = sum(c * (1.0 if f == "one" else r[f]) for c, f in zip(coef, FEATURES))
+            print(f"  m={r['m']:5} k={r['k']:6} n={r['n']:5}: {r['median_ns'] / 1e3:9.1f} us, "
+                  f"model {pred / 1e3:9.1f} us")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", required=True)
@@ -122,27 +137,20 @@ def main():
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of timed runs per shape")
     ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-matmul.json"))
     ap.add_argument("--warm", action="store_true", help="no cache flush before runs (the product alone, cached)")
+    ap.add_argument("--refit", action="store_true",
+                    help="no measuring: fit the rows of --raw and replace those entries in --table")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     table = json.load(open(args.table))
+    if args.refit:
+        return refit_into(table, args, "matmul_command", entries)
     rows = []
     for threads in thread_counts(args.threads):
         flush = None if args.warm else flusher(threads, rng)
         sweep = [measure(m, k, n, threads, args.budget, rng, flush) for (m, k, n) in SHAPES]
         rows += sweep
-        for op, part in (("gemv", [r for r in sweep if r["m"] == 1]), ("matmul", [r for r in sweep if r["m"] > 1])):
-            coef, med, mx = fit(part)
-            entry = {"op": op, "aligned": None, "features": FEATURES, "coef": [float(f"{c:.6g}") for c in coef],
-                     "rows": len(part), "median_rel_err": round(med, 4), "max_rel_err": round(mx, 4)}
-            for tab in table["tables"]:
-                if tab["threads"] == threads:
-                    tab["entries"] = [e for e in tab["entries"] if e.get("op") != op] + [entry]
-            print(f"{op}, {threads} thread(s): coef {entry['coef']}, median rel err {med:.3f}, max {mx:.3f}")
-            for r in part:
-                pred = sum(c * (1.0 if f == "one" else r[f]) for c, f in zip(coef, FEATURES))
-                print(f"  m={r['m']:5} k={r['k']:6} n={r['n']:5}: {r['median_ns'] / 1e3:9.1f} us, "
-                      f"model {pred / 1e3:9.1f} us")
-    table.setdefault("matmul_command", " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv))
+        replace_entries(table, threads, entries(sweep))
+    table["matmul_command"] = " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv)
     with open(args.table, "w") as f:
         json.dump(table, f, indent=1)
     with open(args.raw, "w") as f:

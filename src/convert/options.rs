@@ -337,7 +337,7 @@ impl ConvertOptions {
             svd: SvdMethod::default(),
             memory_budget: None,
             layout: None,
-            time: TimeModel::onnxruntime_x86_64(),
+            time: TimeModel::for_this_cpu(),
             freeze_input_weights: false,
             require_target: false,
             depth_weight: None,
@@ -516,7 +516,7 @@ impl ConvertOptions {
         self
     }
     /// The time model that [`speedup`](Self::speedup) targets, reports and layout choices use
-    /// (default: [`TimeModel::onnxruntime_x86_64`], one thread).
+    /// (default: [`TimeModel::for_this_cpu`]: the shipped table of this kind of CPU, one thread).
     pub fn time_model(mut self, model: TimeModel) -> Self {
         self.time = model;
         self

@@ -323,8 +323,8 @@ pub struct PlanOptions {
     pub fixed_time: Duration,
     /// The damage score to minimise.
     pub proxy: Proxy,
-    /// The time model of layers and their layouts (default
-    /// [`TimeModel::onnxruntime_x86_64`]).
+    /// The time model of layers and their layouts (default [`TimeModel::for_this_cpu`]: the
+    /// shipped table of this kind of CPU, one thread).
     pub time: TimeModel,
     /// The layout of every factored layer; `None`: each candidate's fastest.
     pub layout: Option<Layout>,
@@ -345,7 +345,7 @@ impl Default for PlanOptions {
             fixed: Cost::default(),
             fixed_time: Duration::ZERO,
             proxy: Proxy::default(),
-            time: TimeModel::onnxruntime_x86_64(),
+            time: TimeModel::for_this_cpu(),
             layout: None,
             depth_weight: 0.0,
             time_guard: false,

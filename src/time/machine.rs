@@ -124,6 +124,24 @@ mod tests {
     }
 
     #[test]
+    fn the_table_of_this_kind_of_cpu_is_chosen_else_the_reference() {
+        let reference = TimeModel::onnxruntime_x86_64();
+        let chosen = |name: Option<&str>, isa: &str| TimeModel::shipped_for(&cpu(name, isa), 1).unwrap();
+        let xeon = chosen(Some("Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz"), "avx512");
+        assert_eq!(xeon.cpu(), Some(cpu(Some("Intel(R) Xeon(R)"), "avx512")));
+        assert_ne!(xeon, reference);
+        assert_eq!(chosen(Some("AMD EPYC 9B14 96-Core Processor"), "avx512"), reference);
+        // No table of this kind: the reference (and the CLI's note says so).
+        for (name, isa) in
+            [(Some("Intel(R) Xeon(R) CPU @ 2.20GHz"), "avx2"), (Some("AMD EPYC 7B13"), "avx2"), (None, "aarch64")]
+        {
+            assert_eq!(chosen(name, isa), reference, "{name:?} {isa}");
+        }
+        assert_eq!(TimeModel::shipped_for(&cpu(None, "avx512"), 2).unwrap().threads(), 2);
+        assert!(TimeModel::shipped_for(&cpu(None, "avx512"), 0).is_err());
+    }
+
+    #[test]
     fn a_table_without_its_cpu_compares_nothing() {
         let text = include_str!("onnxruntime-x86_64.json").replacen("\"cpu\": \"AMD EPYC\",", "", 1);
         let t = TimeModel::from_json("t", &text, 1).unwrap();

@@ -20,7 +20,9 @@
 //! activation onnxruntime fuses into the kernel before it ([`Activation`]) is that kernel's pass
 //! over its output, fitted on the output elements by `bench/calibrate_activation.py`.
 //!
-//! The crate ships the table for onnxruntime on x86-64 ([`TimeModel::onnxruntime_x86_64`]);
+//! The crate ships tables for onnxruntime on x86-64 with AVX-512, measured on an AMD EPYC (the
+//! reference, [`TimeModel::onnxruntime_x86_64`]) and on an Intel Xeon, and by default uses the
+//! one measured on a CPU of this machine's kind, else the reference ([`TimeModel::shipped`]);
 //! [`TimeModel::from_json`] reads another (for another machine or thread count) written by the
 //! same script. Accuracy against layers of real networks: BENCHMARKS.md.
 
@@ -40,8 +42,12 @@ use std::time::Duration;
 /// network's other layers flush them, so their `weights` term already reads from memory.
 pub const CACHED_WEIGHTS: f64 = (1u64 << 22) as f64;
 
-/// The table shipped for onnxruntime 1.32 on x86-64 (AVX-512), 1 and 2 threads.
-const ONNXRUNTIME_X86_64: &str = include_str!("onnxruntime-x86_64.json");
+/// The tables shipped for onnxruntime 1.32 on x86-64 with AVX-512, 1 and 2 threads, by the
+/// machine they were measured on: the reference machine (an AMD EPYC) first, then an Intel Xeon.
+const SHIPPED: [(&str, &str); 2] = [
+    ("onnxruntime-x86_64", include_str!("onnxruntime-x86_64.json")),
+    ("onnxruntime-x86_64-intel-xeon", include_str!("onnxruntime-x86_64-intel-xeon.json")),
+];
 
 /// What kind of kernel a convolution runs with: onnxruntime's choice (its NCHWc transformer),
 /// which decides its speed more than its MACs do.
@@ -426,20 +432,50 @@ pub struct TimeModel {
 mod table;
 
 impl TimeModel {
-    /// The shipped table: onnxruntime 1.32 on x86-64 with AVX-512, one intra-op thread
-    /// (measured on the 2-core reference machine; BENCHMARKS.md).
+    /// The reference table: onnxruntime 1.32 on x86-64 with AVX-512, one intra-op thread,
+    /// measured on the 2-core AMD EPYC reference machine (BENCHMARKS.md), whatever this CPU.
+    /// Plans made with it are the same on every machine; [`for_this_cpu`](Self::for_this_cpu)
+    /// is the default of the planner and the converter.
     pub fn onnxruntime_x86_64() -> Self {
         static ONE_THREAD: std::sync::OnceLock<TimeModel> = std::sync::OnceLock::new();
-        ONE_THREAD.get_or_init(|| Self::shipped(1).expect("the shipped time table parses (tested)")).clone()
+        let parse = || Self::from_json(SHIPPED[0].0, SHIPPED[0].1, 1).expect("the shipped time tables parse (tested)");
+        ONE_THREAD.get_or_init(parse).clone()
     }
 
-    /// The shipped table for `threads` intra-op threads: the table measured with the most
-    /// threads not above `threads` (1 and 2 are shipped).
+    /// The shipped table for this CPU, one intra-op thread ([`shipped`](Self::shipped) with 1):
+    /// the default time model of [`PlanOptions`](crate::plan::PlanOptions) and
+    /// [`ConvertOptions`](crate::ConvertOptions).
+    pub fn for_this_cpu() -> Self {
+        static ONE_THREAD: std::sync::OnceLock<TimeModel> = std::sync::OnceLock::new();
+        ONE_THREAD.get_or_init(|| Self::shipped(1).expect("the shipped time tables parse (tested)")).clone()
+    }
+
+    /// The shipped table for this CPU ([`Cpu::this`]) and `threads` intra-op threads:
+    /// [`shipped_for`](Self::shipped_for).
     ///
     /// # Errors
     /// [`Error::TimeTable`] when `threads` is 0.
     pub fn shipped(threads: usize) -> Result<Self> {
-        Self::from_json("onnxruntime-x86_64", ONNXRUNTIME_X86_64, threads)
+        Self::shipped_for(&Cpu::this(), threads)
+    }
+
+    /// The shipped table measured on a CPU of `cpu`'s kind (model name and instruction set,
+    /// [`unlike`](Self::unlike)), else the reference table
+    /// ([`onnxruntime_x86_64`](Self::onnxruntime_x86_64)'s); of it, the table measured with the
+    /// most threads not above `threads` (1 and 2 are shipped).
+    ///
+    /// # Errors
+    /// [`Error::TimeTable`] when `threads` is 0.
+    pub fn shipped_for(cpu: &Cpu, threads: usize) -> Result<Self> {
+        let mut tables = SHIPPED.iter().map(|(name, text)| Self::from_json(name, text, threads));
+        let reference = tables.next().expect("SHIPPED is not empty")?;
+        for t in tables {
+            let t = t?;
+            if t.unlike(cpu).is_none() {
+                return Ok(t);
+            }
+        }
+        Ok(reference)
     }
 
     /// Reads a table written by `bench/calibrate.py`, taking the table measured with the most
@@ -457,11 +493,12 @@ impl TimeModel {
         &self.runtime
     }
 
-    /// `"<runtime> (<isa>), <n> thread(s)"`, for reports (without the instruction set when
-    /// the table does not name one).
+    /// `"<runtime> (<cpu>, <isa>), <n> thread(s)"`, for reports (without the CPU or the
+    /// instruction set where the table does not name them).
     pub fn describe(&self) -> String {
-        let isa = self.isa.as_ref().map(|i| format!(" ({i})")).unwrap_or_default();
-        format!("{}{isa}, {} thread{}", self.runtime, self.threads, if self.threads == 1 { "" } else { "s" })
+        let named: Vec<&str> = [self.cpu.as_deref(), self.isa.as_deref()].into_iter().flatten().collect();
+        let machine = if named.is_empty() { String::new() } else { format!(" ({})", named.join(", ")) };
+        format!("{}{machine}, {} thread{}", self.runtime, self.threads, if self.threads == 1 { "" } else { "s" })
     }
 
     /// The instruction set the table was measured with, as it names it (`"avx512"`, `"avx2"`).

@@ -375,7 +375,7 @@ fn auto_plans_every_scheme_and_meets_the_target() {
 }
 
 /// A 1x1 convolution of rank 6 (its weight a product of 96x6 and 6x64 matrices made here).
-/// Planned (`ConvertOptions::speedup`, every scheme) to a target rank 6 reaches (modeled 1.25x;
+/// Planned (`ConvertOptions::speedup`, every scheme, the reference table) to a target rank 6 reaches (modeled 1.25x;
 /// the rank-6 pair is about 1.5x), channel SVD converts it at a rank that keeps it exactly and
 /// the rewrite equals the original in tract; with DAC-only plans or a fixed rank (DAC's) it
 /// stays dense as a 1x1 kernel.
@@ -392,7 +392,9 @@ fn planned_runs_factor_a_1x1_convolution_by_channel_svd() {
     g.inputs.push(value_info("input", &[Some(1), Some(c), Some(hw), Some(hw)]));
     g.outputs.push(value_info("y", &[Some(1), Some(n), Some(hw), Some(hw)]));
     let m = model(&g, 13, &[]);
-    let (out, report) = rewrite_model(&m, &ConvertOptions::speedup(1.25)).unwrap();
+    let (out, report) =
+        rewrite_model(&m, &ConvertOptions::speedup(1.25).time_model(dac::time::TimeModel::onnxruntime_x86_64()))
+            .unwrap();
     assert!(report.plan.as_ref().unwrap().met);
     let [l] = &report.converted[..] else { panic!("{:?}", report.converted) };
     assert_eq!((l.name.as_str(), l.scheme), ("pw", SchemeKind::Channel));
@@ -460,7 +462,7 @@ fn swish_scales_and_pools_are_timed_at_their_sizes() {
     let (_, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
     // The HardSigmoid reads a pooled vector, not a convolution: it stays outside the model.
     assert_eq!(report.unmodeled, vec![("HardSigmoid".to_string(), 1)]);
-    let t = TimeModel::onnxruntime_x86_64();
+    let t = TimeModel::for_this_cpu();
     let node = |op, input, output, taps| TimedNode::Elements { op, channels: 24, input, output, taps };
     let map = 24 * 16 * 16;
     let want = [
@@ -500,7 +502,7 @@ fn layout_reorders_belong_to_the_convolution_beside_them() {
     let m = model(&g, 13, &[]);
     let options = ConvertOptions::new(Rank::Fixed(1)).exclude("*");
     let (_, report) = rewrite_model(&m, &options).unwrap();
-    let t = TimeModel::onnxruntime_x86_64();
+    let t = TimeModel::for_this_cpu();
     assert!(t.models(ElementOp::ReorderInput) && t.models(ElementOp::ReorderOutput));
     let reorder = |op, channels: usize, hw: u64| {
         let e = channels as u64 * hw * hw;
@@ -555,7 +557,7 @@ fn fused_activations_count_with_their_producer_and_a_spatial_mean_is_global_pool
     let m = model(&g, 13, &[]);
     let (_, report) = rewrite_model(&m, &ConvertOptions::new(Rank::Fixed(2))).unwrap();
     assert!(report.unmodeled.is_empty(), "{:?}", report.unmodeled);
-    let t = TimeModel::onnxruntime_x86_64();
+    let t = TimeModel::for_this_cpu();
     let pool = TimedNode::Elements { op: ElementOp::GlobalPool, channels: 16, input: 16 * 64, output: 16, taps: 1 };
     let gemm = TimedNode::MatMul { m: 1, k: 16, n: 10 };
     let act = |a, channels: usize, output: u64| TimedNode::Elements {
@@ -616,7 +618,7 @@ fn a_fused_activation_counts_alike_before_and_after_factoring() {
         (a.time_before.unwrap(), a.time_after.unwrap())
     };
     let ((clip_before, clip_after), (relu_before, relu_after)) = (layer("Clip"), layer("Relu"));
-    let t = TimeModel::onnxruntime_x86_64();
+    let t = TimeModel::for_this_cpu();
     let pass = |a| {
         let e = 32 * 16 * 16;
         t.node(&TimedNode::Elements { op: ElementOp::Activation(a), channels: 32, input: e, output: e, taps: 1 })
