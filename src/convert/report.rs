@@ -48,6 +48,9 @@ pub enum SkipReason {
         /// Why.
         reason: KeepDenseReason,
     },
+    /// `dac onnx --measure --speedup`: the fastest plan measured slower than the original in
+    /// the runtime, so the original model was written unchanged.
+    MeasuredSlower,
     /// A fixed rank above this layer's maximum (for example rank 2 on a depthwise convolution,
     /// whose maximum is 1): such a rank could never save anything. The same rule for every
     /// format: a network routinely holds layers of different maximum ranks.
@@ -78,6 +81,7 @@ impl std::fmt::Display for SkipReason {
             Self::PlannedDense => f.write_str("the planner kept it dense"),
             Self::KeptDense { rank: Some(r), reason } => write!(f, "rank {r}: {reason}"),
             Self::KeptDense { rank: None, reason } => write!(f, "{reason}"),
+            Self::MeasuredSlower => f.write_str("the plans measured slower than the original: the original is written"),
             Self::RankAboveMaximum { rank, max } => {
                 write!(f, "rank {rank} is above this layer's maximum rank {max}: nothing to save")
             }
@@ -257,6 +261,26 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// What an unchanged copy of the input reports: every converted layer listed as left dense
+    /// for `reason` (after the other dense layers), at its dense cost and time; nothing removed
+    /// and no plan.
+    pub(crate) fn unchanged(mut self, reason: SkipReason) -> Self {
+        let dense = self.converted.drain(..).map(|c| SkippedLayer {
+            name: c.name,
+            weight: c.weight,
+            dims: Some(c.dims),
+            groups: c.groups,
+            reason: reason.clone(),
+            input_size: c.input_size,
+            size: c.size,
+            cost: c.before,
+            time: c.time_before,
+        });
+        self.skipped.extend(dense);
+        self.removed.clear();
+        self.plan = None;
+        self
+    }
     fn total(&self, after: bool) -> Option<u64> {
         if !self.uncounted.is_empty() {
             return None;

@@ -1,7 +1,7 @@
 //! The measured search: plan for a modeled target, time it, correct the modeled target.
 
 use super::Runtime;
-use crate::convert::Summary;
+use crate::convert::{SkipReason, Summary};
 use crate::error::Result;
 use std::time::Duration;
 
@@ -70,8 +70,12 @@ pub struct Measured {
     pub target: Option<f64>,
     /// Every plan timed, in order.
     pub tries: Vec<MeasuredTry>,
-    /// The index in `tries` of the plan returned.
+    /// The index in `tries` of the plan kept: the plan returned, unless
+    /// [`original`](Self::original).
     pub chosen: usize,
+    /// With a target, whether the kept plan's claim measured slower than the original
+    /// (below 1x), so that [`search`] returned the original model unchanged instead.
+    pub original: bool,
 }
 
 impl Measured {
@@ -110,7 +114,8 @@ impl Measured {
         serde_json::json!({
             "runtime": self.runtime, "target": self.target, "met": self.met(),
             "time_before_ms": ms(b), "time_after_ms": ms(a), "speedup": self.speedup(),
-            "chosen": self.chosen, "tries": self.tries.iter().map(one).collect::<Vec<_>>(),
+            "chosen": self.chosen, "wrote_original": self.original,
+            "tries": self.tries.iter().map(one).collect::<Vec<_>>(),
         })
     }
 }
@@ -131,6 +136,12 @@ impl Measured {
 /// and [`Measured::met`] rest on). Where that second timing falls below the target, the plan
 /// counts as too slow at that speed and the search goes on from it while plans remain.
 ///
+/// A rewrite must not run slower than what it replaces: where the kept plan's claim is
+/// below 1x (the fastest plan measured slower than the original), the search returns the original
+/// bytes instead, with the plan's summary turned into the original's (every layer dense,
+/// [`SkipReason::MeasuredSlower`]) and [`Measured::original`] set. Without a target the one
+/// plan is returned whatever it measured: the caller asked for that policy.
+///
 /// # Errors
 /// What `rewrite` or [`Runtime::time_pair`] return.
 pub fn search(
@@ -139,7 +150,7 @@ pub fn search(
     runtime: &mut dyn Runtime,
     mut rewrite: impl FnMut(Option<f64>) -> Result<Rewrite>,
 ) -> Result<(Rewrite, Measured)> {
-    let mut measured = Measured { runtime: runtime.describe(), target, tries: Vec::new(), chosen: 0 };
+    let mut measured = Measured { runtime: runtime.describe(), target, tries: Vec::new(), chosen: 0, original: false };
     let Some(target) = target else {
         let r = rewrite(None)?;
         measured.tries.push(time(runtime, original, &r, None)?);
@@ -173,11 +184,21 @@ pub fn search(
         };
         if next.is_none() {
             measured.chosen = i;
-            return Ok((r, measured));
+            return Ok(never_slower(r, measured, original));
         }
         prev = Some(latest(&tries[i]));
         kept = Some((i, r));
     }
+}
+
+/// `r`, or the original unchanged where `r`'s claim measured slower than it.
+fn never_slower(r: Rewrite, mut measured: Measured, original: &[u8]) -> (Rewrite, Measured) {
+    if measured.speedup() >= 1.0 {
+        return (r, measured);
+    }
+    measured.original = true;
+    let summary = r.summary.unchanged(SkipReason::MeasuredSlower);
+    (Rewrite { bytes: original.to_vec(), summary }, measured)
 }
 
 /// A timed plan's (modeled target, speed-up): its second timing once it has one, else its first.

@@ -70,7 +70,15 @@ fn run(target: Option<f64>, reachable: bool, realize: impl FnMut(f64) -> f64) ->
     let again = m.tries.iter().filter(|t| t.again.is_some()).count();
     assert_eq!(fake.calls, m.tries.len() + again);
     assert_eq!(asked.len(), m.tries.len());
-    assert_eq!(goal_of(&r), m.chosen().modeled_target.unwrap_or(1.0));
+    if m.original {
+        // Slower than the original: the original is returned, with nothing converted.
+        assert!(target.is_some() && m.speedup() < 1.0, "{:?}", m.tries);
+        assert_eq!(r.bytes, b"original");
+        assert!(r.summary.converted.is_empty() && r.summary.plan.is_none());
+    } else {
+        assert!(target.is_none() || m.speedup() >= 1.0, "{:?}", m.tries);
+        assert_eq!(goal_of(&r), m.chosen().modeled_target.unwrap_or(1.0));
+    }
     (r, m, asked)
 }
 
@@ -186,6 +194,34 @@ fn the_claim_is_the_kept_plans_second_timing() {
     assert_eq!(json["met"], false);
 }
 
+#[test]
+fn a_rewrite_slower_than_the_original_is_not_returned() {
+    // Every plan runs at 0.8x the original's speed, however much the model promises: the
+    // original comes back unchanged, its report that of the dense network.
+    let (r, m, _) = run(Some(1.5), true, |_| 0.8);
+    assert!(m.original);
+    assert_eq!(m.met(), Some(false));
+    assert!((m.speedup() - 0.8).abs() < 1e-6);
+    assert_eq!(r.summary.speedup(), Some(1.0));
+    assert_eq!(r.summary.reduction(), Some(1.0));
+    let dense = summary(true);
+    assert!(!dense.converted.is_empty());
+    assert_eq!(r.summary.macs_before(), dense.macs_before());
+    assert_eq!(r.summary.time_before(), dense.time_before());
+    assert_eq!(r.summary.skipped.len(), dense.skipped.len() + dense.converted.len());
+    assert!(r.summary.skipped.iter().any(|s| s.reason == dac::convert::SkipReason::MeasuredSlower));
+    assert!(r.summary.removed.is_empty());
+    assert_eq!(m.to_json()["wrote_original"], true);
+}
+
+#[test]
+fn without_a_target_a_slower_plan_is_still_the_one_asked_for() {
+    let (r, m, _) = run(None, true, |_| 0.8);
+    assert!(!m.original);
+    assert_eq!(goal_of(&r), 1.0);
+    assert_eq!(m.to_json()["wrote_original"], false);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// For runtimes realising `a·g^b` of a modeled `g` (the same at every timing): the target
@@ -227,4 +263,34 @@ proptest! {
         prop_assert_eq!(m.speedup(), again);
         prop_assert_eq!(m.met(), Some(again >= target));
     }
+}
+
+/// A runtime in which every rewrite runs at half the original's speed.
+struct Slower;
+
+impl Runtime for Slower {
+    fn describe(&self) -> String {
+        "slower".into()
+    }
+    fn time_pair(&mut self, _: &[u8], _: &[u8]) -> dac::Result<(Duration, Duration)> {
+        Ok((Duration::from_millis(10), Duration::from_millis(20)))
+    }
+}
+
+#[test]
+fn a_file_whose_plans_all_run_slower_is_written_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("net.onnx"), dir.path().join("net-2x.onnx"));
+    std::fs::write(&input, net()).unwrap();
+    let options = ConvertOptions::speedup(2.0);
+    let (s, m) = dac::io::onnx::rewrite_file_measured(&input, &output, &options, &mut Slower).unwrap();
+    assert!(m.original && m.met() == Some(false), "{m:?}");
+    assert_eq!(std::fs::read(&output).unwrap(), net());
+    assert!(s.converted.is_empty() && s.skipped.len() == 2, "{s:?}");
+    assert_eq!(s.output, output);
+    // With --require-target, nothing is written.
+    std::fs::remove_file(&output).unwrap();
+    let e = dac::io::onnx::rewrite_file_measured(&input, &output, &options.require_target(true), &mut Slower);
+    assert!(matches!(e, Err(dac::Error::MeasuredTargetNotMet { .. })), "{e:?}");
+    assert!(!output.exists());
 }

@@ -82,12 +82,19 @@ fn print_measured(m: &Measured) {
     let (b, a, x) = (ms(Some(before)), ms(Some(after)), m.speedup());
     let verdict = match (m.target, m.met()) {
         (Some(t), Some(true)) => format!(": target {t}x met"),
+        (Some(t), _) if m.original => format!(": target {t}x NOT met in the runtime (the fastest plan measured)"),
         (Some(t), _) => format!(": target {t}x NOT met in the runtime (the fastest plan measured is written)"),
         _ => String::new(),
     };
-    let again = if m.chosen().again.is_some() { ", the written plan timed again" } else { "" };
+    let again = match (m.chosen().again.is_some(), m.original) {
+        (false, _) => "",
+        (true, false) => ", the written plan timed again",
+        (true, true) => ", the fastest plan timed again",
+    };
     println!("measured in {}{again}: {b} -> {a} ms ({x:.2}x){verdict}", m.runtime);
-    if x < 1.0 {
+    if m.original {
+        println!("the fastest plan measured slower than the original ({x:.2}x): wrote the original unchanged");
+    } else if x < 1.0 {
         println!("warning: the written model measured slower than the original ({x:.2}x); keep the original here");
     }
     if m.target.is_some() {
@@ -95,7 +102,11 @@ fn print_measured(m: &Measured) {
             let goal = t.modeled_target.map_or("-".into(), |g| format!("{g:.2}x"));
             let modeled = t.modeled.map_or("?".into(), |g| format!("{g:.2}x"));
             let again = t.speedup_again().map(|s| format!(", again {s:.2}x")).unwrap_or_default();
-            let kept = if i == m.chosen { " (written)" } else { "" };
+            let kept = match (i == m.chosen, m.original) {
+                (true, false) => " (written)",
+                (true, true) => " (the fastest; slower than the original)",
+                _ => "",
+            };
             let reach = if t.reachable { "" } else { ", not reachable" };
             println!(
                 "  try {}: planned for {goal} modeled{reach} ({modeled}), measured {:.2}x{again}{kept}",

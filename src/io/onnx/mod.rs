@@ -129,8 +129,9 @@ pub fn rewrite_file(input: impl AsRef<Path>, output: impl AsRef<Path>, options: 
 /// As [`rewrite_file`], timing the result in `runtime` (see [`crate::runtime`]). For a
 /// [`Target::TimeReduction`](crate::plan::Target::TimeReduction) of `X`, plans until the
 /// *measured* speed-up reaches `X` ([`runtime::search`](crate::runtime::search)) and writes the
-/// plan kept; for any other policy or target, writes the one plan and reports its measured
-/// speed-up. The summary is the written plan's.
+/// plan kept, or the original unchanged where even the fastest plan measured slower than it;
+/// for any other policy or target, writes the one plan and reports its measured speed-up. The
+/// summary is the written model's.
 ///
 /// # Errors
 /// As [`rewrite_file`], plus [`Error::Runtime`] when the runtime cannot load or run a model (a
