@@ -770,6 +770,10 @@ def write_table(path, meta, tables, extra=None):
             "then": meta.get("followups", []),
             "raw": os.path.relpath(meta["raw"], ROOT),
             "classes": CLASS_DOC, "feature_definitions": FEATURE_DOC}
+    if not old_head and meta["machine"].get("cpu_family") is not None:
+        # A new table names the CPU family number it was measured on: the crate then picks it
+        # only on CPUs of that family (one generation: AMD family 25 is Zen 3/4, 26 is Zen 5).
+        head["cpu_family"] = meta["machine"]["cpu_family"]
     if meta.get("flush"):
         head["context"] += "; caches flushed (a 64 MiB product) before every run"
     head.update({k: v for k, v in old_head.items() if k not in head})

@@ -76,7 +76,8 @@ def grouped_median(values):
 
 
 def machine():
-    """CPU model and count (lscpu), platform, and the load average when called."""
+    """CPU model, family (the CPUID family number) and count (lscpu), platform, and the load
+    average when called."""
     info = {"cpu": None, "cores": os.cpu_count(), "platform": platform.platform()}
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -84,6 +85,8 @@ def machine():
             k, _, v = line.partition(":")
             if k.strip() == "Model name":
                 info["cpu"] = v.strip()
+            elif k.strip() == "CPU family" and v.strip().isdigit():
+                info["cpu_family"] = int(v.strip())
             elif k.strip() == "CPU(s)":
                 info["cores"] = int(v.strip())
     except OSError:

@@ -264,6 +264,7 @@ impl Summary {
     /// What an unchanged copy of the input reports: every converted layer listed as left dense
     /// for `reason` (after the other dense layers), at its dense cost and time; nothing removed
     /// and no plan.
+    #[cfg(feature = "onnx")]
     pub(crate) fn unchanged(mut self, reason: SkipReason) -> Self {
         let dense = self.converted.drain(..).map(|c| SkippedLayer {
             name: c.name,

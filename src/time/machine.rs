@@ -6,40 +6,49 @@
 use super::TimeModel;
 
 /// A CPU as the time tables name it: its model name (`"AMD EPYC 9B14"`; `None` where it cannot
-/// be read) and its widest vector instruction set (`"avx512"`, `"avx2"`, or another
-/// architecture's name).
+/// be read), its widest vector instruction set (`"avx512"`, `"avx2"`, or another
+/// architecture's name) and its family number (one CPU generation or a few: AMD's 25 is Zen 3
+/// and 4, 26 Zen 5; a virtual machine often hides the model name's details, not the family).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cpu {
     /// The model name (on x86-64, the CPUID brand string, which `lscpu` shows as "Model name").
     pub name: Option<String>,
     /// `"avx512"` (AVX-512F), `"avx2"`, `"x86_64"` (neither), else the architecture.
     pub isa: String,
+    /// The CPUID family number (base family, plus the extended family where the base is 15),
+    /// `None` off x86-64.
+    pub family: Option<u32>,
 }
 
 impl Cpu {
     /// The CPU this process runs on.
     pub fn this() -> Self {
-        Self { name: brand(), isa: isa().to_string() }
+        Self { name: brand(), isa: isa().to_string(), family: family() }
     }
 }
 
 impl std::fmt::Display for Cpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.name.as_deref().unwrap_or("an unknown CPU"), self.isa)
+        write!(f, "{} ({}", self.name.as_deref().unwrap_or("an unknown CPU"), self.isa)?;
+        match self.family {
+            Some(n) => write!(f, ", family {n})"),
+            None => f.write_str(")"),
+        }
     }
 }
 
 impl TimeModel {
-    /// The CPU the table says it was measured on (`"cpu"` and `"isa"`), when it says.
+    /// The CPU the table says it was measured on (`"cpu"`, `"isa"` and `"cpu_family"`), when
+    /// it says.
     pub fn cpu(&self) -> Option<Cpu> {
         let isa = self.isa.clone()?;
-        Some(Cpu { name: self.cpu.clone(), isa })
+        Some(Cpu { name: self.cpu.clone(), isa, family: self.cpu_family })
     }
 
     /// `Some("measured on AMD EPYC (avx512); this CPU is ...")` when `cpu` is not of the kind
     /// the table was measured on: its model name does not contain the table's (`"AMD EPYC"`
-    /// names a family), or its instruction set differs. `None` when they match or the table
-    /// does not name its CPU.
+    /// names a family), its instruction set differs, or the table names a CPU family number and
+    /// `cpu`'s is another. `None` when they match or the table does not name its CPU.
     pub fn unlike(&self, cpu: &Cpu) -> Option<String> {
         let table = self.cpu()?;
         let words = |s: &str| s.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
@@ -48,7 +57,8 @@ impl TimeModel {
             (None, _) => true,
             (Some(_), None) => false,
         };
-        (!same_name || table.isa != cpu.isa).then(|| format!("measured on {table}; this CPU is {cpu}"))
+        let same_family = table.family.is_none_or(|f| cpu.family == Some(f));
+        (!same_name || table.isa != cpu.isa || !same_family).then(|| format!("measured on {table}; this CPU is {cpu}"))
     }
 }
 
@@ -96,12 +106,32 @@ fn brand() -> Option<String> {
     None
 }
 
+/// The family number of CPUID leaf 1: bits 8–11, plus bits 20–27 where those are 15.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn family() -> Option<u32> {
+    use std::arch::x86_64::__cpuid;
+    // SAFETY: every x86-64 CPU has the CPUID instruction and its leaf 1.
+    let eax = unsafe { __cpuid(1) }.eax;
+    let base = (eax >> 8) & 0xF;
+    Some(if base == 0xF { base + ((eax >> 20) & 0xFF) } else { base })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn family() -> Option<u32> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cpu(name: Option<&str>, isa: &str) -> Cpu {
-        Cpu { name: name.map(str::to_string), isa: isa.to_string() }
+        Cpu { name: name.map(str::to_string), isa: isa.to_string(), family: None }
+    }
+
+    fn of_family(name: &str, family: u32) -> Cpu {
+        Cpu { family: Some(family), ..cpu(Some(name), "avx512") }
     }
 
     #[test]
@@ -142,6 +172,29 @@ mod tests {
     }
 
     #[test]
+    fn a_table_naming_its_family_matches_only_that_family() {
+        let text = include_str!("onnxruntime-x86_64.json").replacen("\"isa\":", "\"cpu_family\": 26,\n \"isa\":", 1);
+        let zen5 = TimeModel::from_json("zen5", &text, 1).unwrap();
+        assert_eq!(zen5.cpu(), Some(of_family("AMD EPYC", 26)));
+        assert_eq!(zen5.unlike(&of_family("AMD EPYC 9B45", 26)), None);
+        let note = zen5.unlike(&of_family("AMD EPYC", 25)).unwrap();
+        assert_eq!(note, "measured on AMD EPYC (avx512, family 26); this CPU is AMD EPYC (avx512, family 25)");
+        assert!(zen5.unlike(&cpu(Some("AMD EPYC"), "avx512")).is_some(), "an unknown family is another");
+        assert!(zen5.describe().contains("(AMD EPYC, avx512, family 26), 1 thread"), "{}", zen5.describe());
+        // The reference table names no family: any AMD EPYC with AVX-512 is of its kind.
+        assert_eq!(TimeModel::onnxruntime_x86_64().unlike(&of_family("AMD EPYC", 25)), None);
+        assert_eq!(TimeModel::shipped_for(&of_family("AMD EPYC", 26), 1).unwrap(), TimeModel::onnxruntime_x86_64());
+    }
+
+    #[test]
+    fn a_family_that_is_not_a_number_is_an_error() {
+        let text =
+            include_str!("onnxruntime-x86_64.json").replacen("\"cpu\": \"AMD EPYC\",", "\"cpu_family\": \"zen\",", 1);
+        let e = TimeModel::from_json("t", &text, 1).unwrap_err().to_string();
+        assert!(e.contains("cpu_family") && e.contains("zen"), "{e}");
+    }
+
+    #[test]
     fn a_table_without_its_cpu_compares_nothing() {
         let text = include_str!("onnxruntime-x86_64.json").replacen("\"cpu\": \"AMD EPYC\",", "", 1);
         let t = TimeModel::from_json("t", &text, 1).unwrap();
@@ -158,5 +211,14 @@ mod tests {
         assert!(!c.isa.is_empty());
         #[cfg(target_arch = "x86_64")]
         assert!(c.name.as_deref().is_some_and(|n| !n.is_empty() && !n.contains('\0')), "{c:?}");
+        // The family CPUID gives is the one Linux reports.
+        let proc = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let linux = proc
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu family"))
+            .and_then(|v| v.trim_start_matches([' ', '\t', ':']).trim().parse().ok());
+        if let Some(linux) = linux {
+            assert_eq!(c.family, Some(linux), "{c:?}");
+        }
     }
 }

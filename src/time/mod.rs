@@ -424,6 +424,8 @@ pub struct TimeModel {
     isa: Option<String>,
     /// The CPU model the table says it was measured on (`"cpu"`), when it says.
     cpu: Option<String>,
+    /// The CPUID family number the table says it was measured on (`"cpu_family"`), when it says.
+    cpu_family: Option<u32>,
     threads: usize,
     block: usize,
     entries: Vec<Entry>,
@@ -459,10 +461,10 @@ impl TimeModel {
         Self::shipped_for(&Cpu::this(), threads)
     }
 
-    /// The shipped table measured on a CPU of `cpu`'s kind (model name and instruction set,
-    /// [`unlike`](Self::unlike)), else the reference table
-    /// ([`onnxruntime_x86_64`](Self::onnxruntime_x86_64)'s); of it, the table measured with the
-    /// most threads not above `threads` (1 and 2 are shipped).
+    /// The shipped table measured on a CPU of `cpu`'s kind (model name, instruction set and,
+    /// where the table names one, family number: [`unlike`](Self::unlike)), else the reference
+    /// table ([`onnxruntime_x86_64`](Self::onnxruntime_x86_64)'s); of it, the table measured
+    /// with the most threads not above `threads` (1 and 2 are shipped).
     ///
     /// # Errors
     /// [`Error::TimeTable`] when `threads` is 0.
@@ -493,10 +495,12 @@ impl TimeModel {
         &self.runtime
     }
 
-    /// `"<runtime> (<cpu>, <isa>), <n> thread(s)"`, for reports (without the CPU or the
-    /// instruction set where the table does not name them).
+    /// `"<runtime> (<cpu>, <isa>, family <n>), <n> thread(s)"`, for reports (without the CPU,
+    /// the instruction set or the family where the table does not name them).
     pub fn describe(&self) -> String {
-        let named: Vec<&str> = [self.cpu.as_deref(), self.isa.as_deref()].into_iter().flatten().collect();
+        let family = self.cpu_family.map(|f| format!("family {f}"));
+        let named: Vec<&str> =
+            [self.cpu.as_deref(), self.isa.as_deref(), family.as_deref()].into_iter().flatten().collect();
         let machine = if named.is_empty() { String::new() } else { format!(" ({})", named.join(", ")) };
         format!("{}{machine}, {} thread{}", self.runtime, self.threads, if self.threads == 1 { "" } else { "s" })
     }

@@ -87,6 +87,15 @@ fn a_table_of_another_cpu_is_named_on_stderr() {
     let other_isa = table("isa.json", this.name.as_deref().unwrap_or("x"), "an-isa-no-cpu-has");
     assert!(run(&other_isa, &["--speedup", "1.2"]).contains("(an-isa-no-cpu-has); this CPU is"));
     if let Some(name) = &this.name {
-        assert!(!run(&table("this.json", name, &this.isa), &["--speedup", "1.2"]).contains("note:"));
+        let same = table("this.json", name, &this.isa);
+        assert!(!run(&same, &["--speedup", "1.2"]).contains("note:"));
+        // The same name and instruction set, another CPUID family: another generation.
+        if let Some(family) = this.family {
+            let text = std::fs::read_to_string(&same).unwrap();
+            let text = text.replacen("\"isa\":", &format!("\"cpu_family\": {},\n \"isa\":", family + 1), 1);
+            std::fs::write(&same, text).unwrap();
+            let stderr = run(&same, &["--speedup", "1.2"]);
+            assert!(stderr.contains(&format!("family {}); this CPU is", family + 1)), "{stderr}");
+        }
     }
 }
