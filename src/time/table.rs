@@ -16,14 +16,9 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
     let runtime = root.get("runtime").and_then(Value::as_str).unwrap_or("unknown runtime").to_string();
     let isa = root.get("isa").and_then(Value::as_str).map(str::to_string);
     let cpu = root.get("cpu").and_then(Value::as_str).map(str::to_string);
-    let cpu_family = match root.get("cpu_family") {
-        None => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| err(format!("`cpu_family` must be a CPUID family number, not {v}")))?,
-        ),
-    };
+    let family = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
+    let cpu_family = root.get("cpu_family").map(|v| family(v).ok_or(v)).transpose();
+    let cpu_family = cpu_family.map_err(|v| err(format!("`cpu_family` must be a CPUID family number, not {v}")))?;
     let tables = root.get("tables").and_then(Value::as_array).ok_or_else(|| err("no `tables` array".into()))?;
     let mut best: Option<(usize, &Value)> = None;
     for t in tables {
