@@ -58,9 +58,13 @@ fn a_table_of_another_cpu_is_named_on_stderr() {
     let input = stack(dir.path());
     let shipped = include_str!("../../src/time/onnxruntime-x86_64.json");
     let this = dac::time::Cpu::this();
+    // The shipped table names its CPU family; these copies name this CPU's, or none.
+    let family = this.family.map_or(String::new(), |f| format!("\"cpu_family\": {f},"));
+    let family_shown = this.family.map_or(String::new(), |f| format!(", family {f}"));
     let table = |file: &str, cpu: &str, isa: &str| {
         let text = shipped
             .replacen("\"cpu\": \"AMD EPYC\"", &format!("\"cpu\": {}", serde_json::json!(cpu)), 1)
+            .replacen("\"cpu_family\": 25,", &family, 1)
             .replacen("\"isa\": \"avx512\"", &format!("\"isa\": {}", serde_json::json!(isa)), 1);
         let path = dir.path().join(file);
         std::fs::write(&path, text).unwrap();
@@ -85,14 +89,15 @@ fn a_table_of_another_cpu_is_named_on_stderr() {
     assert!(!run(&other, &["--speedup", "1.2", "--quiet"]).contains("note:"));
     assert!(!run(&other, &["--macs", "1.2"]).contains("note:"));
     let other_isa = table("isa.json", this.name.as_deref().unwrap_or("x"), "an-isa-no-cpu-has");
-    assert!(run(&other_isa, &["--speedup", "1.2"]).contains("(an-isa-no-cpu-has); this CPU is"));
+    assert!(run(&other_isa, &["--speedup", "1.2"]).contains(&format!("(an-isa-no-cpu-has{family_shown}); this CPU is")));
     if let Some(name) = &this.name {
         let same = table("this.json", name, &this.isa);
         assert!(!run(&same, &["--speedup", "1.2"]).contains("note:"));
         // The same name and instruction set, another CPUID family: another generation.
         if let Some(family) = this.family {
             let text = std::fs::read_to_string(&same).unwrap();
-            let text = text.replacen("\"isa\":", &format!("\"cpu_family\": {},\n \"isa\":", family + 1), 1);
+            let text =
+                text.replacen(&format!("\"cpu_family\": {family},"), &format!("\"cpu_family\": {},", family + 1), 1);
             std::fs::write(&same, text).unwrap();
             let stderr = run(&same, &["--speedup", "1.2"]);
             assert!(stderr.contains(&format!("family {}); this CPU is", family + 1)), "{stderr}");

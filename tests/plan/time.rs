@@ -53,9 +53,9 @@ fn the_shipped_tables_read() {
     // described without them.
     let m = TimeModel::onnxruntime_x86_64();
     assert_eq!(m.isa(), Some("avx512"));
-    assert!(m.describe().ends_with(" (AMD EPYC, avx512), 1 thread"), "{}", m.describe());
+    assert!(m.describe().ends_with(" (AMD EPYC, avx512, family 25), 1 thread"), "{}", m.describe());
     let m = TimeModel::shipped(1).unwrap();
-    assert!(m.describe().contains("avx512), 1 thread"), "{}", m.describe());
+    assert!(m.describe().contains("avx512") && m.describe().ends_with("), 1 thread"), "{}", m.describe());
     let d = [0.0, 1.0, 0.0, 0.0];
     let plain = TimeModel::from_json("t", &table(&classes(d, d, d), [0.0, 1.0], [0.0, 1.0]), 1).unwrap();
     assert_eq!((plain.isa(), plain.describe().as_str()), (None, "test, 1 thread"));
