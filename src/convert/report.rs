@@ -231,6 +231,12 @@ pub struct Summary {
     pub linear_time: Option<Duration>,
     /// The time model's runtime and thread count, as in its table.
     pub time_model: String,
+    /// `Some("measured on AMD EPYC (avx512, family 25); this CPU is ...")` when the time table
+    /// was measured on another kind of CPU than the one converting
+    /// ([`TimeModel::unlike`](crate::time::TimeModel::unlike)): its milliseconds, and so
+    /// the modeled speed-ups, may not be this machine's. `None` when they match or the table
+    /// names no CPU.
+    pub time_model_other_cpu: Option<String>,
     /// Layers and nodes whose size is unknown: while any is listed, the totals are unknown.
     pub uncounted: Vec<Uncounted>,
     /// A graph's operators that compute but that the time model does not cover (activations
@@ -369,6 +375,7 @@ impl Summary {
             "macs_after": self.macs_after(),
             "reduction": self.reduction(),
             "time_model": self.time_model,
+            "time_model_other_cpu": self.time_model_other_cpu,
             "time_before_ms": ms(self.time_before()),
             "time_after_ms": ms(self.time_after()),
             "speedup": self.speedup(),

@@ -595,6 +595,7 @@ impl<T: Real> Job<'_, T> {
             linear: linear.cost,
             linear_time: Some(linear.time),
             time_model: self.options.time.describe(),
+            time_model_other_cpu: self.options.time.unlike(&crate::time::Cpu::this()),
             uncounted: Vec::new(),
             unmodeled: Vec::new(),
             subgraph_nodes: Vec::new(),

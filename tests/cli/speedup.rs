@@ -70,7 +70,7 @@ fn a_table_of_another_cpu_is_named_on_stderr() {
         std::fs::write(&path, text).unwrap();
         path
     };
-    let run = |table: &std::path::Path, target: &[&str]| {
+    let run_out = |table: &std::path::Path, target: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_dac"))
             .args(["convert", input.to_str().unwrap(), "-o"])
             .arg(dir.path().join("o.safetensors"))
@@ -79,7 +79,13 @@ fn a_table_of_another_cpu_is_named_on_stderr() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stderr).unwrap()
+        (String::from_utf8(o.stderr).unwrap(), String::from_utf8(o.stdout).unwrap())
+    };
+    let run = |table: &std::path::Path, target: &[&str]| run_out(table, target).0;
+    // The JSON report says it too, whatever the target, as `time_model_other_cpu` (null: same kind).
+    let other_cpu = |table: &std::path::Path| {
+        let report: serde_json::Value = serde_json::from_str(&run_out(table, &["--macs", "1.2", "--json"]).1).unwrap();
+        report["time_model_other_cpu"].clone()
     };
     let other = table("other.json", "Imaginary Vector Engine 9000", &this.isa);
     let stderr = run(&other, &["--speedup", "1.2"]);
@@ -88,11 +94,14 @@ fn a_table_of_another_cpu_is_named_on_stderr() {
     assert!(stderr.contains("--measure"), "{stderr}");
     assert!(!run(&other, &["--speedup", "1.2", "--quiet"]).contains("note:"));
     assert!(!run(&other, &["--macs", "1.2"]).contains("note:"));
+    let why = other_cpu(&other);
+    assert!(why.as_str().is_some_and(|w| w.starts_with("measured on Imaginary Vector Engine 9000")), "{why}");
     let other_isa = table("isa.json", this.name.as_deref().unwrap_or("x"), "an-isa-no-cpu-has");
     assert!(run(&other_isa, &["--speedup", "1.2"]).contains(&format!("(an-isa-no-cpu-has{family_shown}); this CPU is")));
     if let Some(name) = &this.name {
         let same = table("this.json", name, &this.isa);
         assert!(!run(&same, &["--speedup", "1.2"]).contains("note:"));
+        assert!(other_cpu(&same).is_null());
         // The same name and instruction set, another CPUID family: another generation.
         if let Some(family) = this.family {
             let text = std::fs::read_to_string(&same).unwrap();

@@ -184,14 +184,14 @@ impl ConversionArgs {
 
 impl ConversionArgs {
     /// On stderr (unless --quiet): a note when a `--speedup` claim rests on a table measured
-    /// on another kind of CPU than this one (`model`, the table the conversion used).
-    pub fn note_other_cpu(&self, summary: &dac::convert::Summary, model: &TimeModel) {
+    /// on another kind of CPU than this one (`Summary::time_model_other_cpu`).
+    pub fn note_other_cpu(&self, summary: &dac::convert::Summary) {
         let time_target =
             summary.plan.as_ref().is_some_and(|p| matches!(p.target, dac::plan::Target::TimeReduction(_)));
         if self.quiet || !time_target {
             return;
         }
-        if let Some(why) = model.unlike(&dac::time::Cpu::this()) {
+        if let Some(why) = &summary.time_model_other_cpu {
             eprintln!(
                 "note: the time table was {why}: the modeled speed-up may not be what this machine runs; \
                  `dac onnx --measure` times the plans in onnxruntime here, or calibrate a table of this CPU \

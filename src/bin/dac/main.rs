@@ -217,7 +217,7 @@ fn convert(a: &ConvertArgs) -> dac::Result<()> {
     bar.finish();
     let summary = result?;
     table::report(&summary, c.json, c.quiet, false);
-    c.note_other_cpu(&summary, o.time());
+    c.note_other_cpu(&summary);
     Ok(())
 }
 
@@ -231,7 +231,7 @@ fn onnx(a: &OnnxArgs) -> dac::Result<()> {
     if !a.measure {
         let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
         table::report(&summary, c.json, c.quiet, true);
-        c.note_other_cpu(&summary, o.time());
+        c.note_other_cpu(&summary);
         return Ok(());
     }
     let library = a.ort_library.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));

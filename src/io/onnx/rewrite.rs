@@ -138,6 +138,7 @@ pub(crate) fn rewrite(
         linear: fixed.cost,
         linear_time: Some(fixed.time),
         time_model: options.time.describe(),
+        time_model_other_cpu: options.time.unlike(&crate::time::Cpu::this()),
         uncounted,
         unmodeled,
         subgraph_nodes,
