@@ -46,7 +46,7 @@ impl TimeModel {
         Some(Cpu { name: self.cpu.clone(), isa, family: self.cpu_family })
     }
 
-    /// `Some("measured on AMD EPYC (avx512); this CPU is ...")` when `cpu` is not of the kind
+    /// `Some("measured on AMD EPYC (avx512, family 25); this CPU is ...")` when `cpu` is not of the kind
     /// the table was measured on: its model name does not contain the table's (`"AMD EPYC"`
     /// names a family), its instruction set differs, or the table names a CPU family number and
     /// `cpu`'s is another. `None` when they match or the table does not name its CPU.
