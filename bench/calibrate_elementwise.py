@@ -218,30 +218,36 @@ def sweep(threads, args, tmp):
 
 def fit_rows(rows):
     """The entries fitted from the measured rows of one thread count."""
+    return [e for op, names, rs in cells(rows) for e, _ in entries(op, names, rs)]
+
+
+def cells(rows):
+    """(op, features, rows with the op's nanoseconds "ns") of every entry, in table order, from
+    the measured rows of one thread count. A Mul scale's time is its squeeze-and-excitation
+    block's less the global pool and the two Swish (the Swish fit of the same rows)."""
     def ns(r, ops=None):
         """Nanoseconds of the row's events of `ops` (default: all but the layout reorders)."""
         return 1e3 * sum(v for op, v in r["by_op_us"].items()
                          if (op in ops if ops else not op.startswith("Reorder")))
     sw = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "swish"]
-    swish = entries("swish", ["one", "in_elems"], sw)
+    by_alignment = {a: [r for r in sw if (r["C"] % BLOCK == 0) == a] for a in (True, False)}
+    swish = {a: fit(part if all(by_alignment.values()) else sw, ["one", "in_elems"])[0]
+             for a, part in by_alignment.items()}
     gp = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "gap"]
     gp += [dict(r, ns=ns(r, {"GlobalAveragePool"})) for r in rows if r["pattern"] == "se"]
     sc = []
     for r in (r for r in rows if r["pattern"] == "se"):
-        c4 = max(r["C"] // 4, 8)
-        coef = swish[0 if r["C"] % BLOCK == 0 or len(swish) == 1 else 1][1]
-        swishes = coef[0] * 2 + coef[1] * (r["features"]["in_elems"] + c4)
+        coef = swish[r["C"] % BLOCK == 0]
+        swishes = coef[0] * 2 + coef[1] * (r["features"]["in_elems"] + max(r["C"] // 4, 8))
         rest = ns(r) - ns(r, {"GlobalAveragePool"}) - swishes
         sc.append(dict(r, ns=max(rest, 1.0)))
-    pool = [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "pool"]
-    fitted = swish + entries("scale", ["one", "out_elems"], sc)
-    fitted += entries("global_pool", ["one", "in_elems"], [r for r in gp if r["ns"] > 0])
-    fitted += entries("pool", ["one", "in_elems", "out_elems", "macs"], pool)
-    for op in ("ReorderInput", "ReorderOutput"):
+    out = [("swish", ["one", "in_elems"], sw), ("scale", ["one", "out_elems"], sc),
+           ("global_pool", ["one", "in_elems"], [r for r in gp if r["ns"] > 0]),
+           ("pool", ["one", "in_elems", "out_elems", "macs"], [dict(r, ns=ns(r)) for r in rows if r["pattern"] == "pool"])]
+    for op, name in (("ReorderInput", "reorder_input"), ("ReorderOutput", "reorder_output")):
         ro = [dict(r, ns=ns(r, {op})) for r in rows if r["pattern"] == "reorder"]
-        name = "reorder_input" if op == "ReorderInput" else "reorder_output"
-        fitted += entries(name, ["one", "in_elems"], [r for r in ro if r["ns"] > 0])
-    return [e for e, _ in fitted]
+        out.append((name, ["one", "in_elems"], [r for r in ro if r["ns"] > 0]))
+    return out
 
 
 def main():

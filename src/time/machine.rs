@@ -182,12 +182,49 @@ mod tests {
         assert_eq!(note, "measured on AMD EPYC (avx512, family 26); this CPU is AMD EPYC (avx512, family 25)");
         assert!(zen5.unlike(&cpu(Some("AMD EPYC"), "avx512")).is_some(), "an unknown family is another");
         assert!(zen5.describe().contains("(AMD EPYC, avx512, family 26), 1 thread"), "{}", zen5.describe());
-        // The reference table was measured on a Zen 4 (family 25): on a Zen 5 it is still the
-        // table used (no shipped table is of that kind), with the note.
+        // The reference table was measured on a Zen 4 (family 25); a Zen 5 (family 26) has a
+        // 1-thread table of its own, and with 2 threads the reference's, with the note.
         let reference = TimeModel::onnxruntime_x86_64();
         assert_eq!(reference.unlike(&of_family("AMD EPYC 9B14", 25)), None);
         assert!(reference.unlike(&of_family("AMD EPYC", 26)).unwrap().contains("(avx512, family 25); this CPU"));
-        assert_eq!(TimeModel::shipped_for(&of_family("AMD EPYC", 26), 1).unwrap(), reference);
+        let zen5 = TimeModel::shipped_for(&of_family("AMD EPYC 9B45 128-Core Processor", 26), 1).unwrap();
+        assert_eq!(zen5.cpu(), Some(of_family("AMD EPYC", 26)));
+        assert_ne!(zen5, reference);
+        let two = TimeModel::shipped_for(&of_family("AMD EPYC", 26), 2).unwrap();
+        assert_eq!((two.cpu(), two.threads()), (Some(of_family("AMD EPYC", 25)), 2));
+        assert!(two.unlike(&of_family("AMD EPYC", 26)).is_some());
+    }
+
+    /// The Zen 5 table is the reference's 1-thread table times one factor (bench/rescale_table.py
+    /// without --per-entry): the same entries, every coefficient the reference's times the factor
+    /// it records, so its plans are the reference's.
+    #[test]
+    fn the_zen5_table_is_the_reference_times_one_factor() {
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        let (zen5, reference) =
+            (parse(include_str!("onnxruntime-x86_64-amd-zen5.json")), parse(include_str!("onnxruntime-x86_64.json")));
+        let one_thread = |t: &serde_json::Value| {
+            let tables = t["tables"].as_array().unwrap();
+            tables.iter().find(|t| t["threads"] == 1).unwrap()["entries"].as_array().unwrap().clone()
+        };
+        let (z, r) = (one_thread(&zen5), one_thread(&reference));
+        assert_eq!(z.len(), r.len());
+        let factor = z[0]["factor"].as_f64().unwrap();
+        assert!((0.5..0.8).contains(&factor), "{factor}");
+        for (a, b) in z.iter().zip(&r) {
+            for key in ["op", "class", "aligned", "features"] {
+                assert_eq!(a[key], b[key], "{key} of {a}");
+            }
+            assert_eq!(a["factor"].as_f64(), Some(factor), "{a}");
+            let coef = |e: &serde_json::Value| {
+                e["coef"].as_array().unwrap().iter().map(|c| c.as_f64().unwrap()).collect::<Vec<_>>()
+            };
+            for (x, y) in coef(a).into_iter().zip(coef(b)) {
+                assert!((x - y * factor).abs() <= 1e-5 * (y * factor).abs(), "{x} vs {y} x {factor} in {a}");
+            }
+        }
+        assert_eq!(zen5["cpu_family"], 26);
+        assert_eq!(zen5["tables"].as_array().unwrap().len(), 1);
     }
 
     #[test]

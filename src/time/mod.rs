@@ -20,9 +20,10 @@
 //! activation onnxruntime fuses into the kernel before it ([`Activation`]) is that kernel's pass
 //! over its output, fitted on the output elements by `bench/calibrate_activation.py`.
 //!
-//! The crate ships tables for onnxruntime on x86-64 with AVX-512, measured on an AMD EPYC (the
-//! reference, [`TimeModel::onnxruntime_x86_64`]) and on an Intel Xeon, and by default uses the
-//! one measured on a CPU of this machine's kind, else the reference ([`TimeModel::shipped`]);
+//! The crate ships tables for onnxruntime on x86-64 with AVX-512, measured on an AMD EPYC of
+//! family 25 (the reference, [`TimeModel::onnxruntime_x86_64`]), on one of family 26 and on an
+//! Intel Xeon, and by default uses the one measured on a CPU of this machine's kind, else the
+//! reference ([`TimeModel::shipped`]);
 //! [`TimeModel::from_json`] reads another (for another machine or thread count) written by the
 //! same script. Accuracy against layers of real networks: BENCHMARKS.md.
 
@@ -42,10 +43,13 @@ use std::time::Duration;
 /// network's other layers flush them, so their `weights` term already reads from memory.
 pub const CACHED_WEIGHTS: f64 = (1u64 << 22) as f64;
 
-/// The tables shipped for onnxruntime 1.32 on x86-64 with AVX-512, 1 and 2 threads, by the
-/// machine they were measured on: the reference machine (an AMD EPYC) first, then an Intel Xeon.
-const SHIPPED: [(&str, &str); 2] = [
+/// The tables shipped for onnxruntime 1.32 on x86-64 with AVX-512, by the machine they were
+/// measured on: the reference machine (an AMD EPYC of family 25, Zen 4; 1 and 2 threads) first,
+/// then an AMD EPYC of family 26 (Zen 5; 1 thread, the reference's fits rescaled to its
+/// calibration by `bench/rescale_table.py`) and an Intel Xeon (1 and 2 threads).
+const SHIPPED: [(&str, &str); 3] = [
     ("onnxruntime-x86_64", include_str!("onnxruntime-x86_64.json")),
+    ("onnxruntime-x86_64-amd-zen5", include_str!("onnxruntime-x86_64-amd-zen5.json")),
     ("onnxruntime-x86_64-intel-xeon", include_str!("onnxruntime-x86_64-intel-xeon.json")),
 ];
 
@@ -464,7 +468,9 @@ impl TimeModel {
     /// The shipped table measured on a CPU of `cpu`'s kind (model name, instruction set and,
     /// where the table names one, family number: [`unlike`](Self::unlike)), else the reference
     /// table ([`onnxruntime_x86_64`](Self::onnxruntime_x86_64)'s); of it, the table measured
-    /// with the most threads not above `threads` (1 and 2 are shipped).
+    /// with the most threads not above `threads` (1 and 2 are shipped). A table of `cpu`'s kind
+    /// measured with fewer threads than the reference has for `threads` is passed over (the
+    /// Zen 5 table has 1 thread only: with 2, the reference's 2-thread table is used).
     ///
     /// # Errors
     /// [`Error::TimeTable`] when `threads` is 0.
@@ -473,7 +479,7 @@ impl TimeModel {
         let reference = tables.next().expect("SHIPPED is not empty")?;
         for t in tables {
             let t = t?;
-            if t.unlike(cpu).is_none() {
+            if t.unlike(cpu).is_none() && t.threads() >= reference.threads() {
                 return Ok(t);
             }
         }

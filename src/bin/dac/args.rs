@@ -32,9 +32,10 @@ pub struct ConversionArgs {
     /// stays dense unless --allow-slower.
     #[arg(long, value_name = "X")]
     pub macs: Option<f64>,
-    /// The time-model table (JSON written by bench/calibrate.py) for --speedup, the layouts
-    /// and the modeled times in reports. Default: the shipped onnxruntime x86-64 table measured
-    /// on this kind of CPU (AMD EPYC or Intel Xeon, AVX-512), else the AMD EPYC one.
+    /// The time-model table (JSON written by bench/calibrate.py or bench/rescale_table.py) for
+    /// --speedup, the layouts and the modeled times in reports. Default: the shipped
+    /// onnxruntime x86-64 table measured on this kind of CPU (AVX-512: AMD EPYC of CPU family
+    /// 25 or 26, Intel Xeon), else the AMD EPYC family 25 one.
     #[arg(long, value_name = "FILE")]
     pub time_table: Option<PathBuf>,
     /// Intra-op threads the runtime will use: the time model takes the table measured with
