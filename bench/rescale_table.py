@@ -1,30 +1,32 @@
 #!/usr/bin/env python3
 """A time table for this CPU from a reference table and this CPU's calibration rows: the
-reference's fits, each entry's coefficients times one speed factor measured here.
+reference's fits, their coefficients times a speed factor measured here.
 
     bench/.venv/bin/python bench/rescale_table.py --reference src/time/onnxruntime-x86_64.json \\
         --raw bench/results-DATE-calibration.json [--matmul-raw R] [--elementwise-raw R] \\
-        [--activation-raw R] --out TABLE.json [--threads 1]
+        [--activation-raw R] --out TABLE.json [--threads 1] [--per-entry]
 
 Why. A table fitted from scratch on another CPU of the same kind describes its single nodes
-better but can rank a network's layers worse: its features were chosen on the reference machine
-and its fits follow the grid's noise (BENCHMARKS.md, "On an AMD EPYC of family 26": the Zen 5's
-own table put 73 % of the zoo's factored layers within 25 % of their measured time, but its
-vgg16 plan at --speedup 1.5 ran 1.07x). Keeping the reference's shape per entry and fitting
-only its speed keeps what held across machines (how the classes, sizes and layouts rank) and
-corrects what did not (how fast each class runs on this CPU).
+better but can plan a network worse: its fits follow the grid's noise and its gaps (BENCHMARKS.md,
+"A Zen 5 table from the reference table": the Zen 5's own table and every per-entry rescaling
+planned vgg16 slower than the reference table's plan did there). One factor for the whole table
+keeps the reference's relative costs, so its plans, and makes its milliseconds this CPU's.
 
 How. The rows are the ones the calibration scripts write (bench/calibrate.py's --raw for the
 convolutions, Concat and Add; calibrate_matmul.py's, calibrate_elementwise.py's and
 calibrate_activation.py's), measured on this CPU with --threads 1; each row goes to the entry
-the crate would use for it (class, alignment; as `TimeModel::fit` picks). An entry's factor is
-the median over its rows of measured / reference-predicted time; for Add and the fused
+the crate would use for it (class, alignment; as `TimeModel::fit` picks). The factor is the
+summed measured over the summed reference-predicted time of every row; each entry's
+coefficients are the reference's times it. With --per-entry each entry has its own factor
+instead: its rows' summed measured over summed predicted time, or, for Add and the fused
 activations, whose times are differences of two timings and can be near 0 or negative, the
 least-squares factor of the relative errors (against max(t, 1 us) for Add, the convolution's
-time for an activation, as their fits weigh them). An entry without rows keeps the median factor of all entries (said in its "note"). The
-table written has this CPU's name, instruction set and CPU family (from the conv raw file's
-machine), the reference's `threads` table only, and per entry "factor", "rows", and the
-median relative error over its rows before and after (`median_rel_err`). Nothing is measured.
+time for an activation, as their fits weigh them); an entry without rows takes the whole
+table's (said in its "note"). The table written has this CPU's name, instruction set and CPU
+family (from the conv raw file's machine; an instruction set or channel block other than the
+reference's is refused), the reference's `threads` table only, and per entry "factor", "rows",
+and the median relative error over its rows before and after (`reference_median_rel_err`,
+`median_rel_err`). Nothing is measured.
 """
 import argparse
 import json
@@ -70,11 +72,9 @@ def conv_rows(raw, threads):
     for r in raw["rows"]:
         if r["threads"] != threads or r.get("median_ns") is None or not np.isfinite(r["median_ns"]):
             continue
-        if r["op"] == "conv":
-            cls = calibrate.classify(r["C_in"], r["N"], r["group"], r["kh"], r["kw"])
-            out.append((("conv", cls), r["aligned"], dict(r, ns=r["median_ns"])))
-        else:
-            out.append(((r["op"], None), r["aligned"], dict(r, ns=r["median_ns"])))
+        conv = r["op"] == "conv"
+        op = (r["op"], calibrate.classify(r["C_in"], r["N"], r["group"], r["kh"], r["kw"]) if conv else None)
+        out.append((op, r["aligned"], dict(r, ns=r["median_ns"])))
     return out
 
 
@@ -170,20 +170,20 @@ def main():
     args = ap.parse_args()
     load = lambda p: json.load(open(p))  # noqa: E731
     reference, raw = load(args.reference), load(args.raw)
+    m = raw["meta"]["machine"]
+    if m["isa"] != reference.get("isa") or m.get("block", reference["block"]) != reference["block"]:
+        sys.exit(f"this CPU's instruction set {m['isa']} (block {m.get('block')}) is not the reference's: fit a table")
     sources = conv_rows(raw, args.threads)
     for path, rows in ((args.matmul_raw, matmul_rows), (args.elementwise_raw, elementwise_rows),
                        (args.activation_raw, activation_rows)):
         if path:
             sources += rows(load(path), args.threads)
     entries, whole = rescale(reference, sources, args.threads, args.per_entry)
-    m = raw["meta"]["machine"]
     rel = lambda p: os.path.relpath(p, ROOT) if p else None  # noqa: E731
     head = {k: reference[k] for k in ("runtime", "block", "units", "context", "classes", "feature_definitions")}
     head.update({"cpu": reference.get("cpu") or m["cpu"], "cpu_model": m["cpu"], "isa": m["isa"]})
     if m.get("cpu_family") is not None:
         head["cpu_family"] = m["cpu_family"]
-    if m["isa"] != reference.get("isa") or m.get("block", head["block"]) != head["block"]:
-        sys.exit(f"this CPU's instruction set {m['isa']} (block {m.get('block')}) is not the reference's: fit a table")
     head.update({
         "date": raw["meta"]["date"][:10],
         "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, os.getcwd())] + sys.argv),
