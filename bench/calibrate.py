@@ -612,6 +612,10 @@ def macs_padded(r):
     return r["macs"]
 
 
+# Elements of one tensor beyond which a node of a factored layout stops reading and writing it
+# from cache (src/time/mod.rs CACHED_TENSOR; bench/fit_tensor_term.py).
+CACHED_TENSOR = float(1 << 20)
+
 FEATURES = {
     "one": lambda r: 1.0,
     "macs": lambda r: r["macs"],
@@ -627,6 +631,7 @@ FEATURES = {
     "unfilled_out": lambda r: (ceil_block(r["N"]) - r["N"]) * r["Ho"] * r["Wo"],
     "unfilled_in": lambda r: (ceil_block(r["C_in"]) - r["C_in"]) * r["H"] * r["W"],
     "in_elems_small_c": lambda r: r["in_elems"] if r["C_in"] < 8 else 0.0,
+    "tensor_elems_over_cache": lambda r: max(0.0, r["in_elems"] - CACHED_TENSOR) + max(0.0, r["out_elems"] - CACHED_TENSOR),
 }
 
 

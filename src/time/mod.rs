@@ -43,10 +43,17 @@ use std::time::Duration;
 /// network's other layers flush them, so their `weights` term already reads from memory.
 pub const CACHED_WEIGHTS: f64 = (1u64 << 22) as f64;
 
+/// Elements of one activation tensor (4 MiB of f32) beyond which a node's reads and writes of it
+/// stop being served from cache when the node runs among the other nodes of a factored layout
+/// (`tensor_elems_over_cache`: each of a node's input and output tensors counts its elements
+/// beyond this). Measured on whole layouts by `bench/layout_probe.py`.
+pub const CACHED_TENSOR: f64 = (1u64 << 20) as f64;
+
 /// The tables shipped for onnxruntime 1.32 on x86-64 with AVX-512, by the machine they were
 /// measured on: the reference machine (an AMD EPYC of family 25, Zen 4; 1 and 2 threads) first,
 /// then an AMD EPYC of family 26 (Zen 5; 1 thread, the reference's fits rescaled to its
-/// calibration by `bench/rescale_table.py`) and an Intel Xeon (1 and 2 threads).
+/// calibration by `bench/rescale_table.py`, plus the large-tensor term fitted on whole layouts by
+/// `bench/fit_tensor_term.py`) and an Intel Xeon (1 and 2 threads).
 const SHIPPED: [(&str, &str); 3] = [
     ("onnxruntime-x86_64", include_str!("onnxruntime-x86_64.json")),
     ("onnxruntime-x86_64-amd-zen5", include_str!("onnxruntime-x86_64-amd-zen5.json")),
@@ -189,7 +196,7 @@ impl ConvNode {
     }
 
     /// The features a table's coefficients multiply, in [`Feature`] order.
-    fn features(&self, class: ConvClass, block: usize) -> [f64; 8] {
+    fn features(&self, class: ConvClass, block: usize) -> [f64; FEATURES] {
         let area = |(h, w): (usize, usize)| (h * w) as f64;
         let up = |x: usize| x.div_ceil(block) * block;
         let (n, c, taps) = (self.dims[0], self.in_channels(), (self.dims[2] * self.dims[3]) as f64);
@@ -207,7 +214,8 @@ impl ConvNode {
         let strided = if self.stride.0 > 1 || self.stride.1 > 1 { self.macs() } else { 0.0 };
         let weights = self.dims.iter().product::<usize>() as f64;
         let over = (weights - CACHED_WEIGHTS).max(0.0);
-        [1.0, self.macs(), padded, strided, c as f64 * area(self.input), n as f64 * area(self.output), weights, over]
+        let (input, output) = (c as f64 * area(self.input), n as f64 * area(self.output));
+        [1.0, self.macs(), padded, strided, input, output, weights, over, tensors_over_cache(&[input, output])]
     }
 }
 
@@ -358,7 +366,9 @@ pub fn linear_node(out: usize, input: usize) -> TimedNode {
 /// A feature a table's coefficient multiplies (`macs_padded`: MACs with the channel counts a
 /// blocked kernel computes, rounded up to the block; `macs_strided`: the MACs of a strided
 /// convolution, 0 for stride 1; `weights`: weight elements; `weights_over_cache`: the weight
-/// elements beyond [`CACHED_WEIGHTS`], which a product streams from memory on every run).
+/// elements beyond [`CACHED_WEIGHTS`], which a product streams from memory on every run;
+/// `tensor_elems_over_cache`: the elements of the node's input and output tensors beyond
+/// [`CACHED_TENSOR`] each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Feature {
     One,
@@ -369,6 +379,15 @@ enum Feature {
     OutElems,
     Weights,
     WeightsOverCache,
+    TensorsOverCache,
+}
+
+/// How many [`Feature`]s there are (the length of a node's feature vector).
+const FEATURES: usize = 9;
+
+/// The elements of `tensors` beyond [`CACHED_TENSOR`] each.
+fn tensors_over_cache(tensors: &[f64]) -> f64 {
+    tensors.iter().map(|&e| (e - CACHED_TENSOR).max(0.0)).sum()
 }
 
 impl Feature {
@@ -382,6 +401,7 @@ impl Feature {
             "out_elems" => Some(Self::OutElems),
             "weights" => Some(Self::Weights),
             "weights_over_cache" => Some(Self::WeightsOverCache),
+            "tensor_elems_over_cache" => Some(Self::TensorsOverCache),
             _ => None,
         }
     }
@@ -394,7 +414,7 @@ struct Linear {
 }
 
 impl Linear {
-    fn eval(&self, features: &[f64; 8]) -> f64 {
+    fn eval(&self, features: &[f64; FEATURES]) -> f64 {
         self.terms.iter().map(|&(f, c)| c * features[f as usize]).sum::<f64>().max(0.0)
     }
 }
@@ -546,7 +566,7 @@ impl TimeModel {
         }
         let (m, k, n) = (m as f64, k as f64, n as f64);
         let over = (k * n - CACHED_WEIGHTS).max(0.0);
-        nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over]))
+        nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over, 0.0]))
     }
 
     /// Whether the table times `op` (tables written before `bench/calibrate_elementwise.py`
@@ -562,7 +582,7 @@ impl TimeModel {
         }
         let (i, o) = (input as f64, output as f64);
         let fit = self.fit(Op::Elements(op), channels.is_multiple_of(self.block));
-        nanos(fit.eval(&[1.0, o * taps as f64, 0.0, 0.0, i, o, 0.0, 0.0]))
+        nanos(fit.eval(&[1.0, o * taps as f64, 0.0, 0.0, i, o, 0.0, 0.0, 0.0]))
     }
 
     /// The class of a convolution under this table's channel block.
@@ -579,7 +599,8 @@ impl TimeModel {
     /// ([`TimeModel::models`]).
     pub fn node(&self, node: &TimedNode) -> Duration {
         let copy = |op, e: u64, c: usize| {
-            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e as f64, 0.0, 0.0]))
+            let (e, over) = (e as f64, tensors_over_cache(&[e as f64, e as f64]));
+            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e, 0.0, 0.0, over]))
         };
         match *node {
             TimedNode::Conv(ref c) => self.conv(c),

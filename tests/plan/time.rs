@@ -347,3 +347,35 @@ fn element_operators_use_their_entry_of_the_alignment_or_stay_outside_the_model(
         base.replacen(r#"{"op":"concat""#, r#"{"op":"softmax","features":["one"],"coef":[1.0]},{"op":"concat""#, 1);
     assert!(matches!(TimeModel::from_json("t", &bad, 1), Err(Error::TimeTable { .. })));
 }
+
+#[test]
+fn tensors_beyond_the_cache_cost_the_term_of_their_entry() {
+    let d = [0.0, 1.0, 0.0, 0.0];
+    let base = table(&classes(d, d, d), [0.0, 0.0], [0.0, 0.0]);
+    let term = r#"{"op":"conv","class":"depthwise","aligned":null,"features":["one","tensor_elems_over_cache"],"coef":[0.0,2.0]},"#;
+    let cat = r#"{"op":"concat","features":["one","out_elems","tensor_elems_over_cache"],"coef":[0.0,1.0,3.0]},"#;
+    let with = base.replacen(r#"{"op":"conv""#, &format!("{term}{cat}{{\"op\":\"conv\""), 1);
+    let with = TimeModel::from_json("t", &with, 1).unwrap();
+    let cached = dac::time::CACHED_TENSOR as u64;
+    let depthwise = |c: usize, hw: usize| {
+        TimedNode::Conv(ConvNode { dims: [c, 1, 3, 3], groups: c, stride: (1, 1), input: (hw, hw), output: (hw, hw) })
+    };
+    // 64 channels at 128x128 hold exactly the cached elements: no term.
+    assert_eq!(64 * 128 * 128, cached);
+    assert_eq!(with.node(&depthwise(64, 128)), Duration::ZERO);
+    // At 256x256 input and output each hold 3x that beyond it: 2 ns per element of both.
+    assert_eq!(with.node(&depthwise(64, 256)), Duration::from_nanos(2 * 2 * 3 * cached));
+    // A Concat counts its output twice (it reads as many elements as it writes).
+    let copy = |elements| TimedNode::Concat { elements, channels: 16 };
+    assert_eq!(with.node(&copy(cached)), Duration::from_nanos(cached));
+    assert_eq!(with.node(&copy(2 * cached)), Duration::from_nanos(2 * cached + 3 * 2 * cached));
+    // A class whose entry lacks the feature is untouched by it.
+    let dense = TimedNode::Conv(ConvNode {
+        dims: [64, 64, 1, 1],
+        groups: 1,
+        stride: (1, 1),
+        input: (256, 256),
+        output: (256, 256),
+    });
+    assert_eq!(with.node(&dense), Duration::from_nanos(64 * 64 * 256 * 256));
+}
