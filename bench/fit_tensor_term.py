@@ -12,8 +12,8 @@ up to about 2x its nodes' summed calibrated times; at 56x56 it runs as calibrate
 (BENCHMARKS.md, "Factored layouts on large maps").
 
 The term. Per node, `tensor_elems_over_cache`: the elements of its input and of its output
-tensor beyond CACHED_TENSOR = 2^20 each (src/time/mod.rs, bench/calibrate.py), times one coefficient in ns per
-element, added to the depthwise convolutions' entries (class `depthwise`, both alignments) and
+tensor beyond CACHED_TENSOR = 2^20 each (src/time/mod.rs, bench/calibrate.py), times one
+coefficient in ns per element, added to the depthwise convolutions' entries (class `depthwise`, both alignments) and
 to Concat's. It is not given to the 1x1 convolutions: timed alone, a large-map 1x1 convolution
 runs at or below its calibrated time, and the fit is no better with them (same share of layouts
 within 25 %).
@@ -29,10 +29,9 @@ before and after; writes the table with the term, "tensor_term" recording the fi
 import argparse
 import copy
 import json
+import os
 import shlex
 import sys
-
-import os
 
 import numpy as np
 
@@ -71,10 +70,10 @@ def fit(rows):
     y = np.array([r["measured_ms"] for r, _ in pts])
     m = np.array([r["modeled_ms"] for r, _ in pts])
     f = np.array([feature(nodes) for _, nodes in pts]) * 1e-6  # ms per (ns per element)
+    a0 = float(np.sum(m / y) / np.sum((m / y) ** 2))  # one scale, no term
     (a, k), *_ = np.linalg.lstsq(np.stack([m / y, f / y], 1), np.ones_like(y), rcond=None)
     if k < 0:
-        a, k = float(np.sum(m / y) / np.sum((m / y) ** 2)), 0.0
-    a0 = float(np.sum(m / y) / np.sum((m / y) ** 2))
+        a, k = a0, 0.0
     return float(a), float(k), np.abs(a0 * m - y) / y, np.abs(a * m + k * f - y) / y
 
 

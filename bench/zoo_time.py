@@ -228,17 +228,16 @@ def profile(path, x, runs, budget, work, tag):
     sess = session(path, 1, profile_prefix=prefix, optimized=opt_path)
     plain = session(path, 1)
     for _ in range(3):
-        run(sess, x); run(plain, x)
+        run(sess, x)
     if runs is None:
         t = time.perf_counter(); run(sess, x); one = time.perf_counter() - t
         runs = int(min(300, max(20, budget / max(one, 1e-6))))
         skip = 4
     else:
         skip = 3
-    walls = ([], [])
-    for i in range(runs):
-        for s, ts in ((sess, walls[0]), (plain, walls[1]))[:: 1 if i % 2 == 0 else -1]:
-            t = time.perf_counter(); run(s, x); ts.append(time.perf_counter() - t)
+    # time_pair's own two warm-up runs of each session are dropped too.
+    walls = time_pair(sess, plain, x, repeats=runs)[:2]
+    skip += 2
     f = sess.end_profiling()
     del sess, plain
     with open(f) as fh:
@@ -257,7 +256,7 @@ def profile(path, x, runs, budget, work, tag):
             i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
             if 0 <= i < len(bounds) and e["ts"] <= bounds[i][1]:
                 per[i].append((e["name"][: -len("_kernel_time")], e.get("args", {}).get("op_name", "?"), e["dur"]))
-    return per[skip:], opt, (float(np.median(walls[0])), float(np.median(walls[1])))
+    return per[skip:], opt, walls
 
 
 def layer_of_factory(report, rewritten):

@@ -599,7 +599,8 @@ impl TimeModel {
     /// ([`TimeModel::models`]).
     pub fn node(&self, node: &TimedNode) -> Duration {
         let copy = |op, e: u64, c: usize| {
-            let (e, over) = (e as f64, tensors_over_cache(&[e as f64, e as f64]));
+            let e = e as f64;
+            let over = tensors_over_cache(&[e, e]);
             nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e, 0.0, 0.0, over]))
         };
         match *node {
