@@ -18,7 +18,11 @@
 //! per-channel scales, pooling, and the reorders between its blocked and plain layouts) are
 //! fitted on their element counts by `bench/calibrate_elementwise.py`, per alignment; an
 //! activation onnxruntime fuses into the kernel before it ([`Activation`]) is that kernel's pass
-//! over its output, fitted on the output elements by `bench/calibrate_activation.py`.
+//! over its output, fitted on the output elements by `bench/calibrate_activation.py`. Products
+//! of one row (a linear layer at batch 1, `gemv`) and blocked 1x1 convolutions at one output
+//! position (a squeeze-and-excitation block's, `conv_one_position`) read each weight once, in a
+//! network from memory: their entries are measured with the caches flushed
+//! (`bench/calibrate_matmul.py`, `bench/calibrate_one_position.py`).
 //!
 //! The crate ships tables for onnxruntime on x86-64 with AVX-512, measured on an AMD EPYC of
 //! family 25 (the reference, [`TimeModel::onnxruntime_x86_64`]), on one of family 26 and on an
@@ -427,6 +431,9 @@ enum Op {
     Add,
     /// A product of one row (a linear layer at batch 1).
     Gemv,
+    /// A blocked 1x1 convolution of one group at one output position (a squeeze-and-excitation
+    /// block's), timed with its weights from memory.
+    ConvOnePosition,
     MatMul,
     Elements(ElementOp),
 }
@@ -549,18 +556,28 @@ impl TimeModel {
         &entry.or_else(|| of_op().next()).expect("a table has an entry for every op (checked when read)").fit
     }
 
-    /// The predicted time of a convolution.
+    /// The predicted time of a convolution: its class's entry, or the `conv_one_position`
+    /// entry for a blocked 1x1 convolution of one group at one output position when the table
+    /// has one (a matrix-vector product whose weights, in a network, come from memory; measured
+    /// by `bench/calibrate_one_position.py`).
     pub fn conv(&self, node: &ConvNode) -> Duration {
         let class = ConvClass::of(node.dims, node.groups, self.block);
         let aligned = node.in_channels().is_multiple_of(self.block) && node.dims[0].is_multiple_of(self.block);
-        nanos(self.fit(Op::Conv(class), aligned).eval(&node.features(class, self.block)))
+        let one_position = class == ConvClass::Pointwise && node.groups == 1 && node.output == (1, 1);
+        let op = if one_position && self.has(Op::ConvOnePosition) { Op::ConvOnePosition } else { Op::Conv(class) };
+        nanos(self.fit(op, aligned).eval(&node.features(class, self.block)))
+    }
+
+    /// Whether the table has an entry for `op`.
+    fn has(&self, op: Op) -> bool {
+        self.entries.iter().any(|e| e.op == op)
     }
 
     /// A matrix product: the table's `gemv` entry (one row) or `matmul` entry, or (a table
     /// without it) the 1x1 convolution of `k` channels to `n` on `m` positions.
     fn matmul(&self, m: usize, k: usize, n: usize) -> Duration {
         let op = if m == 1 { Op::Gemv } else { Op::MatMul };
-        if !self.entries.iter().any(|e| e.op == op) {
+        if !self.has(op) {
             let as_conv = ConvNode { dims: [n, k, 1, 1], groups: 1, stride: (1, 1), input: (m, 1), output: (m, 1) };
             return self.conv(&as_conv);
         }
@@ -572,7 +589,7 @@ impl TimeModel {
     /// Whether the table times `op` (tables written before `bench/calibrate_elementwise.py`
     /// existed do not; a network's nodes of that operator are then outside the model).
     pub fn models(&self, op: ElementOp) -> bool {
-        self.entries.iter().any(|e| e.op == Op::Elements(op))
+        self.has(Op::Elements(op))
     }
 
     /// An [`ElementOp`] node: its table entry at its channels' alignment, zero without one.

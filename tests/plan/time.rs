@@ -379,3 +379,31 @@ fn tensors_beyond_the_cache_cost_the_term_of_their_entry() {
     });
     assert_eq!(with.node(&dense), Duration::from_nanos(64 * 64 * 256 * 256));
 }
+
+#[test]
+fn blocked_1x1_convolutions_at_one_position_use_their_entry_where_the_table_has_one() {
+    let d = [100.0, 1.0, 0.0, 0.0];
+    let base = table(&classes(d, d, d), [0.0, 0.0], [0.0, 0.0]);
+    let entry =
+        r#"{"op":"conv_one_position","aligned":null,"features":["one","weights","out_elems"],"coef":[500.0,0.5,2.0]},"#;
+    let with = base.replacen(r#"{"op":"concat""#, &format!("{entry}{{\"op\":\"concat\""), 1);
+    let (without, with) = (TimeModel::from_json("t", &base, 1).unwrap(), TimeModel::from_json("t", &with, 1).unwrap());
+    let conv = |dims: [usize; 4], groups: usize, map: usize, out: usize| {
+        TimedNode::Conv(ConvNode { dims, groups, stride: (1, 1), input: (map, map), output: (out, out) })
+    };
+    // A squeeze-and-excitation block's 1x1 convolution, 96 -> 24 on its pooled vector.
+    let squeeze = conv([24, 96, 1, 1], 1, 1, 1);
+    assert_eq!(without.node(&squeeze), Duration::from_nanos(100 + 96 * 24));
+    assert_eq!(with.node(&squeeze), Duration::from_nanos(500 + 96 * 24 / 2 + 2 * 24));
+    // Not at one position, not 1x1, fewer input channels than the block (8 here), grouped,
+    // depthwise: their class's entry.
+    for other in [
+        conv([24, 96, 1, 1], 1, 2, 2),
+        conv([24, 96, 3, 3], 1, 1, 1),
+        conv([24, 4, 1, 1], 1, 1, 1),
+        conv([32, 8, 1, 1], 4, 1, 1),
+        conv([96, 1, 1, 1], 96, 1, 1),
+    ] {
+        assert_eq!(with.node(&other), without.node(&other), "{other:?}");
+    }
+}
