@@ -22,7 +22,7 @@ kernel and any layout reorder it causes, from onnxruntime's profiler, as the con
 is timed. Flushed timings vary from sweep to sweep (about 10 %), so the sweep runs --repeats
 times (default 5) and each shape keeps the median of its sweeps' medians. Shapes: C_in of at least a block (16) and a multiple of 4 (the blocked `pointwise`
 class, which the crate routes here at one output position), squeezing and expanding as
-squeeze-and-excitation blocks do, and a few square and larger ones.
+squeeze-and-excitation blocks do, and four squares.
 
 Fit. Non-negative least squares of relative error on `one, weights, in_elems, out_elems`
 (bench/calibrate.py's definitions), one entry per alignment (C_in and N multiples of 16) when
@@ -40,8 +40,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import calibrate  # noqa: E402
-from calibrate import conv_spec, fit, flusher, measure_group, pin, refit_into, replace_entries, thread_counts  # noqa: E402
+from calibrate import (BLOCK, MIN_CELL, conv_spec, fit, flusher, measure_group, pin, refit_into,  # noqa: E402
+                       replace_entries, save_table_and_raw, thread_counts)
 from ortutil import machine  # noqa: E402
 
 OP = "conv_one_position"
@@ -52,20 +52,20 @@ WIDE = [16, 32, 64, 96, 120, 144, 240, 288, 480, 576, 672, 960, 1152, 1280, 2048
 
 def shapes():
     """(C_in, N) pairs: each width squeezed by 4 and by 24 (at least 4 channels), expanded back
-    where the squeezed width is itself at least a block and a multiple of 4, and a few squares."""
+    where the squeezed width is itself at least a block and a multiple of 4, and four squares."""
     out = []
     for c in WIDE:
         for s in sorted({max(4, c // 4), max(4, c // 24)}):
             out.append((c, s))
-            if s >= calibrate.BLOCK and s % 4 == 0:
+            if s >= BLOCK and s % 4 == 0:
                 out.append((s, c))
-    return out + [(64, 64), (256, 256), (512, 512), (1024, 1024), (2048, 512), (512, 2048)]
+    return out + [(64, 64), (256, 256), (512, 512), (1024, 1024)]
 
 
 def entries(rows):
     """The `conv_one_position` entries fitted from the rows of one thread count."""
     al, un = [r for r in rows if r["aligned"]], [r for r in rows if not r["aligned"]]
-    cells = [(True, al), (False, un)] if min(len(al), len(un)) >= calibrate.MIN_CELL else [(None, rows)]
+    cells = [(True, al), (False, un)] if min(len(al), len(un)) >= MIN_CELL else [(None, rows)]
     out = []
     for aligned, part in cells:
         coef, pred, rel = fit(part, FEATURES)
@@ -81,7 +81,7 @@ def entries(rows):
 
 
 def sweep(threads, args, tmp):
-    """Every shape measured flushed with `threads` threads, in groups of calibrate.py's size,
+    """Every shape measured flushed with `threads` threads, in interleaved groups of --group,
     --repeats times over; a row's time is the median of its repeats' medians (each of 40 runs)."""
     specs = [conv_spec(c, n, 1, 1, 1, 1, 1) for c, n in shapes()]
     flush, times, rows = flusher(threads), [[] for _ in specs], []
@@ -120,7 +120,7 @@ def main():
             part = sweep(threads, args, tmp)
             rows += part
             replace_entries(table, threads, entries(part))
-    calibrate.save_table_and_raw(args.table, table, "one_position_command", args.raw, rows, machine=machine())
+    save_table_and_raw(args.table, table, "one_position_command", args.raw, rows, machine=machine())
 
 
 if __name__ == "__main__":
