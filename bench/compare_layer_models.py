@@ -14,6 +14,9 @@ name in both runs.
 Prints, per run of measurements and per model, the share of layers within 25 % of measured,
 the median relative error and the median absolute one, over all matched layers and, with
 --changed, over the layers whose modeled time differs between the runs (by more than 0.5 %).
+First, how well the two runs' measurements agree with each other: the share of layers whose
+measured times differ by more than 25 % between the runs (the same files, the same machine kind),
+a floor under any model's "within 25 %" on one run's measurements.
 """
 import argparse
 import json
@@ -49,6 +52,10 @@ def main():
     keys = sorted(set(a) & set(b))
     changed = [k for k in keys if abs(a[k][0] - b[k][0]) > 0.005 * a[k][0]]
     print(f"{len(keys)} layers in both runs, {len(changed)} modeled differently")
+    ratio = np.array([b[k][1] / a[k][1] for k in keys])
+    p10, p90 = np.percentile(ratio, [10, 90])
+    print(f"measured new / old run: median {np.median(ratio):.2f}, p10 {p10:.2f}, p90 {p90:.2f}; "
+          f"{np.mean(np.abs(ratio - 1) > 0.25):.1%} of the layers differ by more than 25 %")
     for subset, name in ((keys, "all"), (changed, "changed")):
         if name == "changed" and not args.changed or not subset:
             continue
