@@ -15,8 +15,10 @@ initializer), and ΔW = effective − original. Printed per candidate:
   accuracy, on the first --images test images, run in onnxruntime;
 - predicted: `sqrt(tr(ΔW S ΔWᵀ) / tr(W S Wᵀ))` for input second-moment matrices S over the
   layer's input patches (C·kh·kw): white (S = I), the planner's tap-correlation model at several
-  ρ (S = I_C ⊗ R_ρ, R_ρ[a][b] = ρ^(|Δy|+|Δx|)), and S measured on the same images (the truth the
-  data-free models stand in for).
+  ρ (S = I_C ⊗ R_ρ, R_ρ[a][b] = ρ^(|Δy|+|Δx|)), with --common also that model plus a component
+  shared by every input element (S = (1−b)·I_C ⊗ R_ρ + b·11ᵀ: the mean that inputs after a ReLU,
+  all non-negative, have in common), and S measured on the same images (the truth the data-free
+  models stand in for).
 
 Also printed: the layer input's uncentred lag-1 spatial correlation and cross-channel
 correlation, measured. No dac code computes anything here but the rewrites.
@@ -131,6 +133,8 @@ def main():
     ap.add_argument("--candidate", action="append", required=True, help="LABEL=dac onnx arguments")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--rhos", default="0.2,0.5,0.7,0.9")
+    ap.add_argument("--common", default="", help="shares of a common component: each RHO also with S = (1-b) I_C (x) "
+                                                 "R_rho + b 11^T for every b given (comma-separated)")
     ap.add_argument("--dac", default=os.path.join(ROOT, "target", "release", "dac"))
     args = ap.parse_args()
     x, y = test_images(args.images)
@@ -147,8 +151,13 @@ def main():
           f"{lag:.2f}, cross-channel correlation (median) {cross:.2f}")
     p = patches(a, *w0.shape[2:], stride, pads)
     rhos = [float(r) for r in args.rhos.split(",")]
-    models = [("white", np.eye(p.shape[1]))] + [(f"rho {r:g}", np.kron(np.eye(w0.shape[1]), tap_corr(*w0.shape[2:], r)))
-                                               for r in rhos] + [("measured S", p.T @ p / len(p))]
+    models = [("white", np.eye(p.shape[1]))]
+    for r in rhos:
+        sep = np.kron(np.eye(w0.shape[1]), tap_corr(*w0.shape[2:], r))
+        models.append((f"rho {r:g}", sep))
+        models += [(f"rho {r:g} + common {b:g}", (1 - b) * sep + b * np.ones_like(sep))
+                   for b in (float(v) for v in args.common.split(",") if v)]
+    models.append(("measured S", p.T @ p / len(p)))
     print("| candidate | measured: layer output error | logits error | accuracy | "
           + " | ".join(f"predicted, {n}" for n, _ in models) + " |")
     print("|---" * (4 + len(models)) + "|")
