@@ -17,8 +17,10 @@ initializer), and ΔW = effective − original. Printed per candidate:
   layer's input patches (C·kh·kw): white (S = I), the planner's tap-correlation model at several
   ρ (S = I_C ⊗ R_ρ, R_ρ[a][b] = ρ^(|Δy|+|Δx|)), with --common also that model plus a component
   shared by every input element (S = (1−b)·I_C ⊗ R_ρ + b·11ᵀ: the mean that inputs after a ReLU,
-  all non-negative, have in common), and S measured on the same images (the truth the data-free
-  models stand in for).
+  all non-negative, have in common), with --synthetic S measured on the layer's inputs when
+  the network runs on smooth random fields (a data-free prior on images: lag-1 correlation,
+  mean, standard deviation), and S measured on the same images (the truth the data-free models
+  stand in for).
 
 Also printed: the layer input's uncentred lag-1 spatial correlation and cross-channel
 correlation, measured. No dac code computes anything here but the rewrites.
@@ -111,6 +113,18 @@ def tap_corr(kh, kw, rho):
     return np.array([[rho ** (abs(a[0] - b[0]) + abs(a[1] - b[1])) for b in taps] for a in taps])
 
 
+def smooth_fields(n, shape, rho, mean, std, seed=0):
+    """n separable first-order autoregressive Gaussian fields of `shape` (C, H, W): lag-1
+    correlation rho along each axis, unit variance, then scaled to mean and std."""
+    z = np.random.default_rng(seed).standard_normal((n, *shape))
+    for ax in (2, 3):
+        z = np.moveaxis(z, ax, -1).copy()
+        for i in range(1, z.shape[-1]):
+            z[..., i] = rho * z[..., i - 1] + np.sqrt(1 - rho ** 2) * z[..., i]
+        z = np.moveaxis(z, -1, ax)
+    return (mean + std * z).astype(np.float32)
+
+
 def predicted(s, dw, w):
     a, b = dw.reshape(len(dw), -1), w.reshape(len(w), -1)
     return float(np.sqrt(np.trace(a @ s @ a.T) / np.trace(b @ s @ b.T)))
@@ -132,6 +146,9 @@ def main():
     ap.add_argument("--layer", required=True, help="the Conv node's name")
     ap.add_argument("--candidate", action="append", required=True, help="LABEL=dac onnx arguments")
     ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--synthetic", action="append", default=[],
+                    help="RHO,MEAN,STD: also S measured on the layer's inputs when the network runs on 1000 "
+                         "smooth random fields of that prior (repeatable)")
     ap.add_argument("--rhos", default="0.2,0.5,0.7,0.9")
     ap.add_argument("--common", default="", help="shares of a common component: each RHO also with S = (1-b) I_C (x) "
                                                  "R_rho + b 11^T for every b given (comma-separated)")
@@ -157,6 +174,11 @@ def main():
         models.append((f"rho {r:g}", sep))
         models += [(f"rho {r:g} + common {b:g}", (1 - b) * sep + b * np.ones_like(sep))
                    for b in (float(v) for v in args.common.split(",") if v)]
+    for prior in args.synthetic:
+        rho, mean, std = (float(v) for v in prior.split(","))
+        fields = smooth_fields(1000, x.shape[1:], rho, mean, std)
+        ps = patches(run(args.model, inp_name, [layer_in], fields)[0], *w0.shape[2:], stride, pads)
+        models.append((f"synthetic {prior}", ps.T @ ps / len(ps)))
     models.append(("measured S", p.T @ p / len(p)))
     print("| candidate | measured: layer output error | logits error | accuracy | "
           + " | ".join(f"predicted, {n}" for n, _ in models) + " |")

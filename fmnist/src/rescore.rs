@@ -122,3 +122,108 @@ pub fn print_targets(
     }
     Ok(accuracies)
 }
+
+/// A kernel as a dense `[out][in][kh][kw]` array (groups expanded with zeros), in f64.
+#[derive(Clone)]
+pub struct Full {
+    /// Output channels.
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// The weights, `[n][c][kh][kw]`.
+    pub w: Vec<f64>,
+}
+
+impl Full {
+    /// The dense form of `conv`.
+    pub fn of(conv: &Conv2dWeights<f32>) -> Self {
+        let s = conv.shape();
+        let (ng, cg, t) = (s.out_per_group(), s.in_per_group(), s.kh * s.kw);
+        let mut w = vec![0.0; s.out_channels * s.in_channels * t];
+        for n in 0..s.out_channels {
+            let g = n / ng;
+            for ci in 0..cg {
+                let c = g * cg + ci;
+                for k in 0..t {
+                    w[(n * s.in_channels + c) * t + k] = conv.weight()[(n * cg + ci) * t + k] as f64;
+                }
+            }
+        }
+        Self { n: s.out_channels, c: s.in_channels, kh: s.kh, kw: s.kw, w }
+    }
+
+    /// Taps per kernel.
+    pub fn taps(&self) -> usize {
+        self.kh * self.kw
+    }
+
+    /// `self` applied after `first`: each axis's extent comes from the one factor that has it.
+    fn after(&self, first: &Full) -> Full {
+        assert!(self.kh == 1 || first.kh == 1, "two factors with height");
+        assert!(self.kw == 1 || first.kw == 1, "two factors with width");
+        let (kh, kw) = (self.kh.max(first.kh), self.kw.max(first.kw));
+        let mut out = Full { n: self.n, c: first.c, kh, kw, w: vec![0.0; self.n * first.c * kh * kw] };
+        let tap = |i: usize, j: usize| i * kw + j;
+        for n in 0..self.n {
+            for m in 0..self.c {
+                for a in 0..self.kh {
+                    for b in 0..self.kw {
+                        let f = self.w[(n * self.c + m) * self.taps() + a * self.kw + b];
+                        if f == 0.0 {
+                            continue;
+                        }
+                        for c in 0..first.c {
+                            for i in 0..first.kh {
+                                for j in 0..first.kw {
+                                    let v = first.w[(m * first.c + c) * first.taps() + i * first.kw + j];
+                                    let (ii, jj) = (if self.kh > 1 { a } else { i }, if self.kw > 1 { b } else { j });
+                                    out.w[(n * first.c + c) * kh * kw + tap(ii, jj)] += f * v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The composed kernel of a chain of factor convolutions.
+pub fn compose(factors: &[Factor<f32>]) -> Full {
+    let mut acc = Full::of(&factors[0].conv);
+    for f in &factors[1..] {
+        acc = Full::of(&f.conv).after(&acc);
+    }
+    acc
+}
+
+/// `e(rank)` of `f` with a layer's error energy measured by `seen` (a kernel's energy under some
+/// input model): `seen(W − Ŵ_rank) / seen(W)`, `Ŵ_rank` the composed kernel of the factors at
+/// `rank`. Ranks up to break-even; the rest repeat the last value (the planner never looks there).
+pub fn loss_table(f: &dyn Factored<f32>, seen: impl Fn(&Full) -> f64 + Sync) -> Res<Vec<f64>> {
+    use rayon::prelude::*;
+    let layer = f.layer();
+    let dense = Full::of(layer);
+    let signal = seen(&dense);
+    let max = f.max_rank();
+    let top = (f.scheme().break_even_rank(&layer.shape()).ceil() as usize).clamp(1, max);
+    let mut loss: Vec<f64> = (0..=top)
+        .into_par_iter()
+        .map(|rank| -> Res<f64> {
+            if rank == 0 {
+                return Ok(1.0);
+            }
+            let mut d = compose(&f.factors(rank, &mut Workspace::new())?);
+            d.w.iter_mut().zip(&dense.w).for_each(|(x, w)| *x = w - *x);
+            Ok((seen(&d) / signal).clamp(0.0, 1.0))
+        })
+        .collect::<Res<_>>()?;
+    let last = *loss.last().unwrap_or(&0.0);
+    loss.resize(max + 1, last);
+    Ok(loss)
+}

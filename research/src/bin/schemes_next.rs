@@ -25,83 +25,11 @@
 //! Each `e` then goes through the planner unchanged (`e/(1−e)`, DAC's bottleneck factor).
 
 use dac::plan::PlanLayer;
-use dac::scheme::{Factor, Factored, Workspace};
+use dac::scheme::Factored;
 use dac::{Conv2dWeights, Fit};
-use dac_fmnist::rescore::{auto_schemes, each_factored, print_targets, rescored_layers, Factorings};
+use dac_fmnist::rescore::{auto_schemes, each_factored, loss_table, print_targets, rescored_layers, Factorings, Full};
 use dac_fmnist::{Net, Op, Res};
 use rayon::prelude::*;
-
-/// A kernel as a dense `[out][in][kh][kw]` array (groups expanded with zeros), in f64.
-#[derive(Clone)]
-struct Full {
-    n: usize,
-    c: usize,
-    kh: usize,
-    kw: usize,
-    w: Vec<f64>,
-}
-
-impl Full {
-    fn of(conv: &Conv2dWeights<f32>) -> Self {
-        let s = conv.shape();
-        let (ng, cg, t) = (s.out_per_group(), s.in_per_group(), s.kh * s.kw);
-        let mut w = vec![0.0; s.out_channels * s.in_channels * t];
-        for n in 0..s.out_channels {
-            let g = n / ng;
-            for ci in 0..cg {
-                let c = g * cg + ci;
-                for k in 0..t {
-                    w[(n * s.in_channels + c) * t + k] = conv.weight()[(n * cg + ci) * t + k] as f64;
-                }
-            }
-        }
-        Self { n: s.out_channels, c: s.in_channels, kh: s.kh, kw: s.kw, w }
-    }
-
-    fn taps(&self) -> usize {
-        self.kh * self.kw
-    }
-
-    /// `self` applied after `first`: each axis's extent comes from the one factor that has it.
-    fn after(&self, first: &Full) -> Full {
-        assert!(self.kh == 1 || first.kh == 1, "two factors with height");
-        assert!(self.kw == 1 || first.kw == 1, "two factors with width");
-        let (kh, kw) = (self.kh.max(first.kh), self.kw.max(first.kw));
-        let mut out = Full { n: self.n, c: first.c, kh, kw, w: vec![0.0; self.n * first.c * kh * kw] };
-        let tap = |i: usize, j: usize| i * kw + j;
-        for n in 0..self.n {
-            for m in 0..self.c {
-                for a in 0..self.kh {
-                    for b in 0..self.kw {
-                        let f = self.w[(n * self.c + m) * self.taps() + a * self.kw + b];
-                        if f == 0.0 {
-                            continue;
-                        }
-                        for c in 0..first.c {
-                            for i in 0..first.kh {
-                                for j in 0..first.kw {
-                                    let v = first.w[(m * first.c + c) * first.taps() + i * first.kw + j];
-                                    let (ii, jj) = (if self.kh > 1 { a } else { i }, if self.kw > 1 { b } else { j });
-                                    out.w[(n * first.c + c) * kh * kw + tap(ii, jj)] += f * v;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// The composed kernel of a chain of factor convolutions.
-fn compose(factors: &[Factor<f32>]) -> Full {
-    let mut acc = Full::of(&factors[0].conv);
-    for f in &factors[1..] {
-        acc = Full::of(&f.conv).after(&acc);
-    }
-    acc
-}
 
 /// The taps' correlation `ρ^(|Δy|·dh + |Δx|·dw)`.
 fn tap_correlation(layer: &Conv2dWeights<f32>, rho: f64) -> Vec<f64> {
@@ -176,29 +104,10 @@ fn reader_gram(net: &Net, i: usize) -> Vec<f64> {
     g
 }
 
-/// `e(rank)` of `f` in the metric `g` (ranks up to break-even; above it the planner never
-/// looks, they repeat the last value).
+/// `e(rank)` of `f` in the metric `g` ([`loss_table`] with `tr(G D R Dᵀ)`).
 fn loss_in(f: &dyn Factored<f32>, g: Option<&[f64]>) -> Res<Vec<f64>> {
-    let layer = f.layer();
-    let r = tap_correlation(layer, Fit::AUTO_RHO);
-    let dense = Full::of(layer);
-    let signal = seen(&dense, &r, g);
-    let max = f.max_rank();
-    let top = (f.scheme().break_even_rank(&layer.shape()).ceil() as usize).clamp(1, max);
-    let mut loss: Vec<f64> = (0..=top)
-        .into_par_iter()
-        .map(|rank| -> Res<f64> {
-            if rank == 0 {
-                return Ok(1.0);
-            }
-            let mut d = compose(&f.factors(rank, &mut Workspace::new())?);
-            d.w.iter_mut().zip(&dense.w).for_each(|(x, w)| *x = w - *x);
-            Ok((seen(&d, &r, g) / signal).clamp(0.0, 1.0))
-        })
-        .collect::<Res<_>>()?;
-    let last = *loss.last().unwrap_or(&0.0);
-    loss.resize(max + 1, last);
-    Ok(loss)
+    let r = tap_correlation(f.layer(), Fit::AUTO_RHO);
+    loss_table(f, |d| seen(d, &r, g))
 }
 
 fn main() -> Res<()> {

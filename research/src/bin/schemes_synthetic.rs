@@ -1,0 +1,215 @@
+//! The planner's score with each layer's input second moments taken from synthetic images: the
+//! default plans (`--scheme auto`, every scheme fitted with `Fit::correlated(Fit::AUTO_RHO)`)
+//! with each candidate's lost output energy `e` measured for the inputs the layer sees when the
+//! network runs on smooth random fields, not on the separable tap model. No real image enters a
+//! plan; the 10,000 test images only score them.
+//!
+//! ```text
+//! cargo run --release -p dac-research --bin schemes_synthetic
+//! cargo run --release -p dac-research --bin schemes_synthetic -- --prior 0.95,0.5,0.25 --depths 0,3
+//! ```
+//!
+//! A synthetic image is a separable first-order autoregressive Gaussian field (lag-1
+//! correlation ρ₀ along each axis, unit variance) scaled to a mean and standard deviation:
+//! `--prior ρ₀,MEAN,STD` (default 0.9,0.3,0.3: smooth images in [0, 1]; a prior, not a
+//! statistic of the data set). `--images` of them (default 256, seeded) run through the dense
+//! network; at every convolution `--patches` of its input patches (default 8192, seeded) give
+//! `S = E[p pᵀ]` over the `C·kh·kw` patch entries. A candidate's `e` at a rank is then
+//! `tr(ΔW S ΔWᵀ) / tr(W S Wᵀ)`, `ΔW` the dense kernel minus the composed kernel of its factor
+//! chain; it goes through the planner unchanged (`e/(1−e)`, DAC's bottleneck factor, the depth
+//! weight). Rows: `planner` (the planner's own `e`, the separable model at ρ = 0.2) and
+//! `synthetic`, at every depth weight of `--depths` and every MAC target of `--targets`.
+
+use dac::exec::Tensor4;
+use dac::plan::PlanLayer;
+use dac::Conv2dWeights;
+use dac_fmnist::rescore::{auto_schemes, each_factored, loss_table, rescored_layers, Factorings, Full};
+use dac_fmnist::{Net, Op, Pair, Res};
+use nalgebra::DMatrix;
+
+struct Args {
+    prior: (f64, f64, f64),
+    images: usize,
+    patches: usize,
+    depths: Vec<f64>,
+    targets: Vec<f64>,
+}
+
+fn parse_args() -> Res<Args> {
+    let mut a = Args {
+        prior: (0.9, 0.3, 0.3),
+        images: 256,
+        patches: 8192,
+        depths: vec![0.0, 3.0],
+        targets: vec![1.1, 1.25, 1.5, 2.0, 3.0],
+    };
+    let list = |v: String| -> Res<Vec<f64>> { Ok(v.split(',').map(str::parse).collect::<Result<_, _>>()?) };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--prior" => match list(value()?)?[..] {
+                [r, m, s] => a.prior = (r, m, s),
+                _ => return Err("--prior RHO,MEAN,STD".into()),
+            },
+            "--images" => a.images = value()?.parse()?,
+            "--patches" => a.patches = value()?.parse()?,
+            "--depths" => a.depths = list(value()?)?,
+            "--targets" => a.targets = list(value()?)?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(a)
+}
+
+/// A small seeded generator (xorshift64*), uniform and standard normal draws.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.uniform() * n as f64) as usize).min(n - 1)
+    }
+}
+
+/// `n` synthetic images of `net`'s input shape (see the module docs).
+fn synthetic(net: &Net, n: usize, (rho, mean, std): (f64, f64, f64), rng: &mut Rng) -> Res<Tensor4<f32>> {
+    let [c, h, w] = net.input;
+    let innov = (1.0 - rho * rho).sqrt();
+    let mut data = Vec::with_capacity(n * c * h * w);
+    for _ in 0..n * c {
+        let mut f: Vec<f64> = (0..h * w).map(|_| rng.normal()).collect();
+        for y in 0..h {
+            for x in 1..w {
+                f[y * w + x] = rho * f[y * w + x - 1] + innov * f[y * w + x];
+            }
+        }
+        for y in 1..h {
+            for x in 0..w {
+                f[y * w + x] = rho * f[(y - 1) * w + x] + innov * f[y * w + x];
+            }
+        }
+        data.extend(f.iter().map(|v| (mean + std * v) as f32));
+    }
+    Ok(Tensor4::new(data, [n, c, h, w])?)
+}
+
+/// Every convolution's input when the dense network runs on `x`.
+fn conv_inputs(net: &Net, mut x: Tensor4<f32>) -> Res<Vec<Tensor4<f32>>> {
+    let mut inputs = Vec::new();
+    for (k, op) in net.ops.iter().enumerate() {
+        if matches!(op, Op::Conv(_)) {
+            inputs.push(x.clone());
+        }
+        x = net.run_range::<Pair>(x, k, k + 1, &[])?;
+    }
+    Ok(inputs)
+}
+
+/// `E[p pᵀ]` over `count` seeded input patches of `layer` (entries `c·taps + a·kw + b`, the
+/// layout of [`Full`]).
+fn patch_moments(layer: &Conv2dWeights<f32>, x: &Tensor4<f32>, count: usize, rng: &mut Rng) -> Res<DMatrix<f64>> {
+    let [n, c, h, w] = x.dims();
+    let s = layer.shape();
+    let g = layer.geometry();
+    let (ho, wo) = layer.output_size(h, w)?;
+    let d = c * s.kh * s.kw;
+    let data = x.as_slice();
+    let mut p = DMatrix::<f64>::zeros(count, d);
+    for row in 0..count {
+        let (img, oy, ox) = (rng.below(n), rng.below(ho), rng.below(wo));
+        for ch in 0..c {
+            for a in 0..s.kh {
+                for b in 0..s.kw {
+                    let iy = (oy * g.stride.0 + a * g.dilation.0) as isize - g.padding.top as isize;
+                    let ix = (ox * g.stride.1 + b * g.dilation.1) as isize - g.padding.left as isize;
+                    if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                        let v = data[((img * c + ch) * h + iy as usize) * w + ix as usize];
+                        p[(row, (ch * s.kh + a) * s.kw + b)] = v as f64;
+                    }
+                }
+            }
+        }
+    }
+    Ok(p.transpose() * &p / count as f64)
+}
+
+/// `tr(D S Dᵀ)` for a kernel `D` (`[n][c·taps]` rows).
+fn seen(d: &Full, s: &DMatrix<f64>) -> f64 {
+    let m = DMatrix::from_row_slice(d.n, d.c * d.taps(), &d.w);
+    (&m * s).component_mul(&m).sum()
+}
+
+fn main() -> Res<()> {
+    let args = parse_args()?;
+    let auto = auto_schemes();
+    println!(
+        "schemes_synthetic: prior rho0 {}, mean {}, std {}; {} synthetic images, {} patches per layer",
+        args.prior.0, args.prior.1, args.prior.2, args.images, args.patches
+    );
+    each_factored(|net, ev, factored, options| {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let x = synthetic(net, args.images, args.prior, &mut rng)?;
+        let inputs = conv_inputs(net, x)?;
+        let table: Vec<Vec<Vec<f64>>> = factored
+            .iter()
+            .zip(&net.convs)
+            .zip(&inputs)
+            .map(|((each, layer), x)| -> Res<_> {
+                let s = patch_moments(layer, x, args.patches, &mut rng)?;
+                each.iter().map(|f| loss_table(&**f, |d| seen(d, &s))).collect()
+            })
+            .collect::<Res<_>>()?;
+        let planner = rescored_layers(net, factored, |_, _, f| f.correlated_loss())?;
+        let synth = rescored_layers(net, factored, |i, k, _| table[i][k].clone())?;
+        for &depth in &args.depths {
+            let options = options.clone().depth_weight(depth);
+            for (name, layers) in [("planner", &planner), ("synthetic", &synth)] {
+                print_plans(ev, layers, &options, &auto, &format!("{name} A={depth}"), &args.targets)?;
+            }
+        }
+        print_scores(factored, &table);
+        Ok(())
+    })
+}
+
+/// One line per target: label, target, reduction, accuracy, plan.
+fn print_plans(
+    ev: &dac_fmnist::Evaluator,
+    layers: &[PlanLayer],
+    options: &dac::plan::PlanOptions,
+    schemes: &[(dac::scheme::SchemeKind, dac::Fit)],
+    label: &str,
+    targets: &[f64],
+) -> Res<()> {
+    for &x in targets {
+        let plan = dac::plan(layers, &dac::plan::Target::MacReduction(x), options)?;
+        let acc = ev.plan_accuracy(&plan, schemes)?;
+        println!("{label:<16} {x:>5} {:>6.2}x {acc:>6.2}%  {}", plan.reduction(), dac_fmnist::plan_summary(&plan));
+    }
+    Ok(())
+}
+
+/// Per layer and scheme, the planner's `e` against the synthetic one at half the break-even rank.
+fn print_scores(factored: &[Factorings], table: &[Vec<Vec<f64>>]) {
+    for (i, each) in factored.iter().enumerate() {
+        let cells: Vec<String> = each
+            .iter()
+            .enumerate()
+            .map(|(k, f)| {
+                let top = (f.scheme().break_even_rank(&f.layer().shape()).ceil() as usize).clamp(1, f.max_rank());
+                let r = (top / 2).max(1);
+                format!("{} r{r} {:.3}/{:.3}", f.scheme().name(), f.correlated_loss()[r], table[i][k][r])
+            })
+            .collect();
+        println!("  {} planner/synthetic e: {}", each[0].layer().name(), cells.join("  "));
+    }
+}
