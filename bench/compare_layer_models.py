@@ -2,7 +2,7 @@
 """Two time models on the same measured layers: the per-layer error of two `bench/zoo_time.py
 --profile` runs' modeled times, each against both runs' measured times.
 
-    bench/.venv/bin/python bench/compare_layer_models.py OLD.json NEW.json [--changed]
+    bench/.venv/bin/python bench/compare_layer_models.py OLD.json NEW.json [--changed] [--by-network]
 
 Why. A change to the time table changes the modeled time of some layers; the measured times of
 the original networks do not depend on it, but they drift with the machine's speed between two
@@ -16,7 +16,7 @@ the median relative error and the median absolute one, over all matched layers a
 --changed, over the layers whose modeled time differs between the runs (by more than 0.5 %).
 First, how well the two runs' measurements agree with each other: the share of layers whose
 measured times differ by more than 25 % between the runs (the same files, the same machine kind),
-a floor under any model's "within 25 %" on one run's measurements.
+a floor under any model's "within 25 %" on one run's measurements (with --by-network, per network).
 """
 import argparse
 import json
@@ -47,6 +47,7 @@ def main():
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--changed", action="store_true", help="also the layers whose modeled time changed")
+    ap.add_argument("--by-network", action="store_true", help="the runs' agreement per network too")
     args = ap.parse_args()
     a, b = original_layers(args.old), original_layers(args.new)
     keys = sorted(set(a) & set(b))
@@ -56,6 +57,11 @@ def main():
     p10, p90 = np.percentile(ratio, [10, 90])
     print(f"measured new / old run: median {np.median(ratio):.2f}, p10 {p10:.2f}, p90 {p90:.2f}; "
           f"{np.mean(np.abs(ratio - 1) > 0.25):.1%} of the layers differ by more than 25 %")
+    if args.by_network:
+        for net in sorted({k[0] for k in keys}):
+            r = np.array([b[k][1] / a[k][1] for k in keys if k[0] == net])
+            print(f"  {net:22} {len(r):4} layers: median {np.median(r):.2f}, "
+                  f"{np.mean(np.abs(r - 1) > 0.25):.0%} differ by more than 25 %")
     for subset, name in ((keys, "all"), (changed, "changed")):
         if name == "changed" and not args.changed or not subset:
             continue
