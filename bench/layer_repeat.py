@@ -76,14 +76,13 @@ def main():
                                                             "measured_ms": []})
                 rec["measured_ms"].append(l["measured_ms"])
         print(f"round {k + 1} done", file=sys.stderr, flush=True)
-    table = {n: scores([l for l in net["layers"].values() if min(l["measured_ms"]) > 0]) for n, net in nets.items()}
-    every = [l for net in nets.values() for l in net["layers"].values() if min(l["measured_ms"]) > 0]
-    table["**all**"] = scores(every)
+    timed = {n: [l for l in net["layers"].values() if min(l["measured_ms"]) > 0] for n, net in nets.items()}
+    timed["**all**"] = [l for ls in timed.values() for l in ls]
+    table = {n: scores(ls) for n, ls in timed.items()}
     cols = list(table["**all**"])
-    print(f"| network | layers | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols))
+    print("| network | layers | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols))
     for n, s in table.items():
-        count = len(every) if n == "**all**" else len(nets[n]["layers"])
-        print(f"| {n} | {count} | " + " | ".join(f"{100 * s[c]:.1f} %" for c in cols) + " |")
+        print(f"| {n} | {len(timed[n])} | " + " | ".join(f"{100 * s[c]:.1f} %" for c in cols) + " |")
     if args.out:
         out = {"command": " ".join(sys.argv), "machine": machine(), "rounds": args.rounds, "budget_s": args.budget,
                "scores": table, "layers": {n: list(net["layers"].values()) for n, net in nets.items()}}

@@ -59,8 +59,9 @@ def conv_node(model, name):
     return node, inits[node.input[1]], attrs.get("strides", [1, 1]), attrs.get("pads", [0, 0, 0, 0])
 
 
-def run(model, inputs, names, x):
-    m = onnx.load(model) if isinstance(model, str) else model
+def run(path, inputs, names, x):
+    """The tensors `names` of the model at `path` on `x`, batch by batch."""
+    m = onnx.load(path)
     have = {o.name for o in m.graph.output}
     for n in names:
         if n not in have:
@@ -71,30 +72,31 @@ def run(model, inputs, names, x):
 
 
 def effective_kernel(path, layer_in, layer_out, w_shape, stride, pads, hw):
-    """The dense kernel the subgraph from `layer_in` to `layer_out` computes, from impulses placed
-    so that every tap of every channel is hit (stride-many phases per axis)."""
+    """The dense kernel the subgraph from `layer_in` to `layer_out` computes, from unit impulses
+    placed so that every tap of every channel is hit (stride-many phases per axis), run as one
+    batch."""
     n, c, kh, kw = w_shape
     sub = os.path.join(tempfile.mkdtemp(), "sub.onnx")
     onnx.utils.extract_model(path, sub, [layer_in], [layer_out])
     m = onnx.load(sub)
     dims = m.graph.input[0].type.tensor_type.shape.dim
-    for d, v in zip(dims, (1, c, *hw)):
+    for d, v in zip(dims[1:], (c, *hw)):
         d.dim_value = v
     s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    zero = s.run(None, {layer_in: np.zeros((1, c, *hw), np.float32)})[0][0]
-    w = np.full(w_shape, np.nan)
     base = (hw[0] // 2, hw[1] // 2)
-    for ch in range(c):
-        for py in range(base[0], base[0] + stride[0]):
-            for px in range(base[1], base[1] + stride[1]):
-                x = np.zeros((1, c, *hw), np.float32)
-                x[0, ch, py, px] = 1
-                r = s.run(None, {layer_in: x})[0][0] - zero
-                for oy in range(r.shape[1]):
-                    for ox in range(r.shape[2]):
-                        dy, dx = py + pads[0] - stride[0] * oy, px + pads[1] - stride[1] * ox
-                        if 0 <= dy < kh and 0 <= dx < kw:
-                            w[:, ch, dy, dx] = r[:, oy, ox]
+    spots = [(ch, py, px) for ch in range(c) for py in range(base[0], base[0] + stride[0])
+             for px in range(base[1], base[1] + stride[1])]
+    x = np.zeros((len(spots) + 1, c, *hw), np.float32)  # the last one all zeros: the bias
+    for k, (ch, py, px) in enumerate(spots):
+        x[k, ch, py, px] = 1
+    out = s.run(None, {layer_in: x})[0]
+    w = np.full(w_shape, np.nan)
+    for (ch, py, px), r in zip(spots, out[:-1] - out[-1]):
+        for oy in range(r.shape[1]):
+            for ox in range(r.shape[2]):
+                dy, dx = py + pads[0] - stride[0] * oy, px + pads[1] - stride[1] * ox
+                if 0 <= dy < kh and 0 <= dx < kw:
+                    w[:, ch, dy, dx] = r[:, oy, ox]
     if np.isnan(w).any():
         raise SystemExit("the impulses did not reach every tap (map too small for this geometry)")
     return w

@@ -112,8 +112,20 @@ pub fn print_targets(
     schemes: &[(SchemeKind, Fit)],
     label: &str,
 ) -> Res<Vec<f64>> {
+    print_plans(ev, layers, options, schemes, label, &TARGETS)
+}
+
+/// [`print_targets`] at the MAC reductions `targets`.
+pub fn print_plans(
+    ev: &crate::Evaluator,
+    layers: &[PlanLayer],
+    options: &PlanOptions,
+    schemes: &[(SchemeKind, Fit)],
+    label: &str,
+    targets: &[f64],
+) -> Res<Vec<f64>> {
     let mut accuracies = Vec::new();
-    for x in TARGETS {
+    for &x in targets {
         let plan = dac::plan(layers, &dac::plan::Target::MacReduction(x), options)?;
         let acc = ev.plan_accuracy(&plan, schemes)?;
         let summary = crate::plan_summary(&plan);
@@ -210,8 +222,7 @@ pub fn loss_table(f: &dyn Factored<f32>, seen: impl Fn(&Full) -> f64 + Sync) -> 
     let layer = f.layer();
     let dense = Full::of(layer);
     let signal = seen(&dense);
-    let max = f.max_rank();
-    let top = (f.scheme().break_even_rank(&layer.shape()).ceil() as usize).clamp(1, max);
+    let (max, top) = (f.max_rank(), scored_ranks(f));
     let mut loss: Vec<f64> = (0..=top)
         .into_par_iter()
         .map(|rank| -> Res<f64> {
@@ -226,4 +237,10 @@ pub fn loss_table(f: &dyn Factored<f32>, seen: impl Fn(&Full) -> f64 + Sync) -> 
     let last = *loss.last().unwrap_or(&0.0);
     loss.resize(max + 1, last);
     Ok(loss)
+}
+
+/// The highest rank a [`loss_table`] computes: the scheme's break-even rank (rounded up), at
+/// least 1 and at most the layer's maximum rank.
+pub fn scored_ranks(f: &dyn Factored<f32>) -> usize {
+    (f.scheme().break_even_rank(&f.layer().shape()).ceil() as usize).clamp(1, f.max_rank())
 }

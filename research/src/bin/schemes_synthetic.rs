@@ -21,9 +21,10 @@
 //! `synthetic`, at every depth weight of `--depths` and every MAC target of `--targets`.
 
 use dac::exec::Tensor4;
-use dac::plan::PlanLayer;
 use dac::Conv2dWeights;
-use dac_fmnist::rescore::{auto_schemes, each_factored, loss_table, rescored_layers, Factorings, Full};
+use dac_fmnist::rescore::{
+    auto_schemes, each_factored, loss_table, print_plans, rescored_layers, scored_ranks, Factorings, Full,
+};
 use dac_fmnist::{Net, Op, Pair, Res};
 use nalgebra::DMatrix;
 
@@ -181,23 +182,6 @@ fn main() -> Res<()> {
     })
 }
 
-/// One line per target: label, target, reduction, accuracy, plan.
-fn print_plans(
-    ev: &dac_fmnist::Evaluator,
-    layers: &[PlanLayer],
-    options: &dac::plan::PlanOptions,
-    schemes: &[(dac::scheme::SchemeKind, dac::Fit)],
-    label: &str,
-    targets: &[f64],
-) -> Res<()> {
-    for &x in targets {
-        let plan = dac::plan(layers, &dac::plan::Target::MacReduction(x), options)?;
-        let acc = ev.plan_accuracy(&plan, schemes)?;
-        println!("{label:<16} {x:>5} {:>6.2}x {acc:>6.2}%  {}", plan.reduction(), dac_fmnist::plan_summary(&plan));
-    }
-    Ok(())
-}
-
 /// Per layer and scheme, the planner's `e` against the synthetic one at half the break-even rank.
 fn print_scores(factored: &[Factorings], table: &[Vec<Vec<f64>>]) {
     for (i, each) in factored.iter().enumerate() {
@@ -205,8 +189,7 @@ fn print_scores(factored: &[Factorings], table: &[Vec<Vec<f64>>]) {
             .iter()
             .enumerate()
             .map(|(k, f)| {
-                let top = (f.scheme().break_even_rank(&f.layer().shape()).ceil() as usize).clamp(1, f.max_rank());
-                let r = (top / 2).max(1);
+                let r = (scored_ranks(&**f) / 2).max(1);
                 format!("{} r{r} {:.3}/{:.3}", f.scheme().name(), f.correlated_loss()[r], table[i][k][r])
             })
             .collect();
