@@ -28,6 +28,9 @@ the original:
   argmax (lowest index on ties). The original's predictions are also compared with
   models/fmnist_<net>.preds.
 
+--speedup-args: `{net}` in it becomes the network's stem (fmnist_vgg, fmnist_alt), for per-network
+files such as `--input-moments DIR/{net}.safetensors` (scripts/synthetic_moments.py).
+
 --matched: after the targets, one more "speedup" point per macs-dac point, `--speedup S` where S
 is that point's measured speed-up rounded up to 0.01 (the goal compares accuracies at the same
 measured speed-up; the fixed grid of targets may have no --speedup point near a macs-dac one).
@@ -78,17 +81,22 @@ def bench_net(net, args, data):
                      "differs_from_preds": np.nonzero(p0 != ref)[0].tolist()}
     ctx = (src, x, x1, y, sess0, p0)
     for target in args.targets:
-        for variant, flags in (("speedup", ["--speedup", f"{target:g}", *args.speedup_args.split()]),
+        for variant, flags in (("speedup", ["--speedup", f"{target:g}", *speedup_args(args, net)]),
                                ("macs-dac", ["--macs", f"{target:g}", "--scheme", "dac", "--allow-slower"])):
             r["points"].append(bench_point(args, net, variant, target, flags, ctx))
     if args.matched:
         for p in [p for p in r["points"] if p["variant"] == "macs-dac" and p.get("measured_speedup", 0) > 1.005]:
             target = math.ceil(100 * p["measured_speedup"]) / 100
-            v = bench_point(args, net, "speedup", target, ["--speedup", f"{target:g}", *args.speedup_args.split()], ctx)
+            v = bench_point(args, net, "speedup", target, ["--speedup", f"{target:g}", *speedup_args(args, net)], ctx)
             v["matched_to_macs"] = p["target"]
             r["points"].append(v)
     r["comparison"] = compare(r["points"])
     return r
+
+
+def speedup_args(args, net):
+    """--speedup-args for `net`, `{net}` replaced by its stem (fmnist_vgg, fmnist_alt)."""
+    return args.speedup_args.replace("{net}", f"fmnist_{net}").split()
 
 
 def bench_point(args, net, variant, target, flags, ctx):
@@ -247,7 +255,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=4.0, help="seconds of timed runs per original/rewrite pair")
     ap.add_argument("--speedup-args", default="",
-                    help="more options for the --speedup rewrites, e.g. --speedup-args=--measure")
+                    help="more options for the --speedup rewrites, e.g. --speedup-args=--measure; `{net}` is "
+                         "replaced by the network's stem, e.g. --speedup-args='--input-moments DIR/{net}.safetensors'")
     ap.add_argument("--matched", action="store_true",
                     help="also plan --speedup S at each MAC-planned point's measured speed-up S (rounded up to 0.01)")
     ap.add_argument("--out", default=None)

@@ -201,6 +201,16 @@ pub enum Error {
         layer: String,
     },
 
+    /// Input moments were given for the planner's score but none for a layer it plans.
+    #[error(
+        "layer `{layer}`: the input moments have no entry for it; the planner scores every planned layer \
+         alike, so give one for each (scripts/synthetic_moments.py writes one per convolution)"
+    )]
+    MissingInputMoments {
+        /// The layer.
+        layer: String,
+    },
+
     /// A whole-network target needs a layer's input size, and it is neither inferred from the
     /// file nor given.
     #[error(

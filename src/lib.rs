@@ -53,6 +53,7 @@ pub mod fuzzing;
 #[cfg(feature = "safetensors")]
 pub mod io;
 mod kernels;
+pub mod moments;
 pub mod plan;
 pub mod rank;
 #[cfg(feature = "onnx")]

@@ -2,9 +2,10 @@
 //! each scheme's lost output energy `e` (its `correlated_loss`) replaced.
 
 use crate::{Net, Res};
-use dac::plan::{PlanLayer, PlanOptions, Proxy};
-use dac::scheme::{ErrorTable, Factor, Factored, SchemeKind, Workspace};
-use dac::{Conv2dWeights, Fit};
+use dac::moments::Scored;
+use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
+use dac::scheme::{DenseKernel, Factored, SchemeKind, Workspace};
+use dac::Fit;
 
 /// One layer factored by every scheme.
 pub type Factorings<'a> = Vec<Box<dyn Factored<f32> + 'a>>;
@@ -22,32 +23,6 @@ pub fn factor_all<'a>(
         .collect()
 }
 
-/// A factored layer whose `correlated_loss` (the `e` the planner scores) is `loss`.
-pub struct Rescored<'a> {
-    /// The factorisation.
-    pub inner: &'a dyn Factored<f32>,
-    /// `e` at every rank, 0 to the maximum.
-    pub loss: Vec<f64>,
-}
-
-impl Factored<f32> for Rescored<'_> {
-    fn scheme(&self) -> SchemeKind {
-        self.inner.scheme()
-    }
-    fn layer(&self) -> &Conv2dWeights<f32> {
-        self.inner.layer()
-    }
-    fn errors(&self) -> ErrorTable {
-        self.inner.errors()
-    }
-    fn correlated_loss(&self) -> Vec<f64> {
-        self.loss.clone()
-    }
-    fn factors(&self, rank: usize, workspace: &mut Workspace<f32>) -> dac::Result<Vec<Factor<f32>>> {
-        self.inner.factors(rank, workspace)
-    }
-}
-
 /// The planner's view of every layer, scheme `k` of layer `i` scored with `loss(i, k, f)`.
 pub fn rescored_layers(
     net: &Net,
@@ -56,8 +31,11 @@ pub fn rescored_layers(
 ) -> Res<Vec<PlanLayer>> {
     let mut layers = Vec::new();
     for (i, (each, &hw)) in factored.iter().zip(&net.conv_inputs).enumerate() {
-        let views: Vec<Rescored> =
-            each.iter().enumerate().map(|(k, f)| Rescored { inner: &**f, loss: loss(i, k, &**f) }).collect();
+        let views: Vec<Scored<f32>> = each
+            .iter()
+            .enumerate()
+            .map(|(k, f)| Scored::with_loss(&**f, loss(i, k, &**f)))
+            .collect::<dac::Result<_>>()?;
         let refs: Vec<&dyn Factored<f32>> = views.iter().map(|v| v as &dyn Factored<f32>).collect();
         layers.push(PlanLayer::with_schemes(&refs, hw)?);
     }
@@ -124,103 +102,44 @@ pub fn print_plans(
     label: &str,
     targets: &[f64],
 ) -> Res<Vec<f64>> {
+    let targets: Vec<Target> = targets.iter().map(|&x| Target::MacReduction(x)).collect();
+    print_plans_for(ev, layers, options, schemes, label, &targets)
+}
+
+/// Plans `layers` for each of `targets` with `options`, scores each plan with `ev`, prints one
+/// line per target (`label`, target, MAC reduction, modeled speed-up, accuracy, plan) and returns
+/// the accuracies.
+pub fn print_plans_for(
+    ev: &crate::Evaluator,
+    layers: &[PlanLayer],
+    options: &PlanOptions,
+    schemes: &[(SchemeKind, Fit)],
+    label: &str,
+    targets: &[Target],
+) -> Res<Vec<f64>> {
     let mut accuracies = Vec::new();
-    for &x in targets {
-        let plan = dac::plan(layers, &dac::plan::Target::MacReduction(x), options)?;
+    for target in targets {
+        let plan = dac::plan(layers, target, options)?;
         let acc = ev.plan_accuracy(&plan, schemes)?;
         let summary = crate::plan_summary(&plan);
-        println!("{label:<10} {x:>4} {:>6.2}x {acc:>6.2}%  {summary}", plan.reduction());
+        let (x, time) = match *target {
+            Target::TimeReduction(x) => (x, format!(" {:>5.2}x time", plan.speedup())),
+            Target::MacReduction(x) => (x, String::new()),
+            _ => return Err(format!("no study plans for {target}").into()),
+        };
+        println!("{label:<10} {x:>4} {:>6.2}x{time} {acc:>6.2}%  {summary}", plan.reduction());
         accuracies.push(acc);
     }
     Ok(accuracies)
 }
 
-/// A kernel as a dense `[out][in][kh][kw]` array (groups expanded with zeros), in f64.
-#[derive(Clone)]
-pub struct Full {
-    /// Output channels.
-    pub n: usize,
-    /// Input channels.
-    pub c: usize,
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// The weights, `[n][c][kh][kw]`.
-    pub w: Vec<f64>,
-}
-
-impl Full {
-    /// The dense form of `conv`.
-    pub fn of(conv: &Conv2dWeights<f32>) -> Self {
-        let s = conv.shape();
-        let (ng, cg, t) = (s.out_per_group(), s.in_per_group(), s.kh * s.kw);
-        let mut w = vec![0.0; s.out_channels * s.in_channels * t];
-        for n in 0..s.out_channels {
-            let g = n / ng;
-            for ci in 0..cg {
-                let c = g * cg + ci;
-                for k in 0..t {
-                    w[(n * s.in_channels + c) * t + k] = conv.weight()[(n * cg + ci) * t + k] as f64;
-                }
-            }
-        }
-        Self { n: s.out_channels, c: s.in_channels, kh: s.kh, kw: s.kw, w }
-    }
-
-    /// Taps per kernel.
-    pub fn taps(&self) -> usize {
-        self.kh * self.kw
-    }
-
-    /// `self` applied after `first`: each axis's extent comes from the one factor that has it.
-    fn after(&self, first: &Full) -> Full {
-        assert!(self.kh == 1 || first.kh == 1, "two factors with height");
-        assert!(self.kw == 1 || first.kw == 1, "two factors with width");
-        let (kh, kw) = (self.kh.max(first.kh), self.kw.max(first.kw));
-        let mut out = Full { n: self.n, c: first.c, kh, kw, w: vec![0.0; self.n * first.c * kh * kw] };
-        let tap = |i: usize, j: usize| i * kw + j;
-        for n in 0..self.n {
-            for m in 0..self.c {
-                for a in 0..self.kh {
-                    for b in 0..self.kw {
-                        let f = self.w[(n * self.c + m) * self.taps() + a * self.kw + b];
-                        if f == 0.0 {
-                            continue;
-                        }
-                        for c in 0..first.c {
-                            for i in 0..first.kh {
-                                for j in 0..first.kw {
-                                    let v = first.w[(m * first.c + c) * first.taps() + i * first.kw + j];
-                                    let (ii, jj) = (if self.kh > 1 { a } else { i }, if self.kw > 1 { b } else { j });
-                                    out.w[(n * first.c + c) * kh * kw + tap(ii, jj)] += f * v;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-/// The composed kernel of a chain of factor convolutions.
-pub fn compose(factors: &[Factor<f32>]) -> Full {
-    let mut acc = Full::of(&factors[0].conv);
-    for f in &factors[1..] {
-        acc = Full::of(&f.conv).after(&acc);
-    }
-    acc
-}
-
 /// `e(rank)` of `f` with a layer's error energy measured by `seen` (a kernel's energy under some
 /// input model): `seen(W − Ŵ_rank) / seen(W)`, `Ŵ_rank` the composed kernel of the factors at
 /// `rank`. Ranks up to break-even; the rest repeat the last value (the planner never looks there).
-pub fn loss_table(f: &dyn Factored<f32>, seen: impl Fn(&Full) -> f64 + Sync) -> Res<Vec<f64>> {
+pub fn loss_table(f: &dyn Factored<f32>, seen: impl Fn(&DenseKernel) -> f64 + Sync) -> Res<Vec<f64>> {
     use rayon::prelude::*;
     let layer = f.layer();
-    let dense = Full::of(layer);
+    let dense = DenseKernel::of(layer);
     let signal = seen(&dense);
     let (max, top) = (f.max_rank(), scored_ranks(f));
     let mut loss: Vec<f64> = (0..=top)
@@ -229,8 +148,8 @@ pub fn loss_table(f: &dyn Factored<f32>, seen: impl Fn(&Full) -> f64 + Sync) -> 
             if rank == 0 {
                 return Ok(1.0);
             }
-            let mut d = compose(&f.factors(rank, &mut Workspace::new())?);
-            d.w.iter_mut().zip(&dense.w).for_each(|(x, w)| *x = w - *x);
+            let mut d = DenseKernel::of_chain(&f.factors(rank, &mut Workspace::new())?)?;
+            d.weight.iter_mut().zip(&dense.weight).for_each(|(x, w)| *x = w - *x);
             Ok((seen(&d) / signal).clamp(0.0, 1.0))
         })
         .collect::<Res<_>>()?;

@@ -37,6 +37,7 @@ pub(crate) use self::options::matches_any;
 use crate::cost::{self, Cost};
 use crate::error::{Error, Result};
 use crate::fit::Fit;
+use crate::moments::Scored;
 use crate::plan::{self, Plan, PlanLayer, PlanOptions};
 use crate::rank::{Rank, RankChoice};
 use crate::scalar::Real;
@@ -492,18 +493,28 @@ pub(crate) fn needs_analysis(sites: &[Site], options: &ConvertOptions) -> Result
 /// in that order).
 ///
 /// # Errors
-/// [`Error::EmptyOutput`] when the layer's input is too small for its kernel.
+/// [`Error::EmptyOutput`] when the layer's input is too small for its kernel;
+/// [`Error::MissingInputMoments`] and the errors of [`Scored::new`] when input moments score
+/// the planned layers.
 pub(crate) fn analyse<T: Real>(
     site: &Site,
     factored: &[&dyn Factored<T>],
     options: &ConvertOptions,
 ) -> Result<Analysis> {
-    match (planned(site, options), site.input) {
-        (true, Some(hw)) => {
-            Ok(Analysis::Planned(PlanLayer::with_schemes(factored, hw)?.with_bias(site.found.has_bias())))
+    let (true, Some(hw)) = (planned(site, options), site.input) else {
+        return Ok(Analysis::Errors(factored[0].errors()));
+    };
+    let layer = match &options.input_moments {
+        None => PlanLayer::with_schemes(factored, hw)?,
+        Some(all) => {
+            let name = site.name();
+            let moments = all.get(name).ok_or_else(|| Error::MissingInputMoments { layer: name.to_string() })?;
+            let scored = factored.iter().map(|f| Scored::new(*f, moments)).collect::<Result<Vec<_>>>()?;
+            let views: Vec<&dyn Factored<T>> = scored.iter().map(|s| s as &dyn Factored<T>).collect();
+            PlanLayer::with_schemes(&views, hw)?
         }
-        _ => Ok(Analysis::Errors(factored[0].errors())),
-    }
+    };
+    Ok(Analysis::Planned(layer.with_bias(site.found.has_bias())))
 }
 
 /// Phase 3: one decision per site, by the policy or the planner (`analyses` from [`analyse`]

@@ -3,12 +3,15 @@
 use super::glob;
 use crate::decompose::Split;
 use crate::fit::Fit;
+use crate::moments::InputMoments;
 use crate::plan::Target;
 use crate::rank::Rank;
 use crate::scheme::SchemeKind;
 pub use crate::time::Layout;
 use crate::time::TimeModel;
 use crate::weights::Padding;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Which layers to convert, and what to assume about each, by glob patterns over layer names.
 ///
@@ -298,6 +301,8 @@ pub struct ConvertOptions {
     pub(crate) require_target: bool,
     /// `None`: the default (see [`ConvertOptions::depth_weight`]).
     pub(crate) depth_weight: Option<f64>,
+    /// `None`: every planned layer scored by its fit's input model.
+    pub(crate) input_moments: Option<Arc<BTreeMap<String, InputMoments>>>,
 }
 
 impl ConvertOptions {
@@ -341,6 +346,7 @@ impl ConvertOptions {
             freeze_input_weights: false,
             require_target: false,
             depth_weight: None,
+            input_moments: None,
         }
     }
     /// How ranks are chosen.
@@ -548,6 +554,15 @@ impl ConvertOptions {
     /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) when the plan is made.
     pub fn depth_weight(mut self, alpha: f64) -> Self {
         self.depth_weight = Some(alpha);
+        self
+    }
+    /// Scores every planned layer's candidates by the second moments of its input
+    /// ([`moments`](crate::moments)), keyed by layer name (an ONNX node's name), in place of the
+    /// fit's input model. Every layer the planner plans needs an entry of its `C·kh·kw`; a
+    /// missing or misfitting one is an error when the layer is analysed. Policies
+    /// ([`new`](Self::new)) do not score, and ignore it.
+    pub fn input_moments(mut self, moments: BTreeMap<String, InputMoments>) -> Self {
+        self.input_moments = Some(Arc::new(moments));
         self
     }
 }

@@ -258,6 +258,10 @@ pub struct Summary {
     pub svd: &'static str,
     /// The fit used.
     pub fit: Fit,
+    /// Whether the planned layers were scored by input moments
+    /// ([`ConvertOptions::input_moments`](super::ConvertOptions::input_moments)) rather than by
+    /// the fit's input model.
+    pub input_moments: bool,
     /// The layout forced for every layer ([`ConvertOptions::layout`](super::ConvertOptions::layout));
     /// `None`: each layer's fastest ([`ConvertedLayer::layout`]).
     pub layout: Option<Layout>,
@@ -359,6 +363,7 @@ impl Summary {
             "layout": self.layout.map(|l| l.as_str()),
             "svd": self.svd,
             "fit": self.fit.to_string(),
+            "score": if self.input_moments { "input moments" } else { "input model of the fit" },
             "converted": self.converted.iter().map(converted_json).collect::<Vec<_>>(),
             "skipped": self.skipped.iter().map(skipped_json).collect::<Vec<_>>(),
             "removed": self.removed,

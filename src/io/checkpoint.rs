@@ -603,6 +603,7 @@ impl<T: Real> Job<'_, T> {
             plan,
             svd,
             fit: self.fit,
+            input_moments: self.options.input_moments.is_some(),
             layout: None,
             assumption: Some(ASSUMPTION),
         }

@@ -237,7 +237,6 @@ impl Checkpoint {
     }
 
     /// Tensor `t` as `T` values; `t` must have a float dtype.
-    #[allow(dead_code)]
     pub(crate) fn read_real<T: Real>(&self, t: &Entry) -> Result<Vec<T>> {
         let mut out = Vec::new();
         self.read_real_into(t, &mut out)?;

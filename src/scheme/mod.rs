@@ -39,12 +39,14 @@
 //! ```
 
 mod channel;
+mod composed;
 mod dac;
 mod decoupled;
 mod lowrank;
 mod spatial;
 
 pub use self::channel::Channel;
+pub use self::composed::DenseKernel;
 pub use self::dac::Dac;
 pub use self::decoupled::Decoupled;
 pub use self::spatial::Spatial;

@@ -113,3 +113,47 @@ fn a_table_of_another_cpu_is_named_on_stderr() {
         }
     }
 }
+
+/// `--input-moments FILE`: every planned layer scored by its entry (identity moments here, in
+/// f32 as scripts/synthetic_moments.py writes them); a layer without an entry or with an entry
+/// of the wrong size is an error naming it, and nothing is written; only with a target.
+#[test]
+fn input_moments_score_every_planned_layer_or_fail_naming_it() {
+    use crate::support::files::{encode, write, T};
+    let dir = tempfile::tempdir().unwrap();
+    let input = stack(dir.path());
+    let identity = |name: &str, d: usize| {
+        let v: Vec<f32> = (0..d * d).map(|i| f32::from(u8::from(i % (d + 1) == 0))).collect();
+        T { name: name.into(), dtype: "F32".into(), shape: vec![d, d], data: encode(&v, "F32") }
+    };
+    let run = |moments: &[T], extra: &[&str]| {
+        let m = dir.path().join("m.safetensors");
+        write(&m, moments, &[]);
+        let out = dir.path().join("o.safetensors");
+        let _ = std::fs::remove_file(&out);
+        let o = Command::new(env!("CARGO_BIN_EXE_dac"))
+            .args(["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--input", "16x16", "--json"])
+            .args(["--input-moments", m.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (o, out.exists())
+    };
+    let all = [identity("c0", 27), identity("c1", 144), identity("c2", 288), identity("c3", 576)];
+    let (o, written) = run(&all, &["--macs", "1.5"]);
+    assert!(o.status.success() && written, "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["plan"]["met"], true);
+
+    let (o, written) = run(&all[..3], &["--macs", "1.5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !written && err.contains("`c3`") && err.contains("input moments"), "{err}");
+
+    let wrong = [identity("c0", 27), identity("c1", 144), identity("c2", 144), identity("c3", 576)];
+    let (o, written) = run(&wrong, &["--macs", "1.5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !written && err.contains("`c2`") && err.contains("dimension = 144"), "{err}");
+
+    let (o, written) = run(&all, &["--rank", "2"]);
+    assert!(!o.status.success() && !written);
+}

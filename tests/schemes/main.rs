@@ -6,3 +6,4 @@ mod support;
 mod fit;
 mod harness;
 mod matrix;
+mod moments;

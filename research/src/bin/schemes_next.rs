@@ -25,9 +25,10 @@
 //! Each `e` then goes through the planner unchanged (`e/(1−e)`, DAC's bottleneck factor).
 
 use dac::plan::PlanLayer;
+use dac::scheme::DenseKernel;
 use dac::scheme::Factored;
 use dac::{Conv2dWeights, Fit};
-use dac_fmnist::rescore::{auto_schemes, each_factored, loss_table, print_targets, rescored_layers, Factorings, Full};
+use dac_fmnist::rescore::{auto_schemes, each_factored, loss_table, print_targets, rescored_layers, Factorings};
 use dac_fmnist::{Net, Op, Res};
 use rayon::prelude::*;
 
@@ -48,18 +49,18 @@ fn tap_correlation(layer: &Conv2dWeights<f32>, rho: f64) -> Vec<f64> {
 }
 
 /// `tr(G D R Dᵀ)` for `D` a `[n][c][t]` kernel (`G = None`: the identity).
-fn seen(d: &Full, r: &[f64], g: Option<&[f64]>) -> f64 {
-    let (n, c, t) = (d.n, d.c, d.taps());
+fn seen(d: &DenseKernel, r: &[f64], g: Option<&[f64]>) -> f64 {
+    let (n, c, t) = (d.out_channels, d.in_channels, d.taps());
     let row = c * t;
     // A = D (I ⊗ R), row by row.
     let mut a = vec![0.0; n * row];
-    for (dst, src) in a.chunks_mut(t).zip(d.w.chunks(t)) {
+    for (dst, src) in a.chunks_mut(t).zip(d.weight.chunks(t)) {
         for (k, v) in dst.iter_mut().enumerate() {
             *v = (0..t).map(|l| src[l] * r[l * t + k]).sum();
         }
     }
     let dot = |x: usize, y: usize| -> f64 {
-        d.w[x * row..][..row].iter().zip(&a[y * row..][..row]).map(|(p, q)| p * q).sum()
+        d.weight[x * row..][..row].iter().zip(&a[y * row..][..row]).map(|(p, q)| p * q).sum()
     };
     match g {
         None => (0..n).map(|x| dot(x, x)).sum(),
@@ -77,9 +78,9 @@ fn reader_gram(net: &Net, i: usize) -> Vec<f64> {
     let next = net.ops[net.conv_ops[i] + 1..].iter().find(|op| matches!(op, Op::Conv(_) | Op::Linear(_)));
     match next {
         Some(&Op::Conv(j)) => {
-            let f = Full::of(&net.convs[j]);
-            for o in 0..f.n {
-                let w = &f.w[o * f.c * f.taps()..][..f.c * f.taps()];
+            let f = DenseKernel::of(&net.convs[j]);
+            for o in 0..f.out_channels {
+                let w = &f.weight[o * f.patch_len()..][..f.patch_len()];
                 for a in 0..n {
                     for b in 0..n {
                         g[a * n + b] += (0..f.taps()).map(|t| w[a * f.taps() + t] * w[b * f.taps() + t]).sum::<f64>();

@@ -7,7 +7,14 @@
 //! ```text
 //! cargo run --release -p dac-research --bin schemes_synthetic
 //! cargo run --release -p dac-research --bin schemes_synthetic -- --prior 0.95,0.5,0.25 --depths 0,3
+//! cargo run --release -p dac-research --bin schemes_synthetic -- --depths 3 --speedup VGG_MS,ALT_MS \
+//!     --targets 1.1,1.15,1.2,1.25,1.5,1.75,2,2.5,3
 //! ```
+//!
+//! `--speedup VGG_MS,ALT_MS` plans modeled time as `dac onnx --speedup` does (the shipped time
+//! table of this CPU, the break-even guard in time), the targets being speed-ups; each network's
+//! time outside its planned convolutions is given in milliseconds (a `dac onnx --json` plan's
+//! `time_before_ms` less its layers' `time_before_ms`).
 //!
 //! A synthetic image is a separable first-order autoregressive Gaussian field (lag-1
 //! correlation ρ₀ along each axis, unit variance) scaled to a mean and standard deviation:
@@ -21,12 +28,15 @@
 //! `synthetic`, at every depth weight of `--depths` and every MAC target of `--targets`.
 
 use dac::exec::Tensor4;
+use dac::plan::{PlanOptions, Target};
+use dac::scheme::DenseKernel;
 use dac::Conv2dWeights;
 use dac_fmnist::rescore::{
-    auto_schemes, each_factored, loss_table, print_plans, rescored_layers, scored_ranks, Factorings, Full,
+    auto_schemes, each_factored, loss_table, print_plans_for, rescored_layers, scored_ranks, Factorings,
 };
 use dac_fmnist::{Net, Op, Pair, Res};
 use nalgebra::DMatrix;
+use std::time::Duration;
 
 struct Args {
     prior: (f64, f64, f64),
@@ -34,6 +44,9 @@ struct Args {
     patches: usize,
     depths: Vec<f64>,
     targets: Vec<f64>,
+    /// `--speedup VGG_MS,ALT_MS`: plan modeled time (targets are speed-ups), each network's
+    /// modeled time outside its planned convolutions being these milliseconds.
+    fixed_ms: Option<(f64, f64)>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -43,6 +56,7 @@ fn parse_args() -> Res<Args> {
         patches: 8192,
         depths: vec![0.0, 3.0],
         targets: vec![1.1, 1.25, 1.5, 2.0, 3.0],
+        fixed_ms: None,
     };
     let list = |v: String| -> Res<Vec<f64>> { Ok(v.split(',').map(str::parse).collect::<Result<_, _>>()?) };
     let mut it = std::env::args().skip(1);
@@ -57,6 +71,10 @@ fn parse_args() -> Res<Args> {
             "--patches" => a.patches = value()?.parse()?,
             "--depths" => a.depths = list(value()?)?,
             "--targets" => a.targets = list(value()?)?,
+            "--speedup" => match list(value()?)?[..] {
+                [vgg, alt] => a.fixed_ms = Some((vgg, alt)),
+                _ => return Err("--speedup VGG_MS,ALT_MS".into()),
+            },
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -116,7 +134,7 @@ fn conv_inputs(net: &Net, mut x: Tensor4<f32>) -> Res<Vec<Tensor4<f32>>> {
 }
 
 /// `E[p pᵀ]` over `count` seeded input patches of `layer` (entries `c·taps + a·kw + b`, the
-/// layout of [`Full`]).
+/// layout of [`DenseKernel`]).
 fn patch_moments(layer: &Conv2dWeights<f32>, x: &Tensor4<f32>, count: usize, rng: &mut Rng) -> Res<DMatrix<f64>> {
     let [n, c, h, w] = x.dims();
     let s = layer.shape();
@@ -144,8 +162,8 @@ fn patch_moments(layer: &Conv2dWeights<f32>, x: &Tensor4<f32>, count: usize, rng
 }
 
 /// `tr(D S Dᵀ)` for a kernel `D` (`[n][c·taps]` rows).
-fn seen(d: &Full, s: &DMatrix<f64>) -> f64 {
-    let m = DMatrix::from_row_slice(d.n, d.c * d.taps(), &d.w);
+fn seen(d: &DenseKernel, s: &DMatrix<f64>) -> f64 {
+    let m = DMatrix::from_row_slice(d.out_channels, d.patch_len(), &d.weight);
     (&m * s).component_mul(&m).sum()
 }
 
@@ -171,15 +189,30 @@ fn main() -> Res<()> {
             .collect::<Res<_>>()?;
         let planner = rescored_layers(net, factored, |_, _, f| f.correlated_loss())?;
         let synth = rescored_layers(net, factored, |i, k, _| table[i][k].clone())?;
+        let (options, targets) = goal(&args, net, options);
         for &depth in &args.depths {
             let options = options.clone().depth_weight(depth);
             for (name, layers) in [("planner", &planner), ("synthetic", &synth)] {
-                print_plans(ev, layers, &options, &auto, &format!("{name} A={depth}"), &args.targets)?;
+                print_plans_for(ev, layers, &options, &auto, &format!("{name} A={depth}"), &targets)?;
             }
         }
         print_scores(factored, &table);
         Ok(())
     })
+}
+
+/// The planner's options and targets: MAC reductions, or with `--speedup` modeled speed-ups
+/// with the network's fixed time (the converter's: what is not a planned convolution) and the
+/// break-even guard in time.
+fn goal(args: &Args, net: &Net, options: &PlanOptions) -> (PlanOptions, Vec<Target>) {
+    match args.fixed_ms {
+        None => (options.clone(), args.targets.iter().map(|&x| Target::MacReduction(x)).collect()),
+        Some((vgg, alt)) => {
+            let ms = if net.name.contains("alt") { alt } else { vgg };
+            let options = options.clone().fixed_time(Duration::from_secs_f64(ms / 1e3)).time_guard(true);
+            (options, args.targets.iter().map(|&x| Target::TimeReduction(x)).collect())
+        }
+    }
 }
 
 /// Per layer and scheme, the planner's `e` against the synthetic one at half the break-even rank.

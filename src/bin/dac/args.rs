@@ -10,6 +10,7 @@ use std::path::PathBuf;
 /// The flags of a conversion, for every format.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("policy").required(true).args(["rank", "energy", "speedup", "macs"])))]
+#[command(group(clap::ArgGroup::new("target").args(["speedup", "macs"])))]
 pub struct ConversionArgs {
     /// Where to write the result (never the input).
     #[arg(short, long, value_name = "OUT")]
@@ -83,6 +84,13 @@ pub struct ConversionArgs {
     /// decoupled), 0 when every planned layer is DAC's. 0 scores every layer alike.
     #[arg(long, value_name = "A")]
     pub depth_weight: Option<f64>,
+    /// Score each candidate of --speedup and --macs by the second moments of its layer's input
+    /// patches in FILE (safetensors, one [D, D] tensor per layer named by it, D = C·kh·kw; written
+    /// by scripts/synthetic_moments.py from synthetic images, no data) instead of the fit's input
+    /// model: the fraction of the layer's output energy each loses for those inputs. Every
+    /// planned layer needs an entry.
+    #[arg(long, value_name = "FILE", requires = "target")]
+    pub input_moments: Option<std::path::PathBuf>,
     /// The factorisation: `dac` (the paper's depthwise + pointwise pair), `spatial` (kh x 1 then
     /// 1 x kw), `channel` (kh x kw to r channels, then 1x1), `decoupled` (Network Decoupling:
     /// 1x1, depthwise, 1x1 sum) or `auto` (the planner picks a scheme and rank per layer; needs
@@ -169,6 +177,9 @@ impl ConversionArgs {
     /// flags, so that a flag overrides the file).
     pub fn options_with_geometry(&self) -> dac::Result<ConvertOptions> {
         let mut o = self.options().time_model(self.time_model()?);
+        if let Some(path) = &self.input_moments {
+            o = o.input_moments(dac::io::read_input_moments(path)?);
+        }
         let sidecar = self.geometry.sidecar()?;
         if let (Some((h, w)), None) = (sidecar.input, self.input_size) {
             o = o.input_size(h, w);

@@ -196,8 +196,8 @@ fn print_totals(s: &Summary, graph: bool) {
     if let Some(p) = &s.plan {
         let (target, (got, max)) = (p.target, p.achieved());
         if p.met {
-            let depth = p.depth_weight;
-            println!("plan: target {target} met: {got:.2}x (data-free planner, weights only, depth weight {depth})");
+            let (depth, score) = (p.depth_weight, if s.input_moments { "input moments" } else { "weights only" });
+            println!("plan: target {target} met: {got:.2}x (data-free planner, {score}, depth weight {depth})");
         } else {
             println!(
                 "plan: target {target} NOT reachable; the cheapest plan reaches {got:.2}x (at most {max:.2}x possible)"

@@ -421,7 +421,17 @@ fn gemm_rows<T: Real>(m: usize, k: usize, n: usize, a: &[T], b: &[T], ldb: usize
 
 /// `c = a · b`, row-major operands with the given row strides (column stride 1).
 #[allow(clippy::too_many_arguments)]
-fn gemm<T: Real>(m: usize, k: usize, n: usize, a: &[T], lda: usize, b: &[T], ldb: usize, c: &mut [T], ldc: usize) {
+pub(crate) fn gemm<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    c: &mut [T],
+    ldc: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }

@@ -146,6 +146,7 @@ pub(crate) fn rewrite(
         plan,
         svd: b32.name(),
         fit,
+        input_moments: options.input_moments.is_some(),
         layout: options.layout,
         assumption: None,
     };

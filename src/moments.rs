@@ -1,0 +1,257 @@
+//! The planner's score from the second moments of each layer's input.
+//!
+//! The planner ranks candidates by the fraction of a layer's output energy each loses,
+//! [`Factored::correlated_loss`], under a model of the layer's input (neighbouring pixels
+//! correlating as `ρ`, channels independent). A layer's real inputs have more structure than
+//! that, and on the shipped networks the model ranks candidates against what the data says
+//! (EXPERIMENTS.md, "Why the score puts channel SVD above DAC"). Given the second moments
+//! `S = E[p pᵀ]` of the layer's input patches `p` (`C·kh·kw` entries each, in the order of
+//! [`DenseKernel`]), a candidate at rank `r` loses exactly
+//! `e(r) = tr(ΔW S ΔWᵀ) / tr(W S Wᵀ)` of the output energy, `ΔW` the layer's kernel less the
+//! kernel its factors compute ([`DenseKernel::of_chain`]).
+//!
+//! [`Scored`] puts that `e` in place of a factorisation's own. Where `S` comes from is the
+//! caller's: `scripts/synthetic_moments.py` measures it on smooth synthetic images run through
+//! the dense network (no data), [`InputMoments::of_input`] on any batch of inputs.
+//!
+//! ```
+//! use dac::moments::{InputMoments, Scored};
+//! use dac::scheme::{Dac, Factored, Scheme};
+//! use dac::{svd::GramSvd, Conv2dWeights};
+//! let w: Vec<f32> = (0..4 * 2 * 9).map(|i| ((i * 37 % 23) as f32 - 11.0) / 11.0).collect();
+//! let layer = Conv2dWeights::new(w, [4, 2, 3, 3])?;
+//! let svd = GramSvd::default();
+//! let factored = Dac::new(&svd).factor(&layer)?;
+//! // White inputs: S = I, and e is the relative squared Frobenius error of the kernel.
+//! let white = InputMoments::identity(2 * 9);
+//! let scored = Scored::new(&*factored, &white)?;
+//! assert!((scored.correlated_loss()[2] - factored.errors().relative_error(2).powi(2)).abs() < 1e-5);
+//! # Ok::<(), dac::Error>(())
+//! ```
+
+use crate::error::{Error, Result};
+use crate::exec::Tensor4;
+use crate::scalar::Real;
+use crate::scheme::{DenseKernel, ErrorTable, Factor, Factored, SchemeKind, Workspace};
+use crate::weights::Conv2dWeights;
+use nalgebra::DMatrix;
+use rayon::prelude::*;
+
+/// `S = E[p pᵀ]` over a layer's input patches, `C·kh·kw` square, symmetric, finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputMoments {
+    s: DMatrix<f64>,
+}
+
+impl InputMoments {
+    /// The moments of `layer` (a name for errors) from `values`, `dim x dim` row-major.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `values` is not `dim²` long, [`Error::NonFinite`] for a
+    /// value that is not finite, [`Error::InvalidParameter`] for a negative diagonal entry or a
+    /// matrix that is not symmetric (to `1e-3` of its largest diagonal entry).
+    pub fn new(layer: &str, dim: usize, values: Vec<f64>) -> Result<Self> {
+        if values.len() != dim * dim {
+            let (shape, expected, actual) = (vec![dim, dim], dim * dim, values.len());
+            return Err(Error::LengthMismatch {
+                layer: layer.to_string(),
+                what: "input moments",
+                shape,
+                expected,
+                actual,
+            });
+        }
+        if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite { layer: layer.to_string(), what: "input moments", index, value });
+        }
+        let s = DMatrix::from_row_slice(dim, dim, &values);
+        let invalid = |what, value, expected| Error::InvalidParameter {
+            context: format!("input moments of `{layer}`"),
+            what,
+            value,
+            expected,
+        };
+        if let Some(&d) = s.diagonal().iter().find(|d| **d < 0.0) {
+            return Err(invalid("a diagonal entry", d, "at least 0 (a second moment)"));
+        }
+        let scale = s.diagonal().max().max(f64::MIN_POSITIVE);
+        let asym = (&s - s.transpose()).abs().max() / scale;
+        if asym > 1e-3 {
+            return Err(invalid("asymmetry", asym, "at most 1e-3 of the largest diagonal entry"));
+        }
+        Ok(Self { s: (&s + s.transpose()) * 0.5 })
+    }
+
+    /// White inputs: `S = I` of size `dim`.
+    pub fn identity(dim: usize) -> Self {
+        Self { s: DMatrix::identity(dim, dim) }
+    }
+
+    /// The moments of `layer`'s input patches over every output position of every image of
+    /// `input` (zero padding counted as zeros, as the convolution sees it).
+    ///
+    /// # Errors
+    /// [`Error::ChannelMismatch`] when `input` does not have the layer's input channels, and
+    /// [`Error::EmptyOutput`] when it is too small for the kernel.
+    pub fn of_input<T: Real>(layer: &Conv2dWeights<T>, input: &Tensor4<T>) -> Result<Self> {
+        let s = layer.shape();
+        let [n, c, h, w] = input.dims();
+        if c != s.in_channels {
+            return Err(Error::ChannelMismatch { layer: layer.name().to_string(), expected: s.in_channels, actual: c });
+        }
+        let (ho, wo) = layer.output_size(h, w)?;
+        let dim = c * s.kh * s.kw;
+        let mut patches = DMatrix::<f64>::zeros(dim, n * ho * wo);
+        for (col, (img, oy, ox)) in
+            (0..n).flat_map(|i| (0..ho).flat_map(move |y| (0..wo).map(move |x| (i, y, x)))).enumerate()
+        {
+            patch(layer, input, (img, oy, ox), patches.column_mut(col).as_mut_slice());
+        }
+        let count = patches.ncols() as f64;
+        Ok(Self { s: &patches * patches.transpose() / count })
+    }
+
+    /// The patch length, `C·kh·kw`.
+    pub fn dim(&self) -> usize {
+        self.s.nrows()
+    }
+
+    /// `tr(K S Kᵀ)`: the output energy of kernel `k` (bias aside) for these inputs.
+    ///
+    /// # Panics
+    /// When `k.patch_len()` is not [`dim`](Self::dim) (callers check it first).
+    pub fn energy(&self, k: &DenseKernel) -> f64 {
+        let (n, d) = (k.out_channels, self.dim());
+        assert_eq!(k.patch_len(), d, "kernel and moments of different sizes");
+        // S is symmetric, so its column-major storage is its row-major one.
+        let mut ks = vec![0.0; n * d];
+        crate::exec::fast::gemm(n, d, d, &k.weight, d, self.s.as_slice(), d, &mut ks, d);
+        ks.iter().zip(&k.weight).map(|(a, b)| a * b).sum()
+    }
+
+    /// `e(r)` of `f` at every rank `0..=max_rank` (module docs): rank 0 loses everything, and
+    /// above the scheme's break-even rank in MACs (where a factorisation costs more than the
+    /// layer) the value at that rank repeats. A layer whose inputs carry no energy loses 0.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when [`dim`](Self::dim) is not the layer's `C·kh·kw`, and
+    /// the scheme's failures from [`Factored::factors`].
+    pub fn lost_energy<T: Real>(&self, f: &dyn Factored<T>) -> Result<Vec<f64>> {
+        let dense = DenseKernel::of(f.layer());
+        if dense.patch_len() != self.dim() {
+            return Err(Error::InvalidParameter {
+                context: format!("input moments of `{}`", f.layer().name()),
+                what: "dimension",
+                value: self.dim() as f64,
+                expected: "the layer's input channels x kernel height x kernel width",
+            });
+        }
+        let signal = self.energy(&dense);
+        let max = f.max_rank();
+        let top = (f.scheme().break_even_rank(&f.layer().shape()).ceil() as usize).clamp(1, max);
+        let mut loss = (0..=top)
+            .into_par_iter()
+            .map(|rank| self.loss_at(f, &dense, signal, rank))
+            .collect::<Result<Vec<f64>>>()?;
+        let last = loss[top];
+        loss.resize(max + 1, last);
+        Ok(loss)
+    }
+
+    fn loss_at<T: Real>(&self, f: &dyn Factored<T>, dense: &DenseKernel, signal: f64, rank: usize) -> Result<f64> {
+        if signal <= 0.0 {
+            return Ok(0.0);
+        }
+        if rank == 0 {
+            return Ok(1.0);
+        }
+        let mut diff = DenseKernel::of_chain(&f.factors(rank, &mut Workspace::new())?)?;
+        diff.weight.iter_mut().zip(&dense.weight).for_each(|(x, w)| *x = w - *x);
+        Ok((self.energy(&diff) / signal).clamp(0.0, 1.0))
+    }
+}
+
+/// Writes the input patch of output position `(img, oy, ox)` into `out` (`C·kh·kw`).
+fn patch<T: Real>(layer: &Conv2dWeights<T>, input: &Tensor4<T>, (img, oy, ox): (usize, usize, usize), out: &mut [f64]) {
+    let (s, g) = (layer.shape(), layer.geometry());
+    let [_, c, h, w] = input.dims();
+    let data = input.as_slice();
+    for ch in 0..c {
+        for a in 0..s.kh {
+            for b in 0..s.kw {
+                let iy = (oy * g.stride.0 + a * g.dilation.0) as isize - g.padding.top as isize;
+                let ix = (ox * g.stride.1 + b * g.dilation.1) as isize - g.padding.left as isize;
+                let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
+                out[(ch * s.kh + a) * s.kw + b] = if inside {
+                    data[((img * c + ch) * h + iy as usize) * w + ix as usize].to_f64().unwrap_or(f64::NAN)
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// A factorisation whose [`correlated_loss`](Factored::correlated_loss), the `e` the planner
+/// scores, is [`InputMoments::lost_energy`]; everything else is the factorisation's own.
+pub struct Scored<'a, T: Real> {
+    inner: &'a dyn Factored<T>,
+    loss: Vec<f64>,
+}
+
+impl<'a, T: Real> Scored<'a, T> {
+    /// `inner` scored under `moments`.
+    ///
+    /// # Errors
+    /// Those of [`InputMoments::lost_energy`].
+    pub fn new(inner: &'a dyn Factored<T>, moments: &InputMoments) -> Result<Self> {
+        Ok(Self { inner, loss: moments.lost_energy(inner)? })
+    }
+
+    /// `inner` scored by `loss`, the lost fraction at every rank `0..=max_rank` (a study's own
+    /// measure of damage).
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `loss` does not have `max_rank + 1` entries,
+    /// [`Error::InvalidParameter`] for an entry outside `[0, 1]`.
+    pub fn with_loss(inner: &'a dyn Factored<T>, loss: Vec<f64>) -> Result<Self> {
+        let layer = inner.layer().name();
+        if loss.len() != inner.max_rank() + 1 {
+            let (shape, expected, actual) = (vec![inner.max_rank() + 1], inner.max_rank() + 1, loss.len());
+            return Err(Error::LengthMismatch {
+                layer: layer.to_string(),
+                what: "lost fractions",
+                shape,
+                expected,
+                actual,
+            });
+        }
+        if let Some(&e) = loss.iter().find(|e| !(0.0..=1.0).contains(*e)) {
+            return Err(Error::InvalidParameter {
+                context: format!("score of `{layer}`"),
+                what: "lost fraction",
+                value: e,
+                expected: "in [0, 1]",
+            });
+        }
+        Ok(Self { inner, loss })
+    }
+}
+
+impl<T: Real> Factored<T> for Scored<'_, T> {
+    fn scheme(&self) -> SchemeKind {
+        self.inner.scheme()
+    }
+    fn layer(&self) -> &Conv2dWeights<T> {
+        self.inner.layer()
+    }
+    fn errors(&self) -> ErrorTable {
+        self.inner.errors()
+    }
+    fn correlated_loss(&self) -> Vec<f64> {
+        self.loss.clone()
+    }
+    fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>> {
+        self.inner.factors(rank, workspace)
+    }
+}
