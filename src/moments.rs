@@ -51,8 +51,9 @@ impl InputMoments {
     /// value that is not finite, [`Error::InvalidParameter`] for a negative diagonal entry or a
     /// matrix that is not symmetric (to `1e-3` of its largest diagonal entry).
     pub fn new(layer: &str, dim: usize, values: Vec<f64>) -> Result<Self> {
-        if values.len() != dim * dim {
-            let (shape, expected, actual) = (vec![dim, dim], dim * dim, values.len());
+        let expected = dim.saturating_mul(dim);
+        if values.len() != expected {
+            let (shape, actual) = (vec![dim, dim], values.len());
             return Err(Error::LengthMismatch {
                 layer: layer.to_string(),
                 what: "input moments",
@@ -119,7 +120,8 @@ impl InputMoments {
     /// `tr(K S Kᵀ)`: the output energy of kernel `k` (bias aside) for these inputs.
     ///
     /// # Panics
-    /// When `k.patch_len()` is not [`dim`](Self::dim) (callers check it first).
+    /// When `k.patch_len()` is not [`dim`](Self::dim), or `k.weight` is not
+    /// `out_channels · patch_len` long (callers check both first).
     pub fn energy(&self, k: &DenseKernel) -> f64 {
         let (n, d) = (k.out_channels, self.dim());
         assert_eq!(k.patch_len(), d, "kernel and moments of different sizes");
@@ -166,6 +168,14 @@ impl InputMoments {
             return Ok(1.0);
         }
         let mut diff = DenseKernel::of_chain(&f.factors(rank, &mut Workspace::new())?)?;
+        if (diff.out_channels, diff.patch_len()) != (dense.out_channels, dense.patch_len()) {
+            return Err(Error::InvalidParameter {
+                context: format!("factors of `{}` at rank {rank}", f.layer().name()),
+                what: "composed kernel entries per output",
+                value: diff.patch_len() as f64,
+                expected: "the layer's input channels x kernel height x kernel width",
+            });
+        }
         diff.weight.iter_mut().zip(&dense.weight).for_each(|(x, w)| *x = w - *x);
         Ok((self.energy(&diff) / signal).clamp(0.0, 1.0))
     }

@@ -90,26 +90,14 @@ pub fn print_targets(
     schemes: &[(SchemeKind, Fit)],
     label: &str,
 ) -> Res<Vec<f64>> {
-    print_plans(ev, layers, options, schemes, label, &TARGETS)
-}
-
-/// [`print_targets`] at the MAC reductions `targets`.
-pub fn print_plans(
-    ev: &crate::Evaluator,
-    layers: &[PlanLayer],
-    options: &PlanOptions,
-    schemes: &[(SchemeKind, Fit)],
-    label: &str,
-    targets: &[f64],
-) -> Res<Vec<f64>> {
-    let targets: Vec<Target> = targets.iter().map(|&x| Target::MacReduction(x)).collect();
-    print_plans_for(ev, layers, options, schemes, label, &targets)
+    let targets = TARGETS.map(Target::MacReduction);
+    print_plans(ev, layers, options, schemes, label, &targets)
 }
 
 /// Plans `layers` for each of `targets` with `options`, scores each plan with `ev`, prints one
 /// line per target (`label`, target, MAC reduction, modeled speed-up, accuracy, plan) and returns
 /// the accuracies.
-pub fn print_plans_for(
+pub fn print_plans(
     ev: &crate::Evaluator,
     layers: &[PlanLayer],
     options: &PlanOptions,

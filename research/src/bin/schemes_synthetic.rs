@@ -32,7 +32,7 @@ use dac::plan::{PlanOptions, Target};
 use dac::scheme::DenseKernel;
 use dac::Conv2dWeights;
 use dac_fmnist::rescore::{
-    auto_schemes, each_factored, loss_table, print_plans_for, rescored_layers, scored_ranks, Factorings,
+    auto_schemes, each_factored, loss_table, print_plans, rescored_layers, scored_ranks, Factorings,
 };
 use dac_fmnist::{Net, Op, Pair, Res};
 use nalgebra::DMatrix;
@@ -193,7 +193,7 @@ fn main() -> Res<()> {
         for &depth in &args.depths {
             let options = options.clone().depth_weight(depth);
             for (name, layers) in [("planner", &planner), ("synthetic", &synth)] {
-                print_plans_for(ev, layers, &options, &auto, &format!("{name} A={depth}"), &targets)?;
+                print_plans(ev, layers, &options, &auto, &format!("{name} A={depth}"), &targets)?;
             }
         }
         print_scores(factored, &table);
