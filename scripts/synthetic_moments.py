@@ -100,10 +100,10 @@ def save_safetensors(path, tensors):
 
 
 def parse_normalize(text, c):
-    if not text:
-        return np.zeros(c), np.ones(c)
-    mean, std = ([float(v) for v in part.split(",")] for part in text.split("/"))
-    return np.broadcast_to(mean, c).reshape(1, c, 1, 1), np.broadcast_to(std, c).reshape(1, c, 1, 1)
+    """The model's input preprocessing `MEAN[,..]/STD[,..]` as per-channel `[1, c, 1, 1]` arrays."""
+    mean, std = ([float(v) for v in part.split(",")] for part in (text or "0/1").split("/"))
+    return (np.broadcast_to(np.asarray(mean, np.float64), c).reshape(1, c, 1, 1),
+            np.broadcast_to(np.asarray(std, np.float64), c).reshape(1, c, 1, 1))
 
 
 def main():
