@@ -363,7 +363,7 @@ impl Summary {
             "layout": self.layout.map(|l| l.as_str()),
             "svd": self.svd,
             "fit": self.fit.to_string(),
-            "score": if self.input_moments { "input moments" } else { "input model of the fit" },
+            "planner_score": if self.input_moments { "input moments" } else { "input model of the fit" },
             "converted": self.converted.iter().map(converted_json).collect::<Vec<_>>(),
             "skipped": self.skipped.iter().map(skipped_json).collect::<Vec<_>>(),
             "removed": self.removed,
