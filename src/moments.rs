@@ -30,6 +30,7 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::exec::reference::source;
 use crate::exec::Tensor4;
 use crate::scalar::Real;
 use crate::scheme::{DenseKernel, ErrorTable, Factor, Factored, SchemeKind, Workspace};
@@ -95,13 +96,8 @@ impl InputMoments {
     /// [`Error::ChannelMismatch`] when `input` does not have the layer's input channels, and
     /// [`Error::EmptyOutput`] when it is too small for the kernel.
     pub fn of_input<T: Real>(layer: &Conv2dWeights<T>, input: &Tensor4<T>) -> Result<Self> {
-        let s = layer.shape();
-        let [n, c, h, w] = input.dims();
-        if c != s.in_channels {
-            return Err(Error::ChannelMismatch { layer: layer.name().to_string(), expected: s.in_channels, actual: c });
-        }
-        let (ho, wo) = layer.output_size(h, w)?;
-        let dim = c * s.kh * s.kw;
+        let [n, _, ho, wo] = crate::exec::reference::output_dims(input, layer)?;
+        let dim = patch_len(layer);
         let mut patches = DMatrix::<f64>::zeros(dim, n * ho * wo);
         for (col, (img, oy, ox)) in
             (0..n).flat_map(|i| (0..ho).flat_map(move |y| (0..wo).map(move |x| (i, y, x)))).enumerate()
@@ -131,16 +127,14 @@ impl InputMoments {
         ks.iter().zip(&k.weight).map(|(a, b)| a * b).sum()
     }
 
-    /// `e(r)` of `f` at every rank `0..=max_rank` (module docs): rank 0 loses everything, and
-    /// above the scheme's break-even rank in MACs (where a factorisation costs more than the
-    /// layer) the value at that rank repeats. A layer whose inputs carry no energy loses 0.
+    /// `e(r)` of `f` at every rank `0..=max_rank` (module docs): [`lost_fractions`] with the
+    /// energy of these moments.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] when [`dim`](Self::dim) is not the layer's `C·kh·kw`, and
-    /// the scheme's failures from [`Factored::factors`].
+    /// those of [`lost_fractions`].
     pub fn lost_energy<T: Real>(&self, f: &dyn Factored<T>) -> Result<Vec<f64>> {
-        let dense = DenseKernel::of(f.layer());
-        if dense.patch_len() != self.dim() {
+        if patch_len(f.layer()) != self.dim() {
             return Err(Error::InvalidParameter {
                 context: format!("input moments of `{}`", f.layer().name()),
                 what: "dimension",
@@ -148,22 +142,34 @@ impl InputMoments {
                 expected: "the layer's input channels x kernel height x kernel width",
             });
         }
-        let signal = self.energy(&dense);
-        let max = f.max_rank();
-        let top = (f.scheme().break_even_rank(&f.layer().shape()).ceil() as usize).clamp(1, max);
-        let mut loss = (0..=top)
-            .into_par_iter()
-            .map(|rank| self.loss_at(f, &dense, signal, rank))
-            .collect::<Result<Vec<f64>>>()?;
-        let last = loss[top];
-        loss.resize(max + 1, last);
-        Ok(loss)
+        lost_fractions(f, |k| self.energy(k))
     }
+}
 
-    fn loss_at<T: Real>(&self, f: &dyn Factored<T>, dense: &DenseKernel, signal: f64, rank: usize) -> Result<f64> {
-        if signal <= 0.0 {
-            return Ok(0.0);
-        }
+/// The highest rank [`lost_fractions`] computes: the scheme's break-even rank in MACs (rounded
+/// up), at least 1 and at most the layer's maximum rank.
+pub fn scored_ranks<T: Real>(f: &dyn Factored<T>) -> usize {
+    (f.scheme().break_even_rank(&f.layer().shape()).ceil() as usize).clamp(1, f.max_rank())
+}
+
+/// The fraction of a layer's output energy `f` loses at every rank `0..=max_rank`, a kernel's
+/// energy measured by `energy` (for example [`InputMoments::energy`]):
+/// `energy(W − Ŵ_r) / energy(W)`, clamped to `[0, 1]`, `Ŵ_r` the kernel of the factors at rank
+/// `r` ([`DenseKernel::of_chain`]). Rank 0 loses everything; above [`scored_ranks`] (where a
+/// factorisation costs more MACs than the layer) the value there repeats; a layer whose
+/// kernel carries no energy loses 0.
+///
+/// # Errors
+/// The scheme's failures from [`Factored::factors`], and [`Error::InvalidParameter`] when the
+/// factors compose to a kernel of another size than the layer's.
+pub fn lost_fractions<T: Real>(f: &dyn Factored<T>, energy: impl Fn(&DenseKernel) -> f64 + Sync) -> Result<Vec<f64>> {
+    let dense = DenseKernel::of(f.layer());
+    let signal = energy(&dense);
+    let (max, top) = (f.max_rank(), scored_ranks(f));
+    if signal <= 0.0 {
+        return Ok(vec![0.0; max + 1]);
+    }
+    let lost_at = |rank: usize| -> Result<f64> {
         if rank == 0 {
             return Ok(1.0);
         }
@@ -177,28 +183,31 @@ impl InputMoments {
             });
         }
         diff.weight.iter_mut().zip(&dense.weight).for_each(|(x, w)| *x = w - *x);
-        Ok((self.energy(&diff) / signal).clamp(0.0, 1.0))
-    }
+        Ok((energy(&diff) / signal).clamp(0.0, 1.0))
+    };
+    let mut loss = (0..=top).into_par_iter().map(lost_at).collect::<Result<Vec<f64>>>()?;
+    loss.resize(max + 1, loss[top]);
+    Ok(loss)
 }
 
-/// Writes the input patch of output position `(img, oy, ox)` into `out` (`C·kh·kw`).
+/// `C·kh·kw` of `layer` (all input channels).
+fn patch_len<T: Real>(layer: &Conv2dWeights<T>) -> usize {
+    let s = layer.shape();
+    s.in_channels * s.kh * s.kw
+}
+
+/// Writes the input patch of output position `(img, oy, ox)` into `out` (`C·kh·kw`; taps in
+/// the padding are 0).
 fn patch<T: Real>(layer: &Conv2dWeights<T>, input: &Tensor4<T>, (img, oy, ox): (usize, usize, usize), out: &mut [f64]) {
     let (s, g) = (layer.shape(), layer.geometry());
     let [_, c, h, w] = input.dims();
-    let data = input.as_slice();
-    for ch in 0..c {
-        for a in 0..s.kh {
-            for b in 0..s.kw {
-                let iy = (oy * g.stride.0 + a * g.dilation.0) as isize - g.padding.top as isize;
-                let ix = (ox * g.stride.1 + b * g.dilation.1) as isize - g.padding.left as isize;
-                let inside = (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix);
-                out[(ch * s.kh + a) * s.kw + b] = if inside {
-                    data[((img * c + ch) * h + iy as usize) * w + ix as usize].to_f64().unwrap_or(f64::NAN)
-                } else {
-                    0.0
-                };
-            }
-        }
+    for (ch, a, b) in (0..c).flat_map(|ch| (0..s.kh).flat_map(move |a| (0..s.kw).map(move |b| (ch, a, b)))) {
+        let y = source(oy, a, g.stride.0, g.dilation.0, g.padding.top, h);
+        let x = source(ox, b, g.stride.1, g.dilation.1, g.padding.left, w);
+        out[(ch * s.kh + a) * s.kw + b] = match (y, x) {
+            (Some(y), Some(x)) => input.get(img, ch, y, x).to_f64().unwrap_or(f64::NAN),
+            _ => 0.0,
+        };
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::{Net, Res};
 use dac::moments::Scored;
 use dac::plan::{PlanLayer, PlanOptions, Proxy, Target};
-use dac::scheme::{DenseKernel, Factored, SchemeKind, Workspace};
+use dac::scheme::{Factored, SchemeKind};
 use dac::Fit;
 
 /// One layer factored by every scheme.
@@ -119,35 +119,4 @@ pub fn print_plans(
         accuracies.push(acc);
     }
     Ok(accuracies)
-}
-
-/// `e(rank)` of `f` with a layer's error energy measured by `seen` (a kernel's energy under some
-/// input model): `seen(W − Ŵ_rank) / seen(W)`, `Ŵ_rank` the composed kernel of the factors at
-/// `rank`. Ranks up to break-even; the rest repeat the last value (the planner never looks there).
-pub fn loss_table(f: &dyn Factored<f32>, seen: impl Fn(&DenseKernel) -> f64 + Sync) -> Res<Vec<f64>> {
-    use rayon::prelude::*;
-    let layer = f.layer();
-    let dense = DenseKernel::of(layer);
-    let signal = seen(&dense);
-    let (max, top) = (f.max_rank(), scored_ranks(f));
-    let mut loss: Vec<f64> = (0..=top)
-        .into_par_iter()
-        .map(|rank| -> Res<f64> {
-            if rank == 0 {
-                return Ok(1.0);
-            }
-            let mut d = DenseKernel::of_chain(&f.factors(rank, &mut Workspace::new())?)?;
-            d.weight.iter_mut().zip(&dense.weight).for_each(|(x, w)| *x = w - *x);
-            Ok((seen(&d) / signal).clamp(0.0, 1.0))
-        })
-        .collect::<Res<_>>()?;
-    let last = *loss.last().unwrap_or(&0.0);
-    loss.resize(max + 1, last);
-    Ok(loss)
-}
-
-/// The highest rank a [`loss_table`] computes: the scheme's break-even rank (rounded up), at
-/// least 1 and at most the layer's maximum rank.
-pub fn scored_ranks(f: &dyn Factored<f32>) -> usize {
-    (f.scheme().break_even_rank(&f.layer().shape()).ceil() as usize).clamp(1, f.max_rank())
 }

@@ -42,14 +42,11 @@ pub fn conv2d<T: Real>(input: &Tensor4<T>, layer: &Conv2dWeights<T>) -> Result<T
                     for ic in 0..cg {
                         let c = group * cg + ic;
                         for ky in 0..shape.kh {
-                            // Padded coordinate minus padding; skip taps that land in padding.
-                            let y =
-                                (oy * geometry.stride.0 + ky * geometry.dilation.0).checked_sub(geometry.padding.top);
-                            let Some(y) = y.filter(|&y| y < height) else { continue };
+                            let (s, d, p) = (geometry.stride.0, geometry.dilation.0, geometry.padding.top);
+                            let Some(y) = source(oy, ky, s, d, p, height) else { continue };
                             for kx in 0..shape.kw {
-                                let x = (ox * geometry.stride.1 + kx * geometry.dilation.1)
-                                    .checked_sub(geometry.padding.left);
-                                let Some(x) = x.filter(|&x| x < width) else { continue };
+                                let (s, d, p) = (geometry.stride.1, geometry.dilation.1, geometry.padding.left);
+                                let Some(x) = source(ox, kx, s, d, p, width) else { continue };
                                 acc += input.get(b, c, y, x) * layer.at(o, ic, ky, kx);
                             }
                         }
@@ -61,6 +58,13 @@ pub fn conv2d<T: Real>(input: &Tensor4<T>, layer: &Conv2dWeights<T>) -> Result<T
         }
     }
     Ok(out)
+}
+
+/// The input coordinate output position `out` reads at kernel tap `tap` along one axis (of
+/// `len` input pixels, with that axis's stride, dilation and leading padding); `None` in the
+/// padding.
+pub(crate) fn source(out: usize, tap: usize, stride: usize, dilation: usize, pad: usize, len: usize) -> Option<usize> {
+    (out * stride + tap * dilation).checked_sub(pad).filter(|&i| i < len)
 }
 
 /// The output shape of `layer` on `input`, validated: the checks every executor shares.

@@ -24,11 +24,12 @@
 //!
 //! Each `e` then goes through the planner unchanged (`e/(1−e)`, DAC's bottleneck factor).
 
+use dac::moments::lost_fractions;
 use dac::plan::PlanLayer;
 use dac::scheme::DenseKernel;
 use dac::scheme::Factored;
 use dac::{Conv2dWeights, Fit};
-use dac_fmnist::rescore::{auto_schemes, each_factored, loss_table, print_targets, rescored_layers, Factorings};
+use dac_fmnist::rescore::{auto_schemes, each_factored, print_targets, rescored_layers, Factorings};
 use dac_fmnist::{Net, Op, Res};
 use rayon::prelude::*;
 
@@ -105,10 +106,10 @@ fn reader_gram(net: &Net, i: usize) -> Vec<f64> {
     g
 }
 
-/// `e(rank)` of `f` in the metric `g` ([`loss_table`] with `tr(G D R Dᵀ)`).
+/// `e(rank)` of `f` in the metric `g` ([`lost_fractions`] with `tr(G D R Dᵀ)`).
 fn loss_in(f: &dyn Factored<f32>, g: Option<&[f64]>) -> Res<Vec<f64>> {
     let r = tap_correlation(f.layer(), Fit::AUTO_RHO);
-    loss_table(f, |d| seen(d, &r, g))
+    Ok(lost_fractions(f, |d| seen(d, &r, g))?)
 }
 
 fn main() -> Res<()> {

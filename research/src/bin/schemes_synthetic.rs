@@ -28,12 +28,11 @@
 //! `synthetic`, at every depth weight of `--depths` and every MAC target of `--targets`.
 
 use dac::exec::Tensor4;
+use dac::moments::{lost_fractions, scored_ranks};
 use dac::plan::{PlanOptions, Target};
 use dac::scheme::DenseKernel;
 use dac::Conv2dWeights;
-use dac_fmnist::rescore::{
-    auto_schemes, each_factored, loss_table, print_plans, rescored_layers, scored_ranks, Factorings,
-};
+use dac_fmnist::rescore::{auto_schemes, each_factored, print_plans, rescored_layers, Factorings};
 use dac_fmnist::{Net, Op, Pair, Res};
 use nalgebra::DMatrix;
 use std::time::Duration;
@@ -184,7 +183,7 @@ fn main() -> Res<()> {
             .zip(&inputs)
             .map(|((each, layer), x)| -> Res<_> {
                 let s = patch_moments(layer, x, args.patches, &mut rng)?;
-                each.iter().map(|f| loss_table(&**f, |d| seen(d, &s))).collect()
+                Ok(each.iter().map(|f| lost_fractions(&**f, |d| seen(d, &s))).collect::<dac::Result<_>>()?)
             })
             .collect::<Res<_>>()?;
         let planner = rescored_layers(net, factored, |_, _, f| f.correlated_loss())?;
