@@ -469,7 +469,7 @@ pub(crate) fn kinds(site: &Site, options: &ConvertOptions) -> Vec<SchemeKind> {
 }
 
 /// Whether a site's rank is planned by the whole-network planner.
-fn planned(site: &Site, options: &ConvertOptions) -> bool {
+pub(crate) fn planned(site: &Site, options: &ConvertOptions) -> bool {
     options.ranks.is_target() && site.fate == Fate::Candidate { rank: None }
 }
 

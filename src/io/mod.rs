@@ -53,7 +53,7 @@ pub(crate) mod safetensors;
 pub use self::checkpoint::ASSUMPTION;
 pub use self::geometry::{read_geometry, GeometryFile};
 pub use self::inspect::{inspect_file, inspect_model, InspectOptions, Inspection, LayerInfo, OtherConv};
-pub use self::moments::read_input_moments;
+pub use self::moments::{read_input_moments, write_input_moments};
 pub use self::records::{read_records, FactorRecord, LayerRecord, FORMAT_VERSION};
 pub use crate::convert::{
     ConvertOptions, ConvertedLayer, FloatDtype, LayerGeometry, Precision, SizeSource, SkipReason, SkippedLayer,

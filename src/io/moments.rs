@@ -1,11 +1,13 @@
-//! Input moments for the planner's score, read from a safetensors file.
+//! Input moments for the planner's score, read from and written to a safetensors file.
 //!
 //! One tensor per layer, named by the layer (an ONNX node's name, as `dac onnx` reports it),
 //! of shape `[D, D]` with `D = C·kh·kw`, F32 or F64 (or F16, BF16): `E[p pᵀ]` over the layer's
 //! input patches, entries in the order of [`DenseKernel`](crate::scheme::DenseKernel).
-//! `scripts/synthetic_moments.py` writes such a file for an ONNX model.
+//! `scripts/synthetic_moments.py` writes such a file for an ONNX model, and so does
+//! [`write_input_moments`] (`dac onnx --synthetic-moments --save-moments FILE`).
 
-use super::safetensors::{format_error, Checkpoint};
+use super::atomic::AtomicFile;
+use super::safetensors::{format_error, header_block, write_all, write_values, Checkpoint, FloatDtype, OutEntry};
 use crate::error::{Error, Result};
 use crate::moments::InputMoments;
 use std::collections::BTreeMap;
@@ -32,4 +34,40 @@ pub fn read_input_moments(path: impl AsRef<Path>) -> Result<BTreeMap<String, Inp
         out.insert(t.name.clone(), moments);
     }
     Ok(out)
+}
+
+/// Writes `moments` to `path` in the format [`read_input_moments`] reads: one F64 `[D, D]`
+/// tensor per layer, named by it. Atomic (a temporary file beside `path`, renamed into place);
+/// an existing file is replaced only with `force`.
+///
+/// # Errors
+/// [`Error::OutputExists`] when `path` exists and `force` is not set, [`Error::Io`] for file
+/// system failures. Nothing is written on error.
+pub fn write_input_moments(
+    path: impl AsRef<Path>,
+    moments: &BTreeMap<String, InputMoments>,
+    force: bool,
+) -> Result<()> {
+    let path = path.as_ref();
+    let entries: Vec<OutEntry> = moments
+        .iter()
+        .map(|(name, m)| OutEntry {
+            name: name.clone(),
+            dtype: FloatDtype::F64.name().into(),
+            shape: vec![m.dim(), m.dim()],
+            nbytes: m.dim() * m.dim() * 8,
+        })
+        .collect();
+    let mut file = AtomicFile::create(path, force)?;
+    write_all(file.writer(), &header_block(&BTreeMap::new(), &entries), path)?;
+    let mut buf = Vec::new();
+    for (name, m) in moments {
+        write_values(m.values(), FloatDtype::F64, &mut buf, file.writer()).map_err(|e| match e {
+            Ok(index) => {
+                Error::NonFinite { layer: name.clone(), what: "input moments", index, value: m.values()[index] }
+            }
+            Err(source) => Error::Io { path: path.to_path_buf(), action: "write", source },
+        })?;
+    }
+    file.commit(None)
 }

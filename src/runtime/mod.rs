@@ -10,6 +10,10 @@
 //!
 //! [`OnnxRuntime`] (feature `onnxruntime`) times models in onnxruntime's shared library, loaded
 //! at run time; `dac onnx --measure` uses it. Any other runtime implements [`Runtime`].
+//!
+//! A runtime that can also run a model and hand back tensors it computes implements
+//! [`Forward`]: [`synthetic_moments`](crate::io::onnx::synthetic_moments) measures each
+//! convolution's input moments with it (`dac onnx --synthetic-moments`).
 
 #[cfg(feature = "onnxruntime")]
 mod onnxruntime;
@@ -20,6 +24,7 @@ pub use self::onnxruntime::OnnxRuntime;
 pub use self::search::{search, Measured, MeasuredTry, Rewrite, AIM, MAX_TRIES};
 
 use crate::error::Result;
+use crate::exec::Tensor4;
 use std::time::Duration;
 
 /// A runtime that can time ONNX models (batch and input sizes as the models declare them).
@@ -32,4 +37,24 @@ pub trait Runtime {
     /// # Errors
     /// [`Error::Runtime`](crate::Error::Runtime) when the runtime cannot load or run a model.
     fn time_pair(&mut self, before: &[u8], after: &[u8]) -> Result<(Duration, Duration)>;
+}
+
+/// A runtime that runs ONNX models and returns tensors they compute.
+pub trait Forward {
+    /// Loads `model` (ONNX bytes) for [`Loaded::run`].
+    ///
+    /// # Errors
+    /// [`Error::Runtime`](crate::Error::Runtime) when the runtime cannot load the model.
+    fn load(&mut self, model: &[u8]) -> Result<Box<dyn Loaded + '_>>;
+}
+
+/// A model loaded by a [`Forward`] runtime.
+pub trait Loaded {
+    /// Runs the model on `input`, fed to its graph input `input_name`; the values of its graph
+    /// outputs `outputs`, in that order, each a 4-D float32 tensor.
+    ///
+    /// # Errors
+    /// [`Error::Runtime`](crate::Error::Runtime) when the run fails or an output is missing,
+    /// not float32 or not 4-D.
+    fn run(&mut self, input_name: &str, input: &Tensor4<f32>, outputs: &[String]) -> Result<Vec<Tensor4<f32>>>;
 }

@@ -1,7 +1,8 @@
 //! [`OnnxRuntime`]: timing in onnxruntime's shared library, loaded at run time.
 
-use super::Runtime;
+use super::{Forward, Loaded, Runtime};
 use crate::error::{Error, Result};
+use crate::exec::Tensor4;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
@@ -145,6 +146,40 @@ impl Runtime for OnnxRuntime {
             }
         }
         Ok((median(&mut times[0]), median(&mut times[1])))
+    }
+}
+
+impl Forward for OnnxRuntime {
+    fn load(&mut self, model: &[u8]) -> Result<Box<dyn Loaded + '_>> {
+        Ok(Box::new(OrtModel { session: self.session(model)?, runtime: self }))
+    }
+}
+
+/// A model loaded in onnxruntime's CPU execution provider, as [`OnnxRuntime`] sets it up.
+struct OrtModel<'r> {
+    session: Session,
+    runtime: &'r OnnxRuntime,
+}
+
+impl Loaded for OrtModel<'_> {
+    fn run(&mut self, input_name: &str, input: &Tensor4<f32>, outputs: &[String]) -> Result<Vec<Tensor4<f32>>> {
+        let err = |reason: String| self.runtime.error(reason);
+        let value = Tensor::from_array((input.dims().to_vec(), input.as_slice().to_vec()))
+            .map_err(|e| err(format!("input `{input_name}`: {e}")))?
+            .into_dyn();
+        let ran = self.session.run(vec![(input_name, &value)]).map_err(|e| err(format!("run failed: {e}")))?;
+        let mut out = Vec::with_capacity(outputs.len());
+        for name in outputs {
+            let v = ran.get(name).ok_or_else(|| err(format!("the model has no output `{name}`")))?;
+            let (shape, data) =
+                v.try_extract_tensor::<f32>().map_err(|e| err(format!("output `{name}` is not float32: {e}")))?;
+            let dims: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+            let dims: [usize; 4] = dims
+                .try_into()
+                .map_err(|d| err(format!("output `{name}` has shape {d:?}; a 4-D tensor was expected")))?;
+            out.push(Tensor4::new(data.to_vec(), dims)?);
+        }
+        Ok(out)
     }
 }
 

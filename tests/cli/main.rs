@@ -6,5 +6,6 @@ mod support;
 mod convert;
 mod fit;
 mod measure;
+mod moments;
 mod onnx;
 mod speedup;

@@ -9,6 +9,7 @@ mod external;
 mod fit;
 mod inspect;
 mod measure;
+mod moments;
 mod pipeline;
 mod reference;
 mod rewrite;

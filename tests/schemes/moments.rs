@@ -5,7 +5,7 @@
 use crate::support::gen::{cases, Case};
 use crate::support::harness::run_chain;
 use dac::exec::{reference, Tensor4};
-use dac::moments::{InputMoments, Scored};
+use dac::moments::{InputMoments, PatchSum, Prior, Scored, Synthetic};
 use dac::scheme::{Channel, Dac, Decoupled, DenseKernel, Factored, Scheme, Spatial, Workspace};
 use dac::svd::GramSvd;
 use dac::{Conv2dWeights, Error, Fit};
@@ -141,4 +141,119 @@ fn bad_moments_are_errors_naming_the_layer() {
     let layer = Conv2dWeights::builder(vec![1.0f64; 2 * 2 * 9], [2, 2, 3, 3]).name("conv1").build().unwrap();
     let f = Channel::new().factor(&layer).unwrap();
     named(InputMoments::identity(9).lost_energy(&*f).unwrap_err(), "dimension = 9");
+}
+
+/// Mean, standard deviation and lag-1 correlation along rows and columns of `x`'s pixels.
+fn pixel_statistics(x: &Tensor4<f32>) -> (f64, f64, f64, f64) {
+    let [n, c, h, w] = x.dims();
+    let v = |i: usize, y: usize, x_: usize| x.get(i / c, i % c, y, x_) as f64;
+    let all: Vec<f64> = x.as_slice().iter().map(|&p| p as f64).collect();
+    let mean = all.iter().sum::<f64>() / all.len() as f64;
+    let var = all.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / all.len() as f64;
+    let (mut along_x, mut along_y, mut nx, mut ny) = (0.0, 0.0, 0.0, 0.0);
+    for i in 0..n * c {
+        for y in 0..h {
+            for x_ in 0..w {
+                if x_ + 1 < w {
+                    along_x += (v(i, y, x_) - mean) * (v(i, y, x_ + 1) - mean);
+                    nx += 1.0;
+                }
+                if y + 1 < h {
+                    along_y += (v(i, y, x_) - mean) * (v(i, y + 1, x_) - mean);
+                    ny += 1.0;
+                }
+            }
+        }
+    }
+    (mean, var.sqrt(), along_x / nx / var, along_y / ny / var)
+}
+
+#[test]
+fn synthetic_images_have_the_prior_s_statistics() {
+    let prior = Prior::new(0.9, 0.3, 0.2).unwrap();
+    let x = Synthetic::new(prior, 3).images([64, 2, 48, 48]).unwrap();
+    let (mean, std, rx, ry) = pixel_statistics(&x);
+    assert!((mean - 0.3).abs() < 0.02, "mean {mean}");
+    assert!((std - 0.2).abs() < 0.02, "std {std}");
+    assert!((rx - 0.9).abs() < 0.02 && (ry - 0.9).abs() < 0.02, "lag-1 correlations {rx}, {ry}");
+    // The same seed gives the same images; another seed others.
+    assert_eq!(Synthetic::new(prior, 3).images([64, 2, 48, 48]).unwrap(), x);
+    assert_ne!(Synthetic::new(prior, 4).images([64, 2, 48, 48]).unwrap(), x);
+    // Normalised per channel: (pixel - mean[c]) / std[c] of the same draw.
+    let normed = Synthetic::new(prior, 3).normalize(vec![0.1, 0.2], vec![0.5, 2.0]).unwrap();
+    let y = normed.clone().images([64, 2, 48, 48]).unwrap();
+    for (i, (&a, &b)) in x.as_slice().iter().zip(y.as_slice()).enumerate() {
+        let ch = (i / (48 * 48)) % 2;
+        let want = (a as f64 - [0.1, 0.2][ch]) / [0.5, 2.0][ch];
+        assert!((b as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "pixel {i}: {b} vs {want}");
+    }
+    let err = normed.clone().images([1, 3, 8, 8]).unwrap_err();
+    assert!(err.to_string().contains("one per input channel"), "{err}");
+}
+
+#[test]
+fn bad_priors_and_normalisations_are_errors() {
+    for (rho, mean, std) in [(1.0, 0.5, 0.2), (-0.1, 0.5, 0.2), (0.5, f64::NAN, 0.2), (0.5, 0.5, 0.0)] {
+        assert!(matches!(Prior::new(rho, mean, std), Err(Error::InvalidParameter { .. })), "{rho} {mean} {std}");
+    }
+    let s = || Synthetic::new(Prior::default(), 0);
+    assert!(s().normalize(vec![], vec![1.0]).is_err());
+    assert!(s().normalize(vec![0.5], vec![-1.0]).is_err());
+    assert!(s().normalize(vec![f64::INFINITY], vec![1.0]).is_err());
+}
+
+/// A layer with padding, stride and dilation, and inputs for it.
+fn sampled_layer() -> (Conv2dWeights<f32>, Tensor4<f32>) {
+    let layer = Conv2dWeights::builder(vec![0.1f32; 3 * 2 * 6], [3, 2, 2, 3])
+        .name("s")
+        .padding(dac::Padding { top: 1, bottom: 0, left: 2, right: 1 })
+        .stride(2, 1)
+        .dilation(1, 2)
+        .build()
+        .unwrap();
+    let x = Synthetic::new(Prior::new(0.6, 0.0, 1.0).unwrap(), 9).images([3, 2, 7, 6]).unwrap();
+    (layer, x)
+}
+
+#[test]
+fn sampled_patch_moments_converge_to_those_of_every_position() {
+    let (layer, x) = sampled_layer();
+    let every = InputMoments::of_input(&layer, &x).unwrap();
+    let mut synth = Synthetic::new(Prior::default(), 1);
+    let mut sum = PatchSum::new(12);
+    for _ in 0..4 {
+        synth.sample_patches(&layer, &x, 50_000, &mut sum).unwrap();
+    }
+    assert_eq!(sum.count(), 200_000);
+    let sampled = sum.moments("s").unwrap();
+    let scale = every.values().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = sampled.values().iter().zip(every.values()).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff < 0.02 * scale, "sampled moments differ by {diff} (largest entry {scale})");
+}
+
+#[test]
+fn one_output_position_samples_exactly_its_patch() {
+    // A 2x3 kernel on a 2x3 input without padding: one output position per image.
+    let layer = Conv2dWeights::new(vec![1.0f32; 2 * 6], [2, 1, 2, 3]).unwrap();
+    let x = Tensor4::new(vec![1.0f32, -2.0, 3.0, 0.5, 4.0, -1.5], [1, 1, 2, 3]).unwrap();
+    let mut sum = PatchSum::new(6);
+    Synthetic::new(Prior::default(), 0).sample_patches(&layer, &x, 7, &mut sum).unwrap();
+    let s = sum.moments("one").unwrap();
+    for (i, a) in x.as_slice().iter().enumerate() {
+        for (j, b) in x.as_slice().iter().enumerate() {
+            assert_eq!(s.values()[i * 6 + j], (a * b) as f64);
+        }
+    }
+}
+
+#[test]
+fn empty_or_misfit_patch_sums_are_errors() {
+    let (layer, x) = sampled_layer();
+    assert!(PatchSum::new(12).moments("s").unwrap_err().to_string().contains("`s`"));
+    let err = Synthetic::new(Prior::default(), 0).sample_patches(&layer, &x, 5, &mut PatchSum::new(11)).unwrap_err();
+    assert!(err.to_string().contains("`s`"), "{err}");
+    let wrong = Tensor4::new(vec![0.0f32; 3 * 6 * 6], [1, 3, 6, 6]).unwrap();
+    let err =
+        Synthetic::new(Prior::default(), 0).sample_patches(&layer, &wrong, 5, &mut PatchSum::new(12)).unwrap_err();
+    assert!(matches!(err, Error::ChannelMismatch { .. }), "{err}");
 }

@@ -28,13 +28,10 @@
 //! `synthetic`, at every depth weight of `--depths` and every MAC target of `--targets`.
 
 use dac::exec::Tensor4;
-use dac::moments::{lost_fractions, scored_ranks};
+use dac::moments::{scored_ranks, PatchSum, Prior, Synthetic};
 use dac::plan::{PlanOptions, Target};
-use dac::scheme::DenseKernel;
-use dac::Conv2dWeights;
 use dac_fmnist::rescore::{auto_schemes, each_factored, print_plans, rescored_layers, Factorings};
 use dac_fmnist::{Net, Op, Pair, Res};
-use nalgebra::DMatrix;
 use std::time::Duration;
 
 struct Args {
@@ -80,46 +77,6 @@ fn parse_args() -> Res<Args> {
     Ok(a)
 }
 
-/// A small seeded generator (xorshift64*), uniform and standard normal draws.
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        ((self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((self.uniform() * n as f64) as usize).min(n - 1)
-    }
-}
-
-/// `n` synthetic images of `net`'s input shape (see the module docs).
-fn synthetic(net: &Net, n: usize, (rho, mean, std): (f64, f64, f64), rng: &mut Rng) -> Res<Tensor4<f32>> {
-    let [c, h, w] = net.input;
-    let innov = (1.0 - rho * rho).sqrt();
-    let mut data = Vec::with_capacity(n * c * h * w);
-    for _ in 0..n * c {
-        let mut f: Vec<f64> = (0..h * w).map(|_| rng.normal()).collect();
-        for y in 0..h {
-            for x in 1..w {
-                f[y * w + x] = rho * f[y * w + x - 1] + innov * f[y * w + x];
-            }
-        }
-        for y in 1..h {
-            for x in 0..w {
-                f[y * w + x] = rho * f[(y - 1) * w + x] + innov * f[y * w + x];
-            }
-        }
-        data.extend(f.iter().map(|v| (mean + std * v) as f32));
-    }
-    Ok(Tensor4::new(data, [n, c, h, w])?)
-}
-
 /// Every convolution's input when the dense network runs on `x`.
 fn conv_inputs(net: &Net, mut x: Tensor4<f32>) -> Res<Vec<Tensor4<f32>>> {
     let mut inputs = Vec::new();
@@ -132,40 +89,6 @@ fn conv_inputs(net: &Net, mut x: Tensor4<f32>) -> Res<Vec<Tensor4<f32>>> {
     Ok(inputs)
 }
 
-/// `E[p pᵀ]` over `count` seeded input patches of `layer` (entries `c·taps + a·kw + b`, the
-/// layout of [`DenseKernel`]).
-fn patch_moments(layer: &Conv2dWeights<f32>, x: &Tensor4<f32>, count: usize, rng: &mut Rng) -> Res<DMatrix<f64>> {
-    let [n, c, h, w] = x.dims();
-    let s = layer.shape();
-    let g = layer.geometry();
-    let (ho, wo) = layer.output_size(h, w)?;
-    let d = c * s.kh * s.kw;
-    let data = x.as_slice();
-    let mut p = DMatrix::<f64>::zeros(count, d);
-    for row in 0..count {
-        let (img, oy, ox) = (rng.below(n), rng.below(ho), rng.below(wo));
-        for ch in 0..c {
-            for a in 0..s.kh {
-                for b in 0..s.kw {
-                    let iy = (oy * g.stride.0 + a * g.dilation.0) as isize - g.padding.top as isize;
-                    let ix = (ox * g.stride.1 + b * g.dilation.1) as isize - g.padding.left as isize;
-                    if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
-                        let v = data[((img * c + ch) * h + iy as usize) * w + ix as usize];
-                        p[(row, (ch * s.kh + a) * s.kw + b)] = v as f64;
-                    }
-                }
-            }
-        }
-    }
-    Ok(p.transpose() * &p / count as f64)
-}
-
-/// `tr(D S Dᵀ)` for a kernel `D` (`[n][c·taps]` rows).
-fn seen(d: &DenseKernel, s: &DMatrix<f64>) -> f64 {
-    let m = DMatrix::from_row_slice(d.out_channels, d.patch_len(), &d.weight);
-    (&m * s).component_mul(&m).sum()
-}
-
 fn main() -> Res<()> {
     let args = parse_args()?;
     let auto = auto_schemes();
@@ -174,16 +97,20 @@ fn main() -> Res<()> {
         args.prior.0, args.prior.1, args.prior.2, args.images, args.patches
     );
     each_factored(|net, ev, factored, options| {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let x = synthetic(net, args.images, args.prior, &mut rng)?;
-        let inputs = conv_inputs(net, x)?;
+        let (rho, mean, std) = args.prior;
+        let mut synth = Synthetic::new(Prior::new(rho, mean, std)?, 0);
+        let [c, h, w] = net.input;
+        let inputs = conv_inputs(net, synth.images([args.images, c, h, w])?)?;
         let table: Vec<Vec<Vec<f64>>> = factored
             .iter()
             .zip(&net.convs)
             .zip(&inputs)
             .map(|((each, layer), x)| -> Res<_> {
-                let s = patch_moments(layer, x, args.patches, &mut rng)?;
-                Ok(each.iter().map(|f| lost_fractions(&**f, |d| seen(d, &s))).collect::<dac::Result<_>>()?)
+                let shape = layer.shape();
+                let mut sum = PatchSum::new(shape.in_channels * shape.kh * shape.kw);
+                synth.sample_patches(layer, x, args.patches, &mut sum)?;
+                let s = sum.moments(layer.name())?;
+                Ok(each.iter().map(|f| s.lost_energy(&**f)).collect::<dac::Result<_>>()?)
             })
             .collect::<Res<_>>()?;
         let planner = rescored_layers(net, factored, |_, _, f| f.correlated_loss())?;

@@ -5,6 +5,7 @@
 
 mod args;
 mod inspect;
+mod moments;
 mod table;
 
 use args::ConversionArgs;
@@ -75,6 +76,7 @@ struct ConvertArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("uses_ort").multiple(true).args(["measure", "synthetic_moments"])))]
 struct OnnxArgs {
     /// The ONNX model to rewrite (never modified).
     #[arg(value_name = "IN.onnx")]
@@ -99,10 +101,12 @@ struct OnnxArgs {
     /// or ORT_DYLIB_PATH.
     #[arg(long)]
     measure: bool,
-    /// onnxruntime's shared library for --measure, e.g. the Python wheel's
-    /// `onnxruntime/capi/libonnxruntime.so.1.32.0`. Default: the ORT_DYLIB_PATH variable.
-    #[arg(long, value_name = "FILE", requires = "measure")]
+    /// onnxruntime's shared library for --measure and --synthetic-moments, e.g. the Python
+    /// wheel's `onnxruntime/capi/libonnxruntime.so.1.32.0`. Default: the ORT_DYLIB_PATH variable.
+    #[arg(long, value_name = "FILE", requires = "uses_ort")]
     ort_library: Option<PathBuf>,
+    #[command(flatten)]
+    moments: moments::MomentArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -228,25 +232,46 @@ fn onnx(a: &OnnxArgs) -> dac::Result<()> {
         o = o.layout(l);
     }
     o = o.freeze_input_weights(a.freeze_input_weights);
-    if !a.measure {
-        let summary = io::onnx::rewrite_file(&a.model, &c.output, &o)?;
-        table::report(&summary, c.json, c.quiet, true);
-        c.note_other_cpu(&summary);
-        return Ok(());
+    a.moments.check_save(&a.model, &c.output, c.force)?;
+    let mut runtime = if a.measure || a.moments.synthetic_moments { Some(load_ort(a)?) } else { None };
+    let mut moments = None;
+    if let (true, Some(rt)) = (a.moments.synthetic_moments, runtime.as_mut()) {
+        let m = a.moments.measure(&a.model, &o, rt, c.quiet || c.json)?;
+        o = o.input_moments(m.clone());
+        moments = Some(m);
     }
+    let (summary, measured) = match (a.measure, runtime) {
+        (true, Some(mut rt)) => {
+            let (s, m) = io::onnx::rewrite_file_measured(&a.model, &c.output, &o, &mut rt)?;
+            (s, Some(m))
+        }
+        _ => (io::onnx::rewrite_file(&a.model, &c.output, &o)?, None),
+    };
+    if let Some(m) = &moments {
+        a.moments.save(m, &c.output, c.force)?;
+    }
+    table::report_measured(&summary, measured.as_ref(), c.json, c.quiet, true);
+    if measured.is_none() {
+        c.note_other_cpu(&summary);
+    }
+    Ok(())
+}
+
+/// onnxruntime's shared library from --ort-library or ORT_DYLIB_PATH, loaded.
+fn load_ort(a: &OnnxArgs) -> dac::Result<dac::runtime::OnnxRuntime> {
     let library = a.ort_library.clone().or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
     let Some(library) = library else {
+        let flag = if a.measure { "--measure" } else { "--synthetic-moments" };
         return Err(dac::Error::Runtime {
             runtime: "onnxruntime".into(),
-            reason: "--measure needs onnxruntime's shared library: give --ort-library FILE or set ORT_DYLIB_PATH \
-                     (pip's onnxruntime wheel has it: onnxruntime/capi/libonnxruntime.so.*)"
-                .into(),
+            reason: format!(
+                "{flag} needs onnxruntime's shared library: give --ort-library FILE or set ORT_DYLIB_PATH \
+                 (pip's onnxruntime wheel has it: onnxruntime/capi/libonnxruntime.so.*)"
+            ),
         });
     };
-    let mut runtime = dac::runtime::OnnxRuntime::load(&library, c.threads, c.input_size)?;
-    let (summary, measured) = io::onnx::rewrite_file_measured(&a.model, &c.output, &o, &mut runtime)?;
-    table::report_measured(&summary, Some(&measured), c.json, c.quiet, true);
-    Ok(())
+    let c = &a.conversion;
+    dac::runtime::OnnxRuntime::load(&library, c.threads, c.input_size)
 }
 
 /// A progress bar that stays hidden until the run has taken half a second, and only on a

@@ -172,6 +172,8 @@ pub(crate) struct Patch {
     pub removed: HashSet<usize>,
     /// List every new initializer as a graph input too (IR version 3 and below require it).
     pub new_as_inputs: bool,
+    /// ValueInfoProtos appended to the graph's outputs.
+    pub outputs: Vec<Vec<u8>>,
 }
 
 impl Graph<'_> {
@@ -203,6 +205,9 @@ impl Graph<'_> {
         }
         for v in &listed {
             wire::put_bytes(&mut graph, proto::GRAPH_INPUT, v);
+        }
+        for v in &patch.outputs {
+            wire::put_bytes(&mut graph, proto::GRAPH_OUTPUT, v);
         }
         let mut out = Vec::with_capacity(size_hint + graph.len().saturating_sub(self.graph_bytes.len()));
         for f in &self.model {

@@ -49,6 +49,10 @@
 //! trailing `.weight`. As for checkpoints, a pattern matching no convolution is an error
 //! ([`Error::NoMatch`]), and a fixed rank above a layer's maximum leaves it dense.
 //!
+//! Input moments without data: [`synthetic_moments`] runs the dense model in a
+//! [`Forward`](crate::runtime::Forward) runtime on synthetic images and measures every planned
+//! layer's input moments, for [`ConvertOptions::input_moments`] (`dac onnx --synthetic-moments`).
+//!
 //! Sizes: the planner ([`ConvertOptions::planned`]) and the MAC counts need every layer's real
 //! size. Shape inference walks the graph from the model inputs' static shapes (a symbolic batch
 //! counts as 1; [`ConvertOptions::input_size`] gives symbolic spatial sizes) through the
@@ -82,6 +86,7 @@ mod graph;
 mod infer;
 pub(crate) mod inspect;
 mod layout;
+mod moments;
 mod ops;
 mod proto;
 mod reorders;
@@ -90,6 +95,7 @@ mod shapes;
 mod sum;
 mod wire;
 
+pub use self::moments::{synthetic_moments, MomentSampling};
 pub use crate::convert::Layout;
 
 use crate::convert::{ConvertOptions, Summary};

@@ -608,15 +608,26 @@ fn string_entry<'a>(b: &'a [u8], loc: &str) -> PResult<(&'a str, &'a str)> {
 
 /// A `ValueInfoProto` declaring tensor `name` of element type `data_type` and static `dims`.
 pub(crate) fn encode_value_info(name: &str, data_type: i64, dims: &[i64]) -> Vec<u8> {
-    let mut shape = Vec::new();
-    for &d in dims {
-        let mut dim = Vec::new();
-        wire::put_uint(&mut dim, DIM_VALUE, d as u64);
-        wire::put_bytes(&mut shape, SHAPE_DIM, &dim);
-    }
+    encode_tensor_info(name, data_type, Some(dims))
+}
+
+/// A `ValueInfoProto` of a tensor of `data_type` without a shape (the runtime's to infer).
+pub(crate) fn encode_output(name: &str, data_type: i64) -> Vec<u8> {
+    encode_tensor_info(name, data_type, None)
+}
+
+fn encode_tensor_info(name: &str, data_type: i64, dims: Option<&[i64]>) -> Vec<u8> {
     let mut tensor = Vec::new();
     wire::put_uint(&mut tensor, TENSOR_TYPE_ELEM, data_type as u64);
-    wire::put_bytes(&mut tensor, TENSOR_TYPE_SHAPE, &shape);
+    if let Some(dims) = dims {
+        let mut shape = Vec::new();
+        for &d in dims {
+            let mut dim = Vec::new();
+            wire::put_uint(&mut dim, DIM_VALUE, d as u64);
+            wire::put_bytes(&mut shape, SHAPE_DIM, &dim);
+        }
+        wire::put_bytes(&mut tensor, TENSOR_TYPE_SHAPE, &shape);
+    }
     let mut ty = Vec::new();
     wire::put_bytes(&mut ty, TYPE_TENSOR, &tensor);
     let mut out = Vec::new();

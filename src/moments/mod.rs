@@ -11,8 +11,10 @@
 //! kernel its factors compute ([`DenseKernel::of_chain`]).
 //!
 //! [`Scored`] puts that `e` in place of a factorisation's own. Where `S` comes from is the
-//! caller's: `scripts/synthetic_moments.py` measures it on smooth synthetic images run through
-//! the dense network (no data), [`InputMoments::of_input`] on any batch of inputs.
+//! caller's: [`Synthetic`] samples it from what the dense network computes on smooth synthetic
+//! images (no data; `dac onnx --synthetic-moments` runs the network in onnxruntime,
+//! `scripts/synthetic_moments.py` does the same in Python), [`InputMoments::of_input`] takes it
+//! from any batch of inputs.
 //!
 //! ```
 //! use dac::moments::{InputMoments, Scored};
@@ -37,6 +39,10 @@ use crate::scheme::{DenseKernel, ErrorTable, Factor, Factored, SchemeKind, Works
 use crate::weights::Conv2dWeights;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
+
+mod synthetic;
+
+pub use self::synthetic::{PatchSum, Prior, Synthetic};
 
 /// `S = E[p pᵀ]` over a layer's input patches, `C·kh·kw` square, symmetric, finite.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +112,11 @@ impl InputMoments {
         }
         let count = patches.ncols() as f64;
         Ok(Self { s: &patches * patches.transpose() / count })
+    }
+
+    /// `S`, row-major (it is symmetric: column-major too), `dim²` values.
+    pub fn values(&self) -> &[f64] {
+        self.s.as_slice()
     }
 
     /// The patch length, `C·kh·kw`.
