@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::exec::reference::source;
 use crate::exec::Tensor4;
 use crate::scalar::Real;
-use crate::scheme::{DenseKernel, ErrorTable, Factor, Factored, SchemeKind, Workspace};
+use crate::scheme::{DenseKernel, ErrorTable, Factor, Factored, LowRankKernel, SchemeKind, Workspace};
 use crate::weights::Conv2dWeights;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
@@ -153,8 +153,143 @@ impl InputMoments {
                 expected: "the layer's input channels x kernel height x kernel width",
             });
         }
-        lost_fractions(f, |k| self.energy(k))
+        match self.lost_by_components(f)? {
+            Some(loss) => Ok(loss),
+            None => lost_fractions(f, |k| self.energy(k)),
+        }
     }
+
+    /// [`lost_energy`](Self::lost_energy) from the components, for a factorisation with
+    /// [`Factored::component`]s of few inner dimensions (`q ≤ out/2` each): with the kernel at
+    /// rank `r` the sum of components `T_j = A_j B_j`, `j < r`,
+    /// `tr(ΔW S ΔWᵀ) = tr(W S Wᵀ) − 2 Σ_j ⟨W S, T_j⟩ + Σ_{i,j} ⟨A_iᵀA_j, B_i S B_jᵀ⟩`, every
+    /// term from one product of all components' `B` with `S` (`Q·D²`, `Q` their inner
+    /// dimensions together, instead of `N·D²` per rank). `None` where that does not apply.
+    fn lost_by_components<T: Real>(&self, f: &dyn Factored<T>) -> Result<Option<Vec<f64>>> {
+        let ws = &mut Workspace::new();
+        let Some(first) = f.component(0, ws) else { return Ok(None) };
+        let dense = DenseKernel::of(f.layer());
+        let (n, d) = (dense.out_channels, self.dim());
+        let first = DenseKernel::product_of_chain(&first?)?;
+        if 2 * first.inner > n {
+            return Ok(None);
+        }
+        let (max, top) = (f.max_rank(), scored_ranks(f));
+        let mut parts = vec![first];
+        for index in 1..top {
+            let factors = f.component(index, ws).unwrap_or_else(|| f.factors(1, ws))?;
+            parts.push(DenseKernel::product_of_chain(&factors)?);
+        }
+        if let Some((index, t)) = parts.iter().enumerate().find(|(_, t)| (t.out_channels, t.patch_len) != (n, d)) {
+            return Err(Error::InvalidParameter {
+                context: format!("component {index} of `{}`", f.layer().name()),
+                what: "composed kernel entries per output",
+                value: t.patch_len as f64,
+                expected: "the layer's input channels x kernel height x kernel width",
+            });
+        }
+        let g = Grams::of(&dense, &parts, self.s.as_slice());
+        if g.signal <= 0.0 {
+            return Ok(Some(vec![0.0; max + 1]));
+        }
+        let mut loss = g.lost_fractions();
+        loss.resize(max + 1, loss[top]);
+        Ok(Some(loss))
+    }
+}
+
+/// The inner products [`InputMoments::lost_energy`] needs of a layer's kernel `W` and its
+/// components `T_j = A_j B_j`, stacked as `A` (`N x Q`) and `B` (`Q x D`) (`Q = Σ q_j`).
+struct Grams {
+    /// `tr(W S Wᵀ)`.
+    signal: f64,
+    /// `AᵀA`, `Q x Q`.
+    ga: Vec<f64>,
+    /// `B S Bᵀ`, `Q x Q`.
+    gb: Vec<f64>,
+    /// `⟨W S, T_j⟩` per component.
+    cross: Vec<f64>,
+    /// Each component's columns of `A`.
+    starts: Vec<std::ops::Range<usize>>,
+    /// `Q`.
+    q: usize,
+}
+
+impl Grams {
+    fn of(dense: &DenseKernel, parts: &[LowRankKernel], s: &[f64]) -> Self {
+        let gemm = crate::exec::fast::gemm;
+        let (n, d) = (dense.out_channels, dense.patch_len());
+        let q: usize = parts.iter().map(|t| t.inner).sum();
+        // A (N x Q) and B (Q x D): the components side by side.
+        let (mut a, mut b) = (vec![0.0; n * q], Vec::with_capacity(q * d));
+        let mut col = 0;
+        for t in parts {
+            for (dst, src) in a.chunks_exact_mut(q).zip(t.a.chunks_exact(t.inner)) {
+                dst[col..col + t.inner].copy_from_slice(src);
+            }
+            b.extend_from_slice(&t.b);
+            col += t.inner;
+        }
+        let bt = transpose(&b, q, d);
+        let mut ws = vec![0.0; n * d];
+        gemm(n, d, d, &dense.weight, d, s, d, &mut ws, d);
+        let signal = dot(&ws, &dense.weight);
+        let (mut bs, mut gb, mut ga, mut wsb) =
+            (vec![0.0; q * d], vec![0.0; q * q], vec![0.0; q * q], vec![0.0; n * q]);
+        gemm(q, d, d, &b, d, s, d, &mut bs, d); // B S
+        gemm(q, d, q, &bs, d, &bt, q, &mut gb, q); // B S Bᵀ
+        gemm(q, n, q, &transpose(&a, n, q), n, &a, q, &mut ga, q); // Aᵀ A
+        gemm(n, d, q, &ws, d, &bt, q, &mut wsb, q); // W S Bᵀ
+        let mut cross = Vec::with_capacity(parts.len());
+        let mut col = 0;
+        for t in parts {
+            cross.push((0..n).map(|r| dot(&wsb[r * q + col..][..t.inner], &a[r * q + col..][..t.inner])).sum());
+            col += t.inner;
+        }
+        Self { signal, ga, gb, cross, starts: starts(parts), q }
+    }
+
+    /// The lost fraction at ranks `0..=` the number of components.
+    fn lost_fractions(&self) -> Vec<f64> {
+        // ⟨T_i S, T_j⟩: the products of the two Grams over the blocks of components i and j.
+        let pair = |i: usize, j: usize| -> f64 {
+            let (ri, rj) = (self.starts[i].clone(), self.starts[j].clone());
+            ri.flat_map(|k| rj.clone().map(move |l| k * self.q + l)).map(|kl| self.ga[kl] * self.gb[kl]).sum()
+        };
+        let (mut kept, mut crossed, mut loss) = (0.0, 0.0, vec![1.0]);
+        for j in 0..self.cross.len() {
+            kept += pair(j, j) + 2.0 * (0..j).map(|i| pair(i, j)).sum::<f64>();
+            crossed += self.cross[j];
+            loss.push(((self.signal - 2.0 * crossed + kept) / self.signal).clamp(0.0, 1.0));
+        }
+        loss
+    }
+}
+
+/// Each component's columns of `A` (rows of `B`).
+fn starts(parts: &[LowRankKernel]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::with_capacity(parts.len());
+    let mut at = 0;
+    for t in parts {
+        out.push(at..at + t.inner);
+        at += t.inner;
+    }
+    out
+}
+
+/// The transpose of a row-major `rows x cols` matrix.
+fn transpose(m: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut t = vec![0.0; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The highest rank [`lost_fractions`] computes: the scheme's break-even rank in MACs (rounded
@@ -283,5 +418,8 @@ impl<T: Real> Factored<T> for Scored<'_, T> {
     }
     fn factors(&self, rank: usize, workspace: &mut Workspace<T>) -> Result<Vec<Factor<T>>> {
         self.inner.factors(rank, workspace)
+    }
+    fn component(&self, index: usize, workspace: &mut Workspace<T>) -> Option<Result<Vec<Factor<T>>>> {
+        self.inner.component(index, workspace)
     }
 }

@@ -87,6 +87,13 @@ impl LowRank {
         self.s.len()
     }
 
+    /// Component `j` alone (zero beyond [`k`](Self::k)).
+    fn column(&self, j: usize) -> Self {
+        let pick =
+            |m: &DMatrix<f64>| DMatrix::from_fn(m.nrows(), 1, |r, _| if j < m.ncols() { m[(r, j)] } else { 0.0 });
+        Self { s: vec![self.s.get(j).copied().unwrap_or(0.0)], a: pick(&self.a), b: pick(&self.b) }
+    }
+
     /// `Σ_{i,j ≥ r} (Aᵀ WA A)_ij (Bᵀ WB B)_ij` for every `r` in `0..=k`: the energy, in the
     /// norm `‖X‖² = tr(Xᵀ WA X WB)`, of the components a rank-`r` truncation discards (the
     /// cross terms included: the weighted components need not be orthogonal). `WA` / `WB` act
@@ -140,6 +147,17 @@ impl<T: Real> Factored<T> for Blocks<'_, T> {
         }
         let values = (self.layout)(&self.blocks, &self.layer.shape(), rank);
         super::build_factors(self.layer, &Factored::factor_specs(self, rank), values, workspace)
+    }
+    fn component(&self, index: usize, workspace: &mut Workspace<T>) -> Option<Result<Vec<Factor<T>>>> {
+        let max = Factored::max_rank(self);
+        if index >= max {
+            return Some(Err(Error::InvalidRank { layer: self.layer.name().to_string(), rank: index + 1, max }));
+        }
+        // Every block's column `index` alone, laid out at rank 1: the layouts are linear in
+        // each column, so the rank-r factors compute the sum of these over the first r.
+        let blocks: Vec<LowRank> = self.blocks.iter().map(|b| b.column(index)).collect();
+        let values = (self.layout)(&blocks, &self.layer.shape(), 1);
+        Some(super::build_factors(self.layer, &Factored::factor_specs(self, 1), values, workspace))
     }
 }
 

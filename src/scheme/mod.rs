@@ -46,7 +46,7 @@ mod lowrank;
 mod spatial;
 
 pub use self::channel::Channel;
-pub use self::composed::DenseKernel;
+pub use self::composed::{DenseKernel, LowRankKernel};
 pub use self::dac::Dac;
 pub use self::decoupled::Decoupled;
 pub use self::spatial::Spatial;
@@ -284,6 +284,17 @@ pub trait Factored<T: Real>: Send + Sync {
     /// The roles, shapes and geometries of [`factors`](Self::factors) at `rank`.
     fn factor_specs(&self, rank: usize) -> Vec<FactorSpec> {
         self.scheme().factor_specs(&self.layer().shape(), self.layer().geometry(), rank)
+    }
+    /// For a factorisation whose factors at rank `r` compute the sum of what its first `r`
+    /// components compute (nested truncations of one decomposition, as the matrix schemes'),
+    /// the factors of component `index` alone (the factors at rank 1 of that component, bias
+    /// included); `None` for others. [`InputMoments::lost_energy`] adds components one at a
+    /// time with it.
+    ///
+    /// [`InputMoments::lost_energy`]: crate::moments::InputMoments::lost_energy
+    fn component(&self, index: usize, workspace: &mut Workspace<T>) -> Option<Result<Vec<Factor<T>>>> {
+        let _ = (index, workspace);
+        None
     }
 }
 

@@ -5,8 +5,10 @@
 use crate::support::gen::{cases, Case};
 use crate::support::harness::run_chain;
 use dac::exec::{reference, Tensor4};
-use dac::moments::{InputMoments, PatchSum, Prior, Scored, Synthetic};
-use dac::scheme::{Channel, Dac, Decoupled, DenseKernel, Factored, Scheme, Spatial, Workspace};
+use dac::moments::{lost_fractions, InputMoments, PatchSum, Prior, Scored, Synthetic};
+use dac::scheme::{
+    Channel, Dac, Decoupled, DenseKernel, Factored, LowRankKernel, Scheme, SchemeKind, Spatial, Workspace,
+};
 use dac::svd::GramSvd;
 use dac::{Conv2dWeights, Error, Fit};
 use proptest::prelude::*;
@@ -100,8 +102,56 @@ fn loses_what_the_chain_loses(case: &Case, pick: u64) -> Result<(), TestCaseErro
     Ok(())
 }
 
+/// `A·B` of a kernel given as a product.
+fn multiply(k: &LowRankKernel) -> Vec<f64> {
+    let mut out = vec![0.0; k.out_channels * k.patch_len];
+    for (row, dst) in out.chunks_exact_mut(k.patch_len).enumerate() {
+        for (i, &a) in k.a[row * k.inner..][..k.inner].iter().enumerate() {
+            dst.iter_mut().zip(&k.b[i * k.patch_len..][..k.patch_len]).for_each(|(o, b)| *o += a * b);
+        }
+    }
+    out
+}
+
+/// The product form of a chain is its kernel, and where a scheme has components, the first
+/// `r` of them add up to its kernel at rank `r`.
+fn components_add_up(case: &Case, pick: u64) -> Result<(), TestCaseError> {
+    let (layer, _) = case.build::<f64>();
+    for scheme in plugins() {
+        let f = scheme.factor(&layer).unwrap();
+        let rank = rank_in(f.max_rank(), pick);
+        let ws = &mut Workspace::new();
+        let factors = f.factors(rank, ws).unwrap();
+        let kernel = DenseKernel::of_chain(&factors).unwrap();
+        let scale = kernel.weight.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+        let close = |a: &[f64], what: &str| -> Result<(), TestCaseError> {
+            let err = a.iter().zip(&kernel.weight).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
+            prop_assert!(err <= 1e-9 * scale, "{:?} rank {rank} {what}: {err:e} vs {scale:e}", scheme.kind());
+            Ok(())
+        };
+        close(&multiply(&DenseKernel::product_of_chain(&factors).unwrap()), "product form")?;
+        if f.component(0, ws).is_none() {
+            prop_assert!(matches!(f.scheme(), SchemeKind::Dac), "{:?} has no components", f.scheme());
+            continue;
+        }
+        let mut sum = vec![0.0; kernel.weight.len()];
+        for j in 0..rank {
+            let c = DenseKernel::product_of_chain(&f.component(j, ws).unwrap().unwrap()).unwrap();
+            sum.iter_mut().zip(multiply(&c)).for_each(|(s, x)| *s += x);
+        }
+        close(&sum, "sum of components")?;
+        prop_assert!(f.component(f.max_rank(), ws).unwrap().is_err());
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn components_add_up_to_the_kernel_at_each_rank(case in cases(), pick in any::<u64>()) {
+        components_add_up(&case, pick)?;
+    }
 
     #[test]
     fn the_composed_kernel_computes_what_the_chain_computes(case in cases(), pick in any::<u64>()) {
@@ -111,6 +161,29 @@ proptest! {
     #[test]
     fn the_lost_energy_is_the_chain_s_output_error_on_the_input(case in cases(), pick in any::<u64>()) {
         loses_what_the_chain_loses(&case, pick)?;
+    }
+}
+
+/// Component by component (the matrix schemes, few inner dimensions) the lost energy is what
+/// composing the kernel at every rank gives.
+#[test]
+fn lost_energy_by_components_is_that_of_the_composed_kernels() {
+    let mut x = 0.37f64;
+    let mut next = || {
+        x = (x * 997.0 + 0.123).fract();
+        x - 0.5
+    };
+    let w: Vec<f64> = (0..32 * 4 * 9).map(|_| next()).collect();
+    let layer = Conv2dWeights::builder(w, [32, 4, 3, 3]).groups(2).padding(dac::Padding::uniform(1)).build().unwrap();
+    let input = Tensor4::new((0..2 * 8 * 10 * 10).map(|_| next()).collect(), [2, 8, 10, 10]).unwrap();
+    let moments = InputMoments::of_input(&layer, &input).unwrap();
+    for scheme in plugins() {
+        let f = scheme.factor(&layer).unwrap();
+        let fast = moments.lost_energy(&*f).unwrap();
+        let slow = lost_fractions(&*f, |k| moments.energy(k)).unwrap();
+        for (r, (a, b)) in fast.iter().zip(&slow).enumerate() {
+            assert!((a - b).abs() <= 1e-10 + 1e-8 * b, "{:?} rank {r}: {a} vs {b}", f.scheme());
+        }
     }
 }
 
