@@ -177,8 +177,8 @@ impl InputMoments {
         let (max, top) = (f.max_rank(), scored_ranks(f));
         let mut parts = vec![first];
         for index in 1..top {
-            let factors = f.component(index, ws).unwrap_or_else(|| f.factors(1, ws))?;
-            parts.push(DenseKernel::product_of_chain(&factors)?);
+            let Some(factors) = f.component(index, ws) else { return Ok(None) };
+            parts.push(DenseKernel::product_of_chain(&factors?)?);
         }
         if let Some((index, t)) = parts.iter().enumerate().find(|(_, t)| (t.out_channels, t.patch_len) != (n, d)) {
             return Err(Error::InvalidParameter {

@@ -46,23 +46,9 @@ fn measure_without_the_library_says_where_to_find_it_and_writes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--measure"));
 }
 
-/// ORT_DYLIB_PATH, or `None` (the test is skipped) unless DAC_REQUIRE_ORT is set.
-fn library() -> Option<String> {
-    match std::env::var("ORT_DYLIB_PATH") {
-        Ok(l) if !l.is_empty() => Some(l),
-        _ if std::env::var_os("DAC_REQUIRE_ORT").is_some() => {
-            panic!("DAC_REQUIRE_ORT is set but ORT_DYLIB_PATH is not")
-        }
-        _ => {
-            eprintln!("ORT_DYLIB_PATH not set: the onnxruntime --measure test is skipped");
-            None
-        }
-    }
-}
-
 #[test]
 fn a_measured_plan_is_the_file_written_and_its_report_is_consistent() {
-    let Some(lib) = library() else { return };
+    let Some(lib) = crate::support::ort_library("--measure") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (measured, planned) = (dir.path().join("measured.onnx"), dir.path().join("planned.onnx"));
     let out = dac_onnx(&measured, &["--speedup", "1.5", "--measure", "--json"], Some(&lib));

@@ -36,23 +36,9 @@ fn dac_onnx(model: &Path, output: &Path, args: &[&str], library: Option<&str>) -
     cmd.output().expect("run dac")
 }
 
-/// ORT_DYLIB_PATH, or `None` (the test is skipped) unless DAC_REQUIRE_ORT is set.
-fn library() -> Option<String> {
-    match std::env::var("ORT_DYLIB_PATH") {
-        Ok(l) if !l.is_empty() => Some(l),
-        _ if std::env::var_os("DAC_REQUIRE_ORT").is_some() => {
-            panic!("DAC_REQUIRE_ORT is set but ORT_DYLIB_PATH is not")
-        }
-        _ => {
-            eprintln!("ORT_DYLIB_PATH not set: the onnxruntime --synthetic-moments test is skipped");
-            None
-        }
-    }
-}
-
 #[test]
 fn synthetic_moments_score_the_plan_and_save_what_input_moments_reads_back() {
-    let Some(lib) = library() else { return };
+    let Some(lib) = crate::support::ort_library("--synthetic-moments") else { return };
     let dir = tempfile::tempdir().unwrap();
     let net = write_net(dir.path());
     let (first, second) = (dir.path().join("first.onnx"), dir.path().join("second.onnx"));
@@ -124,7 +110,7 @@ fn synthetic_moments_errors_name_what_is_missing_and_write_nothing() {
     // The moments file may not be the model or the output.
     for target in [&net, &out_path] {
         let args = ["--macs", "1.5", "--synthetic-moments", "--save-moments", target.to_str().unwrap(), "--force"];
-        let out = dac_onnx(&net, &out_path, &args, library().as_deref());
+        let out = dac_onnx(&net, &out_path, &args, crate::support::ort_library("--synthetic-moments").as_deref());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("is the input file"), "{err}");
     }

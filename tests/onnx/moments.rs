@@ -124,21 +124,6 @@ fn write(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
     path
 }
 
-/// ORT_DYLIB_PATH, or `None` (the test is skipped) unless DAC_REQUIRE_ORT is set.
-#[cfg(feature = "onnxruntime")]
-fn ort_library() -> Option<String> {
-    match std::env::var("ORT_DYLIB_PATH") {
-        Ok(l) if !l.is_empty() => Some(l),
-        _ if std::env::var_os("DAC_REQUIRE_ORT").is_some() => {
-            panic!("DAC_REQUIRE_ORT is set but ORT_DYLIB_PATH is not")
-        }
-        _ => {
-            eprintln!("ORT_DYLIB_PATH not set: the onnxruntime moments test is skipped");
-            None
-        }
-    }
-}
-
 const SAMPLING: MomentSampling = MomentSampling { images: 40, patches: 900, batch: 16, max_dim: 8192 };
 
 #[test]
@@ -158,7 +143,7 @@ fn every_planned_layer_gets_the_moments_of_its_own_input() {
 #[cfg(feature = "onnxruntime")]
 #[test]
 fn onnxruntime_gives_the_same_moments() {
-    let Some(lib) = ort_library() else { return };
+    let Some(lib) = crate::support::ort_library("moments") else { return };
     let mut ort = dac::runtime::OnnxRuntime::load(Path::new(&lib), 1, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), &net(None));

@@ -22,4 +22,19 @@ pub use dac_fmnist as net;
 pub mod onnx;
 
 pub use gen::{seeded, values, Case, Rng};
+
+/// onnxruntime's shared library from ORT_DYLIB_PATH, or `None` (the test named `test` is
+/// skipped, and says so) unless DAC_REQUIRE_ORT is set (`.ci/run` sets both).
+pub fn ort_library(test: &str) -> Option<String> {
+    match std::env::var("ORT_DYLIB_PATH") {
+        Ok(l) if !l.is_empty() => Some(l),
+        _ if std::env::var_os("DAC_REQUIRE_ORT").is_some() => {
+            panic!("DAC_REQUIRE_ORT is set but ORT_DYLIB_PATH is not")
+        }
+        _ => {
+            eprintln!("ORT_DYLIB_PATH not set: the onnxruntime {test} test is skipped");
+            None
+        }
+    }
+}
 pub use measure::{reconstruct, relative_diff};
