@@ -44,10 +44,13 @@ mod synthetic;
 
 pub use self::synthetic::{PatchSum, Prior, Synthetic};
 
-/// `S = E[p pᵀ]` over a layer's input patches, `C·kh·kw` square, symmetric, finite.
+/// `S = E[p pᵀ]` over a layer's input patches, `C·kh·kw` square, symmetric, finite; for a
+/// grouped layer, only its diagonal blocks, one per channel group (a group's outputs see only
+/// its own input channels, so no other entry of `S` enters a loss).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputMoments {
-    s: DMatrix<f64>,
+    /// The diagonal blocks, one per group (one block: the whole matrix).
+    blocks: Vec<DMatrix<f64>>,
 }
 
 impl InputMoments {
@@ -58,9 +61,20 @@ impl InputMoments {
     /// value that is not finite, [`Error::InvalidParameter`] for a negative diagonal entry or a
     /// matrix that is not symmetric (to `1e-3` of its largest diagonal entry).
     pub fn new(layer: &str, dim: usize, values: Vec<f64>) -> Result<Self> {
-        let expected = dim.saturating_mul(dim);
-        if values.len() != expected {
-            let (shape, actual) = (vec![dim, dim], values.len());
+        Self::grouped(layer, 1, dim, values)
+    }
+
+    /// The moments of a layer of `groups` channel groups from the diagonal blocks of `S`, each
+    /// `dim x dim` row-major, one after another in `values` (the patch length is
+    /// `groups · dim`).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), for `groups · dim²` values; [`Error::InvalidParameter`] for 0
+    /// groups.
+    pub fn grouped(layer: &str, groups: usize, dim: usize, values: Vec<f64>) -> Result<Self> {
+        let expected = groups.saturating_mul(dim).saturating_mul(dim);
+        if values.len() != expected || groups == 0 {
+            let (shape, actual) = (vec![groups, dim, dim], values.len());
             return Err(Error::LengthMismatch {
                 layer: layer.to_string(),
                 what: "input moments",
@@ -72,70 +86,80 @@ impl InputMoments {
         if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(Error::NonFinite { layer: layer.to_string(), what: "input moments", index, value });
         }
-        let s = DMatrix::from_row_slice(dim, dim, &values);
-        let invalid = |what, value, expected| Error::InvalidParameter {
-            context: format!("input moments of `{layer}`"),
-            what,
-            value,
-            expected,
-        };
-        if let Some(&d) = s.diagonal().iter().find(|d| **d < 0.0) {
-            return Err(invalid("a diagonal entry", d, "at least 0 (a second moment)"));
-        }
-        let scale = s.diagonal().max().max(f64::MIN_POSITIVE);
-        let asym = (&s - s.transpose()).abs().max() / scale;
-        if asym > 1e-3 {
-            return Err(invalid("asymmetry", asym, "at most 1e-3 of the largest diagonal entry"));
-        }
-        Ok(Self { s: (&s + s.transpose()) * 0.5 })
+        let blocks = values.chunks_exact(dim * dim).map(|v| symmetric(layer, dim, v)).collect::<Result<_>>()?;
+        Ok(Self { blocks })
     }
 
     /// White inputs: `S = I` of size `dim`.
     pub fn identity(dim: usize) -> Self {
-        Self { s: DMatrix::identity(dim, dim) }
+        Self { blocks: vec![DMatrix::identity(dim, dim)] }
     }
 
     /// The moments of `layer`'s input patches over every output position of every image of
-    /// `input` (zero padding counted as zeros, as the convolution sees it).
+    /// `input` (zero padding counted as zeros, as the convolution sees it); for a grouped
+    /// layer, the diagonal block of each group.
     ///
     /// # Errors
     /// [`Error::ChannelMismatch`] when `input` does not have the layer's input channels, and
     /// [`Error::EmptyOutput`] when it is too small for the kernel.
     pub fn of_input<T: Real>(layer: &Conv2dWeights<T>, input: &Tensor4<T>) -> Result<Self> {
         let [n, _, ho, wo] = crate::exec::reference::output_dims(input, layer)?;
-        let dim = patch_len(layer);
+        let (groups, dim) = (layer.shape().groups, patch_len(layer));
         let mut patches = DMatrix::<f64>::zeros(dim, n * ho * wo);
         for (col, (img, oy, ox)) in
             (0..n).flat_map(|i| (0..ho).flat_map(move |y| (0..wo).map(move |x| (i, y, x)))).enumerate()
         {
             patch(layer, input, (img, oy, ox), patches.column_mut(col).as_mut_slice());
         }
-        let count = patches.ncols() as f64;
-        Ok(Self { s: &patches * patches.transpose() / count })
+        let (count, dg) = (patches.ncols() as f64, dim / groups);
+        let block = |g: usize| {
+            let p = patches.rows(g * dg, dg);
+            p * p.transpose() / count
+        };
+        Ok(Self { blocks: (0..groups).map(block).collect() })
     }
 
-    /// `S`, row-major (it is symmetric: column-major too), `dim²` values.
-    pub fn values(&self) -> &[f64] {
-        self.s.as_slice()
+    /// The blocks' values, row-major (each is symmetric: column-major too), one block after
+    /// another: `dim²` values, or `groups · (dim/groups)²` for a grouped layer's.
+    pub fn values(&self) -> Vec<f64> {
+        self.blocks.iter().flat_map(|b| b.as_slice().iter().copied()).collect()
     }
 
-    /// The patch length, `C·kh·kw`.
+    /// The patch length, `C·kh·kw` (all groups).
     pub fn dim(&self) -> usize {
-        self.s.nrows()
+        self.blocks.iter().map(DMatrix::nrows).sum()
     }
 
-    /// `tr(K S Kᵀ)`: the output energy of kernel `k` (bias aside) for these inputs.
+    /// The number of diagonal blocks: 1, or the layer's channel groups.
+    pub fn groups(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// `tr(K S Kᵀ)`: the output energy of kernel `k` (bias aside) for these inputs. With
+    /// grouped moments, output channel `n` of `k` is taken to see only its group's inputs (as
+    /// every factorisation of a grouped layer computes).
     ///
     /// # Panics
-    /// When `k.patch_len()` is not [`dim`](Self::dim), or `k.weight` is not
-    /// `out_channels · patch_len` long (callers check both first).
+    /// When `k.patch_len()` is not [`dim`](Self::dim), `k.out_channels` is not a multiple of
+    /// the groups, or `k.weight` is not `out_channels · patch_len` long (callers check first).
     pub fn energy(&self, k: &DenseKernel) -> f64 {
-        let (n, d) = (k.out_channels, self.dim());
-        assert_eq!(k.patch_len(), d, "kernel and moments of different sizes");
-        // S is symmetric, so its column-major storage is its row-major one.
-        let mut ks = vec![0.0; n * d];
-        crate::exec::fast::gemm(n, d, d, &k.weight, d, self.s.as_slice(), d, &mut ks, d);
-        ks.iter().zip(&k.weight).map(|(a, b)| a * b).sum()
+        let (n, d, g) = (k.out_channels, self.dim(), self.groups());
+        assert!(k.patch_len() == d && n % g == 0, "kernel and moments of different sizes");
+        if let [s] = &self.blocks[..] {
+            // S is symmetric, so its column-major storage is its row-major one.
+            let mut ks = vec![0.0; n * d];
+            crate::exec::fast::gemm(n, d, d, &k.weight, d, s.as_slice(), d, &mut ks, d);
+            return dot(&ks, &k.weight);
+        }
+        let (ng, dg) = (n / g, d / g);
+        let mut ks = vec![0.0; ng * dg];
+        let mut total = 0.0;
+        for (gi, s) in self.blocks.iter().enumerate() {
+            let rows = &k.weight[gi * ng * d + gi * dg..];
+            crate::exec::fast::gemm(ng, dg, dg, rows, d, s.as_slice(), dg, &mut ks, dg);
+            total += (0..ng).map(|r| dot(&ks[r * dg..][..dg], &rows[r * d..][..dg])).sum::<f64>();
+        }
+        total
     }
 
     /// `e(r)` of `f` at every rank `0..=max_rank` (module docs): [`lost_fractions`] with the
@@ -145,13 +169,17 @@ impl InputMoments {
     /// [`Error::InvalidParameter`] when [`dim`](Self::dim) is not the layer's `C·kh·kw`, and
     /// those of [`lost_fractions`].
     pub fn lost_energy<T: Real>(&self, f: &dyn Factored<T>) -> Result<Vec<f64>> {
+        let invalid = |what, value: usize, expected| Error::InvalidParameter {
+            context: format!("input moments of `{}`", f.layer().name()),
+            what,
+            value: value as f64,
+            expected,
+        };
         if patch_len(f.layer()) != self.dim() {
-            return Err(Error::InvalidParameter {
-                context: format!("input moments of `{}`", f.layer().name()),
-                what: "dimension",
-                value: self.dim() as f64,
-                expected: "the layer's input channels x kernel height x kernel width",
-            });
+            return Err(invalid("dimension", self.dim(), "the layer's input channels x kernel height x kernel width"));
+        }
+        if self.groups() != 1 && self.groups() != f.layer().shape().groups {
+            return Err(invalid("groups", self.groups(), "1 (the whole matrix) or the layer's channel groups"));
         }
         match self.lost_by_components(f)? {
             Some(loss) => Ok(loss),
@@ -167,7 +195,7 @@ impl InputMoments {
     /// dimensions together, instead of `N·D²` per rank). `None` where that does not apply.
     fn lost_by_components<T: Real>(&self, f: &dyn Factored<T>) -> Result<Option<Vec<f64>>> {
         let ws = &mut Workspace::new();
-        let Some(first) = f.component(0, ws) else { return Ok(None) };
+        let (true, Some(first)) = (self.groups() == 1, f.component(0, ws)) else { return Ok(None) };
         let dense = DenseKernel::of(f.layer());
         let (n, d) = (dense.out_channels, self.dim());
         let first = DenseKernel::product_of_chain(&first?)?;
@@ -188,7 +216,7 @@ impl InputMoments {
                 expected: "the layer's input channels x kernel height x kernel width",
             });
         }
-        let g = Grams::of(&dense, &parts, self.s.as_slice());
+        let g = Grams::of(&dense, &parts, self.blocks[0].as_slice());
         if g.signal <= 0.0 {
             return Ok(Some(vec![0.0; max + 1]));
         }
@@ -342,15 +370,48 @@ fn patch_len<T: Real>(layer: &Conv2dWeights<T>) -> usize {
     s.in_channels * s.kh * s.kw
 }
 
+/// `dim x dim` row-major `values` as a symmetric matrix, checked: no negative diagonal entry,
+/// symmetric to `1e-3` of the largest diagonal entry (then made exactly symmetric).
+fn symmetric(layer: &str, dim: usize, values: &[f64]) -> Result<DMatrix<f64>> {
+    let s = DMatrix::from_row_slice(dim, dim, values);
+    let invalid = |what, value, expected| Error::InvalidParameter {
+        context: format!("input moments of `{layer}`"),
+        what,
+        value,
+        expected,
+    };
+    if let Some(&d) = s.diagonal().iter().find(|d| **d < 0.0) {
+        return Err(invalid("a diagonal entry", d, "at least 0 (a second moment)"));
+    }
+    let scale = s.diagonal().max().max(f64::MIN_POSITIVE);
+    let asym = (&s - s.transpose()).abs().max() / scale;
+    if asym > 1e-3 {
+        return Err(invalid("asymmetry", asym, "at most 1e-3 of the largest diagonal entry"));
+    }
+    Ok((&s + s.transpose()) * 0.5)
+}
+
 /// Writes the input patch of output position `(img, oy, ox)` into `out` (`C·kh·kw`; taps in
 /// the padding are 0).
-fn patch<T: Real>(layer: &Conv2dWeights<T>, input: &Tensor4<T>, (img, oy, ox): (usize, usize, usize), out: &mut [f64]) {
+fn patch<T: Real>(layer: &Conv2dWeights<T>, input: &Tensor4<T>, at: (usize, usize, usize), out: &mut [f64]) {
+    patch_of(layer, input, at, 0..input.dims()[1], out);
+}
+
+/// [`patch`] of the input channels `channels` only, into `out` (`channels.len()·kh·kw`).
+fn patch_of<T: Real>(
+    layer: &Conv2dWeights<T>,
+    input: &Tensor4<T>,
+    (img, oy, ox): (usize, usize, usize),
+    channels: std::ops::Range<usize>,
+    out: &mut [f64],
+) {
     let (s, g) = (layer.shape(), layer.geometry());
-    let [_, c, h, w] = input.dims();
-    for (ch, a, b) in (0..c).flat_map(|ch| (0..s.kh).flat_map(move |a| (0..s.kw).map(move |b| (ch, a, b)))) {
+    let [_, _, h, w] = input.dims();
+    let first = channels.start;
+    for (ch, a, b) in channels.flat_map(|ch| (0..s.kh).flat_map(move |a| (0..s.kw).map(move |b| (ch, a, b)))) {
         let y = source(oy, a, g.stride.0, g.dilation.0, g.padding.top, h);
         let x = source(ox, b, g.stride.1, g.dilation.1, g.padding.left, w);
-        out[(ch * s.kh + a) * s.kw + b] = match (y, x) {
+        out[((ch - first) * s.kh + a) * s.kw + b] = match (y, x) {
             (Some(y), Some(x)) => input.get(img, ch, y, x).to_f64().unwrap_or(f64::NAN),
             _ => 0.0,
         };

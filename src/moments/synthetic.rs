@@ -22,7 +22,7 @@
 //! # Ok::<(), dac::Error>(())
 //! ```
 
-use super::{patch, patch_len, InputMoments};
+use super::{patch_len, patch_of, InputMoments};
 use crate::error::{Error, Result};
 use crate::exec::Tensor4;
 use crate::scalar::Real;
@@ -150,11 +150,13 @@ impl Synthetic {
     }
 
     /// Adds the outer products `p pᵀ` of `count` input patches of `layer` to `sum`, each at an
-    /// image and output position of `input` drawn uniformly (taps in the padding are 0).
+    /// image and output position of `input` drawn uniformly (taps in the padding are 0); for a
+    /// grouped sum, each group's block only.
     ///
     /// # Errors
     /// [`Error::ChannelMismatch`] and [`Error::EmptyOutput`] as the layer's executors give
-    /// them, and [`Error::InvalidParameter`] when `sum` is not of the layer's `C·kh·kw`.
+    /// them, and [`Error::InvalidParameter`] when `sum` is not of the layer's `C·kh·kw` or has
+    /// neither 1 block nor the layer's groups.
     pub fn sample_patches<T: Real>(
         &mut self,
         layer: &Conv2dWeights<T>,
@@ -163,44 +165,59 @@ impl Synthetic {
         sum: &mut PatchSum,
     ) -> Result<()> {
         let [n, _, ho, wo] = crate::exec::reference::output_dims(input, layer)?;
-        let dim = patch_len(layer);
-        if dim != sum.dim() {
-            return Err(Error::InvalidParameter {
-                context: format!("patch moments of `{}`", layer.name()),
-                what: "dimension",
-                value: sum.dim() as f64,
-                expected: "the layer's input channels x kernel height x kernel width",
-            });
+        let groups = sum.blocks.len();
+        let invalid = |what, value: usize, expected| Error::InvalidParameter {
+            context: format!("patch moments of `{}`", layer.name()),
+            what,
+            value: value as f64,
+            expected,
+        };
+        if patch_len(layer) != sum.dim() {
+            return Err(invalid("dimension", sum.dim(), "the layer's input channels x kernel height x kernel width"));
         }
-        let mut p = DMatrix::<f64>::zeros(count, dim);
-        let mut row = vec![0.0; dim];
-        for r in 0..count {
-            let at = (self.rng.below(n), self.rng.below(ho), self.rng.below(wo));
-            patch(layer, input, at, &mut row);
-            p.row_mut(r).iter_mut().zip(&row).for_each(|(o, v)| *o = *v);
+        if groups != 1 && groups != layer.shape().groups {
+            return Err(invalid("groups", groups, "1 (the whole matrix) or the layer's channel groups"));
         }
-        sum.s += p.transpose() * &p;
+        let at: Vec<_> = (0..count).map(|_| (self.rng.below(n), self.rng.below(ho), self.rng.below(wo))).collect();
+        let channels = input.dims()[1] / groups;
+        for (g, block) in sum.blocks.iter_mut().enumerate() {
+            let dim = block.nrows();
+            let mut p = DMatrix::<f64>::zeros(count, dim);
+            let mut row = vec![0.0; dim];
+            for (r, &at) in at.iter().enumerate() {
+                patch_of(layer, input, at, g * channels..(g + 1) * channels, &mut row);
+                p.row_mut(r).iter_mut().zip(&row).for_each(|(o, v)| *o = *v);
+            }
+            *block += p.transpose() * &p;
+        }
         sum.count += count;
         Ok(())
     }
 }
 
-/// `Σ p pᵀ` over the patches added so far, and how many.
+/// `Σ p pᵀ` over the patches added so far (for a grouped layer, its diagonal blocks), and how
+/// many.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchSum {
-    s: DMatrix<f64>,
+    blocks: Vec<DMatrix<f64>>,
     count: usize,
 }
 
 impl PatchSum {
     /// An empty sum of patches of `dim` entries.
     pub fn new(dim: usize) -> Self {
-        Self { s: DMatrix::zeros(dim, dim), count: 0 }
+        Self::grouped(1, dim)
+    }
+
+    /// An empty sum of the `groups` diagonal blocks, `dim` square each, of patches of
+    /// `groups · dim` entries (a grouped layer's: no other block enters its losses).
+    pub fn grouped(groups: usize, dim: usize) -> Self {
+        Self { blocks: vec![DMatrix::zeros(dim, dim); groups], count: 0 }
     }
 
     /// The patch length.
     pub fn dim(&self) -> usize {
-        self.s.nrows()
+        self.blocks.iter().map(DMatrix::nrows).sum()
     }
 
     /// Patches added.
@@ -208,11 +225,11 @@ impl PatchSum {
         self.count
     }
 
-    /// `S = Σ p pᵀ / count`: the moments of `layer` (a name for errors).
+    /// `S = Σ p pᵀ / count` (its blocks): the moments of `layer` (a name for errors).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] when no patch was added, and those of [`InputMoments::new`]
-    /// (a patch value that was not finite).
+    /// [`Error::InvalidParameter`] when no patch was added, and those of
+    /// [`InputMoments::grouped`] (a patch value that was not finite, no group).
     pub fn moments(&self, layer: &str) -> Result<InputMoments> {
         if self.count == 0 {
             return Err(Error::InvalidParameter {
@@ -222,9 +239,10 @@ impl PatchSum {
                 expected: "at least one",
             });
         }
-        let s = &self.s / self.count as f64;
+        let dim = self.blocks.first().map_or(0, DMatrix::nrows);
         // Symmetric: the column-major storage is the row-major one.
-        InputMoments::new(layer, self.dim(), s.as_slice().to_vec())
+        let values = self.blocks.iter().flat_map(|b| (b / self.count as f64).as_slice().to_vec()).collect();
+        InputMoments::grouped(layer, self.blocks.len(), dim, values)
     }
 }
 

@@ -92,7 +92,8 @@ impl Loaded for TractModel {
 fn expected(sampling: MomentSampling, batch: usize, prior: Prior, seed: u64) -> BTreeMap<String, InputMoments> {
     let [a, b] = layers();
     let mut synth = Synthetic::new(prior, seed);
-    let mut sums = [PatchSum::new(27), PatchSum::new(72)];
+    // `b` has 2 groups: its moments are the two diagonal blocks of 4·9.
+    let mut sums = [PatchSum::new(27), PatchSum::grouped(2, 36)];
     let mut done = 0;
     while done < sampling.images {
         let n = batch.min(sampling.images - done);
@@ -136,7 +137,11 @@ fn every_planned_layer_gets_the_moments_of_its_own_input() {
         let path = write(dir.path(), &net(batch));
         let got = synthetic_moments(&path, &options, Synthetic::new(prior, 7), SAMPLING, &mut Tract).unwrap();
         assert_close(&got, &expected(SAMPLING, runs_of, prior, 7));
-        assert_eq!(got["a"].dim(), 27);
+        assert_eq!((got["a"].dim(), got["a"].groups(), got["b"].dim(), got["b"].groups()), (27, 1, 72, 2));
+        // Written and read back: `[27, 27]` and `[2, 36, 36]`, the same values.
+        let file = dir.path().join("m.safetensors");
+        dac::io::write_input_moments(&file, &got, true).unwrap();
+        assert_eq!(dac::io::read_input_moments(&file).unwrap(), got);
     }
 }
 
@@ -169,10 +174,10 @@ fn only_the_planned_layers_are_sampled_and_bad_requests_are_errors() {
     let zero = MomentSampling { patches: 0, ..SAMPLING };
     let err = synthetic_moments(&path, &ConvertOptions::speedup(1.5), synth(), zero, &mut Tract).unwrap_err();
     assert!(err.to_string().contains("patches"), "{err}");
-    // `b` has C·kh·kw = 8·9 = 72 (all input channels, groups expanded).
-    let small = MomentSampling { max_dim: 71, ..SAMPLING };
+    // `b` has C/g·kh·kw = 4·9 = 36 per group.
+    let small = MomentSampling { max_dim: 35, ..SAMPLING };
     let err = synthetic_moments(&path, &ConvertOptions::speedup(1.5), synth(), small, &mut Tract).unwrap_err();
-    assert!(err.to_string().contains("`b`") && err.to_string().contains("72"), "{err}");
+    assert!(err.to_string().contains("`b`") && err.to_string().contains("36"), "{err}");
     // Normalisation with two values for three channels.
     let two = synth().normalize(vec![0.5, 0.5], vec![0.2, 0.2]).unwrap();
     let err = synthetic_moments(&path, &ConvertOptions::speedup(1.5), two, SAMPLING, &mut Tract).unwrap_err();

@@ -304,6 +304,56 @@ fn sampled_patch_moments_converge_to_those_of_every_position() {
     assert!(diff < 0.02 * scale, "sampled moments differ by {diff} (largest entry {scale})");
 }
 
+/// A grouped layer's moments are the diagonal blocks of the whole matrix (that of an
+/// ungrouped layer of the same geometry on all the channels), they give a grouped kernel the
+/// same energy, and sampling them converges to them.
+#[test]
+fn grouped_moments_are_the_diagonal_blocks_of_the_whole_matrix() {
+    let geometry = |b: dac::Conv2dWeightsBuilder<f32>| b.padding(dac::Padding::uniform(1)).stride(2, 1);
+    let grouped = geometry(Conv2dWeights::builder(vec![0.1f32; 6 * 2 * 9], [6, 2, 3, 3]).groups(3)).build().unwrap();
+    let whole = geometry(Conv2dWeights::builder(vec![0.1f32; 6 * 6 * 9], [6, 6, 3, 3])).build().unwrap();
+    let x = Synthetic::new(Prior::new(0.7, 0.2, 1.0).unwrap(), 5).images([2, 6, 8, 7]).unwrap();
+    let (blocks, full) = (InputMoments::of_input(&grouped, &x).unwrap(), InputMoments::of_input(&whole, &x).unwrap());
+    assert_eq!((blocks.groups(), blocks.dim(), full.groups(), full.dim()), (3, 54, 1, 54));
+    let (b, f) = (blocks.values(), full.values());
+    for g in 0..3 {
+        for i in 0..18 {
+            for j in 0..18 {
+                let want = f[(g * 18 + i) * 54 + g * 18 + j];
+                assert!((b[g * 324 + i * 18 + j] - want).abs() <= 1e-12 * (1.0 + want.abs()), "group {g} ({i}, {j})");
+            }
+        }
+    }
+    let kernel = DenseKernel::of(
+        &Conv2dWeights::builder((0..108).map(|i| (i as f32 * 0.37).sin()).collect(), [6, 2, 3, 3])
+            .groups(3)
+            .build()
+            .unwrap(),
+    );
+    let (eb, ef) = (blocks.energy(&kernel), full.energy(&kernel));
+    assert!((eb - ef).abs() <= 1e-12 * ef, "{eb} vs {ef}");
+    let mut sum = PatchSum::grouped(3, 18);
+    Synthetic::new(Prior::default(), 2).sample_patches(&grouped, &x, 100_000, &mut sum).unwrap();
+    let sampled = sum.moments("g").unwrap().values();
+    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = sampled.iter().zip(&b).fold(0.0f64, |m, (s, w)| m.max((s - w).abs()));
+    assert!(diff < 0.03 * scale, "sampled blocks differ by {diff} (largest entry {scale})");
+    // Whole moments serve a grouped layer too, and score every scheme as its blocks do; blocks
+    // of another grouping are an error.
+    let w: Vec<f64> = (0..108).map(|i| (i as f64 * 0.61).cos()).collect();
+    let layer = Conv2dWeights::builder(w, [6, 2, 3, 3]).groups(3).padding(dac::Padding::uniform(1)).build().unwrap();
+    for scheme in plugins() {
+        let f = scheme.factor(&layer).unwrap();
+        let (lb, lf) = (blocks.lost_energy(&*f).unwrap(), full.lost_energy(&*f).unwrap());
+        for (r, (x, y)) in lb.iter().zip(&lf).enumerate() {
+            assert!((x - y).abs() <= 1e-9, "{:?} rank {r}: {x} vs {y}", f.scheme());
+        }
+    }
+    let other = InputMoments::grouped("g", 2, 27, vec![0.0; 2 * 27 * 27]).unwrap();
+    let err = other.lost_energy(&*Channel::new().factor(&layer).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("groups"), "{err}");
+}
+
 #[test]
 fn one_output_position_samples_exactly_its_patch() {
     // A 2x3 kernel on a 2x3 input without padding: one output position per image.

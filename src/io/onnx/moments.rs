@@ -23,7 +23,8 @@ pub struct MomentSampling {
     pub patches: usize,
     /// Images per run when the model's batch is not fixed (default 16).
     pub batch: usize,
-    /// The largest `C·kh·kw` of a planned layer (default 8192: 512 MiB of moments).
+    /// The largest `C·kh·kw` of a planned layer, per channel group (default 8192: 512 MiB of
+    /// moments for an ungrouped layer).
     pub max_dim: usize,
 }
 
@@ -147,11 +148,12 @@ fn taps(
     for (site, conv) in sites.iter().zip(&convs).filter(|(s, _)| convert::planned(s, options)) {
         let layer = layer(g, site, conv.weight, file)?;
         let s = layer.shape();
-        let dim = s.in_channels * s.kh * s.kw;
+        // A grouped layer's moments are its groups' diagonal blocks.
+        let dim = s.in_per_group() * s.kh * s.kw;
         if dim > sampling.max_dim {
             return Err(Error::InvalidParameter {
                 context: format!("synthetic input moments of `{}`", site.name()),
-                what: "patch length C·kh·kw",
+                what: "patch length per group C/g·kh·kw",
                 value: dim as f64,
                 expected:
                     "at most the sampling's max_dim (its moments are D² numbers); leave the layer out (--exclude)",
@@ -165,7 +167,7 @@ fn taps(
                 outputs.len() - 1
             }
         });
-        taps.push(Tap { layer, output, sum: PatchSum::new(dim) });
+        taps.push(Tap { output, sum: PatchSum::grouped(s.groups, dim), layer });
     }
     Ok((taps, outputs))
 }
