@@ -20,8 +20,10 @@ batches; at each Conv, `--patches` input patches drawn at random (image, output 
 padding included as the Conv sees it) give `S = E[p pᵀ]`, `p` of length `D = C·kh·kw` ordered
 channel, kernel row, kernel column (groups expanded: all C input channels). One F32 `[D, D]`
 tensor per Conv, named as dac names the layer (the node's name, or its weight's name without
-`.weight`). A Conv with D above `--max-dim` is left out and listed (its matrix would be
-D² floats); `dac onnx --input-moments` then refuses to plan it, so leave it out with `--skip`.
+`.weight`); for a Conv of g > 1 groups, `[g, D/g, D/g]`: each group's diagonal block, the only
+part of S its losses read (as `dac onnx --synthetic-moments --save-moments` writes it). A Conv
+with D/g above `--max-dim` is left out and listed (its matrix would be (D/g)² floats per
+group); `dac onnx --input-moments` then refuses to plan it, so leave it out with `--skip`.
 """
 import argparse
 import json
@@ -64,7 +66,8 @@ def conv_layers(model):
 
 
 def patch_moments(x, dims, attrs, count, rng):
-    """`E[p pᵀ]` over `count` random input patches of one Conv (module docs)."""
+    """`E[p pᵀ]` over `count` random input patches of one Conv (module docs): `[D, D]`, or the
+    `[g, D/g, D/g]` diagonal blocks of a grouped one."""
     n, c, h, w = x.shape
     kh, kw = dims[2], dims[3]
     sh, sw = attrs.get("strides", [1, 1])
@@ -77,8 +80,10 @@ def patch_moments(x, dims, attrs, count, rng):
     rows = (oy * sh)[:, None] + dh * np.arange(kh)[None, :]                    # [count, kh]
     cols = (ox * sw)[:, None] + dw * np.arange(kw)[None, :]                    # [count, kw]
     p = xp[img[:, None, None, None], np.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
-    p = p.reshape(count, c * kh * kw).astype(np.float64)
-    return p.T @ p / count
+    g = attrs.get("group", 1)
+    p = p.reshape(count, g, (c // g) * kh * kw).astype(np.float64)
+    blocks = np.einsum("ngi,ngj->gij", p, p) / count
+    return blocks[0] if g == 1 else blocks
 
 
 def save_safetensors(path, tensors):
@@ -123,11 +128,10 @@ def main():
 
     model = onnx.load(args.model)
     layers = conv_layers(model)
-    kept = [l for l in layers if l[2][1] * (l[3].get("group", 1)) * l[2][2] * l[2][3] <= args.max_dim]
+    kept = [l for l in layers if l[2][1] * l[2][2] * l[2][3] <= args.max_dim]
     for name, _, dims, attrs in layers:
         if (name, dims) not in [(k[0], k[2]) for k in kept]:
-            print(f"left out {name}: D = {dims[1] * attrs.get('group', 1) * dims[2] * dims[3]} > --max-dim",
-                  file=sys.stderr)
+            print(f"left out {name}: D/g = {dims[1] * dims[2] * dims[3]} > --max-dim", file=sys.stderr)
     wanted = sorted({l[1] for l in kept})
     present = {o.name for o in model.graph.output}
     for t in wanted:
