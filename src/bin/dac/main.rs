@@ -237,8 +237,9 @@ fn onnx(a: &OnnxArgs) -> dac::Result<()> {
     let mut moments = None;
     if let (true, Some(rt)) = (a.moments.synthetic_moments, runtime.as_mut()) {
         let m = a.moments.measure(&a.model, &o, rt, c.quiet || c.json)?;
-        o = o.input_moments(m.clone());
-        moments = Some(m);
+        // A copy only to save (a 224x224 model's moments take gigabytes).
+        moments = a.moments.saves().then(|| m.clone());
+        o = o.input_moments(m);
     }
     let (summary, measured) = match (a.measure, runtime) {
         (true, Some(mut rt)) => {

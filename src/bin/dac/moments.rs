@@ -75,6 +75,11 @@ impl MomentArgs {
         Ok(moments)
     }
 
+    /// Whether --save-moments was given.
+    pub fn saves(&self) -> bool {
+        self.save_moments.is_some()
+    }
+
     /// Writes `moments` to --save-moments, if given, once the model is at `output`; on failure
     /// removes it, so that a failed run leaves neither file behind.
     pub fn save(&self, moments: &BTreeMap<String, InputMoments>, output: &Path, force: bool) -> dac::Result<()> {
