@@ -631,6 +631,9 @@ FEATURES = {
     "unfilled_out": lambda r: (ceil_block(r["N"]) - r["N"]) * r["Ho"] * r["Wo"],
     "unfilled_in": lambda r: (ceil_block(r["C_in"]) - r["C_in"]) * r["H"] * r["W"],
     "in_elems_small_c": lambda r: r["in_elems"] if r["C_in"] < 8 else 0.0,
+    # Blocked channel groups times output rows (bench/calibrate_depthwise.py): the depthwise kernel's
+    # per-row overhead, which many channels on a small map pay more of per element.
+    "channel_rows": lambda r: ceil_block(r["C_in"]) * r["Ho"],
     "tensor_elems_over_cache": lambda r: max(0.0, r["in_elems"] - CACHED_TENSOR) + max(0.0, r["out_elems"] - CACHED_TENSOR),
 }
 

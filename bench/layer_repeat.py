@@ -5,6 +5,11 @@ speed, and how the model does against each layer's quietest measurement.
 
     taskset -c 1 bench/.venv/bin/python bench/layer_repeat.py /work/zoo-full [--rounds 3] [--budget 2]
         [--only resnet18,mobilenet_v2] [--out bench/results-DATE-layer-repeat.json]
+    bench/.venv/bin/python bench/layer_repeat.py /work/zoo-full --rescore RAW.json [--out NEW.json]
+
+`--rescore` measures nothing: it takes the layers' measured times from a previous run's JSON and
+asks the `dac` binary (a new time table, say) for their modeled times again, so that two models
+are scored on the same measurements.
 
 Each original network is profiled as `bench/zoo_time.py --profile` profiles it (its
 `profile_model`: kernels plus attributed layout reorders per layer, median over the runs of one
@@ -49,6 +54,24 @@ def scores(layers):
     return out
 
 
+def modeled_ms(report):
+    """{layer: modeled time of the original layer} from a `dac onnx --json` report."""
+    out = {c["name"]: c["time_before_ms"] for c in report.get("converted") or []}
+    out.update({s["name"]: s["time_ms"] for s in report.get("skipped") or [] if s.get("time_ms") is not None})
+    return out
+
+
+def rescore(nets, args):
+    """Fills `nets` with the layers of --rescore's run, modeled by this run's `dac`."""
+    with open(args.rescore) as f:
+        old = json.load(f)
+    args.rounds, args.budget = old["rounds"], old["budget_s"]
+    for n, net in nets.items():
+        model = modeled_ms(net["report"])
+        for l in old["layers"][n]:
+            net["layers"][l["layer"]] = dict(l, modeled_ms=model[l["layer"]], modeled_ms_before=l["modeled_ms"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
@@ -57,6 +80,7 @@ def main():
     ap.add_argument("--budget", type=float, default=2.0, help="seconds of profiled runs per network and round")
     ap.add_argument("--only", default=None)
     ap.add_argument("--out")
+    ap.add_argument("--rescore", metavar="RAW", help="no profiling: the measured times of RAW, modeled anew")
     args = ap.parse_args()
     specs = json.load(open(os.path.join(args.dir, "macs.json")))
     names = args.only.split(",") if args.only else list(specs)
@@ -68,7 +92,9 @@ def main():
         if err:
             sys.exit(f"{n}: dac failed: {err[:300]}")
         nets[n] = {"src": src, "report": rep, "x": seeded_input([1] + list(specs[n]["input"][1:])), "layers": {}}
-    for k in range(args.rounds):
+    if args.rescore:
+        rescore(nets, args)
+    for k in range(0 if args.rescore else args.rounds):
         for n, net in nets.items():
             prof = profile_model(net["src"], net["report"], False, net["x"], None, args.budget, work, f"{n}-{k}")
             for l in prof["layers"]:
@@ -84,7 +110,7 @@ def main():
     for n, s in table.items():
         print(f"| {n} | {len(timed[n])} | " + " | ".join(f"{100 * s[c]:.1f} %" for c in cols) + " |")
     if args.out:
-        out = {"command": " ".join(sys.argv), "machine": machine(), "rounds": args.rounds, "budget_s": args.budget,
+        out = {"command": " ".join(sys.argv), "machine": machine(), "rescored": args.rescore, "rounds": args.rounds, "budget_s": args.budget,
                "scores": table, "layers": {n: list(net["layers"].values()) for n, net in nets.items()}}
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)

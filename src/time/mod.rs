@@ -219,7 +219,9 @@ impl ConvNode {
         let weights = self.dims.iter().product::<usize>() as f64;
         let over = (weights - CACHED_WEIGHTS).max(0.0);
         let (input, output) = (c as f64 * area(self.input), n as f64 * area(self.output));
-        [1.0, self.macs(), padded, strided, input, output, weights, over, tensors_over_cache(&[input, output])]
+        let channel_rows = (up(n) * self.output.0) as f64;
+        let tensors = tensors_over_cache(&[input, output]);
+        [1.0, self.macs(), padded, strided, input, output, weights, over, tensors, channel_rows]
     }
 }
 
@@ -372,7 +374,9 @@ pub fn linear_node(out: usize, input: usize) -> TimedNode {
 /// convolution, 0 for stride 1; `weights`: weight elements; `weights_over_cache`: the weight
 /// elements beyond [`CACHED_WEIGHTS`], which a product streams from memory on every run;
 /// `tensor_elems_over_cache`: the elements of the node's input and output tensors beyond
-/// [`CACHED_TENSOR`] each).
+/// [`CACHED_TENSOR`] each; `channel_rows`: output channels rounded up to the block, times output
+/// rows, the rows a blocked depthwise kernel starts, each at a fixed cost that many channels on
+/// a small map pay more of per element).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Feature {
     One,
@@ -384,10 +388,11 @@ enum Feature {
     Weights,
     WeightsOverCache,
     TensorsOverCache,
+    ChannelRows,
 }
 
 /// How many [`Feature`]s there are (the length of a node's feature vector).
-const FEATURES: usize = 9;
+const FEATURES: usize = 10;
 
 /// The elements of `tensors` beyond [`CACHED_TENSOR`] each.
 fn tensors_over_cache(tensors: &[f64]) -> f64 {
@@ -406,6 +411,7 @@ impl Feature {
             "weights" => Some(Self::Weights),
             "weights_over_cache" => Some(Self::WeightsOverCache),
             "tensor_elems_over_cache" => Some(Self::TensorsOverCache),
+            "channel_rows" => Some(Self::ChannelRows),
             _ => None,
         }
     }
@@ -583,7 +589,7 @@ impl TimeModel {
         }
         let (m, k, n) = (m as f64, k as f64, n as f64);
         let over = (k * n - CACHED_WEIGHTS).max(0.0);
-        nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over, 0.0]))
+        nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over, 0.0, 0.0]))
     }
 
     /// Whether the table times `op` (tables written before `bench/calibrate_elementwise.py`
@@ -599,7 +605,7 @@ impl TimeModel {
         }
         let (i, o) = (input as f64, output as f64);
         let fit = self.fit(Op::Elements(op), channels.is_multiple_of(self.block));
-        nanos(fit.eval(&[1.0, o * taps as f64, 0.0, 0.0, i, o, 0.0, 0.0, 0.0]))
+        nanos(fit.eval(&[1.0, o * taps as f64, 0.0, 0.0, i, o, 0.0, 0.0, 0.0, 0.0]))
     }
 
     /// The class of a convolution under this table's channel block.
@@ -618,7 +624,7 @@ impl TimeModel {
         let copy = |op, e: u64, c: usize| {
             let e = e as f64;
             let over = tensors_over_cache(&[e, e]);
-            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e, 0.0, 0.0, over]))
+            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e, 0.0, 0.0, over, 0.0]))
         };
         match *node {
             TimedNode::Conv(ref c) => self.conv(c),
