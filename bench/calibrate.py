@@ -634,6 +634,9 @@ FEATURES = {
     # Blocked channel groups times output rows (bench/calibrate_depthwise.py): the depthwise kernel's
     # per-row overhead, which many channels on a small map pay more of per element.
     "channel_rows": lambda r: ceil_block(r["C_in"]) * r["Ho"],
+    # Groups times kernel taps times output rows (bench/calibrate_grouped.py): a fixed cost of
+    # each group's pass of each tap over a row.
+    "group_taps": lambda r: r["group"] * r["kh"] * r["kw"] * r["Ho"],
     "tensor_elems_over_cache": lambda r: max(0.0, r["in_elems"] - CACHED_TENSOR) + max(0.0, r["out_elems"] - CACHED_TENSOR),
 }
 

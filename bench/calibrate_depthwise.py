@@ -24,10 +24,12 @@ medians (the quiet machine the rest of the table describes; BENCHMARKS.md shows 
 memory-bound classes by up to 1.7x from minute to minute).
 
 Fit. Non-negative least squares of relative error (calibrate.fit) on `one, macs_padded,
-in_elems, out_elems, channels` (`channel_rows` = ceil16(C) · Ho: one per blocked channel group and
-output row, the kernel's per-row overhead), one entry per alignment; the entries replace the
-table's `depthwise` entries of that thread count. The fit without `channel_rows` is printed beside it.
-`--refit` fits the rows of --raw again.
+in_elems, out_elems, channel_rows` (`channel_rows` = ceil16(C)·Ho, the channels rounded up to
+the block times the output rows: each row a blocked depthwise kernel starts has a fixed cost),
+one entry per alignment; the entries replace the table's `depthwise` entries of that thread
+count, in place. The fit without `channel_rows` is printed beside it.
+`--refit` fits the rows of --raw again. A sweep keeps the rows of other thread counts already
+in --raw (so `--threads 1`, then `--threads all`, leave both in one file).
 """
 import argparse
 import datetime
@@ -67,32 +69,42 @@ def shapes(points, seed):
     return out
 
 
-def entries(rows):
-    """The `depthwise` entries fitted from the rows of one thread count."""
+def fit_entries(rows, extra, template):
+    """Entries `template` + fit on BASE + `extra` (one per alignment when both have
+    calibrate.MIN_CELL rows, else one for both); the fit on BASE alone is printed beside it."""
     al, un = [r for r in rows if r["aligned"]], [r for r in rows if not r["aligned"]]
     cells = [(True, al), (False, un)] if min(len(al), len(un)) >= MIN_CELL else [(None, rows)]
     out = []
     for aligned, part in cells:
-        for features in (BASE, BASE + ["channel_rows"]):
+        for features in (BASE, BASE + extra):
             coef, pred, rel = fit(part, features)
-            print(f"{CLASS} aligned {aligned}, {part[0]['threads']} thread(s), {len(part)} rows, {features}: "
+            print(f"{template.get('class', template['op'])} aligned {aligned}, {part[0]['threads']} thread(s), {len(part)} rows, {features}: "
                   f"coef {[float(f'{c:.6g}') for c in coef]}, median rel err {np.median(rel):.3f}, "
                   f"p90 {np.percentile(rel, 90):.3f}, within 25 % {np.mean(rel <= 0.25):.1%}")
-        out.append({"op": "conv", "class": CLASS, "aligned": aligned, "features": features,
-                    "coef": [float(f"{c:.6g}") for c in coef], "rows": len(part),
-                    "median_rel_err": round(float(np.median(rel)), 4), "max_rel_err": round(float(np.max(rel)), 4),
-                    "note": "bench/calibrate_depthwise.py: wider grid, fastest of the sweeps"})
+        out.append(dict(template, aligned=aligned, features=features, coef=[float(f"{c:.6g}") for c in coef],
+                        rows=len(part), median_rel_err=round(float(np.median(rel)), 4),
+                        max_rel_err=round(float(np.max(rel)), 4)))
     return out
 
 
-def replace_depthwise(table, threads, fitted):
-    """Replaces the `depthwise` conv entries of `table`'s `threads` table with `fitted`, each
-    where the entry of its alignment was (the entries keep their order)."""
+def entries(rows):
+    """The `depthwise` entries fitted from the rows of one thread count."""
+    template = {"op": "conv", "class": CLASS, "note": "bench/calibrate_depthwise.py: wider grid, fastest of the sweeps"}
+    return fit_entries(rows, ["channel_rows"], template)
+
+
+def is_depthwise(entry):
+    return entry.get("op") == "conv" and entry.get("class") == CLASS
+
+
+def replace_in_place(table, threads, fitted, matches):
+    """Replaces the entries of `table`'s `threads` table that `matches` with `fitted`, each where
+    such an entry was (the entries keep their order; the rest are appended)."""
     tabs = [t for t in table["tables"] if t["threads"] == threads]
     if not tabs:
         sys.exit(f"the table has no {threads}-thread entries: run calibrate.py --threads {threads} first")
     entries = tabs[0]["entries"]
-    old = [i for i, e in enumerate(entries) if e.get("op") == "conv" and e.get("class") == CLASS]
+    old = [i for i, e in enumerate(entries) if matches(e)]
     for i, e in zip(old, fitted):
         entries[i] = e
     for i in old[len(fitted):][::-1]:
@@ -100,10 +112,9 @@ def replace_depthwise(table, threads, fitted):
     entries += fitted[len(old):]
 
 
-def sweep(threads, args, tmp):
+def sweep(specs, threads, args, tmp):
     """Every shape measured `--repeats` times in interleaved groups; a row keeps the fastest
     sweep's median and records them all."""
-    specs = shapes(args.points, args.seed)
     print(f"{len(specs)} shapes, {args.repeats} sweeps, {threads} thread(s)", file=sys.stderr)
     times, rows, sentinels = [[] for _ in specs], [], []
     for rep in range(args.repeats):
@@ -115,46 +126,65 @@ def sweep(threads, args, tmp):
                 times[g + k].append(r["median_ns"])
                 if rep == 0:
                     rows.append(dict(r, sentinel_ns=measured[-1]["median_ns"], all_events=None))
-        print(f"  sweep {rep + 1}: sentinel median {np.median(sentinels[-len(range(0, len(specs), args.group)):]) / 1e3:.1f} us",
-              file=sys.stderr)
+        groups = -(-len(specs) // args.group)
+        print(f"  sweep {rep + 1}: sentinel median {np.median(sentinels[-groups:]) / 1e3:.1f} us", file=sys.stderr)
     for r, t in zip(rows, times):
         r.update(median_ns=float(min(t)), repeats_ns=t)
     return rows, sentinels
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc, points, raw_name):
+    """The command line of this script and of those built on it (bench/calibrate_grouped.py)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--table", required=True)
     ap.add_argument("--threads", default="1", help='comma list of thread counts, "all" = every core')
     ap.add_argument("--pin", type=int, default=1, help="CPU to pin 1-thread sweeps to (-1: no pinning)")
     ap.add_argument("--group", type=int, default=8, help="models interleaved together")
     ap.add_argument("--budget", type=float, default=0.4, help="seconds of timed runs per model and sweep")
     ap.add_argument("--repeats", type=int, default=3, help="sweeps; each shape keeps its fastest")
-    ap.add_argument("--points", type=int, default=270, help="shapes in the sample (about)")
+    ap.add_argument("--points", type=int, default=points, help="shapes in the sample (about)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-calibration-depthwise.json"))
+    ap.add_argument("--raw", default=os.path.join(HERE, f"results-{datetime.date.today()}-{raw_name}.json"))
     ap.add_argument("--refit", action="store_true",
-                    help="no measuring: fit the rows of --raw and replace the depthwise entries in --table")
-    args = ap.parse_args()
+                    help="no measuring: fit the rows of --raw and replace the entries in --table")
+    return ap.parse_args()
+
+
+def run(args, specs, entries, matches, command_key):
+    """Measures `specs` (or, with --refit, reads --raw), fits `entries` per thread count and
+    writes them into --table in place of those that `matches`."""
     with open(args.table) as f:
         table = json.load(f)
     if args.refit:
         with open(args.raw) as f:
             raw = json.load(f)
         for threads in sorted({r["threads"] for r in raw["rows"]}):
-            replace_depthwise(table, threads, entries([r for r in raw["rows"] if r["threads"] == threads]))
-        table["depthwise_command"] = f"{raw['command']}; refitted: {command_line()}"
+            replace_in_place(table, threads, entries([r for r in raw["rows"] if r["threads"] == threads]), matches)
+        table[command_key] = f"{raw['command']}; refitted: {command_line()}"
         with open(args.table, "w") as f:
             json.dump(table, f, indent=1)
         return
-    rows, sentinels = [], {}
-    with tempfile.TemporaryDirectory(prefix="dac-depthwise-") as tmp:
-        for threads in thread_counts(args.threads):
+    rows, sentinels, earlier = [], {}, []
+    counts = thread_counts(args.threads)
+    if os.path.exists(args.raw):  # a sweep of other thread counts, kept (see the docstring)
+        with open(args.raw) as f:
+            old = json.load(f)
+        rows = [r for r in old["rows"] if r["threads"] not in counts]
+        sentinels = {int(k): v for k, v in old.get("sentinels_ns", {}).items() if int(k) not in counts}
+        earlier = old.get("earlier_commands", []) + [old["command"]]
+    with tempfile.TemporaryDirectory(prefix="dac-calibrate-") as tmp:
+        for threads in counts:
             pin(threads, args.pin)
-            part, sentinels[threads] = sweep(threads, args, tmp)
+            part, sentinels[threads] = sweep(specs, threads, args, tmp)
             rows += part
-            replace_depthwise(table, threads, entries(part))
-    save_table_and_raw(args.table, table, "depthwise_command", args.raw, rows, machine=machine(), sentinels_ns=sentinels)
+            replace_in_place(table, threads, entries(part), matches)
+    save_table_and_raw(args.table, table, command_key, args.raw, rows, machine=machine(), sentinels_ns=sentinels,
+                       earlier_commands=earlier)
+
+
+def main():
+    args = arguments(__doc__, 270, "calibration-depthwise")
+    run(args, shapes(args.points, args.seed), entries, is_depthwise, "depthwise_command")
 
 
 if __name__ == "__main__":

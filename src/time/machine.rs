@@ -202,7 +202,8 @@ mod tests {
     /// The exception is the depthwise entries: the reference's were measured again over a wider
     /// grid with a `channel_rows` term (bench/calibrate_depthwise.py) after the Zen 5 table was
     /// derived, which keeps the reference's earlier four-feature depthwise fits (not re-measured
-    /// on a Zen 5).
+    /// on a Zen 5), and the reference's `conv_grouped_blocks` entries, which the Zen 5 table
+    /// does not have (its grouped convolutions of whole blocks take the `dense` entry).
     #[test]
     fn the_zen5_table_is_the_reference_times_one_factor_plus_the_tensor_term() {
         let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
@@ -212,7 +213,9 @@ mod tests {
             let tables = t["tables"].as_array().unwrap();
             tables.iter().find(|t| t["threads"] == 1).unwrap()["entries"].as_array().unwrap().clone()
         };
-        let (z, r) = (one_thread(&zen5), one_thread(&reference));
+        let (z, mut r) = (one_thread(&zen5), one_thread(&reference));
+        // Entries the reference gained after the Zen 5 table was derived (bench/calibrate_grouped.py).
+        r.retain(|e| e["op"] != "conv_grouped_blocks");
         assert_eq!(z.len(), r.len());
         let factor = z[0]["factor"].as_f64().unwrap();
         assert!((0.5..0.8).contains(&factor), "{factor}");

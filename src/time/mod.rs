@@ -220,8 +220,9 @@ impl ConvNode {
         let over = (weights - CACHED_WEIGHTS).max(0.0);
         let (input, output) = (c as f64 * area(self.input), n as f64 * area(self.output));
         let channel_rows = (up(n) * self.output.0) as f64;
+        let group_taps = (self.groups * self.dims[2] * self.dims[3] * self.output.0) as f64;
         let tensors = tensors_over_cache(&[input, output]);
-        [1.0, self.macs(), padded, strided, input, output, weights, over, tensors, channel_rows]
+        [1.0, self.macs(), padded, strided, input, output, weights, over, tensors, channel_rows, group_taps]
     }
 }
 
@@ -376,7 +377,8 @@ pub fn linear_node(out: usize, input: usize) -> TimedNode {
 /// `tensor_elems_over_cache`: the elements of the node's input and output tensors beyond
 /// [`CACHED_TENSOR`] each; `channel_rows`: output channels rounded up to the block, times output
 /// rows, the rows a blocked depthwise kernel starts, each at a fixed cost that many channels on
-/// a small map pay more of per element).
+/// a small map pay more of per element; `group_taps`: groups times kernel taps times output
+/// rows, a fixed cost of each group's pass of each tap over a row in a grouped convolution).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Feature {
     One,
@@ -389,10 +391,11 @@ enum Feature {
     WeightsOverCache,
     TensorsOverCache,
     ChannelRows,
+    GroupTaps,
 }
 
 /// How many [`Feature`]s there are (the length of a node's feature vector).
-const FEATURES: usize = 10;
+const FEATURES: usize = 11;
 
 /// The elements of `tensors` beyond [`CACHED_TENSOR`] each.
 fn tensors_over_cache(tensors: &[f64]) -> f64 {
@@ -412,6 +415,7 @@ impl Feature {
             "weights_over_cache" => Some(Self::WeightsOverCache),
             "tensor_elems_over_cache" => Some(Self::TensorsOverCache),
             "channel_rows" => Some(Self::ChannelRows),
+            "group_taps" => Some(Self::GroupTaps),
             _ => None,
         }
     }
@@ -440,6 +444,9 @@ enum Op {
     /// A blocked 1x1 convolution of one group at one output position (a squeeze-and-excitation
     /// block's), timed with its weights from memory.
     ConvOnePosition,
+    /// A grouped convolution whose groups are whole channel blocks (run blocked, as its class
+    /// `dense` or `pointwise` says, one group at a time).
+    ConvGroupedBlocks,
     MatMul,
     Elements(ElementOp),
 }
@@ -565,12 +572,19 @@ impl TimeModel {
     /// The predicted time of a convolution: its class's entry, or the `conv_one_position`
     /// entry for a blocked 1x1 convolution of one group at one output position when the table
     /// has one (a matrix-vector product whose weights, in a network, come from memory; measured
-    /// by `bench/calibrate_one_position.py`).
+    /// by `bench/calibrate_one_position.py`), or the `conv_grouped_blocks` entry for a grouped
+    /// convolution whose groups are whole channel blocks when the table has one (a cost per
+    /// group that single-group fits do not see; measured by `bench/calibrate_grouped.py`).
     pub fn conv(&self, node: &ConvNode) -> Duration {
         let class = ConvClass::of(node.dims, node.groups, self.block);
         let aligned = node.in_channels().is_multiple_of(self.block) && node.dims[0].is_multiple_of(self.block);
         let one_position = class == ConvClass::Pointwise && node.groups == 1 && node.output == (1, 1);
-        let op = if one_position && self.has(Op::ConvOnePosition) { Op::ConvOnePosition } else { Op::Conv(class) };
+        let grouped_blocks = node.groups > 1 && matches!(class, ConvClass::Dense | ConvClass::Pointwise);
+        let op = match (one_position, grouped_blocks) {
+            (true, _) if self.has(Op::ConvOnePosition) => Op::ConvOnePosition,
+            (_, true) if self.has(Op::ConvGroupedBlocks) => Op::ConvGroupedBlocks,
+            _ => Op::Conv(class),
+        };
         nanos(self.fit(op, aligned).eval(&node.features(class, self.block)))
     }
 
@@ -589,7 +603,7 @@ impl TimeModel {
         }
         let (m, k, n) = (m as f64, k as f64, n as f64);
         let over = (k * n - CACHED_WEIGHTS).max(0.0);
-        nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over, 0.0, 0.0]))
+        nanos(self.fit(op, true).eval(&[1.0, m * k * n, m * k * n, 0.0, m * k, m * n, k * n, over, 0.0, 0.0, 0.0]))
     }
 
     /// Whether the table times `op` (tables written before `bench/calibrate_elementwise.py`
@@ -605,7 +619,7 @@ impl TimeModel {
         }
         let (i, o) = (input as f64, output as f64);
         let fit = self.fit(Op::Elements(op), channels.is_multiple_of(self.block));
-        nanos(fit.eval(&[1.0, o * taps as f64, 0.0, 0.0, i, o, 0.0, 0.0, 0.0, 0.0]))
+        nanos(fit.eval(&[1.0, o * taps as f64, 0.0, 0.0, i, o, 0.0, 0.0, 0.0, 0.0, 0.0]))
     }
 
     /// The class of a convolution under this table's channel block.
@@ -624,7 +638,10 @@ impl TimeModel {
         let copy = |op, e: u64, c: usize| {
             let e = e as f64;
             let over = tensors_over_cache(&[e, e]);
-            nanos(self.fit(op, c.is_multiple_of(self.block)).eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e, 0.0, 0.0, over, 0.0]))
+            nanos(
+                self.fit(op, c.is_multiple_of(self.block))
+                    .eval(&[1.0, 0.0, 0.0, 0.0, 0.0, e, 0.0, 0.0, over, 0.0, 0.0]),
+            )
         };
         match *node {
             TimedNode::Conv(ref c) => self.conv(c),

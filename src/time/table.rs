@@ -45,8 +45,9 @@ pub(super) fn parse(name: &str, text: &str, threads: usize) -> Result<TimeModel>
         model.entries.push(entry(e).map_err(|r| err(format!("{measured}-thread entry {i}: {r}")))?);
     }
     // Every op needs an entry but `gemv` and `matmul` (a table without them times products as
-    // 1x1 convolutions), `conv_one_position` (without it those convolutions take their class's
-    // entry) and the element operators (left outside the model without one).
+    // 1x1 convolutions), `conv_one_position` and `conv_grouped_blocks` (without them those
+    // convolutions take their class's entry) and the element operators (left outside the model
+    // without one).
     let ops = ConvClass::ALL.into_iter().map(Op::Conv).chain([Op::Concat, Op::Add]);
     match ops.into_iter().find(|op| !model.entries.iter().any(|e| e.op == *op)) {
         Some(Op::Conv(c)) => Err(err(format!("no entry for conv class `{}`", c.name()))),
@@ -67,13 +68,14 @@ fn entry(e: &Value) -> std::result::Result<Entry, String> {
         Some("add") => Op::Add,
         Some("gemv") => Op::Gemv,
         Some("conv_one_position") => Op::ConvOnePosition,
+        Some("conv_grouped_blocks") => Op::ConvGroupedBlocks,
         Some("matmul") => Op::MatMul,
         other => match ElementOp::ALL.into_iter().find(|o| Some(o.name()) == other) {
             Some(op) => Op::Elements(op),
             None => {
                 let elements = ElementOp::ALL.map(ElementOp::name).join(" | ");
                 return Err(format!(
-                    "unknown op {other:?} (conv | concat | add | gemv | matmul | conv_one_position | {elements})"
+                    "unknown op {other:?} (conv | concat | add | gemv | matmul | conv_one_position | conv_grouped_blocks | {elements})"
                 ));
             }
         },

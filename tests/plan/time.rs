@@ -381,6 +381,64 @@ fn tensors_beyond_the_cache_cost_the_term_of_their_entry() {
 }
 
 #[test]
+fn channel_rows_are_blocks_of_channels_times_output_rows() {
+    let d = [0.0, 1.0, 0.0, 0.0];
+    let base = table(&classes(d, d, d), [0.0, 0.0], [0.0, 0.0]);
+    let term =
+        r#"{"op":"conv","class":"depthwise","aligned":null,"features":["one","channel_rows"],"coef":[10.0,3.0]},"#;
+    let with = base.replacen(r#"{"op":"conv""#, &format!("{term}{{\"op\":\"conv\""), 1);
+    let with = TimeModel::from_json("t", &with, 1).unwrap();
+    let depthwise = |c: usize, k: usize, stride: usize, hw: usize, out: (usize, usize)| {
+        TimedNode::Conv(ConvNode {
+            dims: [c, 1, k, k],
+            groups: c,
+            stride: (stride, stride),
+            input: (hw, hw),
+            output: out,
+        })
+    };
+    // 960 channels (a multiple of the test table's block, 8) on a 7x7 output: 960 x 7 channel
+    // rows at 3 ns each, plus 10 ns.
+    assert_eq!(with.node(&depthwise(960, 3, 1, 7, (7, 7))), Duration::from_nanos(10 + 3 * 960 * 7));
+    // 20 channels round up to 24 (3 blocks of 8); a stride-2 5x5 with 28 output rows and 14
+    // columns: rows count, columns do not.
+    assert_eq!(with.node(&depthwise(20, 5, 2, 56, (28, 14))), Duration::from_nanos(10 + 3 * 24 * 28));
+    // The same elements as few channels on a large map: far fewer rows.
+    assert_eq!(with.node(&depthwise(16, 3, 1, 105, (105, 105))), Duration::from_nanos(10 + 3 * 16 * 105));
+}
+
+#[test]
+fn grouped_convolutions_of_whole_blocks_use_their_entry_where_the_table_has_one() {
+    let d = [100.0, 1.0, 0.0, 0.0];
+    let base = table(&classes(d, d, d), [0.0, 0.0], [0.0, 0.0]);
+    let entry =
+        r#"{"op":"conv_grouped_blocks","aligned":null,"features":["one","macs","group_taps"],"coef":[50.0,0.5,7.0]},"#;
+    let with = base.replacen(r#"{"op":"concat""#, &format!("{entry}{{\"op\":\"concat\""), 1);
+    let (without, with) = (TimeModel::from_json("t", &base, 1).unwrap(), TimeModel::from_json("t", &with, 1).unwrap());
+    let conv = |dims: [usize; 4], groups: usize, stride: usize, map: usize, out: (usize, usize)| {
+        TimedNode::Conv(ConvNode { dims, groups, stride: (stride, stride), input: (map, map), output: out })
+    };
+    // RegNet-like: 400 channels in 25 groups of 16 (the test table's block is 8), 3x3 at 7x7:
+    // 25 groups x 9 taps x 7 output rows.
+    let regnet = conv([400, 16, 3, 3], 25, 1, 7, (7, 7));
+    let macs = 400 * 16 * 9 * 49;
+    assert_eq!(without.node(&regnet), Duration::from_nanos(100 + macs));
+    assert_eq!(with.node(&regnet), Duration::from_nanos(50 + macs / 2 + 7 * 25 * 9 * 7));
+    // A 1x1 (one tap) of 4 groups of 8, stride 2 to 5 output rows (of 9 columns): rows of every
+    // group, not columns.
+    let pointwise = conv([32, 8, 1, 1], 4, 2, 10, (5, 9));
+    assert_eq!(with.node(&pointwise), Duration::from_nanos(50 + 32 * 8 * 45 / 2 + 7 * 4 * 5));
+    // One group, depthwise, or groups that are not whole blocks: their class's entry.
+    for other in [
+        conv([400, 400, 3, 3], 1, 1, 7, (7, 7)),
+        conv([400, 1, 3, 3], 400, 1, 7, (7, 7)),
+        conv([128, 4, 3, 3], 32, 1, 7, (7, 7)),
+    ] {
+        assert_eq!(with.node(&other), without.node(&other), "{other:?}");
+    }
+}
+
+#[test]
 fn blocked_1x1_convolutions_at_one_position_use_their_entry_where_the_table_has_one() {
     let d = [100.0, 1.0, 0.0, 0.0];
     let base = table(&classes(d, d, d), [0.0, 0.0], [0.0, 0.0]);
